@@ -1,0 +1,6 @@
+# -DZTEE_SANITIZE=ON builds everything with ASan + UBSan (used for the unit and C ABI suites).
+option(ZTEE_SANITIZE "Build with AddressSanitizer and UndefinedBehaviorSanitizer" OFF)
+if(ZTEE_SANITIZE)
+  add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
+  add_link_options(-fsanitize=address,undefined)
+endif()

@@ -1,0 +1,167 @@
+// libztee public C++ API.
+//
+// A Runtime owns one event-loop thread (io_uring) that drives every sandbox it
+// creates. Every method here is thread-safe: blocking calls post a request to
+// the loop and wait for its completion. Callbacks (ExecOptions::on_stdout,
+// on_stderr) run on the runtime's event-loop thread and must not block or
+// throw.
+//
+// SECURITY: everything that comes back from a sandbox (stdout, stderr, file
+// bytes, names) was produced by code that may be hostile. Treat it as
+// untrusted input.
+#pragma once
+
+#include <ztee/result.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace ztee {
+
+namespace detail {
+class RuntimeImpl;
+class SandboxImpl;
+}  // namespace detail
+
+// Library version "MAJOR.MINOR.PATCH".
+const char* version();
+
+struct RuntimeOptions {
+  // Directory for per-sandbox runtime state (sockets, logs). Empty: $ZTEE_STATE_DIR,
+  // else /run/ztee when running as root, else $XDG_RUNTIME_DIR/ztee or /tmp/ztee-<uid>.
+  std::string state_dir;
+  // Guest image directory (holds manifest.json). Empty: $ZTEE_IMAGE_DIR, else the
+  // default image dir (see default_image_dir()).
+  std::string image_dir;
+  // "auto" (default), "qemu". "firecracker" is reserved.
+  std::string backend = "auto";
+  // QEMU binary; empty: $ZTEE_QEMU, else qemu-system-x86_64 from PATH.
+  std::string qemu_binary;
+  // Acceleration for QEMU: "auto" (KVM if /dev/kvm is usable, else TCG), "kvm", "tcg".
+  std::string accel = "auto";
+};
+
+// Where `ztee image build` puts the image by default: $ZTEE_IMAGE_DIR, else
+// /var/lib/ztee/images/default for root, else $XDG_DATA_HOME (or ~/.local/share)/ztee/images/default.
+std::string default_image_dir();
+
+struct SandboxOptions {
+  std::string image_dir;          // empty: the runtime's image
+  uint32_t vcpus = 1;             // 1..64
+  uint32_t memory_mib = 256;      // 64..65536
+  uint32_t boot_timeout_ms = 60000;
+  // Default per-exec limits, used when ExecOptions leaves them zero.
+  uint32_t exec_timeout_ms = 0;   // 0: no timeout
+  uint64_t output_cap = 16u << 20;
+};
+
+struct ExecOptions {
+  // Either argv (argv[0] searched in PATH) or shell (run by /bin/sh -c).
+  std::vector<std::string> argv;
+  std::string shell;
+  std::map<std::string, std::string> env;  // added to the guest's default env
+  std::string cwd;                          // empty: "/"
+  std::string user;                         // empty: root; a name or numeric uid
+  std::optional<std::string> stdin_data;    // none: stdin is /dev/null
+  uint32_t timeout_ms = 0;                  // 0: the sandbox default
+  uint64_t output_cap = 0;                  // bytes of stdout+stderr kept; 0: sandbox default
+  // Streaming: called with each chunk as the guest produces it, on the
+  // runtime's event-loop thread; must not block. When set, the chunk is not
+  // also accumulated in ExecResult.
+  std::function<void(std::string_view)> on_stdout;
+  std::function<void(std::string_view)> on_stderr;
+};
+
+struct ExecResult {
+  int exit_code = -1;    // -1 when killed by a signal
+  int signal = 0;        // the signal that ended it, 0 if none
+  bool timed_out = false;
+  bool truncated = false;  // output beyond output_cap was dropped
+  uint64_t duration_us = 0;
+  std::string stdout_data;
+  std::string stderr_data;
+};
+
+enum class FileType { kFile, kDir, kSymlink, kOther };
+
+struct FileInfo {
+  std::string name;  // entry name (list) or the path (stat)
+  FileType type = FileType::kOther;
+  uint64_t size = 0;
+  uint32_t mode = 0;  // permission bits
+  int64_t mtime_ns = 0;
+};
+
+enum class SandboxState { kStarting, kReady, kFailed, kDestroyed };
+const char* sandbox_state_name(SandboxState s);
+
+class Sandbox {
+ public:
+  Sandbox() = default;
+  // Unique id, e.g. "sb-1a2b3c4d".
+  const std::string& id() const;
+  SandboxState state() const;
+  // Why the sandbox failed (empty unless state() == kFailed).
+  std::string failure() const;
+  // "qemu/tcg", "qemu/kvm".
+  std::string backend() const;
+  // Host pid of the VMM process (0 after destroy).
+  int vmm_pid() const;
+
+  // Runs a command and waits for it to end.
+  Result<ExecResult> exec(const ExecOptions& opts);
+  // Shorthand: exec of `shell` through /bin/sh -c.
+  Result<ExecResult> run(std::string_view shell, uint32_t timeout_ms = 0);
+  // Starts a command; `done` runs on the event-loop thread when it ends.
+  void exec_async(ExecOptions opts, std::function<void(Result<ExecResult>)> done);
+
+  Result<void> write_file(std::string_view path, std::string_view data, uint32_t mode = 0644);
+  // Fails with kInvalidArgument if the file is larger than max_bytes.
+  Result<std::string> read_file(std::string_view path, uint64_t max_bytes = 64u << 20);
+  Result<FileInfo> stat(std::string_view path);
+  Result<std::vector<FileInfo>> list_dir(std::string_view path);
+  Result<void> remove(std::string_view path, bool recursive = false);
+  Result<void> mkdir(std::string_view path, bool parents = false, uint32_t mode = 0755);
+
+  // One no-op round trip to the guest agent.
+  Result<void> ping();
+
+  // Kills the VMM, removes sockets and files, and checks they are gone.
+  // A second call returns kClosed.
+  Result<void> destroy();
+
+  explicit operator bool() const { return static_cast<bool>(impl_); }
+
+ private:
+  friend class Runtime;
+  explicit Sandbox(std::shared_ptr<detail::SandboxImpl> impl) : impl_(std::move(impl)) {}
+  std::shared_ptr<detail::SandboxImpl> impl_;
+};
+
+class Runtime {
+ public:
+  // Starts the event loop. Fails if io_uring or the state dir is unusable.
+  static Result<Runtime> create(RuntimeOptions opts = {});
+  Runtime() = default;
+
+  // Boots a sandbox and waits until its agent is READY (or the boot timeout).
+  Result<Sandbox> create_sandbox(const SandboxOptions& opts = {});
+
+  // "qemu/tcg" etc.: what `auto` picked, with the reason.
+  std::string backend_description() const;
+  const RuntimeOptions& options() const;
+
+  explicit operator bool() const { return static_cast<bool>(impl_); }
+
+ private:
+  explicit Runtime(std::shared_ptr<detail::RuntimeImpl> impl) : impl_(std::move(impl)) {}
+  std::shared_ptr<detail::RuntimeImpl> impl_;
+};
+
+}  // namespace ztee
