@@ -42,20 +42,20 @@ extern "C" {
 typedef int32_t ztee_status;
 
 #define ZTEE_OK 0
-#define ZTEE_E_INVALID_ARGUMENT -1   /* bad argument or options; see message */
-#define ZTEE_E_NO_MEMORY -2
-#define ZTEE_E_INTERNAL -3           /* a bug in libztee; message kept */
-#define ZTEE_E_NOT_FOUND -4          /* file, command or directory missing */
-#define ZTEE_E_IMAGE -5              /* guest image missing, incomplete or tampered */
-#define ZTEE_E_BACKEND_UNAVAILABLE -6/* the VMM cannot run on this host */
-#define ZTEE_E_TIMEOUT -7            /* a boot or request deadline passed */
-#define ZTEE_E_SANDBOX_FAILED -8     /* the sandbox died or its guest misbehaved */
-#define ZTEE_E_CLOSED -9             /* the sandbox was destroyed */
-#define ZTEE_E_IO -10                /* host I/O error */
-#define ZTEE_E_PROTOCOL -11          /* the guest sent a malformed frame */
-#define ZTEE_E_GUEST -12             /* the guest reported an OS error */
-#define ZTEE_E_PERMISSION -13
-#define ZTEE_E_UNSUPPORTED -14
+#define ZTEE_E_INVALID_ARGUMENT (-1)    /* bad argument or options; see message */
+#define ZTEE_E_NO_MEMORY (-2)
+#define ZTEE_E_INTERNAL (-3)            /* a bug in libztee; message kept */
+#define ZTEE_E_NOT_FOUND (-4)           /* file, command or directory missing */
+#define ZTEE_E_IMAGE (-5)               /* guest image missing, incomplete or tampered */
+#define ZTEE_E_BACKEND_UNAVAILABLE (-6) /* the VMM cannot run on this host */
+#define ZTEE_E_TIMEOUT (-7)             /* a boot or request deadline passed */
+#define ZTEE_E_SANDBOX_FAILED (-8)      /* the sandbox died or its guest misbehaved */
+#define ZTEE_E_CLOSED (-9)              /* the sandbox was destroyed */
+#define ZTEE_E_IO (-10)                 /* host I/O error */
+#define ZTEE_E_PROTOCOL (-11)           /* the guest sent a malformed frame */
+#define ZTEE_E_GUEST (-12)              /* the guest reported an OS error */
+#define ZTEE_E_PERMISSION (-13)         /* not permitted (host or guest) */
+#define ZTEE_E_UNSUPPORTED (-14)        /* not implemented by this backend or build */
 
 /* ---- errors, version, features ----------------------------------------- */
 
@@ -65,8 +65,9 @@ typedef struct ztee_error {
   const char *message;  /* what went wrong and what to do; never NULL */
 } ztee_error;
 
-/* The calling thread's last failure. Never NULL; code is ZTEE_OK if this
- * thread has not failed yet. Valid until the thread's next ztee_* call. */
+/* The calling thread's last failure. Never NULL, and message is never NULL;
+ * code is ZTEE_OK if this thread has not failed yet. A successful call does
+ * not clear it. Valid until the thread's next ztee_* call. */
 ZTEE_API const ztee_error *ztee_last_error(void);
 
 /* Symbolic name of a status, e.g. "ZTEE_E_TIMEOUT". Never NULL. */
@@ -75,8 +76,9 @@ ZTEE_API const char *ztee_status_name(ztee_status status);
 /* Library version "MAJOR.MINOR.PATCH". Static storage. */
 ZTEE_API const char *ztee_version(void);
 
-/* 1 if this build supports `feature`, else 0. Known features: "qemu",
- * "firecracker", "kvm" (usable /dev/kvm now), "streaming", "files". */
+/* 1 if this build supports `feature`, else 0 (also for NULL or an unknown
+ * name). Known features: "qemu", "firecracker", "kvm" (usable /dev/kvm now),
+ * "streaming", "files". */
 ZTEE_API int ztee_has_feature(const char *feature);
 
 /* Releases memory returned by the library (file contents). NULL-safe. */
@@ -98,7 +100,7 @@ typedef struct ztee_runtime_options {
 #define ZTEE_RUNTIME_OPTIONS_INIT {sizeof(ztee_runtime_options), NULL, NULL, NULL, NULL, NULL}
 
 /* Zero-fills *opts and sets struct_size. size must be sizeof(*opts) as the
- * caller knows it. */
+ * caller knows it. Errors: ZTEE_E_INVALID_ARGUMENT (opts NULL, size unknown). */
 ZTEE_API ztee_status ztee_runtime_options_init(ztee_runtime_options *opts, size_t size);
 
 /* Starts a runtime (one event-loop thread). opts may be NULL for defaults.
@@ -125,6 +127,7 @@ typedef struct ztee_sandbox_options {
 
 #define ZTEE_SANDBOX_OPTIONS_INIT {sizeof(ztee_sandbox_options), NULL, 0, 0, 0, 0, 0}
 
+/* Like ztee_runtime_options_init, for ztee_sandbox_options. */
 ZTEE_API ztee_status ztee_sandbox_options_init(ztee_sandbox_options *opts, size_t size);
 
 /* Boots a microVM and waits until its guest agent is ready. opts may be NULL.
@@ -141,10 +144,11 @@ ZTEE_API ztee_status ztee_sandbox_destroy(ztee_sandbox *sb);
 /* Destroys the sandbox if still running, then frees the handle. NULL-safe. */
 ZTEE_API void ztee_sandbox_free(ztee_sandbox *sb);
 
-/* The sandbox id ("sb-…"); valid while the handle lives. */
+/* The sandbox id ("sb-…"); valid while the handle lives. "" for NULL. */
 ZTEE_API const char *ztee_sandbox_id(const ztee_sandbox *sb);
 
-/* One no-op round trip to the guest agent. */
+/* One no-op round trip to the guest agent.
+ * Errors: ZTEE_E_CLOSED, ZTEE_E_SANDBOX_FAILED, ZTEE_E_TIMEOUT. */
 ZTEE_API ztee_status ztee_sandbox_ping(ztee_sandbox *sb);
 
 /* ---- exec --------------------------------------------------------------- */
@@ -174,6 +178,7 @@ typedef struct ztee_exec_options {
 #define ZTEE_EXEC_OPTIONS_INIT \
   {sizeof(ztee_exec_options), NULL, 0, NULL, NULL, 0, NULL, NULL, NULL, 0, 0, 0, NULL, NULL, NULL}
 
+/* Like ztee_runtime_options_init, for ztee_exec_options. */
 ZTEE_API ztee_status ztee_exec_options_init(ztee_exec_options *opts, size_t size);
 
 typedef struct ztee_exec_result {
@@ -182,7 +187,8 @@ typedef struct ztee_exec_result {
   int32_t timed_out;    /* 1 if the timeout killed the process group */
   int32_t truncated;    /* 1 if output beyond the cap was dropped */
   uint64_t duration_us;
-  char *stdout_data;    /* NUL-terminated for convenience; may hold NULs */
+  char *stdout_data;    /* never NULL; NUL-terminated for convenience; may hold
+                           NULs; empty when streamed through on_stdout */
   size_t stdout_len;
   char *stderr_data;
   size_t stderr_len;
@@ -197,6 +203,7 @@ typedef struct ztee_exec_result {
 ZTEE_API ztee_status ztee_sandbox_exec(ztee_sandbox *sb, const ztee_exec_options *opts,
                                        ztee_exec_result **out);
 
+/* Releases a result of ztee_sandbox_exec and its buffers. NULL-safe. */
 ZTEE_API void ztee_exec_result_free(ztee_exec_result *result);
 
 /* ---- files -------------------------------------------------------------- */
@@ -219,23 +226,38 @@ typedef struct ztee_dir_list {
   size_t count;
 } ztee_dir_list;
 
-/* Writes (creates or replaces) a file in the guest. mode 0: 0644. */
+/* File operations. Paths are guest paths; NULL sb or path fails with
+ * ZTEE_E_INVALID_ARGUMENT. Errors: ZTEE_E_NOT_FOUND (path or its parent
+ * missing), ZTEE_E_GUEST (another guest OS error; sys_errno is the guest's
+ * errno), ZTEE_E_CLOSED, ZTEE_E_SANDBOX_FAILED.
+ * SECURITY: names and contents read back come from the guest (untrusted). */
+
+/* Writes (creates or replaces) a file in the guest. mode 0: 0644.
+ * data may be NULL when len is 0. */
 ZTEE_API ztee_status ztee_sandbox_write_file(ztee_sandbox *sb, const char *path, const void *data,
                                              size_t len, uint32_t mode);
 
-/* Reads a whole file. *data (release with ztee_free) is NUL-terminated.
+/* Reads a whole file. *data (release with ztee_free) is NUL-terminated;
+ * *data and *len are written only on success.
  * max_bytes 0: 64 MiB. Larger files fail with ZTEE_E_INVALID_ARGUMENT. */
 ZTEE_API ztee_status ztee_sandbox_read_file(ztee_sandbox *sb, const char *path, uint64_t max_bytes,
                                             void **data, size_t *len);
 
-/* Describes one path. *out is released with ztee_file_info_free. */
+/* Describes one path (name is the path). *out is released with
+ * ztee_file_info_free. */
 ZTEE_API ztee_status ztee_sandbox_stat(ztee_sandbox *sb, const char *path, ztee_file_info **out);
-ZTEE_API void ztee_file_info_free(ztee_file_info *info);
+ZTEE_API void ztee_file_info_free(ztee_file_info *info); /* NULL-safe */
 
+/* Lists a directory (entries named without their directory; order as the
+ * guest returns it). *out is released with ztee_dir_list_free, which also
+ * releases every entry's name. entries is NULL when count is 0. */
 ZTEE_API ztee_status ztee_sandbox_list_dir(ztee_sandbox *sb, const char *path, ztee_dir_list **out);
-ZTEE_API void ztee_dir_list_free(ztee_dir_list *list);
+ZTEE_API void ztee_dir_list_free(ztee_dir_list *list); /* NULL-safe */
 
+/* Removes a file or an empty directory; recursive != 0 removes a tree. */
 ZTEE_API ztee_status ztee_sandbox_remove(ztee_sandbox *sb, const char *path, int recursive);
+/* Creates a directory; parents != 0 also creates missing parents (and an
+ * existing directory is then not an error). mode 0: 0755. */
 ZTEE_API ztee_status ztee_sandbox_mkdir(ztee_sandbox *sb, const char *path, int parents, uint32_t mode);
 
 #ifdef __cplusplus

@@ -1,0 +1,492 @@
+// The C ABI: thin extern "C" shims over the C++ API (include/ztee/ztee.hpp).
+// Every entry point runs inside guard(), so no C++ exception crosses the ABI.
+#include "ztee.h"
+
+#include <ztee/ztee.hpp>
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <new>
+#include <string>
+#include <utility>
+
+struct ztee_runtime {
+  ztee::Runtime rt;
+};
+
+struct ztee_sandbox {
+  ztee::Sandbox sb;
+  std::string id;
+};
+
+namespace {
+
+// ---- per-thread last error ------------------------------------------------
+
+struct LastError {
+  ztee_error pub{ZTEE_OK, 0, ""};
+  std::string msg;
+};
+
+thread_local LastError t_last;
+
+ztee_status fail(ztee_status code, std::string msg, int sys_errno = 0) noexcept {
+  try {
+    t_last.msg = std::move(msg);
+    t_last.pub = {code, sys_errno, t_last.msg.c_str()};
+  } catch (...) {
+    t_last.pub = {code, sys_errno, "(no memory for the error message)"};
+  }
+  return code;
+}
+
+ztee_status fail(const ztee::Error& e) noexcept {
+  return fail(static_cast<ztee_status>(e.code), e.message, e.sys_errno);
+}
+
+// The one exception guard of the C ABI.
+template <typename F>
+ztee_status guard(F&& f) noexcept {
+  try {
+    return f();
+  } catch (const std::bad_alloc&) {
+    t_last.pub = {ZTEE_E_NO_MEMORY, ENOMEM, "out of memory"};
+    return ZTEE_E_NO_MEMORY;
+  } catch (const std::exception& e) {
+    return fail(ZTEE_E_INTERNAL, std::string("internal error: ") + e.what());
+  } catch (...) {
+    return fail(ZTEE_E_INTERNAL, "internal error: unknown exception");
+  }
+}
+
+ztee_status invalid(std::string msg) { return fail(ZTEE_E_INVALID_ARGUMENT, std::move(msg)); }
+
+std::string str_or(const char* s, const char* dflt = "") { return s ? std::string(s) : std::string(dflt); }
+
+// ---- options structs --------------------------------------------------------
+//
+// Size of each struct as first published (ABI 0). Fields are only appended, so
+// any struct_size in [first, sizeof] is a caller built against some version of
+// ztee.h; the fields it does not know are zero (their default).
+constexpr size_t kRuntimeOptionsV1 = sizeof(ztee_runtime_options);
+constexpr size_t kSandboxOptionsV1 = sizeof(ztee_sandbox_options);
+constexpr size_t kExecOptionsV1 = sizeof(ztee_exec_options);
+
+template <typename T>
+ztee_status check_size(size_t size, size_t first, const char* type, const char* init) {
+  if (size == 0)
+    return invalid(std::string(type) + ".struct_size is 0: initialise the struct with " + init +
+                   " or " + std::string(type) + "_init()");
+  if (size < first || size > sizeof(T))
+    return invalid(std::string(type) + ".struct_size " + std::to_string(size) +
+                   " is not a size this libztee knows (" + std::to_string(first) + ".." +
+                   std::to_string(sizeof(T)) + "): initialise the struct with " + init + " or " +
+                   std::string(type) + "_init()");
+  return ZTEE_OK;
+}
+
+// Copies the caller's options into a zeroed struct of the current layout.
+// NULL means every default.
+template <typename T>
+ztee_status read_options(const T* in, size_t first, const char* type, const char* init, T* out) {
+  std::memset(out, 0, sizeof(T));
+  out->struct_size = sizeof(T);
+  if (!in) return ZTEE_OK;
+  if (ztee_status st = check_size<T>(in->struct_size, first, type, init); st != ZTEE_OK) return st;
+  std::memcpy(out, in, in->struct_size);
+  return ZTEE_OK;
+}
+
+template <typename T>
+ztee_status init_options(T* opts, size_t size, size_t first, const char* type, const char* init) {
+  if (!opts) return invalid(std::string(type) + "_init: opts is NULL");
+  if (ztee_status st = check_size<T>(size, first, type, init); st != ZTEE_OK) return st;
+  std::memset(opts, 0, size);
+  opts->struct_size = static_cast<uint32_t>(size);
+  return ZTEE_OK;
+}
+
+// Copies bytes into a malloc'ed, NUL-terminated buffer (released with free()).
+char* dup_bytes(const std::string& s) {
+  char* p = static_cast<char*>(std::malloc(s.size() + 1));
+  if (!p) throw std::bad_alloc();
+  std::memcpy(p, s.data(), s.size());
+  p[s.size()] = '\0';
+  return p;
+}
+
+int32_t file_type(ztee::FileType t) {
+  switch (t) {
+    case ztee::FileType::kFile: return ZTEE_FILE_TYPE_FILE;
+    case ztee::FileType::kDir: return ZTEE_FILE_TYPE_DIR;
+    case ztee::FileType::kSymlink: return ZTEE_FILE_TYPE_SYMLINK;
+    default: return ZTEE_FILE_TYPE_OTHER;
+  }
+}
+
+void fill_info(ztee_file_info* dst, const ztee::FileInfo& src, char* name_storage) {
+  std::memcpy(name_storage, src.name.c_str(), src.name.size() + 1);
+  dst->name = name_storage;
+  dst->type = file_type(src.type);
+  dst->mode = src.mode;
+  dst->size = src.size;
+  dst->mtime_ns = src.mtime_ns;
+}
+
+#define ZTEE_CHECK_HANDLE(h, fn) \
+  if (!(h)) return invalid(fn ": " #h " is NULL")
+#define ZTEE_CHECK_PATH(p, fn) \
+  if (!(p)) return invalid(fn ": path is NULL")
+
+}  // namespace
+
+extern "C" {
+
+// ---- errors, version, features ----------------------------------------------
+
+const ztee_error* ztee_last_error(void) { return &t_last.pub; }
+
+const char* ztee_status_name(ztee_status status) {
+  switch (status) {
+    case ZTEE_OK: return "ZTEE_OK";
+    case ZTEE_E_INVALID_ARGUMENT: return "ZTEE_E_INVALID_ARGUMENT";
+    case ZTEE_E_NO_MEMORY: return "ZTEE_E_NO_MEMORY";
+    case ZTEE_E_INTERNAL: return "ZTEE_E_INTERNAL";
+    case ZTEE_E_NOT_FOUND: return "ZTEE_E_NOT_FOUND";
+    case ZTEE_E_IMAGE: return "ZTEE_E_IMAGE";
+    case ZTEE_E_BACKEND_UNAVAILABLE: return "ZTEE_E_BACKEND_UNAVAILABLE";
+    case ZTEE_E_TIMEOUT: return "ZTEE_E_TIMEOUT";
+    case ZTEE_E_SANDBOX_FAILED: return "ZTEE_E_SANDBOX_FAILED";
+    case ZTEE_E_CLOSED: return "ZTEE_E_CLOSED";
+    case ZTEE_E_IO: return "ZTEE_E_IO";
+    case ZTEE_E_PROTOCOL: return "ZTEE_E_PROTOCOL";
+    case ZTEE_E_GUEST: return "ZTEE_E_GUEST";
+    case ZTEE_E_PERMISSION: return "ZTEE_E_PERMISSION";
+    case ZTEE_E_UNSUPPORTED: return "ZTEE_E_UNSUPPORTED";
+    default: return "ZTEE_E_UNKNOWN";
+  }
+}
+
+const char* ztee_version(void) {
+  try {
+    return ztee::version();
+  } catch (...) {
+    return "0.0.0";
+  }
+}
+
+int ztee_has_feature(const char* feature) {
+  if (!feature) return 0;
+  if (std::strcmp(feature, "qemu") == 0) return 1;
+  if (std::strcmp(feature, "firecracker") == 0) return 0;
+  if (std::strcmp(feature, "kvm") == 0) return access("/dev/kvm", R_OK | W_OK) == 0 ? 1 : 0;
+  if (std::strcmp(feature, "streaming") == 0) return 1;
+  if (std::strcmp(feature, "files") == 0) return 1;
+  return 0;
+}
+
+void ztee_free(void* ptr) { std::free(ptr); }
+
+// ---- runtime ------------------------------------------------------------------
+
+ztee_status ztee_runtime_options_init(ztee_runtime_options* opts, size_t size) {
+  return guard([&] {
+    return init_options(opts, size, kRuntimeOptionsV1, "ztee_runtime_options",
+                        "ZTEE_RUNTIME_OPTIONS_INIT");
+  });
+}
+
+ztee_status ztee_runtime_create(const ztee_runtime_options* opts, ztee_runtime** out) {
+  return guard([&]() -> ztee_status {
+    if (!out) return invalid("ztee_runtime_create: out is NULL");
+    ztee_runtime_options o;
+    if (ztee_status st = read_options(opts, kRuntimeOptionsV1, "ztee_runtime_options",
+                                      "ZTEE_RUNTIME_OPTIONS_INIT", &o);
+        st != ZTEE_OK)
+      return st;
+    ztee::RuntimeOptions ro;
+    ro.state_dir = str_or(o.state_dir);
+    ro.image_dir = str_or(o.image_dir);
+    ro.backend = str_or(o.backend, "auto");
+    ro.qemu_binary = str_or(o.qemu_binary);
+    ro.accel = str_or(o.accel, "auto");
+    auto r = ztee::Runtime::create(std::move(ro));
+    if (!r) return fail(r.error());
+    *out = new ztee_runtime{std::move(r.value())};
+    return ZTEE_OK;
+  });
+}
+
+void ztee_runtime_free(ztee_runtime* rt) {
+  (void)guard([&] {
+    delete rt;
+    return ZTEE_OK;
+  });
+}
+
+// ---- sandbox ------------------------------------------------------------------
+
+ztee_status ztee_sandbox_options_init(ztee_sandbox_options* opts, size_t size) {
+  return guard([&] {
+    return init_options(opts, size, kSandboxOptionsV1, "ztee_sandbox_options",
+                        "ZTEE_SANDBOX_OPTIONS_INIT");
+  });
+}
+
+ztee_status ztee_sandbox_create(ztee_runtime* rt, const ztee_sandbox_options* opts,
+                                ztee_sandbox** out) {
+  return guard([&]() -> ztee_status {
+    ZTEE_CHECK_HANDLE(rt, "ztee_sandbox_create");
+    if (!out) return invalid("ztee_sandbox_create: out is NULL");
+    ztee_sandbox_options o;
+    if (ztee_status st = read_options(opts, kSandboxOptionsV1, "ztee_sandbox_options",
+                                      "ZTEE_SANDBOX_OPTIONS_INIT", &o);
+        st != ZTEE_OK)
+      return st;
+    ztee::SandboxOptions so;
+    so.image_dir = str_or(o.image_dir);
+    if (o.vcpus) so.vcpus = o.vcpus;
+    if (o.memory_mib) so.memory_mib = o.memory_mib;
+    if (o.boot_timeout_ms) so.boot_timeout_ms = o.boot_timeout_ms;
+    so.exec_timeout_ms = o.exec_timeout_ms;
+    if (o.output_cap) so.output_cap = o.output_cap;
+    auto r = rt->rt.create_sandbox(so);
+    if (!r) return fail(r.error());
+    auto* h = new ztee_sandbox{std::move(r.value()), {}};
+    try {
+      h->id = h->sb.id();
+    } catch (...) {
+      delete h;
+      throw;
+    }
+    *out = h;
+    return ZTEE_OK;
+  });
+}
+
+ztee_status ztee_sandbox_destroy(ztee_sandbox* sb) {
+  return guard([&]() -> ztee_status {
+    ZTEE_CHECK_HANDLE(sb, "ztee_sandbox_destroy");
+    auto r = sb->sb.destroy();
+    if (!r) return fail(r.error());
+    return ZTEE_OK;
+  });
+}
+
+void ztee_sandbox_free(ztee_sandbox* sb) {
+  (void)guard([&] {
+    if (!sb) return ZTEE_OK;
+    if (sb->sb && sb->sb.state() != ztee::SandboxState::kDestroyed) (void)sb->sb.destroy();
+    delete sb;
+    return ZTEE_OK;
+  });
+}
+
+const char* ztee_sandbox_id(const ztee_sandbox* sb) { return sb ? sb->id.c_str() : ""; }
+
+ztee_status ztee_sandbox_ping(ztee_sandbox* sb) {
+  return guard([&]() -> ztee_status {
+    ZTEE_CHECK_HANDLE(sb, "ztee_sandbox_ping");
+    auto r = sb->sb.ping();
+    if (!r) return fail(r.error());
+    return ZTEE_OK;
+  });
+}
+
+// ---- exec ---------------------------------------------------------------------
+
+ztee_status ztee_exec_options_init(ztee_exec_options* opts, size_t size) {
+  return guard([&] {
+    return init_options(opts, size, kExecOptionsV1, "ztee_exec_options", "ZTEE_EXEC_OPTIONS_INIT");
+  });
+}
+
+ztee_status ztee_sandbox_exec(ztee_sandbox* sb, const ztee_exec_options* opts,
+                              ztee_exec_result** out) {
+  return guard([&]() -> ztee_status {
+    ZTEE_CHECK_HANDLE(sb, "ztee_sandbox_exec");
+    if (!opts) return invalid("ztee_sandbox_exec: opts is NULL: set argv or shell");
+    if (!out) return invalid("ztee_sandbox_exec: out is NULL");
+    ztee_exec_options o;
+    if (ztee_status st =
+            read_options(opts, kExecOptionsV1, "ztee_exec_options", "ZTEE_EXEC_OPTIONS_INIT", &o);
+        st != ZTEE_OK)
+      return st;
+
+    ztee::ExecOptions eo;
+    if (o.argv) {
+      if (o.shell) return invalid("ztee_sandbox_exec: set either argv or shell, not both");
+      if (o.argc == 0) return invalid("ztee_sandbox_exec: argv is set but argc is 0");
+      eo.argv.reserve(o.argc);
+      for (size_t i = 0; i < o.argc; ++i) {
+        if (!o.argv[i])
+          return invalid("ztee_sandbox_exec: argv[" + std::to_string(i) + "] is NULL");
+        eo.argv.emplace_back(o.argv[i]);
+      }
+    } else if (o.shell) {
+      if (o.argc != 0) return invalid("ztee_sandbox_exec: argc is set but argv is NULL");
+      eo.shell = o.shell;
+    } else {
+      return invalid("ztee_sandbox_exec: nothing to run: set argv/argc or shell");
+    }
+    if (o.env_count && !o.env) return invalid("ztee_sandbox_exec: env_count is set but env is NULL");
+    for (size_t i = 0; i < o.env_count; ++i) {
+      const char* kv = o.env[i];
+      const char* eq = kv ? std::strchr(kv, '=') : nullptr;
+      if (!eq || eq == kv)
+        return invalid("ztee_sandbox_exec: env[" + std::to_string(i) +
+                       "] is not a \"KEY=VALUE\" string");
+      eo.env[std::string(kv, eq)] = std::string(eq + 1);
+    }
+    eo.cwd = str_or(o.cwd);
+    eo.user = str_or(o.user);
+    if (o.stdin_data)
+      eo.stdin_data = std::string(static_cast<const char*>(o.stdin_data), o.stdin_len);
+    else if (o.stdin_len)
+      return invalid("ztee_sandbox_exec: stdin_len is set but stdin_data is NULL");
+    eo.timeout_ms = o.timeout_ms;
+    eo.output_cap = o.output_cap;
+    if (o.on_stdout) {
+      ztee_output_cb cb = o.on_stdout;
+      void* ud = o.user_data;
+      eo.on_stdout = [cb, ud](std::string_view d) { cb(ud, d.data(), d.size()); };
+    }
+    if (o.on_stderr) {
+      ztee_output_cb cb = o.on_stderr;
+      void* ud = o.user_data;
+      eo.on_stderr = [cb, ud](std::string_view d) { cb(ud, d.data(), d.size()); };
+    }
+
+    auto r = sb->sb.exec(eo);
+    if (!r) return fail(r.error());
+    const ztee::ExecResult& er = r.value();
+
+    auto* res = static_cast<ztee_exec_result*>(std::calloc(1, sizeof(ztee_exec_result)));
+    if (!res) throw std::bad_alloc();
+    try {
+      res->stdout_data = dup_bytes(er.stdout_data);
+      res->stdout_len = er.stdout_data.size();
+      res->stderr_data = dup_bytes(er.stderr_data);
+      res->stderr_len = er.stderr_data.size();
+    } catch (...) {
+      ztee_exec_result_free(res);
+      throw;
+    }
+    res->exit_code = er.exit_code;
+    res->signal = er.signal;
+    res->timed_out = er.timed_out ? 1 : 0;
+    res->truncated = er.truncated ? 1 : 0;
+    res->duration_us = er.duration_us;
+    *out = res;
+    return ZTEE_OK;
+  });
+}
+
+void ztee_exec_result_free(ztee_exec_result* result) {
+  if (!result) return;
+  std::free(result->stdout_data);
+  std::free(result->stderr_data);
+  std::free(result);
+}
+
+// ---- files --------------------------------------------------------------------
+
+ztee_status ztee_sandbox_write_file(ztee_sandbox* sb, const char* path, const void* data,
+                                    size_t len, uint32_t mode) {
+  return guard([&]() -> ztee_status {
+    ZTEE_CHECK_HANDLE(sb, "ztee_sandbox_write_file");
+    ZTEE_CHECK_PATH(path, "ztee_sandbox_write_file");
+    if (!data && len) return invalid("ztee_sandbox_write_file: data is NULL but len is not 0");
+    std::string_view bytes = data ? std::string_view(static_cast<const char*>(data), len)
+                                  : std::string_view();
+    auto r = sb->sb.write_file(path, bytes, mode ? mode : 0644);
+    if (!r) return fail(r.error());
+    return ZTEE_OK;
+  });
+}
+
+ztee_status ztee_sandbox_read_file(ztee_sandbox* sb, const char* path, uint64_t max_bytes,
+                                   void** data, size_t* len) {
+  return guard([&]() -> ztee_status {
+    ZTEE_CHECK_HANDLE(sb, "ztee_sandbox_read_file");
+    ZTEE_CHECK_PATH(path, "ztee_sandbox_read_file");
+    if (!data || !len) return invalid("ztee_sandbox_read_file: data and len must not be NULL");
+    auto r = sb->sb.read_file(path, max_bytes ? max_bytes : (uint64_t{64} << 20));
+    if (!r) return fail(r.error());
+    char* p = dup_bytes(r.value());
+    *data = p;
+    *len = r.value().size();
+    return ZTEE_OK;
+  });
+}
+
+ztee_status ztee_sandbox_stat(ztee_sandbox* sb, const char* path, ztee_file_info** out) {
+  return guard([&]() -> ztee_status {
+    ZTEE_CHECK_HANDLE(sb, "ztee_sandbox_stat");
+    ZTEE_CHECK_PATH(path, "ztee_sandbox_stat");
+    if (!out) return invalid("ztee_sandbox_stat: out is NULL");
+    auto r = sb->sb.stat(path);
+    if (!r) return fail(r.error());
+    const ztee::FileInfo& fi = r.value();
+    // One allocation: the struct followed by its name.
+    auto* info = static_cast<ztee_file_info*>(std::malloc(sizeof(ztee_file_info) + fi.name.size() + 1));
+    if (!info) throw std::bad_alloc();
+    fill_info(info, fi, reinterpret_cast<char*>(info + 1));
+    *out = info;
+    return ZTEE_OK;
+  });
+}
+
+void ztee_file_info_free(ztee_file_info* info) { std::free(info); }
+
+ztee_status ztee_sandbox_list_dir(ztee_sandbox* sb, const char* path, ztee_dir_list** out) {
+  return guard([&]() -> ztee_status {
+    ZTEE_CHECK_HANDLE(sb, "ztee_sandbox_list_dir");
+    ZTEE_CHECK_PATH(path, "ztee_sandbox_list_dir");
+    if (!out) return invalid("ztee_sandbox_list_dir: out is NULL");
+    auto r = sb->sb.list_dir(path);
+    if (!r) return fail(r.error());
+    const auto& v = r.value();
+    // One allocation: the list, its entries, then every name.
+    size_t total = sizeof(ztee_dir_list) + v.size() * sizeof(ztee_file_info);
+    for (const auto& fi : v) total += fi.name.size() + 1;
+    auto* list = static_cast<ztee_dir_list*>(std::malloc(total));
+    if (!list) throw std::bad_alloc();
+    list->entries = v.empty() ? nullptr : reinterpret_cast<ztee_file_info*>(list + 1);
+    list->count = v.size();
+    char* names = reinterpret_cast<char*>(reinterpret_cast<ztee_file_info*>(list + 1) + v.size());
+    for (size_t i = 0; i < v.size(); ++i) {
+      fill_info(&list->entries[i], v[i], names);
+      names += v[i].name.size() + 1;
+    }
+    *out = list;
+    return ZTEE_OK;
+  });
+}
+
+void ztee_dir_list_free(ztee_dir_list* list) { std::free(list); }
+
+ztee_status ztee_sandbox_remove(ztee_sandbox* sb, const char* path, int recursive) {
+  return guard([&]() -> ztee_status {
+    ZTEE_CHECK_HANDLE(sb, "ztee_sandbox_remove");
+    ZTEE_CHECK_PATH(path, "ztee_sandbox_remove");
+    auto r = sb->sb.remove(path, recursive != 0);
+    if (!r) return fail(r.error());
+    return ZTEE_OK;
+  });
+}
+
+ztee_status ztee_sandbox_mkdir(ztee_sandbox* sb, const char* path, int parents, uint32_t mode) {
+  return guard([&]() -> ztee_status {
+    ZTEE_CHECK_HANDLE(sb, "ztee_sandbox_mkdir");
+    ZTEE_CHECK_PATH(path, "ztee_sandbox_mkdir");
+    auto r = sb->sb.mkdir(path, parents != 0, mode ? mode : 0755);
+    if (!r) return fail(r.error());
+    return ZTEE_OK;
+  });
+}
+
+}  // extern "C"
