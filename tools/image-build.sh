@@ -1,0 +1,254 @@
+#!/usr/bin/env bash
+# Builds a libztee guest image: kernel, initramfs (ztee-agent as /init plus the
+# virtio modules it needs) and a read-only ext4 root filesystem, described by
+# manifest.json. Invoked by `ztee image build`; usable on its own:
+#
+#   tools/image-build.sh --out DIR --agent PATH/TO/ztee-agent [--force]
+#
+# Options:
+#   --out DIR        image directory (default /var/lib/ztee/images/default)
+#   --agent PATH     the static ztee-agent binary (required)
+#   --name NAME      image name recorded in the manifest (default: basename of DIR)
+#   --suite SUITE    Debian suite (default bookworm)
+#   --include PKGS   comma-separated extra packages for the rootfs (default python3)
+#   --mirror LINE    apt source for mmdebstrap, repeatable (default: deb.debian.org
+#                    SUITE, SUITE-updates and SUITE-security, main)
+#   --cache DIR      cache directory (default $ZTEE_IMAGE_CACHE or DIR/.cache)
+#   --no-vmlinux     do not extract the uncompressed vmlinux
+#   --force          rebuild everything, ignoring caches
+#
+# Caching: the kernel package and the rootfs (keyed by suite, variant, package
+# list, mirrors and ROOTFS_RECIPE_VERSION) are cached; a rerun with an unchanged
+# agent only re-checks them, a changed agent rebuilds the initramfs and the
+# manifest. Artifacts are built in a temporary directory and renamed into
+# place; the manifest is removed first and written last, so an interrupted
+# build leaves no manifest rather than a manifest that lies.
+set -euo pipefail
+
+SCRIPT_VERSION=1
+# Bump when the rootfs recipe (post-processing below) changes.
+ROOTFS_RECIPE_VERSION=1
+
+OUT=/var/lib/ztee/images/default
+AGENT=
+NAME=
+SUITE=bookworm
+VARIANT=essential
+INCLUDE=python3
+MIRRORS=()
+CACHE=${ZTEE_IMAGE_CACHE:-}
+FORCE=0
+VMLINUX=1
+KERNEL_META=linux-image-cloud-amd64
+# Modules loaded by the agent, in this order after their dependencies.
+MODULES=(virtio_mmio virtio_blk virtio_console virtio-rng overlay)
+# Fixed timestamp for reproducible artifacts (2024-01-01T00:00:00Z).
+EPOCH=${SOURCE_DATE_EPOCH:-1704067200}
+
+die() { echo "image-build: error: $*" >&2; exit 1; }
+log() { echo "image-build: $*" >&2; }
+
+need() {  # need <command> <package>
+  command -v "$1" >/dev/null 2>&1 || die "$1 not found: apt-get install $2"
+}
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --out) OUT=${2:?--out needs a directory}; shift 2 ;;
+    --agent) AGENT=${2:?--agent needs a path}; shift 2 ;;
+    --name) NAME=${2:?--name needs a value}; shift 2 ;;
+    --suite) SUITE=${2:?--suite needs a value}; shift 2 ;;
+    --include) INCLUDE=${2?--include needs a value}; shift 2 ;;
+    --mirror) MIRRORS+=("${2:?--mirror needs a value}"); shift 2 ;;
+    --cache) CACHE=${2:?--cache needs a directory}; shift 2 ;;
+    --no-vmlinux) VMLINUX=0; shift ;;
+    --force) FORCE=1; shift ;;
+    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument: $1 (see --help)" ;;
+  esac
+done
+
+[[ -n "$AGENT" ]] || die "--agent PATH/TO/ztee-agent is required"
+[[ -f "$AGENT" ]] || die "agent binary not found at $AGENT: build it first (cmake --build build --target ztee-agent)"
+[[ $(id -u) -eq 0 ]] || die "must run as root (mmdebstrap and device nodes need it)"
+if [[ ${#MIRRORS[@]} -eq 0 ]]; then
+  MIRRORS=("deb http://deb.debian.org/debian $SUITE main"
+           "deb http://deb.debian.org/debian $SUITE-updates main"
+           "deb http://deb.debian.org/debian-security $SUITE-security main")
+fi
+
+need apt-get apt
+need apt-cache apt
+need dpkg-deb dpkg
+need mmdebstrap mmdebstrap
+need mkfs.ext4 e2fsprogs
+need cpio cpio
+need modprobe kmod
+need depmod kmod
+need sha256sum coreutils
+need mknod coreutils
+
+# The agent must be a static executable: it runs as PID 1 before any library exists.
+if command -v file >/dev/null 2>&1; then
+  file -L "$AGENT" | grep -q 'statically linked\|static-pie linked' ||
+    die "agent $AGENT is not a static executable"
+fi
+
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+AGENT=$(cd "$(dirname "$AGENT")" && pwd)/$(basename "$AGENT")
+[[ -n "$NAME" ]] || NAME=$(basename "$OUT")
+[[ -n "$CACHE" ]] || CACHE=$OUT/.cache
+mkdir -p "$CACHE"
+CACHE=$(cd "$CACHE" && pwd)
+
+# One build at a time per image directory.
+exec 9>"$OUT/.lock"
+command -v flock >/dev/null 2>&1 && { flock -n 9 || die "another build holds $OUT/.lock"; }
+
+TMP=$(mktemp -d "$OUT/.build.XXXXXX")
+cleanup() { rm -rf "$TMP"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+sha256() { sha256sum "$1" | cut -d' ' -f1; }
+
+# ---------------------------------------------------------------- kernel
+log "resolving kernel package ($KERNEL_META)"
+KPKG=$(apt-cache depends "$KERNEL_META" 2>/dev/null |
+       awk '$1 == "Depends:" && $2 ~ /^linux-image-.*-cloud-amd64$/ { print $2; exit }') || true
+[[ -n "$KPKG" ]] || die "cannot resolve $KERNEL_META: is $SUITE in the host's apt sources? run apt-get update"
+KVER=${KPKG#linux-image-}
+KDIR=$CACHE/kernel/$KPKG
+if [[ $FORCE -eq 1 ]]; then rm -rf "$KDIR"; fi
+if [[ ! -f "$KDIR/.done" ]]; then
+  log "downloading $KPKG"
+  rm -rf "$KDIR"; mkdir -p "$KDIR/deb"
+  (cd "$KDIR/deb" && apt-get download -q "$KPKG" >&2) ||
+    die "apt-get download $KPKG failed (check the apt sources and network)"
+  deb=$(ls "$KDIR"/deb/*.deb | head -n1)
+  dpkg-deb -x "$deb" "$KDIR/x"
+  dpkg-deb -f "$deb" Version > "$KDIR/version"
+  [[ -f "$KDIR/x/boot/vmlinuz-$KVER" ]] || die "$KPKG has no boot/vmlinuz-$KVER"
+  # The .deb ships no modules.dep (dpkg's postinst makes it); make one here.
+  depmod -b "$KDIR/x" "$KVER" || die "depmod failed for $KVER"
+  touch "$KDIR/.done"
+fi
+KPKG_VERSION=$(cat "$KDIR/version")
+cp "$KDIR/x/boot/vmlinuz-$KVER" "$TMP/vmlinuz"
+
+# vmlinux: the uncompressed ELF inside the bzImage (same idea as the kernel's
+# scripts/extract-vmlinux, using the setup header to find the payload).
+extract_vmlinux() {  # extract_vmlinux <bzImage> <out>
+  local img=$1 out=$2 setup po pl magic dec
+  setup=$(( ($(od -An -tu1 -j $((0x1f1)) -N1 "$img") + 1) * 512 ))
+  po=$(od -An -tu4 -j $((0x248)) -N4 "$img"); pl=$(od -An -tu4 -j $((0x24c)) -N4 "$img")
+  magic=$(od -An -tx1 -j $((setup + po)) -N4 "$img" | tr -d ' \n')
+  case "$magic" in
+    02214c18) dec="lz4 -dc" ;;
+    28b52ffd) dec="zstd -dcq" ;;
+    fd377a58) dec="xz -dcq" ;;
+    1f8b08*) dec="gzip -dcq" ;;
+    *) log "warning: unknown kernel compression (magic $magic); skipping vmlinux"; return 1 ;;
+  esac
+  command -v "${dec%% *}" >/dev/null 2>&1 ||
+    { log "warning: ${dec%% *} not found; skipping vmlinux"; return 1; }
+  tail -c +$((setup + po + 1)) "$img" | head -c "$pl" | $dec > "$out" 2>/dev/null || true
+  [[ "$(head -c4 "$out" | od -An -tx1 | tr -d ' \n')" == 7f454c46 ]] ||
+    { log "warning: vmlinux extraction failed; skipping"; rm -f "$out"; return 1; }
+}
+HAVE_VMLINUX=0
+if [[ $VMLINUX -eq 1 ]] && extract_vmlinux "$TMP/vmlinuz" "$TMP/vmlinux"; then HAVE_VMLINUX=1; fi
+
+# ---------------------------------------------------------------- initramfs
+log "building initramfs (agent $(basename "$AGENT"), modules ${MODULES[*]})"
+IR=$TMP/initramfs
+mkdir -p "$IR"/{dev,proc,sys,lower,rw,newroot,etc/ztee,lib/modules}
+mknod -m 600 "$IR/dev/console" c 5 1
+install -m 0755 "$AGENT" "$IR/init"
+: > "$IR/etc/ztee/modules"
+declare -A SEEN=()
+for m in "${MODULES[@]}"; do
+  deps=$(modprobe -d "$KDIR/x" -S "$KVER" --show-depends "$m" 2>&1) ||
+    die "module $m not found for $KVER: $deps"
+  while read -r kind path _; do
+    [[ "$kind" == insmod ]] || continue   # "builtin X" needs no loading
+    ko=$(basename "$path")
+    [[ -z "${SEEN[$ko]:-}" ]] || continue
+    SEEN[$ko]=1
+    install -m 0644 "$path" "$IR/lib/modules/$ko"
+    echo "$ko" >> "$IR/etc/ztee/modules"
+  done <<< "$deps"
+done
+find "$IR" -exec touch -h -d "@$EPOCH" {} +
+(cd "$IR" && find . -mindepth 1 | LC_ALL=C sort |
+   cpio -o -H newc -R 0:0 --reproducible --quiet) > "$TMP/initramfs.cpio"
+rm -rf "$IR"
+
+# ---------------------------------------------------------------- rootfs
+KEY=$(printf '%s\n' "suite=$SUITE" "variant=$VARIANT" "include=$INCLUDE" \
+        "recipe=$ROOTFS_RECIPE_VERSION" "${MIRRORS[@]}" | sha256sum | cut -c1-16)
+RCACHE=$CACHE/rootfs-$KEY.ext4
+if [[ $FORCE -eq 1 ]]; then rm -f "$RCACHE" "$RCACHE.sha256"; fi
+if [[ ! -f "$RCACHE" || ! -f "$RCACHE.sha256" ]]; then
+  log "building rootfs $SUITE/$VARIANT +${INCLUDE:-nothing} (key $KEY; takes minutes)"
+  ROOT=$TMP/root
+  args=(--variant="$VARIANT" --mode=root --aptopt='Acquire::Retries "3"')
+  [[ -n "$INCLUDE" ]] && args+=(--include="$INCLUDE")
+  SOURCE_DATE_EPOCH=$EPOCH mmdebstrap "${args[@]}" "$SUITE" "$ROOT" "${MIRRORS[@]}" </dev/null >&2 ||
+    die "mmdebstrap failed (see its output above)"
+  # What the agent and ordinary programs expect to find.
+  echo ztee > "$ROOT/etc/hostname"
+  printf '127.0.0.1\tlocalhost\n127.0.1.1\tztee\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$ROOT/etc/hosts"
+  grep -q '^root:' "$ROOT/etc/passwd" || die "rootfs has no root user in /etc/passwd"
+  mkdir -p "$ROOT"/{tmp,root,lower,rw,proc,sys,dev,run}
+  chmod 1777 "$ROOT/tmp"; chmod 0700 "$ROOT/root"
+  : > "$ROOT/etc/machine-id"
+  # Caches and logs only make the image bigger and less reproducible.
+  rm -rf "$ROOT"/var/lib/apt/lists/* "$ROOT"/var/cache/apt/*.bin "$ROOT"/var/cache/apt/archives/*.deb \
+         "$ROOT"/var/log/*.log "$ROOT"/var/log/apt/* "$ROOT"/var/cache/ldconfig/aux-cache
+  find "$ROOT" -xdev -newermt "@$EPOCH" -exec touch -h -d "@$EPOCH" {} + 2>/dev/null || true
+  used_mb=$(du -sm --apparent-size "$ROOT" | cut -f1)
+  size_mb=$(( used_mb + used_mb / 5 + 64 ))
+  uuid=$(printf '%s' "$KEY" | sha256sum | sed -E 's/^(.{8})(.{4})(.{4})(.{4})(.{12}).*/\1-\2-\3-\4-\5/')
+  E2FSPROGS_FAKE_TIME=$EPOCH mkfs.ext4 -q -F -L ztee-root -U "$uuid" -E "hash_seed=$uuid" \
+    -O ^has_journal -m 0 -b 4096 -d "$ROOT" "$TMP/rootfs.ext4" "${size_mb}M" ||
+    die "mkfs.ext4 -d failed"
+  rm -rf "$ROOT"
+  sha256 "$TMP/rootfs.ext4" > "$TMP/rootfs.ext4.sha256"
+  mv -f "$TMP/rootfs.ext4" "$RCACHE"
+  mv -f "$TMP/rootfs.ext4.sha256" "$RCACHE.sha256"
+fi
+ROOTFS_SHA=$(cat "$RCACHE.sha256")
+
+# ---------------------------------------------------------------- install
+# Remove the manifest first: from here until it is rewritten the image is
+# "not built", never "built but inconsistent".
+rm -f "$OUT/manifest.json"
+for f in vmlinuz initramfs.cpio; do mv -f "$TMP/$f" "$OUT/$f"; done
+if [[ $HAVE_VMLINUX -eq 1 ]]; then mv -f "$TMP/vmlinux" "$OUT/vmlinux"; else rm -f "$OUT/vmlinux"; fi
+# The rootfs is shared with the cache by hard link when possible (QEMU opens it read-only).
+if [[ ! "$OUT/rootfs.ext4" -ef "$RCACHE" ]]; then
+  ln -f "$RCACHE" "$TMP/rootfs.ext4" 2>/dev/null || cp --sparse=always "$RCACHE" "$TMP/rootfs.ext4"
+  mv -f "$TMP/rootfs.ext4" "$OUT/rootfs.ext4"
+fi
+
+artifact() {  # artifact <key> <file> [extra json]
+  printf '    "%s": {"path": "%s", "sha256": "%s", "size": %s%s}' \
+    "$1" "$2" "${4:-$(sha256 "$OUT/$2")}" "$(stat -c %s "$OUT/$2")" "${3:-}"
+}
+{
+  printf '{\n  "format": 1,\n  "name": "%s",\n' "$NAME"
+  printf '  "kernel_version": "%s",\n  "kernel_package": "%s=%s",\n' "$KVER" "$KPKG" "$KPKG_VERSION"
+  printf '  "cmdline": "",\n'
+  printf '  "suite": "%s",\n  "variant": "%s",\n  "include": "%s",\n' "$SUITE" "$VARIANT" "$INCLUDE"
+  printf '  "agent_sha256": "%s",\n  "builder_version": %s,\n' "$(sha256 "$AGENT")" "$SCRIPT_VERSION"
+  printf '  "artifacts": {\n'
+  artifact kernel vmlinuz; printf ',\n'
+  if [[ $HAVE_VMLINUX -eq 1 ]]; then artifact vmlinux vmlinux; printf ',\n'; fi
+  artifact initramfs initramfs.cpio ', "format": "newc"'; printf ',\n'
+  artifact rootfs rootfs.ext4 ', "format": "ext4"' "$ROOTFS_SHA"; printf '\n'
+  printf '  }\n}\n'
+} > "$TMP/manifest.json"
+mv -f "$TMP/manifest.json" "$OUT/manifest.json"
+log "image ready: $OUT (kernel $KVER, rootfs key $KEY)"
