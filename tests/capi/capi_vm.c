@@ -1,0 +1,308 @@
+/* C ABI tests against a real microVM. They need the guest image
+ * ($ZTEE_IMAGE_DIR or /var/lib/ztee/images/default) and fail without it:
+ * CI always builds the image. One sandbox serves every test (a boot takes
+ * seconds under TCG). */
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include "check.h"
+
+#define SENTINEL ((void *)(uintptr_t)0x5a5a5a5a)
+
+struct buf {
+  char data[4096];
+  size_t len;
+  int calls;
+};
+
+static void append_cb(void *user_data, const char *data, size_t len) {
+  struct buf *b = (struct buf *)user_data;
+  b->calls++;
+  if (len > sizeof b->data - 1 - b->len) len = sizeof b->data - 1 - b->len;
+  memcpy(b->data + b->len, data, len);
+  b->len += len;
+  b->data[b->len] = '\0';
+}
+
+struct streams {
+  struct buf out, err;
+};
+static void out_cb(void *ud, const char *d, size_t n) { append_cb(&((struct streams *)ud)->out, d, n); }
+static void err_cb(void *ud, const char *d, size_t n) { append_cb(&((struct streams *)ud)->err, d, n); }
+
+/* Runs argv (or shell when argv is NULL); returns the result or NULL. */
+static ztee_exec_result *run(ztee_sandbox *sb, const char *const *argv, size_t argc, const char *shell) {
+  ztee_exec_options eo = ZTEE_EXEC_OPTIONS_INIT;
+  ztee_exec_result *res = NULL;
+  eo.argv = argv;
+  eo.argc = argc;
+  eo.shell = shell;
+  CHECK_STATUS(ztee_sandbox_exec(sb, &eo, &res), ZTEE_OK);
+  return res;
+}
+
+static void test_exec(ztee_sandbox *sb) {
+  static const char *const echo[] = {"echo", "hi"};
+  ztee_exec_result *r = run(sb, echo, 2, NULL);
+  if (r) {
+    CHECK(r->exit_code == 0 && r->signal == 0 && !r->timed_out && !r->truncated);
+    CHECK(r->stdout_len == 3 && strcmp(r->stdout_data, "hi\n") == 0);
+    CHECK(r->stderr_data != NULL && r->stderr_len == 0);
+    ztee_exec_result_free(r);
+  }
+  r = run(sb, NULL, 0, "python3 -c 'print(6*7)'");
+  if (r) {
+    CHECK(r->exit_code == 0);
+    CHECK(strcmp(r->stdout_data, "42\n") == 0);
+    ztee_exec_result_free(r);
+  }
+  r = run(sb, NULL, 0, "echo oops >&2; exit 3");
+  if (r) {
+    CHECK(r->exit_code == 3);
+    CHECK(strcmp(r->stderr_data, "oops\n") == 0);
+    ztee_exec_result_free(r);
+  }
+}
+
+static void test_exec_options(ztee_sandbox *sb) {
+  ztee_exec_options eo = ZTEE_EXEC_OPTIONS_INIT;
+  ztee_exec_result *r = (ztee_exec_result *)SENTINEL;
+  static const char *const env[] = {"ZTEE_TEST=hello world"};
+  static const char *const cat[] = {"cat"};
+  static const char *const tru[] = {"true"};
+  static const char *const missing[] = {"ztee-no-such-command"};
+  static const unsigned char in[] = {'a', 0, 'b', '\n'};
+
+  eo.shell = "echo \"$ZTEE_TEST\"; pwd";
+  eo.env = env;
+  eo.env_count = 1;
+  eo.cwd = "/tmp";
+  CHECK_STATUS(ztee_sandbox_exec(sb, &eo, &r), ZTEE_OK);
+  if (r != (ztee_exec_result *)SENTINEL) {
+    CHECK(strcmp(r->stdout_data, "hello world\n/tmp\n") == 0);
+    ztee_exec_result_free(r);
+  }
+
+  memset(&eo, 0, sizeof eo);
+  eo.struct_size = sizeof eo;
+  eo.argv = cat;
+  eo.argc = 1;
+  eo.stdin_data = in;
+  eo.stdin_len = sizeof in;
+  r = (ztee_exec_result *)SENTINEL;
+  CHECK_STATUS(ztee_sandbox_exec(sb, &eo, &r), ZTEE_OK);
+  if (r != (ztee_exec_result *)SENTINEL) {
+    CHECK(r->stdout_len == sizeof in && memcmp(r->stdout_data, in, sizeof in) == 0);
+    ztee_exec_result_free(r);
+  }
+
+  /* Timeout: the guest kills the process group. */
+  {
+    ztee_exec_options to = ZTEE_EXEC_OPTIONS_INIT;
+    to.shell = "sleep 10";
+    to.timeout_ms = 500;
+    r = (ztee_exec_result *)SENTINEL;
+    CHECK_STATUS(ztee_sandbox_exec(sb, &to, &r), ZTEE_OK);
+    if (r != (ztee_exec_result *)SENTINEL) {
+      CHECK(r->timed_out == 1);
+      CHECK(r->duration_us < 8000000);
+      ztee_exec_result_free(r);
+    }
+  }
+
+  /* A command that does not exist. */
+  {
+    ztee_exec_options nf = ZTEE_EXEC_OPTIONS_INIT;
+    nf.argv = missing;
+    nf.argc = 1;
+    r = (ztee_exec_result *)SENTINEL;
+    CHECK_STATUS(ztee_sandbox_exec(sb, &nf, &r), ZTEE_E_NOT_FOUND);
+    CHECK(r == (ztee_exec_result *)SENTINEL);
+    CHECK_STR_CONTAINS(ztee_last_error()->message, "ztee-no-such-command");
+  }
+
+  /* Bad exec options never reach the guest. */
+  {
+    uint32_t sizes[] = {0, 3, 1u << 20};
+    size_t i;
+    for (i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+      ztee_exec_options bad = ZTEE_EXEC_OPTIONS_INIT;
+      bad.argv = tru;
+      bad.argc = 1;
+      bad.struct_size = sizes[i];
+      r = (ztee_exec_result *)SENTINEL;
+      CHECK_STATUS(ztee_sandbox_exec(sb, &bad, &r), ZTEE_E_INVALID_ARGUMENT);
+      CHECK_STR_CONTAINS(ztee_last_error()->message, "ZTEE_EXEC_OPTIONS_INIT");
+      CHECK(r == (ztee_exec_result *)SENTINEL);
+    }
+  }
+  {
+    ztee_exec_options bad = ZTEE_EXEC_OPTIONS_INIT; /* neither argv nor shell */
+    CHECK_STATUS(ztee_sandbox_exec(sb, &bad, &r), ZTEE_E_INVALID_ARGUMENT);
+    bad.argv = tru;
+    bad.argc = 1;
+    bad.shell = "true"; /* both */
+    CHECK_STATUS(ztee_sandbox_exec(sb, &bad, &r), ZTEE_E_INVALID_ARGUMENT);
+    bad.shell = NULL;
+    bad.argc = 0; /* argv without argc */
+    CHECK_STATUS(ztee_sandbox_exec(sb, &bad, &r), ZTEE_E_INVALID_ARGUMENT);
+    bad.argc = 1;
+    {
+      static const char *const bad_env[] = {"NOEQUALS"};
+      bad.env = bad_env;
+      bad.env_count = 1;
+      CHECK_STATUS(ztee_sandbox_exec(sb, &bad, &r), ZTEE_E_INVALID_ARGUMENT);
+    }
+    CHECK_STATUS(ztee_sandbox_exec(sb, NULL, &r), ZTEE_E_INVALID_ARGUMENT);
+    CHECK(r == (ztee_exec_result *)SENTINEL);
+  }
+}
+
+static void test_streaming(ztee_sandbox *sb) {
+  ztee_exec_options eo = ZTEE_EXEC_OPTIONS_INIT;
+  ztee_exec_result *r = NULL;
+  struct streams s;
+  memset(&s, 0, sizeof s);
+  eo.shell = "echo one; echo err1 >&2; sleep 0.2; echo two; echo err2 >&2";
+  eo.on_stdout = out_cb;
+  eo.on_stderr = err_cb;
+  eo.user_data = &s;
+  CHECK_STATUS(ztee_sandbox_exec(sb, &eo, &r), ZTEE_OK);
+  if (r) {
+    CHECK(r->exit_code == 0);
+    CHECK(r->stdout_len == 0 && r->stderr_len == 0); /* streamed, not collected */
+    ztee_exec_result_free(r);
+  }
+  CHECK(strcmp(s.out.data, "one\ntwo\n") == 0);
+  CHECK(strcmp(s.err.data, "err1\nerr2\n") == 0);
+  CHECK(s.out.calls >= 1 && s.err.calls >= 1);
+}
+
+static void test_files(ztee_sandbox *sb) {
+  unsigned char bin[256];
+  void *data = SENTINEL;
+  size_t len = 0, i;
+  ztee_file_info *fi = (ztee_file_info *)SENTINEL;
+  ztee_dir_list *dl = NULL;
+  for (i = 0; i < sizeof bin; i++) bin[i] = (unsigned char)i;
+
+  CHECK_STATUS(ztee_sandbox_mkdir(sb, "/tmp/capi/a/b", 1, 0), ZTEE_OK);
+  CHECK_STATUS(ztee_sandbox_mkdir(sb, "/tmp/capi/a/b", 1, 0), ZTEE_OK); /* parents: exists ok */
+  CHECK_STATUS(ztee_sandbox_mkdir(sb, "/tmp/capi/x/y", 0, 0), ZTEE_E_NOT_FOUND);
+  CHECK_STATUS(ztee_sandbox_write_file(sb, "/tmp/capi/bin.dat", bin, sizeof bin, 0600), ZTEE_OK);
+  CHECK_STATUS(ztee_sandbox_write_file(sb, "/tmp/capi/empty", NULL, 0, 0), ZTEE_OK);
+  CHECK_STATUS(ztee_sandbox_write_file(sb, "/tmp/capi", "x", 1, 0), ZTEE_E_GUEST); /* a dir */
+
+  CHECK_STATUS(ztee_sandbox_read_file(sb, "/tmp/capi/bin.dat", 0, &data, &len), ZTEE_OK);
+  if (data != SENTINEL) {
+    CHECK(len == sizeof bin && memcmp(data, bin, sizeof bin) == 0);
+    CHECK(((char *)data)[len] == '\0');
+    ztee_free(data);
+  }
+  data = SENTINEL;
+  len = 77;
+  CHECK_STATUS(ztee_sandbox_read_file(sb, "/tmp/capi/bin.dat", 10, &data, &len), ZTEE_E_INVALID_ARGUMENT);
+  CHECK_STATUS(ztee_sandbox_read_file(sb, "/tmp/capi/missing", 0, &data, &len), ZTEE_E_NOT_FOUND);
+  CHECK(data == SENTINEL && len == 77);
+
+  CHECK_STATUS(ztee_sandbox_stat(sb, "/tmp/capi/bin.dat", &fi), ZTEE_OK);
+  if (fi != (ztee_file_info *)SENTINEL) {
+    CHECK(fi->type == ZTEE_FILE_TYPE_FILE);
+    CHECK(fi->size == sizeof bin);
+    CHECK((fi->mode & 0777) == 0600);
+    CHECK(fi->name != NULL);
+    CHECK(fi->mtime_ns > 0);
+    ztee_file_info_free(fi);
+  }
+  fi = (ztee_file_info *)SENTINEL;
+  CHECK_STATUS(ztee_sandbox_stat(sb, "/tmp/capi/a", &fi), ZTEE_OK);
+  if (fi != (ztee_file_info *)SENTINEL) {
+    CHECK(fi->type == ZTEE_FILE_TYPE_DIR);
+    ztee_file_info_free(fi);
+  }
+
+  CHECK_STATUS(ztee_sandbox_list_dir(sb, "/tmp/capi", &dl), ZTEE_OK);
+  if (dl) {
+    int seen_bin = 0, seen_a = 0, seen_empty = 0;
+    CHECK(dl->count == 3);
+    for (i = 0; i < dl->count; i++) {
+      const ztee_file_info *e = &dl->entries[i];
+      if (strcmp(e->name, "bin.dat") == 0) seen_bin = e->type == ZTEE_FILE_TYPE_FILE && e->size == 256;
+      if (strcmp(e->name, "a") == 0) seen_a = e->type == ZTEE_FILE_TYPE_DIR;
+      if (strcmp(e->name, "empty") == 0) seen_empty = e->size == 0;
+    }
+    CHECK(seen_bin && seen_a && seen_empty);
+    ztee_dir_list_free(dl);
+  }
+
+  CHECK_STATUS(ztee_sandbox_remove(sb, "/tmp/capi/bin.dat", 0), ZTEE_OK);
+  fi = (ztee_file_info *)SENTINEL;
+  CHECK_STATUS(ztee_sandbox_stat(sb, "/tmp/capi/bin.dat", &fi), ZTEE_E_NOT_FOUND);
+  CHECK(fi == (ztee_file_info *)SENTINEL);
+  CHECK_STATUS(ztee_sandbox_remove(sb, "/tmp/capi", 0), ZTEE_E_GUEST); /* not empty */
+  CHECK_STATUS(ztee_sandbox_remove(sb, "/tmp/capi", 1), ZTEE_OK);
+  CHECK_STATUS(ztee_sandbox_stat(sb, "/tmp/capi", &fi), ZTEE_E_NOT_FOUND);
+  CHECK_STATUS(ztee_sandbox_remove(sb, "/tmp/capi", 1), ZTEE_E_NOT_FOUND);
+
+  CHECK_STATUS(ztee_sandbox_write_file(sb, NULL, "x", 1, 0), ZTEE_E_INVALID_ARGUMENT);
+  CHECK_STATUS(ztee_sandbox_read_file(sb, "/etc/hostname", 0, NULL, &len), ZTEE_E_INVALID_ARGUMENT);
+  CHECK_STATUS(ztee_sandbox_stat(sb, NULL, &fi), ZTEE_E_INVALID_ARGUMENT);
+  CHECK_STATUS(ztee_sandbox_list_dir(sb, NULL, &dl), ZTEE_E_INVALID_ARGUMENT);
+}
+
+int main(void) {
+  const char *image = test_image_dir();
+  char manifest[4096];
+  struct stat st;
+  ztee_runtime_options ro = ZTEE_RUNTIME_OPTIONS_INIT;
+  ztee_runtime *rt = NULL;
+  ztee_sandbox *sb = NULL;
+  static const char *const echo[] = {"echo", "still", "alive"};
+  ztee_exec_result *r;
+
+  snprintf(manifest, sizeof manifest, "%s/manifest.json", image);
+  if (stat(manifest, &st) != 0) {
+    fprintf(stderr,
+            "capi_vm: FAIL: no guest image at %s (missing %s). Build it with "
+            "`ztee image build --out %s` or set ZTEE_IMAGE_DIR.\n",
+            image, manifest, image);
+    return 1;
+  }
+  ro.image_dir = image;
+  CHECK_STATUS(ztee_runtime_create(&ro, &rt), ZTEE_OK);
+  if (!rt) return finish("capi_vm");
+  CHECK_STATUS(ztee_sandbox_create(rt, NULL, &sb), ZTEE_OK);
+  if (!sb) {
+    ztee_runtime_free(rt);
+    return finish("capi_vm");
+  }
+  CHECK(strncmp(ztee_sandbox_id(sb), "sb-", 3) == 0);
+  CHECK_STATUS(ztee_sandbox_ping(sb), ZTEE_OK);
+
+  test_exec(sb);
+  test_exec_options(sb);
+  test_streaming(sb);
+  test_files(sb);
+
+  /* Free the runtime first: the sandbox keeps it alive. */
+  ztee_runtime_free(rt);
+  r = run(sb, echo, 3, NULL);
+  if (r) {
+    CHECK(strcmp(r->stdout_data, "still alive\n") == 0);
+    ztee_exec_result_free(r);
+  }
+  CHECK_STATUS(ztee_sandbox_destroy(sb), ZTEE_OK);
+  CHECK_STATUS(ztee_sandbox_destroy(sb), ZTEE_E_CLOSED);
+  CHECK_STATUS(ztee_sandbox_ping(sb), ZTEE_E_CLOSED);
+  {
+    ztee_exec_options eo = ZTEE_EXEC_OPTIONS_INIT;
+    ztee_exec_result *res = (ztee_exec_result *)SENTINEL;
+    eo.argv = echo;
+    eo.argc = 3;
+    CHECK_STATUS(ztee_sandbox_exec(sb, &eo, &res), ZTEE_E_CLOSED);
+    CHECK(res == (ztee_exec_result *)SENTINEL);
+  }
+  ztee_sandbox_free(sb);
+  return finish("capi_vm");
+}
