@@ -166,6 +166,8 @@ IR=$TMP/initramfs
 mkdir -p "$IR"/{dev,proc,sys,lower,rw,newroot,etc/ztee,lib/modules}
 mknod -m 600 "$IR/dev/console" c 5 1
 install -m 0755 "$AGENT" "$IR/init"
+# Debug info only slows the boot (the kernel copies every initramfs byte).
+if command -v strip >/dev/null 2>&1; then strip --strip-all "$IR/init"; fi
 : > "$IR/etc/ztee/modules"
 declare -A SEEN=()
 for m in "${MODULES[@]}"; do
@@ -182,7 +184,8 @@ for m in "${MODULES[@]}"; do
 done
 find "$IR" -exec touch -h -d "@$EPOCH" {} +
 (cd "$IR" && find . -mindepth 1 | LC_ALL=C sort |
-   cpio -o -H newc -R 0:0 --reproducible --quiet) > "$TMP/initramfs.cpio"
+   cpio -o -H newc -R 0:0 --reproducible --quiet 2>&1 >"$TMP/initramfs.cpio" |
+   { grep -v '^[0-9]* blocks$' >&2 || true; })
 rm -rf "$IR"
 
 # ---------------------------------------------------------------- rootfs

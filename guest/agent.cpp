@@ -1,0 +1,756 @@
+#include "agent.hpp"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/random.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "boot.hpp"
+#include "request.hpp"
+
+extern char** environ;
+
+namespace ztee::guest {
+
+using nlohmann::json;
+using proto::MsgType;
+
+namespace {
+
+constexpr size_t kOutHigh = 4u << 20;  // stop reading children above this much queued output
+constexpr size_t kOutLow = 1u << 20;   // resume below this
+constexpr uint64_t kDefaultOutputCap = 16u << 20;
+constexpr int kDrainMs = 200;
+constexpr int kRetryMs = 100;
+constexpr const char* kAgentVersion = "ztee-agent 0.1.0";
+
+// Pre-exec failure stages reported through the error pipe.
+enum Stage : int { kStageSetup = 0, kStageCwd = 1, kStageUser = 2, kStageExec = 3 };
+
+Fd make_timer() {
+  return Fd(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+}
+
+void arm_timer(int fd, uint64_t ms) {
+  itimerspec its{};
+  its.it_value.tv_sec = static_cast<time_t>(ms / 1000);
+  its.it_value.tv_nsec = static_cast<long>((ms % 1000) * 1000000);
+  if (ms == 0) its.it_value.tv_nsec = 1;
+  ::timerfd_settime(fd, 0, &its, nullptr);
+}
+
+void drain_timer(int fd) {
+  uint64_t n;
+  ssize_t r = ::read(fd, &n, sizeof n);
+  (void)r;
+}
+
+struct User {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::string home = "/root";
+  std::string name = "root";
+};
+
+// /etc/passwd lookup without NSS (the agent is static).
+bool lookup_user(const std::string& who, User* out) {
+  std::ifstream in("/etc/passwd");
+  std::string line;
+  bool numeric = !who.empty() && who.find_first_not_of("0123456789") == std::string::npos;
+  while (std::getline(in, line)) {
+    std::vector<std::string> f;
+    std::stringstream ss(line);
+    std::string part;
+    while (std::getline(ss, part, ':')) f.push_back(part);
+    if (f.size() < 6) continue;
+    if (f[0] == who || (numeric && f[2] == who)) {
+      try {
+        out->uid = static_cast<uid_t>(std::stoul(f[2]));
+        out->gid = static_cast<gid_t>(std::stoul(f[3]));
+      } catch (...) {
+        continue;
+      }
+      out->name = f[0];
+      out->home = f[5];
+      return true;
+    }
+  }
+  if (numeric && who.size() <= 9) {
+    out->uid = out->gid = static_cast<uid_t>(std::stoul(who));
+    out->name = who;
+    out->home = "/";
+    return true;
+  }
+  return false;
+}
+
+std::string find_in_path(const std::string& cmd, const std::string& path_var) {
+  if (cmd.find('/') != std::string::npos) return cmd;
+  std::stringstream ss(path_var);
+  std::string dir;
+  while (std::getline(ss, dir, ':')) {
+    if (dir.empty() || dir[0] != '/') continue;
+    std::string p = dir + "/" + cmd;
+    struct stat st{};
+    if (::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(p.c_str(), X_OK) == 0)
+      return p;
+  }
+  return {};
+}
+
+bool parse_hex(const std::string& hex, std::string* out) {
+  if (hex.size() % 2) return false;
+  auto nib = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  out->clear();
+  for (size_t i = 0; i < hex.size(); i += 2) {
+    int hi = nib(hex[i]), lo = nib(hex[i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    out->push_back(static_cast<char>(hi << 4 | lo));
+  }
+  return true;
+}
+
+void add_entropy(const std::string& seed) {
+  if (seed.empty()) return;
+  Fd fd(::open("/dev/urandom", O_WRONLY | O_CLOEXEC));
+  if (!fd.valid()) return;
+  std::vector<char> buf(sizeof(rand_pool_info) + seed.size());
+  auto* info = reinterpret_cast<rand_pool_info*>(buf.data());
+  info->entropy_count = static_cast<int>(seed.size() * 8);
+  info->buf_size = static_cast<int>(seed.size());
+  std::memcpy(info->buf, seed.data(), seed.size());
+  // RNDADDENTROPY credits the host's seed; plain write() only mixes it in.
+  if (::ioctl(fd.get(), RNDADDENTROPY, info) != 0) {
+    ssize_t r = ::write(fd.get(), seed.data(), seed.size());
+    (void)r;
+  }
+}
+
+}  // namespace
+
+
+// ------------------------------------------------------------------ loop
+
+Agent::Agent(std::string port_name, std::string port_path)
+    : port_name_(std::move(port_name)), port_path_(std::move(port_path)) {
+  epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll_.valid()) throw std::runtime_error(errno_text("epoll_create1", errno));
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGCHLD);
+  ::sigprocmask(SIG_BLOCK, &set, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+  sigfd_.reset(::signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC));
+  if (!sigfd_.valid()) throw std::runtime_error(errno_text("signalfd", errno));
+  watch(sigfd_.get(), EPOLLIN, [this](uint32_t) { on_sigchld(); });
+  retry_timer_ = make_timer();
+  watch(retry_timer_.get(), EPOLLIN, [this](uint32_t) {
+    drain_timer(retry_timer_.get());
+    open_port_or_retry();
+  });
+
+  int fd = port_path_.empty() ? open_port(port_name_, 5000)
+                              : ::open(port_path_.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) {
+    std::string what = port_path_.empty() ? "virtio-serial port " + port_name_ : port_path_;
+    if (::getpid() == 1) die(errno_text("open agent port " + what, errno));
+    throw std::runtime_error(errno_text("open agent port " + what, errno));
+  }
+  port_.reset(fd);
+  open_port_or_retry();
+}
+
+Agent::~Agent() = default;
+
+void Agent::watch(int fd, uint32_t events, Handler h) {
+  uint32_t gen = ++next_gen_;
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.u64 = (static_cast<uint64_t>(gen) << 32) | static_cast<uint32_t>(fd);
+  handlers_[fd] = Watch{gen, events, std::move(h)};
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0)
+    log_line(errno_text("epoll add fd " + std::to_string(fd), errno));
+}
+
+void Agent::rewatch(int fd, uint32_t events) {
+  auto it = handlers_.find(fd);
+  if (it == handlers_.end() || it->second.events == events) return;
+  it->second.events = events;
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.u64 = (static_cast<uint64_t>(it->second.gen) << 32) | static_cast<uint32_t>(fd);
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, fd, &ev);
+}
+
+void Agent::unwatch(int fd) {
+  if (handlers_.erase(fd)) ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+}
+
+int Agent::run() {
+  if (::getpid() == 1) log_line("ready");
+  epoll_event evs[32];
+  for (;;) {
+    // Pending FILE_READs with room in the queue: poll, pump again, then flush.
+    bool can_pump = !reads_.empty() && port_up_ && out_.size() - out_off_ < kOutLow;
+    int n = ::epoll_wait(epoll_.get(), evs, 32, can_pump ? 0 : -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      die(errno_text("epoll_wait", errno));
+    }
+    for (int i = 0; i < n; ++i) {
+      int fd = static_cast<int>(evs[i].data.u64 & 0xffffffffu);
+      uint32_t gen = static_cast<uint32_t>(evs[i].data.u64 >> 32);
+      auto it = handlers_.find(fd);
+      if (it == handlers_.end() || it->second.gen != gen) continue;  // closed meanwhile
+      Handler h = it->second.handler;
+      h(evs[i].events);
+    }
+    pump_reads();
+    flush_out();
+    throttle_check();
+  }
+}
+
+// ------------------------------------------------------------------ port
+
+void Agent::open_port_or_retry() {
+  if (port_up_ || !port_.valid()) return;
+  port_up_ = true;
+  decoder_ = proto::FrameDecoder();
+  watch(port_.get(), EPOLLIN, [this](uint32_t ev) { on_port(ev); });
+}
+
+void Agent::port_lost(const char* why) {
+  if (!port_up_) return;
+  port_up_ = false;
+  unwatch(port_.get());
+  // A half-written frame cannot be resumed on a new connection: drop the queue.
+  out_.clear();
+  out_off_ = 0;
+  port_wants_out_ = false;
+  (void)why;
+  arm_timer(retry_timer_.get(), kRetryMs);
+}
+
+void Agent::on_port(uint32_t events) {
+  if (events & EPOLLIN) {
+    char buf[64 * 1024];
+    for (int i = 0; i < 16 && port_up_; ++i) {
+      ssize_t r = ::read(port_.get(), buf, sizeof buf);
+      if (r < 0) {
+        if (errno == EAGAIN || errno == EINTR) break;
+        port_lost("read error");
+        return;
+      }
+      if (r == 0) {
+        port_lost("eof");
+        return;
+      }
+      auto err = decoder_.feed(buf, static_cast<size_t>(r),
+                               [this](const proto::FrameHeader& h, std::string_view p) { on_frame(h, p); });
+      if (err != proto::DecodeError::kNone) {
+        log_line(std::string("bad frame from host: ") + proto::decode_error_name(err));
+        port_lost("bad frame");
+        return;
+      }
+      if (static_cast<size_t>(r) < sizeof buf) break;
+    }
+  }
+  if (!port_up_) return;
+  if (events & (EPOLLHUP | EPOLLERR)) {
+    port_lost("hangup");
+    return;
+  }
+  if (events & EPOLLOUT) flush_out();
+}
+
+void Agent::flush_out() {
+  if (!port_up_) return;
+  while (out_off_ < out_.size()) {
+    ssize_t w = ::write(port_.get(), out_.data() + out_off_, out_.size() - out_off_);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) break;
+      port_lost("write error");
+      return;
+    }
+    out_off_ += static_cast<size_t>(w);
+  }
+  if (out_off_ == out_.size()) {
+    out_.clear();
+    out_off_ = 0;
+  } else if (out_off_ > (1u << 20)) {
+    out_.erase(0, out_off_);
+    out_off_ = 0;
+  }
+  update_port_events();
+}
+
+void Agent::update_port_events() {
+  if (!port_up_) return;
+  bool want = out_off_ < out_.size();
+  if (want != port_wants_out_) {
+    port_wants_out_ = want;
+    rewatch(port_.get(), EPOLLIN | (want ? EPOLLOUT : 0u));
+  }
+}
+
+void Agent::throttle_check() {
+  size_t pending = out_.size() - out_off_;
+  bool want = throttled_ ? pending > kOutLow : pending > kOutHigh;
+  if (want == throttled_) return;
+  throttled_ = want;
+  for (auto& [stream, e] : execs_) {
+    if (e->out.valid()) rewatch(e->out.get(), throttled_ ? 0u : EPOLLIN);
+    if (e->err.valid()) rewatch(e->err.get(), throttled_ ? 0u : EPOLLIN);
+  }
+}
+
+void Agent::send(MsgType t, uint32_t stream, std::string_view payload, uint16_t flags) {
+  if (!port_up_) return;  // nobody to deliver to
+  proto::append_frame(out_, t, stream, payload, flags);
+}
+
+void Agent::send_json(MsgType t, uint32_t stream, const json& j) {
+  send(t, stream, j.dump(-1, ' ', false, json::error_handler_t::replace));
+}
+
+void Agent::send_error(uint32_t stream, int err, const std::string& message) {
+  std::string m = message.size() > 8192 ? message.substr(0, 8192) + "..." : message;
+  send_json(MsgType::kError, stream, json{{"errno", err}, {"message", m}});
+}
+
+// ------------------------------------------------------------------ dispatch
+
+void Agent::on_frame(const proto::FrameHeader& h, std::string_view payload) {
+  bool eof = (h.flags & proto::kFlagEof) != 0;
+  switch (h.type) {
+    case MsgType::kPing:
+      send(MsgType::kResult, h.stream, {});
+      return;
+    case MsgType::kStdin:
+      handle_stdin(h.stream, payload, eof);
+      return;
+    case MsgType::kData:
+      handle_data(h.stream, payload, eof);
+      return;
+    default:
+      break;
+  }
+  try {
+    json req = payload.empty() ? json::object() : json::parse(payload, nullptr, false);
+    if (req.is_discarded() || !req.is_object()) throw BadRequest("payload is not a JSON object");
+    handle_control(h, req);
+  } catch (const BadRequest& e) {
+    send_error(h.stream, e.errno_, std::string("bad request: ") + e.what());
+  } catch (const std::bad_alloc&) {
+    send_error(h.stream, ENOMEM, "out of memory");
+  } catch (const std::exception& e) {
+    send_error(h.stream, EINVAL, std::string("bad request: ") + e.what());
+  }
+}
+
+void Agent::handle_control(const proto::FrameHeader& h, const json& req) {
+  uint32_t s = h.stream;
+  switch (h.type) {
+    case MsgType::kHello: return handle_hello(s, req, false);
+    case MsgType::kReseed: return handle_hello(s, req, true);
+    case MsgType::kExec: return handle_exec(s, req);
+    case MsgType::kSignal: return handle_signal(s, req);
+    case MsgType::kFileWrite:
+      handle_file_write(s, req);
+      if (h.flags & proto::kFlagEof) handle_data(s, {}, true);
+      return;
+    case MsgType::kFileRead: return handle_file_read(s, req);
+    case MsgType::kFileStat: return handle_file_stat(s, req);
+    case MsgType::kFileList: return handle_file_list(s, req);
+    case MsgType::kFileRemove: return handle_file_remove(s, req);
+    case MsgType::kFileMkdir: return handle_file_mkdir(s, req);
+    case MsgType::kShutdown:
+      flush_out();
+      power_off();
+    default:
+      throw BadRequest("unexpected message type " + std::to_string(static_cast<int>(h.type)) +
+                       " from host");
+  }
+}
+
+void Agent::handle_hello(uint32_t stream, const json& req, bool reseed) {
+  std::string seed_hex = opt_string(req, "seed");
+  std::string seed;
+  if (seed_hex.size() > 1024 || !parse_hex(seed_hex, &seed))
+    throw BadRequest("seed must be an even-length hex string of at most 1024 digits");
+  const json* t = field(req, "time_ns");
+  if (t && !t->is_number_integer()) throw BadRequest("field \"time_ns\" must be an integer");
+  std::string host = opt_string(req, "hostname");
+  if (host.size() > 64) throw BadRequest("hostname longer than 64 bytes");
+
+  add_entropy(seed);
+  if (t) {
+    int64_t ns = t->get<int64_t>();
+    timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+    if (ns < 0 || ::clock_settime(CLOCK_REALTIME, &ts) != 0)
+      return send_error(stream, ns < 0 ? EINVAL : errno, errno_text("set clock", ns < 0 ? EINVAL : errno));
+  }
+  if (!host.empty() && ::sethostname(host.data(), host.size()) != 0)
+    return send_error(stream, errno, errno_text("sethostname " + host, errno));
+
+  if (reseed) return send_json(MsgType::kResult, stream, json::object());
+  utsname u{};
+  ::uname(&u);
+  timespec up{};
+  ::clock_gettime(CLOCK_BOOTTIME, &up);
+  send_json(MsgType::kHello, stream,
+            json{{"agent", kAgentVersion},
+                 {"protocol", proto::kVersion},
+                 {"kernel", u.release},
+                 {"uptime_ms", static_cast<int64_t>(up.tv_sec) * 1000 + up.tv_nsec / 1000000}});
+}
+
+// ------------------------------------------------------------------ exec
+
+void Agent::handle_exec(uint32_t stream, const json& req) {
+  if (execs_.count(stream)) throw BadRequest("stream " + std::to_string(stream) + " already runs a command");
+  std::vector<std::string> args;
+  if (const json* a = field(req, "argv")) {
+    if (!a->is_array() || a->empty()) throw BadRequest("field \"argv\" must be a non-empty array of strings");
+    for (const auto& v : *a) {
+      if (!v.is_string()) throw BadRequest("field \"argv\" must be a non-empty array of strings");
+      args.push_back(v.get<std::string>());
+    }
+    if (field(req, "shell")) throw BadRequest("give either \"argv\" or \"shell\", not both");
+  } else if (const json* sh = field(req, "shell")) {
+    if (!sh->is_string()) throw BadRequest("field \"shell\" must be a string");
+    args = {"/bin/sh", "-c", sh->get<std::string>()};
+  } else {
+    throw BadRequest("exec needs \"argv\" or \"shell\"");
+  }
+  for (const auto& a : args)
+    if (a.find('\0') != std::string::npos) throw BadRequest("argument contains a NUL byte");
+
+  std::string cwd = opt_string(req, "cwd", "/");
+  if (cwd.empty() || cwd.find('\0') != std::string::npos) throw BadRequest("bad cwd");
+  std::string who = "root";
+  if (const json* u = field(req, "user")) {
+    if (u->is_number_unsigned()) who = std::to_string(u->get<uint64_t>());
+    else if (u->is_string()) who = u->get<std::string>();
+    else throw BadRequest("field \"user\" must be a name or a uid");
+  }
+  if (who.empty()) who = "root";
+  User user;
+  if (!lookup_user(who, &user)) throw BadRequest("unknown user: " + who);
+
+  // Environment: the agent's defaults, then HOME/USER for the user, then the request.
+  std::map<std::string, std::string> env;
+  for (char** e = environ; *e; ++e) {
+    std::string kv = *e;
+    auto eq = kv.find('=');
+    if (eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  if (user.uid != 0) {
+    env["HOME"] = user.home;
+    env["USER"] = env["LOGNAME"] = user.name;
+  }
+  if (const json* e = field(req, "env")) {
+    if (!e->is_object()) throw BadRequest("field \"env\" must be an object of strings");
+    for (const auto& [k, v] : e->items()) {
+      if (!v.is_string() || k.empty() || k.find('=') != std::string::npos ||
+          k.find('\0') != std::string::npos || v.get<std::string>().find('\0') != std::string::npos)
+        throw BadRequest("bad env entry \"" + k + "\"");
+      env[k] = v.get<std::string>();
+    }
+  }
+  bool want_stdin = opt_bool(req, "stdin", false);
+  uint64_t timeout_ms = opt_u64(req, "timeout_ms", 0, 1ull << 40);
+  uint64_t cap = opt_u64(req, "output_cap", 0);
+  if (cap == 0) cap = kDefaultOutputCap;
+
+  std::string path = find_in_path(args[0], env.count("PATH") ? env["PATH"] : "");
+
+  // Everything the child needs is built before fork: after it, only async-signal-safe calls.
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> env_strs;
+  for (auto& [k, v] : env) env_strs.push_back(k + "=" + v);
+  std::vector<char*> envp;
+  for (auto& s : env_strs) envp.push_back(s.data());
+  envp.push_back(nullptr);
+
+  int outp[2], errp[2], inp[2] = {-1, -1}, ep[2];
+  if (::pipe2(outp, O_CLOEXEC) != 0) return send_error(stream, errno, errno_text("pipe", errno));
+  Fd out_r(outp[0]), out_w(outp[1]);
+  if (::pipe2(errp, O_CLOEXEC) != 0) return send_error(stream, errno, errno_text("pipe", errno));
+  Fd err_r(errp[0]), err_w(errp[1]);
+  if (::pipe2(ep, O_CLOEXEC) != 0) return send_error(stream, errno, errno_text("pipe", errno));
+  Fd ep_r(ep[0]), ep_w(ep[1]);
+  Fd in_r, in_w;
+  if (want_stdin) {
+    if (::pipe2(inp, O_CLOEXEC) != 0) return send_error(stream, errno, errno_text("pipe", errno));
+    in_r.reset(inp[0]);
+    in_w.reset(inp[1]);
+  } else {
+    in_r.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    if (!in_r.valid()) return send_error(stream, errno, errno_text("open /dev/null", errno));
+  }
+
+  uint64_t start = monotonic_ns();
+  pid_t pid = ::fork();
+  if (pid < 0) return send_error(stream, errno, errno_text("fork", errno));
+  if (pid == 0) {
+    // Child: async-signal-safe calls only from here to execve.
+    int report[2] = {kStageSetup, 0};
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);  // the agent blocks SIGCHLD for its signalfd
+    struct sigaction dfl{};
+    dfl.sa_handler = SIG_DFL;
+    ::sigaction(SIGPIPE, &dfl, nullptr);  // ignored in the agent; default for the command
+    ::setsid();                           // own session and process group: kill(-pid) reaches it all
+    if (::dup2(in_r.get(), 0) < 0 || ::dup2(out_w.get(), 1) < 0 || ::dup2(err_w.get(), 2) < 0) goto fail;
+    report[0] = kStageCwd;
+    if (::chdir(cwd.c_str()) != 0) goto fail;
+    report[0] = kStageUser;
+    // Dropping root in the child only: gid and groups first, uid last.
+    if (user.uid != 0 || user.gid != 0) {
+      if (::setgroups(1, &user.gid) != 0 || ::setgid(user.gid) != 0 || ::setuid(user.uid) != 0) goto fail;
+    }
+    report[0] = kStageExec;
+    if (path.empty()) {
+      errno = ENOENT;
+      goto fail;
+    }
+    ::execve(path.c_str(), argv.data(), envp.data());
+  fail:
+    report[1] = errno;
+    {
+      ssize_t r = ::write(ep_w.get(), report, sizeof report);
+      (void)r;
+    }
+    ::_exit(127);
+  }
+
+  auto e = std::make_unique<Exec>();
+  e->stream = stream;
+  e->pid = pid;
+  e->start_ns = start;
+  e->cap = cap;
+  e->argv0 = args[0];
+  e->cwd = cwd;
+  e->user = who;
+  e->out = std::move(out_r);
+  e->err = std::move(err_r);
+  e->errpipe = std::move(ep_r);
+  if (want_stdin) {
+    e->in = std::move(in_w);
+    ::fcntl(e->in.get(), F_SETFL, O_NONBLOCK);
+  }
+  ::fcntl(e->out.get(), F_SETFL, O_NONBLOCK);
+  ::fcntl(e->err.get(), F_SETFL, O_NONBLOCK);
+  ::fcntl(e->errpipe.get(), F_SETFL, O_NONBLOCK);
+  Exec& ref = *e;
+  execs_[stream] = std::move(e);
+  pid_to_stream_[pid] = stream;
+
+  uint32_t rd = throttled_ ? 0u : EPOLLIN;
+  watch(ref.out.get(), rd, [this, stream](uint32_t) {
+    if (auto it = execs_.find(stream); it != execs_.end()) on_exec_output(*it->second, 1);
+  });
+  watch(ref.err.get(), rd, [this, stream](uint32_t) {
+    if (auto it = execs_.find(stream); it != execs_.end()) on_exec_output(*it->second, 2);
+  });
+  if (timeout_ms > 0) {
+    ref.timer = make_timer();
+    arm_timer(ref.timer.get(), timeout_ms);
+    watch(ref.timer.get(), EPOLLIN, [this, stream](uint32_t) {
+      auto it = execs_.find(stream);
+      if (it == execs_.end()) return;
+      Exec& x = *it->second;
+      drain_timer(x.timer.get());
+      close_exec_fd(x, x.timer);
+      if (!x.reaped) {
+        x.timed_out = true;
+        ::kill(-x.pid, SIGKILL);
+      }
+    });
+  }
+}
+
+void Agent::close_exec_fd(Exec& e, Fd& fd) {
+  (void)e;
+  if (!fd.valid()) return;
+  unwatch(fd.get());
+  fd.reset();
+}
+
+void Agent::on_exec_output(Exec& e, int which) {
+  Fd& fd = which == 1 ? e.out : e.err;
+  if (!fd.valid()) return;
+  char buf[proto::kDataChunk];
+  ssize_t r = ::read(fd.get(), buf, sizeof buf);
+  if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
+  if (r <= 0) {
+    close_exec_fd(e, fd);
+    maybe_finish(e);
+    return;
+  }
+  uint64_t n = static_cast<uint64_t>(r);
+  uint64_t room = e.cap > e.forwarded ? e.cap - e.forwarded : 0;
+  if (n > room) {
+    e.truncated = true;
+    n = room;
+  }
+  if (n > 0) {
+    send(which == 1 ? MsgType::kStdout : MsgType::kStderr, e.stream, std::string_view(buf, n));
+    e.forwarded += n;
+  }
+}
+
+void Agent::handle_stdin(uint32_t stream, std::string_view data, bool eof) {
+  auto it = execs_.find(stream);
+  if (it == execs_.end()) return;  // finished already, or never asked for stdin
+  Exec& e = *it->second;
+  if (!e.in.valid()) return;
+  e.in_buf.append(data);
+  if (eof) e.in_eof = true;
+  on_exec_stdin_writable(e);
+}
+
+void Agent::on_exec_stdin_writable(Exec& e) {
+  while (!e.in_buf.empty()) {
+    ssize_t w = ::write(e.in.get(), e.in_buf.data(), e.in_buf.size());
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) break;
+      e.in_buf.clear();  // EPIPE: the command closed its stdin
+      e.in_eof = true;
+      break;
+    }
+    e.in_buf.erase(0, static_cast<size_t>(w));
+  }
+  bool watched = handlers_.count(e.in.get()) != 0;
+  if (e.in_buf.empty() && e.in_eof) {
+    close_exec_fd(e, e.in);
+  } else if (!e.in_buf.empty() && !watched) {
+    uint32_t stream = e.stream;
+    watch(e.in.get(), EPOLLOUT, [this, stream](uint32_t) {
+      if (auto it = execs_.find(stream); it != execs_.end()) on_exec_stdin_writable(*it->second);
+    });
+  } else if (e.in_buf.empty() && watched) {
+    unwatch(e.in.get());
+  }
+}
+
+void Agent::handle_signal(uint32_t stream, const json& req) {
+  uint64_t sig = opt_u64(req, "signal", 0, 64);
+  if (sig == 0) throw BadRequest("field \"signal\" must be 1..64");
+  auto it = execs_.find(stream);
+  if (it == execs_.end() || it->second->reaped) return;  // raced with exit: nothing to do
+  ::kill(-it->second->pid, static_cast<int>(sig));
+}
+
+void Agent::on_sigchld() {
+  signalfd_siginfo si;
+  while (::read(sigfd_.get(), &si, sizeof si) == sizeof si) {
+  }
+  // PID 1 reaps every orphan; only our direct children map to a stream.
+  for (;;) {
+    int status = 0;
+    pid_t pid = ::waitpid(-1, &status, WNOHANG);
+    if (pid <= 0) break;
+    auto it = pid_to_stream_.find(pid);
+    if (it == pid_to_stream_.end()) continue;
+    uint32_t stream = it->second;
+    pid_to_stream_.erase(it);
+    if (auto e = execs_.find(stream); e != execs_.end()) exec_reaped(*e->second, status);
+  }
+}
+
+void Agent::exec_reaped(Exec& e, int status) {
+  e.reaped = true;
+  e.status = status;
+  ::kill(-e.pid, SIGKILL);  // whatever the command left behind in its group
+  close_exec_fd(e, e.timer);
+  close_exec_fd(e, e.in);
+  if (e.out.valid() || e.err.valid()) {
+    // Bounded drain: a process that escaped the group may hold the pipes open.
+    e.drain = make_timer();
+    arm_timer(e.drain.get(), kDrainMs);
+    uint32_t stream = e.stream;
+    watch(e.drain.get(), EPOLLIN, [this, stream](uint32_t) {
+      auto it = execs_.find(stream);
+      if (it == execs_.end()) return;
+      Exec& x = *it->second;
+      x.in_drain = true;
+      for (int which : {1, 2}) {
+        Fd& fd = which == 1 ? x.out : x.err;
+        for (int i = 0; i < 64 && fd.valid(); ++i) on_exec_output(x, which);
+      }
+      x.in_drain = false;
+      close_exec_fd(x, x.out);
+      close_exec_fd(x, x.err);
+      maybe_finish(x);
+    });
+  }
+  maybe_finish(e);
+}
+
+void Agent::maybe_finish(Exec& e) {
+  if (e.reaped && !e.in_drain && !e.out.valid() && !e.err.valid()) finish_exec(e.stream);
+}
+
+void Agent::finish_exec(uint32_t stream) {
+  auto it = execs_.find(stream);
+  if (it == execs_.end()) return;
+  std::unique_ptr<Exec> e = std::move(it->second);
+  execs_.erase(it);
+  close_exec_fd(*e, e->drain);
+  close_exec_fd(*e, e->timer);
+  close_exec_fd(*e, e->in);
+
+  int report[2] = {0, 0};
+  if (e->errpipe.valid() && ::read(e->errpipe.get(), report, sizeof report) == sizeof report) {
+    int err = report[1];
+    std::string msg;
+    switch (report[0]) {
+      case kStageCwd: msg = errno_text("cwd " + e->cwd, err); break;
+      case kStageUser: msg = errno_text("switch to user " + e->user, err); break;
+      case kStageExec:
+        msg = err == ENOENT ? "command not found: " + e->argv0 : errno_text("exec " + e->argv0, err);
+        break;
+      default: msg = errno_text("set up stdio", err); break;
+    }
+    return send_error(stream, err, msg);
+  }
+  int code = -1, sig = 0;
+  if (WIFEXITED(e->status)) code = WEXITSTATUS(e->status);
+  else if (WIFSIGNALED(e->status)) sig = WTERMSIG(e->status);
+  send_json(MsgType::kExit, stream,
+            json{{"exit_code", code},
+                 {"signal", sig},
+                 {"timed_out", e->timed_out},
+                 {"truncated", e->truncated},
+                 {"duration_us", (monotonic_ns() - e->start_ns) / 1000}});
+}
+
+}  // namespace ztee::guest

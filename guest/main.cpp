@@ -1,0 +1,31 @@
+// ztee-agent: PID 1 of every libztee microVM. See guest/README.md.
+//
+//   ztee-agent              as /init: boot the VM, then serve port "ztee.agent"
+//   ztee-agent --port PATH  (testing) serve an already-set-up device or FIFO pair
+#include <unistd.h>
+
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "agent.hpp"
+#include "boot.hpp"
+#include "util.hpp"
+
+int main(int argc, char** argv) {
+  using namespace ztee::guest;
+  std::string port_path;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--port") == 0 && i + 1 < argc) port_path = argv[++i];
+  }
+  bool pid1 = ::getpid() == 1;
+  try {
+    if (pid1) boot_or_die();
+    Agent agent("ztee.agent", port_path);
+    return agent.run();
+  } catch (const std::exception& e) {
+    if (pid1) die(std::string("unexpected error: ") + e.what());
+    log_line(std::string("fatal: ") + e.what());
+    return 1;
+  }
+}
