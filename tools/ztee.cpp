@@ -1,0 +1,554 @@
+// ztee: the command-line tool (run, image build, doctor, version).
+//
+// Exit codes follow docker: the command's own exit code; 128+N if signal N
+// killed it; 124 if it timed out (like timeout(1)); 125 when ztee itself
+// fails (bad usage, no image, boot failure); 127 if the command was not found.
+#include <ztee/ztee.hpp>
+
+#include "image/image.hpp"
+
+#include <fcntl.h>
+#include <liburing.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#ifndef ZTEE_SOURCE_DIR
+#define ZTEE_SOURCE_DIR ""
+#endif
+
+namespace {
+
+constexpr int kExitError = 125;
+constexpr int kExitNotFound = 127;
+constexpr int kExitTimeout = 124;
+
+const char kMainUsage[] =
+    "usage: ztee <command> [options]\n"
+    "\n"
+    "Runs commands in throwaway microVMs.\n"
+    "\n"
+    "commands:\n"
+    "  run [options] -- CMD...   boot a sandbox, run CMD in it, destroy it\n"
+    "  image build [options]     build the guest image\n"
+    "  doctor                    check that this host can run sandboxes\n"
+    "  version                   print the version\n"
+    "\n"
+    "Run `ztee <command> --help` for a command's options.\n";
+
+const char kRunUsage[] =
+    "usage: ztee run [options] -- CMD [ARG...]\n"
+    "\n"
+    "Boots a sandbox, runs CMD in it with its output streamed to ours, and\n"
+    "destroys the sandbox. A single CMD argument that contains spaces is run\n"
+    "by /bin/sh -c.\n"
+    "\n"
+    "options:\n"
+    "  --timeout S     kill the command after S seconds (exit status 124)\n"
+    "  --image DIR     guest image directory (default: $ZTEE_IMAGE_DIR or the default image)\n"
+    "  --memory MIB    guest memory in MiB (default 256)\n"
+    "  --vcpus N       guest vCPUs (default 1)\n"
+    "  --env K=V       set an environment variable (repeatable)\n"
+    "  --cwd DIR       working directory in the guest (default /)\n"
+    "  -h, --help      show this help\n"
+    "\n"
+    "exit status: the command's; 128+N if killed by signal N; 124 on timeout;\n"
+    "127 if the command was not found; 125 if ztee itself failed.\n";
+
+const char kImageUsage[] =
+    "usage: ztee image build [--out DIR] [--force]\n"
+    "\n"
+    "Builds the guest image (kernel, initramfs with ztee-agent, read-only\n"
+    "root filesystem and manifest.json) from Debian packages.\n"
+    "\n"
+    "options:\n"
+    "  --out DIR   where to put the image (default: the default image dir)\n"
+    "  --force     rebuild even if an image is already there\n"
+    "  -h, --help  show this help\n";
+
+const char kDoctorUsage[] =
+    "usage: ztee doctor\n"
+    "\n"
+    "Checks what sandboxes need on this host: KVM, TUN, io_uring, cgroups,\n"
+    "QEMU and the guest image. Prints one line per check (OK, WARN or FAIL\n"
+    "with what to do) and exits 1 if any check failed.\n";
+
+const char kVersionUsage[] = "usage: ztee version\n\nPrints the version of ztee and libztee.\n";
+
+int usage_error(const std::string& msg, const char* usage) {
+  std::fprintf(stderr, "ztee: %s\n\n%s", msg.c_str(), usage);
+  return kExitError;
+}
+
+int fail(const std::string& msg) {
+  std::fprintf(stderr, "ztee: %s\n", msg.c_str());
+  return kExitError;
+}
+
+bool is_help(std::string_view a) { return a == "-h" || a == "--help"; }
+
+// Writes all of `data` to fd; gives up silently if the reader went away.
+void write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return;
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+}
+
+std::string self_dir() {
+  char buf[PATH_MAX];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return ".";
+  std::string p(buf, static_cast<size_t>(n));
+  auto slash = p.rfind('/');
+  return slash == std::string::npos ? "." : p.substr(0, slash);
+}
+
+bool parse_u32(const std::string& s, uint32_t& out) {
+  if (s.empty() || s[0] == '-') return false;
+  char* end = nullptr;
+  errno = 0;
+  unsigned long v = std::strtoul(s.c_str(), &end, 10);
+  if (errno || *end || v > UINT32_MAX) return false;
+  out = static_cast<uint32_t>(v);
+  return true;
+}
+
+// Option parsing shared by the commands: "--name VALUE" or "--name=VALUE".
+struct ArgReader {
+  std::vector<std::string> args;
+  size_t i = 0;
+
+  bool done() const { return i >= args.size(); }
+  const std::string& peek() const { return args[i]; }
+  // If args[i] is option `name`, consumes it (and its value into *value).
+  // Returns false with *err set if the value is missing.
+  bool take(const char* name, std::optional<std::string>* value, std::string* err) {
+    const std::string& a = args[i];
+    size_t n = std::strlen(name);
+    if (a.compare(0, n, name) != 0) return false;
+    if (a.size() == n) {
+      if (!value) {
+        ++i;
+        return true;
+      }
+      if (i + 1 >= args.size()) {
+        *err = std::string(name) + " needs a value";
+        return true;
+      }
+      *value = args[i + 1];
+      i += 2;
+      return true;
+    }
+    if (a[n] == '=' && value) {
+      *value = a.substr(n + 1);
+      ++i;
+      return true;
+    }
+    return false;
+  }
+};
+
+// ---- run ----------------------------------------------------------------------
+
+// SIGINT/SIGTERM/SIGHUP while a command runs destroy the sandbox, so no VM
+// outlives us. The signals are blocked in every thread and taken by sigwait.
+struct SignalWatch {
+  sigset_t set;
+  ztee::Sandbox* sb = nullptr;
+  pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+  int got = 0;
+};
+SignalWatch g_sig;
+
+void* signal_thread(void*) {
+  int sig = 0;
+  if (sigwait(&g_sig.set, &sig) != 0) return nullptr;
+  pthread_mutex_lock(&g_sig.mu);
+  g_sig.got = sig;
+  if (g_sig.sb) (void)g_sig.sb->destroy();
+  pthread_mutex_unlock(&g_sig.mu);
+  return nullptr;
+}
+
+int cmd_run(ArgReader r) {
+  ztee::RuntimeOptions ropts;
+  ztee::SandboxOptions sopts;
+  ztee::ExecOptions eopts;
+  double timeout_s = 0;
+  std::string err;
+  while (!r.done()) {
+    std::optional<std::string> v;
+    const std::string& a = r.peek();
+    if (a == "--") {
+      ++r.i;
+      break;
+    }
+    if (is_help(a)) {
+      std::fputs(kRunUsage, stdout);
+      return 0;
+    }
+    if (r.take("--timeout", &v, &err)) {
+      if (!err.empty()) return usage_error(err, kRunUsage);
+      char* end = nullptr;
+      timeout_s = std::strtod(v->c_str(), &end);
+      if (v->empty() || *end || !(timeout_s > 0) || timeout_s > 4e6)
+        return usage_error("--timeout: not a positive number of seconds: " + *v, kRunUsage);
+    } else if (r.take("--image", &v, &err)) {
+      if (!err.empty()) return usage_error(err, kRunUsage);
+      ropts.image_dir = *v;
+    } else if (r.take("--memory", &v, &err)) {
+      if (!err.empty()) return usage_error(err, kRunUsage);
+      if (!parse_u32(*v, sopts.memory_mib) || sopts.memory_mib == 0)
+        return usage_error("--memory: not a size in MiB: " + *v, kRunUsage);
+    } else if (r.take("--vcpus", &v, &err)) {
+      if (!err.empty()) return usage_error(err, kRunUsage);
+      if (!parse_u32(*v, sopts.vcpus) || sopts.vcpus == 0)
+        return usage_error("--vcpus: not a CPU count: " + *v, kRunUsage);
+    } else if (r.take("--env", &v, &err)) {
+      if (!err.empty()) return usage_error(err, kRunUsage);
+      auto eq = v->find('=');
+      if (eq == std::string::npos || eq == 0)
+        return usage_error("--env: expected KEY=VALUE, got: " + *v, kRunUsage);
+      eopts.env[v->substr(0, eq)] = v->substr(eq + 1);
+    } else if (r.take("--cwd", &v, &err)) {
+      if (!err.empty()) return usage_error(err, kRunUsage);
+      eopts.cwd = *v;
+    } else if (!a.empty() && a[0] == '-') {
+      return usage_error("run: unknown option " + a, kRunUsage);
+    } else {
+      break;  // the command starts here
+    }
+  }
+  std::vector<std::string> cmd(r.args.begin() + static_cast<long>(r.i), r.args.end());
+  if (cmd.empty()) return usage_error("run: no command given", kRunUsage);
+  if (cmd.size() == 1 && cmd[0].find_first_of(" \t\n") != std::string::npos)
+    eopts.shell = cmd[0];
+  else
+    eopts.argv = std::move(cmd);
+  if (timeout_s > 0) eopts.timeout_ms = static_cast<uint32_t>(std::ceil(timeout_s * 1000));
+  eopts.on_stdout = [](std::string_view d) { write_all(STDOUT_FILENO, d); };
+  eopts.on_stderr = [](std::string_view d) { write_all(STDERR_FILENO, d); };
+
+  // Block the termination signals before any thread starts, so only the
+  // watcher thread receives them.
+  ::signal(SIGPIPE, SIG_IGN);
+  sigemptyset(&g_sig.set);
+  sigaddset(&g_sig.set, SIGINT);
+  sigaddset(&g_sig.set, SIGTERM);
+  sigaddset(&g_sig.set, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &g_sig.set, nullptr);
+  pthread_t watcher;
+  if (pthread_create(&watcher, nullptr, signal_thread, nullptr) == 0) pthread_detach(watcher);
+
+  auto rt = ztee::Runtime::create(ropts);
+  if (!rt) return fail(rt.error().message);
+  auto sb = rt->create_sandbox(sopts);
+  if (!sb) return fail(sb.error().message);
+
+  pthread_mutex_lock(&g_sig.mu);
+  int early = g_sig.got;
+  g_sig.sb = &sb.value();
+  pthread_mutex_unlock(&g_sig.mu);
+  if (early) {
+    (void)sb->destroy();
+    return 128 + early;
+  }
+
+  auto res = sb->exec(eopts);
+
+  pthread_mutex_lock(&g_sig.mu);
+  g_sig.sb = nullptr;
+  int sig = g_sig.got;
+  pthread_mutex_unlock(&g_sig.mu);
+  auto destroyed = sb->destroy();
+  if (sig) return 128 + sig;
+  if (!res) {
+    if (res.error().code == ztee::Errc::kNotFound && !eopts.argv.empty()) {
+      std::fprintf(stderr, "ztee: %s\n", res.error().message.c_str());
+      return kExitNotFound;
+    }
+    return fail(res.error().message);
+  }
+  if (!destroyed && destroyed.error().code != ztee::Errc::kClosed)
+    std::fprintf(stderr, "ztee: warning: %s\n", destroyed.error().message.c_str());
+  const ztee::ExecResult& er = res.value();
+  // Output not streamed (should not happen with callbacks set) is still shown.
+  write_all(STDOUT_FILENO, er.stdout_data);
+  write_all(STDERR_FILENO, er.stderr_data);
+  if (er.truncated) std::fprintf(stderr, "ztee: output truncated at the sandbox's output cap\n");
+  if (er.timed_out) return kExitTimeout;
+  if (er.signal) return 128 + er.signal;
+  return er.exit_code < 0 ? kExitError : er.exit_code;
+}
+
+// ---- image build ----------------------------------------------------------------
+
+std::string find_image_build_script() {
+  std::string candidates[] = {
+      self_dir() + "/../share/ztee/image-build.sh",
+      std::string(ZTEE_SOURCE_DIR) + "/tools/image-build.sh",
+  };
+  for (const auto& c : candidates)
+    if (!c.empty() && c[0] == '/' && ::access(c.c_str(), R_OK) == 0) return c;
+  // Relative fallback for a build tree without the install step.
+  std::string beside = self_dir() + "/../../tools/image-build.sh";
+  if (::access(beside.c_str(), R_OK) == 0) return beside;
+  return {};
+}
+
+int cmd_image(ArgReader r) {
+  if (r.done()) return usage_error("image: missing subcommand (build)", kImageUsage);
+  std::string sub = r.peek();
+  if (is_help(sub)) {
+    std::fputs(kImageUsage, stdout);
+    return 0;
+  }
+  if (sub != "build") return usage_error("image: unknown subcommand " + sub, kImageUsage);
+  ++r.i;
+  std::string out;
+  bool force = false;
+  std::string err;
+  while (!r.done()) {
+    std::optional<std::string> v;
+    const std::string& a = r.peek();
+    if (is_help(a)) {
+      std::fputs(kImageUsage, stdout);
+      return 0;
+    }
+    if (r.take("--out", &v, &err)) {
+      if (!err.empty()) return usage_error(err, kImageUsage);
+      out = *v;
+    } else if (a == "--force") {
+      force = true;
+      ++r.i;
+    } else {
+      return usage_error("image build: unexpected argument " + a, kImageUsage);
+    }
+  }
+  if (out.empty()) out = ztee::default_image_dir();
+  std::string script = find_image_build_script();
+  if (script.empty())
+    return fail("image-build.sh not found (looked in " + self_dir() +
+                "/../share/ztee/ and the source tree's tools/): reinstall ztee");
+  std::string agent = self_dir() + "/ztee-agent";
+  std::vector<std::string> argv = {"/bin/bash", script, "--out", out, "--agent", agent};
+  if (force) argv.push_back("--force");
+  std::vector<char*> cargv;
+  for (auto& s : argv) cargv.push_back(s.data());
+  cargv.push_back(nullptr);
+  std::fflush(nullptr);
+  ::execv(cargv[0], cargv.data());
+  return fail("cannot run " + script + ": " + std::strerror(errno));
+}
+
+// ---- doctor -----------------------------------------------------------------------
+
+struct Doctor {
+  int fails = 0;
+  void ok(const std::string& what) { std::printf("OK   %s\n", what.c_str()); }
+  void warn(const std::string& what, const std::string& todo) {
+    std::printf("WARN %s: %s\n", what.c_str(), todo.c_str());
+  }
+  void bad(const std::string& what, const std::string& todo) {
+    std::printf("FAIL %s: %s\n", what.c_str(), todo.c_str());
+    ++fails;
+  }
+};
+
+std::string read_text(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  std::string s = ss.str();
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+bool is_dir(const std::string& p) {
+  struct stat st;
+  return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+std::string find_in_path(const std::string& name) {
+  if (name.find('/') != std::string::npos) return ::access(name.c_str(), X_OK) == 0 ? name : "";
+  const char* path = std::getenv("PATH");
+  std::stringstream ss(path ? path : "/usr/local/bin:/usr/bin:/bin");
+  std::string dir;
+  while (std::getline(ss, dir, ':')) {
+    std::string p = (dir.empty() ? "." : dir) + "/" + name;
+    if (::access(p.c_str(), X_OK) == 0) return p;
+  }
+  return {};
+}
+
+void check_kvm(Doctor& d) {
+  int fd = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
+  if (fd >= 0) {
+    ::close(fd);
+    d.ok("KVM: /dev/kvm usable");
+  } else if (errno == ENOENT) {
+    d.warn("KVM", "no /dev/kvm: QEMU will use TCG (slow)");
+  } else {
+    d.warn("KVM", std::string("/dev/kvm not usable (") + std::strerror(errno) +
+                      "): QEMU will use TCG (slow); add this user to the kvm group");
+  }
+}
+
+void check_tun(Doctor& d) {
+  int fd = ::open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+  if (fd >= 0) {
+    ::close(fd);
+    d.ok("TUN: /dev/net/tun usable");
+  } else {
+    d.bad("TUN", std::string("/dev/net/tun not usable (") + std::strerror(errno) +
+                     "): run `modprobe tun` (needed for sandbox networking)");
+  }
+}
+
+void check_io_uring(Doctor& d) {
+  struct io_uring ring;
+  int rc = io_uring_queue_init(8, &ring, 0);
+  if (rc == 0) {
+    io_uring_queue_exit(&ring);
+    d.ok("io_uring: io_uring_queue_init works");
+  } else {
+    d.bad("io_uring", std::string("io_uring_queue_init failed (") + std::strerror(-rc) +
+                          "): needs Linux >= 5.10 with io_uring allowed "
+                          "(sysctl kernel.io_uring_disabled=0; containers: seccomp profile)");
+  }
+}
+
+void check_cgroups(Doctor& d) {
+  std::string v2 = read_text("/sys/fs/cgroup/cgroup.controllers");
+  if (::access("/sys/fs/cgroup/cgroup.controllers", R_OK) == 0) {
+    d.ok("cgroups: v2, controllers: " + (v2.empty() ? std::string("(none delegated)") : v2));
+    if (v2.find("memory") == std::string::npos || v2.find("pids") == std::string::npos)
+      d.warn("cgroups", "memory or pids controller missing: sandbox limits will not be enforced");
+    return;
+  }
+  std::string have;
+  for (const char* c : {"cpu", "cpuacct", "memory", "pids", "cpuset", "devices"})
+    if (is_dir(std::string("/sys/fs/cgroup/") + c)) have += std::string(have.empty() ? "" : " ") + c;
+  if (!have.empty()) {
+    d.ok("cgroups: v1, controllers: " + have +
+         (is_dir("/sys/fs/cgroup/unified") ? " (hybrid, v2 at /sys/fs/cgroup/unified)" : ""));
+    return;
+  }
+  d.bad("cgroups", "no cgroup filesystem at /sys/fs/cgroup: mount cgroup2 there "
+                   "(mount -t cgroup2 none /sys/fs/cgroup)");
+}
+
+void check_qemu(Doctor& d) {
+  const char* env = std::getenv("ZTEE_QEMU");
+  std::string name = (env && *env) ? env : "qemu-system-x86_64";
+  std::string bin = find_in_path(name);
+  if (bin.empty()) {
+    d.bad("QEMU", name + " not found" + (env && *env ? " ($ZTEE_QEMU)" : " on PATH") +
+                      ": apt-get install qemu-system-x86");
+    return;
+  }
+  std::string cmd = "'" + bin + "' --version 2>&1";
+  std::string line;
+  if (FILE* p = ::popen(cmd.c_str(), "r")) {
+    char buf[256];
+    if (std::fgets(buf, sizeof buf, p)) line = buf;
+    int st = ::pclose(p);
+    while (!line.empty() && line.back() == '\n') line.pop_back();
+    if (st != 0 || line.empty()) {
+      d.bad("QEMU", bin + " --version failed: reinstall qemu-system-x86");
+      return;
+    }
+  }
+  d.ok("QEMU: " + bin + ": " + line);
+}
+
+void check_image(Doctor& d) {
+  std::string dir = ztee::default_image_dir();
+  std::string manifest = dir + "/manifest.json";
+  if (::access(manifest.c_str(), R_OK) != 0) {
+    d.bad("image", "no " + manifest + ": run `ztee image build`");
+    return;
+  }
+  auto img = ztee::detail::load_image_manifest(dir);
+  if (!img) {
+    d.bad("image", img.error().message + " (fix: `ztee image build --force`)");
+    return;
+  }
+  std::string missing;
+  for (const auto* a : {&img->kernel, &img->initramfs, &img->rootfs})
+    if (::access(a->path.c_str(), R_OK) != 0) missing += " " + a->path;
+  if (!missing.empty()) {
+    d.bad("image", dir + ": artifacts missing:" + missing + ": run `ztee image build --force`");
+    return;
+  }
+  d.ok("image: " + dir + (img->kernel_version.empty() ? "" : " (kernel " + img->kernel_version + ")"));
+}
+
+int cmd_doctor(ArgReader r) {
+  if (!r.done()) {
+    if (is_help(r.peek())) {
+      std::fputs(kDoctorUsage, stdout);
+      return 0;
+    }
+    return usage_error("doctor: unexpected argument " + r.peek(), kDoctorUsage);
+  }
+  Doctor d;
+  check_kvm(d);
+  check_tun(d);
+  check_io_uring(d);
+  check_cgroups(d);
+  check_qemu(d);
+  check_image(d);
+  std::fflush(stdout);
+  return d.fails ? 1 : 0;
+}
+
+int cmd_version(ArgReader r) {
+  if (!r.done()) {
+    if (is_help(r.peek())) {
+      std::fputs(kVersionUsage, stdout);
+      return 0;
+    }
+    return usage_error("version: unexpected argument " + r.peek(), kVersionUsage);
+  }
+  std::printf("ztee %s\n", ztee::version());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ArgReader r;
+  r.args.assign(argv + 1, argv + argc);
+  if (r.done()) return usage_error("no command given", kMainUsage);
+  std::string cmd = r.peek();
+  ++r.i;
+  if (is_help(cmd) || cmd == "help") {
+    std::fputs(kMainUsage, stdout);
+    return 0;
+  }
+  if (cmd == "--version" || cmd == "version") return cmd_version(r);
+  if (cmd == "run") return cmd_run(std::move(r));
+  if (cmd == "image") return cmd_image(std::move(r));
+  if (cmd == "doctor") return cmd_doctor(std::move(r));
+  return usage_error("unknown command " + cmd, kMainUsage);
+}
