@@ -1,0 +1,365 @@
+// _ztee: the low-level Python module. It includes only the C ABI (ztee.h);
+// the Pythonic API lives in ztee/__init__.py.
+#include <pybind11/functional.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "ztee.h"
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace py = pybind11;
+
+namespace {
+
+// Makes the exception to raise from (code, errno, message); ztee/__init__.py
+// installs one that picks the public exception class.
+py::object g_error_type;
+
+// Reads the last error while still on the thread (and without the GIL
+// released long enough for another call to overwrite it).
+struct Failure {
+  ztee_status code = ZTEE_OK;
+  int sys_errno = 0;
+  std::string message;
+};
+
+Failure capture(ztee_status st) {
+  const ztee_error* e = ztee_last_error();
+  return Failure{st, e->sys_errno, e->message ? e->message : ""};
+}
+
+[[noreturn]] void raise(const Failure& f) {
+  // g_error_type is a factory: it returns the exception instance to raise.
+  py::object exc = g_error_type(static_cast<int>(f.code), f.sys_errno, f.message);
+  PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.ptr())), exc.ptr());
+  throw py::error_already_set();
+}
+
+std::optional<std::string> opt_str(const py::object& o) {
+  if (o.is_none()) return std::nullopt;
+  return py::str(o).cast<std::string>();
+}
+
+class Runtime {
+ public:
+  Runtime(py::object image_dir, py::object state_dir, py::object qemu_binary, py::object accel,
+          py::object backend) {
+    auto img = opt_str(image_dir), st = opt_str(state_dir), qemu = opt_str(qemu_binary),
+         acc = opt_str(accel), be = opt_str(backend);
+    ztee_runtime_options o = ZTEE_RUNTIME_OPTIONS_INIT;
+    o.image_dir = img ? img->c_str() : nullptr;
+    o.state_dir = st ? st->c_str() : nullptr;
+    o.qemu_binary = qemu ? qemu->c_str() : nullptr;
+    o.accel = acc ? acc->c_str() : nullptr;
+    o.backend = be ? be->c_str() : nullptr;
+    ztee_runtime* rt = nullptr;
+    Failure f;
+    {
+      py::gil_scoped_release nogil;
+      ztee_status s = ztee_runtime_create(&o, &rt);
+      if (s != ZTEE_OK) f = capture(s);
+    }
+    if (f.code != ZTEE_OK) raise(f);
+    rt_ = rt;
+  }
+  ~Runtime() { close(); }
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  void close() {
+    if (!rt_) return;
+    ztee_runtime* rt = rt_;
+    rt_ = nullptr;
+    py::gil_scoped_release nogil;
+    ztee_runtime_free(rt);
+  }
+  ztee_runtime* get() const {
+    if (!rt_) {
+      Failure f{ZTEE_E_CLOSED, 0, "the runtime was closed"};
+      raise(f);
+    }
+    return rt_;
+  }
+
+ private:
+  ztee_runtime* rt_ = nullptr;
+};
+
+// State shared with the streaming callbacks during one exec.
+struct StreamCtx {
+  py::object on_stdout, on_stderr;
+  std::optional<py::error_already_set> error;  // the first exception a callback raised
+};
+
+void call_stream(StreamCtx* ctx, py::object& fn, const char* data, size_t len) {
+  // Runs on the runtime's event-loop thread: take the GIL, and never let a
+  // Python exception unwind into C.
+  py::gil_scoped_acquire gil;
+  if (ctx->error) return;
+  try {
+    fn(py::bytes(data, len));
+  } catch (py::error_already_set& e) {
+    ctx->error.emplace(std::move(e));
+  } catch (const std::exception& e) {
+    try {
+      PyErr_SetString(PyExc_RuntimeError, e.what());
+      ctx->error.emplace();
+    } catch (...) {
+    }
+  } catch (...) {
+  }
+}
+
+extern "C" void on_stdout_cb(void* ud, const char* data, size_t len) {
+  auto* ctx = static_cast<StreamCtx*>(ud);
+  call_stream(ctx, ctx->on_stdout, data, len);
+}
+extern "C" void on_stderr_cb(void* ud, const char* data, size_t len) {
+  auto* ctx = static_cast<StreamCtx*>(ud);
+  call_stream(ctx, ctx->on_stderr, data, len);
+}
+
+class Sandbox {
+ public:
+  Sandbox(Runtime& rt, py::object image_dir, uint32_t vcpus, uint32_t memory_mib,
+          uint32_t boot_timeout_ms, uint32_t exec_timeout_ms, uint64_t output_cap) {
+    auto img = opt_str(image_dir);
+    ztee_sandbox_options o = ZTEE_SANDBOX_OPTIONS_INIT;
+    o.image_dir = img ? img->c_str() : nullptr;
+    o.vcpus = vcpus;
+    o.memory_mib = memory_mib;
+    o.boot_timeout_ms = boot_timeout_ms;
+    o.exec_timeout_ms = exec_timeout_ms;
+    o.output_cap = output_cap;
+    ztee_runtime* r = rt.get();
+    ztee_sandbox* sb = nullptr;
+    Failure f;
+    {
+      py::gil_scoped_release nogil;
+      ztee_status s = ztee_sandbox_create(r, &o, &sb);
+      if (s != ZTEE_OK) f = capture(s);
+    }
+    if (f.code != ZTEE_OK) raise(f);
+    sb_ = sb;
+  }
+  ~Sandbox() { close(); }
+  Sandbox(const Sandbox&) = delete;
+  Sandbox& operator=(const Sandbox&) = delete;
+
+  // Frees the handle (destroying the VM if still running).
+  void close() {
+    if (!sb_) return;
+    ztee_sandbox* sb = sb_;
+    sb_ = nullptr;
+    py::gil_scoped_release nogil;
+    ztee_sandbox_free(sb);
+  }
+
+  std::string id() const { return ztee_sandbox_id(get()); }
+
+  void destroy() {
+    ztee_sandbox* sb = get();
+    call([&] { return ztee_sandbox_destroy(sb); });
+  }
+
+  void ping() {
+    ztee_sandbox* sb = get();
+    call([&] { return ztee_sandbox_ping(sb); });
+  }
+
+  // Returns a dict; ztee/__init__.py wraps it in a Result.
+  py::dict exec(py::object argv, py::object shell, py::object env, py::object cwd,
+                py::object stdin_data, uint32_t timeout_ms, uint64_t output_cap,
+                py::object on_stdout, py::object on_stderr) {
+    ztee_sandbox* sb = get();
+    std::vector<std::string> args;
+    std::vector<const char*> argp;
+    std::optional<std::string> sh = opt_str(shell);
+    if (!argv.is_none()) {
+      for (auto a : argv) args.push_back(py::str(a).cast<std::string>());
+      for (auto& a : args) argp.push_back(a.c_str());
+    }
+    std::vector<std::string> envs;
+    std::vector<const char*> envp;
+    if (!env.is_none()) {
+      for (auto kv : env.cast<py::dict>())
+        envs.push_back(py::str(kv.first).cast<std::string>() + "=" +
+                       py::str(kv.second).cast<std::string>());
+      for (auto& e : envs) envp.push_back(e.c_str());
+    }
+    std::optional<std::string> wd = opt_str(cwd);
+    std::optional<std::string> in;
+    if (!stdin_data.is_none()) {
+      if (py::isinstance<py::str>(stdin_data))
+        in = stdin_data.cast<std::string>();
+      else
+        in = std::string(py::bytes(stdin_data));
+    }
+
+    ztee_exec_options o = ZTEE_EXEC_OPTIONS_INIT;
+    o.argv = argv.is_none() ? nullptr : argp.data();
+    o.argc = argv.is_none() ? 0 : argp.size();
+    if (!argv.is_none() && argp.empty()) o.argv = nullptr;  // the library reports it
+    o.shell = sh ? sh->c_str() : nullptr;
+    o.env = envp.empty() ? nullptr : envp.data();
+    o.env_count = envp.size();
+    o.cwd = wd ? wd->c_str() : nullptr;
+    o.stdin_data = in ? in->data() : nullptr;
+    o.stdin_len = in ? in->size() : 0;
+    o.timeout_ms = timeout_ms;
+    o.output_cap = output_cap;
+    StreamCtx ctx;
+    ctx.on_stdout = on_stdout;
+    ctx.on_stderr = on_stderr;
+    if (!on_stdout.is_none()) o.on_stdout = on_stdout_cb;
+    if (!on_stderr.is_none()) o.on_stderr = on_stderr_cb;
+    o.user_data = &ctx;
+
+    ztee_exec_result* res = nullptr;
+    Failure f;
+    {
+      py::gil_scoped_release nogil;
+      ztee_status s = ztee_sandbox_exec(sb, &o, &res);
+      if (s != ZTEE_OK) f = capture(s);
+    }
+    std::unique_ptr<ztee_exec_result, void (*)(ztee_exec_result*)> owned(res, ztee_exec_result_free);
+    if (ctx.error) {
+      ctx.error->restore();
+      throw py::error_already_set();
+    }
+    if (f.code != ZTEE_OK) raise(f);
+    py::dict d;
+    d["exit_code"] = res->exit_code;
+    d["signal"] = res->signal;
+    d["timed_out"] = res->timed_out != 0;
+    d["truncated"] = res->truncated != 0;
+    d["duration_us"] = res->duration_us;
+    d["stdout"] = py::bytes(res->stdout_data, res->stdout_len);
+    d["stderr"] = py::bytes(res->stderr_data, res->stderr_len);
+    return d;
+  }
+
+  void write_file(const std::string& path, py::bytes data, uint32_t mode) {
+    ztee_sandbox* sb = get();
+    std::string bytes = data;
+    call([&] { return ztee_sandbox_write_file(sb, path.c_str(), bytes.data(), bytes.size(), mode); });
+  }
+
+  py::bytes read_file(const std::string& path, uint64_t max_bytes) {
+    ztee_sandbox* sb = get();
+    void* data = nullptr;
+    size_t len = 0;
+    call([&] { return ztee_sandbox_read_file(sb, path.c_str(), max_bytes, &data, &len); });
+    std::unique_ptr<void, void (*)(void*)> owned(data, ztee_free);
+    return py::bytes(static_cast<const char*>(data), len);
+  }
+
+  py::dict stat(const std::string& path) {
+    ztee_sandbox* sb = get();
+    ztee_file_info* fi = nullptr;
+    call([&] { return ztee_sandbox_stat(sb, path.c_str(), &fi); });
+    std::unique_ptr<ztee_file_info, void (*)(ztee_file_info*)> owned(fi, ztee_file_info_free);
+    return info_dict(*fi);
+  }
+
+  py::list list_dir(const std::string& path) {
+    ztee_sandbox* sb = get();
+    ztee_dir_list* dl = nullptr;
+    call([&] { return ztee_sandbox_list_dir(sb, path.c_str(), &dl); });
+    std::unique_ptr<ztee_dir_list, void (*)(ztee_dir_list*)> owned(dl, ztee_dir_list_free);
+    py::list out;
+    for (size_t i = 0; i < dl->count; ++i) out.append(info_dict(dl->entries[i]));
+    return out;
+  }
+
+  void remove(const std::string& path, bool recursive) {
+    ztee_sandbox* sb = get();
+    call([&] { return ztee_sandbox_remove(sb, path.c_str(), recursive ? 1 : 0); });
+  }
+
+  void mkdir(const std::string& path, bool parents, uint32_t mode) {
+    ztee_sandbox* sb = get();
+    call([&] { return ztee_sandbox_mkdir(sb, path.c_str(), parents ? 1 : 0, mode); });
+  }
+
+ private:
+  ztee_sandbox* get() const {
+    if (!sb_) raise(Failure{ZTEE_E_CLOSED, 0, "the sandbox handle was closed"});
+    return sb_;
+  }
+
+  // Runs a blocking C call without the GIL; raises on failure.
+  template <typename F>
+  static void call(F&& f) {
+    Failure fail;
+    {
+      py::gil_scoped_release nogil;
+      ztee_status s = f();
+      if (s != ZTEE_OK) fail = capture(s);
+    }
+    if (fail.code != ZTEE_OK) raise(fail);
+  }
+
+  static py::dict info_dict(const ztee_file_info& fi) {
+    static const char* const kTypes[] = {"file", "dir", "symlink", "other"};
+    py::dict d;
+    d["name"] = py::bytes(fi.name ? fi.name : "").attr("decode")("utf-8", "surrogateescape");
+    d["type"] = (fi.type >= 0 && fi.type <= 3) ? kTypes[fi.type] : "other";
+    d["mode"] = fi.mode;
+    d["size"] = fi.size;
+    d["mtime_ns"] = fi.mtime_ns;
+    return d;
+  }
+
+  ztee_sandbox* sb_ = nullptr;
+};
+
+}  // namespace
+
+PYBIND11_MODULE(_ztee, m) {
+  m.doc() = "libztee's C ABI for Python (use the `ztee` package instead).";
+
+  g_error_type = py::reinterpret_borrow<py::object>(PyExc_RuntimeError);
+  // The exception classes are defined in Python; __init__.py installs their
+  // factory through set_error_factory().
+  m.def("set_error_factory", [](py::object t) { g_error_type = t; });
+  m.def("version", [] { return std::string(ztee_version()); });
+  m.def("has_feature", [](const std::string& f) { return ztee_has_feature(f.c_str()) != 0; });
+  m.def("status_name", [](int st) { return std::string(ztee_status_name(st)); });
+
+  py::class_<Runtime>(m, "Runtime")
+      .def(py::init<py::object, py::object, py::object, py::object, py::object>(),
+           py::arg("image_dir") = py::none(), py::arg("state_dir") = py::none(),
+           py::arg("qemu_binary") = py::none(), py::arg("accel") = py::none(),
+           py::arg("backend") = py::none())
+      .def("close", &Runtime::close);
+
+  py::class_<Sandbox>(m, "Sandbox")
+      .def(py::init<Runtime&, py::object, uint32_t, uint32_t, uint32_t, uint32_t, uint64_t>(),
+           py::arg("runtime"), py::arg("image_dir") = py::none(), py::arg("vcpus") = 0,
+           py::arg("memory_mib") = 0, py::arg("boot_timeout_ms") = 0,
+           py::arg("exec_timeout_ms") = 0, py::arg("output_cap") = 0,
+           py::keep_alive<1, 2>())
+      .def_property_readonly("id", &Sandbox::id)
+      .def("close", &Sandbox::close)
+      .def("destroy", &Sandbox::destroy)
+      .def("ping", &Sandbox::ping)
+      .def("exec", &Sandbox::exec, py::arg("argv") = py::none(), py::arg("shell") = py::none(),
+           py::arg("env") = py::none(), py::arg("cwd") = py::none(), py::arg("stdin") = py::none(),
+           py::arg("timeout_ms") = 0, py::arg("output_cap") = 0, py::arg("on_stdout") = py::none(),
+           py::arg("on_stderr") = py::none())
+      .def("write_file", &Sandbox::write_file, py::arg("path"), py::arg("data"), py::arg("mode") = 0)
+      .def("read_file", &Sandbox::read_file, py::arg("path"), py::arg("max_bytes") = 0)
+      .def("stat", &Sandbox::stat, py::arg("path"))
+      .def("list_dir", &Sandbox::list_dir, py::arg("path"))
+      .def("remove", &Sandbox::remove, py::arg("path"), py::arg("recursive") = false)
+      .def("mkdir", &Sandbox::mkdir, py::arg("path"), py::arg("parents") = false,
+           py::arg("mode") = 0);
+
+  // Drop the error type before the interpreter tears down.
+  py::module_::import("atexit").attr("register")(py::cpp_function([] { g_error_type = py::object(); }));
+}
