@@ -1,0 +1,145 @@
+import os
+import threading
+import time
+
+import pytest
+
+import ztee
+
+
+def test_version():
+    assert ztee.version().count(".") == 2
+    assert ztee.has_feature("qemu") is True
+    assert ztee.has_feature("no-such-feature") is False
+
+
+def test_six_times_seven(sb):
+    r = sb.run("python3 -c 'print(6*7)'")
+    assert r.stdout == "42\n"
+    assert r.stdout_bytes == b"42\n"
+    assert r.exit_code == 0
+    assert r.signal == 0 and not r.timed_out and not r.truncated
+    assert r.duration > 0
+    assert sb.id.startswith("sb-")
+
+
+def test_exec_argv_env_cwd_stdin(sb):
+    r = sb.exec(["sh", "-c", 'echo "$A"; pwd; cat; exit 5'], env={"A": "x y"}, cwd="/tmp",
+                stdin=b"in\x00put")
+    assert r.exit_code == 5
+    assert r.stdout_bytes == b"x y\n/tmp\nin\x00put"
+
+
+def test_invalid_utf8_is_replaced(sb):
+    r = sb.exec(["printf", "\\377ok"])
+    assert r.stdout_bytes == b"\xffok"
+    assert r.stdout == "\ufffdok"
+
+
+def test_streaming_order(sb):
+    events = []
+    r = sb.run("for i in 1 2 3; do echo out$i; echo err$i >&2; sleep 0.1; done",
+               on_stdout=lambda s: events.append(("out", s)),
+               on_stderr=lambda s: events.append(("err", s)))
+    assert r.exit_code == 0
+    assert r.stdout == "" and r.stderr == ""  # streamed, not collected
+    out = "".join(s for k, s in events if k == "out")
+    err = "".join(s for k, s in events if k == "err")
+    assert out == "out1\nout2\nout3\n"
+    assert err == "err1\nerr2\nerr3\n"
+    # Chunks arrive as produced: out2 comes after err1 (0.1 s apart).
+    flat = "".join(s for _, s in events)
+    assert flat.index("err1") < flat.index("out2") < flat.index("err2") < flat.index("out3")
+
+
+def test_streaming_callback_exception_is_reraised(sb):
+    class Boom(Exception):
+        pass
+
+    def cb(_):
+        raise Boom("from callback")
+
+    with pytest.raises(Boom):
+        sb.run("echo hi", on_stdout=cb)
+    # The sandbox still works afterwards.
+    assert sb.run("echo ok").stdout == "ok\n"
+
+
+def test_files_roundtrip(sb):
+    data = bytes(range(256)) * 64
+    sb.mkdir("/tmp/py/sub", parents=True)
+    sb.write_file("/tmp/py/bin.dat", data, mode=0o600)
+    assert sb.read_file("/tmp/py/bin.dat") == data
+    sb.write_file("/tmp/py/text.txt", "héllo")
+    assert sb.read_file("/tmp/py/text.txt") == "héllo".encode()
+    st = sb.stat("/tmp/py/bin.dat")
+    assert st.is_file and st.size == len(data) and st.mode & 0o777 == 0o600
+    assert sb.stat("/tmp/py/sub").is_dir
+    names = {e.name: e for e in sb.list_dir("/tmp/py")}
+    assert set(names) == {"bin.dat", "text.txt", "sub"}
+    assert names["sub"].is_dir and names["bin.dat"].size == len(data)
+    # The guest sees what we wrote.
+    assert sb.exec(["sha256sum", "/tmp/py/bin.dat"]).exit_code == 0
+    sb.remove("/tmp/py/bin.dat")
+    with pytest.raises(ztee.NotFoundError):
+        sb.stat("/tmp/py/bin.dat")
+    sb.remove("/tmp/py", recursive=True)
+    with pytest.raises(ztee.NotFoundError):
+        sb.read_file("/tmp/py/text.txt")
+
+
+def test_not_found(sb):
+    with pytest.raises(ztee.NotFoundError) as ei:
+        sb.exec(["ztee-no-such-command"])
+    assert isinstance(ei.value, ztee.Error)
+    assert ei.value.code == -4
+    assert "ztee-no-such-command" in str(ei.value)
+
+
+def test_bad_image_dir():
+    missing = "/nonexistent/ztee-py-image"
+    with pytest.raises(ztee.ImageError) as ei:
+        rt = ztee.Runtime(image_dir=missing)
+        ztee.Sandbox(runtime=rt)
+    assert missing in str(ei.value)
+    assert "ztee image build" in str(ei.value)
+    assert ei.value.code == -5
+
+
+def test_invalid_argument(sb):
+    with pytest.raises(ztee.InvalidArgumentError):
+        sb.exec([])
+    with pytest.raises(ztee.InvalidArgumentError):
+        sb.exec("echo hi")  # a str is not an argv list
+    with pytest.raises(ValueError):  # InvalidArgumentError is a ValueError too
+        sb.run("true", timeout=-1)
+
+
+def test_timeout(sb):
+    t0 = time.monotonic()
+    r = sb.run("sleep 30", timeout=1)
+    assert r.timed_out
+    assert time.monotonic() - t0 < 20
+
+
+def test_gil_released(sb):
+    count = 0
+    stop = threading.Event()
+
+    def counter():
+        nonlocal count
+        while not stop.is_set():
+            count += 1
+            time.sleep(0.001)
+
+    t = threading.Thread(target=counter)
+    t.start()
+    try:
+        before = count
+        r = sb.exec(["sleep", "1"])
+        during = count - before
+    finally:
+        stop.set()
+        t.join()
+    assert r.exit_code == 0
+    assert during > 50, f"the counting thread only ran {during} times during a 1 s exec"
