@@ -42,6 +42,9 @@ VMLINUX=1
 KERNEL_META=linux-image-cloud-amd64
 # Modules loaded by the agent, in this order after their dependencies.
 MODULES=(virtio_mmio virtio_blk virtio_console virtio-rng overlay)
+# Extra kernel arguments the image wants (recorded in the manifest; the runtime appends
+# them to its own). cryptomgr.notests skips the crypto self-tests: ~0.35 s of a TCG boot.
+KERNEL_CMDLINE="cryptomgr.notests"
 # Fixed timestamp for reproducible artifacts (2024-01-01T00:00:00Z).
 EPOCH=${SOURCE_DATE_EPOCH:-1704067200}
 
@@ -63,7 +66,7 @@ while [[ $# -gt 0 ]]; do
     --cache) CACHE=${2:?--cache needs a directory}; shift 2 ;;
     --no-vmlinux) VMLINUX=0; shift ;;
     --force) FORCE=1; shift ;;
-    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
 done
@@ -224,7 +227,32 @@ if [[ ! -f "$RCACHE" || ! -f "$RCACHE.sha256" ]]; then
 fi
 ROOTFS_SHA=$(cat "$RCACHE.sha256")
 
+# ---------------------------------------------------------------- manifest
+artifact() {  # artifact <key> <file> <size-of-path> [extra json] [sha256]
+  printf '    "%s": {"path": "%s", "sha256": "%s", "size": %s%s}' \
+    "$1" "$2" "${5:-$(sha256 "$3")}" "$(stat -c %s "$3")" "${4:-}"
+}
+{
+  printf '{\n  "format": 1,\n  "name": "%s",\n' "$NAME"
+  printf '  "kernel_version": "%s",\n  "kernel_package": "%s=%s",\n' "$KVER" "$KPKG" "$KPKG_VERSION"
+  printf '  "cmdline": "%s",\n' "$KERNEL_CMDLINE"
+  printf '  "suite": "%s",\n  "variant": "%s",\n  "include": "%s",\n' "$SUITE" "$VARIANT" "$INCLUDE"
+  printf '  "agent_sha256": "%s",\n  "builder_version": %s,\n' "$(sha256 "$AGENT")" "$SCRIPT_VERSION"
+  printf '  "artifacts": {\n'
+  artifact kernel vmlinuz "$TMP/vmlinuz"; printf ',\n'
+  if [[ $HAVE_VMLINUX -eq 1 ]]; then artifact vmlinux vmlinux "$TMP/vmlinux" ', "boot": "pvh"'; printf ',\n'; fi
+  artifact initramfs initramfs.cpio "$TMP/initramfs.cpio" ', "format": "newc"'; printf ',\n'
+  artifact rootfs rootfs.ext4 "$RCACHE" ', "format": "ext4"' "$ROOTFS_SHA"; printf '\n'
+  printf '  }\n}\n'
+} > "$TMP/manifest.json"
+
 # ---------------------------------------------------------------- install
+same() { cmp -s "$TMP/$1" "$OUT/$1"; }
+if same manifest.json && same vmlinuz && same initramfs.cpio &&
+   { [[ $HAVE_VMLINUX -eq 0 ]] || same vmlinux; } && [[ "$OUT/rootfs.ext4" -ef "$RCACHE" ]]; then
+  log "image up to date: $OUT (kernel $KVER, rootfs key $KEY)"
+  exit 0
+fi
 # Remove the manifest first: from here until it is rewritten the image is
 # "not built", never "built but inconsistent".
 rm -f "$OUT/manifest.json"
@@ -235,23 +263,5 @@ if [[ ! "$OUT/rootfs.ext4" -ef "$RCACHE" ]]; then
   ln -f "$RCACHE" "$TMP/rootfs.ext4" 2>/dev/null || cp --sparse=always "$RCACHE" "$TMP/rootfs.ext4"
   mv -f "$TMP/rootfs.ext4" "$OUT/rootfs.ext4"
 fi
-
-artifact() {  # artifact <key> <file> [extra json]
-  printf '    "%s": {"path": "%s", "sha256": "%s", "size": %s%s}' \
-    "$1" "$2" "${4:-$(sha256 "$OUT/$2")}" "$(stat -c %s "$OUT/$2")" "${3:-}"
-}
-{
-  printf '{\n  "format": 1,\n  "name": "%s",\n' "$NAME"
-  printf '  "kernel_version": "%s",\n  "kernel_package": "%s=%s",\n' "$KVER" "$KPKG" "$KPKG_VERSION"
-  printf '  "cmdline": "",\n'
-  printf '  "suite": "%s",\n  "variant": "%s",\n  "include": "%s",\n' "$SUITE" "$VARIANT" "$INCLUDE"
-  printf '  "agent_sha256": "%s",\n  "builder_version": %s,\n' "$(sha256 "$AGENT")" "$SCRIPT_VERSION"
-  printf '  "artifacts": {\n'
-  artifact kernel vmlinuz; printf ',\n'
-  if [[ $HAVE_VMLINUX -eq 1 ]]; then artifact vmlinux vmlinux; printf ',\n'; fi
-  artifact initramfs initramfs.cpio ', "format": "newc"'; printf ',\n'
-  artifact rootfs rootfs.ext4 ', "format": "ext4"' "$ROOTFS_SHA"; printf '\n'
-  printf '  }\n}\n'
-} > "$TMP/manifest.json"
 mv -f "$TMP/manifest.json" "$OUT/manifest.json"
 log "image ready: $OUT (kernel $KVER, rootfs key $KEY)"
