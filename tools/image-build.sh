@@ -127,7 +127,7 @@ if [[ $FORCE -eq 1 ]]; then rm -rf "$KDIR"; fi
 if [[ ! -f "$KDIR/.done" ]]; then
   log "downloading $KPKG"
   rm -rf "$KDIR"; mkdir -p "$KDIR/deb"
-  (cd "$KDIR/deb" && apt-get download -q "$KPKG" >&2) ||
+  (cd "$KDIR/deb" && apt-get download -q -o APT::Sandbox::User=root "$KPKG" >&2) ||
     die "apt-get download $KPKG failed (check the apt sources and network)"
   deb=$(ls "$KDIR"/deb/*.deb | head -n1)
   dpkg-deb -x "$deb" "$KDIR/x"
@@ -199,7 +199,7 @@ if [[ $FORCE -eq 1 ]]; then rm -f "$RCACHE" "$RCACHE.sha256"; fi
 if [[ ! -f "$RCACHE" || ! -f "$RCACHE.sha256" ]]; then
   log "building rootfs $SUITE/$VARIANT +${INCLUDE:-nothing} (key $KEY; takes minutes)"
   ROOT=$TMP/root
-  args=(--variant="$VARIANT" --mode=root --aptopt='Acquire::Retries "3"')
+  args=(--variant="$VARIANT" --mode=root --aptopt='Acquire::Retries "3"' --aptopt='APT::Sandbox::User "root"')
   [[ -n "$INCLUDE" ]] && args+=(--include="$INCLUDE")
   SOURCE_DATE_EPOCH=$EPOCH mmdebstrap "${args[@]}" "$SUITE" "$ROOT" "${MIRRORS[@]}" </dev/null >&2 ||
     die "mmdebstrap failed (see its output above)"
