@@ -4,3 +4,10 @@ if(ZTEE_SANITIZE)
   add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
   add_link_options(-fsanitize=address,undefined)
 endif()
+
+# -DZTEE_FUZZ=ON (with clang) instruments everything for libFuzzer; tests/fuzz adds the fuzz binaries.
+option(ZTEE_FUZZ "Build libFuzzer targets (needs clang)" OFF)
+if(ZTEE_FUZZ)
+  add_compile_options(-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=address,undefined)
+endif()

@@ -1,0 +1,57 @@
+// Guest images: manifest.json parsing and sha256 verification of every
+// artifact before it is handed to a VMM.
+#pragma once
+
+#include <ztee/result.hpp>
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+
+namespace ztee::detail {
+
+struct Artifact {
+  std::string path;    // absolute
+  std::string sha256;  // lowercase hex
+  std::string format;  // rootfs: "ext4"
+};
+
+struct Image {
+  std::string dir;
+  std::string name;
+  std::string kernel_version;
+  std::string cmdline;  // extra kernel arguments the image needs
+  Artifact kernel, initramfs, rootfs;
+};
+
+// Reads DIR/manifest.json. Errors name the path and the fix.
+Result<Image> load_image_manifest(const std::string& dir);
+
+// sha256 of a file as lowercase hex.
+Result<std::string> sha256_file(const std::string& path);
+
+// Verifies artifacts against their manifest digests. A file whose identity
+// (device, inode, size, mtime, ctime) matches one verified before is not
+// hashed again; any change to the file changes its ctime, so it is.
+class ImageVerifier {
+ public:
+  Result<void> verify(const Image& img);
+
+ private:
+  struct Identity {
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    int64_t mtime_ns, ctime_ns;
+    std::string sha256;
+    bool operator==(const Identity&) const = default;
+  };
+  Result<void> verify_one(const Artifact& a, const char* what);
+  std::mutex mu_;
+  std::map<std::string, Identity> verified_;
+};
+
+}  // namespace ztee::detail

@@ -1,0 +1,130 @@
+// Private: RuntimeImpl and SandboxImpl, the state machines behind the public
+// Runtime and Sandbox handles.
+#pragma once
+
+#include <ztee/ztee.hpp>
+
+#include <simdjson.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "agent/channel.hpp"
+#include "image/image.hpp"
+#include "io/loop.hpp"
+#include "io/stream.hpp"
+#include "proc/child.hpp"
+#include "vmm/driver.hpp"
+#include "vmm/qemu/qmp.hpp"
+
+namespace ztee::detail {
+
+class RuntimeImpl : public std::enable_shared_from_this<RuntimeImpl> {
+ public:
+  ~RuntimeImpl();
+  RuntimeOptions opts;
+  std::unique_ptr<Loop> loop;
+  std::unique_ptr<Driver> driver;
+  ImageVerifier verifier;
+  std::atomic<uint64_t> sandboxes_created{0};
+};
+
+// Runs `start(done)` on the loop thread and blocks the caller until `done`
+// is called. Refuses to run on the loop thread itself (it would deadlock).
+template <typename T, typename Start>
+Result<T> call_on_loop(Loop& loop, Start&& start) {
+  if (loop.in_loop_thread())
+    return make_error(Errc::kInvalidArgument,
+                      "blocking libztee call made from a callback on the event-loop thread: "
+                      "callbacks must not block; use exec_async or call from another thread");
+  std::promise<Result<T>> p;
+  auto fut = p.get_future();
+  loop.post([&p, &start] { start([&p](Result<T> r) { p.set_value(std::move(r)); }); });
+  return fut.get();
+}
+
+// The live parts of a VM, owned on the loop thread. Its destructor kills and
+// reaps the VMM and removes the sandbox directory, wherever it runs.
+struct VmParts {
+  Child process;
+  std::shared_ptr<Stream> agent_stream, qmp_stream, console_stream, log_stream;
+  std::unique_ptr<AgentChannel> agent;
+  std::unique_ptr<QmpClient> qmp;
+  std::string dir;
+  bool reaped_seen = false;
+  void close_io();  // loop thread
+  ~VmParts();
+};
+
+class SandboxImpl : public std::enable_shared_from_this<SandboxImpl> {
+ public:
+  using Done = std::function<void(Result<void>)>;
+
+  SandboxImpl(std::shared_ptr<RuntimeImpl> rt, std::string id, SandboxOptions opts, Image image);
+  ~SandboxImpl();
+
+  // ---- loop thread only ----
+  void boot(Done done);
+  void exec(ExecOptions opts, std::function<void(Result<ExecResult>)> done);
+  void ping(Done done);
+  void write_file(std::string path, std::string data, uint32_t mode, Done done);
+  void read_file(std::string path, uint64_t max, std::function<void(Result<std::string>)> done);
+  void stat(std::string path, std::function<void(Result<FileInfo>)> done);
+  void list_dir(std::string path, std::function<void(Result<std::vector<FileInfo>>)> done);
+  void simple_op(proto::MsgType type, std::string json, Done done);
+  void destroy(Done done);
+
+  // ---- any thread ----
+  const std::string& id() const { return id_; }
+  SandboxState state() const { return state_.load(); }
+  std::string failure() const;
+  int vmm_pid() const { return vmm_pid_.load(); }
+  RuntimeImpl& runtime() { return *rt_; }
+  const std::shared_ptr<RuntimeImpl>& runtime_ptr() const { return rt_; }
+
+ private:
+  struct Request {
+    // Returns true when the request has completed.
+    std::function<bool(const proto::FrameHeader&, std::string_view)> on_frame;
+    std::function<void(Error)> fail;
+    uint64_t timer = 0;
+  };
+
+  std::optional<Error> usable() const;
+  uint32_t start_request(std::shared_ptr<Request> req, uint64_t deadline_ms);
+  void finish_request(uint32_t stream);
+  // Marks the sandbox failed, fails every pending request and stops the VMM.
+  void fail(Errc code, std::string reason);
+  void fail_requests(Errc code, const std::string& reason);
+  void on_vmm_exit();
+  void finish_destroy(Done done);
+  std::string diagnostics() const;
+  Error guest_error(std::string_view payload, std::string_view what);
+  bool parse_json(std::string_view payload, simdjson::dom::object* out);
+  void protocol_violation(std::string what);
+
+  std::shared_ptr<RuntimeImpl> rt_;
+  const std::string id_;
+  const SandboxOptions opts_;
+  const Image image_;
+  std::atomic<SandboxState> state_{SandboxState::kStarting};
+  std::atomic<int> vmm_pid_{0};
+  mutable std::mutex mu_;
+  std::string failure_;
+
+  // loop thread only
+  std::shared_ptr<VmParts> vm_;
+  std::unordered_map<uint32_t, std::shared_ptr<Request>> reqs_;
+  Done boot_done_;
+  uint64_t boot_timer_ = 0;
+  std::string console_tail_, log_tail_;
+  simdjson::dom::parser parser_;
+};
+
+}  // namespace ztee::detail

@@ -1,0 +1,278 @@
+#include <fmt/format.h>
+#include <pwd.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "agent/protocol.hpp"
+#include "agent/json.hpp"
+#include "runtime/impl.hpp"
+#include "vmm/qemu/qemu.hpp"
+
+namespace ztee {
+
+using detail::call_on_loop;
+using detail::RuntimeImpl;
+using detail::SandboxImpl;
+
+const char* version() { return ZTEE_VERSION; }
+
+const char* errc_name(Errc c) {
+  switch (c) {
+    case Errc::kOk: return "ok";
+    case Errc::kInvalidArgument: return "invalid argument";
+    case Errc::kNoMemory: return "out of memory";
+    case Errc::kInternal: return "internal error";
+    case Errc::kNotFound: return "not found";
+    case Errc::kImage: return "image error";
+    case Errc::kBackendUnavailable: return "backend unavailable";
+    case Errc::kTimeout: return "timeout";
+    case Errc::kSandboxFailed: return "sandbox failed";
+    case Errc::kClosed: return "closed";
+    case Errc::kIo: return "I/O error";
+    case Errc::kProtocol: return "protocol error";
+    case Errc::kGuest: return "guest error";
+    case Errc::kPermission: return "permission denied";
+    case Errc::kUnsupported: return "unsupported";
+  }
+  return "unknown";
+}
+
+const char* sandbox_state_name(SandboxState s) {
+  switch (s) {
+    case SandboxState::kStarting: return "starting";
+    case SandboxState::kReady: return "ready";
+    case SandboxState::kFailed: return "failed";
+    case SandboxState::kDestroyed: return "destroyed";
+  }
+  return "?";
+}
+
+namespace {
+
+std::string env_or(const char* name) {
+  const char* v = std::getenv(name);
+  return v && *v ? v : "";
+}
+
+std::string home_dir() {
+  std::string h = env_or("HOME");
+  if (!h.empty()) return h;
+  if (struct passwd* pw = ::getpwuid(::getuid())) return pw->pw_dir;
+  return "/tmp";
+}
+
+Result<void> mkdir_p(const std::string& path, mode_t mode) {
+  std::string cur;
+  for (size_t i = 0; i <= path.size(); ++i) {
+    if (i == path.size() || (path[i] == '/' && i > 0)) {
+      cur = path.substr(0, i);
+      if (::mkdir(cur.c_str(), mode) != 0 && errno != EEXIST) {
+        int e = errno;
+        return make_error(e == EACCES ? Errc::kPermission : Errc::kIo,
+                          fmt::format("cannot create directory {}: {}", cur, std::strerror(e)), e);
+      }
+    }
+  }
+  return {};
+}
+
+std::string default_state_dir() {
+  std::string s = env_or("ZTEE_STATE_DIR");
+  if (!s.empty()) return s;
+  if (::geteuid() == 0) return "/run/ztee";
+  std::string x = env_or("XDG_RUNTIME_DIR");
+  if (!x.empty()) return x + "/ztee";
+  return fmt::format("/tmp/ztee-{}", ::getuid());
+}
+
+std::string new_sandbox_id() {
+  unsigned char b[6];
+  if (::getrandom(b, sizeof b, 0) != static_cast<ssize_t>(sizeof b)) std::memset(b, 0, sizeof b);
+  return fmt::format("sb-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}", b[0], b[1], b[2], b[3], b[4], b[5]);
+}
+
+}  // namespace
+
+std::string default_image_dir() {
+  std::string e = env_or("ZTEE_IMAGE_DIR");
+  if (!e.empty()) return e;
+  if (::geteuid() == 0) return "/var/lib/ztee/images/default";
+  std::string data = env_or("XDG_DATA_HOME");
+  if (data.empty()) data = home_dir() + "/.local/share";
+  return data + "/ztee/images/default";
+}
+
+detail::RuntimeImpl::~RuntimeImpl() {
+  // The last reference may drop on the loop thread itself (inside a
+  // callback); a thread cannot join itself, so hand the loop to another.
+  if (loop && loop->in_loop_thread()) {
+    std::thread([l = std::move(loop)]() mutable { l.reset(); }).detach();
+  }
+}
+
+Result<Runtime> Runtime::create(RuntimeOptions opts) {
+  if (opts.backend.empty()) opts.backend = "auto";
+  if (opts.backend != "auto" && opts.backend != "qemu") {
+    if (opts.backend == "firecracker")
+      return make_error(Errc::kBackendUnavailable,
+                        "backend firecracker is not available in this build yet: use \"qemu\" or \"auto\"");
+    return make_error(Errc::kInvalidArgument,
+                      fmt::format("unknown backend \"{}\": use \"auto\" or \"qemu\"", opts.backend));
+  }
+  if (opts.state_dir.empty()) opts.state_dir = default_state_dir();
+  if (opts.image_dir.empty()) opts.image_dir = default_image_dir();
+  if (opts.state_dir[0] != '/')
+    return make_error(Errc::kInvalidArgument, fmt::format("state_dir \"{}\" must be an absolute path", opts.state_dir));
+  if (auto r = mkdir_p(opts.state_dir, 0700); !r) return std::move(r).error();
+  auto qemu = detail::probe_qemu(opts.qemu_binary, opts.accel);
+  if (!qemu) return std::move(qemu).error();
+  auto loop = detail::Loop::create();
+  if (!loop) return std::move(loop).error();
+  auto impl = std::make_shared<RuntimeImpl>();
+  impl->opts = std::move(opts);
+  impl->loop = std::move(*loop);
+  impl->driver = std::make_unique<detail::QemuDriver>(*qemu);
+  return Runtime(std::move(impl));
+}
+
+std::string Runtime::backend_description() const {
+  if (!impl_) return "";
+  std::string d = impl_->driver->description();
+  if (d == "qemu/tcg") d += " (no usable /dev/kvm: guests run under software emulation)";
+  return d;
+}
+
+const RuntimeOptions& Runtime::options() const { return impl_->opts; }
+
+Result<Sandbox> Runtime::create_sandbox(const SandboxOptions& opts) {
+  if (!impl_) return make_error(Errc::kInvalidArgument, "Runtime is empty (create it with Runtime::create)");
+  if (opts.vcpus < 1 || opts.vcpus > 64)
+    return make_error(Errc::kInvalidArgument, fmt::format("vcpus {} out of range: use 1..64", opts.vcpus));
+  if (opts.memory_mib < 64 || opts.memory_mib > 65536)
+    return make_error(Errc::kInvalidArgument,
+                      fmt::format("memory_mib {} out of range: use 64..65536", opts.memory_mib));
+  if (opts.boot_timeout_ms == 0)
+    return make_error(Errc::kInvalidArgument, "boot_timeout_ms must be positive");
+  std::string dir = opts.image_dir.empty() ? impl_->opts.image_dir : opts.image_dir;
+  auto image = detail::load_image_manifest(dir);
+  if (!image) return std::move(image).error();
+  // Hashing may take a while the first time: done on the caller's thread.
+  if (auto v = impl_->verifier.verify(*image); !v) return std::move(v).error();
+  auto sb = std::make_shared<SandboxImpl>(impl_, new_sandbox_id(), opts, std::move(*image));
+  auto r = call_on_loop<void>(*impl_->loop, [&sb](auto done) { sb->boot(std::move(done)); });
+  if (!r) {
+    // Leave nothing behind: tear down what boot started.
+    (void)call_on_loop<void>(*impl_->loop, [&sb](auto done) { sb->destroy(std::move(done)); });
+    return std::move(r).error();
+  }
+  impl_->sandboxes_created.fetch_add(1);
+  return Sandbox(std::move(sb));
+}
+
+// ---------------------------------------------------------------- Sandbox --
+
+namespace {
+const std::string kEmpty;
+Error empty_handle() { return make_error(Errc::kInvalidArgument, "Sandbox handle is empty"); }
+}  // namespace
+
+const std::string& Sandbox::id() const { return impl_ ? impl_->id() : kEmpty; }
+SandboxState Sandbox::state() const { return impl_ ? impl_->state() : SandboxState::kDestroyed; }
+std::string Sandbox::failure() const { return impl_ ? impl_->failure() : ""; }
+std::string Sandbox::backend() const { return impl_ ? impl_->runtime().driver->description() : ""; }
+int Sandbox::vmm_pid() const { return impl_ ? impl_->vmm_pid() : 0; }
+
+Result<ExecResult> Sandbox::exec(const ExecOptions& opts) {
+  if (!impl_) return empty_handle();
+  auto sb = impl_;
+  return call_on_loop<ExecResult>(*sb->runtime().loop,
+                                  [&](auto done) { sb->exec(opts, std::move(done)); });
+}
+
+Result<ExecResult> Sandbox::run(std::string_view shell, uint32_t timeout_ms) {
+  ExecOptions o;
+  o.shell = std::string(shell);
+  o.timeout_ms = timeout_ms;
+  return exec(o);
+}
+
+void Sandbox::exec_async(ExecOptions opts, std::function<void(Result<ExecResult>)> done) {
+  if (!impl_) return done(empty_handle());
+  auto sb = impl_;
+  sb->runtime().loop->post([sb, opts = std::move(opts), done = std::move(done)]() mutable {
+    sb->exec(std::move(opts), std::move(done));
+  });
+}
+
+Result<void> Sandbox::write_file(std::string_view path, std::string_view data, uint32_t mode) {
+  if (!impl_) return empty_handle();
+  auto sb = impl_;
+  return call_on_loop<void>(*sb->runtime().loop, [&](auto done) {
+    sb->write_file(std::string(path), std::string(data), mode, std::move(done));
+  });
+}
+
+Result<std::string> Sandbox::read_file(std::string_view path, uint64_t max_bytes) {
+  if (!impl_) return empty_handle();
+  auto sb = impl_;
+  return call_on_loop<std::string>(*sb->runtime().loop, [&](auto done) {
+    sb->read_file(std::string(path), max_bytes, std::move(done));
+  });
+}
+
+Result<FileInfo> Sandbox::stat(std::string_view path) {
+  if (!impl_) return empty_handle();
+  auto sb = impl_;
+  return call_on_loop<FileInfo>(*sb->runtime().loop,
+                                [&](auto done) { sb->stat(std::string(path), std::move(done)); });
+}
+
+Result<std::vector<FileInfo>> Sandbox::list_dir(std::string_view path) {
+  if (!impl_) return empty_handle();
+  auto sb = impl_;
+  return call_on_loop<std::vector<FileInfo>>(*sb->runtime().loop,
+                                             [&](auto done) { sb->list_dir(std::string(path), std::move(done)); });
+}
+
+Result<void> Sandbox::remove(std::string_view path, bool recursive) {
+  if (!impl_) return empty_handle();
+  if (path.empty() || path[0] != '/')
+    return make_error(Errc::kInvalidArgument, fmt::format("path \"{}\" must be absolute (start with /)", path));
+  if (path == "/") return make_error(Errc::kInvalidArgument, "refusing to remove /");
+  auto sb = impl_;
+  std::string j = fmt::format("{{\"path\":{},\"recursive\":{}}}", detail::json_quote(path), recursive);
+  return call_on_loop<void>(*sb->runtime().loop, [&](auto done) {
+    sb->simple_op(proto::MsgType::kFileRemove, j, std::move(done));
+  });
+}
+
+Result<void> Sandbox::mkdir(std::string_view path, bool parents, uint32_t mode) {
+  if (!impl_) return empty_handle();
+  if (path.empty() || path[0] != '/')
+    return make_error(Errc::kInvalidArgument, fmt::format("path \"{}\" must be absolute (start with /)", path));
+  auto sb = impl_;
+  std::string j = fmt::format("{{\"path\":{},\"parents\":{},\"mode\":{}}}", detail::json_quote(path), parents,
+                              mode & 07777);
+  return call_on_loop<void>(*sb->runtime().loop, [&](auto done) {
+    sb->simple_op(proto::MsgType::kFileMkdir, j, std::move(done));
+  });
+}
+
+Result<void> Sandbox::ping() {
+  if (!impl_) return empty_handle();
+  auto sb = impl_;
+  return call_on_loop<void>(*sb->runtime().loop, [&](auto done) { sb->ping(std::move(done)); });
+}
+
+Result<void> Sandbox::destroy() {
+  if (!impl_) return empty_handle();
+  auto sb = impl_;
+  return call_on_loop<void>(*sb->runtime().loop, [&](auto done) { sb->destroy(std::move(done)); });
+}
+
+}  // namespace ztee

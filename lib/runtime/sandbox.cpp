@@ -1,0 +1,714 @@
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <poll.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+
+#include "agent/json.hpp"
+#include "runtime/impl.hpp"
+
+namespace ztee::detail {
+
+namespace {
+
+constexpr uint64_t kRequestDeadlineMs = 60000;   // file ops, ping
+constexpr uint64_t kExecGraceMs = 5000;          // past the guest's own timeout
+constexpr size_t kTailBytes = 8192;
+
+void append_tail(std::string& tail, std::string_view data) {
+  tail.append(data);
+  if (tail.size() > kTailBytes) tail.erase(0, tail.size() - kTailBytes);
+}
+
+std::string last_lines(const std::string& s, size_t max_chars) {
+  std::string t = s;
+  while (!t.empty() && (t.back() == '\n' || t.back() == '\r')) t.pop_back();
+  if (t.size() > max_chars) t = "…" + t.substr(t.size() - max_chars);
+  for (char& c : t)
+    if (c == '\r') c = ' ';
+  return t;
+}
+
+Errc errc_for_guest_errno(int64_t e) {
+  switch (e) {
+    case ENOENT:
+    case ENOTDIR: return Errc::kNotFound;
+    case EINVAL:
+    case EFBIG:
+    case ENAMETOOLONG: return Errc::kInvalidArgument;
+    case EACCES:
+    case EPERM: return Errc::kPermission;
+    default: return Errc::kGuest;
+  }
+}
+
+FileType file_type_from(std::string_view t) {
+  if (t == "file") return FileType::kFile;
+  if (t == "dir") return FileType::kDir;
+  if (t == "symlink") return FileType::kSymlink;
+  return FileType::kOther;
+}
+
+std::string random_hex(size_t bytes) {
+  std::string raw(bytes, '\0');
+  size_t got = 0;
+  while (got < bytes) {
+    ssize_t n = ::getrandom(raw.data() + got, bytes - got, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    got += static_cast<size_t>(n);
+  }
+  std::string hex;
+  for (unsigned char c : raw) hex += fmt::format("{:02x}", c);
+  return hex;
+}
+
+Error validate_path(std::string_view path) {
+  if (path.empty() || path[0] != '/')
+    return make_error(Errc::kInvalidArgument, fmt::format("path \"{}\" must be absolute (start with /)", path));
+  if (path.size() > 4096) return make_error(Errc::kInvalidArgument, "path longer than 4096 bytes");
+  if (path.find('\0') != std::string_view::npos)
+    return make_error(Errc::kInvalidArgument, "path contains a NUL byte");
+  return make_error(Errc::kOk, "");
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- VmParts --
+
+void VmParts::close_io() {
+  if (agent) agent->close();
+  if (qmp) qmp->close();
+  for (auto* s : {&agent_stream, &qmp_stream, &console_stream, &log_stream})
+    if (*s) (*s)->close();
+}
+
+VmParts::~VmParts() {
+  process.kill_and_reap();
+  if (!dir.empty()) {
+    ::unlink((dir + "/vmm.pid").c_str());
+    ::rmdir(dir.c_str());
+  }
+}
+
+// ------------------------------------------------------------ SandboxImpl --
+
+SandboxImpl::SandboxImpl(std::shared_ptr<RuntimeImpl> rt, std::string id, SandboxOptions opts, Image image)
+    : rt_(std::move(rt)), id_(std::move(id)), opts_(std::move(opts)), image_(std::move(image)) {}
+
+SandboxImpl::~SandboxImpl() {
+  // Dropped without destroy(): tear down on the loop thread; VmParts'
+  // destructor kills the VMM and removes its directory wherever it runs.
+  if (vm_) {
+    auto vm = std::move(vm_);
+    if (rt_->loop->in_loop_thread()) {
+      vm->close_io();
+    } else {
+      rt_->loop->post([vm] { vm->close_io(); });
+    }
+  }
+}
+
+std::string SandboxImpl::failure() const {
+  std::lock_guard lk(mu_);
+  return failure_;
+}
+
+std::string SandboxImpl::diagnostics() const {
+  std::string out;
+  if (!log_tail_.empty()) out += fmt::format("; VMM output: {}", last_lines(log_tail_, 1500));
+  if (!console_tail_.empty()) out += fmt::format("; guest console: {}", last_lines(console_tail_, 1500));
+  return out;
+}
+
+std::optional<Error> SandboxImpl::usable() const {
+  switch (state_.load()) {
+    case SandboxState::kReady: return std::nullopt;
+    case SandboxState::kDestroyed:
+      return make_error(Errc::kClosed, fmt::format("sandbox {} was destroyed", id_));
+    case SandboxState::kFailed:
+      return make_error(Errc::kSandboxFailed, fmt::format("sandbox {} failed: {}", id_, failure()));
+    case SandboxState::kStarting:
+      return make_error(Errc::kInvalidArgument, fmt::format("sandbox {} is not ready yet", id_));
+  }
+  return std::nullopt;
+}
+
+bool SandboxImpl::parse_json(std::string_view payload, simdjson::dom::object* out) {
+  simdjson::dom::element doc;
+  if (parser_.parse(payload.data(), payload.size()).get(doc)) return false;
+  return doc.get_object().get(*out) == simdjson::SUCCESS;
+}
+
+void SandboxImpl::protocol_violation(std::string what) {
+  fail(Errc::kProtocol, fmt::format("protocol violation: {}", what));
+}
+
+Error SandboxImpl::guest_error(std::string_view payload, std::string_view what) {
+  simdjson::dom::object o;
+  if (!parse_json(payload, &o)) return make_error(Errc::kProtocol, "malformed ERROR reply from guest");
+  int64_t e = json_int(o, "errno").value_or(0);
+  std::string msg(json_str(o, "message").value_or("unknown error"));
+  if (msg.size() > 1024) msg.resize(1024);
+  int sys = (e > 0 && e < 4096) ? static_cast<int>(e) : 0;
+  return make_error(errc_for_guest_errno(sys), fmt::format("{}: {}", what, msg), sys);
+}
+
+uint32_t SandboxImpl::start_request(std::shared_ptr<Request> req, uint64_t deadline_ms) {
+  uint32_t sid = vm_->agent->open_stream([this](const proto::FrameHeader& h, std::string_view p) {
+    auto it = reqs_.find(h.stream);
+    if (it == reqs_.end()) return;
+    auto r = it->second;  // keeps it alive if on_frame fails the sandbox
+    if (r->on_frame(h, p)) finish_request(h.stream);
+  });
+  if (deadline_ms) {
+    req->timer = rt_->loop->add_timer(deadline_ms, [this, sid] {
+      auto it = reqs_.find(sid);
+      if (it == reqs_.end()) return;
+      it->second->timer = 0;
+      fail(Errc::kTimeout, "the guest agent did not answer a request within its deadline");
+    });
+  }
+  reqs_.emplace(sid, std::move(req));
+  return sid;
+}
+
+void SandboxImpl::finish_request(uint32_t sid) {
+  auto it = reqs_.find(sid);
+  if (it == reqs_.end()) return;
+  if (it->second->timer) rt_->loop->cancel_timer(it->second->timer);
+  reqs_.erase(it);
+  if (vm_ && vm_->agent) vm_->agent->close_stream(sid);
+}
+
+void SandboxImpl::fail_requests(Errc code, const std::string& reason) {
+  auto reqs = std::move(reqs_);
+  reqs_.clear();
+  for (auto& [sid, r] : reqs) {
+    if (r->timer) rt_->loop->cancel_timer(r->timer);
+    if (vm_ && vm_->agent) vm_->agent->close_stream(sid);
+    r->fail(make_error(code, reason));
+  }
+}
+
+void SandboxImpl::fail(Errc code, std::string reason) {
+  SandboxState s = state_.load();
+  if (s == SandboxState::kFailed || s == SandboxState::kDestroyed) return;
+  std::string full = reason + diagnostics();
+  {
+    std::lock_guard lk(mu_);
+    failure_ = full;
+  }
+  state_.store(SandboxState::kFailed);
+  if (boot_timer_) {
+    rt_->loop->cancel_timer(boot_timer_);
+    boot_timer_ = 0;
+  }
+  std::string msg = fmt::format("sandbox {} failed: {}", id_, full);
+  fail_requests(Errc::kSandboxFailed, msg);
+  if (vm_) {
+    vm_->close_io();
+    vm_->process.kill();  // reaped by the pidfd watch
+  }
+  if (boot_done_) {
+    Done d = std::move(boot_done_);
+    boot_done_ = nullptr;
+    d(make_error(code == Errc::kTimeout ? Errc::kTimeout : Errc::kSandboxFailed, msg));
+  }
+}
+
+void SandboxImpl::on_vmm_exit() {
+  if (!vm_) return;
+  vm_->process.try_reap();
+  vm_->reaped_seen = true;
+  vmm_pid_.store(0);
+  // Drain what the VMM said before dying: its last words are the diagnosis.
+  char buf[4096];
+  for (auto* s : {vm_->log_stream.get(), vm_->console_stream.get()}) {
+    if (!s || s->closed()) continue;
+    for (int i = 0; i < 8; ++i) {
+      ssize_t n = ::recv(s->fd(), buf, sizeof buf, MSG_DONTWAIT);
+      if (n <= 0) break;
+      append_tail(s == vm_->log_stream.get() ? log_tail_ : console_tail_, std::string_view(buf, static_cast<size_t>(n)));
+    }
+  }
+  fail(Errc::kSandboxFailed, fmt::format("the VMM process {}", vm_->process.describe_exit()));
+}
+
+void SandboxImpl::boot(Done done) {
+  auto self = shared_from_this();
+  boot_done_ = std::move(done);
+  std::string dir = rt_->opts.state_dir + "/" + id_;
+  if (::mkdir(dir.c_str(), 0700) != 0) {
+    int e = errno;
+    Done d = std::move(boot_done_);
+    boot_done_ = nullptr;
+    state_.store(SandboxState::kFailed);
+    d(make_error(Errc::kIo, fmt::format("cannot create sandbox directory {}: {}", dir, std::strerror(e)), e));
+    return;
+  }
+  VmConfig cfg{id_, dir, image_, opts_.vcpus, opts_.memory_mib};
+  auto launched = rt_->driver->launch(cfg);
+  vm_ = std::make_shared<VmParts>();
+  vm_->dir = dir;
+  if (!launched) {
+    Done d = std::move(boot_done_);
+    boot_done_ = nullptr;
+    state_.store(SandboxState::kFailed);
+    Error err = std::move(launched).error();
+    if (err.code == Errc::kNotFound) err.code = Errc::kBackendUnavailable;
+    d(std::move(err));
+    return;
+  }
+  vm_->process = std::move(launched->process);
+  vmm_pid_.store(vm_->process.pid());
+  {
+    std::string pid = std::to_string(vm_->process.pid()) + "\n";
+    int fd = ::open((dir + "/vmm.pid").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+      (void)!::write(fd, pid.data(), pid.size());
+      ::close(fd);
+    }
+  }
+  Loop& loop = *rt_->loop;
+  auto& ch = launched->channels;
+  vm_->agent_stream = Stream::make(loop, std::move(ch.agent), 256 * 1024);
+  vm_->qmp_stream = Stream::make(loop, std::move(ch.control));
+  vm_->console_stream = Stream::make(loop, std::move(ch.console), 4096);
+  vm_->log_stream = Stream::make(loop, std::move(ch.log), 4096);
+
+  // The sandbox is alive while its VMM is: watch the pidfd.
+  std::weak_ptr<SandboxImpl> weak = self;
+  std::weak_ptr<VmParts> weak_vm = vm_;
+  loop.poll(vm_->process.pidfd(), POLLIN, [weak, weak_vm](int) {
+    auto s = weak.lock();
+    auto v = weak_vm.lock();
+    if (s && v && s->vm_ == v) s->on_vmm_exit();
+  });
+  vm_->console_stream->start([this](std::string_view d) { append_tail(console_tail_, d); }, [](int) {});
+  vm_->log_stream->start([this](std::string_view d) { append_tail(log_tail_, d); }, [](int) {});
+  vm_->qmp = std::make_unique<QmpClient>(
+      vm_->qmp_stream, [](std::string_view) {},
+      [this](std::string reason) {
+        if (state_.load() == SandboxState::kStarting || state_.load() == SandboxState::kReady)
+          fail(Errc::kSandboxFailed, reason);
+      });
+  vm_->qmp->start();
+  vm_->agent = std::make_unique<AgentChannel>(vm_->agent_stream, [this](std::string reason) {
+    fail(reason.rfind("protocol", 0) == 0 ? Errc::kProtocol : Errc::kSandboxFailed, std::move(reason));
+  });
+  vm_->agent->start();
+
+  boot_timer_ = loop.add_timer(opts_.boot_timeout_ms, [this] {
+    boot_timer_ = 0;
+    fail(Errc::kTimeout, fmt::format("boot timed out: the guest agent did not answer within {} ms", opts_.boot_timeout_ms));
+  });
+
+  // HELLO: re-identifies the guest (entropy, clock, hostname); its reply means READY.
+  auto req = std::make_shared<Request>();
+  req->on_frame = [this](const proto::FrameHeader& h, std::string_view p) {
+    if (h.type == proto::MsgType::kError) {
+      fail(Errc::kSandboxFailed, guest_error(p, "guest agent refused HELLO").message);
+      return true;
+    }
+    simdjson::dom::object o;
+    if (h.type != proto::MsgType::kHello || !parse_json(p, &o) || !json_int(o, "protocol")) {
+      protocol_violation("bad HELLO reply");
+      return true;
+    }
+    if (boot_timer_) {
+      rt_->loop->cancel_timer(boot_timer_);
+      boot_timer_ = 0;
+    }
+    state_.store(SandboxState::kReady);
+    Done d = std::move(boot_done_);
+    boot_done_ = nullptr;
+    if (d) d({});
+    return true;
+  };
+  req->fail = [](Error) {};  // boot_done_ carries the failure
+  uint32_t sid = start_request(req, 0);
+  struct timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  std::string hello = fmt::format("{{\"seed\":\"{}\",\"time_ns\":{},\"hostname\":{}}}", random_hex(32),
+                                  static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec, json_quote(id_));
+  vm_->agent->send(proto::MsgType::kHello, sid, hello);
+}
+
+void SandboxImpl::exec(ExecOptions o, std::function<void(Result<ExecResult>)> done) {
+  if (auto e = usable()) return done(std::move(*e));
+  if (o.argv.empty() == o.shell.empty())
+    return done(make_error(Errc::kInvalidArgument, "exec needs either argv or a shell command (not both)"));
+  if (!o.cwd.empty()) {
+    if (auto e = validate_path(o.cwd); e.code != Errc::kOk) return done(std::move(e));
+  }
+  std::string j = "{";
+  if (!o.argv.empty()) {
+    j += "\"argv\":[";
+    for (size_t i = 0; i < o.argv.size(); ++i) {
+      if (i) j += ',';
+      json_append_string(j, o.argv[i]);
+    }
+    j += "]";
+  } else {
+    j += "\"shell\":";
+    json_append_string(j, o.shell);
+  }
+  if (!o.env.empty()) {
+    j += ",\"env\":{";
+    bool first = true;
+    for (auto& [k, v] : o.env) {
+      if (k.empty() || k.find('=') != std::string::npos)
+        return done(make_error(Errc::kInvalidArgument, fmt::format("bad environment variable name \"{}\"", k)));
+      if (!first) j += ',';
+      first = false;
+      json_append_string(j, k);
+      j += ':';
+      json_append_string(j, v);
+    }
+    j += "}";
+  }
+  uint32_t timeout = o.timeout_ms ? o.timeout_ms : opts_.exec_timeout_ms;
+  uint64_t cap = o.output_cap ? o.output_cap : opts_.output_cap;
+  j += fmt::format(",\"cwd\":{},\"user\":{},\"stdin\":{},\"timeout_ms\":{},\"output_cap\":{}}}",
+                   json_quote(o.cwd.empty() ? "/" : o.cwd), json_quote(o.user.empty() ? "root" : o.user),
+                   o.stdin_data ? "true" : "false", timeout, cap);
+  if (j.size() > proto::kMaxControlPayload)
+    return done(make_error(Errc::kInvalidArgument, "exec request too large (argv/env over 64 KiB)"));
+
+  struct State {
+    ExecResult res;
+    uint64_t delivered = 0;
+    uint64_t cap;
+    ExecOptions opts;
+    std::function<void(Result<ExecResult>)> done;
+  };
+  auto st = std::make_shared<State>();
+  st->cap = cap;
+  st->done = std::move(done);
+  auto req = std::make_shared<Request>();
+  req->on_frame = [this, st](const proto::FrameHeader& h, std::string_view p) {
+    using proto::MsgType;
+    switch (h.type) {
+      case MsgType::kStdout:
+      case MsgType::kStderr: {
+        // The guest enforces the cap; the host enforces it again.
+        uint64_t room = st->delivered < st->cap ? st->cap - st->delivered : 0;
+        if (p.size() > room) {
+          st->res.truncated = true;
+          p = p.substr(0, room);
+        }
+        if (p.empty()) return false;
+        st->delivered += p.size();
+        bool out = h.type == MsgType::kStdout;
+        auto& cb = out ? st->opts.on_stdout : st->opts.on_stderr;
+        if (cb)
+          cb(p);
+        else
+          (out ? st->res.stdout_data : st->res.stderr_data).append(p);
+        return false;
+      }
+      case MsgType::kExit: {
+        simdjson::dom::object ob;
+        if (!parse_json(p, &ob)) {
+          protocol_violation("malformed EXIT");
+          return true;
+        }
+        auto code = json_int(ob, "exit_code");
+        auto sig = json_int(ob, "signal");
+        if (!code || !sig || *code < -1 || *code > 255 || *sig < 0 || *sig > 64) {
+          protocol_violation("EXIT with missing or out-of-range fields");
+          return true;
+        }
+        st->res.exit_code = static_cast<int>(*code);
+        st->res.signal = static_cast<int>(*sig);
+        st->res.timed_out = json_bool(ob, "timed_out").value_or(false);
+        st->res.truncated = st->res.truncated || json_bool(ob, "truncated").value_or(false);
+        auto dur = json_int(ob, "duration_us");
+        st->res.duration_us = dur && *dur > 0 ? static_cast<uint64_t>(*dur) : 0;
+        auto d = std::move(st->done);
+        d(std::move(st->res));
+        return true;
+      }
+      case MsgType::kError: {
+        auto d = std::move(st->done);
+        d(guest_error(p, "exec failed"));
+        return true;
+      }
+      default:
+        protocol_violation(fmt::format("unexpected message type {} on an exec stream", static_cast<int>(h.type)));
+        return true;
+    }
+  };
+  req->fail = [st](Error e) {
+    if (st->done) {
+      auto d = std::move(st->done);
+      d(std::move(e));
+    }
+  };
+  std::optional<std::string> stdin_data = std::move(o.stdin_data);
+  st->opts = std::move(o);
+  uint32_t sid = start_request(req, timeout ? timeout + kExecGraceMs : 0);
+  vm_->agent->send(proto::MsgType::kExec, sid, j);
+  if (stdin_data) vm_->agent->send_data(proto::MsgType::kStdin, sid, *stdin_data, proto::kFlagEof);
+}
+
+void SandboxImpl::simple_op(proto::MsgType type, std::string json, Done done) {
+  if (auto e = usable()) return done(std::move(*e));
+  auto req = std::make_shared<Request>();
+  auto d = std::make_shared<Done>(std::move(done));
+  req->on_frame = [this, d](const proto::FrameHeader& h, std::string_view p) {
+    Done cb = std::move(*d);
+    if (h.type == proto::MsgType::kResult) {
+      cb({});
+    } else if (h.type == proto::MsgType::kError) {
+      cb(guest_error(p, "guest"));
+    } else {
+      cb(make_error(Errc::kProtocol, "unexpected reply"));
+      protocol_violation(fmt::format("unexpected message type {}", static_cast<int>(h.type)));
+    }
+    return true;
+  };
+  req->fail = [d](Error e) {
+    if (*d) {
+      Done cb = std::move(*d);
+      cb(std::move(e));
+    }
+  };
+  uint32_t sid = start_request(req, kRequestDeadlineMs);
+  vm_->agent->send(type, sid, json);
+}
+
+void SandboxImpl::ping(Done done) { simple_op(proto::MsgType::kPing, "", std::move(done)); }
+
+void SandboxImpl::write_file(std::string path, std::string data, uint32_t mode, Done done) {
+  if (auto e = validate_path(path); e.code != Errc::kOk) return done(std::move(e));
+  if (auto e = usable()) return done(std::move(*e));
+  auto req = std::make_shared<Request>();
+  auto d = std::make_shared<Done>(std::move(done));
+  req->on_frame = [this, d, path](const proto::FrameHeader& h, std::string_view p) {
+    Done cb = std::move(*d);
+    if (h.type == proto::MsgType::kResult) {
+      cb({});
+    } else if (h.type == proto::MsgType::kError) {
+      cb(guest_error(p, fmt::format("write {}", path)));
+    } else {
+      cb(make_error(Errc::kProtocol, "unexpected reply"));
+      protocol_violation("unexpected reply to FILE_WRITE");
+    }
+    return true;
+  };
+  req->fail = [d](Error e) {
+    if (*d) {
+      Done cb = std::move(*d);
+      cb(std::move(e));
+    }
+  };
+  uint32_t sid = start_request(req, kRequestDeadlineMs);
+  vm_->agent->send(proto::MsgType::kFileWrite, sid,
+                   fmt::format("{{\"path\":{},\"mode\":{},\"append\":false}}", json_quote(path), mode & 07777));
+  vm_->agent->send_data(proto::MsgType::kData, sid, data, proto::kFlagEof);
+}
+
+void SandboxImpl::read_file(std::string path, uint64_t max, std::function<void(Result<std::string>)> done) {
+  if (auto e = validate_path(path); e.code != Errc::kOk) return done(std::move(e));
+  if (auto e = usable()) return done(std::move(*e));
+  struct State {
+    std::string data;
+    bool eof = false;
+    uint64_t max;
+    std::function<void(Result<std::string>)> done;
+  };
+  auto st = std::make_shared<State>();
+  st->max = max;
+  st->done = std::move(done);
+  auto req = std::make_shared<Request>();
+  req->on_frame = [this, st, path](const proto::FrameHeader& h, std::string_view p) {
+    switch (h.type) {
+      case proto::MsgType::kData:
+        if (st->eof || st->data.size() + p.size() > st->max) {
+          protocol_violation("guest sent more file data than was asked for");
+          return true;
+        }
+        st->data.append(p);
+        st->eof = h.flags & proto::kFlagEof;
+        return false;
+      case proto::MsgType::kResult: {
+        auto d = std::move(st->done);
+        d(std::move(st->data));
+        return true;
+      }
+      case proto::MsgType::kError: {
+        auto d = std::move(st->done);
+        d(guest_error(p, fmt::format("read {}", path)));
+        return true;
+      }
+      default:
+        protocol_violation("unexpected reply to FILE_READ");
+        return true;
+    }
+  };
+  req->fail = [st](Error e) {
+    if (st->done) {
+      auto d = std::move(st->done);
+      d(std::move(e));
+    }
+  };
+  uint32_t sid = start_request(req, kRequestDeadlineMs);
+  vm_->agent->send(proto::MsgType::kFileRead, sid, fmt::format("{{\"path\":{},\"max\":{}}}", json_quote(path), max));
+}
+
+namespace {
+
+bool parse_file_info(simdjson::dom::object o, FileInfo* fi) {
+  auto type = json_str(o, "type");
+  auto size = json_int(o, "size");
+  auto mode = json_int(o, "mode");
+  if (!type || !size || !mode || *size < 0 || *mode < 0 || *mode > 07777777) return false;
+  fi->type = file_type_from(*type);
+  fi->size = static_cast<uint64_t>(*size);
+  fi->mode = static_cast<uint32_t>(*mode) & 07777;
+  fi->mtime_ns = json_int(o, "mtime_ns").value_or(0);
+  return true;
+}
+
+}  // namespace
+
+void SandboxImpl::stat(std::string path, std::function<void(Result<FileInfo>)> done) {
+  if (auto e = validate_path(path); e.code != Errc::kOk) return done(std::move(e));
+  if (auto e = usable()) return done(std::move(*e));
+  auto d = std::make_shared<std::function<void(Result<FileInfo>)>>(std::move(done));
+  auto req = std::make_shared<Request>();
+  req->on_frame = [this, d, path](const proto::FrameHeader& h, std::string_view p) {
+    auto cb = std::move(*d);
+    simdjson::dom::object o;
+    FileInfo fi;
+    fi.name = path;
+    if (h.type == proto::MsgType::kError) {
+      cb(guest_error(p, fmt::format("stat {}", path)));
+    } else if (h.type == proto::MsgType::kResult && parse_json(p, &o) && parse_file_info(o, &fi)) {
+      cb(std::move(fi));
+    } else {
+      cb(make_error(Errc::kProtocol, "malformed FILE_STAT reply"));
+      protocol_violation("malformed FILE_STAT reply");
+    }
+    return true;
+  };
+  req->fail = [d](Error e) {
+    if (*d) {
+      auto cb = std::move(*d);
+      cb(std::move(e));
+    }
+  };
+  uint32_t sid = start_request(req, kRequestDeadlineMs);
+  vm_->agent->send(proto::MsgType::kFileStat, sid, fmt::format("{{\"path\":{}}}", json_quote(path)));
+}
+
+void SandboxImpl::list_dir(std::string path, std::function<void(Result<std::vector<FileInfo>>)> done) {
+  if (auto e = validate_path(path); e.code != Errc::kOk) return done(std::move(e));
+  if (auto e = usable()) return done(std::move(*e));
+  auto d = std::make_shared<std::function<void(Result<std::vector<FileInfo>>)>>(std::move(done));
+  auto req = std::make_shared<Request>();
+  req->on_frame = [this, d, path](const proto::FrameHeader& h, std::string_view p) {
+    auto cb = std::move(*d);
+    if (h.type == proto::MsgType::kError) {
+      cb(guest_error(p, fmt::format("list {}", path)));
+      return true;
+    }
+    simdjson::dom::object o;
+    simdjson::dom::array entries;
+    bool ok = h.type == proto::MsgType::kResult && parse_json(p, &o) && !o["entries"].get_array().get(entries);
+    std::vector<FileInfo> out;
+    if (ok) {
+      for (auto e : entries) {
+        simdjson::dom::object eo;
+        FileInfo fi;
+        auto name = e.get_object().get(eo) ? std::nullopt : json_str(eo, "name");
+        if (!name || name->empty() || name->find('/') != std::string_view::npos || !parse_file_info(eo, &fi)) {
+          ok = false;
+          break;
+        }
+        fi.name = std::string(*name);
+        out.push_back(std::move(fi));
+      }
+    }
+    if (!ok) {
+      cb(make_error(Errc::kProtocol, "malformed FILE_LIST reply"));
+      protocol_violation("malformed FILE_LIST reply");
+      return true;
+    }
+    cb(std::move(out));
+    return true;
+  };
+  req->fail = [d](Error e) {
+    if (*d) {
+      auto cb = std::move(*d);
+      cb(std::move(e));
+    }
+  };
+  uint32_t sid = start_request(req, kRequestDeadlineMs);
+  vm_->agent->send(proto::MsgType::kFileList, sid, fmt::format("{{\"path\":{}}}", json_quote(path)));
+}
+
+void SandboxImpl::destroy(Done done) {
+  SandboxState s = state_.load();
+  if (s == SandboxState::kDestroyed)
+    return done(make_error(Errc::kClosed, fmt::format("sandbox {} was already destroyed", id_)));
+  state_.store(SandboxState::kDestroyed);
+  if (boot_timer_) {
+    rt_->loop->cancel_timer(boot_timer_);
+    boot_timer_ = 0;
+  }
+  fail_requests(Errc::kClosed, fmt::format("sandbox {} was destroyed", id_));
+  if (!vm_) return done({});
+  vm_->close_io();
+  if (vm_->process.try_reap()) return finish_destroy(std::move(done));
+  vm_->process.kill();
+  auto self = shared_from_this();
+  rt_->loop->poll(vm_->process.pidfd(), POLLIN, [self, done = std::move(done)](int) mutable {
+    self->finish_destroy(std::move(done));
+  });
+}
+
+void SandboxImpl::finish_destroy(Done done) {
+  auto vm = std::move(vm_);
+  vm->process.kill_and_reap();  // returns at once: the pidfd said it exited
+  vmm_pid_.store(0);
+  pid_t pid = vm->process.pid();
+  std::string dir = vm->dir;
+  std::vector<std::weak_ptr<Stream>> streams = {vm->agent_stream, vm->qmp_stream, vm->console_stream,
+                                                vm->log_stream};
+  vm.reset();  // closes channels; removes the directory
+  std::vector<std::string> left;
+  if (pid > 0 && ::kill(pid, 0) == 0) {
+    // The pid was reaped, so a live process here is a recycled pid unless it is our VMM.
+    std::string comm;
+    if (FILE* f = std::fopen(fmt::format("/proc/{}/cmdline", pid).c_str(), "r")) {
+      char buf[256] = {};
+      size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+      std::fclose(f);
+      comm.assign(buf, n);
+    }
+    if (comm.find(id_) != std::string::npos) left.push_back(fmt::format("VMM process {}", pid));
+  }
+  struct stat st{};
+  if (!dir.empty() && ::lstat(dir.c_str(), &st) == 0) left.push_back(fmt::format("directory {}", dir));
+  for (auto& w : streams)
+    if (!w.expired()) left.push_back("a socket with I/O still pending");
+  if (!left.empty()) {
+    std::string what;
+    for (auto& l : left) what += (what.empty() ? "" : ", ") + l;
+    return done(make_error(Errc::kIo, fmt::format("destroy of sandbox {} left behind: {}", id_, what)));
+  }
+  done({});
+}
+
+}  // namespace ztee::detail

@@ -1,0 +1,48 @@
+// The VMM driver interface. A Driver launches a VM process for a sandbox and
+// hands back the host ends of its channels; the runtime drives them.
+#pragma once
+
+#include <ztee/result.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "image/image.hpp"
+#include "io/fd.hpp"
+#include "proc/child.hpp"
+
+namespace ztee::detail {
+
+struct VmConfig {
+  std::string id;       // sandbox id
+  std::string dir;      // per-sandbox state directory (exists)
+  Image image;          // verified
+  uint32_t vcpus = 1;
+  uint32_t memory_mib = 256;
+};
+
+// Host ends of a launched VM's channels: all connected stream sockets.
+struct VmChannels {
+  UniqueFd agent;    // the agent byte stream (virtio-serial port / vsock)
+  UniqueFd control;  // the VMM's control socket (QMP / REST)
+  UniqueFd console;  // the guest's serial console
+  UniqueFd log;      // the VMM's own stdout+stderr
+};
+
+struct LaunchedVm {
+  Child process;
+  VmChannels channels;
+};
+
+class Driver {
+ public:
+  virtual ~Driver() = default;
+  // "qemu/tcg", "qemu/kvm"
+  virtual std::string description() const = 0;
+  // Spawns the VMM. Called on the loop thread (the VMM's parent-death signal
+  // follows the spawning thread, which lives as long as the runtime).
+  virtual Result<LaunchedVm> launch(const VmConfig& cfg) = 0;
+};
+
+}  // namespace ztee::detail

@@ -1,0 +1,141 @@
+#include "vmm/qemu/qemu.hpp"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+
+namespace ztee::detail {
+
+namespace {
+
+std::string find_on_path(const std::string& name) {
+  if (name.find('/') != std::string::npos) return ::access(name.c_str(), X_OK) == 0 ? name : "";
+  const char* path = std::getenv("PATH");
+  std::string p = path ? path : "/usr/local/bin:/usr/bin:/bin";
+  std::stringstream ss(p);
+  std::string dir;
+  while (std::getline(ss, dir, ':')) {
+    if (dir.empty()) continue;
+    std::string cand = dir + "/" + name;
+    if (::access(cand.c_str(), X_OK) == 0) return cand;
+  }
+  return "";
+}
+
+bool kvm_usable() {
+  int fd = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
+  if (fd < 0) return false;
+  ::close(fd);
+  return true;
+}
+
+Result<std::pair<UniqueFd, UniqueFd>> make_socketpair() {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+    int e = errno;
+    return make_error(Errc::kIo, fmt::format("socketpair: {}", std::strerror(e)), e);
+  }
+  return std::pair{UniqueFd(sv[0]), UniqueFd(sv[1])};
+}
+
+}  // namespace
+
+Result<QemuConfig> probe_qemu(const std::string& binary, const std::string& accel) {
+  std::string want = binary;
+  if (want.empty()) {
+    const char* env = std::getenv("ZTEE_QEMU");
+    want = env && *env ? env : "qemu-system-x86_64";
+  }
+  std::string found = find_on_path(want);
+  if (found.empty()) {
+    return make_error(Errc::kBackendUnavailable,
+                      fmt::format("backend qemu unavailable: {} {} (install it: apt-get install "
+                                  "qemu-system-x86, or set ZTEE_QEMU)",
+                                  want, want.find('/') == std::string::npos ? "not on PATH" : "is not an executable file"),
+                      ENOENT);
+  }
+  QemuConfig cfg;
+  cfg.binary = found;
+  if (accel == "kvm") {
+    if (!kvm_usable())
+      return make_error(Errc::kBackendUnavailable,
+                        "accel kvm requested but /dev/kvm is not usable: use accel \"auto\" or \"tcg\", or "
+                        "enable KVM (load kvm_intel/kvm_amd, add the user to group kvm)");
+    cfg.kvm = true;
+  } else if (accel == "tcg") {
+    cfg.kvm = false;
+  } else if (accel.empty() || accel == "auto") {
+    cfg.kvm = kvm_usable();
+  } else {
+    return make_error(Errc::kInvalidArgument, fmt::format("unknown accel \"{}\": use auto, kvm or tcg", accel));
+  }
+  return cfg;
+}
+
+std::string qemu_kernel_cmdline(const Image& img) {
+  std::string cmd = "console=ttyS0 quiet loglevel=1 panic=-1 reboot=t random.trust_cpu=on";
+  if (!img.cmdline.empty()) cmd += " " + img.cmdline;
+  return cmd;
+}
+
+std::vector<std::string> QemuDriver::argv(const VmConfig& cfg, int agent_fd, int qmp_fd, int console_fd) const {
+  std::vector<std::string> a = {
+      cfg_.binary,
+      "-M", "microvm,x-option-roms=off,rtc=on",
+      "-accel", cfg_.kvm ? "kvm" : "tcg",
+      "-cpu", cfg_.kvm ? "host" : "max",
+      "-m", std::to_string(cfg.memory_mib),
+      "-smp", std::to_string(cfg.vcpus),
+      "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+      "-name", cfg.id,
+      "-kernel", cfg.image.kernel.path,
+      "-initrd", cfg.image.initramfs.path,
+      "-append", qemu_kernel_cmdline(cfg.image),
+      "-drive", fmt::format("id=root,file={},format=raw,if=none,readonly=on", cfg.image.rootfs.path),
+      "-device", "virtio-blk-device,drive=root",
+      "-device", "virtio-serial-device",
+      "-chardev", fmt::format("socket,id=agent,fd={}", agent_fd),
+      "-device", "virtserialport,chardev=agent,name=ztee.agent",
+      "-device", "virtio-rng-device",
+      "-chardev", fmt::format("socket,id=con,fd={}", console_fd),
+      "-serial", "chardev:con",
+      "-chardev", fmt::format("socket,id=qmp,fd={}", qmp_fd),
+      "-mon", "chardev=qmp,mode=control",
+  };
+  return a;
+}
+
+Result<LaunchedVm> QemuDriver::launch(const VmConfig& cfg) {
+  auto agent = make_socketpair();
+  if (!agent) return std::move(agent).error();
+  auto qmp = make_socketpair();
+  if (!qmp) return std::move(qmp).error();
+  auto con = make_socketpair();
+  if (!con) return std::move(con).error();
+  auto log = make_socketpair();
+  if (!log) return std::move(log).error();
+
+  SpawnSpec spec;
+  // Child fd layout: 3 agent, 4 qmp, 5 console; stdout/stderr: log socket.
+  spec.argv = argv(cfg, 3, 4, 5);
+  spec.env = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"};
+  spec.fds = {agent->second.get(), qmp->second.get(), con->second.get()};
+  spec.output_fd = log->second.get();
+  auto child = spawn(spec);
+  if (!child) return std::move(child).error();
+  LaunchedVm vm;
+  vm.process = std::move(*child);
+  vm.channels.agent = std::move(agent->first);
+  vm.channels.control = std::move(qmp->first);
+  vm.channels.console = std::move(con->first);
+  vm.channels.log = std::move(log->first);
+  return vm;  // the child ends close here, in the parent
+}
+
+}  // namespace ztee::detail

@@ -1,0 +1,39 @@
+// The QEMU backend: `qemu-system-x86_64 -M microvm`, KVM when /dev/kvm is
+// usable, TCG otherwise. Control over QMP; the agent on virtio-serial port
+// `ztee.agent`; console on the ISA serial port. All channels are socketpairs
+// created before the VMM starts, so nothing races on socket paths.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "vmm/driver.hpp"
+
+namespace ztee::detail {
+
+struct QemuConfig {
+  std::string binary;  // absolute path
+  bool kvm = false;
+};
+
+// Resolves the QEMU binary and acceleration. `binary` empty: $ZTEE_QEMU, else
+// qemu-system-x86_64 on PATH. `accel`: auto|kvm|tcg.
+Result<QemuConfig> probe_qemu(const std::string& binary, const std::string& accel);
+
+class QemuDriver final : public Driver {
+ public:
+  explicit QemuDriver(QemuConfig cfg) : cfg_(std::move(cfg)) {}
+  std::string description() const override { return cfg_.kvm ? "qemu/kvm" : "qemu/tcg"; }
+  Result<LaunchedVm> launch(const VmConfig& cfg) override;
+  // The argv without the channel fds' numbers bound (exposed for tests and
+  // the boot benchmark's bare-QEMU baseline).
+  std::vector<std::string> argv(const VmConfig& cfg, int agent_fd, int qmp_fd, int console_fd) const;
+
+ private:
+  QemuConfig cfg_;
+};
+
+// Kernel command line shared by every QEMU boot.
+std::string qemu_kernel_cmdline(const Image& img);
+
+}  // namespace ztee::detail
