@@ -36,7 +36,7 @@ constexpr size_t kOutHigh = 4u << 20;  // stop reading children above this much 
 constexpr size_t kOutLow = 1u << 20;   // resume below this
 constexpr uint64_t kDefaultOutputCap = 16u << 20;
 constexpr int kDrainMs = 200;
-constexpr int kRetryMs = 100;
+constexpr int kRetryMs = 50;
 constexpr const char* kAgentVersion = "ztee-agent 0.1.0";
 
 // Pre-exec failure stages reported through the error pipe.
@@ -151,8 +151,8 @@ void add_entropy(const std::string& seed) {
 
 // ------------------------------------------------------------------ loop
 
-Agent::Agent(std::string port_name, std::string port_path)
-    : port_name_(std::move(port_name)), port_path_(std::move(port_path)) {
+Agent::Agent(std::string port_name, std::string port_path, int64_t start_ms)
+    : port_name_(std::move(port_name)), port_path_(std::move(port_path)), start_ms_(start_ms) {
   epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
   if (!epoll_.valid()) throw std::runtime_error(errno_text("epoll_create1", errno));
   sigset_t set;
@@ -424,7 +424,8 @@ void Agent::handle_hello(uint32_t stream, const json& req, bool reseed) {
             json{{"agent", kAgentVersion},
                  {"protocol", proto::kVersion},
                  {"kernel", u.release},
-                 {"uptime_ms", static_cast<int64_t>(up.tv_sec) * 1000 + up.tv_nsec / 1000000}});
+                 {"uptime_ms", static_cast<int64_t>(up.tv_sec) * 1000 + up.tv_nsec / 1000000},
+                 {"agent_start_ms", start_ms_}});
 }
 
 // ------------------------------------------------------------------ exec

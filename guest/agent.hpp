@@ -61,7 +61,8 @@ class Agent {
  public:
   // `port_name`: the virtio-serial port to serve; `port_path` (if not empty)
   // is opened directly instead (for running the agent outside a VM).
-  Agent(std::string port_name, std::string port_path);
+  // `start_ms`: CLOCK_BOOTTIME when the agent started (reported in HELLO).
+  Agent(std::string port_name, std::string port_path, int64_t start_ms);
   ~Agent();
   int run();  // never returns in a VM
 
@@ -115,6 +116,7 @@ class Agent {
 
   std::string port_name_;
   std::string port_path_;
+  int64_t start_ms_ = 0;
   Fd epoll_;
   Fd sigfd_;
   Fd port_;

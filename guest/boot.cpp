@@ -210,6 +210,10 @@ void boot_or_die() {
   ::symlink("/proc/self/fd/2", "/dev/stderr");
   ::symlink("pts/ptmx", "/dev/ptmx");
   loopback_up();
+  // The image's /etc/hostname until HELLO names the sandbox.
+  std::string host = read_file("/etc/hostname");
+  while (!host.empty() && (host.back() == '\n' || host.back() == ' ')) host.pop_back();
+  if (!host.empty() && host.size() <= 64) ::sethostname(host.data(), host.size());
 
   ::clearenv();
   ::setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 1);

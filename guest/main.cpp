@@ -2,6 +2,7 @@
 //
 //   ztee-agent              as /init: boot the VM, then serve port "ztee.agent"
 //   ztee-agent --port PATH  (testing) serve an already-set-up device or FIFO pair
+#include <time.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -14,6 +15,9 @@
 
 int main(int argc, char** argv) {
   using namespace ztee::guest;
+  timespec boot{};
+  ::clock_gettime(CLOCK_BOOTTIME, &boot);
+  int64_t start_ms = static_cast<int64_t>(boot.tv_sec) * 1000 + boot.tv_nsec / 1000000;
   std::string port_path;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--port") == 0 && i + 1 < argc) port_path = argv[++i];
@@ -21,7 +25,7 @@ int main(int argc, char** argv) {
   bool pid1 = ::getpid() == 1;
   try {
     if (pid1) boot_or_die();
-    Agent agent("ztee.agent", port_path);
+    Agent agent("ztee.agent", port_path, start_ms);
     return agent.run();
   } catch (const std::exception& e) {
     if (pid1) die(std::string("unexpected error: ") + e.what());
