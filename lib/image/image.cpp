@@ -60,6 +60,17 @@ Result<Image> load_image_manifest(const std::string& dir) {
     art->sha256 = std::string(digest);
     if (!o["format"].get_string().get(sv)) art->format = sv;
   }
+  simdjson::dom::object vo;
+  if (!doc["artifacts"]["vmlinux"].get_object().get(vo)) {
+    std::string_view p, digest;
+    if (vo["path"].get_string().get(p) || vo["sha256"].get_string().get(digest) || p.empty() ||
+        p.find('/') != std::string_view::npos || digest.size() != 64)
+      return image_error(fmt::format("guest image manifest {}: artifact \"vmlinux\" needs a plain file name and a "
+                                     "64-hex-digit sha256: {}",
+                                     mpath, kBuildHint));
+    img.vmlinux.path = dir + "/" + std::string(p);
+    img.vmlinux.sha256 = std::string(digest);
+  }
   return img;
 }
 
@@ -95,6 +106,8 @@ Result<std::string> sha256_file(const std::string& path) {
 Result<void> ImageVerifier::verify(const Image& img) {
   if (auto r = verify_one(img.kernel, "kernel"); !r) return r;
   if (auto r = verify_one(img.initramfs, "initramfs"); !r) return r;
+  if (!img.vmlinux.path.empty())
+    if (auto r = verify_one(img.vmlinux, "vmlinux"); !r) return r;
   return verify_one(img.rootfs, "rootfs");
 }
 

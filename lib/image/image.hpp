@@ -25,6 +25,7 @@ struct Image {
   std::string kernel_version;
   std::string cmdline;  // extra kernel arguments the image needs
   Artifact kernel, initramfs, rootfs;
+  Artifact vmlinux;  // optional: uncompressed ELF kernel (PVH boot); empty path if absent
 };
 
 // Reads DIR/manifest.json. Errors name the path and the fix.

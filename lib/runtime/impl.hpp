@@ -103,6 +103,7 @@ class SandboxImpl : public std::enable_shared_from_this<SandboxImpl> {
   void fail(Errc code, std::string reason);
   void fail_requests(Errc code, const std::string& reason);
   void on_vmm_exit();
+  void channel_lost(std::string reason);
   void finish_destroy(Done done);
   std::string diagnostics() const;
   Error guest_error(std::string_view payload, std::string_view what);
@@ -123,6 +124,7 @@ class SandboxImpl : public std::enable_shared_from_this<SandboxImpl> {
   std::unordered_map<uint32_t, std::shared_ptr<Request>> reqs_;
   Done boot_done_;
   uint64_t boot_timer_ = 0;
+  uint64_t lost_timer_ = 0;
   std::string console_tail_, log_tail_;
   simdjson::dom::parser parser_;
 };

@@ -20,6 +20,7 @@ namespace {
 constexpr uint64_t kRequestDeadlineMs = 60000;   // file ops, ping
 constexpr uint64_t kExecGraceMs = 5000;          // past the guest's own timeout
 constexpr size_t kTailBytes = 8192;
+constexpr uint64_t kChannelLossGraceMs = 1000;
 
 void append_tail(std::string& tail, std::string_view data) {
   tail.append(data);
@@ -208,9 +209,9 @@ void SandboxImpl::fail(Errc code, std::string reason) {
     failure_ = full;
   }
   state_.store(SandboxState::kFailed);
-  if (boot_timer_) {
-    rt_->loop->cancel_timer(boot_timer_);
-    boot_timer_ = 0;
+  for (uint64_t* t : {&boot_timer_, &lost_timer_}) {
+    if (*t) rt_->loop->cancel_timer(*t);
+    *t = 0;
   }
   std::string msg = fmt::format("sandbox {} failed: {}", id_, full);
   fail_requests(Errc::kSandboxFailed, msg);
@@ -223,6 +224,17 @@ void SandboxImpl::fail(Errc code, std::string reason) {
     boot_done_ = nullptr;
     d(make_error(code == Errc::kTimeout ? Errc::kTimeout : Errc::kSandboxFailed, msg));
   }
+}
+
+void SandboxImpl::channel_lost(std::string reason) {
+  // A dying VMM closes its sockets before its pidfd fires; give the exit (and
+  // its console output, the better diagnosis) a moment to win.
+  SandboxState s = state_.load();
+  if (s == SandboxState::kFailed || s == SandboxState::kDestroyed || lost_timer_) return;
+  lost_timer_ = rt_->loop->add_timer(kChannelLossGraceMs, [this, reason = std::move(reason)] {
+    lost_timer_ = 0;
+    fail(Errc::kSandboxFailed, reason);
+  });
 }
 
 void SandboxImpl::on_vmm_exit() {
@@ -295,15 +307,14 @@ void SandboxImpl::boot(Done done) {
   });
   vm_->console_stream->start([this](std::string_view d) { append_tail(console_tail_, d); }, [](int) {});
   vm_->log_stream->start([this](std::string_view d) { append_tail(log_tail_, d); }, [](int) {});
-  vm_->qmp = std::make_unique<QmpClient>(
-      vm_->qmp_stream, [](std::string_view) {},
-      [this](std::string reason) {
-        if (state_.load() == SandboxState::kStarting || state_.load() == SandboxState::kReady)
-          fail(Errc::kSandboxFailed, reason);
-      });
+  vm_->qmp = std::make_unique<QmpClient>(vm_->qmp_stream, [](std::string_view) {},
+                                         [this](std::string reason) { channel_lost(std::move(reason)); });
   vm_->qmp->start();
   vm_->agent = std::make_unique<AgentChannel>(vm_->agent_stream, [this](std::string reason) {
-    fail(reason.rfind("protocol", 0) == 0 ? Errc::kProtocol : Errc::kSandboxFailed, std::move(reason));
+    if (reason.rfind("protocol", 0) == 0)
+      fail(Errc::kProtocol, std::move(reason));
+    else
+      channel_lost(std::move(reason));
   });
   vm_->agent->start();
 
@@ -663,9 +674,9 @@ void SandboxImpl::destroy(Done done) {
   if (s == SandboxState::kDestroyed)
     return done(make_error(Errc::kClosed, fmt::format("sandbox {} was already destroyed", id_)));
   state_.store(SandboxState::kDestroyed);
-  if (boot_timer_) {
-    rt_->loop->cancel_timer(boot_timer_);
-    boot_timer_ = 0;
+  for (uint64_t* t : {&boot_timer_, &lost_timer_}) {
+    if (*t) rt_->loop->cancel_timer(*t);
+    *t = 0;
   }
   fail_requests(Errc::kClosed, fmt::format("sandbox {} was destroyed", id_));
   if (!vm_) return done({});

@@ -4,6 +4,9 @@
 #include <fmt/format.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <x86intrin.h>
+
+#include <ctime>
 
 #include <cerrno>
 #include <cstdlib>
@@ -75,11 +78,28 @@ Result<QemuConfig> probe_qemu(const std::string& binary, const std::string& acce
   } else {
     return make_error(Errc::kInvalidArgument, fmt::format("unknown accel \"{}\": use auto, kvm or tcg", accel));
   }
+  if (!cfg.kvm) cfg.tsc_khz = measure_tsc_khz();
   return cfg;
 }
 
-std::string qemu_kernel_cmdline(const Image& img) {
+uint64_t measure_tsc_khz() {
+  auto now_ns = [] {
+    struct timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC_RAW, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+  };
+  uint64_t n0 = now_ns(), t0 = __rdtsc();
+  struct timespec nap{0, 20 * 1000 * 1000};
+  while (::nanosleep(&nap, &nap) != 0 && errno == EINTR) {
+  }
+  uint64_t n1 = now_ns(), t1 = __rdtsc();
+  if (n1 <= n0 || t1 <= t0) return 0;
+  return (t1 - t0) * 1000000ull / (n1 - n0);
+}
+
+std::string qemu_kernel_cmdline(const Image& img, uint64_t tsc_khz) {
   std::string cmd = "console=ttyS0 quiet loglevel=1 panic=-1 reboot=t random.trust_cpu=on";
+  if (tsc_khz) cmd += fmt::format(" tsc_early_khz={}", tsc_khz);
   if (!img.cmdline.empty()) cmd += " " + img.cmdline;
   return cmd;
 }
@@ -94,9 +114,9 @@ std::vector<std::string> QemuDriver::argv(const VmConfig& cfg, int agent_fd, int
       "-smp", std::to_string(cfg.vcpus),
       "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
       "-name", cfg.id,
-      "-kernel", cfg.image.kernel.path,
+      "-kernel", cfg.image.vmlinux.path.empty() ? cfg.image.kernel.path : cfg.image.vmlinux.path,
       "-initrd", cfg.image.initramfs.path,
-      "-append", qemu_kernel_cmdline(cfg.image),
+      "-append", qemu_kernel_cmdline(cfg.image, cfg_.tsc_khz),
       "-drive", fmt::format("id=root,file={},format=raw,if=none,readonly=on", cfg.image.rootfs.path),
       "-device", "virtio-blk-device,drive=root",
       "-device", "virtio-serial-device",

@@ -14,7 +14,14 @@ namespace ztee::detail {
 struct QemuConfig {
   std::string binary;  // absolute path
   bool kvm = false;
+  // Under TCG the guest's TSC ticks at the host's rate. Telling the guest
+  // kernel that rate (tsc_early_khz) skips its PIT calibration, which fails on
+  // a busy host and then hangs the boot.
+  uint64_t tsc_khz = 0;
 };
+
+// The host TSC rate in kHz, measured against CLOCK_MONOTONIC_RAW (~20 ms).
+uint64_t measure_tsc_khz();
 
 // Resolves the QEMU binary and acceleration. `binary` empty: $ZTEE_QEMU, else
 // qemu-system-x86_64 on PATH. `accel`: auto|kvm|tcg.
@@ -34,6 +41,6 @@ class QemuDriver final : public Driver {
 };
 
 // Kernel command line shared by every QEMU boot.
-std::string qemu_kernel_cmdline(const Image& img);
+std::string qemu_kernel_cmdline(const Image& img, uint64_t tsc_khz);
 
 }  // namespace ztee::detail

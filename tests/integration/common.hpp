@@ -1,0 +1,80 @@
+// Shared set-up for the real-VM tests: one runtime and one booted sandbox per
+// process (cold boots take seconds under TCG), plus helpers.
+#pragma once
+
+#include <doctest/doctest.h>
+#include <ztee/ztee.hpp>
+
+#include <dirent.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <string>
+
+namespace test {
+
+inline std::string image_dir() {
+  std::string d = ztee::default_image_dir();
+  struct stat st{};
+  if (::stat((d + "/manifest.json").c_str(), &st) != 0)
+    FAIL("no guest image at " << d << ": run tools/dev setup (or set ZTEE_IMAGE_DIR)");
+  return d;
+}
+
+inline const std::string& state_dir() {
+  static std::string dir = [] {
+    char t[] = "/tmp/ztee-itest.XXXXXX";
+    REQUIRE(::mkdtemp(t) != nullptr);
+    return std::string(t);
+  }();
+  return dir;
+}
+
+inline ztee::Runtime& runtime() {
+  static ztee::Runtime rt = [] {
+    ztee::RuntimeOptions o;
+    o.image_dir = image_dir();
+    o.state_dir = state_dir();
+    auto r = ztee::Runtime::create(o);
+    if (!r) FAIL("Runtime::create: " << r.error().message);
+    return std::move(r).value();
+  }();
+  return rt;
+}
+
+// The shared sandbox: booted once, used by every test that leaves it usable.
+inline ztee::Sandbox& shared() {
+  static ztee::Sandbox sb = [] {
+    auto r = runtime().create_sandbox();
+    if (!r) FAIL("create_sandbox: " << r.error().message);
+    return std::move(r).value();
+  }();
+  REQUIRE(sb.state() == ztee::SandboxState::kReady);
+  return sb;
+}
+
+inline int count_fds() {
+  int n = 0;
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    while (dirent* e = ::readdir(d))
+      if (e->d_name[0] != '.') ++n;
+    ::closedir(d);
+  }
+  return n;
+}
+
+inline int count_entries(const std::string& dir) {
+  int n = 0;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d))
+      if (e->d_name[0] != '.') ++n;
+    ::closedir(d);
+  }
+  return n;
+}
+
+inline bool process_alive(int pid) { return pid > 0 && ::kill(pid, 0) == 0; }
+
+}  // namespace test
