@@ -11,8 +11,8 @@
 #   --name NAME      image name recorded in the manifest (default: basename of DIR)
 #   --suite SUITE    Debian suite (default bookworm)
 #   --include PKGS   comma-separated extra packages for the rootfs (default python3)
-#   --mirror LINE    apt source for mmdebstrap, repeatable (default: deb.debian.org
-#                    SUITE, SUITE-updates and SUITE-security, main)
+#   --mirror LINE    apt source for mmdebstrap (a sources.list line or file),
+#                    repeatable (default: the host's Debian apt sources)
 #   --cache DIR      cache directory (default $ZTEE_IMAGE_CACHE or DIR/.cache)
 #   --no-vmlinux     do not extract the uncompressed vmlinux
 #   --force          rebuild everything, ignoring caches
@@ -75,9 +75,14 @@ done
 [[ -f "$AGENT" ]] || die "agent binary not found at $AGENT: build it first (cmake --build build --target ztee-agent)"
 [[ $(id -u) -eq 0 ]] || die "must run as root (mmdebstrap and device nodes need it)"
 if [[ ${#MIRRORS[@]} -eq 0 ]]; then
-  MIRRORS=("deb http://deb.debian.org/debian $SUITE main"
-           "deb http://deb.debian.org/debian $SUITE-updates main"
-           "deb http://deb.debian.org/debian-security $SUITE-security main")
+  # The host's own Debian apt sources (deb822 or one-line format), so the image
+  # comes from the same mirror as the host's packages; other repositories the
+  # host may list are left out.
+  for f in /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list; do
+    if [[ -s $f ]] && grep -qE '^[[:space:]]*(URIs:|deb[[:space:]])' "$f"; then MIRRORS=("$f"); break; fi
+  done
+  [[ ${#MIRRORS[@]} -gt 0 ]] ||
+    die "no Debian apt sources found in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list: pass --mirror 'deb URL $SUITE main'"
 fi
 
 need apt-get apt
@@ -193,7 +198,8 @@ rm -rf "$IR"
 
 # ---------------------------------------------------------------- rootfs
 KEY=$(printf '%s\n' "suite=$SUITE" "variant=$VARIANT" "include=$INCLUDE" \
-        "recipe=$ROOTFS_RECIPE_VERSION" "${MIRRORS[@]}" | sha256sum | cut -c1-16)
+        "recipe=$ROOTFS_RECIPE_VERSION" "${MIRRORS[@]}" \
+        "$(for m in "${MIRRORS[@]}"; do [[ -f $m ]] && cat "$m"; done)" | sha256sum | cut -c1-16)
 RCACHE=$CACHE/rootfs-$KEY.ext4
 if [[ $FORCE -eq 1 ]]; then rm -f "$RCACHE" "$RCACHE.sha256"; fi
 if [[ ! -f "$RCACHE" || ! -f "$RCACHE.sha256" ]]; then
