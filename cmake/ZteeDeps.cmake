@@ -8,5 +8,7 @@ find_package(OpenSSL REQUIRED)
 find_package(Threads REQUIRED)
 find_package(doctest REQUIRED)
 find_package(nlohmann_json REQUIRED)
+# Debian's interpreter: the binding is built for and tested with /usr/bin/python3.
+set(Python3_EXECUTABLE /usr/bin/python3 CACHE FILEPATH "Python used for the binding and its tests")
 find_package(Python3 COMPONENTS Interpreter Development.Module REQUIRED)
 find_package(pybind11 CONFIG REQUIRED)
