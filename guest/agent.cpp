@@ -144,6 +144,9 @@ void add_entropy(const std::string& seed) {
     ssize_t r = ::write(fd.get(), seed.data(), seed.size());
     (void)r;
   }
+  // A clone restored from a snapshot shares its template's CRNG state: force
+  // a reseed so its random bytes diverge from every other clone's at once.
+  (void)::ioctl(fd.get(), RNDRESEEDCRNG);
 }
 
 }  // namespace

@@ -27,6 +27,7 @@ namespace ztee {
 namespace detail {
 class RuntimeImpl;
 class SandboxImpl;
+class PoolImpl;
 }  // namespace detail
 
 // Library version "MAJOR.MINOR.PATCH".
@@ -59,6 +60,14 @@ struct SandboxOptions {
   // Default per-exec limits, used when ExecOptions leaves them zero.
   uint32_t exec_timeout_ms = 0;   // 0: no timeout
   uint64_t output_cap = 16u << 20;
+  // Start from this template directory (made by Sandbox::snapshot) instead
+  // of a cold boot: the clone maps the template's memory copy-on-write and
+  // is re-identified (entropy, clock, hostname) before it is handed out.
+  // vcpus and memory_mib must match the template's.
+  std::string template_dir;
+  // Keep guest RAM in a file so the sandbox can be snapshotted. Off by
+  // default (RAM is then anonymous memory).
+  bool snapshottable = false;
 };
 
 struct ExecOptions {
@@ -132,6 +141,17 @@ class Sandbox {
   // One no-op round trip to the guest agent.
   Result<void> ping();
 
+  // Stops / restarts the guest's vCPUs. Calls that reach the guest wait
+  // while it is paused (their deadlines still run).
+  Result<void> pause();
+  Result<void> resume();
+
+  // Turns this sandbox into a template in `dir` (created; must not exist):
+  // pauses it, saves its device state, and moves its memory file there. The
+  // sandbox is destroyed afterwards: a template must stay pristine. Needs
+  // SandboxOptions::snapshottable. Clone with SandboxOptions::template_dir.
+  Result<void> snapshot(std::string_view dir);
+
   // Kills the VMM, removes sockets and files, and checks they are gone.
   // A second call returns kClosed.
   Result<void> destroy();
@@ -140,8 +160,56 @@ class Sandbox {
 
  private:
   friend class Runtime;
+  friend class detail::PoolImpl;
   explicit Sandbox(std::shared_ptr<detail::SandboxImpl> impl) : impl_(std::move(impl)) {}
   std::shared_ptr<detail::SandboxImpl> impl_;
+};
+
+struct PoolOptions {
+  SandboxOptions sandbox;          // vcpus, memory, image, limits of each sandbox
+  // Template to clone from. Empty: the pool boots one sandbox, snapshots it
+  // into its own template (under the runtime's state dir) and clones that.
+  std::string template_dir;
+  bool from_snapshot = true;       // false: every sandbox is a cold boot
+  uint32_t min_ready = 2;          // keep this many READY sandboxes waiting
+  uint32_t max_total = 8;          // ready + starting + leased, at most
+  uint32_t refill_concurrency = 1; // sandboxes started at once
+  uint32_t lease_timeout_ms = 30000;  // default deadline for lease()
+};
+
+struct PoolStats {
+  uint32_t ready = 0, starting = 0, leased = 0;
+  uint64_t created = 0;        // sandboxes that became READY
+  uint64_t failed = 0;         // sandboxes that failed to start (discarded)
+  uint64_t leases = 0, lease_timeouts = 0;
+  uint32_t consecutive_failures = 0;
+  bool backing_off = false;    // refills paused after repeated failures
+  std::string last_error;      // the latest start failure, empty if none
+  // Lease wait histogram: counts of leases that waited < 10 µs, < 100 µs,
+  // < 1 ms, < 10 ms, < 100 ms, < 1 s, < 10 s, >= 10 s.
+  uint64_t lease_wait_hist[8] = {};
+};
+
+// A warm pool: READY sandboxes kept waiting, refilled in the background on
+// the runtime's event loop. A leased sandbox belongs to the caller alone and
+// is destroyed when released (destroy() or the last handle dropped): never
+// recycled.
+class Pool {
+ public:
+  Pool() = default;
+  // Hands out a READY sandbox, waiting up to deadline_ms (0: the pool's
+  // lease_timeout_ms) for one; kTimeout when none came in time.
+  Result<Sandbox> lease(uint32_t deadline_ms = 0);
+  PoolStats stats() const;
+  // Destroys the ready sandboxes and stops refilling. Leased sandboxes stay
+  // with their holders. Also done when the last Pool handle goes away.
+  void close();
+  explicit operator bool() const { return static_cast<bool>(impl_); }
+
+ private:
+  friend class Runtime;
+  explicit Pool(std::shared_ptr<detail::PoolImpl> impl) : impl_(std::move(impl)) {}
+  std::shared_ptr<detail::PoolImpl> impl_;
 };
 
 class Runtime {
@@ -152,6 +220,9 @@ class Runtime {
 
   // Boots a sandbox and waits until its agent is READY (or the boot timeout).
   Result<Sandbox> create_sandbox(const SandboxOptions& opts = {});
+
+  // Creates a pool and waits until its template exists (not until it is full).
+  Result<Pool> create_pool(const PoolOptions& opts = {});
 
   // "qemu/tcg" etc.: what `auto` picked, with the reason.
   std::string backend_description() const;

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <memory>
 
+#include "agent/json.hpp"
 #include "io/fd.hpp"
 
 namespace ztee::detail {
@@ -72,6 +73,64 @@ Result<Image> load_image_manifest(const std::string& dir) {
     img.vmlinux.sha256 = std::string(digest);
   }
   return img;
+}
+
+Result<TemplateManifest> load_template_manifest(const std::string& dir) {
+  std::string mpath = dir + "/template.json";
+  auto terr = [&](std::string what) {
+    return make_error(Errc::kImage, fmt::format("template {}: {} (make a template with Sandbox::snapshot, or a "
+                                                "pool without template_dir)",
+                                                dir, what));
+  };
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  auto perr = parser.load(mpath).get(doc);
+  if (perr == simdjson::IO_ERROR) return terr("template.json is missing or unreadable");
+  if (perr) return terr("template.json is not valid JSON");
+  TemplateManifest t;
+  int64_t format = 0, vcpus = 0, mem = 0;
+  std::string_view sv;
+  if (doc["format"].get_int64().get(format) || format != 1) return terr("unsupported template format (want 1)");
+  if (doc["vcpus"].get_int64().get(vcpus) || doc["memory_mib"].get_int64().get(mem) || vcpus < 1 || vcpus > 64 ||
+      mem < 64 || mem > 65536)
+    return terr("vcpus or memory_mib missing or out of range");
+  t.vcpus = static_cast<uint32_t>(vcpus);
+  t.memory_mib = static_cast<uint32_t>(mem);
+  if (doc["backend"].get_string().get(sv)) return terr("backend missing");
+  t.backend = sv;
+  if (doc["image_dir"].get_string().get(sv)) return terr("image_dir missing");
+  t.image_dir = sv;
+  for (auto [key, out] : {std::pair{"kernel", &t.kernel_sha256}, std::pair{"initramfs", &t.initramfs_sha256},
+                          std::pair{"rootfs", &t.rootfs_sha256}, std::pair{"vmlinux", &t.vmlinux_sha256}}) {
+    if (!doc["image"][key].get_string().get(sv)) *out = sv;
+  }
+  for (auto [key, art] : {std::pair{"state", &t.state}, std::pair{"mem", &t.mem}}) {
+    std::string_view p, digest;
+    if (doc["artifacts"][key]["path"].get_string().get(p) || doc["artifacts"][key]["sha256"].get_string().get(digest) ||
+        p.empty() || p.find('/') != std::string_view::npos || digest.size() != 64)
+      return terr(fmt::format("artifact \"{}\" needs a plain file name and a sha256", key));
+    art->path = dir + "/" + std::string(p);
+    art->sha256 = std::string(digest);
+  }
+  return t;
+}
+
+Result<void> write_template_manifest(const std::string& dir, const TemplateManifest& t) {
+  auto base = [](const std::string& p) { return p.substr(p.rfind('/') + 1); };
+  std::string json = fmt::format(
+      "{{\"format\":1,\"backend\":{},\"vcpus\":{},\"memory_mib\":{},\"image_dir\":{},\"image\":{{"
+      "\"kernel\":\"{}\",\"initramfs\":\"{}\",\"rootfs\":\"{}\",\"vmlinux\":\"{}\"}},\"artifacts\":{{"
+      "\"state\":{{\"path\":\"{}\",\"sha256\":\"{}\"}},\"mem\":{{\"path\":\"{}\",\"sha256\":\"{}\"}}}}}}\n",
+      json_quote(t.backend), t.vcpus, t.memory_mib, json_quote(t.image_dir), t.kernel_sha256, t.initramfs_sha256, t.rootfs_sha256,
+      t.vmlinux_sha256, base(t.state.path), t.state.sha256, base(t.mem.path), t.mem.sha256);
+  std::string tmp = dir + "/.template.json.tmp";
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (!fd.valid() || ::write(fd.get(), json.data(), json.size()) != static_cast<ssize_t>(json.size()) ||
+      ::fsync(fd.get()) != 0 || ::rename(tmp.c_str(), (dir + "/template.json").c_str()) != 0) {
+    int e = errno;
+    return make_error(Errc::kIo, fmt::format("cannot write {}/template.json: {}", dir, std::strerror(e)), e);
+  }
+  return {};
 }
 
 Result<std::string> sha256_file(const std::string& path) {

@@ -26,7 +26,26 @@ struct Image {
   std::string cmdline;  // extra kernel arguments the image needs
   Artifact kernel, initramfs, rootfs;
   Artifact vmlinux;  // optional: uncompressed ELF kernel (PVH boot); empty path if absent
+  // Set when a sandbox starts from a template (Sandbox::snapshot): the saved
+  // device state and the guest memory file the clone maps copy-on-write.
+  struct Snapshot {
+    std::string dir;
+    Artifact state, mem;
+    uint32_t vcpus = 0, memory_mib = 0;
+  } snapshot;
 };
+
+// A template directory's template.json, written by Sandbox::snapshot.
+struct TemplateManifest {
+  std::string backend;     // driver description, e.g. "qemu/tcg"
+  std::string image_dir;
+  uint32_t vcpus = 0, memory_mib = 0;
+  std::string kernel_sha256, initramfs_sha256, rootfs_sha256, vmlinux_sha256;
+  Artifact state, mem;     // absolute paths
+};
+Result<TemplateManifest> load_template_manifest(const std::string& dir);
+// Writes dir/template.json atomically.
+Result<void> write_template_manifest(const std::string& dir, const TemplateManifest& t);
 
 // Reads DIR/manifest.json. Errors name the path and the fix.
 Result<Image> load_image_manifest(const std::string& dir);
@@ -50,7 +69,11 @@ class ImageVerifier {
     std::string sha256;
     bool operator==(const Identity&) const = default;
   };
+
+ public:
   Result<void> verify_one(const Artifact& a, const char* what);
+
+ private:
   std::mutex mu_;
   std::map<std::string, Identity> verified_;
 };

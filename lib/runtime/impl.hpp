@@ -28,6 +28,16 @@ namespace ztee::detail {
 class RuntimeImpl : public std::enable_shared_from_this<RuntimeImpl> {
  public:
   ~RuntimeImpl();
+  // Any thread, may block (hashes artifacts not verified before): validates
+  // opts, loads the image (or the template's) and verifies its digests.
+  Result<Image> prepare(const SandboxOptions& opts);
+  // Loop thread: starts a sandbox (cold boot, or restore when
+  // opts.template_dir is set) whose image `prepare` verified. `done` runs on
+  // the loop thread with the READY sandbox or the error; a failed start
+  // leaves nothing behind.
+  void start_sandbox(const SandboxOptions& opts, Image image,
+                     std::function<void(Result<std::shared_ptr<SandboxImpl>>)> done);
+
   RuntimeOptions opts;
   std::unique_ptr<Loop> loop;
   std::unique_ptr<Driver> driver;
@@ -79,13 +89,22 @@ class SandboxImpl : public std::enable_shared_from_this<SandboxImpl> {
   void list_dir(std::string path, std::function<void(Result<std::vector<FileInfo>>)> done);
   void simple_op(proto::MsgType type, std::string json, Done done);
   void destroy(Done done);
+  void pause(bool pause, Done done);
+  // Saves device state into dir/state and moves guest memory to dir/mem,
+  // then destroys the sandbox. dir exists and is empty.
+  void snapshot_save(std::string dir, Done done);
 
   // ---- any thread ----
+  // Runs once when the sandbox goes away: destroy(), failure followed by
+  // destroy, or the last handle dropped. May run on any thread.
+  void set_on_gone(std::function<void()> cb);
   const std::string& id() const { return id_; }
   SandboxState state() const { return state_.load(); }
   std::string failure() const;
   int vmm_pid() const { return vmm_pid_.load(); }
   RuntimeImpl& runtime() { return *rt_; }
+  const Image& image() const { return image_; }
+  const SandboxOptions& options() const { return opts_; }
   const std::shared_ptr<RuntimeImpl>& runtime_ptr() const { return rt_; }
 
  private:
@@ -103,6 +122,11 @@ class SandboxImpl : public std::enable_shared_from_this<SandboxImpl> {
   void fail(Errc code, std::string reason);
   void fail_requests(Errc code, const std::string& reason);
   void on_vmm_exit();
+  void restore_incoming();
+  void send_hello(proto::MsgType type);
+  // Polls query-migrate until it completes, fails or `deadline_ms` passes.
+  void wait_migration(uint64_t deadline_ms, Done done);
+  void qmp_call(std::string cmd, std::string args, Done done);
   void channel_lost(std::string reason);
   void finish_destroy(Done done);
   std::string diagnostics() const;
@@ -126,6 +150,13 @@ class SandboxImpl : public std::enable_shared_from_this<SandboxImpl> {
   uint64_t boot_timer_ = 0;
   uint64_t lost_timer_ = 0;
   std::string console_tail_, log_tail_;
+  std::string snapshot_dir_;        // set while snapshot_save tears down
+ public:
+  std::string snapshot_staged_mem_; // loop thread; read by Sandbox::snapshot
+ private:
+  std::function<void()> on_gone_;  // guarded by mu_
+  bool gone_called_ = false;       // guarded by mu_
+  void call_on_gone();
   simdjson::dom::parser parser_;
 };
 

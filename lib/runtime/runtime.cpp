@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 
 #include "agent/protocol.hpp"
 #include "agent/json.hpp"
@@ -149,29 +150,72 @@ std::string Runtime::backend_description() const {
 
 const RuntimeOptions& Runtime::options() const { return impl_->opts; }
 
-Result<Sandbox> Runtime::create_sandbox(const SandboxOptions& opts) {
-  if (!impl_) return make_error(Errc::kInvalidArgument, "Runtime is empty (create it with Runtime::create)");
+Result<detail::Image> detail::RuntimeImpl::prepare(const SandboxOptions& opts) {
   if (opts.vcpus < 1 || opts.vcpus > 64)
     return make_error(Errc::kInvalidArgument, fmt::format("vcpus {} out of range: use 1..64", opts.vcpus));
   if (opts.memory_mib < 64 || opts.memory_mib > 65536)
     return make_error(Errc::kInvalidArgument,
                       fmt::format("memory_mib {} out of range: use 64..65536", opts.memory_mib));
-  if (opts.boot_timeout_ms == 0)
-    return make_error(Errc::kInvalidArgument, "boot_timeout_ms must be positive");
-  std::string dir = opts.image_dir.empty() ? impl_->opts.image_dir : opts.image_dir;
-  auto image = detail::load_image_manifest(dir);
-  if (!image) return std::move(image).error();
-  // Hashing may take a while the first time: done on the caller's thread.
-  if (auto v = impl_->verifier.verify(*image); !v) return std::move(v).error();
-  auto sb = std::make_shared<SandboxImpl>(impl_, new_sandbox_id(), opts, std::move(*image));
-  auto r = call_on_loop<void>(*impl_->loop, [&sb](auto done) { sb->boot(std::move(done)); });
-  if (!r) {
-    // Leave nothing behind: tear down what boot started.
-    (void)call_on_loop<void>(*impl_->loop, [&sb](auto done) { sb->destroy(std::move(done)); });
-    return std::move(r).error();
+  if (opts.boot_timeout_ms == 0) return make_error(Errc::kInvalidArgument, "boot_timeout_ms must be positive");
+  if (opts.template_dir.empty()) {
+    auto image = detail::load_image_manifest(opts.image_dir.empty() ? this->opts.image_dir : opts.image_dir);
+    if (!image) return std::move(image).error();
+    if (auto v = verifier.verify(*image); !v) return std::move(v).error();
+    return image;
   }
-  impl_->sandboxes_created.fetch_add(1);
-  return Sandbox(std::move(sb));
+  if (opts.snapshottable)
+    return make_error(Errc::kInvalidArgument, "a sandbox cloned from a template cannot itself be snapshottable");
+  const std::string& tdir = opts.template_dir;
+  auto t = detail::load_template_manifest(tdir);
+  if (!t) return std::move(t).error();
+  auto mismatch = [&](std::string what) {
+    return make_error(Errc::kImage, fmt::format("template {} does not fit: {}", tdir, what));
+  };
+  if (t->backend != driver->description())
+    return mismatch(fmt::format("it was made with backend {}, this runtime uses {}", t->backend, driver->description()));
+  if (t->vcpus != opts.vcpus || t->memory_mib != opts.memory_mib)
+    return mismatch(fmt::format("it has {} vcpus and {} MiB; the sandbox asks for {} and {} (set them to match)",
+                                t->vcpus, t->memory_mib, opts.vcpus, opts.memory_mib));
+  auto image = detail::load_image_manifest(t->image_dir);
+  if (!image) return std::move(image).error();
+  if (image->kernel.sha256 != t->kernel_sha256 || image->initramfs.sha256 != t->initramfs_sha256 ||
+      image->rootfs.sha256 != t->rootfs_sha256 || image->vmlinux.sha256 != t->vmlinux_sha256)
+    return mismatch(fmt::format("the image at {} changed since the template was made; make a new template",
+                                t->image_dir));
+  if (auto v = verifier.verify(*image); !v) return std::move(v).error();
+  // Guest memory is hashed once per runtime (then cached by file identity);
+  // the small device state is checked again before every restore.
+  if (auto v = verifier.verify_one(t->mem, "template memory"); !v) return std::move(v).error();
+  if (auto v = verifier.verify_one(t->state, "template state"); !v) return std::move(v).error();
+  image->snapshot = detail::Image::Snapshot{tdir, t->state, t->mem, t->vcpus, t->memory_mib};
+  return image;
+}
+
+void detail::RuntimeImpl::start_sandbox(const SandboxOptions& opts, detail::Image image,
+                                        std::function<void(Result<std::shared_ptr<SandboxImpl>>)> done) {
+  auto sb = std::make_shared<SandboxImpl>(shared_from_this(), new_sandbox_id(), opts, std::move(image));
+  sb->boot([this, sb, done = std::move(done)](Result<void> r) mutable {
+    if (r) {
+      sandboxes_created.fetch_add(1);
+      return done(sb);
+    }
+    // Leave nothing behind: tear down what the start began.
+    Error err = std::move(r).error();
+    loop->post([sb, err = std::move(err), done = std::move(done)]() mutable {
+      sb->destroy([sb, err = std::move(err), done = std::move(done)](Result<void>) mutable { done(std::move(err)); });
+    });
+  });
+}
+
+Result<Sandbox> Runtime::create_sandbox(const SandboxOptions& opts) {
+  if (!impl_) return make_error(Errc::kInvalidArgument, "Runtime is empty (create it with Runtime::create)");
+  // Hashing may take a while the first time: done on the caller's thread.
+  auto image = impl_->prepare(opts);
+  if (!image) return std::move(image).error();
+  auto sb = call_on_loop<std::shared_ptr<SandboxImpl>>(
+      *impl_->loop, [&](auto done) { impl_->start_sandbox(opts, std::move(*image), std::move(done)); });
+  if (!sb) return std::move(sb).error();
+  return Sandbox(std::move(*sb));
 }
 
 // ---------------------------------------------------------------- Sandbox --
@@ -267,6 +311,77 @@ Result<void> Sandbox::ping() {
   if (!impl_) return empty_handle();
   auto sb = impl_;
   return call_on_loop<void>(*sb->runtime().loop, [&](auto done) { sb->ping(std::move(done)); });
+}
+
+Result<void> Sandbox::pause() {
+  if (!impl_) return empty_handle();
+  auto sb = impl_;
+  return call_on_loop<void>(*sb->runtime().loop, [&](auto done) { sb->pause(true, std::move(done)); });
+}
+
+Result<void> Sandbox::resume() {
+  if (!impl_) return empty_handle();
+  auto sb = impl_;
+  return call_on_loop<void>(*sb->runtime().loop, [&](auto done) { sb->pause(false, std::move(done)); });
+}
+
+Result<void> Sandbox::snapshot(std::string_view dir_view) {
+  if (!impl_) return empty_handle();
+  std::string dir(dir_view);
+  if (dir.empty() || dir[0] != '/')
+    return make_error(Errc::kInvalidArgument, fmt::format("template dir \"{}\" must be an absolute path", dir));
+  if (::mkdir(dir.c_str(), 0700) != 0) {
+    int e = errno;
+    return make_error(e == EEXIST ? Errc::kInvalidArgument : Errc::kIo,
+                      fmt::format("cannot create template dir {}: {}{}", dir, std::strerror(e),
+                                  e == EEXIST ? " (pick a new directory)" : ""),
+                      e);
+  }
+  auto cleanup = [&dir] {
+    for (const char* f : {"/state", "/mem", "/template.json", "/.template.json.tmp"}) ::unlink((dir + f).c_str());
+    ::rmdir(dir.c_str());
+  };
+  auto sb = impl_;
+  auto r = call_on_loop<void>(*sb->runtime().loop, [&](auto done) { sb->snapshot_save(dir, std::move(done)); });
+  std::string staged = call_on_loop<std::string>(*sb->runtime().loop, [&](auto done) {
+                         done(std::exchange(sb->snapshot_staged_mem_, std::string()));
+                       }).value();
+  if (!staged.empty()) {
+    // Across filesystems: copy on this thread (the loop must not block), then drop the staged file.
+    std::error_code ec;
+    std::filesystem::copy_file(staged, dir + "/mem", ec);
+    ::unlink(staged.c_str());
+    if (ec && r) r = make_error(Errc::kIo, fmt::format("cannot copy guest memory to {}/mem: {}", dir, ec.message()));
+  }
+  if (!r) {
+    cleanup();
+    return r;
+  }
+  const detail::Image& img = sb->image();
+  detail::TemplateManifest t;
+  t.backend = sb->runtime().driver->description();
+  t.image_dir = img.dir;
+  t.vcpus = sb->options().vcpus;
+  t.memory_mib = sb->options().memory_mib;
+  t.kernel_sha256 = img.kernel.sha256;
+  t.initramfs_sha256 = img.initramfs.sha256;
+  t.rootfs_sha256 = img.rootfs.sha256;
+  t.vmlinux_sha256 = img.vmlinux.sha256;
+  t.state.path = dir + "/state";
+  t.mem.path = dir + "/mem";
+  for (auto* a : {&t.state, &t.mem}) {
+    auto h = detail::sha256_file(a->path);
+    if (!h) {
+      cleanup();
+      return std::move(h).error();
+    }
+    a->sha256 = *h;
+  }
+  if (auto w = detail::write_template_manifest(dir, t); !w) {
+    cleanup();
+    return w;
+  }
+  return {};
 }
 
 Result<void> Sandbox::destroy() {

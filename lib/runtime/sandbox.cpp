@@ -72,6 +72,16 @@ std::string random_hex(size_t bytes) {
   return hex;
 }
 
+// Single-quoted for /bin/sh (QEMU runs exec: migration URIs through it).
+std::string shell_quote(std::string_view s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') out += "'\\''";
+    else out += c;
+  }
+  return out + "'";
+}
+
 Error validate_path(std::string_view path) {
   if (path.empty() || path[0] != '/')
     return make_error(Errc::kInvalidArgument, fmt::format("path \"{}\" must be absolute (start with /)", path));
@@ -96,6 +106,7 @@ VmParts::~VmParts() {
   process.kill_and_reap();
   if (!dir.empty()) {
     ::unlink((dir + "/vmm.pid").c_str());
+    ::unlink((dir + "/mem").c_str());
     ::rmdir(dir.c_str());
   }
 }
@@ -105,7 +116,29 @@ VmParts::~VmParts() {
 SandboxImpl::SandboxImpl(std::shared_ptr<RuntimeImpl> rt, std::string id, SandboxOptions opts, Image image)
     : rt_(std::move(rt)), id_(std::move(id)), opts_(std::move(opts)), image_(std::move(image)) {}
 
+void SandboxImpl::set_on_gone(std::function<void()> cb) {
+  bool now;
+  {
+    std::lock_guard lk(mu_);
+    now = gone_called_;
+    if (!now) on_gone_ = std::move(cb);
+  }
+  if (now && cb) cb();
+}
+
+void SandboxImpl::call_on_gone() {
+  std::function<void()> cb;
+  {
+    std::lock_guard lk(mu_);
+    if (gone_called_) return;
+    gone_called_ = true;
+    cb = std::move(on_gone_);
+  }
+  if (cb) cb();
+}
+
 SandboxImpl::~SandboxImpl() {
+  call_on_gone();
   // Dropped without destroy(): tear down on the loop thread; VmParts'
   // destructor kills the VMM and removes its directory wherever it runs.
   if (vm_) {
@@ -268,7 +301,27 @@ void SandboxImpl::boot(Done done) {
     return;
   }
   VmConfig cfg{id_, dir, image_, opts_.vcpus, opts_.memory_mib};
-  auto launched = rt_->driver->launch(cfg);
+  const bool restoring = !image_.snapshot.dir.empty();
+  if (restoring) {
+    cfg.mem_path = image_.snapshot.mem.path;  // private mapping: copy-on-write
+    cfg.incoming = true;
+  } else if (opts_.snapshottable) {
+    cfg.mem_path = dir + "/mem";
+    cfg.mem_shared = true;
+  }
+  Result<LaunchedVm> launched = make_error(Errc::kInternal, "not launched");
+  if (restoring) {
+    // The device state is small: check it right before use, every time.
+    auto digest = sha256_file(image_.snapshot.state.path);
+    if (!digest || *digest != image_.snapshot.state.sha256)
+      launched = make_error(Errc::kImage, fmt::format("template {}: saved state {} is missing or does not match "
+                                                      "its digest; make a new template",
+                                                      image_.snapshot.dir, image_.snapshot.state.path));
+    else
+      launched = rt_->driver->launch(cfg);
+  } else {
+    launched = rt_->driver->launch(cfg);
+  }
   vm_ = std::make_shared<VmParts>();
   vm_->dir = dir;
   if (!launched) {
@@ -323,16 +376,27 @@ void SandboxImpl::boot(Done done) {
     fail(Errc::kTimeout, fmt::format("boot timed out: the guest agent did not answer within {} ms", opts_.boot_timeout_ms));
   });
 
-  // HELLO: re-identifies the guest (entropy, clock, hostname); its reply means READY.
+  if (restoring)
+    restore_incoming();
+  else
+    send_hello(proto::MsgType::kHello);
+}
+
+void SandboxImpl::send_hello(proto::MsgType type) {
+  // HELLO (boot) or RESEED (clone): re-identifies the guest (entropy, clock,
+  // hostname); its reply means READY.
   auto req = std::make_shared<Request>();
-  req->on_frame = [this](const proto::FrameHeader& h, std::string_view p) {
+  req->on_frame = [this, type](const proto::FrameHeader& h, std::string_view p) {
     if (h.type == proto::MsgType::kError) {
       fail(Errc::kSandboxFailed, guest_error(p, "guest agent refused HELLO").message);
       return true;
     }
     simdjson::dom::object o;
-    if (h.type != proto::MsgType::kHello || !parse_json(p, &o) || !json_int(o, "protocol")) {
-      protocol_violation("bad HELLO reply");
+    bool good = type == proto::MsgType::kHello
+                    ? h.type == proto::MsgType::kHello && parse_json(p, &o) && json_int(o, "protocol")
+                    : h.type == proto::MsgType::kResult;
+    if (!good) {
+      protocol_violation("bad HELLO/RESEED reply");
       return true;
     }
     if (boot_timer_) {
@@ -351,7 +415,56 @@ void SandboxImpl::boot(Done done) {
   ::clock_gettime(CLOCK_REALTIME, &ts);
   std::string hello = fmt::format("{{\"seed\":\"{}\",\"time_ns\":{},\"hostname\":{}}}", random_hex(32),
                                   static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec, json_quote(id_));
-  vm_->agent->send(proto::MsgType::kHello, sid, hello);
+  vm_->agent->send(type, sid, hello);
+}
+
+void SandboxImpl::qmp_call(std::string cmd, std::string args, Done done) {
+  if (!vm_ || !vm_->qmp) return done(make_error(Errc::kSandboxFailed, "the VMM control channel is closed"));
+  vm_->qmp->command(std::move(cmd), std::move(args), [done = std::move(done)](Result<std::string> r) {
+    if (!r) return done(std::move(r).error());
+    done({});
+  });
+}
+
+void SandboxImpl::wait_migration(uint64_t deadline_ms, Done done) {
+  if (!vm_ || !vm_->qmp) return done(make_error(Errc::kSandboxFailed, "the VMM control channel is closed"));
+  vm_->qmp->command("query-migrate", "", [this, deadline_ms, done = std::move(done)](Result<std::string> r) mutable {
+    if (!r) return done(std::move(r).error());
+    simdjson::dom::object o;
+    std::string_view status = "none";
+    if (parse_json(*r, &o)) status = json_str(o, "status").value_or("none");
+    if (status == "completed") return done({});
+    if (status == "failed" || status == "cancelled")
+      return done(make_error(Errc::kSandboxFailed, fmt::format("migration {}", status)));
+    if (deadline_ms < 2) return done(make_error(Errc::kTimeout, "migration did not complete in time"));
+    rt_->loop->add_timer(2, [this, deadline_ms, done = std::move(done)]() mutable {
+      wait_migration(deadline_ms - 2, std::move(done));
+    });
+  });
+}
+
+void SandboxImpl::restore_incoming() {
+  // QMP commands queue until the handshake is done; each step runs after the
+  // previous one answered.
+  auto step_failed = [this](const Error& e) {
+    fail(e.code == Errc::kTimeout ? Errc::kTimeout : Errc::kSandboxFailed,
+         fmt::format("restore from template {} failed: {}", image_.snapshot.dir, e.message));
+  };
+  qmp_call("migrate-set-capabilities", R"({"capabilities":[{"capability":"x-ignore-shared","state":true}]})",
+           [this, step_failed](Result<void> r) {
+             if (!r) return step_failed(r.error());
+             std::string uri = "exec:cat " + shell_quote(image_.snapshot.state.path);
+             qmp_call("migrate-incoming", "{\"uri\":" + json_quote(uri) + "}", [this, step_failed](Result<void> r) {
+               if (!r) return step_failed(r.error());
+               wait_migration(opts_.boot_timeout_ms, [this, step_failed](Result<void> r) {
+                 if (!r) return step_failed(r.error());
+                 qmp_call("cont", "", [this, step_failed](Result<void> r) {
+                   if (!r) return step_failed(r.error());
+                   send_hello(proto::MsgType::kReseed);
+                 });
+               });
+             });
+           });
 }
 
 void SandboxImpl::exec(ExecOptions o, std::function<void(Result<ExecResult>)> done) {
@@ -669,6 +782,41 @@ void SandboxImpl::list_dir(std::string path, std::function<void(Result<std::vect
   vm_->agent->send(proto::MsgType::kFileList, sid, fmt::format("{{\"path\":{}}}", json_quote(path)));
 }
 
+void SandboxImpl::pause(bool pause, Done done) {
+  if (auto e = usable()) return done(std::move(*e));
+  qmp_call(pause ? "stop" : "cont", "", std::move(done));
+}
+
+void SandboxImpl::snapshot_save(std::string dir, Done done) {
+  if (auto e = usable()) return done(std::move(*e));
+  if (!opts_.snapshottable)
+    return done(make_error(Errc::kInvalidArgument,
+                           "snapshot needs a sandbox created with SandboxOptions::snapshottable = true"));
+  if (!reqs_.empty())
+    return done(make_error(Errc::kInvalidArgument, "snapshot needs an idle sandbox: a request is still running"));
+  auto failed = [this, done](const Error& e) mutable {
+    fail(Errc::kSandboxFailed, "snapshot failed: " + e.message);
+    done(make_error(e.code, fmt::format("snapshot of sandbox {} failed: {}", id_, e.message), e.sys_errno));
+  };
+  std::string uri = "exec:cat > " + shell_quote(dir + "/state");
+  qmp_call("stop", "", [this, uri, dir, done, failed](Result<void> r) mutable {
+    if (!r) return failed(r.error());
+    qmp_call("migrate-set-capabilities", R"({"capabilities":[{"capability":"x-ignore-shared","state":true}]})",
+             [this, uri, dir, done, failed](Result<void> r) mutable {
+               if (!r) return failed(r.error());
+               qmp_call("migrate", "{\"uri\":" + json_quote(uri) + "}",
+                        [this, dir, done, failed](Result<void> r) mutable {
+                          if (!r) return failed(r.error());
+                          wait_migration(60000, [this, dir, done, failed](Result<void> r) mutable {
+                            if (!r) return failed(r.error());
+                            snapshot_dir_ = dir;  // finish_destroy moves the memory file there
+                            destroy(std::move(done));
+                          });
+                        });
+             });
+  });
+}
+
 void SandboxImpl::destroy(Done done) {
   SandboxState s = state_.load();
   if (s == SandboxState::kDestroyed)
@@ -679,7 +827,10 @@ void SandboxImpl::destroy(Done done) {
     *t = 0;
   }
   fail_requests(Errc::kClosed, fmt::format("sandbox {} was destroyed", id_));
-  if (!vm_) return done({});
+  if (!vm_) {
+    call_on_gone();
+    return done({});
+  }
   vm_->close_io();
   if (vm_->process.try_reap()) return finish_destroy(std::move(done));
   vm_->process.kill();
@@ -697,6 +848,20 @@ void SandboxImpl::finish_destroy(Done done) {
   std::string dir = vm->dir;
   std::vector<std::weak_ptr<Stream>> streams = {vm->agent_stream, vm->qmp_stream, vm->console_stream,
                                                 vm->log_stream};
+  std::string snapshot_error;
+  if (!snapshot_dir_.empty()) {
+    // The VMM is gone: its memory file is now the template's, unchanged.
+    std::string from = dir + "/mem", to = snapshot_dir_ + "/mem";
+    if (::rename(from.c_str(), to.c_str()) != 0) {
+      int e = errno;
+      std::string staged = rt_->opts.state_dir + "/" + id_ + ".mem";
+      if (e == EXDEV && ::rename(from.c_str(), staged.c_str()) == 0)
+        snapshot_staged_mem_ = staged;  // copied across filesystems by the caller
+      else
+        snapshot_error = fmt::format("cannot move guest memory to {}: {}", to, std::strerror(e));
+    }
+    snapshot_dir_.clear();
+  }
   vm.reset();  // closes channels; removes the directory
   std::vector<std::string> left;
   if (pid > 0 && ::kill(pid, 0) == 0) {
@@ -714,11 +879,13 @@ void SandboxImpl::finish_destroy(Done done) {
   if (!dir.empty() && ::lstat(dir.c_str(), &st) == 0) left.push_back(fmt::format("directory {}", dir));
   for (auto& w : streams)
     if (!w.expired()) left.push_back("a socket with I/O still pending");
+  call_on_gone();
   if (!left.empty()) {
     std::string what;
     for (auto& l : left) what += (what.empty() ? "" : ", ") + l;
     return done(make_error(Errc::kIo, fmt::format("destroy of sandbox {} left behind: {}", id_, what)));
   }
+  if (!snapshot_error.empty()) return done(make_error(Errc::kIo, snapshot_error));
   done({});
 }
 

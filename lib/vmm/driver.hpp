@@ -20,6 +20,13 @@ struct VmConfig {
   Image image;          // verified
   uint32_t vcpus = 1;
   uint32_t memory_mib = 256;
+  // Guest RAM: empty for anonymous memory; else this file, mapped shared
+  // (the VM writes into it: a snapshot source) or private (copy-on-write
+  // over a template's memory: a clone).
+  std::string mem_path;
+  bool mem_shared = false;
+  // Start paused, waiting for incoming state (a clone).
+  bool incoming = false;
 };
 
 // Host ends of a launched VM's channels: all connected stream sockets.

@@ -105,9 +105,11 @@ std::string qemu_kernel_cmdline(const Image& img, uint64_t tsc_khz) {
 }
 
 std::vector<std::string> QemuDriver::argv(const VmConfig& cfg, int agent_fd, int qmp_fd, int console_fd) const {
+  std::string machine = "microvm,x-option-roms=off,rtc=on";
+  if (!cfg.mem_path.empty()) machine += ",memory-backend=ram";
   std::vector<std::string> a = {
       cfg_.binary,
-      "-M", "microvm,x-option-roms=off,rtc=on",
+      "-M", machine,
       "-accel", cfg_.kvm ? "kvm" : "tcg",
       "-cpu", cfg_.kvm ? "host" : "max",
       "-m", std::to_string(cfg.memory_mib),
@@ -128,6 +130,15 @@ std::vector<std::string> QemuDriver::argv(const VmConfig& cfg, int agent_fd, int
       "-chardev", fmt::format("socket,id=qmp,fd={}", qmp_fd),
       "-mon", "chardev=qmp,mode=control",
   };
+  if (!cfg.mem_path.empty()) {
+    a.push_back("-object");
+    a.push_back(fmt::format("memory-backend-file,id=ram,size={}M,mem-path={},share={}", cfg.memory_mib,
+                            cfg.mem_path, cfg.mem_shared ? "on" : "off"));
+  }
+  if (cfg.incoming) {
+    a.push_back("-incoming");
+    a.push_back("defer");
+  }
   return a;
 }
 

@@ -1,0 +1,409 @@
+#include "pool/pool.hpp"
+
+#include <fmt/format.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <future>
+
+#include "runtime/impl.hpp"
+
+namespace ztee {
+
+namespace detail {
+
+namespace {
+
+constexpr uint64_t kBackoffBaseMs = 100;
+constexpr uint64_t kBackoffMaxMs = 30000;
+
+using Clock = std::chrono::steady_clock;
+
+uint64_t backoff_delay_ms(uint32_t consecutive_failures) {
+  uint32_t shift = std::min<uint32_t>(consecutive_failures > 0 ? consecutive_failures - 1 : 0, 20);
+  return std::min(kBackoffMaxMs, kBackoffBaseMs << shift);
+}
+
+int hist_bucket(uint64_t wait_us) {
+  uint64_t limit = 10;
+  for (int i = 0; i < 7; ++i, limit *= 10)
+    if (wait_us < limit) return i;
+  return 7;
+}
+
+void destroy_async(std::shared_ptr<SandboxImpl> sb) {
+  sb->destroy([sb](Result<void>) {});
+}
+
+}  // namespace
+
+PoolImpl::PoolImpl(std::shared_ptr<RuntimeImpl> rt, PoolOptions opts, SandboxOptions sandbox, Image image,
+                   std::string owned_template)
+    : rt_(std::move(rt)),
+      opts_(std::move(opts)),
+      sandbox_opts_(std::move(sandbox)),
+      image_(std::move(image)),
+      owned_template_(std::move(owned_template)) {}
+
+PoolImpl::~PoolImpl() {
+  // Every start in flight holds a reference: none is restoring from the
+  // template any more.
+  if (!owned_template_.empty() && !template_removed_) {
+    std::error_code ec;
+    std::filesystem::remove_all(owned_template_, ec);
+  }
+}
+
+// ------------------------------------------------------------ any thread --
+
+Sandbox PoolImpl::hand_out(std::shared_ptr<SandboxImpl> sb) {
+  std::weak_ptr<PoolImpl> weak = weak_from_this();
+  sb->set_on_gone([weak] {
+    auto self = weak.lock();
+    if (!self) return;
+    {
+      std::lock_guard lk(self->mu_);
+      if (self->leased_ > 0) --self->leased_;
+    }
+    self->schedule_refill();
+  });
+  return Sandbox(std::move(sb));
+}
+
+void PoolImpl::record_wait(uint64_t wait_us) { ++counters_.lease_wait_hist[hist_bucket(wait_us)]; }
+
+std::string PoolImpl::shortage_locked(uint32_t deadline_ms) const {
+  std::string msg = fmt::format(
+      "no sandbox became ready within {} ms: the pool has {} ready, {} starting, {} leased (max_total {})",
+      deadline_ms, ready_.size(), starting_, leased_, opts_.max_total);
+  if (counters_.failed == 0) {
+    msg += "; no start has failed";
+  } else {
+    msg += fmt::format("; {} starts failed ({} in a row{})", counters_.failed, counters_.consecutive_failures,
+                       backing_off_ ? ", refills backing off" : "");
+    if (!counters_.last_error.empty()) msg += fmt::format("; last error: {}", counters_.last_error);
+  }
+  if (starting_ + ready_.size() + leased_ >= opts_.max_total && leased_ > 0)
+    msg += "; release a leased sandbox or raise max_total";
+  return msg;
+}
+
+Result<Sandbox> PoolImpl::lease(uint32_t deadline_ms) {
+  if (deadline_ms == 0) deadline_ms = opts_.lease_timeout_ms;
+  const auto t0 = Clock::now();
+  auto waited_us = [&t0] {
+    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count());
+  };
+  std::vector<std::shared_ptr<SandboxImpl>> dead;
+  std::shared_ptr<SandboxImpl> got;
+  {
+    std::unique_lock lk(mu_);
+    if (closed_) return make_error(Errc::kClosed, "the pool is closed");
+    while (!ready_.empty()) {
+      auto sb = std::move(ready_.front());
+      ready_.pop_front();
+      if (sb->state() == SandboxState::kReady) {
+        got = std::move(sb);
+        break;
+      }
+      // Its VMM died while it waited in the pool: never hand it out.
+      ++counters_.failed;
+      counters_.last_error = fmt::format("ready sandbox {} died in the pool: {}", sb->id(), sb->failure());
+      dead.push_back(std::move(sb));
+    }
+    if (got) {
+      ++leased_;
+      ++counters_.leases;
+      record_wait(waited_us());
+    } else {
+      Waiter w;
+      waiters_.push_back(&w);
+      lk.unlock();
+      schedule_refill();  // a waiter raises the refill target
+      lk.lock();
+      w.cv.wait_until(lk, t0 + std::chrono::milliseconds(deadline_ms), [&w] { return w.sandbox || w.closed; });
+      if (w.sandbox) {
+        got = std::move(w.sandbox);  // counted as leased by the hand-off
+        record_wait(waited_us());
+      } else {
+        auto it = std::find(waiters_.begin(), waiters_.end(), &w);
+        if (it != waiters_.end()) waiters_.erase(it);
+        if (w.closed) return make_error(Errc::kClosed, "the pool was closed while waiting for a sandbox");
+        ++counters_.lease_timeouts;
+        return make_error(Errc::kTimeout, shortage_locked(deadline_ms));
+      }
+    }
+  }
+  if (!dead.empty()) rt_->loop->post([dead = std::move(dead)] {
+    for (auto& sb : dead) destroy_async(sb);
+  });
+  schedule_refill();
+  return hand_out(std::move(got));
+}
+
+PoolStats PoolImpl::stats() const {
+  std::lock_guard lk(mu_);
+  PoolStats s = counters_;
+  s.ready = static_cast<uint32_t>(ready_.size());
+  s.starting = starting_;
+  s.leased = leased_;
+  s.backing_off = backing_off_;
+  return s;
+}
+
+void PoolImpl::schedule_refill() {
+  if (refill_posted_.exchange(true)) return;
+  rt_->loop->post([weak = weak_from_this()] {
+    if (auto self = weak.lock()) {
+      self->refill_posted_.store(false);
+      self->refill();
+    }
+  });
+}
+
+void PoolImpl::close() {
+  std::deque<std::shared_ptr<SandboxImpl>> ready;
+  {
+    std::lock_guard lk(mu_);
+    if (closed_) return;
+    closed_ = true;
+    ready.swap(ready_);
+    for (Waiter* w : waiters_) {
+      w->closed = true;
+      w->cv.notify_one();
+    }
+    waiters_.clear();
+  }
+  auto self = shared_from_this();
+  auto teardown = [self, ready = std::move(ready)](std::function<void()> all_done) {
+    if (self->backoff_timer_) {
+      self->rt_->loop->cancel_timer(self->backoff_timer_);
+      self->backoff_timer_ = 0;
+    }
+    {
+      std::lock_guard lk(self->mu_);
+      self->backing_off_ = false;
+    }
+    auto left = std::make_shared<size_t>(ready.size() + 1);
+    auto one_done = [left, all_done] {
+      if (--*left == 0) all_done();
+    };
+    for (auto& sb : ready) sb->destroy([sb, one_done](Result<void>) { one_done(); });
+    one_done();
+  };
+  if (rt_->loop->in_loop_thread()) {
+    // The last handle dropped inside a callback: nothing here may wait.
+    teardown([] {});
+    remove_template_if_idle();
+    return;
+  }
+  auto p = std::make_shared<std::promise<void>>();
+  auto fut = p->get_future();
+  rt_->loop->post([teardown = std::move(teardown), p]() mutable { teardown([p] { p->set_value(); }); });
+  fut.wait();
+  remove_template_if_idle();
+}
+
+void PoolImpl::remove_template_if_idle() {
+  {
+    std::lock_guard lk(mu_);
+    if (owned_template_.empty() || !closed_ || starting_ > 0 || template_removed_) return;
+    template_removed_ = true;
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(owned_template_, ec);
+}
+
+// ----------------------------------------------------------- loop thread --
+
+void PoolImpl::refill() {
+  uint32_t n = 0;
+  {
+    std::lock_guard lk(mu_);
+    if (closed_ || backing_off_) return;
+    const size_t want = opts_.min_ready + waiters_.size();
+    while (true) {
+      size_t have = ready_.size() + starting_;
+      if (have >= want || have + leased_ >= opts_.max_total || starting_ >= opts_.refill_concurrency) break;
+      ++starting_;
+      ++n;
+    }
+  }
+  for (uint32_t i = 0; i < n; ++i) {
+    rt_->start_sandbox(sandbox_opts_, image_, [self = shared_from_this()](Result<std::shared_ptr<SandboxImpl>> r) {
+      self->on_started(std::move(r));
+    });
+  }
+}
+
+void PoolImpl::on_started(Result<std::shared_ptr<SandboxImpl>> r) {
+  std::shared_ptr<SandboxImpl> discard;
+  uint64_t backoff_ms = 0;
+  {
+    std::lock_guard lk(mu_);
+    --starting_;
+    if (!r) {
+      ++counters_.failed;
+      ++counters_.consecutive_failures;
+      counters_.last_error = r.error().message;
+      if (!closed_) {
+        backing_off_ = true;
+        backoff_ms = backoff_delay_ms(counters_.consecutive_failures);
+      }
+    } else {
+      ++counters_.created;
+      counters_.consecutive_failures = 0;
+      auto sb = std::move(r).value();
+      if (closed_) {
+        discard = std::move(sb);
+      } else if (!waiters_.empty()) {
+        Waiter* w = waiters_.front();
+        waiters_.pop_front();
+        w->sandbox = std::move(sb);
+        ++leased_;
+        ++counters_.leases;
+        w->cv.notify_one();
+      } else {
+        ready_.push_back(std::move(sb));
+      }
+    }
+  }
+  if (discard) destroy_async(std::move(discard));
+  if (backoff_ms) {
+    start_backoff(backoff_ms);
+  } else {
+    refill();
+  }
+  remove_template_if_idle();
+}
+
+void PoolImpl::start_backoff(uint64_t delay_ms) {
+  if (backoff_timer_) rt_->loop->cancel_timer(backoff_timer_);
+  backoff_timer_ = rt_->loop->add_timer(delay_ms, [weak = weak_from_this()] {
+    auto self = weak.lock();
+    if (!self) return;
+    self->backoff_timer_ = 0;
+    {
+      std::lock_guard lk(self->mu_);
+      self->backing_off_ = false;
+    }
+    self->refill();
+  });
+}
+
+}  // namespace detail
+
+// ------------------------------------------------------------ public API --
+
+namespace {
+
+std::string random_name() {
+  unsigned char b[8];
+  if (::getrandom(b, sizeof b, 0) != static_cast<ssize_t>(sizeof b)) std::memset(b, 0, sizeof b);
+  std::string s = "pool-";
+  for (unsigned char c : b) s += fmt::format("{:02x}", c);
+  return s;
+}
+
+// The public handle's deleter: the last Pool handle closes the pool. In-flight
+// starts and timers hold the PoolImpl itself, not the handle.
+struct CloseOnRelease {
+  std::shared_ptr<detail::PoolImpl> core;
+  void operator()(detail::PoolImpl*) {
+    auto c = std::move(core);
+    c->close();
+  }
+};
+
+Error pool_empty() { return make_error(Errc::kInvalidArgument, "Pool handle is empty (create it with Runtime::create_pool)"); }
+
+}  // namespace
+
+Result<Sandbox> Pool::lease(uint32_t deadline_ms) {
+  if (!impl_) return pool_empty();
+  return impl_->lease(deadline_ms);
+}
+
+PoolStats Pool::stats() const { return impl_ ? impl_->stats() : PoolStats{}; }
+
+void Pool::close() {
+  if (impl_) impl_->close();
+}
+
+Result<Pool> Runtime::create_pool(const PoolOptions& opts) {
+  if (!impl_) return make_error(Errc::kInvalidArgument, "Runtime is empty (create it with Runtime::create)");
+  if (impl_->loop->in_loop_thread())
+    return make_error(Errc::kInvalidArgument,
+                      "create_pool blocks: call it from a thread other than the runtime's event-loop thread");
+  if (opts.max_total < 1) return make_error(Errc::kInvalidArgument, "max_total must be at least 1");
+  if (opts.min_ready > opts.max_total)
+    return make_error(Errc::kInvalidArgument, fmt::format("min_ready {} exceeds max_total {}: use min_ready <= max_total",
+                                                          opts.min_ready, opts.max_total));
+  if (opts.refill_concurrency < 1) return make_error(Errc::kInvalidArgument, "refill_concurrency must be at least 1");
+  if (opts.lease_timeout_ms == 0) return make_error(Errc::kInvalidArgument, "lease_timeout_ms must be positive");
+
+  std::string tpl = opts.template_dir;
+  if (!opts.sandbox.template_dir.empty()) {
+    if (!tpl.empty() && tpl != opts.sandbox.template_dir)
+      return make_error(Errc::kInvalidArgument,
+                        fmt::format("template_dir \"{}\" and sandbox.template_dir \"{}\" differ: set one of them", tpl,
+                                    opts.sandbox.template_dir));
+    tpl = opts.sandbox.template_dir;
+  }
+  if (!opts.from_snapshot && !tpl.empty())
+    return make_error(Errc::kInvalidArgument,
+                      fmt::format("template_dir \"{}\" given with from_snapshot=false: a cold-boot pool uses no template",
+                                  tpl));
+
+  std::string owned;
+  if (opts.from_snapshot && tpl.empty()) {
+    // Boot one sandbox and turn it into the pool's own template.
+    std::string parent = impl_->opts.state_dir + "/templates";
+    if (::mkdir(parent.c_str(), 0700) != 0 && errno != EEXIST) {
+      int e = errno;
+      return make_error(Errc::kIo, fmt::format("cannot create {}: {}", parent, std::strerror(e)), e);
+    }
+    owned = parent + "/" + random_name();
+    SandboxOptions so = opts.sandbox;
+    so.template_dir.clear();
+    so.snapshottable = true;
+    auto sb = create_sandbox(so);
+    if (!sb) {
+      Error e = std::move(sb).error();
+      e.message = "booting the pool's template sandbox: " + e.message;
+      return e;
+    }
+    if (auto s = sb->snapshot(owned); !s) {
+      (void)sb->destroy();
+      std::error_code ec;
+      std::filesystem::remove_all(owned, ec);
+      Error e = std::move(s).error();
+      e.message = fmt::format("snapshotting the pool's template into {}: {}", owned, e.message);
+      return e;
+    }
+    tpl = owned;
+  }
+
+  SandboxOptions so = opts.sandbox;
+  so.template_dir = opts.from_snapshot ? tpl : "";
+  // Verify once here so the loop thread's starts hit the verified cache.
+  auto image = impl_->prepare(so);
+  if (!image) {
+    if (!owned.empty()) {
+      std::error_code ec;
+      std::filesystem::remove_all(owned, ec);
+    }
+    return std::move(image).error();
+  }
+  auto core = std::make_shared<detail::PoolImpl>(impl_, opts, std::move(so), std::move(image).value(), owned);
+  core->schedule_refill();
+  detail::PoolImpl* raw = core.get();
+  return Pool(std::shared_ptr<detail::PoolImpl>(raw, CloseOnRelease{std::move(core)}));
+}
+
+}  // namespace ztee

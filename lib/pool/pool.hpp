@@ -1,0 +1,84 @@
+// Private: PoolImpl, the warm pool behind the public Pool handle.
+//
+// Threads: lease(), stats() and close() run on any thread; refills, start
+// completions and the back-off timer run on the runtime's loop thread. All
+// counters, the ready deque and the waiter list live under mu_; the loop
+// thread never blocks on anything but mu_ (held only for bookkeeping).
+#pragma once
+
+#include <ztee/ztee.hpp>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "image/image.hpp"
+
+namespace ztee::detail {
+
+class RuntimeImpl;
+class SandboxImpl;
+
+class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
+ public:
+  // `sandbox` carries the template_dir every refill restores from (empty:
+  // cold boots); `image` is what RuntimeImpl::prepare returned for it.
+  // `owned_template`, when set, is removed once the pool is closed and no
+  // start is in flight.
+  PoolImpl(std::shared_ptr<RuntimeImpl> rt, PoolOptions opts, SandboxOptions sandbox, Image image,
+           std::string owned_template);
+  ~PoolImpl();
+  PoolImpl(const PoolImpl&) = delete;
+  PoolImpl& operator=(const PoolImpl&) = delete;
+
+  // ---- any thread ----
+  Result<Sandbox> lease(uint32_t deadline_ms);
+  PoolStats stats() const;
+  // Idempotent. Off the loop thread it waits until the ready sandboxes are
+  // destroyed; on the loop thread it only starts their destruction.
+  void close();
+  // Asks the loop for a refill; coalesces repeated requests.
+  void schedule_refill();
+
+ private:
+  struct Waiter {
+    std::condition_variable cv;
+    std::shared_ptr<SandboxImpl> sandbox;  // set by the loop on hand-off
+    bool closed = false;
+  };
+
+  // ---- loop thread ----
+  void refill();
+  void on_started(Result<std::shared_ptr<SandboxImpl>> r);
+  void start_backoff(uint64_t delay_ms);
+  void remove_template_if_idle();
+
+  Sandbox hand_out(std::shared_ptr<SandboxImpl> sb);  // any thread, mu_ not held
+  void record_wait(uint64_t wait_us);                 // mu_ held
+  std::string shortage_locked(uint32_t deadline_ms) const;  // mu_ held
+
+  const std::shared_ptr<RuntimeImpl> rt_;
+  const PoolOptions opts_;
+  const SandboxOptions sandbox_opts_;
+  const Image image_;
+  const std::string owned_template_;
+
+  mutable std::mutex mu_;
+  std::deque<std::shared_ptr<SandboxImpl>> ready_;
+  std::deque<Waiter*> waiters_;  // oldest first; each lives on its lease() caller's stack
+  uint32_t starting_ = 0, leased_ = 0;
+  PoolStats counters_;  // created, failed, leases, timeouts, failures, last_error, hist
+  bool closed_ = false;
+  bool backing_off_ = false;
+  bool template_removed_ = false;
+
+  std::atomic<bool> refill_posted_{false};
+  uint64_t backoff_timer_ = 0;  // loop thread only
+};
+
+}  // namespace ztee::detail
