@@ -1,0 +1,175 @@
+// Snapshot templates and copy-on-write clones on real microVMs.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <future>
+#include <thread>
+
+#include "common.hpp"
+
+using ztee::Errc;
+
+namespace {
+
+// One template per test process: a booted snapshottable sandbox, snapshotted.
+const std::string& template_dir() {
+  static std::string dir = [] {
+    std::string d = test::state_dir() + "/template";
+    ztee::SandboxOptions o;
+    o.snapshottable = true;
+    auto sb = test::runtime().create_sandbox(o);
+    if (!sb) FAIL("create_sandbox: " << sb.error().message);
+    auto w = sb->run("echo from-template > /tmp/marker");
+    REQUIRE(w.ok());
+    auto s = sb->snapshot(d);
+    if (!s) FAIL("snapshot: " << s.error().message);
+    CHECK(sb->state() == ztee::SandboxState::kDestroyed);
+    CHECK(sb->run("true").error().code == Errc::kClosed);
+    return d;
+  }();
+  return dir;
+}
+
+ztee::Sandbox clone() {
+  ztee::SandboxOptions o;
+  o.template_dir = template_dir();
+  auto sb = test::runtime().create_sandbox(o);
+  if (!sb) FAIL("clone: " << sb.error().message);
+  return std::move(sb).value();
+}
+
+struct FileStamp {
+  off_t size;
+  int64_t mtime_ns;
+  bool operator==(const FileStamp&) const = default;
+};
+FileStamp stamp(const std::string& path) {
+  struct stat st{};
+  REQUIRE(::stat(path.c_str(), &st) == 0);
+  return {st.st_size, st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec};
+}
+
+std::string copy_template() {
+  char t[] = "/tmp/ztee-tmpl.XXXXXX";
+  REQUIRE(::mkdtemp(t) != nullptr);
+  std::string d = t;
+  for (const char* f : {"mem", "state", "template.json"}) {
+    std::ifstream in(template_dir() + "/" + f, std::ios::binary);
+    std::ofstream out(d + "/" + f, std::ios::binary);
+    out << in.rdbuf();
+  }
+  return d;
+}
+
+}  // namespace
+
+TEST_CASE("clones are re-identified: different random bytes and hostnames") {
+  auto a = clone();
+  auto b = clone();
+  auto ra = a.run("head -c 16 /dev/urandom | od -An -tx1; hostname");
+  auto rb = b.run("head -c 16 /dev/urandom | od -An -tx1; hostname");
+  REQUIRE(ra.ok());
+  REQUIRE(rb.ok());
+  CHECK(ra->stdout_data != rb->stdout_data);
+  CHECK(ra->stdout_data.find(a.id()) != std::string::npos);
+  CHECK(rb->stdout_data.find(b.id()) != std::string::npos);
+  CHECK(a.destroy().ok());
+  CHECK(b.destroy().ok());
+}
+
+TEST_CASE("a clone's writes are invisible to the template and to other clones") {
+  FileStamp mem_before = stamp(template_dir() + "/mem");
+  FileStamp state_before = stamp(template_dir() + "/state");
+  auto a = clone();
+  auto seen = a.run("cat /tmp/marker; echo changed-by-a > /tmp/marker; head -c 50000000 /dev/zero > /dev/shm/fill");
+  REQUIRE(seen.ok());
+  CHECK(seen->stdout_data == "from-template\n");
+  auto b = clone();
+  auto rb = b.run("cat /tmp/marker; ls /dev/shm");
+  REQUIRE(rb.ok());
+  CHECK(rb->stdout_data == "from-template\n");
+  CHECK(a.destroy().ok());
+  CHECK(b.destroy().ok());
+  CHECK(stamp(template_dir() + "/mem") == mem_before);
+  CHECK(stamp(template_dir() + "/state") == state_before);
+}
+
+TEST_CASE("pause and resume") {
+  auto a = clone();
+  REQUIRE(a.pause().ok());
+  // A call made while paused completes after resume.
+  std::promise<ztee::Result<ztee::ExecResult>> p;
+  ztee::ExecOptions o;
+  o.shell = "echo after-resume";
+  a.exec_async(o, [&](ztee::Result<ztee::ExecResult> r) { p.set_value(std::move(r)); });
+  auto f = p.get_future();
+  CHECK(f.wait_for(std::chrono::milliseconds(500)) == std::future_status::timeout);
+  REQUIRE(a.resume().ok());
+  auto r = f.get();
+  REQUIRE(r.ok());
+  CHECK(r->stdout_data == "after-resume\n");
+  CHECK(a.destroy().ok());
+}
+
+TEST_CASE("a corrupted or mismatched template is refused with a clear error") {
+  int before = test::count_entries(test::state_dir());
+  {
+    std::string d = copy_template();
+    {
+      std::fstream f(d + "/state", std::ios::in | std::ios::out | std::ios::binary);
+      f.seekp(1000);
+      f.put('\x5a');
+    }
+    ztee::SandboxOptions o;
+    o.template_dir = d;
+    auto r = test::runtime().create_sandbox(o);
+    REQUIRE(!r.ok());
+    CHECK(r.error().code == Errc::kImage);
+    CHECK(r.error().message.find(d + "/state") != std::string::npos);
+    std::system(("rm -rf " + d).c_str());
+  }
+  {
+    std::string d = copy_template();
+    {
+      std::fstream f(d + "/mem", std::ios::in | std::ios::out | std::ios::binary);
+      f.seekp(4096 * 100);
+      f.put('\x5a');
+    }
+    ztee::SandboxOptions o;
+    o.template_dir = d;
+    auto r = test::runtime().create_sandbox(o);
+    REQUIRE(!r.ok());
+    CHECK(r.error().code == Errc::kImage);
+    CHECK(r.error().message.find("does not match") != std::string::npos);
+    std::system(("rm -rf " + d).c_str());
+  }
+  ztee::SandboxOptions bigger;
+  bigger.template_dir = template_dir();
+  bigger.memory_mib = 512;
+  auto m = test::runtime().create_sandbox(bigger);
+  REQUIRE(!m.ok());
+  CHECK(m.error().code == Errc::kImage);
+  CHECK(m.error().message.find("256 MiB") != std::string::npos);
+  ztee::SandboxOptions missing;
+  missing.template_dir = "/nonexistent/template";
+  auto n = test::runtime().create_sandbox(missing);
+  REQUIRE(!n.ok());
+  CHECK(n.error().message.find("/nonexistent/template") != std::string::npos);
+  // Nothing was left behind by the refused starts (the template itself lives in the state dir).
+  CHECK(test::count_entries(test::state_dir()) == before);
+}
+
+TEST_CASE("snapshot needs a snapshottable, idle sandbox and a new directory") {
+  auto plain = test::shared().snapshot(test::state_dir() + "/not-snapshottable");
+  REQUIRE(!plain.ok());
+  CHECK(plain.error().code == Errc::kInvalidArgument);
+  CHECK(plain.error().message.find("snapshottable") != std::string::npos);
+  struct stat st{};
+  CHECK(::stat((test::state_dir() + "/not-snapshottable").c_str(), &st) != 0);
+  CHECK(test::shared().ping().ok());
+  auto exists = test::shared().snapshot(template_dir());
+  REQUIRE(!exists.ok());
+  CHECK(exists.error().message.find("pick a new directory") != std::string::npos);
+}
