@@ -1,0 +1,377 @@
+// Warm pools against real microVMs: leasing, exhaustion, failures and
+// back-off, destroy-on-release, clone isolation, cold-boot pools.
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <future>
+#include <map>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "common.hpp"
+
+using ztee::Errc;
+using namespace std::chrono_literals;
+
+namespace {
+
+// One template shared by the pools below (a cold boot under TCG costs seconds).
+const std::string& shared_template() {
+  static std::string dir = [] {
+    std::string d = test::state_dir() + "/pool-test-template";
+    ztee::SandboxOptions o;
+    o.snapshottable = true;
+    auto sb = test::runtime().create_sandbox(o);
+    if (!sb) FAIL("create_sandbox (snapshottable): " << sb.error().message);
+    auto s = sb->snapshot(d);
+    if (!s) FAIL("snapshot: " << s.error().message);
+    return d;
+  }();
+  return dir;
+}
+
+ztee::Pool make_pool(ztee::PoolOptions o) {
+  auto p = test::runtime().create_pool(o);
+  if (!p) FAIL("create_pool: " << p.error().message);
+  return std::move(p).value();
+}
+
+// Polls `pred` until it holds or `timeout` passes.
+template <typename Pred>
+bool eventually(Pred pred, std::chrono::milliseconds timeout = 20000ms) {
+  auto end = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return pred();
+}
+
+uint64_t hist_total(const ztee::PoolStats& s) {
+  uint64_t n = 0;
+  for (uint64_t c : s.lease_wait_hist) n += c;
+  return n;
+}
+
+bool has(const std::string& s, const std::string& sub) { return s.find(sub) != std::string::npos; }
+
+std::map<std::string, std::pair<int64_t, int64_t>> file_times(const std::string& dir) {
+  std::map<std::string, std::pair<int64_t, int64_t>> out;
+  for (const char* f : {"state", "mem", "template.json"}) {
+    struct stat st{};
+    if (::stat((dir + "/" + f).c_str(), &st) == 0)
+      out[f] = {static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec,
+                static_cast<int64_t>(st.st_size)};
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("pool: options are validated with clear messages") {
+  ztee::PoolOptions o;
+  o.from_snapshot = false;
+  o.min_ready = 3;
+  o.max_total = 2;
+  auto r = test::runtime().create_pool(o);
+  REQUIRE(!r.ok());
+  CHECK(r.error().code == Errc::kInvalidArgument);
+  CHECK(has(r.error().message, "min_ready 3 exceeds max_total 2"));
+
+  o.min_ready = 0;
+  o.max_total = 0;
+  r = test::runtime().create_pool(o);
+  REQUIRE(!r.ok());
+  CHECK(has(r.error().message, "max_total"));
+
+  o.max_total = 1;
+  o.refill_concurrency = 0;
+  r = test::runtime().create_pool(o);
+  REQUIRE(!r.ok());
+  CHECK(has(r.error().message, "refill_concurrency"));
+
+  o.refill_concurrency = 1;
+  o.template_dir = "/nonexistent";
+  r = test::runtime().create_pool(o);
+  REQUIRE(!r.ok());
+  CHECK(has(r.error().message, "from_snapshot=false"));
+
+  // A template that does not exist is refused up front, not in the refill loop.
+  o.from_snapshot = true;
+  r = test::runtime().create_pool(o);
+  REQUIRE(!r.ok());
+  CHECK(has(r.error().message, "/nonexistent"));
+
+  ztee::Pool empty;
+  CHECK(empty.lease(1).error().code == Errc::kInvalidArgument);
+}
+
+TEST_CASE("pool: many threads lease at once and no sandbox is handed out twice") {
+  int before = test::count_entries(test::state_dir() + "/templates");
+  ztee::PoolOptions o;  // from_snapshot with no template: the pool makes its own
+  o.min_ready = 2;
+  o.max_total = 8;
+  o.refill_concurrency = 2;
+  auto pool = make_pool(o);
+  CHECK(test::count_entries(test::state_dir() + "/templates") == before + 1);
+
+  constexpr int kThreads = 8;
+  std::vector<std::future<ztee::Result<ztee::Sandbox>>> futs;
+  for (int i = 0; i < kThreads; ++i)
+    futs.push_back(std::async(std::launch::async, [&pool] { return pool.lease(60000); }));
+  std::vector<ztee::Sandbox> got;
+  for (auto& f : futs) {
+    auto r = f.get();
+    REQUIRE_MESSAGE(r.ok(), r.error().message);
+    got.push_back(std::move(r).value());
+  }
+  std::set<std::string> ids;
+  std::set<int> pids;
+  for (auto& sb : got) {
+    CHECK(sb.state() == ztee::SandboxState::kReady);
+    ids.insert(sb.id());
+    pids.insert(sb.vmm_pid());
+  }
+  CHECK(ids.size() == kThreads);
+  CHECK(pids.size() == kThreads);
+  auto s = pool.stats();
+  CHECK(s.leased == kThreads);
+  CHECK(s.leases == kThreads);
+  CHECK(hist_total(s) == kThreads);
+  CHECK(s.ready + s.starting + s.leased <= o.max_total);
+  auto r = got[3].run("echo leased");
+  REQUIRE_MESSAGE(r.ok(), r.error().message);
+  CHECK(r->stdout_data == "leased\n");
+
+  for (auto& sb : got) CHECK(sb.destroy().ok());
+  CHECK(eventually([&] { return pool.stats().leased == 0; }));
+
+  // The fast path: with sandboxes ready, a lease is a pop under a mutex.
+  REQUIRE(eventually([&] { return pool.stats().ready >= 1; }));
+  auto t0 = std::chrono::steady_clock::now();
+  auto fast = pool.lease(1000);
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
+  REQUIRE(fast.ok());
+  CHECK_MESSAGE(us < 5000, "a lease from a non-empty pool took " << us << " µs");
+  CHECK(pool.stats().lease_wait_hist[0] + pool.stats().lease_wait_hist[1] + pool.stats().lease_wait_hist[2] >= 1);
+
+  // Closing destroys the ready ones and removes the pool's own template.
+  pool.close();
+  CHECK(pool.stats().ready == 0);
+  CHECK(pool.lease(10).error().code == Errc::kClosed);
+  CHECK(fast->state() == ztee::SandboxState::kReady);  // leased ones stay with their holder
+  CHECK(eventually([&] { return test::count_entries(test::state_dir() + "/templates") == before; }));
+  CHECK(fast->destroy().ok());
+}
+
+TEST_CASE("pool: exhaustion times out naming the cause; close fails waiters") {
+  ztee::PoolOptions o;
+  o.template_dir = shared_template();
+  o.min_ready = 1;
+  o.max_total = 1;
+  auto pool = make_pool(o);
+  auto a = pool.lease(60000);
+  REQUIRE_MESSAGE(a.ok(), a.error().message);
+
+  auto t0 = std::chrono::steady_clock::now();
+  auto b = pool.lease(300);
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  REQUIRE(!b.ok());
+  CHECK(b.error().code == Errc::kTimeout);
+  CHECK(ms >= 290);
+  CHECK(ms < 2000);
+  INFO(b.error().message);
+  CHECK(has(b.error().message, "300 ms"));
+  CHECK(has(b.error().message, "1 leased (max_total 1)"));
+  CHECK(has(b.error().message, "0 starting"));
+  auto s = pool.stats();
+  CHECK(s.lease_timeouts == 1);
+  CHECK(s.leased == 1);
+  CHECK(s.starting == 0);
+
+  // A waiter is released with kClosed when the pool closes.
+  auto waiter = std::async(std::launch::async, [&pool] { return pool.lease(20000); });
+  std::this_thread::sleep_for(100ms);
+  auto c0 = std::chrono::steady_clock::now();
+  pool.close();
+  auto w = waiter.get();
+  REQUIRE(!w.ok());
+  CHECK(w.error().code == Errc::kClosed);
+  CHECK(std::chrono::steady_clock::now() - c0 < 5s);
+  CHECK(a->destroy().ok());
+  CHECK(::access((shared_template() + "/template.json").c_str(), F_OK) == 0);  // not the pool's to remove
+}
+
+TEST_CASE("pool: failing starts are counted and back off instead of spinning") {
+  ztee::PoolOptions o;
+  o.from_snapshot = false;
+  o.sandbox.boot_timeout_ms = 1;  // every start times out
+  o.min_ready = 1;
+  o.max_total = 2;
+  auto pool = make_pool(o);
+  REQUIRE(eventually([&] { return pool.stats().failed >= 2; }, 10000ms));
+  auto s = pool.stats();
+  INFO(s.last_error);
+  CHECK(!s.last_error.empty());
+  CHECK(has(s.last_error, "boot"));
+  CHECK(s.consecutive_failures >= 2);
+  CHECK(s.created == 0);
+  CHECK(eventually([&] { return pool.stats().backing_off; }, 3000ms));
+
+  auto b = pool.lease(300);
+  REQUIRE(!b.ok());
+  CHECK(b.error().code == Errc::kTimeout);
+  INFO(b.error().message);
+  CHECK(has(b.error().message, "starts failed"));
+  CHECK(has(b.error().message, "last error"));
+
+  // Back-off: the delay doubles, so a second holds few new attempts.
+  uint64_t f0 = pool.stats().failed;
+  std::this_thread::sleep_for(1s);
+  uint64_t f1 = pool.stats().failed;
+  CHECK_MESSAGE(f1 - f0 <= 2, "failures in 1 s: " << f1 - f0);
+  pool.close();
+  CHECK(pool.stats().backing_off == false);
+}
+
+TEST_CASE("pool: a released sandbox is destroyed and the pool refills") {
+  ztee::PoolOptions o;
+  o.template_dir = shared_template();
+  o.min_ready = 1;
+  o.max_total = 3;
+  auto pool = make_pool(o);
+  REQUIRE(eventually([&] { return pool.stats().ready == 1; }));
+  auto a = pool.lease(30000);
+  REQUIRE_MESSAGE(a.ok(), a.error().message);
+  int pid = a->vmm_pid();
+  CHECK(test::process_alive(pid));
+  CHECK(a->destroy().ok());
+  CHECK(!test::process_alive(pid));
+  CHECK(eventually([&] {
+    auto s = pool.stats();
+    return s.leased == 0 && s.ready == 1;
+  }));
+
+  // Dropping the last handle releases it too.
+  {
+    auto b = pool.lease(30000);
+    REQUIRE_MESSAGE(b.ok(), b.error().message);
+    pid = b->vmm_pid();
+    CHECK(pool.stats().leased == 1);
+  }
+  CHECK(eventually([&] { return !test::process_alive(pid); }));
+  CHECK(eventually([&] {
+    auto s = pool.stats();
+    return s.leased == 0 && s.ready == 1;
+  }));
+  CHECK(pool.stats().failed == 0);
+}
+
+TEST_CASE("pool: a ready sandbox that died in the pool is never handed out") {
+  std::string sdir = test::state_dir();
+  std::set<std::string> before;
+  if (DIR* d = ::opendir(sdir.c_str())) {
+    while (dirent* e = ::readdir(d)) before.insert(e->d_name);
+    ::closedir(d);
+  }
+  ztee::PoolOptions o;
+  o.template_dir = shared_template();
+  o.min_ready = 1;
+  o.max_total = 2;
+  auto pool = make_pool(o);
+  REQUIRE(eventually([&] { return pool.stats().ready == 1; }));
+  // The pool's one ready sandbox is the new sb-* directory in the state dir.
+  int pid = 0;
+  std::string dead_id;
+  if (DIR* d = ::opendir(sdir.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      std::string n = e->d_name;
+      if (n.rfind("sb-", 0) == 0 && !before.count(n)) {
+        std::ifstream f(sdir + "/" + n + "/vmm.pid");
+        f >> pid;
+        dead_id = n;
+      }
+    }
+    ::closedir(d);
+  }
+  REQUIRE(pid > 0);
+  REQUIRE(::kill(pid, SIGKILL) == 0);
+  CHECK(eventually([&] { return !test::process_alive(pid); }));
+  std::this_thread::sleep_for(200ms);  // let the loop see the VMM exit
+  auto r = pool.lease(30000);
+  REQUIRE_MESSAGE(r.ok(), r.error().message);
+  CHECK(r->id() != dead_id);
+  CHECK(r->state() == ztee::SandboxState::kReady);
+  CHECK(r->ping().ok());
+  auto s = pool.stats();
+  CHECK(s.failed == 1);
+  CHECK(has(s.last_error, dead_id));
+  CHECK(r->destroy().ok());
+}
+
+TEST_CASE("pool: a clone's writes are invisible to the template and to other clones") {
+  auto before = file_times(shared_template());
+  REQUIRE(before.size() == 3);
+  ztee::PoolOptions o;
+  o.template_dir = shared_template();
+  o.min_ready = 2;
+  o.max_total = 4;
+  o.refill_concurrency = 2;
+  auto pool = make_pool(o);
+  auto a = pool.lease(30000);
+  auto b = pool.lease(30000);
+  REQUIRE_MESSAGE(a.ok(), a.error().message);
+  REQUIRE_MESSAGE(b.ok(), b.error().message);
+  REQUIRE(a->write_file("/tmp/only-in-a", "secret of a").ok());
+  REQUIRE(a->run("echo changed > /etc/only-in-a && sync").ok());
+  CHECK(a->read_file("/tmp/only-in-a").value() == "secret of a");
+  auto sb = b->stat("/tmp/only-in-a");
+  REQUIRE(!sb.ok());
+  CHECK(sb.error().code == Errc::kNotFound);
+  CHECK(b->run("test -e /etc/only-in-a").value().exit_code == 1);
+  // A clone made after the writes does not see them either.
+  auto c = pool.lease(30000);
+  REQUIRE_MESSAGE(c.ok(), c.error().message);
+  CHECK(c->stat("/tmp/only-in-a").error().code == Errc::kNotFound);
+  CHECK(c->run("test -e /etc/only-in-a").value().exit_code == 1);
+  // Clones are re-identified.
+  auto ha = a->run("hostname").value().stdout_data;
+  auto hb = b->run("hostname").value().stdout_data;
+  CHECK(ha != hb);
+  for (auto* s : {&a, &b, &c}) CHECK((*s)->destroy().ok());
+  pool.close();
+  CHECK(file_times(shared_template()) == before);
+}
+
+TEST_CASE("pool: cold-boot pool, and the last handle dropped on the loop thread") {
+  ztee::PoolOptions o;
+  o.from_snapshot = false;
+  o.min_ready = 1;
+  o.max_total = 2;
+  auto pool = make_pool(o);
+  auto a = pool.lease(60000);
+  REQUIRE_MESSAGE(a.ok(), a.error().message);
+  auto r = a->run("echo cold");
+  REQUIRE_MESSAGE(r.ok(), r.error().message);
+  CHECK(r->stdout_data == "cold\n");
+  CHECK(pool.stats().created >= 1);
+
+  // Drop the only Pool handle inside a callback on the event-loop thread: it
+  // must close without waiting (no deadlock).
+  std::promise<void> dropped;
+  auto fut = dropped.get_future();
+  ztee::ExecOptions eo;
+  eo.shell = "true";
+  a->exec_async(eo, [p = std::move(pool), &dropped](ztee::Result<ztee::ExecResult>) mutable {
+    p = ztee::Pool();
+    dropped.set_value();
+  });
+  CHECK(fut.wait_for(10s) == std::future_status::ready);
+  CHECK(a->ping().ok());  // a leased sandbox outlives its pool
+  CHECK(a->destroy().ok());
+}
