@@ -21,6 +21,7 @@ namespace {
 
 constexpr uint64_t kBackoffBaseMs = 100;
 constexpr uint64_t kBackoffMaxMs = 30000;
+constexpr uint64_t kHealthCheckMs = 1000;  // how often ready sandboxes are checked for a dead VMM
 
 using Clock = std::chrono::steady_clock;
 
@@ -104,17 +105,10 @@ Result<Sandbox> PoolImpl::lease(uint32_t deadline_ms) {
   {
     std::unique_lock lk(mu_);
     if (closed_) return make_error(Errc::kClosed, "the pool is closed");
-    while (!ready_.empty()) {
-      auto sb = std::move(ready_.front());
+    prune_dead_locked(dead);
+    if (!ready_.empty()) {
+      got = std::move(ready_.front());
       ready_.pop_front();
-      if (sb->state() == SandboxState::kReady) {
-        got = std::move(sb);
-        break;
-      }
-      // Its VMM died while it waited in the pool: never hand it out.
-      ++counters_.failed;
-      counters_.last_error = fmt::format("ready sandbox {} died in the pool: {}", sb->id(), sb->failure());
-      dead.push_back(std::move(sb));
     }
     if (got) {
       ++leased_;
@@ -154,6 +148,13 @@ PoolStats PoolImpl::stats() const {
   s.leased = leased_;
   s.backing_off = backing_off_;
   return s;
+}
+
+void PoolImpl::start() {
+  rt_->loop->post([self = shared_from_this()] {
+    self->refill();
+    self->start_health_check();
+  });
 }
 
 void PoolImpl::schedule_refill() {
@@ -223,17 +224,20 @@ void PoolImpl::remove_template_if_idle() {
 
 void PoolImpl::refill() {
   uint32_t n = 0;
+  std::vector<std::shared_ptr<SandboxImpl>> dead;
   {
     std::lock_guard lk(mu_);
-    if (closed_ || backing_off_) return;
+    if (closed_) return;
+    prune_dead_locked(dead);
     const size_t want = opts_.min_ready + waiters_.size();
-    while (true) {
+    while (!backing_off_) {
       size_t have = ready_.size() + starting_;
       if (have >= want || have + leased_ >= opts_.max_total || starting_ >= opts_.refill_concurrency) break;
       ++starting_;
       ++n;
     }
   }
+  for (auto& sb : dead) destroy_async(std::move(sb));
   for (uint32_t i = 0; i < n; ++i) {
     rt_->start_sandbox(sandbox_opts_, image_, [self = shared_from_this()](Result<std::shared_ptr<SandboxImpl>> r) {
       self->on_started(std::move(r));
@@ -280,6 +284,33 @@ void PoolImpl::on_started(Result<std::shared_ptr<SandboxImpl>> r) {
     refill();
   }
   remove_template_if_idle();
+}
+
+void PoolImpl::prune_dead_locked(std::vector<std::shared_ptr<SandboxImpl>>& dead) {
+  for (auto it = ready_.begin(); it != ready_.end();) {
+    if ((*it)->state() == SandboxState::kReady) {
+      ++it;
+      continue;
+    }
+    // Its VMM died while it waited in the pool: never hand it out.
+    ++counters_.failed;
+    counters_.last_error = fmt::format("ready sandbox {} died in the pool: {}", (*it)->id(), (*it)->failure());
+    dead.push_back(std::move(*it));
+    it = ready_.erase(it);
+  }
+}
+
+void PoolImpl::start_health_check() {
+  rt_->loop->add_timer(kHealthCheckMs, [weak = weak_from_this()] {
+    auto self = weak.lock();
+    if (!self) return;
+    {
+      std::lock_guard lk(self->mu_);
+      if (self->closed_) return;
+    }
+    self->refill();  // prunes dead ready sandboxes, then tops up
+    self->start_health_check();
+  });
 }
 
 void PoolImpl::start_backoff(uint64_t delay_ms) {
@@ -401,7 +432,7 @@ Result<Pool> Runtime::create_pool(const PoolOptions& opts) {
     return std::move(image).error();
   }
   auto core = std::make_shared<detail::PoolImpl>(impl_, opts, std::move(so), std::move(image).value(), owned);
-  core->schedule_refill();
+  core->start();
   detail::PoolImpl* raw = core.get();
   return Pool(std::shared_ptr<detail::PoolImpl>(raw, CloseOnRelease{std::move(core)}));
 }

@@ -44,6 +44,8 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   void close();
   // Asks the loop for a refill; coalesces repeated requests.
   void schedule_refill();
+  // Starts filling and the periodic health check of ready sandboxes.
+  void start();
 
  private:
   struct Waiter {
@@ -56,11 +58,14 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   void refill();
   void on_started(Result<std::shared_ptr<SandboxImpl>> r);
   void start_backoff(uint64_t delay_ms);
+  void start_health_check();
   void remove_template_if_idle();
 
   Sandbox hand_out(std::shared_ptr<SandboxImpl> sb);  // any thread, mu_ not held
   void record_wait(uint64_t wait_us);                 // mu_ held
   std::string shortage_locked(uint32_t deadline_ms) const;  // mu_ held
+  // Moves ready sandboxes whose VMM died into `dead`, counting them as failed.
+  void prune_dead_locked(std::vector<std::shared_ptr<SandboxImpl>>& dead);  // mu_ held
 
   const std::shared_ptr<RuntimeImpl> rt_;
   const PoolOptions opts_;
