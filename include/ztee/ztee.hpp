@@ -161,7 +161,9 @@ class Sandbox {
  private:
   friend class Runtime;
   friend class detail::PoolImpl;
-  explicit Sandbox(std::shared_ptr<detail::SandboxImpl> impl) : impl_(std::move(impl)) {}
+  // Wraps a started sandbox in a public handle: when the last handle goes,
+  // the sandbox is destroyed.
+  explicit Sandbox(std::shared_ptr<detail::SandboxImpl> impl);
   std::shared_ptr<detail::SandboxImpl> impl_;
 };
 

@@ -112,7 +112,8 @@ class SandboxImpl : public std::enable_shared_from_this<SandboxImpl> {
     // Returns true when the request has completed.
     std::function<bool(const proto::FrameHeader&, std::string_view)> on_frame;
     std::function<void(Error)> fail;
-    uint64_t timer = 0;
+    uint64_t deadline_ms = 0;  // steady-clock ms; 0: none
+    std::shared_ptr<SandboxImpl> keep;  // the sandbox outlives its requests
   };
 
   std::optional<Error> usable() const;
@@ -149,6 +150,8 @@ class SandboxImpl : public std::enable_shared_from_this<SandboxImpl> {
   Done boot_done_;
   uint64_t boot_timer_ = 0;
   uint64_t lost_timer_ = 0;
+  uint64_t watchdog_timer_ = 0;  // armed while a request has a deadline
+  void arm_watchdog();
   std::string console_tail_, log_tail_;
   std::string snapshot_dir_;        // set while snapshot_save tears down
  public:

@@ -225,6 +225,21 @@ const std::string kEmpty;
 Error empty_handle() { return make_error(Errc::kInvalidArgument, "Sandbox handle is empty"); }
 }  // namespace
 
+Sandbox::Sandbox(std::shared_ptr<SandboxImpl> internal) {
+  // The handles share their own count; the deleter keeps the sandbox alive
+  // until the last handle is gone, then destroys it on the loop thread.
+  // In-flight requests hold internal references, so the loop never sees a
+  // sandbox vanish under it.
+  SandboxImpl* raw = internal.get();
+  impl_ = std::shared_ptr<SandboxImpl>(raw, [internal = std::move(internal)](SandboxImpl*) mutable {
+    auto sb = std::move(internal);
+    auto& loop = *sb->runtime().loop;
+    loop.post([sb] {
+      if (sb->state() != SandboxState::kDestroyed) sb->destroy([sb](Result<void>) {});
+    });
+  });
+}
+
 const std::string& Sandbox::id() const { return impl_ ? impl_->id() : kEmpty; }
 SandboxState Sandbox::state() const { return impl_ ? impl_->state() : SandboxState::kDestroyed; }
 std::string Sandbox::failure() const { return impl_ ? impl_->failure() : ""; }

@@ -21,6 +21,13 @@ constexpr uint64_t kRequestDeadlineMs = 60000;   // file ops, ping
 constexpr uint64_t kExecGraceMs = 5000;          // past the guest's own timeout
 constexpr size_t kTailBytes = 8192;
 constexpr uint64_t kChannelLossGraceMs = 1000;
+constexpr uint64_t kWatchdogMs = 1000;
+
+uint64_t steady_ms() {
+  struct timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
+}
 
 void append_tail(std::string& tail, std::string_view data) {
   tail.append(data);
@@ -203,22 +210,37 @@ uint32_t SandboxImpl::start_request(std::shared_ptr<Request> req, uint64_t deadl
     auto r = it->second;  // keeps it alive if on_frame fails the sandbox
     if (r->on_frame(h, p)) finish_request(h.stream);
   });
+  req->keep = shared_from_this();
   if (deadline_ms) {
-    req->timer = rt_->loop->add_timer(deadline_ms, [this, sid] {
-      auto it = reqs_.find(sid);
-      if (it == reqs_.end()) return;
-      it->second->timer = 0;
-      fail(Errc::kTimeout, "the guest agent did not answer a request within its deadline");
-    });
+    req->deadline_ms = steady_ms() + deadline_ms;
+    if (!watchdog_timer_) arm_watchdog();
   }
   reqs_.emplace(sid, std::move(req));
   return sid;
 }
 
+void SandboxImpl::arm_watchdog() {
+  // One coarse timer per sandbox rather than one per request: requests are
+  // frequent and their deadlines (tens of seconds) need no precision.
+  watchdog_timer_ = rt_->loop->add_timer(kWatchdogMs, [this] {
+    watchdog_timer_ = 0;
+    uint64_t now = steady_ms();
+    bool pending = false;
+    for (auto& [sid, r] : reqs_) {
+      if (!r->deadline_ms) continue;
+      if (now >= r->deadline_ms) {
+        fail(Errc::kTimeout, "the guest agent did not answer a request within its deadline");
+        return;
+      }
+      pending = true;
+    }
+    if (pending) arm_watchdog();
+  });
+}
+
 void SandboxImpl::finish_request(uint32_t sid) {
   auto it = reqs_.find(sid);
   if (it == reqs_.end()) return;
-  if (it->second->timer) rt_->loop->cancel_timer(it->second->timer);
   reqs_.erase(it);
   if (vm_ && vm_->agent) vm_->agent->close_stream(sid);
 }
@@ -227,13 +249,13 @@ void SandboxImpl::fail_requests(Errc code, const std::string& reason) {
   auto reqs = std::move(reqs_);
   reqs_.clear();
   for (auto& [sid, r] : reqs) {
-    if (r->timer) rt_->loop->cancel_timer(r->timer);
     if (vm_ && vm_->agent) vm_->agent->close_stream(sid);
     r->fail(make_error(code, reason));
   }
 }
 
 void SandboxImpl::fail(Errc code, std::string reason) {
+  auto self = shared_from_this();  // failing requests drops their references
   SandboxState s = state_.load();
   if (s == SandboxState::kFailed || s == SandboxState::kDestroyed) return;
   std::string full = reason + diagnostics();
@@ -242,7 +264,7 @@ void SandboxImpl::fail(Errc code, std::string reason) {
     failure_ = full;
   }
   state_.store(SandboxState::kFailed);
-  for (uint64_t* t : {&boot_timer_, &lost_timer_}) {
+  for (uint64_t* t : {&boot_timer_, &lost_timer_, &watchdog_timer_}) {
     if (*t) rt_->loop->cancel_timer(*t);
     *t = 0;
   }
@@ -818,11 +840,12 @@ void SandboxImpl::snapshot_save(std::string dir, Done done) {
 }
 
 void SandboxImpl::destroy(Done done) {
+  auto self = shared_from_this();  // failing requests drops their references
   SandboxState s = state_.load();
   if (s == SandboxState::kDestroyed)
     return done(make_error(Errc::kClosed, fmt::format("sandbox {} was already destroyed", id_)));
   state_.store(SandboxState::kDestroyed);
-  for (uint64_t* t : {&boot_timer_, &lost_timer_}) {
+  for (uint64_t* t : {&boot_timer_, &lost_timer_, &watchdog_timer_}) {
     if (*t) rt_->loop->cancel_timer(*t);
     *t = 0;
   }
@@ -834,7 +857,6 @@ void SandboxImpl::destroy(Done done) {
   vm_->close_io();
   if (vm_->process.try_reap()) return finish_destroy(std::move(done));
   vm_->process.kill();
-  auto self = shared_from_this();
   rt_->loop->poll(vm_->process.pidfd(), POLLIN, [self, done = std::move(done)](int) mutable {
     self->finish_destroy(std::move(done));
   });

@@ -190,3 +190,23 @@ TEST_CASE("a sandbox dropped without destroy is still torn down") {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   CHECK(test::count_entries(test::state_dir()) == entries_before);
 }
+
+TEST_CASE("dropping the last handle with an exec in flight ends it cleanly") {
+  std::promise<ztee::Result<ztee::ExecResult>> p;
+  int pid = 0;
+  {
+    auto sbr = test::runtime().create_sandbox();
+    REQUIRE_MESSAGE(sbr.ok(), sbr.error().message);
+    pid = sbr->vmm_pid();
+    ztee::ExecOptions o;
+    o.shell = "sleep 60";
+    sbr->exec_async(o, [&](ztee::Result<ztee::ExecResult> r) { p.set_value(std::move(r)); });
+  }
+  auto f = p.get_future();
+  REQUIRE(f.wait_for(std::chrono::seconds(20)) == std::future_status::ready);
+  auto r = f.get();
+  REQUIRE(!r.ok());
+  CHECK(r.error().code == Errc::kClosed);
+  for (int i = 0; i < 200 && test::process_alive(pid); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  CHECK(!test::process_alive(pid));
+}
