@@ -6,10 +6,12 @@
 
 #include <unistd.h>
 
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <new>
+#include <span>
 #include <string>
 #include <utility>
 
@@ -20,6 +22,10 @@ struct ztee_runtime {
 struct ztee_sandbox {
   ztee::Sandbox sb;
   std::string id;
+};
+
+struct ztee_pool {
+  ztee::Pool pool;
 };
 
 namespace {
@@ -68,45 +74,87 @@ std::string str_or(const char* s, const char* dflt = "") { return s ? std::strin
 
 // ---- options structs --------------------------------------------------------
 //
-// Size of each struct as first published (ABI 0). Fields are only appended, so
-// any struct_size in [first, sizeof] is a caller built against some version of
-// ztee.h; the fields it does not know are zero (their default).
+// Every size each struct has had in a published ztee.h. Fields are only
+// appended, so a caller built against an older header passes an older size;
+// the fields it does not know are zero (their default). Any other size (e.g.
+// one that ends inside a field) is refused.
 constexpr size_t kRuntimeOptionsV1 = sizeof(ztee_runtime_options);
-constexpr size_t kSandboxOptionsV1 = sizeof(ztee_sandbox_options);
+// 0.1 ended with output_cap; template_dir and snapshottable came after.
+constexpr size_t kSandboxOptionsV1 = offsetof(ztee_sandbox_options, template_dir);
+static_assert(kSandboxOptionsV1 == offsetof(ztee_sandbox_options, output_cap) + sizeof(uint64_t),
+              "0.1's ztee_sandbox_options had no tail padding");
 constexpr size_t kExecOptionsV1 = sizeof(ztee_exec_options);
+constexpr size_t kPoolOptionsV1 = sizeof(ztee_pool_options);
+constexpr size_t kPoolStatsV1 = sizeof(ztee_pool_stats);
 
-template <typename T>
-ztee_status check_size(size_t size, size_t first, const char* type, const char* init) {
+constexpr size_t kRuntimeOptionsSizes[] = {kRuntimeOptionsV1};
+constexpr size_t kSandboxOptionsSizes[] = {kSandboxOptionsV1, sizeof(ztee_sandbox_options)};
+constexpr size_t kExecOptionsSizes[] = {kExecOptionsV1};
+constexpr size_t kPoolOptionsSizes[] = {kPoolOptionsV1};
+constexpr size_t kPoolStatsSizes[] = {kPoolStatsV1};
+
+ztee_status check_size(size_t size, std::span<const size_t> known, const char* type,
+                       const char* init) {
   if (size == 0)
     return invalid(std::string(type) + ".struct_size is 0: initialise the struct with " + init +
                    " or " + std::string(type) + "_init()");
-  if (size < first || size > sizeof(T))
-    return invalid(std::string(type) + ".struct_size " + std::to_string(size) +
-                   " is not a size this libztee knows (" + std::to_string(first) + ".." +
-                   std::to_string(sizeof(T)) + "): initialise the struct with " + init + " or " +
-                   std::string(type) + "_init()");
-  return ZTEE_OK;
+  std::string list;
+  for (size_t k : known) {
+    if (size == k) return ZTEE_OK;
+    list += (list.empty() ? "" : ", ") + std::to_string(k);
+  }
+  return invalid(std::string(type) + ".struct_size " + std::to_string(size) +
+                 " is not a size this libztee knows (" + list + "): initialise the struct with " +
+                 init + " or " + std::string(type) + "_init()");
 }
 
 // Copies the caller's options into a zeroed struct of the current layout.
 // NULL means every default.
 template <typename T>
-ztee_status read_options(const T* in, size_t first, const char* type, const char* init, T* out) {
+ztee_status read_options(const T* in, std::span<const size_t> known, const char* type,
+                         const char* init, T* out) {
   std::memset(out, 0, sizeof(T));
   out->struct_size = sizeof(T);
   if (!in) return ZTEE_OK;
-  if (ztee_status st = check_size<T>(in->struct_size, first, type, init); st != ZTEE_OK) return st;
+  if (ztee_status st = check_size(in->struct_size, known, type, init); st != ZTEE_OK) return st;
   std::memcpy(out, in, in->struct_size);
   return ZTEE_OK;
 }
 
 template <typename T>
-ztee_status init_options(T* opts, size_t size, size_t first, const char* type, const char* init) {
+ztee_status init_options(T* opts, size_t size, std::span<const size_t> known,
+                         const char* type, const char* init) {
   if (!opts) return invalid(std::string(type) + "_init: opts is NULL");
-  if (ztee_status st = check_size<T>(size, first, type, init); st != ZTEE_OK) return st;
+  if (ztee_status st = check_size(size, known, type, init); st != ZTEE_OK) return st;
   std::memset(opts, 0, size);
   opts->struct_size = static_cast<uint32_t>(size);
   return ZTEE_OK;
+}
+
+// The C++ options for C ones already read into the current layout.
+ztee::SandboxOptions to_sandbox_options(const ztee_sandbox_options& o) {
+  ztee::SandboxOptions so;
+  so.image_dir = str_or(o.image_dir);
+  if (o.vcpus) so.vcpus = o.vcpus;
+  if (o.memory_mib) so.memory_mib = o.memory_mib;
+  if (o.boot_timeout_ms) so.boot_timeout_ms = o.boot_timeout_ms;
+  so.exec_timeout_ms = o.exec_timeout_ms;
+  if (o.output_cap) so.output_cap = o.output_cap;
+  so.template_dir = str_or(o.template_dir);
+  so.snapshottable = o.snapshottable != 0;
+  return so;
+}
+
+// Wraps a C++ sandbox in a new handle (its id cached for ztee_sandbox_id).
+ztee_sandbox* new_sandbox_handle(ztee::Sandbox&& sb) {
+  auto* h = new ztee_sandbox{std::move(sb), {}};
+  try {
+    h->id = h->sb.id();
+  } catch (...) {
+    delete h;
+    throw;
+  }
+  return h;
 }
 
 // Copies bytes into a malloc'ed, NUL-terminated buffer (released with free()).
@@ -185,6 +233,8 @@ int ztee_has_feature(const char* feature) {
   if (std::strcmp(feature, "kvm") == 0) return access("/dev/kvm", R_OK | W_OK) == 0 ? 1 : 0;
   if (std::strcmp(feature, "streaming") == 0) return 1;
   if (std::strcmp(feature, "files") == 0) return 1;
+  if (std::strcmp(feature, "pool") == 0) return 1;
+  if (std::strcmp(feature, "snapshot") == 0) return 1;
   return 0;
 }
 
@@ -194,7 +244,7 @@ void ztee_free(void* ptr) { std::free(ptr); }
 
 ztee_status ztee_runtime_options_init(ztee_runtime_options* opts, size_t size) {
   return guard([&] {
-    return init_options(opts, size, kRuntimeOptionsV1, "ztee_runtime_options",
+    return init_options(opts, size, kRuntimeOptionsSizes, "ztee_runtime_options",
                         "ZTEE_RUNTIME_OPTIONS_INIT");
   });
 }
@@ -203,7 +253,7 @@ ztee_status ztee_runtime_create(const ztee_runtime_options* opts, ztee_runtime**
   return guard([&]() -> ztee_status {
     if (!out) return invalid("ztee_runtime_create: out is NULL");
     ztee_runtime_options o;
-    if (ztee_status st = read_options(opts, kRuntimeOptionsV1, "ztee_runtime_options",
+    if (ztee_status st = read_options(opts, kRuntimeOptionsSizes, "ztee_runtime_options",
                                       "ZTEE_RUNTIME_OPTIONS_INIT", &o);
         st != ZTEE_OK)
       return st;
@@ -231,7 +281,7 @@ void ztee_runtime_free(ztee_runtime* rt) {
 
 ztee_status ztee_sandbox_options_init(ztee_sandbox_options* opts, size_t size) {
   return guard([&] {
-    return init_options(opts, size, kSandboxOptionsV1, "ztee_sandbox_options",
+    return init_options(opts, size, kSandboxOptionsSizes, "ztee_sandbox_options",
                         "ZTEE_SANDBOX_OPTIONS_INIT");
   });
 }
@@ -242,27 +292,13 @@ ztee_status ztee_sandbox_create(ztee_runtime* rt, const ztee_sandbox_options* op
     ZTEE_CHECK_HANDLE(rt, "ztee_sandbox_create");
     if (!out) return invalid("ztee_sandbox_create: out is NULL");
     ztee_sandbox_options o;
-    if (ztee_status st = read_options(opts, kSandboxOptionsV1, "ztee_sandbox_options",
+    if (ztee_status st = read_options(opts, kSandboxOptionsSizes, "ztee_sandbox_options",
                                       "ZTEE_SANDBOX_OPTIONS_INIT", &o);
         st != ZTEE_OK)
       return st;
-    ztee::SandboxOptions so;
-    so.image_dir = str_or(o.image_dir);
-    if (o.vcpus) so.vcpus = o.vcpus;
-    if (o.memory_mib) so.memory_mib = o.memory_mib;
-    if (o.boot_timeout_ms) so.boot_timeout_ms = o.boot_timeout_ms;
-    so.exec_timeout_ms = o.exec_timeout_ms;
-    if (o.output_cap) so.output_cap = o.output_cap;
-    auto r = rt->rt.create_sandbox(so);
+    auto r = rt->rt.create_sandbox(to_sandbox_options(o));
     if (!r) return fail(r.error());
-    auto* h = new ztee_sandbox{std::move(r.value()), {}};
-    try {
-      h->id = h->sb.id();
-    } catch (...) {
-      delete h;
-      throw;
-    }
-    *out = h;
+    *out = new_sandbox_handle(std::move(r.value()));
     return ZTEE_OK;
   });
 }
@@ -296,11 +332,46 @@ ztee_status ztee_sandbox_ping(ztee_sandbox* sb) {
   });
 }
 
+ztee_status ztee_sandbox_pause(ztee_sandbox* sb) {
+  return guard([&]() -> ztee_status {
+    ZTEE_CHECK_HANDLE(sb, "ztee_sandbox_pause");
+    auto r = sb->sb.pause();
+    if (!r) return fail(r.error());
+    return ZTEE_OK;
+  });
+}
+
+ztee_status ztee_sandbox_resume(ztee_sandbox* sb) {
+  return guard([&]() -> ztee_status {
+    ZTEE_CHECK_HANDLE(sb, "ztee_sandbox_resume");
+    auto r = sb->sb.resume();
+    if (!r) return fail(r.error());
+    return ZTEE_OK;
+  });
+}
+
+ztee_status ztee_sandbox_snapshot(ztee_sandbox* sb, const char* dir) {
+  return guard([&]() -> ztee_status {
+    ZTEE_CHECK_HANDLE(sb, "ztee_sandbox_snapshot");
+    if (!dir) return invalid("ztee_sandbox_snapshot: dir is NULL");
+    auto r = sb->sb.snapshot(dir);
+    if (r) return ZTEE_OK;
+    ztee::Error e = std::move(r).error();
+    // The ABI promises the sandbox is consumed unless the arguments were refused.
+    ztee::SandboxState state = sb->sb.state();
+    if (state != ztee::SandboxState::kDestroyed &&
+        (e.code != ztee::Errc::kInvalidArgument || state == ztee::SandboxState::kFailed))
+      (void)sb->sb.destroy();
+    return fail(e);
+  });
+}
+
 // ---- exec ---------------------------------------------------------------------
 
 ztee_status ztee_exec_options_init(ztee_exec_options* opts, size_t size) {
   return guard([&] {
-    return init_options(opts, size, kExecOptionsV1, "ztee_exec_options", "ZTEE_EXEC_OPTIONS_INIT");
+    return init_options(opts, size, kExecOptionsSizes, "ztee_exec_options",
+                        "ZTEE_EXEC_OPTIONS_INIT");
   });
 }
 
@@ -312,7 +383,7 @@ ztee_status ztee_sandbox_exec(ztee_sandbox* sb, const ztee_exec_options* opts,
     if (!out) return invalid("ztee_sandbox_exec: out is NULL");
     ztee_exec_options o;
     if (ztee_status st =
-            read_options(opts, kExecOptionsV1, "ztee_exec_options", "ZTEE_EXEC_OPTIONS_INIT", &o);
+            read_options(opts, kExecOptionsSizes, "ztee_exec_options", "ZTEE_EXEC_OPTIONS_INIT", &o);
         st != ZTEE_OK)
       return st;
 
@@ -485,6 +556,117 @@ ztee_status ztee_sandbox_mkdir(ztee_sandbox* sb, const char* path, int parents, 
     ZTEE_CHECK_PATH(path, "ztee_sandbox_mkdir");
     auto r = sb->sb.mkdir(path, parents != 0, mode ? mode : 0755);
     if (!r) return fail(r.error());
+    return ZTEE_OK;
+  });
+}
+
+// ---- pool ---------------------------------------------------------------------
+
+ztee_status ztee_pool_options_init(ztee_pool_options* opts, size_t size) {
+  return guard([&] {
+    return init_options(opts, size, kPoolOptionsSizes, "ztee_pool_options",
+                        "ZTEE_POOL_OPTIONS_INIT");
+  });
+}
+
+ztee_status ztee_pool_create(ztee_runtime* rt, const ztee_pool_options* opts, ztee_pool** out) {
+  return guard([&]() -> ztee_status {
+    ZTEE_CHECK_HANDLE(rt, "ztee_pool_create");
+    if (!out) return invalid("ztee_pool_create: out is NULL");
+    ztee_pool_options o;
+    if (ztee_status st = read_options(opts, kPoolOptionsSizes, "ztee_pool_options",
+                                      "ZTEE_POOL_OPTIONS_INIT", &o);
+        st != ZTEE_OK)
+      return st;
+    ztee_sandbox_options so;
+    if (ztee_status st = read_options(o.sandbox, kSandboxOptionsSizes, "ztee_sandbox_options",
+                                      "ZTEE_SANDBOX_OPTIONS_INIT", &so);
+        st != ZTEE_OK)
+      return st;
+    if (so.template_dir)
+      return invalid("ztee_pool_create: sandbox->template_dir is set: set "
+                     "ztee_pool_options.template_dir instead");
+    if (o.cold_boot && o.template_dir)
+      return invalid("ztee_pool_create: cold_boot and template_dir exclude each other");
+    ztee::PoolOptions po;
+    po.sandbox = to_sandbox_options(so);
+    po.template_dir = str_or(o.template_dir);
+    po.from_snapshot = o.cold_boot == 0;
+    if (o.min_ready) po.min_ready = o.min_ready;
+    if (o.max_total) po.max_total = o.max_total;
+    if (o.refill_concurrency) po.refill_concurrency = o.refill_concurrency;
+    if (o.lease_timeout_ms) po.lease_timeout_ms = o.lease_timeout_ms;
+    if (po.max_total < po.min_ready)
+      return invalid("ztee_pool_create: max_total " + std::to_string(po.max_total) +
+                     " is less than min_ready " + std::to_string(po.min_ready));
+    auto r = rt->rt.create_pool(po);
+    if (!r) return fail(r.error());
+    *out = new ztee_pool{std::move(r.value())};
+    return ZTEE_OK;
+  });
+}
+
+ztee_status ztee_pool_lease(ztee_pool* pool, uint32_t deadline_ms, ztee_sandbox** out) {
+  return guard([&]() -> ztee_status {
+    ZTEE_CHECK_HANDLE(pool, "ztee_pool_lease");
+    if (!out) return invalid("ztee_pool_lease: out is NULL");
+    auto r = pool->pool.lease(deadline_ms);
+    if (!r) return fail(r.error());
+    *out = new_sandbox_handle(std::move(r.value()));
+    return ZTEE_OK;
+  });
+}
+
+ztee_status ztee_pool_stats_get(const ztee_pool* pool, ztee_pool_stats* out) {
+  return guard([&]() -> ztee_status {
+    ZTEE_CHECK_HANDLE(pool, "ztee_pool_stats_get");
+    if (!out) return invalid("ztee_pool_stats_get: out is NULL");
+    uint32_t size = out->struct_size;
+    if (ztee_status st = check_size(size, kPoolStatsSizes, "ztee_pool_stats",
+                                    "ZTEE_POOL_STATS_INIT");
+        st != ZTEE_OK)
+      return st;
+    ztee::PoolStats s = pool->pool.stats();
+    ztee_pool_stats full;
+    std::memset(&full, 0, sizeof full);
+    full.struct_size = size;
+    full.ready = s.ready;
+    full.starting = s.starting;
+    full.leased = s.leased;
+    full.consecutive_failures = s.consecutive_failures;
+    full.backing_off = s.backing_off ? 1 : 0;
+    full.created = s.created;
+    full.failed = s.failed;
+    full.leases = s.leases;
+    full.lease_timeouts = s.lease_timeouts;
+    static_assert(sizeof full.lease_wait_hist == sizeof s.lease_wait_hist);
+    std::memcpy(full.lease_wait_hist, s.lease_wait_hist, sizeof full.lease_wait_hist);
+    std::memcpy(out, &full, size);  // only the fields the caller's layout has
+    return ZTEE_OK;
+  });
+}
+
+ztee_status ztee_pool_last_error(const ztee_pool* pool, char** out) {
+  return guard([&]() -> ztee_status {
+    ZTEE_CHECK_HANDLE(pool, "ztee_pool_last_error");
+    if (!out) return invalid("ztee_pool_last_error: out is NULL");
+    *out = dup_bytes(pool->pool.stats().last_error);
+    return ZTEE_OK;
+  });
+}
+
+void ztee_pool_close(ztee_pool* pool) {
+  (void)guard([&] {
+    if (pool && pool->pool) pool->pool.close();
+    return ZTEE_OK;
+  });
+}
+
+void ztee_pool_free(ztee_pool* pool) {
+  (void)guard([&] {
+    if (!pool) return ZTEE_OK;
+    if (pool->pool) pool->pool.close();
+    delete pool;
     return ZTEE_OK;
   });
 }

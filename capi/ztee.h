@@ -78,7 +78,8 @@ ZTEE_API const char *ztee_version(void);
 
 /* 1 if this build supports `feature`, else 0 (also for NULL or an unknown
  * name). Known features: "qemu", "firecracker", "kvm" (usable /dev/kvm now),
- * "streaming", "files". */
+ * "streaming", "files", "pool" (ztee_pool_*), "snapshot"
+ * (ztee_sandbox_snapshot, pause/resume, template_dir). */
 ZTEE_API int ztee_has_feature(const char *feature);
 
 /* Releases memory returned by the library (file contents). NULL-safe. */
@@ -123,11 +124,29 @@ typedef struct ztee_sandbox_options {
   uint32_t boot_timeout_ms; /* 0: 60000 */
   uint32_t exec_timeout_ms; /* default per-exec timeout; 0: none */
   uint64_t output_cap;      /* default per-exec output cap in bytes; 0: 16 MiB */
+  /* ---- appended after 0.1 (0.1's size: offsetof(ztee_sandbox_options, template_dir)) */
+  /* Start from this template directory (made by ztee_sandbox_snapshot)
+   * instead of a cold boot: the clone maps the template's memory
+   * copy-on-write and is re-identified (entropy, clock, hostname, id) before
+   * it is returned. vcpus and memory_mib must match the template's (0 means
+   * their defaults, 1 and 256, as always).
+   * NULL: cold boot from the image.
+   * SECURITY: the template's saved device state is loaded into the VMM and
+   * its memory becomes the guest's: use only directories that no untrusted
+   * user can write. */
+  const char *template_dir;
+  /* Non-zero: keep guest RAM in a file so ztee_sandbox_snapshot works.
+   * 0 (default): anonymous memory; snapshots fail with
+   * ZTEE_E_INVALID_ARGUMENT. */
+  int32_t snapshottable;
 } ztee_sandbox_options;
 
-#define ZTEE_SANDBOX_OPTIONS_INIT {sizeof(ztee_sandbox_options), NULL, 0, 0, 0, 0, 0}
+#define ZTEE_SANDBOX_OPTIONS_INIT {sizeof(ztee_sandbox_options), NULL, 0, 0, 0, 0, 0, NULL, 0}
 
-/* Like ztee_runtime_options_init, for ztee_sandbox_options. */
+/* Like ztee_runtime_options_init, for ztee_sandbox_options. Besides
+ * sizeof(ztee_sandbox_options), the size of every earlier published layout
+ * is accepted (offsetof(ztee_sandbox_options, template_dir) for 0.1 callers);
+ * a size in the middle of a field is ZTEE_E_INVALID_ARGUMENT. */
 ZTEE_API ztee_status ztee_sandbox_options_init(ztee_sandbox_options *opts, size_t size);
 
 /* Boots a microVM and waits until its guest agent is ready. opts may be NULL.
@@ -150,6 +169,37 @@ ZTEE_API const char *ztee_sandbox_id(const ztee_sandbox *sb);
 /* One no-op round trip to the guest agent.
  * Errors: ZTEE_E_CLOSED, ZTEE_E_SANDBOX_FAILED, ZTEE_E_TIMEOUT. */
 ZTEE_API ztee_status ztee_sandbox_ping(ztee_sandbox *sb);
+
+/* Stops (pause) or restarts (resume) the guest's vCPUs. While paused, calls
+ * that reach the guest (exec, files, ping) wait for a resume; their own
+ * deadlines keep running.
+ * Threads: any thread, e.g. pause from one thread while another's exec waits.
+ * Errors: ZTEE_E_INVALID_ARGUMENT (sb NULL), ZTEE_E_CLOSED,
+ * ZTEE_E_SANDBOX_FAILED. */
+ZTEE_API ztee_status ztee_sandbox_pause(ztee_sandbox *sb);
+ZTEE_API ztee_status ztee_sandbox_resume(ztee_sandbox *sb);
+
+/* Turns the sandbox into a template in directory `dir` (an absolute path,
+ * created by the call with mode 0700: it must not exist, its parent must):
+ * pauses the VM, saves its device state, moves its memory file there and
+ * writes the template's manifest (template.json). Start clones with
+ * ztee_sandbox_options.template_dir or ztee_pool_options.template_dir.
+ *
+ * The sandbox is CONSUMED: after the call the VM is gone (a template must
+ * stay pristine), and every later call on `sb` fails with ZTEE_E_CLOSED
+ * (ztee_sandbox_id still works; the handle must still be freed with
+ * ztee_sandbox_free). Exception: a failure with ZTEE_E_INVALID_ARGUMENT
+ * (checked before anything happens) leaves the sandbox as it was. On any
+ * failure `dir` is removed again.
+ * Needs a sandbox created with snapshottable != 0 and no call running in it.
+ * SECURITY: the template holds the guest's whole memory (anything a command
+ * left in RAM, e.g. secrets) and every clone starts with it: keep `dir`
+ * readable by trusted users only, and snapshot only sandboxes that ran
+ * trusted code.
+ * Errors: ZTEE_E_INVALID_ARGUMENT (sb or dir NULL, dir relative or existing,
+ * not snapshottable, a call still running), ZTEE_E_IO, ZTEE_E_CLOSED,
+ * ZTEE_E_SANDBOX_FAILED, ZTEE_E_TIMEOUT, ZTEE_E_UNSUPPORTED. */
+ZTEE_API ztee_status ztee_sandbox_snapshot(ztee_sandbox *sb, const char *dir);
 
 /* ---- exec --------------------------------------------------------------- */
 
@@ -259,6 +309,108 @@ ZTEE_API ztee_status ztee_sandbox_remove(ztee_sandbox *sb, const char *path, int
 /* Creates a directory; parents != 0 also creates missing parents (and an
  * existing directory is then not an error). mode 0: 0755. */
 ZTEE_API ztee_status ztee_sandbox_mkdir(ztee_sandbox *sb, const char *path, int parents, uint32_t mode);
+
+/* ---- pool --------------------------------------------------------------- */
+
+/* A warm pool: READY sandboxes kept waiting, refilled in the background on
+ * the runtime's event-loop thread (by default as clones of a snapshot
+ * template, so a refill costs a state restore, not a boot). A leased sandbox
+ * belongs to the caller alone; it is destroyed when freed and never returned
+ * to the pool. Every function here is thread-safe; ztee_pool_lease may run
+ * in many threads at once and never hands a sandbox out twice. */
+typedef struct ztee_pool ztee_pool;
+
+typedef struct ztee_pool_options {
+  uint32_t struct_size;
+  /* Options of every sandbox of the pool (vcpus, memory, image, limits).
+   * NULL: defaults. Borrowed for the call. Its template_dir must be NULL
+   * (use the pool's template_dir below). */
+  const ztee_sandbox_options *sandbox;
+  /* Template to clone from (made by ztee_sandbox_snapshot). NULL: the pool
+   * boots one sandbox, snapshots it into its own template under the
+   * runtime's state dir, and clones that.
+   * SECURITY: as ztee_sandbox_options.template_dir. */
+  const char *template_dir;
+  int32_t cold_boot;           /* non-zero: every sandbox is a cold boot (no
+                                  template); 0: clones of a snapshot */
+  uint32_t min_ready;          /* READY sandboxes kept waiting; 0: 2 */
+  uint32_t max_total;          /* ready + starting + leased, at most; 0: 8 */
+  uint32_t refill_concurrency; /* sandboxes started at once; 0: 1 */
+  uint32_t lease_timeout_ms;   /* ztee_pool_lease's deadline when it passes 0;
+                                  0: 30000 */
+} ztee_pool_options;
+
+#define ZTEE_POOL_OPTIONS_INIT {sizeof(ztee_pool_options), NULL, NULL, 0, 0, 0, 0, 0}
+
+/* Like ztee_runtime_options_init, for ztee_pool_options. */
+ZTEE_API ztee_status ztee_pool_options_init(ztee_pool_options *opts, size_t size);
+
+/* Creates a pool and waits until its template exists (booting and
+ * snapshotting a sandbox when template_dir is NULL and cold_boot is 0); it
+ * does not wait until min_ready sandboxes are READY (watch
+ * ztee_pool_stats). opts may be NULL for defaults. The pool keeps `rt`
+ * alive. *out is released with ztee_pool_free.
+ * SECURITY: the pool runs up to max_total VMs that run arbitrary code.
+ * Errors: ZTEE_E_INVALID_ARGUMENT (bad struct_size, cold_boot with
+ * template_dir, max_total < min_ready, sandbox->template_dir set),
+ * ZTEE_E_IMAGE (image or template missing, corrupt or not matching vcpus /
+ * memory), ZTEE_E_BACKEND_UNAVAILABLE, ZTEE_E_TIMEOUT, ZTEE_E_SANDBOX_FAILED
+ * (the template's sandbox failed), ZTEE_E_IO. */
+ZTEE_API ztee_status ztee_pool_create(ztee_runtime *rt, const ztee_pool_options *opts,
+                                      ztee_pool **out);
+
+/* Hands out a READY sandbox, waiting up to deadline_ms milliseconds for one
+ * (0: the pool's lease_timeout_ms). *out is the caller's alone: use it like
+ * any sandbox and release it with ztee_sandbox_free (or destroy it); it is
+ * never recycled. It keeps working after the pool is closed or freed.
+ * Threads: any thread; concurrent leases never share a sandbox.
+ * Errors: ZTEE_E_INVALID_ARGUMENT (pool or out NULL), ZTEE_E_TIMEOUT (none
+ * became READY in time; the message says whether the pool is backing off
+ * after start failures, and ztee_pool_last_error says why they failed),
+ * ZTEE_E_CLOSED (the pool was closed). */
+ZTEE_API ztee_status ztee_pool_lease(ztee_pool *pool, uint32_t deadline_ms, ztee_sandbox **out);
+
+/* The pool's counters. The caller sets out->struct_size (ZTEE_POOL_STATS_INIT)
+ * and the library fills the fields that fit in that size: callers built
+ * against an older ztee.h get the fields they know. The counts are one
+ * consistent snapshot. */
+typedef struct ztee_pool_stats {
+  uint32_t struct_size;
+  uint32_t ready;                /* READY and waiting to be leased */
+  uint32_t starting;             /* booting or restoring */
+  uint32_t leased;               /* handed out and not yet destroyed */
+  uint32_t consecutive_failures; /* start failures since the last success */
+  int32_t backing_off;           /* 1: refills paused after repeated failures */
+  uint64_t created;              /* sandboxes that became READY, ever */
+  uint64_t failed;               /* sandboxes that failed to start (discarded) */
+  uint64_t leases;               /* successful ztee_pool_lease calls */
+  uint64_t lease_timeouts;       /* leases that failed with ZTEE_E_TIMEOUT */
+  /* Leases by time waited: < 10 us, < 100 us, < 1 ms, < 10 ms, < 100 ms,
+   * < 1 s, < 10 s, >= 10 s. */
+  uint64_t lease_wait_hist[8];
+} ztee_pool_stats;
+
+#define ZTEE_POOL_STATS_INIT {sizeof(ztee_pool_stats), 0, 0, 0, 0, 0, 0, 0, 0, 0, {0}}
+
+/* Fills *out (see ztee_pool_stats); a closed pool still reports its counts.
+ * Errors: ZTEE_E_INVALID_ARGUMENT (pool or out NULL, out->struct_size 0 or
+ * not a size this library knows). */
+ZTEE_API ztee_status ztee_pool_stats_get(const ztee_pool *pool, ztee_pool_stats *out);
+
+/* The pool's latest sandbox start failure as a message ("" if none so far),
+ * the reason behind ztee_pool_stats.failed and backing_off. On success *out
+ * is a NUL-terminated string to release with ztee_free.
+ * Errors: ZTEE_E_INVALID_ARGUMENT (pool or out NULL). */
+ZTEE_API ztee_status ztee_pool_last_error(const ztee_pool *pool, char **out);
+
+/* Destroys the READY sandboxes and stops refilling; later leases fail with
+ * ZTEE_E_CLOSED. Leased sandboxes stay with their holders. A second call is
+ * a no-op. NULL-safe. */
+ZTEE_API void ztee_pool_close(ztee_pool *pool);
+
+/* Closes the pool (see ztee_pool_close) and frees the handle. Leased
+ * sandboxes keep working and are freed on their own. NULL-safe. */
+ZTEE_API void ztee_pool_free(ztee_pool *pool);
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,7 @@
 /* C ABI tests that need no VM: argument validation, options sizes, errors,
  * version and features. */
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <unistd.h>
 
@@ -40,6 +41,8 @@ static void test_features(void) {
   CHECK(ztee_has_feature("firecracker") == 0);
   CHECK(ztee_has_feature("streaming") == 1);
   CHECK(ztee_has_feature("files") == 1);
+  CHECK(ztee_has_feature("pool") == 1);
+  CHECK(ztee_has_feature("snapshot") == 1);
   CHECK(ztee_has_feature("kvm") == (access("/dev/kvm", R_OK | W_OK) == 0 ? 1 : 0));
   CHECK(ztee_has_feature("no-such-feature") == 0);
   CHECK(ztee_has_feature(NULL) == 0);
@@ -58,6 +61,8 @@ static void test_free_null(void) {
   ztee_exec_result_free(NULL);
   ztee_file_info_free(NULL);
   ztee_dir_list_free(NULL);
+  ztee_pool_close(NULL);
+  ztee_pool_free(NULL);
   ztee_free(NULL);
   CHECK(strcmp(ztee_sandbox_id(NULL), "") == 0);
 }
@@ -100,6 +105,52 @@ static void test_options_init(void) {
     CHECK(r2.struct_size == sizeof r2);
     CHECK(s2.struct_size == sizeof s2);
     CHECK(e2.struct_size == sizeof e2);
+  }
+}
+
+/* Sizes of the options and stats structs added for pools and snapshots. */
+static void test_new_struct_sizes(void) {
+  ztee_pool_options po;
+  ztee_sandbox_options so;
+  size_t bad[] = {0, 3, (size_t)1 << 20, SIZE_MAX, sizeof(ztee_pool_options) - 4,
+                  sizeof(ztee_pool_options) + 8};
+  size_t i;
+  const size_t old_size = offsetof(ztee_sandbox_options, template_dir);
+
+  memset(&po, 0x7f, sizeof po);
+  CHECK_STATUS(ztee_pool_options_init(&po, sizeof po), ZTEE_OK);
+  CHECK(po.struct_size == sizeof po && po.sandbox == NULL && po.template_dir == NULL);
+  CHECK(po.cold_boot == 0 && po.min_ready == 0 && po.max_total == 0 && po.lease_timeout_ms == 0);
+  CHECK_STATUS(ztee_pool_options_init(NULL, sizeof po), ZTEE_E_INVALID_ARGUMENT);
+  check_last_error(ZTEE_E_INVALID_ARGUMENT);
+  for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    CHECK_STATUS(ztee_pool_options_init(&po, bad[i]), ZTEE_E_INVALID_ARGUMENT);
+    check_last_error(ZTEE_E_INVALID_ARGUMENT);
+    CHECK_STR_CONTAINS(ztee_last_error()->message, "ZTEE_POOL_OPTIONS_INIT");
+  }
+  {
+    ztee_pool_options p2 = ZTEE_POOL_OPTIONS_INIT;
+    ztee_pool_stats st = ZTEE_POOL_STATS_INIT;
+    ztee_sandbox_options s2 = ZTEE_SANDBOX_OPTIONS_INIT;
+    CHECK(p2.struct_size == sizeof p2 && p2.sandbox == NULL);
+    CHECK(st.struct_size == sizeof st && st.leases == 0 && st.lease_wait_hist[7] == 0);
+    CHECK(s2.template_dir == NULL && s2.snapshottable == 0);
+  }
+
+  /* ztee_sandbox_options: the 0.1 layout (ending before template_dir) is
+   * still accepted; a size that ends inside or between the new fields is not. */
+  memset(&so, 0x7f, sizeof so);
+  CHECK_STATUS(ztee_sandbox_options_init(&so, old_size), ZTEE_OK);
+  CHECK(so.struct_size == old_size && so.vcpus == 0 && so.output_cap == 0);
+  CHECK(*(const unsigned char *)&so.template_dir == 0x7f); /* beyond its size: untouched */
+  {
+    size_t between[] = {old_size + 4, offsetof(ztee_sandbox_options, snapshottable),
+                        offsetof(ztee_sandbox_options, snapshottable) + 2, sizeof so + 8};
+    for (i = 0; i < sizeof between / sizeof between[0]; i++) {
+      CHECK_STATUS(ztee_sandbox_options_init(&so, between[i]), ZTEE_E_INVALID_ARGUMENT);
+      check_last_error(ZTEE_E_INVALID_ARGUMENT);
+      CHECK_STR_CONTAINS(ztee_last_error()->message, "ZTEE_SANDBOX_OPTIONS_INIT");
+    }
   }
 }
 
@@ -148,6 +199,129 @@ static void test_null_handles(void) {
   CHECK_STATUS(ztee_sandbox_remove(NULL, "/tmp/x", 0), ZTEE_E_INVALID_ARGUMENT);
   CHECK_STATUS(ztee_sandbox_mkdir(NULL, "/tmp/x", 0, 0), ZTEE_E_INVALID_ARGUMENT);
   check_last_error(ZTEE_E_INVALID_ARGUMENT);
+  CHECK_STATUS(ztee_sandbox_pause(NULL), ZTEE_E_INVALID_ARGUMENT);
+  CHECK_STATUS(ztee_sandbox_resume(NULL), ZTEE_E_INVALID_ARGUMENT);
+  CHECK_STATUS(ztee_sandbox_snapshot(NULL, "/tmp/ztee-tpl"), ZTEE_E_INVALID_ARGUMENT);
+  check_last_error(ZTEE_E_INVALID_ARGUMENT);
+
+  {
+    ztee_pool *pool = (ztee_pool *)SENTINEL;
+    ztee_pool_stats st = ZTEE_POOL_STATS_INIT;
+    char *msg = (char *)SENTINEL;
+    CHECK_STATUS(ztee_pool_create(NULL, NULL, &pool), ZTEE_E_INVALID_ARGUMENT);
+    check_last_error(ZTEE_E_INVALID_ARGUMENT);
+    CHECK(pool == (ztee_pool *)SENTINEL);
+    sb = (ztee_sandbox *)SENTINEL;
+    CHECK_STATUS(ztee_pool_lease(NULL, 10, &sb), ZTEE_E_INVALID_ARGUMENT);
+    CHECK(sb == (ztee_sandbox *)SENTINEL);
+    CHECK_STATUS(ztee_pool_stats_get(NULL, &st), ZTEE_E_INVALID_ARGUMENT);
+    CHECK_STATUS(ztee_pool_last_error(NULL, &msg), ZTEE_E_INVALID_ARGUMENT);
+    CHECK(msg == (char *)SENTINEL);
+    check_last_error(ZTEE_E_INVALID_ARGUMENT);
+  }
+}
+
+/* Pool options are checked before anything boots. */
+static void test_pool_options(ztee_runtime *rt, const char *missing) {
+  uint32_t sizes[] = {0, 3, 1u << 20, UINT32_MAX};
+  size_t i;
+  ztee_pool *pool = (ztee_pool *)SENTINEL;
+  for (i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    ztee_pool_options po = ZTEE_POOL_OPTIONS_INIT;
+    ztee_sandbox_options so = ZTEE_SANDBOX_OPTIONS_INIT;
+    po.struct_size = sizes[i];
+    CHECK_STATUS(ztee_pool_create(rt, &po, &pool), ZTEE_E_INVALID_ARGUMENT);
+    check_last_error(ZTEE_E_INVALID_ARGUMENT);
+    CHECK_STR_CONTAINS(ztee_last_error()->message, "ZTEE_POOL_OPTIONS_INIT");
+    /* The nested sandbox options are checked too. */
+    po.struct_size = sizeof po;
+    so.struct_size = sizes[i];
+    po.sandbox = &so;
+    CHECK_STATUS(ztee_pool_create(rt, &po, &pool), ZTEE_E_INVALID_ARGUMENT);
+    CHECK_STR_CONTAINS(ztee_last_error()->message, "ZTEE_SANDBOX_OPTIONS_INIT");
+  }
+  {
+    ztee_pool_options po = ZTEE_POOL_OPTIONS_INIT;
+    ztee_sandbox_options so = ZTEE_SANDBOX_OPTIONS_INIT;
+    CHECK_STATUS(ztee_pool_create(rt, NULL, NULL), ZTEE_E_INVALID_ARGUMENT);
+    po.cold_boot = 1;
+    po.template_dir = "/nonexistent/tpl";
+    CHECK_STATUS(ztee_pool_create(rt, &po, &pool), ZTEE_E_INVALID_ARGUMENT);
+    CHECK_STR_CONTAINS(ztee_last_error()->message, "cold_boot");
+    po.cold_boot = 0;
+    po.template_dir = NULL;
+    po.min_ready = 4;
+    po.max_total = 2;
+    CHECK_STATUS(ztee_pool_create(rt, &po, &pool), ZTEE_E_INVALID_ARGUMENT);
+    CHECK_STR_CONTAINS(ztee_last_error()->message, "max_total");
+    po.min_ready = 0;
+    po.max_total = 0;
+    so.template_dir = "/nonexistent/tpl";
+    po.sandbox = &so;
+    CHECK_STATUS(ztee_pool_create(rt, &po, &pool), ZTEE_E_INVALID_ARGUMENT);
+    CHECK_STR_CONTAINS(ztee_last_error()->message, "template_dir");
+  }
+  {
+    /* A template that does not exist. */
+    ztee_pool_options po = ZTEE_POOL_OPTIONS_INIT;
+    ztee_sandbox *sb = (ztee_sandbox *)SENTINEL;
+    po.template_dir = "/nonexistent/ztee-no-template";
+    CHECK(ztee_pool_create(rt, &po, &pool) != ZTEE_OK);
+    CHECK_STR_CONTAINS(ztee_last_error()->message, "/nonexistent/ztee-no-template");
+    CHECK(pool == (ztee_pool *)SENTINEL);
+    /* Same for one sandbox. */
+    {
+      ztee_sandbox_options so = ZTEE_SANDBOX_OPTIONS_INIT;
+      so.template_dir = "/nonexistent/ztee-no-template";
+      CHECK(ztee_sandbox_create(rt, &so, &sb) != ZTEE_OK);
+      CHECK_STR_CONTAINS(ztee_last_error()->message, "/nonexistent/ztee-no-template");
+      CHECK(sb == (ztee_sandbox *)SENTINEL);
+    }
+  }
+  {
+    /* A cold-boot pool over a missing image: either refused up front, or its
+     * starts fail and show in the stats and last error, and leases time out. */
+    ztee_pool_options po = ZTEE_POOL_OPTIONS_INIT;
+    ztee_status st;
+    po.cold_boot = 1;
+    po.min_ready = 1;
+    po.max_total = 1;
+    st = ztee_pool_create(rt, &po, &pool);
+    if (st != ZTEE_OK) {
+      CHECK(st == ZTEE_E_IMAGE);
+      CHECK_STR_CONTAINS(ztee_last_error()->message, missing);
+      CHECK(pool == (ztee_pool *)SENTINEL);
+    } else {
+      ztee_sandbox *sb = (ztee_sandbox *)SENTINEL;
+      ztee_pool_stats stats = ZTEE_POOL_STATS_INIT;
+      char *msg = NULL;
+      CHECK_STATUS(ztee_pool_lease(pool, 300, &sb), ZTEE_E_TIMEOUT);
+      CHECK(sb == (ztee_sandbox *)SENTINEL);
+      CHECK_STATUS(ztee_pool_stats_get(pool, &stats), ZTEE_OK);
+      CHECK(stats.failed >= 1 && stats.created == 0 && stats.lease_timeouts == 1);
+      CHECK(stats.leased == 0 && stats.leases == 0);
+      CHECK_STATUS(ztee_pool_last_error(pool, &msg), ZTEE_OK);
+      CHECK_STR_CONTAINS(msg, missing);
+      ztee_free(msg);
+      /* Bad stats sizes. */
+      {
+        uint32_t bad[] = {0, 3, sizeof(ztee_pool_stats) - 8, sizeof(ztee_pool_stats) + 8};
+        for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+          stats.struct_size = bad[i];
+          CHECK_STATUS(ztee_pool_stats_get(pool, &stats), ZTEE_E_INVALID_ARGUMENT);
+          CHECK_STR_CONTAINS(ztee_last_error()->message, "ZTEE_POOL_STATS_INIT");
+        }
+        CHECK_STATUS(ztee_pool_stats_get(pool, NULL), ZTEE_E_INVALID_ARGUMENT);
+        CHECK_STATUS(ztee_pool_last_error(pool, NULL), ZTEE_E_INVALID_ARGUMENT);
+        CHECK_STATUS(ztee_pool_lease(pool, 10, NULL), ZTEE_E_INVALID_ARGUMENT);
+      }
+      ztee_pool_close(pool);
+      ztee_pool_close(pool); /* a no-op */
+      CHECK_STATUS(ztee_pool_lease(pool, 10, &sb), ZTEE_E_CLOSED);
+      CHECK(sb == (ztee_sandbox *)SENTINEL);
+      ztee_pool_free(pool);
+    }
+  }
 }
 
 /* A runtime is created without booting anything; bad sandbox options are
@@ -200,6 +374,22 @@ static void test_sandbox_options_and_image(void) {
     CHECK_STR_CONTAINS(ztee_last_error()->message, "ztee image build");
     CHECK(sb == (ztee_sandbox *)SENTINEL);
   }
+  {
+    /* The 0.1 size of ztee_sandbox_options reaches the image check (so it
+     * was accepted); a size between fields is refused before it. */
+    ztee_sandbox_options so = ZTEE_SANDBOX_OPTIONS_INIT;
+    ztee_sandbox *sb = (ztee_sandbox *)SENTINEL;
+    so.struct_size = (uint32_t)offsetof(ztee_sandbox_options, template_dir);
+    so.template_dir = "/nonexistent/must-be-ignored"; /* beyond the caller's size */
+    CHECK_STATUS(ztee_sandbox_create(rt, &so, &sb), ZTEE_E_IMAGE);
+    CHECK_STR_CONTAINS(ztee_last_error()->message, missing);
+    CHECK(sb == (ztee_sandbox *)SENTINEL);
+    so.struct_size = (uint32_t)offsetof(ztee_sandbox_options, template_dir) + 4;
+    CHECK_STATUS(ztee_sandbox_create(rt, &so, &sb), ZTEE_E_INVALID_ARGUMENT);
+    CHECK_STR_CONTAINS(ztee_last_error()->message, "ZTEE_SANDBOX_OPTIONS_INIT");
+    CHECK(sb == (ztee_sandbox *)SENTINEL);
+  }
+  test_pool_options(rt, missing);
   ztee_runtime_free(rt);
 }
 
@@ -256,6 +446,7 @@ int main(void) {
   test_features();
   test_free_null();
   test_options_init();
+  test_new_struct_sizes();
   test_runtime_bad_sizes();
   test_null_handles();
   test_thread_local_error();

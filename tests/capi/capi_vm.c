@@ -2,9 +2,12 @@
  * ($ZTEE_IMAGE_DIR or /var/lib/ztee/images/default) and fail without it:
  * CI always builds the image. One sandbox serves every test (a boot takes
  * seconds under TCG). */
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "check.h"
 
@@ -251,6 +254,164 @@ static void test_files(ztee_sandbox *sb) {
   CHECK_STATUS(ztee_sandbox_list_dir(sb, NULL, &dl), ZTEE_E_INVALID_ARGUMENT);
 }
 
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Runs `shell` and checks its stdout. */
+static void expect_stdout(ztee_sandbox *sb, const char *shell, const char *want) {
+  ztee_exec_result *r = run(sb, NULL, 0, shell);
+  if (r) {
+    CHECK(r->exit_code == 0);
+    CHECK_STR_CONTAINS(r->stdout_data, want);
+    if (strcmp(r->stdout_data, want) != 0)
+      fprintf(stderr, "  `%s` printed \"%s\", want \"%s\"\n", shell, r->stdout_data, want);
+    ztee_exec_result_free(r);
+  }
+}
+
+struct resume_later {
+  ztee_sandbox *sb;
+  ztee_status st;
+};
+
+static void *resume_after_500ms(void *arg) {
+  struct resume_later *d = (struct resume_later *)arg;
+  usleep(500 * 1000);
+  d->st = ztee_sandbox_resume(d->sb);
+  return NULL;
+}
+
+/* An exec sent to a paused sandbox waits for the resume. */
+static void test_pause_resume(ztee_sandbox *sb) {
+  struct resume_later d = {sb, -100};
+  pthread_t t;
+  double t0, t1;
+  CHECK_STATUS(ztee_sandbox_pause(sb), ZTEE_OK);
+  CHECK_STATUS(ztee_sandbox_resume(sb), ZTEE_OK);
+  expect_stdout(sb, "echo after-resume", "after-resume\n");
+
+  CHECK_STATUS(ztee_sandbox_pause(sb), ZTEE_OK);
+  CHECK(pthread_create(&t, NULL, resume_after_500ms, &d) == 0);
+  t0 = now_s();
+  expect_stdout(sb, "echo while-paused", "while-paused\n");
+  t1 = now_s();
+  CHECK(pthread_join(t, NULL) == 0);
+  CHECK_STATUS(d.st, ZTEE_OK);
+  CHECK(t1 - t0 >= 0.4); /* it waited for the resume */
+  /* Not snapshottable: refused, and the sandbox is left as it was. */
+  CHECK_STATUS(ztee_sandbox_snapshot(sb, "/tmp/ztee-capi-never-made"), ZTEE_E_INVALID_ARGUMENT);
+  CHECK_STATUS(ztee_sandbox_ping(sb), ZTEE_OK);
+  CHECK(access("/tmp/ztee-capi-never-made", F_OK) != 0);
+}
+
+static void check_stats(ztee_pool *pool, ztee_pool_stats *st) {
+  memset(st, 0x55, sizeof *st);
+  st->struct_size = sizeof *st;
+  CHECK_STATUS(ztee_pool_stats_get(pool, st), ZTEE_OK);
+  CHECK(st->struct_size == sizeof *st);
+}
+
+/* A snapshot of a snapshottable sandbox, a clone of it, and a pool of clones
+ * (two boots in all: the main sandbox's and this one's). */
+static void test_snapshot_and_pool(ztee_runtime *rt) {
+  char base[] = "/tmp/ztee-capi-XXXXXX";
+  char tpl[512], path[600], cmd[600];
+  ztee_sandbox_options so = ZTEE_SANDBOX_OPTIONS_INIT;
+  ztee_sandbox *src = NULL, *clone = NULL, *a = NULL, *b = NULL, *c = (ztee_sandbox *)SENTINEL;
+  ztee_pool_options po = ZTEE_POOL_OPTIONS_INIT;
+  ztee_pool *pool = NULL;
+  ztee_pool_stats st;
+  struct stat sst;
+  char *msg = NULL;
+  uint64_t waits = 0;
+  int i;
+
+  if (!mkdtemp(base)) {
+    CHECK(!"mkdtemp");
+    return;
+  }
+  snprintf(tpl, sizeof tpl, "%s/tpl", base);
+
+  so.snapshottable = 1;
+  CHECK_STATUS(ztee_sandbox_create(rt, &so, &src), ZTEE_OK);
+  if (!src) goto out;
+  /* /tmp is in guest RAM: the clone must see it. */
+  CHECK_STATUS(ztee_sandbox_write_file(src, "/tmp/from-template", "tpl\n", 4, 0), ZTEE_OK);
+  CHECK_STATUS(ztee_sandbox_snapshot(src, "relative/tpl"), ZTEE_E_INVALID_ARGUMENT);
+  CHECK_STATUS(ztee_sandbox_ping(src), ZTEE_OK); /* refused arguments: not consumed */
+  CHECK_STATUS(ztee_sandbox_snapshot(src, tpl), ZTEE_OK);
+  /* Consumed. */
+  CHECK_STATUS(ztee_sandbox_ping(src), ZTEE_E_CLOSED);
+  {
+    static const char *const tru[] = {"true"};
+    ztee_exec_options eo = ZTEE_EXEC_OPTIONS_INIT;
+    ztee_exec_result *r = (ztee_exec_result *)SENTINEL;
+    eo.argv = tru;
+    eo.argc = 1;
+    CHECK_STATUS(ztee_sandbox_exec(src, &eo, &r), ZTEE_E_CLOSED);
+    CHECK(r == (ztee_exec_result *)SENTINEL);
+  }
+  CHECK_STATUS(ztee_sandbox_snapshot(src, tpl), ZTEE_E_INVALID_ARGUMENT); /* dir exists */
+  CHECK(strncmp(ztee_sandbox_id(src), "sb-", 3) == 0);
+  ztee_sandbox_free(src);
+  snprintf(path, sizeof path, "%s/template.json", tpl);
+  CHECK(stat(path, &sst) == 0);
+
+  /* A sandbox from the template. */
+  so.snapshottable = 0;
+  so.template_dir = tpl;
+  CHECK_STATUS(ztee_sandbox_create(rt, &so, &clone), ZTEE_OK);
+  if (clone) {
+    static const char *const echo[] = {"echo", "hi"};
+    ztee_exec_result *r = run(clone, echo, 2, NULL);
+    if (r) {
+      CHECK(strcmp(r->stdout_data, "hi\n") == 0);
+      ztee_exec_result_free(r);
+    }
+    expect_stdout(clone, "cat /tmp/from-template", "tpl\n");
+    ztee_sandbox_free(clone);
+  }
+
+  /* A pool of clones of that template. */
+  po.template_dir = tpl;
+  po.min_ready = 1;
+  po.max_total = 2;
+  CHECK_STATUS(ztee_pool_create(rt, &po, &pool), ZTEE_OK);
+  if (!pool) goto out;
+  CHECK_STATUS(ztee_pool_lease(pool, 60000, &a), ZTEE_OK);
+  if (a) expect_stdout(a, "echo leased", "leased\n");
+  check_stats(pool, &st);
+  CHECK(st.leased == 1 && st.leases == 1 && st.lease_timeouts == 0);
+  CHECK(st.created >= 1 && st.failed == 0 && st.consecutive_failures == 0 && st.backing_off == 0);
+  CHECK(st.ready + st.starting + st.leased <= 2);
+  CHECK_STATUS(ztee_pool_lease(pool, 60000, &b), ZTEE_OK);
+  if (a && b) CHECK(strcmp(ztee_sandbox_id(a), ztee_sandbox_id(b)) != 0);
+  /* max_total reached: a lease times out. */
+  CHECK_STATUS(ztee_pool_lease(pool, 300, &c), ZTEE_E_TIMEOUT);
+  CHECK(c == (ztee_sandbox *)SENTINEL);
+  check_stats(pool, &st);
+  CHECK(st.leased == 2 && st.leases == 2 && st.lease_timeouts == 1 && st.ready == 0);
+  for (i = 0; i < 8; i++) waits += st.lease_wait_hist[i];
+  CHECK(waits == 2);
+  CHECK_STATUS(ztee_pool_last_error(pool, &msg), ZTEE_OK);
+  CHECK(msg && msg[0] == '\0');
+  ztee_free(msg);
+
+  /* Freeing the pool leaves the leased sandboxes with their holder. */
+  ztee_pool_free(pool);
+  if (a) expect_stdout(a, "echo a still here", "a still here\n");
+  if (b) expect_stdout(b, "hostname >/dev/null && echo b still here", "b still here\n");
+  ztee_sandbox_free(a);
+  ztee_sandbox_free(b);
+
+out:
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", base);
+  CHECK(system(cmd) == 0);
+}
+
 int main(void) {
   const char *image = test_image_dir();
   char manifest[4096];
@@ -284,6 +445,8 @@ int main(void) {
   test_exec_options(sb);
   test_streaming(sb);
   test_files(sb);
+  test_pause_resume(sb);
+  test_snapshot_and_pool(rt);
 
   /* Free the runtime first: the sandbox keeps it alive. */
   ztee_runtime_free(rt);
