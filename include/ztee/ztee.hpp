@@ -46,6 +46,9 @@ struct RuntimeOptions {
   std::string qemu_binary;
   // Acceleration for QEMU: "auto" (KVM if /dev/kvm is usable, else TCG), "kvm", "tcg".
   std::string accel = "auto";
+  // VMMs kept started and waiting per template once it has been cloned, so
+  // the next clone pays only for the restore. 0 disables pre-spawning.
+  uint32_t prespawn = 1;
 };
 
 // Where `ztee image build` puts the image by default: $ZTEE_IMAGE_DIR, else

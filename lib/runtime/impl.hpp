@@ -8,7 +8,9 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <functional>
+#include <map>
 #include <future>
 #include <memory>
 #include <mutex>
@@ -43,6 +45,11 @@ class RuntimeImpl : public std::enable_shared_from_this<RuntimeImpl> {
   std::unique_ptr<Driver> driver;
   ImageVerifier verifier;
   std::atomic<uint64_t> sandboxes_created{0};
+  // Loop thread: VMMs started and waiting for a template's state, by
+  // template dir (RuntimeOptions::prespawn of them each).
+  std::map<std::string, std::deque<std::shared_ptr<SandboxImpl>>> waiting;
+  bool handles_gone = false;  // loop thread: no public Runtime handle is left
+  void replenish(const SandboxOptions& opts, const Image& image);
 };
 
 // Runs `start(done)` on the loop thread and blocks the caller until `done`
@@ -80,7 +87,14 @@ class SandboxImpl : public std::enable_shared_from_this<SandboxImpl> {
   ~SandboxImpl();
 
   // ---- loop thread only ----
+  // boot = launch (spawn the VMM, wire its channels) + begin (cold boot or
+  // restore, until READY). A pre-spawned clone is launched early and begun
+  // when someone asks for it.
   void boot(Done done);
+  Result<void> launch();
+  void begin(Done done);
+  // Takes the caller's options for a pre-spawned sandbox (same template).
+  void adopt(const SandboxOptions& opts);
   void exec(ExecOptions opts, std::function<void(Result<ExecResult>)> done);
   void ping(Done done);
   void write_file(std::string path, std::string data, uint32_t mode, Done done);
@@ -137,7 +151,7 @@ class SandboxImpl : public std::enable_shared_from_this<SandboxImpl> {
 
   std::shared_ptr<RuntimeImpl> rt_;
   const std::string id_;
-  const SandboxOptions opts_;
+  SandboxOptions opts_;  // written only by adopt(), before begin()
   const Image image_;
   std::atomic<SandboxState> state_{SandboxState::kStarting};
   std::atomic<int> vmm_pid_{0};

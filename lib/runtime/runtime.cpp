@@ -138,7 +138,20 @@ Result<Runtime> Runtime::create(RuntimeOptions opts) {
   impl->opts = std::move(opts);
   impl->loop = std::move(*loop);
   impl->driver = std::make_unique<detail::QemuDriver>(*qemu);
-  return Runtime(std::move(impl));
+  // Public handles share their own count: when the last goes, pre-spawned
+  // VMMs (which hold the runtime) are destroyed; live sandboxes keep it.
+  RuntimeImpl* raw = impl.get();
+  std::shared_ptr<RuntimeImpl> handle(raw, [impl = std::move(impl)](RuntimeImpl*) mutable {
+    auto rt = std::move(impl);
+    rt->loop->post([rt] {
+      rt->handles_gone = true;
+      auto waiting = std::move(rt->waiting);
+      rt->waiting.clear();
+      for (auto& [dir, q] : waiting)
+        for (auto& sb : q) sb->destroy([sb](Result<void>) {});
+    });
+  });
+  return Runtime(std::move(handle));
 }
 
 std::string Runtime::backend_description() const {
@@ -191,10 +204,48 @@ Result<detail::Image> detail::RuntimeImpl::prepare(const SandboxOptions& opts) {
   return image;
 }
 
+void detail::RuntimeImpl::replenish(const SandboxOptions& opts, const Image& image) {
+  if (handles_gone || this->opts.prespawn == 0) return;
+  auto& q = waiting[image.snapshot.dir];
+  while (q.size() < this->opts.prespawn) {
+    auto sb = std::make_shared<SandboxImpl>(shared_from_this(), new_sandbox_id(), opts, image);
+    if (!sb->launch()) {
+      sb->destroy([sb](Result<void>) {});
+      return;  // the next clone starts its own VMM and reports the error
+    }
+    q.push_back(std::move(sb));
+  }
+}
+
 void detail::RuntimeImpl::start_sandbox(const SandboxOptions& opts, detail::Image image,
                                         std::function<void(Result<std::shared_ptr<SandboxImpl>>)> done) {
-  auto sb = std::make_shared<SandboxImpl>(shared_from_this(), new_sandbox_id(), opts, std::move(image));
-  sb->boot([this, sb, done = std::move(done)](Result<void> r) mutable {
+  std::shared_ptr<SandboxImpl> sb;
+  const bool clone = !image.snapshot.dir.empty();
+  if (clone) {
+    auto& q = waiting[image.snapshot.dir];
+    while (!q.empty() && !sb) {
+      auto cand = std::move(q.front());
+      q.pop_front();
+      if (cand->state() == SandboxState::kStarting)
+        sb = std::move(cand);
+      else
+        cand->destroy([cand](Result<void>) {});  // its VMM died while waiting
+    }
+    // Start the next one once this clone is on its way.
+    loop->post([self = shared_from_this(), opts, image] { self->replenish(opts, image); });
+  }
+  if (sb) {
+    sb->adopt(opts);
+  } else {
+    sb = std::make_shared<SandboxImpl>(shared_from_this(), new_sandbox_id(), opts, std::move(image));
+    if (auto r = sb->launch(); !r) {
+      Error err = std::move(r).error();
+      return sb->destroy([sb, err = std::move(err), done = std::move(done)](Result<void>) mutable {
+        done(std::move(err));
+      });
+    }
+  }
+  sb->begin([this, sb, done = std::move(done)](Result<void> r) mutable {
     if (r) {
       sandboxes_created.fetch_add(1);
       return done(sb);

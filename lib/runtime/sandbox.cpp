@@ -311,16 +311,21 @@ void SandboxImpl::on_vmm_exit() {
 }
 
 void SandboxImpl::boot(Done done) {
+  if (auto r = launch(); !r) {
+    state_.store(SandboxState::kFailed);
+    return done(std::move(r).error());
+  }
+  begin(std::move(done));
+}
+
+void SandboxImpl::adopt(const SandboxOptions& opts) { opts_ = opts; }
+
+Result<void> SandboxImpl::launch() {
   auto self = shared_from_this();
-  boot_done_ = std::move(done);
   std::string dir = rt_->opts.state_dir + "/" + id_;
   if (::mkdir(dir.c_str(), 0700) != 0) {
     int e = errno;
-    Done d = std::move(boot_done_);
-    boot_done_ = nullptr;
-    state_.store(SandboxState::kFailed);
-    d(make_error(Errc::kIo, fmt::format("cannot create sandbox directory {}: {}", dir, std::strerror(e)), e));
-    return;
+    return make_error(Errc::kIo, fmt::format("cannot create sandbox directory {}: {}", dir, std::strerror(e)), e);
   }
   VmConfig cfg{id_, dir, image_, opts_.vcpus, opts_.memory_mib};
   const bool restoring = !image_.snapshot.dir.empty();
@@ -331,29 +336,13 @@ void SandboxImpl::boot(Done done) {
     cfg.mem_path = dir + "/mem";
     cfg.mem_shared = true;
   }
-  Result<LaunchedVm> launched = make_error(Errc::kInternal, "not launched");
-  if (restoring) {
-    // The device state is small: check it right before use, every time.
-    auto digest = sha256_file(image_.snapshot.state.path);
-    if (!digest || *digest != image_.snapshot.state.sha256)
-      launched = make_error(Errc::kImage, fmt::format("template {}: saved state {} is missing or does not match "
-                                                      "its digest; make a new template",
-                                                      image_.snapshot.dir, image_.snapshot.state.path));
-    else
-      launched = rt_->driver->launch(cfg);
-  } else {
-    launched = rt_->driver->launch(cfg);
-  }
+  auto launched = rt_->driver->launch(cfg);
   vm_ = std::make_shared<VmParts>();
   vm_->dir = dir;
   if (!launched) {
-    Done d = std::move(boot_done_);
-    boot_done_ = nullptr;
-    state_.store(SandboxState::kFailed);
     Error err = std::move(launched).error();
     if (err.code == Errc::kNotFound) err.code = Errc::kBackendUnavailable;
-    d(std::move(err));
-    return;
+    return err;
   }
   vm_->process = std::move(launched->process);
   vmm_pid_.store(vm_->process.pid());
@@ -392,16 +381,25 @@ void SandboxImpl::boot(Done done) {
       channel_lost(std::move(reason));
   });
   vm_->agent->start();
+  return {};
+}
 
-  boot_timer_ = loop.add_timer(opts_.boot_timeout_ms, [this] {
+void SandboxImpl::begin(Done done) {
+  if (state_.load() != SandboxState::kStarting || !vm_)
+    return done(make_error(Errc::kSandboxFailed, fmt::format("sandbox {} failed before it started: {}", id_, failure())));
+  boot_done_ = std::move(done);
+  boot_timer_ = rt_->loop->add_timer(opts_.boot_timeout_ms, [this] {
     boot_timer_ = 0;
     fail(Errc::kTimeout, fmt::format("boot timed out: the guest agent did not answer within {} ms", opts_.boot_timeout_ms));
   });
-
-  if (restoring)
-    restore_incoming();
-  else
-    send_hello(proto::MsgType::kHello);
+  if (image_.snapshot.dir.empty()) return send_hello(proto::MsgType::kHello);
+  // The device state is small: check it right before use, every time.
+  auto digest = sha256_file(image_.snapshot.state.path);
+  if (!digest || *digest != image_.snapshot.state.sha256)
+    return fail(Errc::kSandboxFailed, fmt::format("template {}: saved state {} is missing or does not match its "
+                                                  "digest; make a new template",
+                                                  image_.snapshot.dir, image_.snapshot.state.path));
+  restore_incoming();
 }
 
 void SandboxImpl::send_hello(proto::MsgType type) {
