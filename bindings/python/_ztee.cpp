@@ -123,29 +123,51 @@ extern "C" void on_stderr_cb(void* ud, const char* data, size_t len) {
   call_stream(ctx, ctx->on_stderr, data, len);
 }
 
-class Sandbox {
- public:
-  Sandbox(Runtime& rt, py::object image_dir, uint32_t vcpus, uint32_t memory_mib,
-          uint32_t boot_timeout_ms, uint32_t exec_timeout_ms, uint64_t output_cap) {
-    auto img = opt_str(image_dir);
-    ztee_sandbox_options o = ZTEE_SANDBOX_OPTIONS_INIT;
-    o.image_dir = img ? img->c_str() : nullptr;
+// Runs a blocking C call without the GIL; raises on failure.
+template <typename F>
+void call(F&& f) {
+  Failure fail;
+  {
+    py::gil_scoped_release nogil;
+    ztee_status s = f();
+    if (s != ZTEE_OK) fail = capture(s);
+  }
+  if (fail.code != ZTEE_OK) raise(fail);
+}
+
+// ztee_sandbox_options with the strings it points to.
+struct SandboxOpts {
+  std::optional<std::string> image_dir, template_dir;
+  ztee_sandbox_options o = ZTEE_SANDBOX_OPTIONS_INIT;
+
+  SandboxOpts(py::object image, uint32_t vcpus, uint32_t memory_mib, uint32_t boot_timeout_ms,
+              uint32_t exec_timeout_ms, uint64_t output_cap, py::object tpl, bool snapshottable)
+      : image_dir(opt_str(image)), template_dir(opt_str(tpl)) {
+    o.image_dir = image_dir ? image_dir->c_str() : nullptr;
     o.vcpus = vcpus;
     o.memory_mib = memory_mib;
     o.boot_timeout_ms = boot_timeout_ms;
     o.exec_timeout_ms = exec_timeout_ms;
     o.output_cap = output_cap;
+    o.template_dir = template_dir ? template_dir->c_str() : nullptr;
+    o.snapshottable = snapshottable ? 1 : 0;
+  }
+};
+
+class Sandbox {
+ public:
+  Sandbox(Runtime& rt, py::object image_dir, uint32_t vcpus, uint32_t memory_mib,
+          uint32_t boot_timeout_ms, uint32_t exec_timeout_ms, uint64_t output_cap,
+          py::object template_dir, bool snapshottable) {
+    SandboxOpts so(image_dir, vcpus, memory_mib, boot_timeout_ms, exec_timeout_ms, output_cap,
+                   template_dir, snapshottable);
     ztee_runtime* r = rt.get();
     ztee_sandbox* sb = nullptr;
-    Failure f;
-    {
-      py::gil_scoped_release nogil;
-      ztee_status s = ztee_sandbox_create(r, &o, &sb);
-      if (s != ZTEE_OK) f = capture(s);
-    }
-    if (f.code != ZTEE_OK) raise(f);
+    call([&] { return ztee_sandbox_create(r, &so.o, &sb); });
     sb_ = sb;
   }
+  // Takes ownership of a handle (a leased sandbox).
+  explicit Sandbox(ztee_sandbox* sb) : sb_(sb) {}
   ~Sandbox() { close(); }
   Sandbox(const Sandbox&) = delete;
   Sandbox& operator=(const Sandbox&) = delete;
@@ -169,6 +191,21 @@ class Sandbox {
   void ping() {
     ztee_sandbox* sb = get();
     call([&] { return ztee_sandbox_ping(sb); });
+  }
+
+  void pause() {
+    ztee_sandbox* sb = get();
+    call([&] { return ztee_sandbox_pause(sb); });
+  }
+
+  void resume() {
+    ztee_sandbox* sb = get();
+    call([&] { return ztee_sandbox_resume(sb); });
+  }
+
+  void snapshot(const std::string& dir) {
+    ztee_sandbox* sb = get();
+    call([&] { return ztee_sandbox_snapshot(sb, dir.c_str()); });
   }
 
   // Returns a dict; ztee/__init__.py wraps it in a Result.
@@ -292,18 +329,6 @@ class Sandbox {
     return sb_;
   }
 
-  // Runs a blocking C call without the GIL; raises on failure.
-  template <typename F>
-  static void call(F&& f) {
-    Failure fail;
-    {
-      py::gil_scoped_release nogil;
-      ztee_status s = f();
-      if (s != ZTEE_OK) fail = capture(s);
-    }
-    if (fail.code != ZTEE_OK) raise(fail);
-  }
-
   static py::dict info_dict(const ztee_file_info& fi) {
     static const char* const kTypes[] = {"file", "dir", "symlink", "other"};
     py::dict d;
@@ -316,6 +341,89 @@ class Sandbox {
   }
 
   ztee_sandbox* sb_ = nullptr;
+};
+
+class Pool {
+ public:
+  Pool(Runtime& rt, py::object template_dir, bool cold_boot, uint32_t min_ready,
+       uint32_t max_total, uint32_t refill_concurrency, uint32_t lease_timeout_ms,
+       py::object image_dir, uint32_t vcpus, uint32_t memory_mib, uint32_t boot_timeout_ms,
+       uint32_t exec_timeout_ms, uint64_t output_cap) {
+    SandboxOpts so(image_dir, vcpus, memory_mib, boot_timeout_ms, exec_timeout_ms, output_cap,
+                   py::none(), false);
+    auto tpl = opt_str(template_dir);
+    ztee_pool_options o = ZTEE_POOL_OPTIONS_INIT;
+    o.sandbox = &so.o;
+    o.template_dir = tpl ? tpl->c_str() : nullptr;
+    o.cold_boot = cold_boot ? 1 : 0;
+    o.min_ready = min_ready;
+    o.max_total = max_total;
+    o.refill_concurrency = refill_concurrency;
+    o.lease_timeout_ms = lease_timeout_ms;
+    ztee_runtime* r = rt.get();
+    ztee_pool* pool = nullptr;
+    call([&] { return ztee_pool_create(r, &o, &pool); });
+    pool_ = pool;
+  }
+  ~Pool() { free(); }
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+
+  std::unique_ptr<Sandbox> lease(uint32_t deadline_ms) {
+    ztee_pool* pool = get();
+    ztee_sandbox* sb = nullptr;
+    call([&] { return ztee_pool_lease(pool, deadline_ms, &sb); });
+    return std::make_unique<Sandbox>(sb);
+  }
+
+  py::dict stats() {
+    ztee_pool* pool = get();
+    ztee_pool_stats st = ZTEE_POOL_STATS_INIT;
+    char* msg = nullptr;
+    call([&] {
+      ztee_status s = ztee_pool_stats_get(pool, &st);
+      return s != ZTEE_OK ? s : ztee_pool_last_error(pool, &msg);
+    });
+    std::unique_ptr<char, void (*)(void*)> owned(msg, ztee_free);
+    py::dict d;
+    d["ready"] = st.ready;
+    d["starting"] = st.starting;
+    d["leased"] = st.leased;
+    d["created"] = st.created;
+    d["failed"] = st.failed;
+    d["leases"] = st.leases;
+    d["lease_timeouts"] = st.lease_timeouts;
+    d["consecutive_failures"] = st.consecutive_failures;
+    d["backing_off"] = st.backing_off != 0;
+    d["last_error"] = py::bytes(msg ? msg : "").attr("decode")("utf-8", "replace");
+    py::list hist;
+    for (uint64_t v : st.lease_wait_hist) hist.append(v);
+    d["lease_wait_hist"] = hist;
+    return d;
+  }
+
+  // Stops refilling and destroys the ready sandboxes; the handle stays for stats().
+  void close() {
+    ztee_pool* pool = pool_;
+    if (!pool) return;
+    py::gil_scoped_release nogil;
+    ztee_pool_close(pool);
+  }
+
+  void free() {
+    if (!pool_) return;
+    ztee_pool* pool = pool_;
+    pool_ = nullptr;
+    py::gil_scoped_release nogil;
+    ztee_pool_free(pool);
+  }
+
+ private:
+  ztee_pool* get() const {
+    if (!pool_) raise(Failure{ZTEE_E_CLOSED, 0, "the pool handle was freed"});
+    return pool_;
+  }
+  ztee_pool* pool_ = nullptr;
 };
 
 }  // namespace
@@ -339,15 +447,20 @@ PYBIND11_MODULE(_ztee, m) {
       .def("close", &Runtime::close);
 
   py::class_<Sandbox>(m, "Sandbox")
-      .def(py::init<Runtime&, py::object, uint32_t, uint32_t, uint32_t, uint32_t, uint64_t>(),
+      .def(py::init<Runtime&, py::object, uint32_t, uint32_t, uint32_t, uint32_t, uint64_t,
+                    py::object, bool>(),
            py::arg("runtime"), py::arg("image_dir") = py::none(), py::arg("vcpus") = 0,
            py::arg("memory_mib") = 0, py::arg("boot_timeout_ms") = 0,
            py::arg("exec_timeout_ms") = 0, py::arg("output_cap") = 0,
+           py::arg("template_dir") = py::none(), py::arg("snapshottable") = false,
            py::keep_alive<1, 2>())
       .def_property_readonly("id", &Sandbox::id)
       .def("close", &Sandbox::close)
       .def("destroy", &Sandbox::destroy)
       .def("ping", &Sandbox::ping)
+      .def("pause", &Sandbox::pause)
+      .def("resume", &Sandbox::resume)
+      .def("snapshot", &Sandbox::snapshot, py::arg("dir"))
       .def("exec", &Sandbox::exec, py::arg("argv") = py::none(), py::arg("shell") = py::none(),
            py::arg("env") = py::none(), py::arg("cwd") = py::none(), py::arg("stdin") = py::none(),
            py::arg("timeout_ms") = 0, py::arg("output_cap") = 0, py::arg("on_stdout") = py::none(),
@@ -359,6 +472,20 @@ PYBIND11_MODULE(_ztee, m) {
       .def("remove", &Sandbox::remove, py::arg("path"), py::arg("recursive") = false)
       .def("mkdir", &Sandbox::mkdir, py::arg("path"), py::arg("parents") = false,
            py::arg("mode") = 0);
+
+  // A leased Sandbox needs no keep_alive: the C handle keeps its runtime alive.
+  py::class_<Pool>(m, "Pool")
+      .def(py::init<Runtime&, py::object, bool, uint32_t, uint32_t, uint32_t, uint32_t, py::object,
+                    uint32_t, uint32_t, uint32_t, uint32_t, uint64_t>(),
+           py::arg("runtime"), py::arg("template_dir") = py::none(), py::arg("cold_boot") = false,
+           py::arg("min_ready") = 0, py::arg("max_total") = 0, py::arg("refill_concurrency") = 0,
+           py::arg("lease_timeout_ms") = 0, py::arg("image_dir") = py::none(),
+           py::arg("vcpus") = 0, py::arg("memory_mib") = 0, py::arg("boot_timeout_ms") = 0,
+           py::arg("exec_timeout_ms") = 0, py::arg("output_cap") = 0, py::keep_alive<1, 2>())
+      .def("lease", &Pool::lease, py::arg("deadline_ms") = 0)
+      .def("stats", &Pool::stats)
+      .def("close", &Pool::close)
+      .def("free", &Pool::free);
 
   // Drop the error type before the interpreter tears down.
   py::module_::import("atexit").attr("register")(py::cpp_function([] { g_error_type = py::object(); }));

@@ -5,6 +5,10 @@
         r = sb.run("python3 -c 'print(6*7)'")
         print(r.stdout)          # "42\\n"
 
+    with ztee.Pool(min_ready=2) as pool:     # warm sandboxes, refilled from a snapshot
+        with pool.lease() as sb:             # a READY sandbox in microseconds
+            sb.run("echo hi")                # destroyed when the block ends
+
 Every blocking call releases the GIL. Streaming callbacks (on_stdout,
 on_stderr) run on the runtime's event-loop thread with the GIL held; keep
 them short. An exception a callback raises is re-raised by the exec call.
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import builtins
 import codecs
+import os
 import threading
 from dataclasses import dataclass
 from typing import Callable, List, Mapping, Optional, Sequence, Union
@@ -24,7 +29,7 @@ from typing import Callable, List, Mapping, Optional, Sequence, Union
 from . import _ztee
 
 __all__ = [
-    "Runtime", "Sandbox", "ExecResult", "FileInfo", "version", "has_feature",
+    "Runtime", "Sandbox", "Pool", "ExecResult", "FileInfo", "version", "has_feature",
     "Error", "InvalidArgumentError", "NotFoundError", "ImageError", "BackendUnavailableError",
     "TimeoutError", "SandboxFailedError", "ClosedError",
 ]
@@ -213,21 +218,44 @@ class _Decoder:
             self.fn(text)
 
 
+def _sandbox_kwargs(image_dir: Optional[str] = None, vcpus: Optional[int] = None,
+                    memory_mib: Optional[int] = None, timeout: Optional[float] = None,
+                    boot_timeout: Optional[float] = None,
+                    output_cap: Optional[int] = None) -> dict:
+    """Sandbox options as the _ztee keyword arguments (shared by Sandbox and Pool)."""
+    return dict(image_dir=image_dir, vcpus=vcpus or 0, memory_mib=memory_mib or 0,
+                boot_timeout_ms=_ms(boot_timeout), exec_timeout_ms=_ms(timeout),
+                output_cap=output_cap or 0)
+
+
 class Sandbox:
     """A booted microVM. Use as a context manager, or call destroy().
 
     runtime: the Runtime to use (default: a shared module-level one).
     timeout: default per-command timeout in seconds (None: none).
+    template_dir: start as a clone of a template made by snapshot() instead
+        of a cold boot (vcpus and memory_mib must match the template's).
+        SECURITY: only use templates no untrusted user can write.
+    snapshottable: keep guest RAM in a file so snapshot() works.
     """
 
     def __init__(self, runtime: Optional[Runtime] = None, image_dir: Optional[str] = None,
                  vcpus: Optional[int] = None, memory_mib: Optional[int] = None,
                  timeout: Optional[float] = None, boot_timeout: Optional[float] = None,
-                 output_cap: Optional[int] = None):
+                 output_cap: Optional[int] = None, template_dir: Optional[str] = None,
+                 snapshottable: bool = False):
         self.runtime = runtime if runtime is not None else default_runtime()
-        self._sb = _ztee.Sandbox(self.runtime._rt, image_dir=image_dir, vcpus=vcpus or 0,
-                                 memory_mib=memory_mib or 0, boot_timeout_ms=_ms(boot_timeout),
-                                 exec_timeout_ms=_ms(timeout), output_cap=output_cap or 0)
+        self._sb = _ztee.Sandbox(self.runtime._rt, template_dir=template_dir,
+                                 snapshottable=bool(snapshottable),
+                                 **_sandbox_kwargs(image_dir, vcpus, memory_mib, timeout,
+                                                   boot_timeout, output_cap))
+
+    @classmethod
+    def _adopt(cls, low: "_ztee.Sandbox", runtime: Runtime) -> "Sandbox":
+        sb = cls.__new__(cls)
+        sb.runtime = runtime
+        sb._sb = low
+        return sb
 
     @property
     def id(self) -> str:
@@ -256,6 +284,25 @@ class Sandbox:
 
     def ping(self) -> None:
         self._sb.ping()
+
+    def pause(self) -> None:
+        """Stops the guest's vCPUs. Calls that reach the guest wait until
+        resume() (their timeouts keep running)."""
+        self._sb.pause()
+
+    def resume(self) -> None:
+        """Restarts the guest's vCPUs after pause()."""
+        self._sb.resume()
+
+    def snapshot(self, dir: str) -> None:  # noqa: A002 (mirrors the C API)
+        """Turns this sandbox into a template in `dir` (absolute; created;
+        must not exist) for Sandbox(template_dir=...) and Pool(template_dir=...).
+        Needs Sandbox(snapshottable=True). The sandbox is consumed: afterwards
+        every call raises ClosedError (unless it raised InvalidArgumentError,
+        which leaves the sandbox as it was).
+        SECURITY: the template holds the guest's memory; every clone starts
+        with it. Keep `dir` private and snapshot only trusted state."""
+        self._sb.snapshot(os.fspath(dir))
 
     def exec(self, argv: Sequence[str], timeout: Optional[float] = None,
              env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
@@ -314,3 +361,78 @@ class Sandbox:
 
     def mkdir(self, path: str, parents: bool = False, mode: int = 0o755) -> None:
         self._sb.mkdir(path, parents, mode)
+
+
+# ---- pool -----------------------------------------------------------------------
+
+
+class Pool:
+    """A warm pool of READY sandboxes, refilled in the background.
+
+        with ztee.Pool(min_ready=2) as pool:
+            with pool.lease() as sb:
+                sb.run("echo hi")
+
+    By default the pool boots one sandbox, snapshots it into a template and
+    refills with clones of it (a state restore, not a boot); cold_boot=True
+    boots every sandbox, template_dir=... clones a template of yours. The
+    constructor returns once the template exists, not when min_ready
+    sandboxes are READY (see stats()).
+
+    min_ready: READY sandboxes kept waiting (>= 1). max_total: ready +
+    starting + leased, at most. lease_timeout: default lease() deadline in
+    seconds (None: 30). Other keyword arguments (image_dir, vcpus,
+    memory_mib, timeout, boot_timeout, output_cap) apply to every sandbox.
+
+    A leased sandbox is the caller's alone and destroyed when released
+    (close(), destroy() or the end of its with block): never recycled.
+    lease() may be called from many threads at once.
+    """
+
+    def __init__(self, runtime: Optional[Runtime] = None, min_ready: int = 2, max_total: int = 8,
+                 cold_boot: bool = False, template_dir: Optional[str] = None,
+                 lease_timeout: Optional[float] = None, refill_concurrency: Optional[int] = None,
+                 **sandbox_kwargs):
+        if min_ready < 1:
+            raise InvalidArgumentError(-1, 0, f"min_ready must be at least 1, got {min_ready!r}")
+        if max_total < min_ready:
+            raise InvalidArgumentError(
+                -1, 0, f"max_total ({max_total!r}) must be at least min_ready ({min_ready!r})")
+        if refill_concurrency is not None and refill_concurrency < 1:
+            raise InvalidArgumentError(
+                -1, 0, f"refill_concurrency must be at least 1, got {refill_concurrency!r}")
+        try:
+            kw = _sandbox_kwargs(**sandbox_kwargs)
+        except TypeError as e:
+            raise TypeError(f"Pool(): {e}") from None
+        self.runtime = runtime if runtime is not None else default_runtime()
+        self._pool = _ztee.Pool(self.runtime._rt, template_dir=template_dir,
+                                cold_boot=bool(cold_boot), min_ready=min_ready,
+                                max_total=max_total, refill_concurrency=refill_concurrency or 0,
+                                lease_timeout_ms=_ms(lease_timeout), **kw)
+
+    def __enter__(self) -> "Pool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def lease(self, timeout: Optional[float] = None) -> Sandbox:
+        """A READY sandbox, waiting up to `timeout` seconds (None: the pool's
+        lease_timeout) for one; raises TimeoutError when none came in time
+        and ClosedError after close(). Use it as a context manager: it is
+        destroyed when the block ends."""
+        return Sandbox._adopt(self._pool.lease(_ms(timeout)), self.runtime)
+
+    def stats(self) -> dict:
+        """The pool's counters: ready, starting, leased, created, failed,
+        leases, lease_timeouts, consecutive_failures, backing_off (bool),
+        last_error (the latest start failure, "" if none) and lease_wait_hist
+        (8 counts of leases that waited < 10 us, < 100 us, < 1 ms, < 10 ms,
+        < 100 ms, < 1 s, < 10 s, >= 10 s). Still works after close()."""
+        return self._pool.stats()
+
+    def close(self) -> None:
+        """Destroys the ready sandboxes and stops refilling. Leased sandboxes
+        stay with their holders. Idempotent."""
+        self._pool.close()
