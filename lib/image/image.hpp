@@ -38,6 +38,7 @@ struct Image {
 // A template directory's template.json, written by Sandbox::snapshot.
 struct TemplateManifest {
   std::string backend;     // driver description, e.g. "qemu/tcg"
+  std::string backend_version;  // e.g. "QEMU emulator version 7.2.22"
   std::string image_dir;
   uint32_t vcpus = 0, memory_mib = 0;
   std::string kernel_sha256, initramfs_sha256, rootfs_sha256, vmlinux_sha256;

@@ -186,6 +186,9 @@ Result<detail::Image> detail::RuntimeImpl::prepare(const SandboxOptions& opts) {
   };
   if (t->backend != driver->description())
     return mismatch(fmt::format("it was made with backend {}, this runtime uses {}", t->backend, driver->description()));
+  if (t->backend_version != driver->version())
+    return mismatch(fmt::format("it was saved by {}, this runtime runs {}; make a new template", t->backend_version,
+                                driver->version()));
   if (t->vcpus != opts.vcpus || t->memory_mib != opts.memory_mib)
     return mismatch(fmt::format("it has {} vcpus and {} MiB; the sandbox asks for {} and {} (set them to match)",
                                 t->vcpus, t->memory_mib, opts.vcpus, opts.memory_mib));
@@ -426,6 +429,7 @@ Result<void> Sandbox::snapshot(std::string_view dir_view) {
   const detail::Image& img = sb->image();
   detail::TemplateManifest t;
   t.backend = sb->runtime().driver->description();
+  t.backend_version = sb->runtime().driver->version();
   t.image_dir = img.dir;
   t.vcpus = sb->options().vcpus;
   t.memory_mib = sb->options().memory_mib;

@@ -47,6 +47,9 @@ class Driver {
   virtual ~Driver() = default;
   // "qemu/tcg", "qemu/kvm"
   virtual std::string description() const = 0;
+  // The VMM's own version line, e.g. "QEMU emulator version 7.2.22"; asked
+  // once and cached. May block (runs the binary): not on the loop thread.
+  virtual std::string version() = 0;
   // Spawns the VMM. Called on the loop thread (the VMM's parent-death signal
   // follows the spawning thread, which lives as long as the runtime).
   virtual Result<LaunchedVm> launch(const VmConfig& cfg) = 0;

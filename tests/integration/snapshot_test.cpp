@@ -145,6 +145,23 @@ TEST_CASE("a corrupted or mismatched template is refused with a clear error") {
     CHECK(r.error().message.find("does not match") != std::string::npos);
     std::system(("rm -rf " + d).c_str());
   }
+  {
+    // A template saved by another VMM version is not restored.
+    std::string d = copy_template();
+    std::ifstream in(d + "/template.json");
+    std::string json((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto at = json.find("\"backend_version\":\"");
+    REQUIRE(at != std::string::npos);
+    json.insert(at + 19, "OTHER ");
+    std::ofstream(d + "/template.json") << json;
+    ztee::SandboxOptions o;
+    o.template_dir = d;
+    auto r = test::runtime().create_sandbox(o);
+    REQUIRE(!r.ok());
+    CHECK(r.error().code == Errc::kImage);
+    CHECK(r.error().message.find("OTHER") != std::string::npos);
+    std::system(("rm -rf " + d).c_str());
+  }
   ztee::SandboxOptions bigger;
   bigger.template_dir = template_dir();
   bigger.memory_mib = 512;

@@ -142,6 +142,28 @@ std::vector<std::string> QemuDriver::argv(const VmConfig& cfg, int agent_fd, int
   return a;
 }
 
+std::string QemuDriver::version() {
+  std::lock_guard lk(version_mu_);
+  if (!version_.empty()) return version_;
+  auto out = make_socketpair();
+  if (!out) return "unknown";
+  SpawnSpec spec;
+  spec.argv = {cfg_.binary, "--version"};
+  spec.env = {"LC_ALL=C"};
+  spec.output_fd = out->second.get();
+  auto child = spawn(spec);
+  out->second.reset();
+  if (!child) return "unknown";
+  std::string text;
+  char buf[512];
+  ssize_t n;
+  while (text.size() < 4096 && (n = ::read(out->first.get(), buf, sizeof buf)) > 0) text.append(buf, static_cast<size_t>(n));
+  child->kill_and_reap();
+  std::string line = text.substr(0, text.find('\n'));
+  version_ = line.empty() ? "unknown" : line;
+  return version_;
+}
+
 Result<LaunchedVm> QemuDriver::launch(const VmConfig& cfg) {
   auto agent = make_socketpair();
   if (!agent) return std::move(agent).error();

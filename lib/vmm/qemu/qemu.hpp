@@ -4,6 +4,7 @@
 // created before the VMM starts, so nothing races on socket paths.
 #pragma once
 
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -32,12 +33,15 @@ class QemuDriver final : public Driver {
   explicit QemuDriver(QemuConfig cfg) : cfg_(std::move(cfg)) {}
   std::string description() const override { return cfg_.kvm ? "qemu/kvm" : "qemu/tcg"; }
   Result<LaunchedVm> launch(const VmConfig& cfg) override;
+  std::string version() override;
   // The argv without the channel fds' numbers bound (exposed for tests and
   // the boot benchmark's bare-QEMU baseline).
   std::vector<std::string> argv(const VmConfig& cfg, int agent_fd, int qmp_fd, int console_fd) const;
 
  private:
   QemuConfig cfg_;
+  std::mutex version_mu_;
+  std::string version_;
 };
 
 // Kernel command line shared by every QEMU boot.
