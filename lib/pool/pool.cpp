@@ -22,6 +22,7 @@ namespace {
 constexpr uint64_t kBackoffBaseMs = 100;
 constexpr uint64_t kBackoffMaxMs = 30000;
 constexpr uint64_t kHealthCheckMs = 1000;  // how often ready sandboxes are checked for a dead VMM
+constexpr uint64_t kCloseGraceMs = 10000;   // close() waits at most boot_timeout_ms plus this
 
 using Clock = std::chrono::steady_clock;
 
@@ -35,10 +36,6 @@ int hist_bucket(uint64_t wait_us) {
   for (int i = 0; i < 7; ++i, limit *= 10)
     if (wait_us < limit) return i;
   return 7;
-}
-
-void destroy_async(std::shared_ptr<SandboxImpl> sb) {
-  sb->destroy([sb](Result<void>) {});
 }
 
 }  // namespace
@@ -133,8 +130,8 @@ Result<Sandbox> PoolImpl::lease(uint32_t deadline_ms) {
       }
     }
   }
-  if (!dead.empty()) rt_->loop->post([dead = std::move(dead)] {
-    for (auto& sb : dead) destroy_async(sb);
+  if (!dead.empty()) rt_->loop->post([self = shared_from_this(), dead = std::move(dead)] {
+    for (auto& sb : dead) self->destroy_counted(sb);
   });
   schedule_refill();
   return hand_out(std::move(got));
@@ -173,41 +170,44 @@ void PoolImpl::close() {
     std::lock_guard lk(mu_);
     if (closed_) return;
     closed_ = true;
+    backing_off_ = false;
     ready.swap(ready_);
+    destroying_ += static_cast<uint32_t>(ready.size());
     for (Waiter* w : waiters_) {
       w->closed = true;
       w->cv.notify_one();
     }
     waiters_.clear();
   }
-  auto self = shared_from_this();
-  auto teardown = [self, ready = std::move(ready)](std::function<void()> all_done) {
+  rt_->loop->post([self = shared_from_this(), ready = std::move(ready)] {
     if (self->backoff_timer_) {
       self->rt_->loop->cancel_timer(self->backoff_timer_);
       self->backoff_timer_ = 0;
     }
-    {
-      std::lock_guard lk(self->mu_);
-      self->backing_off_ = false;
-    }
-    auto left = std::make_shared<size_t>(ready.size() + 1);
-    auto one_done = [left, all_done] {
-      if (--*left == 0) all_done();
-    };
-    for (auto& sb : ready) sb->destroy([sb, one_done](Result<void>) { one_done(); });
-    one_done();
-  };
+    for (auto& sb : ready) self->destroy_counted(sb);
+  });
   if (rt_->loop->in_loop_thread()) {
     // The last handle dropped inside a callback: nothing here may wait.
-    teardown([] {});
     remove_template_if_idle();
     return;
   }
-  auto p = std::make_shared<std::promise<void>>();
-  auto fut = p->get_future();
-  rt_->loop->post([teardown = std::move(teardown), p]() mutable { teardown([p] { p->set_value(); }); });
-  fut.wait();
+  // Leave nothing behind: wait for starts in flight and the destroys.
+  {
+    std::unique_lock lk(mu_);
+    idle_cv_.wait_for(lk, std::chrono::milliseconds(uint64_t{sandbox_opts_.boot_timeout_ms} + kCloseGraceMs),
+                      [this] { return starting_ == 0 && destroying_ == 0; });
+  }
   remove_template_if_idle();
+}
+
+void PoolImpl::destroy_counted(std::shared_ptr<SandboxImpl> sb) {
+  sb->destroy([self = shared_from_this(), sb](Result<void>) {
+    {
+      std::lock_guard lk(self->mu_);
+      --self->destroying_;
+    }
+    self->idle_cv_.notify_all();
+  });
 }
 
 void PoolImpl::remove_template_if_idle() {
@@ -237,7 +237,7 @@ void PoolImpl::refill() {
       ++n;
     }
   }
-  for (auto& sb : dead) destroy_async(std::move(sb));
+  for (auto& sb : dead) destroy_counted(std::move(sb));
   for (uint32_t i = 0; i < n; ++i) {
     rt_->start_sandbox(sandbox_opts_, image_, [self = shared_from_this()](Result<std::shared_ptr<SandboxImpl>> r) {
       self->on_started(std::move(r));
@@ -264,6 +264,7 @@ void PoolImpl::on_started(Result<std::shared_ptr<SandboxImpl>> r) {
       counters_.consecutive_failures = 0;
       auto sb = std::move(r).value();
       if (closed_) {
+        ++destroying_;
         discard = std::move(sb);
       } else if (!waiters_.empty()) {
         Waiter* w = waiters_.front();
@@ -277,7 +278,8 @@ void PoolImpl::on_started(Result<std::shared_ptr<SandboxImpl>> r) {
       }
     }
   }
-  if (discard) destroy_async(std::move(discard));
+  idle_cv_.notify_all();  // close() waits for starting_ to reach 0
+  if (discard) destroy_counted(std::move(discard));
   if (backoff_ms) {
     start_backoff(backoff_ms);
   } else {
@@ -295,6 +297,7 @@ void PoolImpl::prune_dead_locked(std::vector<std::shared_ptr<SandboxImpl>>& dead
     // Its VMM died while it waited in the pool: never hand it out.
     ++counters_.failed;
     counters_.last_error = fmt::format("ready sandbox {} died in the pool: {}", (*it)->id(), (*it)->failure());
+    ++destroying_;
     dead.push_back(std::move(*it));
     it = ready_.erase(it);
   }

@@ -39,8 +39,9 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   // ---- any thread ----
   Result<Sandbox> lease(uint32_t deadline_ms);
   PoolStats stats() const;
-  // Idempotent. Off the loop thread it waits until the ready sandboxes are
-  // destroyed; on the loop thread it only starts their destruction.
+  // Idempotent. Off the loop thread it waits (at most boot_timeout_ms plus
+  // 10 s) until no start is in flight and every sandbox the pool still held
+  // is destroyed; on the loop thread it only starts that and returns.
   void close();
   // Asks the loop for a refill; coalesces repeated requests.
   void schedule_refill();
@@ -60,6 +61,8 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   void start_backoff(uint64_t delay_ms);
   void start_health_check();
   void remove_template_if_idle();
+  // Destroys a sandbox already counted in destroying_ (loop thread).
+  void destroy_counted(std::shared_ptr<SandboxImpl> sb);
 
   Sandbox hand_out(std::shared_ptr<SandboxImpl> sb);  // any thread, mu_ not held
   void record_wait(uint64_t wait_us);                 // mu_ held
@@ -77,6 +80,8 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   std::deque<std::shared_ptr<SandboxImpl>> ready_;
   std::deque<Waiter*> waiters_;  // oldest first; each lives on its lease() caller's stack
   uint32_t starting_ = 0, leased_ = 0;
+  uint32_t destroying_ = 0;          // discarded sandboxes whose destroy has not completed
+  std::condition_variable idle_cv_;  // starting_ or destroying_ went down
   PoolStats counters_;  // created, failed, leases, timeouts, failures, last_error, hist
   bool closed_ = false;
   bool backing_off_ = false;
