@@ -1,4 +1,4 @@
-// ztee: the command-line tool (run, image build, doctor, version).
+// ztee: the command-line tool (run, pool, image build, doctor, version).
 //
 // Exit codes follow docker: the command's own exit code; 128+N if signal N
 // killed it; 124 if it timed out (like timeout(1)); 125 when ztee itself
@@ -15,7 +15,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <cinttypes>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -25,6 +28,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #ifndef ZTEE_SOURCE_DIR
@@ -44,6 +48,7 @@ const char kMainUsage[] =
     "\n"
     "commands:\n"
     "  run [options] -- CMD...   boot a sandbox, run CMD in it, destroy it\n"
+    "  pool [options]            fill a warm pool, lease sandboxes from it, show its status\n"
     "  image build [options]     build the guest image\n"
     "  doctor                    check that this host can run sandboxes\n"
     "  version                   print the version\n"
@@ -60,6 +65,8 @@ const char kRunUsage[] =
     "options:\n"
     "  --timeout S     kill the command after S seconds (exit status 124)\n"
     "  --image DIR     guest image directory (default: $ZTEE_IMAGE_DIR or the default image)\n"
+    "  --template DIR  start as a clone of this snapshot template instead of a cold\n"
+    "                  boot (--memory and --vcpus must match the template's)\n"
     "  --memory MIB    guest memory in MiB (default 256)\n"
     "  --vcpus N       guest vCPUs (default 1)\n"
     "  --env K=V       set an environment variable (repeatable)\n"
@@ -68,6 +75,33 @@ const char kRunUsage[] =
     "\n"
     "exit status: the command's; 128+N if killed by signal N; 124 on timeout;\n"
     "127 if the command was not found; 125 if ztee itself failed.\n";
+
+const char kPoolUsage[] =
+    "usage: ztee pool [options]\n"
+    "\n"
+    "Creates a warm pool in this process, waits until --min-ready sandboxes are\n"
+    "READY, leases --leases sandboxes one after another (each runs `true` and is\n"
+    "destroyed), and prints the pool's status as it goes and at the end.\n"
+    "By default the pool boots one sandbox, snapshots it into a template and\n"
+    "fills itself with clones of it.\n"
+    "\n"
+    "options:\n"
+    "  --min-ready N   READY sandboxes to keep waiting (default 2)\n"
+    "  --max-total N   ready + starting + leased, at most (default 8)\n"
+    "  --cold          cold-boot every sandbox (no snapshot template)\n"
+    "  --template DIR  clone this template (made by a snapshot) instead of making one\n"
+    "  --leases N      sandboxes to lease (default 3; 0: only fill the pool)\n"
+    "  --wait S        give up if the pool is not filled after S seconds (default 180)\n"
+    "  --image DIR     guest image directory (default: $ZTEE_IMAGE_DIR or the default image)\n"
+    "  --memory MIB    guest memory in MiB (default 256)\n"
+    "  --vcpus N       guest vCPUs (default 1)\n"
+    "  -h, --help      show this help\n"
+    "\n"
+    "output: `status: ready=N starting=N leased=N created=N failed=N leases=N\n"
+    "lease_timeouts=N backing_off=yes|no` when it changes, `last_error: ...` when a\n"
+    "start failed, `lease K: ...` per lease, and at the end the status, the last\n"
+    "error and `lease_wait: <10us=N <100us=N ... >=10s=N`.\n"
+    "exit status: 0 on success, 125 if the pool could not be filled or a lease failed.\n";
 
 const char kImageUsage[] =
     "usage: ztee image build [--out DIR] [--force]\n"
@@ -215,6 +249,10 @@ int cmd_run(ArgReader r) {
     } else if (r.take("--image", &v, &err)) {
       if (!err.empty()) return usage_error(err, kRunUsage);
       ropts.image_dir = *v;
+    } else if (r.take("--template", &v, &err)) {
+      if (!err.empty()) return usage_error(err, kRunUsage);
+      if (v->empty()) return usage_error("--template: empty directory", kRunUsage);
+      sopts.template_dir = *v;
     } else if (r.take("--memory", &v, &err)) {
       if (!err.empty()) return usage_error(err, kRunUsage);
       if (!parse_u32(*v, sopts.memory_mib) || sopts.memory_mib == 0)
@@ -298,6 +336,191 @@ int cmd_run(ArgReader r) {
   if (er.timed_out) return kExitTimeout;
   if (er.signal) return 128 + er.signal;
   return er.exit_code < 0 ? kExitError : er.exit_code;
+}
+
+// ---- pool -----------------------------------------------------------------------
+
+std::atomic<int> g_pool_signal{0};
+extern "C" void on_pool_signal(int sig) { g_pool_signal.store(sig); }
+
+std::string pool_status_line(const ztee::PoolStats& s) {
+  char buf[320];
+  std::snprintf(buf, sizeof buf,
+                "status: ready=%u starting=%u leased=%u created=%" PRIu64 " failed=%" PRIu64
+                " leases=%" PRIu64 " lease_timeouts=%" PRIu64 " backing_off=%s",
+                s.ready, s.starting, s.leased, s.created, s.failed, s.leases, s.lease_timeouts,
+                s.backing_off ? "yes" : "no");
+  std::string line = buf;
+  if (s.consecutive_failures)
+    line += " consecutive_failures=" + std::to_string(s.consecutive_failures);
+  return line;
+}
+
+void print_pool_summary(const ztee::PoolStats& s) {
+  static const char* const kBuckets[8] = {"<10us", "<100us", "<1ms", "<10ms",
+                                          "<100ms", "<1s",   "<10s", ">=10s"};
+  std::printf("%s\n", pool_status_line(s).c_str());
+  std::printf("last_error: %s\n", s.last_error.empty() ? "(none)" : s.last_error.c_str());
+  std::string hist = "lease_wait:";
+  for (int i = 0; i < 8; ++i)
+    hist += std::string(" ") + kBuckets[i] + "=" + std::to_string(s.lease_wait_hist[i]);
+  std::printf("%s\n", hist.c_str());
+  std::fflush(stdout);
+}
+
+int cmd_pool(ArgReader r) {
+  ztee::RuntimeOptions ropts;
+  ztee::PoolOptions popts;
+  uint32_t leases = 3;
+  double wait_s = 180;
+  std::string err;
+  while (!r.done()) {
+    std::optional<std::string> v;
+    const std::string& a = r.peek();
+    if (is_help(a)) {
+      std::fputs(kPoolUsage, stdout);
+      return 0;
+    }
+    if (r.take("--min-ready", &v, &err)) {
+      if (!err.empty()) return usage_error(err, kPoolUsage);
+      if (!parse_u32(*v, popts.min_ready) || popts.min_ready == 0)
+        return usage_error("--min-ready: not a count >= 1: " + *v, kPoolUsage);
+    } else if (r.take("--max-total", &v, &err)) {
+      if (!err.empty()) return usage_error(err, kPoolUsage);
+      if (!parse_u32(*v, popts.max_total) || popts.max_total == 0)
+        return usage_error("--max-total: not a count >= 1: " + *v, kPoolUsage);
+    } else if (r.take("--cold", nullptr, &err)) {
+      popts.from_snapshot = false;
+    } else if (r.take("--template", &v, &err)) {
+      if (!err.empty()) return usage_error(err, kPoolUsage);
+      if (v->empty()) return usage_error("--template: empty directory", kPoolUsage);
+      popts.template_dir = *v;
+    } else if (r.take("--leases", &v, &err)) {
+      if (!err.empty()) return usage_error(err, kPoolUsage);
+      if (!parse_u32(*v, leases)) return usage_error("--leases: not a count: " + *v, kPoolUsage);
+    } else if (r.take("--wait", &v, &err)) {
+      if (!err.empty()) return usage_error(err, kPoolUsage);
+      char* end = nullptr;
+      wait_s = std::strtod(v->c_str(), &end);
+      if (v->empty() || *end || !(wait_s > 0) || wait_s > 4e6)
+        return usage_error("--wait: not a positive number of seconds: " + *v, kPoolUsage);
+    } else if (r.take("--image", &v, &err)) {
+      if (!err.empty()) return usage_error(err, kPoolUsage);
+      ropts.image_dir = *v;
+    } else if (r.take("--memory", &v, &err)) {
+      if (!err.empty()) return usage_error(err, kPoolUsage);
+      if (!parse_u32(*v, popts.sandbox.memory_mib) || popts.sandbox.memory_mib == 0)
+        return usage_error("--memory: not a size in MiB: " + *v, kPoolUsage);
+    } else if (r.take("--vcpus", &v, &err)) {
+      if (!err.empty()) return usage_error(err, kPoolUsage);
+      if (!parse_u32(*v, popts.sandbox.vcpus) || popts.sandbox.vcpus == 0)
+        return usage_error("--vcpus: not a CPU count: " + *v, kPoolUsage);
+    } else {
+      return usage_error("pool: unexpected argument " + a, kPoolUsage);
+    }
+  }
+  if (!popts.from_snapshot && !popts.template_dir.empty())
+    return usage_error("pool: --cold and --template exclude each other", kPoolUsage);
+  if (popts.max_total < popts.min_ready)
+    return usage_error("pool: --max-total " + std::to_string(popts.max_total) +
+                           " is less than --min-ready " + std::to_string(popts.min_ready),
+                       kPoolUsage);
+
+  // Ctrl-C ends the wait; the pool and its VMs are destroyed on the way out.
+  ::signal(SIGPIPE, SIG_IGN);
+  struct sigaction sa {};
+  sa.sa_handler = on_pool_signal;
+  sigemptyset(&sa.sa_mask);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
+
+  auto rt = ztee::Runtime::create(ropts);
+  if (!rt) return fail(rt.error().message);
+  std::printf("pool: min_ready=%u max_total=%u %s; backend %s\n", popts.min_ready,
+              popts.max_total,
+              !popts.from_snapshot          ? "cold boots"
+              : popts.template_dir.empty() ? "clones of a template made now"
+                                           : ("clones of " + popts.template_dir).c_str(),
+              rt->backend_description().c_str());
+  std::fflush(stdout);
+  auto t0 = std::chrono::steady_clock::now();
+  auto pool = rt->create_pool(popts);
+  if (!pool) return fail("cannot create the pool: " + pool.error().message);
+  auto elapsed_ms = [&t0] {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  };
+  std::printf("pool: created in %.0f ms\n", elapsed_ms());
+
+  // Wait until min_ready sandboxes are READY, printing the status as it changes.
+  std::string last_line, last_error;
+  const double deadline_ms = elapsed_ms() + wait_s * 1000;
+  for (;;) {
+    ztee::PoolStats s = pool->stats();
+    std::string line = pool_status_line(s);
+    if (line != last_line) {
+      std::printf("%s\n", line.c_str());
+      last_line = line;
+    }
+    if (s.last_error != last_error) {
+      if (!s.last_error.empty()) std::printf("last_error: %s\n", s.last_error.c_str());
+      last_error = s.last_error;
+    }
+    std::fflush(stdout);
+    if (s.ready >= popts.min_ready) break;
+    if (int sig = g_pool_signal.load()) {
+      pool->close();
+      return 128 + sig;
+    }
+    if (elapsed_ms() > deadline_ms) {
+      print_pool_summary(s);
+      return fail("the pool did not fill: " + std::to_string(s.ready) + " of " +
+                  std::to_string(popts.min_ready) + " sandboxes ready after " +
+                  std::to_string(static_cast<long>(wait_s)) + " s" +
+                  (s.last_error.empty() ? std::string(" (no start failed; the host may be slow: try --wait)")
+                                        : "; last start failure: " + s.last_error));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::printf("pool: %u ready after %.0f ms\n", popts.min_ready, elapsed_ms());
+
+  int rc = 0;
+  for (uint32_t i = 1; i <= leases; ++i) {
+    if (int sig = g_pool_signal.load()) {
+      rc = 128 + sig;
+      break;
+    }
+    auto l0 = std::chrono::steady_clock::now();
+    auto sb = pool->lease();
+    double lease_us =
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - l0).count();
+    if (!sb) {
+      std::fprintf(stderr, "ztee: lease %u failed: %s\n", i, sb.error().message.c_str());
+      rc = kExitError;
+      break;
+    }
+    ztee::ExecOptions eo;
+    eo.argv = {"true"};
+    auto e0 = std::chrono::steady_clock::now();
+    auto res = sb->exec(eo);
+    double exec_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - e0).count();
+    std::string id = sb->id();
+    (void)sb->destroy();
+    if (!res || res->exit_code != 0) {
+      std::fprintf(stderr, "ztee: lease %u (%s): `true` failed: %s\n", i, id.c_str(),
+                   res ? ("exit code " + std::to_string(res->exit_code)).c_str()
+                       : res.error().message.c_str());
+      rc = kExitError;
+      break;
+    }
+    std::printf("lease %u: %s in %.0f us; `true` exited 0 in %.1f ms\n", i, id.c_str(), lease_us,
+                exec_ms);
+    std::printf("%s\n", pool_status_line(pool->stats()).c_str());
+    std::fflush(stdout);
+  }
+  ztee::PoolStats final_stats = pool->stats();
+  print_pool_summary(final_stats);
+  pool->close();
+  return rc;
 }
 
 // ---- image build ----------------------------------------------------------------
@@ -548,6 +771,7 @@ int main(int argc, char** argv) {
   }
   if (cmd == "--version" || cmd == "version") return cmd_version(r);
   if (cmd == "run") return cmd_run(std::move(r));
+  if (cmd == "pool") return cmd_pool(std::move(r));
   if (cmd == "image") return cmd_image(std::move(r));
   if (cmd == "doctor") return cmd_doctor(std::move(r));
   return usage_error("unknown command " + cmd, kMainUsage);

@@ -1,7 +1,8 @@
 #!/bin/bash
-# Tests of the `ztee` CLI. usage: cli_test.sh ZTEE_BINARY (usage|run)
+# Tests of the `ztee` CLI. usage: cli_test.sh ZTEE_BINARY (usage|run|pool)
 #   usage: no VM: help, version, doctor, bad usage
 #   run:   boots real sandboxes (needs the guest image; fails without it)
+#   pool:  `ztee pool` (one boot plus clones; needs the guest image)
 set -u
 ZTEE=$1
 WHAT=${2:-usage}
@@ -23,8 +24,12 @@ expect_rc() {
 }
 
 if [ "$WHAT" = usage ]; then
-  expect_rc 0 "$ZTEE" --help && { grep -q '^usage: ztee' "$tmp/out" || fail "--help: no usage line"; }
-  for c in run doctor version "image build"; do
+  expect_rc 0 "$ZTEE" --help && {
+    grep -q '^usage: ztee' "$tmp/out" || fail "--help: no usage line"
+    grep -Eq '^  pool ' "$tmp/out" || fail "--help: no pool command"
+  }
+  expect_rc 0 "$ZTEE" run --help && { grep -q -- '--template DIR' "$tmp/out" || fail "run --help: no --template"; }
+  for c in run pool doctor version "image build"; do
     # shellcheck disable=SC2086
     expect_rc 0 "$ZTEE" $c --help && { grep -q "^usage: ztee $c" "$tmp/out" || fail "$c --help: no usage"; }
   done
@@ -33,7 +38,10 @@ if [ "$WHAT" = usage ]; then
   # Bad usage: exit 125 with "ztee: <message>" on stderr.
   for args in "" "frobnicate" "run" "run --" "run --bogus -- true" "run --timeout" \
               "run --timeout abc -- true" "run --memory -5 -- true" "run --env NOEQ -- true" \
-              "image" "image frob" "doctor extra"; do
+              "image" "image frob" "doctor extra" "run --template" \
+              "pool --bogus" "pool extra" "pool --min-ready 0" "pool --min-ready x" \
+              "pool --leases -1" "pool --min-ready 3 --max-total 2" "pool --cold --template /x" \
+              "pool --wait 0"; do
     # shellcheck disable=SC2086
     expect_rc 125 "$ZTEE" $args && { grep -q '^ztee: ' "$tmp/err" || fail "'$args': no 'ztee: ' message"; }
   done
@@ -47,6 +55,39 @@ if [ "$WHAT" = usage ]; then
   if grep -Evq '^(OK|WARN|FAIL) ' "$tmp/out"; then fail "doctor: malformed line: $(cat "$tmp/out")"; fi
   if grep -q '^FAIL' "$tmp/out"; then want=1; else want=0; fi
   [ "$rc" = "$want" ] || fail "doctor exited $rc, want $want"
+elif [ "$WHAT" = pool ]; then
+  status_re='^status: ready=[0-9]+ starting=[0-9]+ leased=[0-9]+ created=[0-9]+ failed=[0-9]+ leases=[0-9]+ lease_timeouts=[0-9]+ backing_off=(yes|no)'
+  if expect_rc 0 "$ZTEE" pool --min-ready 1 --leases 2; then
+    out=$(cat "$tmp/out")
+    grep -Eq "$status_re" "$tmp/out" || fail "pool: no status line: $out"
+    grep -Eq '^status: ready=[1-9]' "$tmp/out" || fail "pool: never showed a ready sandbox: $out"
+    id1=$(sed -n 's/^lease 1: \(sb-[0-9a-z]*\) in .*exited 0.*/\1/p' "$tmp/out")
+    id2=$(sed -n 's/^lease 2: \(sb-[0-9a-z]*\) in .*exited 0.*/\1/p' "$tmp/out")
+    [ -n "$id1" ] && [ -n "$id2" ] || fail "pool: no 'lease 1/2: sb-...' lines: $out"
+    [ "$id1" != "$id2" ] || fail "pool: both leases got $id1"
+    grep -q '^lease 3:' "$tmp/out" && fail "pool: a third lease with --leases 2"
+    # The final block: status, last error, lease-wait histogram.
+    tail -n 3 "$tmp/out" | head -n 1 | grep -Eq "$status_re" || fail "pool: no final status: $out"
+    tail -n 3 "$tmp/out" | head -n 1 | grep -Eq ' leased=0 .* failed=0 leases=2 lease_timeouts=0 backing_off=no' ||
+      fail "pool: final status wrong: $(tail -n 3 "$tmp/out" | head -n 1)"
+    tail -n 2 "$tmp/out" | head -n 1 | grep -Eq '^last_error: \(none\)$' || fail "pool: last_error: $out"
+    hist=$(tail -n 1 "$tmp/out")
+    if echo "$hist" | grep -Eq '^lease_wait: <10us=[0-9]+ <100us=[0-9]+ <1ms=[0-9]+ <10ms=[0-9]+ <100ms=[0-9]+ <1s=[0-9]+ <10s=[0-9]+ >=10s=[0-9]+$'; then
+      sum=0
+      for n in $(echo "$hist" | grep -Eo '=[0-9]+( |$)' | tr -d '= '); do sum=$((sum + n)); done
+      [ "$sum" = 2 ] || fail "pool: lease_wait counts sum to $sum, want 2: $hist"
+    else
+      fail "pool: no lease_wait histogram: $hist"
+    fi
+  fi
+  # A pool over a missing image fails with 125 and says why.
+  expect_rc 125 "$ZTEE" pool --image "$tmp/no-image" --min-ready 1 --leases 1 --wait 20 && {
+    grep -q "$tmp/no-image" "$tmp/err" || fail "pool no image: path missing from: $(cat "$tmp/err")"
+  }
+  # run --template: a missing template is refused with its path.
+  expect_rc 125 "$ZTEE" run --template "$tmp/no-template" -- true && {
+    grep -q "$tmp/no-template" "$tmp/err" || fail "run --template: path missing from: $(cat "$tmp/err")"
+  }
 else
   # Exit code and both streams of the command come through.
   if expect_rc 3 "$ZTEE" run -- sh -c 'echo out; echo err >&2; exit 3'; then
