@@ -403,13 +403,18 @@ ZTEE_API ztee_status ztee_pool_stats_get(const ztee_pool *pool, ztee_pool_stats 
  * Errors: ZTEE_E_INVALID_ARGUMENT (pool or out NULL). */
 ZTEE_API ztee_status ztee_pool_last_error(const ztee_pool *pool, char **out);
 
-/* Destroys the READY sandboxes and stops refilling; later leases fail with
- * ZTEE_E_CLOSED. Leased sandboxes stay with their holders. A second call is
- * a no-op. NULL-safe. */
+/* Destroys the READY sandboxes and stops refilling; leases waiting in other
+ * threads and later leases fail with ZTEE_E_CLOSED. Leased sandboxes stay
+ * with their holders. Blocks while sandboxes that are still starting are
+ * stopped (at most about their boot timeout). A second call is a no-op.
+ * NULL-safe. */
 ZTEE_API void ztee_pool_close(ztee_pool *pool);
 
 /* Closes the pool (see ztee_pool_close) and frees the handle. Leased
- * sandboxes keep working and are freed on their own. NULL-safe. */
+ * sandboxes keep working and are freed on their own. NULL-safe. Like every
+ * *_free, it must not run while another thread still uses the handle (e.g.
+ * blocks in ztee_pool_lease): call ztee_pool_close first, which makes such
+ * calls return ZTEE_E_CLOSED, and free the pool once they have returned. */
 ZTEE_API void ztee_pool_free(ztee_pool *pool);
 
 #ifdef __cplusplus
