@@ -186,18 +186,15 @@ void PoolImpl::close() {
     }
     for (auto& sb : ready) self->destroy_counted(sb);
   });
-  if (rt_->loop->in_loop_thread()) {
-    // The last handle dropped inside a callback: nothing here may wait.
-    remove_template_if_idle();
-    return;
-  }
+  retire_if_idle();
+  // The last handle dropped inside a callback: nothing here may wait.
+  if (rt_->loop->in_loop_thread()) return;
   // Leave nothing behind: wait for starts in flight and the destroys.
   {
     std::unique_lock lk(mu_);
     idle_cv_.wait_for(lk, std::chrono::milliseconds(uint64_t{sandbox_opts_.boot_timeout_ms} + kCloseGraceMs),
-                      [this] { return starting_ == 0 && destroying_ == 0; });
+                      [this] { return starting_ == 0 && destroying_ == 0 && template_removed_; });
   }
-  remove_template_if_idle();
 }
 
 void PoolImpl::destroy_counted(std::shared_ptr<SandboxImpl> sb) {
@@ -210,14 +207,35 @@ void PoolImpl::destroy_counted(std::shared_ptr<SandboxImpl> sb) {
   });
 }
 
-void PoolImpl::remove_template_if_idle() {
+void PoolImpl::retire_if_idle() {
   {
     std::lock_guard lk(mu_);
-    if (owned_template_.empty() || !closed_ || starting_ > 0 || template_removed_) return;
-    template_removed_ = true;
+    if (!closed_ || starting_ > 0 || retiring_) return;
+    retiring_ = true;
   }
-  std::error_code ec;
-  std::filesystem::remove_all(owned_template_, ec);
+  // Posted: a start posts its pre-spawn replenish first, so this runs after it.
+  rt_->loop->post([self = shared_from_this()] {
+    if (!self->owned_template_.empty()) {
+      // Pre-spawned VMMs waiting for this template would outlive it.
+      auto it = self->rt_->waiting.find(self->owned_template_);
+      if (it != self->rt_->waiting.end()) {
+        auto q = std::move(it->second);
+        self->rt_->waiting.erase(it);
+        {
+          std::lock_guard lk(self->mu_);
+          self->destroying_ += static_cast<uint32_t>(q.size());
+        }
+        for (auto& sb : q) self->destroy_counted(sb);
+      }
+      std::error_code ec;
+      std::filesystem::remove_all(self->owned_template_, ec);
+    }
+    {
+      std::lock_guard lk(self->mu_);
+      self->template_removed_ = true;
+    }
+    self->idle_cv_.notify_all();
+  });
 }
 
 // ----------------------------------------------------------- loop thread --
@@ -285,7 +303,7 @@ void PoolImpl::on_started(Result<std::shared_ptr<SandboxImpl>> r) {
   } else {
     refill();
   }
-  remove_template_if_idle();
+  retire_if_idle();
 }
 
 void PoolImpl::prune_dead_locked(std::vector<std::shared_ptr<SandboxImpl>>& dead) {

@@ -60,7 +60,9 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   void on_started(Result<std::shared_ptr<SandboxImpl>> r);
   void start_backoff(uint64_t delay_ms);
   void start_health_check();
-  void remove_template_if_idle();
+  // Once closed with no start in flight: drops the runtime's pre-spawned
+  // VMMs for the owned template and removes it (posted to the loop).
+  void retire_if_idle();
   // Destroys a sandbox already counted in destroying_ (loop thread).
   void destroy_counted(std::shared_ptr<SandboxImpl> sb);
 
@@ -85,7 +87,8 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   PoolStats counters_;  // created, failed, leases, timeouts, failures, last_error, hist
   bool closed_ = false;
   bool backing_off_ = false;
-  bool template_removed_ = false;
+  bool retiring_ = false;
+  bool template_removed_ = false;  // retire_if_idle finished (owned template or not)
 
   std::atomic<bool> refill_posted_{false};
   uint64_t backoff_timer_ = 0;  // loop thread only

@@ -58,6 +58,22 @@ uint64_t hist_total(const ztee::PoolStats& s) {
   return n;
 }
 
+std::set<std::string> sandbox_dirs() {
+  std::set<std::string> out;
+  if (DIR* d = ::opendir(test::state_dir().c_str())) {
+    while (dirent* e = ::readdir(d))
+      if (std::string(e->d_name).rfind("sb-", 0) == 0) out.insert(e->d_name);
+    ::closedir(d);
+  }
+  return out;
+}
+
+std::string join(const std::set<std::string>& v) {
+  std::string out;
+  for (auto& x : v) out += x + " ";
+  return out;
+}
+
 bool has(const std::string& s, const std::string& sub) { return s.find(sub) != std::string::npos; }
 
 std::map<std::string, std::pair<int64_t, int64_t>> file_times(const std::string& dir) {
@@ -279,13 +295,14 @@ TEST_CASE("pool: a ready sandbox that died in the pool is never handed out") {
     while (dirent* e = ::readdir(d)) before.insert(e->d_name);
     ::closedir(d);
   }
+  // Cold boots: clones may adopt a pre-spawned VMM (another directory), so
+  // only here is the pool's one ready sandbox the one new sb-* directory.
   ztee::PoolOptions o;
-  o.template_dir = shared_template();
+  o.from_snapshot = false;
   o.min_ready = 1;
   o.max_total = 2;
   auto pool = make_pool(o);
   REQUIRE(eventually([&] { return pool.stats().ready == 1; }));
-  // The pool's one ready sandbox is the new sb-* directory in the state dir.
   int pid = 0;
   std::string dead_id;
   if (DIR* d = ::opendir(sdir.c_str())) {
@@ -302,7 +319,8 @@ TEST_CASE("pool: a ready sandbox that died in the pool is never handed out") {
   REQUIRE(pid > 0);
   REQUIRE(::kill(pid, SIGKILL) == 0);
   CHECK(eventually([&] { return !test::process_alive(pid); }));
-  std::this_thread::sleep_for(200ms);  // let the loop see the VMM exit
+  // The health check drops it and refills without a lease asking.
+  CHECK(eventually([&] { return pool.stats().failed == 1; }, 5000ms));
   auto r = pool.lease(30000);
   REQUIRE_MESSAGE(r.ok(), r.error().message);
   CHECK(r->id() != dead_id);
@@ -377,11 +395,12 @@ TEST_CASE("pool: cold-boot pool, and the last handle dropped on the loop thread"
 }
 
 TEST_CASE("pool: a lease from a non-empty pool takes microseconds") {
-  ztee::PoolOptions o;
-  o.template_dir = shared_template();
+  ztee::PoolOptions o;  // its own template: close() must then leave nothing, pre-spawned VMMs included
   o.min_ready = 4;
   o.max_total = 8;
   o.refill_concurrency = 2;
+  auto dirs_before = sandbox_dirs();
+  int templates_before = test::count_entries(test::state_dir() + "/templates");
   auto pool = make_pool(o);
   std::vector<int64_t> us;
   std::vector<ztee::Sandbox> held;
@@ -404,4 +423,13 @@ TEST_CASE("pool: a lease from a non-empty pool takes microseconds") {
   auto s = pool.stats();
   CHECK(s.lease_wait_hist[0] + s.lease_wait_hist[1] + s.lease_wait_hist[2] >= 4);
   CHECK(hist_total(s) == 8);
+  // close() returns once nothing of the pool is left: refills in flight
+  // included (min_ready 4 means some are starting now).
+  pool.close();
+  // (Earlier tests' sandboxes may finish going away meanwhile: only new ones count.)
+  std::set<std::string> left;
+  for (auto& d : sandbox_dirs())
+    if (!dirs_before.count(d)) left.insert(d);
+  CHECK_MESSAGE(left.empty(), "left behind by the closed pool: " << join(left));
+  CHECK(test::count_entries(test::state_dir() + "/templates") == templates_before);
 }
