@@ -47,7 +47,9 @@ struct RuntimeOptions {
   // Acceleration for QEMU: "auto" (KVM if /dev/kvm is usable, else TCG), "kvm", "tcg".
   std::string accel = "auto";
   // VMMs kept started and waiting per template once it has been cloned, so
-  // the next clone pays only for the restore. 0 disables pre-spawning.
+  // the next clone pays only for the restore. They live until the last
+  // Runtime handle goes (a pool's own template: until the pool closes).
+  // 0 disables pre-spawning.
   uint32_t prespawn = 1;
 };
 
@@ -196,7 +198,8 @@ struct PoolStats {
 };
 
 // A warm pool: READY sandboxes kept waiting, refilled in the background on
-// the runtime's event loop. A leased sandbox belongs to the caller alone and
+// the runtime's event loop. Each new sandbox runs one `true` before it counts
+// as ready, so the lease holder's first exec is not a fresh VMM's slow one. A leased sandbox belongs to the caller alone and
 // is destroyed when released (destroy() or the last handle dropped): never
 // recycled.
 class Pool {

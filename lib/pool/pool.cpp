@@ -217,10 +217,7 @@ void PoolImpl::retire_if_idle() {
   rt_->loop->post([self = shared_from_this()] {
     if (!self->owned_template_.empty()) {
       // Pre-spawned VMMs waiting for this template would outlive it.
-      auto it = self->rt_->waiting.find(self->owned_template_);
-      if (it != self->rt_->waiting.end()) {
-        auto q = std::move(it->second);
-        self->rt_->waiting.erase(it);
+      if (auto q = self->rt_->take_prespawned(self->owned_template_); !q.empty()) {
         {
           std::lock_guard lk(self->mu_);
           self->destroying_ += static_cast<uint32_t>(q.size());
@@ -258,7 +255,19 @@ void PoolImpl::refill() {
   for (auto& sb : dead) destroy_counted(std::move(sb));
   for (uint32_t i = 0; i < n; ++i) {
     rt_->start_sandbox(sandbox_opts_, image_, [self = shared_from_this()](Result<std::shared_ptr<SandboxImpl>> r) {
-      self->on_started(std::move(r));
+      if (!r) return self->on_started(std::move(r));
+      // Warm-up: one no-op exec before the sandbox counts as ready. A fresh
+      // VMM's first exec is its slowest (under TCG it translates the guest's
+      // code anew); the lease holder should not pay for it.
+      auto sb = std::move(r).value();
+      ExecOptions warm;
+      warm.argv = {"true"};
+      sb->exec(std::move(warm), [self, sb](Result<ExecResult> er) {
+        if (er && er->exit_code == 0) return self->on_started(sb);
+        std::string why = er ? fmt::format("exit code {}", er->exit_code) : er.error().message;
+        sb->destroy([sb](Result<void>) {});
+        self->on_started(make_error(Errc::kSandboxFailed, fmt::format("warm-up exec in {} failed: {}", sb->id(), why)));
+      });
     });
   }
 }

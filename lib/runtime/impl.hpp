@@ -50,6 +50,9 @@ class RuntimeImpl : public std::enable_shared_from_this<RuntimeImpl> {
   std::map<std::string, std::deque<std::shared_ptr<SandboxImpl>>> waiting;
   bool handles_gone = false;  // loop thread: no public Runtime handle is left
   void replenish(const SandboxOptions& opts, const Image& image);
+  // Loop thread: hands over (for destruction) the VMMs waiting for a
+  // template that is going away.
+  std::deque<std::shared_ptr<SandboxImpl>> take_prespawned(const std::string& template_dir);
 };
 
 // Runs `start(done)` on the loop thread and blocks the caller until `done`

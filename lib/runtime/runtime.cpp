@@ -220,6 +220,15 @@ void detail::RuntimeImpl::replenish(const SandboxOptions& opts, const Image& ima
   }
 }
 
+std::deque<std::shared_ptr<SandboxImpl>> detail::RuntimeImpl::take_prespawned(const std::string& template_dir) {
+  std::deque<std::shared_ptr<SandboxImpl>> q;
+  auto it = waiting.find(template_dir);
+  if (it == waiting.end()) return q;
+  q = std::move(it->second);
+  waiting.erase(it);
+  return q;
+}
+
 void detail::RuntimeImpl::start_sandbox(const SandboxOptions& opts, detail::Image image,
                                         std::function<void(Result<std::shared_ptr<SandboxImpl>>)> done) {
   std::shared_ptr<SandboxImpl> sb;
