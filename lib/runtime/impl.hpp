@@ -134,6 +134,10 @@ class SandboxImpl : public std::enable_shared_from_this<SandboxImpl> {
   };
 
   std::optional<Error> usable() const;
+  // A request answered by one RESULT (parsed by `parse` into the value; a
+  // parse error is a protocol violation) or ERROR.
+  template <typename T, typename Parse>
+  std::shared_ptr<Request> reply_request(std::string what, std::function<void(Result<T>)> done, Parse parse);
   uint32_t start_request(std::shared_ptr<Request> req, uint64_t deadline_ms);
   void finish_request(uint32_t stream);
   // Marks the sandbox failed, fails every pending request and stops the VMM.

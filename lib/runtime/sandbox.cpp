@@ -605,29 +605,40 @@ void SandboxImpl::exec(ExecOptions o, std::function<void(Result<ExecResult>)> do
   if (stdin_data) vm_->agent->send_data(proto::MsgType::kStdin, sid, *stdin_data, proto::kFlagEof);
 }
 
-void SandboxImpl::simple_op(proto::MsgType type, std::string json, Done done) {
-  if (auto e = usable()) return done(std::move(*e));
+template <typename T, typename Parse>
+std::shared_ptr<SandboxImpl::Request> SandboxImpl::reply_request(std::string what,
+                                                                 std::function<void(Result<T>)> done, Parse parse) {
+  auto d = std::make_shared<std::function<void(Result<T>)>>(std::move(done));
   auto req = std::make_shared<Request>();
-  auto d = std::make_shared<Done>(std::move(done));
-  req->on_frame = [this, d](const proto::FrameHeader& h, std::string_view p) {
-    Done cb = std::move(*d);
-    if (h.type == proto::MsgType::kResult) {
-      cb({});
-    } else if (h.type == proto::MsgType::kError) {
-      cb(guest_error(p, "guest"));
+  req->on_frame = [this, d, what = std::move(what), parse = std::move(parse)](const proto::FrameHeader& h,
+                                                                              std::string_view p) {
+    auto cb = std::move(*d);
+    if (h.type == proto::MsgType::kError) {
+      cb(guest_error(p, what));
+    } else if (h.type != proto::MsgType::kResult) {
+      cb(make_error(Errc::kProtocol, fmt::format("{}: unexpected reply", what)));
+      protocol_violation(fmt::format("unexpected message type {} in reply to {}", static_cast<int>(h.type), what));
+    } else if (Result<T> v = parse(p); !v) {
+      cb(v.error());
+      protocol_violation(fmt::format("malformed reply to {}", what));
     } else {
-      cb(make_error(Errc::kProtocol, "unexpected reply"));
-      protocol_violation(fmt::format("unexpected message type {}", static_cast<int>(h.type)));
+      cb(std::move(v));
     }
     return true;
   };
   req->fail = [d](Error e) {
     if (*d) {
-      Done cb = std::move(*d);
+      auto cb = std::move(*d);
       cb(std::move(e));
     }
   };
-  uint32_t sid = start_request(req, kRequestDeadlineMs);
+  return req;
+}
+
+void SandboxImpl::simple_op(proto::MsgType type, std::string json, Done done) {
+  if (auto e = usable()) return done(std::move(*e));
+  auto req = reply_request<void>("guest", std::move(done), [](std::string_view) { return Result<void>(); });
+  uint32_t sid = start_request(std::move(req), kRequestDeadlineMs);
   vm_->agent->send(type, sid, json);
 }
 
@@ -636,27 +647,9 @@ void SandboxImpl::ping(Done done) { simple_op(proto::MsgType::kPing, "", std::mo
 void SandboxImpl::write_file(std::string path, std::string data, uint32_t mode, Done done) {
   if (auto e = validate_path(path); e.code != Errc::kOk) return done(std::move(e));
   if (auto e = usable()) return done(std::move(*e));
-  auto req = std::make_shared<Request>();
-  auto d = std::make_shared<Done>(std::move(done));
-  req->on_frame = [this, d, path](const proto::FrameHeader& h, std::string_view p) {
-    Done cb = std::move(*d);
-    if (h.type == proto::MsgType::kResult) {
-      cb({});
-    } else if (h.type == proto::MsgType::kError) {
-      cb(guest_error(p, fmt::format("write {}", path)));
-    } else {
-      cb(make_error(Errc::kProtocol, "unexpected reply"));
-      protocol_violation("unexpected reply to FILE_WRITE");
-    }
-    return true;
-  };
-  req->fail = [d](Error e) {
-    if (*d) {
-      Done cb = std::move(*d);
-      cb(std::move(e));
-    }
-  };
-  uint32_t sid = start_request(req, kRequestDeadlineMs);
+  auto req = reply_request<void>(fmt::format("write {}", path), std::move(done),
+                                 [](std::string_view) { return Result<void>(); });
+  uint32_t sid = start_request(std::move(req), kRequestDeadlineMs);
   vm_->agent->send(proto::MsgType::kFileWrite, sid,
                    fmt::format("{{\"path\":{},\"mode\":{},\"append\":false}}", json_quote(path), mode & 07777));
   vm_->agent->send_data(proto::MsgType::kData, sid, data, proto::kFlagEof);
@@ -729,76 +722,41 @@ bool parse_file_info(simdjson::dom::object o, FileInfo* fi) {
 void SandboxImpl::stat(std::string path, std::function<void(Result<FileInfo>)> done) {
   if (auto e = validate_path(path); e.code != Errc::kOk) return done(std::move(e));
   if (auto e = usable()) return done(std::move(*e));
-  auto d = std::make_shared<std::function<void(Result<FileInfo>)>>(std::move(done));
-  auto req = std::make_shared<Request>();
-  req->on_frame = [this, d, path](const proto::FrameHeader& h, std::string_view p) {
-    auto cb = std::move(*d);
-    simdjson::dom::object o;
-    FileInfo fi;
-    fi.name = path;
-    if (h.type == proto::MsgType::kError) {
-      cb(guest_error(p, fmt::format("stat {}", path)));
-    } else if (h.type == proto::MsgType::kResult && parse_json(p, &o) && parse_file_info(o, &fi)) {
-      cb(std::move(fi));
-    } else {
-      cb(make_error(Errc::kProtocol, "malformed FILE_STAT reply"));
-      protocol_violation("malformed FILE_STAT reply");
-    }
-    return true;
-  };
-  req->fail = [d](Error e) {
-    if (*d) {
-      auto cb = std::move(*d);
-      cb(std::move(e));
-    }
-  };
-  uint32_t sid = start_request(req, kRequestDeadlineMs);
+  auto req = reply_request<FileInfo>(fmt::format("stat {}", path), std::move(done),
+                                     [this, path](std::string_view p) -> Result<FileInfo> {
+                                       simdjson::dom::object o;
+                                       FileInfo fi;
+                                       fi.name = path;
+                                       if (!parse_json(p, &o) || !parse_file_info(o, &fi))
+                                         return make_error(Errc::kProtocol, "malformed FILE_STAT reply");
+                                       return fi;
+                                     });
+  uint32_t sid = start_request(std::move(req), kRequestDeadlineMs);
   vm_->agent->send(proto::MsgType::kFileStat, sid, fmt::format("{{\"path\":{}}}", json_quote(path)));
 }
 
 void SandboxImpl::list_dir(std::string path, std::function<void(Result<std::vector<FileInfo>>)> done) {
   if (auto e = validate_path(path); e.code != Errc::kOk) return done(std::move(e));
   if (auto e = usable()) return done(std::move(*e));
-  auto d = std::make_shared<std::function<void(Result<std::vector<FileInfo>>)>>(std::move(done));
-  auto req = std::make_shared<Request>();
-  req->on_frame = [this, d, path](const proto::FrameHeader& h, std::string_view p) {
-    auto cb = std::move(*d);
-    if (h.type == proto::MsgType::kError) {
-      cb(guest_error(p, fmt::format("list {}", path)));
-      return true;
-    }
-    simdjson::dom::object o;
-    simdjson::dom::array entries;
-    bool ok = h.type == proto::MsgType::kResult && parse_json(p, &o) && !o["entries"].get_array().get(entries);
-    std::vector<FileInfo> out;
-    if (ok) {
-      for (auto e : entries) {
-        simdjson::dom::object eo;
-        FileInfo fi;
-        auto name = e.get_object().get(eo) ? std::nullopt : json_str(eo, "name");
-        if (!name || name->empty() || name->find('/') != std::string_view::npos || !parse_file_info(eo, &fi)) {
-          ok = false;
-          break;
+  auto req = reply_request<std::vector<FileInfo>>(
+      fmt::format("list {}", path), std::move(done), [this](std::string_view p) -> Result<std::vector<FileInfo>> {
+        auto bad = make_error(Errc::kProtocol, "malformed FILE_LIST reply");
+        simdjson::dom::object o;
+        simdjson::dom::array entries;
+        if (!parse_json(p, &o) || o["entries"].get_array().get(entries)) return bad;
+        std::vector<FileInfo> out;
+        for (auto e : entries) {
+          simdjson::dom::object eo;
+          FileInfo fi;
+          auto name = e.get_object().get(eo) ? std::nullopt : json_str(eo, "name");
+          if (!name || name->empty() || name->find('/') != std::string_view::npos || !parse_file_info(eo, &fi))
+            return bad;
+          fi.name = std::string(*name);
+          out.push_back(std::move(fi));
         }
-        fi.name = std::string(*name);
-        out.push_back(std::move(fi));
-      }
-    }
-    if (!ok) {
-      cb(make_error(Errc::kProtocol, "malformed FILE_LIST reply"));
-      protocol_violation("malformed FILE_LIST reply");
-      return true;
-    }
-    cb(std::move(out));
-    return true;
-  };
-  req->fail = [d](Error e) {
-    if (*d) {
-      auto cb = std::move(*d);
-      cb(std::move(e));
-    }
-  };
-  uint32_t sid = start_request(req, kRequestDeadlineMs);
+        return out;
+      });
+  uint32_t sid = start_request(std::move(req), kRequestDeadlineMs);
   vm_->agent->send(proto::MsgType::kFileList, sid, fmt::format("{{\"path\":{}}}", json_quote(path)));
 }
 
