@@ -11,6 +11,7 @@
 #include <ctime>
 
 #include "agent/json.hpp"
+#include "agent/replies.hpp"
 #include "runtime/impl.hpp"
 
 namespace ztee::detail {
@@ -56,12 +57,6 @@ Errc errc_for_guest_errno(int64_t e) {
   }
 }
 
-FileType file_type_from(std::string_view t) {
-  if (t == "file") return FileType::kFile;
-  if (t == "dir") return FileType::kDir;
-  if (t == "symlink") return FileType::kSymlink;
-  return FileType::kOther;
-}
 
 std::string random_hex(size_t bytes) {
   std::string raw(bytes, '\0');
@@ -194,13 +189,9 @@ void SandboxImpl::protocol_violation(std::string what) {
 }
 
 Error SandboxImpl::guest_error(std::string_view payload, std::string_view what) {
-  simdjson::dom::object o;
-  if (!parse_json(payload, &o)) return make_error(Errc::kProtocol, "malformed ERROR reply from guest");
-  int64_t e = json_int(o, "errno").value_or(0);
-  std::string msg(json_str(o, "message").value_or("unknown error"));
-  if (msg.size() > 1024) msg.resize(1024);
-  int sys = (e > 0 && e < 4096) ? static_cast<int>(e) : 0;
-  return make_error(errc_for_guest_errno(sys), fmt::format("{}: {}", what, msg), sys);
+  auto g = parse_guest_error(parser_, payload);
+  if (!g) return std::move(g).error();
+  return make_error(errc_for_guest_errno(g->sys_errno), fmt::format("{}: {}", what, g->message), g->sys_errno);
 }
 
 uint32_t SandboxImpl::start_request(std::shared_ptr<Request> req, uint64_t deadline_ms) {
@@ -327,7 +318,12 @@ Result<void> SandboxImpl::launch() {
     int e = errno;
     return make_error(Errc::kIo, fmt::format("cannot create sandbox directory {}: {}", dir, std::strerror(e)), e);
   }
-  VmConfig cfg{id_, dir, image_, opts_.vcpus, opts_.memory_mib};
+  VmConfig cfg;
+  cfg.id = id_;
+  cfg.dir = dir;
+  cfg.image = image_;
+  cfg.vcpus = opts_.vcpus;
+  cfg.memory_mib = opts_.memory_mib;
   const bool restoring = !image_.snapshot.dir.empty();
   if (restoring) {
     cfg.mem_path = image_.snapshot.mem.path;  // private mapping: copy-on-write
@@ -411,10 +407,8 @@ void SandboxImpl::send_hello(proto::MsgType type) {
       fail(Errc::kSandboxFailed, guest_error(p, "guest agent refused HELLO").message);
       return true;
     }
-    simdjson::dom::object o;
-    bool good = type == proto::MsgType::kHello
-                    ? h.type == proto::MsgType::kHello && parse_json(p, &o) && json_int(o, "protocol")
-                    : h.type == proto::MsgType::kResult;
+    bool good = type == proto::MsgType::kHello ? h.type == proto::MsgType::kHello && parse_hello(parser_, p)
+                                               : h.type == proto::MsgType::kResult;
     if (!good) {
       protocol_violation("bad HELLO/RESEED reply");
       return true;
@@ -561,23 +555,16 @@ void SandboxImpl::exec(ExecOptions o, std::function<void(Result<ExecResult>)> do
         return false;
       }
       case MsgType::kExit: {
-        simdjson::dom::object ob;
-        if (!parse_json(p, &ob)) {
+        auto e = parse_exit(parser_, p);
+        if (!e) {
           protocol_violation("malformed EXIT");
           return true;
         }
-        auto code = json_int(ob, "exit_code");
-        auto sig = json_int(ob, "signal");
-        if (!code || !sig || *code < -1 || *code > 255 || *sig < 0 || *sig > 64) {
-          protocol_violation("EXIT with missing or out-of-range fields");
-          return true;
-        }
-        st->res.exit_code = static_cast<int>(*code);
-        st->res.signal = static_cast<int>(*sig);
-        st->res.timed_out = json_bool(ob, "timed_out").value_or(false);
-        st->res.truncated = st->res.truncated || json_bool(ob, "truncated").value_or(false);
-        auto dur = json_int(ob, "duration_us");
-        st->res.duration_us = dur && *dur > 0 ? static_cast<uint64_t>(*dur) : 0;
+        st->res.exit_code = e->exit_code;
+        st->res.signal = e->signal;
+        st->res.timed_out = e->timed_out;
+        st->res.truncated = st->res.truncated || e->truncated;
+        st->res.duration_us = e->duration_us;
         auto d = std::move(st->done);
         d(std::move(st->res));
         return true;
@@ -703,34 +690,12 @@ void SandboxImpl::read_file(std::string path, uint64_t max, std::function<void(R
   vm_->agent->send(proto::MsgType::kFileRead, sid, fmt::format("{{\"path\":{},\"max\":{}}}", json_quote(path), max));
 }
 
-namespace {
-
-bool parse_file_info(simdjson::dom::object o, FileInfo* fi) {
-  auto type = json_str(o, "type");
-  auto size = json_int(o, "size");
-  auto mode = json_int(o, "mode");
-  if (!type || !size || !mode || *size < 0 || *mode < 0 || *mode > 07777777) return false;
-  fi->type = file_type_from(*type);
-  fi->size = static_cast<uint64_t>(*size);
-  fi->mode = static_cast<uint32_t>(*mode) & 07777;
-  fi->mtime_ns = json_int(o, "mtime_ns").value_or(0);
-  return true;
-}
-
-}  // namespace
 
 void SandboxImpl::stat(std::string path, std::function<void(Result<FileInfo>)> done) {
   if (auto e = validate_path(path); e.code != Errc::kOk) return done(std::move(e));
   if (auto e = usable()) return done(std::move(*e));
   auto req = reply_request<FileInfo>(fmt::format("stat {}", path), std::move(done),
-                                     [this, path](std::string_view p) -> Result<FileInfo> {
-                                       simdjson::dom::object o;
-                                       FileInfo fi;
-                                       fi.name = path;
-                                       if (!parse_json(p, &o) || !parse_file_info(o, &fi))
-                                         return make_error(Errc::kProtocol, "malformed FILE_STAT reply");
-                                       return fi;
-                                     });
+                                     [this, path](std::string_view p) { return parse_stat(parser_, p, path); });
   uint32_t sid = start_request(std::move(req), kRequestDeadlineMs);
   vm_->agent->send(proto::MsgType::kFileStat, sid, fmt::format("{{\"path\":{}}}", json_quote(path)));
 }
@@ -738,24 +703,8 @@ void SandboxImpl::stat(std::string path, std::function<void(Result<FileInfo>)> d
 void SandboxImpl::list_dir(std::string path, std::function<void(Result<std::vector<FileInfo>>)> done) {
   if (auto e = validate_path(path); e.code != Errc::kOk) return done(std::move(e));
   if (auto e = usable()) return done(std::move(*e));
-  auto req = reply_request<std::vector<FileInfo>>(
-      fmt::format("list {}", path), std::move(done), [this](std::string_view p) -> Result<std::vector<FileInfo>> {
-        auto bad = make_error(Errc::kProtocol, "malformed FILE_LIST reply");
-        simdjson::dom::object o;
-        simdjson::dom::array entries;
-        if (!parse_json(p, &o) || o["entries"].get_array().get(entries)) return bad;
-        std::vector<FileInfo> out;
-        for (auto e : entries) {
-          simdjson::dom::object eo;
-          FileInfo fi;
-          auto name = e.get_object().get(eo) ? std::nullopt : json_str(eo, "name");
-          if (!name || name->empty() || name->find('/') != std::string_view::npos || !parse_file_info(eo, &fi))
-            return bad;
-          fi.name = std::string(*name);
-          out.push_back(std::move(fi));
-        }
-        return out;
-      });
+  auto req = reply_request<std::vector<FileInfo>>(fmt::format("list {}", path), std::move(done),
+                                                  [this](std::string_view p) { return parse_list(parser_, p); });
   uint32_t sid = start_request(std::move(req), kRequestDeadlineMs);
   vm_->agent->send(proto::MsgType::kFileList, sid, fmt::format("{{\"path\":{}}}", json_quote(path)));
 }

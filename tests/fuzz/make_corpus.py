@@ -9,6 +9,21 @@ def frame(t, stream, payload=b"", flags=0, version=1, magic=MAGIC, length=None):
 
 out = sys.argv[1]
 os.makedirs(out, exist_ok=True)
+replies = os.path.join(out, "..", "fuzz-corpus-replies")
+os.makedirs(replies, exist_ok=True)
+reply_seeds = {
+    "exit": b"\x00" + b'{"exit_code":0,"signal":0,"timed_out":false,"truncated":false,"duration_us":12}',
+    "exit_bad": b"\x00" + b'{"exit_code":300,"signal":-1}',
+    "error": b"\x01" + b'{"errno":2,"message":"cwd /nope: No such file or directory"}',
+    "error_long": b"\x01" + b'{"errno":99999,"message":"' + b"x" * 5000 + b'"}',
+    "hello": b"\x02" + b'{"agent":"ztee-agent","protocol":1}',
+    "stat": b"\x03" + b'{"type":"file","size":3,"mode":420,"mtime_ns":1}',
+    "list": b"\x04" + b'{"entries":[{"name":"a","type":"dir","size":0,"mode":493},{"name":"..","type":"dir","size":0,"mode":1}]}',
+    "deep": b"\x04" + b"[" * 2000,
+}
+for name, data in reply_seeds.items():
+    with open(os.path.join(replies, name), "wb") as f:
+        f.write(data)
 seeds = {
     "exec_ok": frame(4, 1, b"hello\n") + frame(5, 1, b"err") + frame(6, 1, b'{"exit_code":0,"signal":0}'),
     "hello": frame(1, 2, b'{"agent":"x","protocol":1}'),
