@@ -163,6 +163,23 @@ TEST_CASE("a corrupted or mismatched template is refused with a clear error") {
     CHECK(r.error().message.find("OTHER") != std::string::npos);
     std::system(("rm -rf " + d).c_str());
   }
+  {
+    // The image changed since the template was made (its kernel digest differs).
+    std::string d = copy_template();
+    std::ifstream in(d + "/template.json");
+    std::string json((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto at = json.find("\"kernel\":\"");
+    REQUIRE(at != std::string::npos);
+    json.replace(at + 10, 64, std::string(64, '0'));
+    std::ofstream(d + "/template.json") << json;
+    ztee::SandboxOptions o;
+    o.template_dir = d;
+    auto r = test::runtime().create_sandbox(o);
+    REQUIRE(!r.ok());
+    CHECK(r.error().code == Errc::kImage);
+    CHECK(r.error().message.find("changed since the template was made") != std::string::npos);
+    std::system(("rm -rf " + d).c_str());
+  }
   ztee::SandboxOptions bigger;
   bigger.template_dir = template_dir();
   bigger.memory_mib = 512;
