@@ -97,12 +97,22 @@ Result<Sandbox> PoolImpl::lease(uint32_t deadline_ms) {
   auto waited_us = [&t0] {
     return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count());
   };
-  std::vector<std::shared_ptr<SandboxImpl>> dead;
+  // Ready sandboxes found dead are destroyed on every way out, after the lock.
+  struct Reaper {
+    PoolImpl* pool;
+    std::vector<std::shared_ptr<SandboxImpl>> dead;
+    ~Reaper() {
+      if (dead.empty()) return;
+      pool->rt_->loop->post([self = pool->shared_from_this(), dead = std::move(dead)] {
+        for (auto& sb : dead) self->destroy_counted(sb);
+      });
+    }
+  } reaper{this, {}};
   std::shared_ptr<SandboxImpl> got;
   {
     std::unique_lock lk(mu_);
     if (closed_) return make_error(Errc::kClosed, "the pool is closed");
-    prune_dead_locked(dead);
+    prune_dead_locked(reaper.dead);
     if (!ready_.empty()) {
       got = std::move(ready_.front());
       ready_.pop_front();
@@ -111,6 +121,11 @@ Result<Sandbox> PoolImpl::lease(uint32_t deadline_ms) {
       ++leased_;
       ++counters_.leases;
       record_wait(waited_us());
+    } else if (rt_->loop->in_loop_thread()) {
+      // Refills run on this very thread: waiting here could only time out.
+      return make_error(Errc::kInvalidArgument,
+                        "lease from a callback on the event-loop thread found no ready sandbox and cannot wait: "
+                        "callbacks must not block; lease from another thread");
     } else {
       Waiter w;
       waiters_.push_back(&w);
@@ -130,9 +145,6 @@ Result<Sandbox> PoolImpl::lease(uint32_t deadline_ms) {
       }
     }
   }
-  if (!dead.empty()) rt_->loop->post([self = shared_from_this(), dead = std::move(dead)] {
-    for (auto& sb : dead) self->destroy_counted(sb);
-  });
   schedule_refill();
   return hand_out(std::move(got));
 }

@@ -210,6 +210,16 @@ TEST_CASE("pool: exhaustion times out naming the cause; close fails waiters") {
   CHECK(s.leased == 1);
   CHECK(s.starting == 0);
 
+  // From a callback on the loop thread an empty pool refuses to wait (it would block the loop).
+  ztee::Result<ztee::Sandbox> inner = ztee::make_error(Errc::kInternal, "not called");
+  ztee::ExecOptions eo;
+  eo.shell = "echo x";
+  eo.on_stdout = [&](std::string_view) { inner = pool.lease(5000); };
+  REQUIRE(a->exec(eo).ok());
+  REQUIRE(!inner.ok());
+  CHECK(inner.error().code == Errc::kInvalidArgument);
+  CHECK(has(inner.error().message, "cannot wait"));
+
   // A waiter is released with kClosed when the pool closes.
   auto waiter = std::async(std::launch::async, [&pool] { return pool.lease(20000); });
   std::this_thread::sleep_for(100ms);
