@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <thread>
 
@@ -63,6 +64,39 @@ std::string copy_template() {
   return d;
 }
 
+// Copies the template, lets `tamper` change the copy, tries to clone it, and
+// returns the (required) error with the copy's path; the copy is removed.
+struct Refusal {
+  ztee::Error error;
+  std::string dir;
+};
+Refusal refused_clone(const std::function<void(const std::string& dir)>& tamper) {
+  std::string d = copy_template();
+  tamper(d);
+  ztee::SandboxOptions o;
+  o.template_dir = d;
+  auto r = test::runtime().create_sandbox(o);
+  std::system(("rm -rf " + d).c_str());
+  REQUIRE(!r.ok());
+  return {r.error(), d};
+}
+
+void overwrite_byte(const std::string& path, std::streamoff at) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekp(at);
+  f.put('\x5a');
+}
+
+// Applies `edit` to the text of dir/template.json right after `key`.
+void edit_manifest(const std::string& dir, const std::string& key, const std::function<void(std::string&, size_t)>& edit) {
+  std::ifstream in(dir + "/template.json");
+  std::string json((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto at = json.find(key);
+  REQUIRE(at != std::string::npos);
+  edit(json, at + key.size());
+  std::ofstream(dir + "/template.json") << json;
+}
+
 }  // namespace
 
 TEST_CASE("clones are re-identified: different random bytes and hostnames") {
@@ -116,70 +150,24 @@ TEST_CASE("pause and resume") {
 TEST_CASE("a corrupted or mismatched template is refused with a clear error") {
   template_dir();  // made first, so it does not count below
   int before = test::count_entries(test::state_dir());
-  {
-    std::string d = copy_template();
-    {
-      std::fstream f(d + "/state", std::ios::in | std::ios::out | std::ios::binary);
-      f.seekp(1000);
-      f.put('\x5a');
-    }
-    ztee::SandboxOptions o;
-    o.template_dir = d;
-    auto r = test::runtime().create_sandbox(o);
-    REQUIRE(!r.ok());
-    CHECK(r.error().code == Errc::kImage);
-    CHECK(r.error().message.find(d + "/state") != std::string::npos);
-    std::system(("rm -rf " + d).c_str());
-  }
-  {
-    std::string d = copy_template();
-    {
-      std::fstream f(d + "/mem", std::ios::in | std::ios::out | std::ios::binary);
-      f.seekp(4096 * 100);
-      f.put('\x5a');
-    }
-    ztee::SandboxOptions o;
-    o.template_dir = d;
-    auto r = test::runtime().create_sandbox(o);
-    REQUIRE(!r.ok());
-    CHECK(r.error().code == Errc::kImage);
-    CHECK(r.error().message.find("does not match") != std::string::npos);
-    std::system(("rm -rf " + d).c_str());
-  }
-  {
-    // A template saved by another VMM version is not restored.
-    std::string d = copy_template();
-    std::ifstream in(d + "/template.json");
-    std::string json((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    auto at = json.find("\"backend_version\":\"");
-    REQUIRE(at != std::string::npos);
-    json.insert(at + 19, "OTHER ");
-    std::ofstream(d + "/template.json") << json;
-    ztee::SandboxOptions o;
-    o.template_dir = d;
-    auto r = test::runtime().create_sandbox(o);
-    REQUIRE(!r.ok());
-    CHECK(r.error().code == Errc::kImage);
-    CHECK(r.error().message.find("OTHER") != std::string::npos);
-    std::system(("rm -rf " + d).c_str());
-  }
-  {
-    // The image changed since the template was made (its kernel digest differs).
-    std::string d = copy_template();
-    std::ifstream in(d + "/template.json");
-    std::string json((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    auto at = json.find("\"kernel\":\"");
-    REQUIRE(at != std::string::npos);
-    json.replace(at + 10, 64, std::string(64, '0'));
-    std::ofstream(d + "/template.json") << json;
-    ztee::SandboxOptions o;
-    o.template_dir = d;
-    auto r = test::runtime().create_sandbox(o);
-    REQUIRE(!r.ok());
-    CHECK(r.error().code == Errc::kImage);
-    CHECK(r.error().message.find("changed since the template was made") != std::string::npos);
-    std::system(("rm -rf " + d).c_str());
-  }
+  auto state = refused_clone([](const std::string& d) { overwrite_byte(d + "/state", 1000); });
+  CHECK(state.error.code == Errc::kImage);
+  CHECK(state.error.message.find(state.dir + "/state") != std::string::npos);
+  auto mem = refused_clone([](const std::string& d) { overwrite_byte(d + "/mem", 4096 * 100); });
+  CHECK(mem.error.code == Errc::kImage);
+  CHECK(mem.error.message.find("does not match") != std::string::npos);
+  // A template saved by another VMM version is not restored.
+  auto version = refused_clone([](const std::string& d) {
+    edit_manifest(d, "\"backend_version\":\"", [](std::string& j, size_t at) { j.insert(at, "OTHER "); });
+  });
+  CHECK(version.error.code == Errc::kImage);
+  CHECK(version.error.message.find("OTHER") != std::string::npos);
+  // The image changed since the template was made (its kernel digest differs).
+  auto image = refused_clone([](const std::string& d) {
+    edit_manifest(d, "\"kernel\":\"", [](std::string& j, size_t at) { j.replace(at, 64, std::string(64, '0')); });
+  });
+  CHECK(image.error.code == Errc::kImage);
+  CHECK(image.error.message.find("changed since the template was made") != std::string::npos);
   ztee::SandboxOptions bigger;
   bigger.template_dir = template_dir();
   bigger.memory_mib = 512;
