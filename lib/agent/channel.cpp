@@ -38,7 +38,6 @@ void AgentChannel::start() {
 
 void AgentChannel::receive(std::string_view bytes) {
   if (dead_) return;
-  bytes_in_ += bytes.size();
   auto err = decoder_.feed(bytes.data(), bytes.size(),
                            [this](const proto::FrameHeader& h, std::string_view payload) {
                              if (dead_) return;

@@ -35,7 +35,6 @@ class AgentChannel {
   void send_data(proto::MsgType type, uint32_t stream, std::string_view data, uint16_t last_flags);
   void close();
   size_t open_streams() const { return handlers_.size(); }
-  uint64_t bytes_in() const { return bytes_in_; }
 
   // Feeds bytes as if received (tests and the fuzz target use this).
   void receive(std::string_view bytes);
@@ -48,7 +47,6 @@ class AgentChannel {
   proto::FrameDecoder decoder_;
   std::unordered_map<uint32_t, std::shared_ptr<Handler>> handlers_;
   uint32_t next_stream_ = 1;
-  uint64_t bytes_in_ = 0;
   bool dead_ = false;
 };
 

@@ -31,7 +31,6 @@ struct Image {
   struct Snapshot {
     std::string dir;
     Artifact state, mem;
-    uint32_t vcpus = 0, memory_mib = 0;
   } snapshot;
 };
 

@@ -35,7 +35,6 @@ void Stream::arm_recv() {
 
 void Stream::send(std::string data) {
   if (closed_ || data.empty()) return;
-  queued_ += data.size();
   out_.push_back(std::move(data));
   if (!sending_) arm_send();
 }
@@ -59,7 +58,6 @@ void Stream::arm_send() {
                  return;
                }
                self->out_off_ += static_cast<size_t>(res);
-               self->queued_ -= static_cast<size_t>(res);
                if (self->out_off_ == self->out_.front().size()) {
                  self->out_.pop_front();
                  self->out_off_ = 0;
@@ -83,7 +81,6 @@ void Stream::close() {
     on_close_ = nullptr;
   }
   if (!sending_) out_.clear();  // else the in-flight send still reads it
-  queued_ = 0;
   ::shutdown(fd_.get(), SHUT_RDWR);
   loop_.cancel_fd(fd_.get());
 }

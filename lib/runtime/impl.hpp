@@ -44,7 +44,6 @@ class RuntimeImpl : public std::enable_shared_from_this<RuntimeImpl> {
   std::unique_ptr<Loop> loop;
   std::unique_ptr<Driver> driver;
   ImageVerifier verifier;
-  std::atomic<uint64_t> sandboxes_created{0};
   // Loop thread: VMMs started and waiting for a template's state, by
   // template dir (RuntimeOptions::prespawn of them each).
   std::map<std::string, std::deque<std::shared_ptr<SandboxImpl>>> waiting;
@@ -77,7 +76,6 @@ struct VmParts {
   std::unique_ptr<AgentChannel> agent;
   std::unique_ptr<QmpClient> qmp;
   std::string dir;
-  bool reaped_seen = false;
   void close_io();  // loop thread
   ~VmParts();
 };

@@ -203,7 +203,7 @@ Result<detail::Image> detail::RuntimeImpl::prepare(const SandboxOptions& opts) {
   // the small device state is checked again before every restore.
   if (auto v = verifier.verify_one(t->mem, "template memory"); !v) return std::move(v).error();
   if (auto v = verifier.verify_one(t->state, "template state"); !v) return std::move(v).error();
-  image->snapshot = detail::Image::Snapshot{tdir, t->state, t->mem, t->vcpus, t->memory_mib};
+  image->snapshot = detail::Image::Snapshot{tdir, t->state, t->mem};
   return image;
 }
 
@@ -258,10 +258,7 @@ void detail::RuntimeImpl::start_sandbox(const SandboxOptions& opts, detail::Imag
     }
   }
   sb->begin([this, sb, done = std::move(done)](Result<void> r) mutable {
-    if (r) {
-      sandboxes_created.fetch_add(1);
-      return done(sb);
-    }
+    if (r) return done(sb);
     // Leave nothing behind: tear down what the start began.
     Error err = std::move(r).error();
     loop->post([sb, err = std::move(err), done = std::move(done)]() mutable {

@@ -286,7 +286,6 @@ void SandboxImpl::channel_lost(std::string reason) {
 void SandboxImpl::on_vmm_exit() {
   if (!vm_) return;
   vm_->process.try_reap();
-  vm_->reaped_seen = true;
   vmm_pid_.store(0);
   // Drain what the VMM said before dying: its last words are the diagnosis.
   char buf[4096];
