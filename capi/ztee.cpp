@@ -83,12 +83,16 @@ constexpr size_t kRuntimeOptionsV1 = sizeof(ztee_runtime_options);
 constexpr size_t kSandboxOptionsV1 = offsetof(ztee_sandbox_options, template_dir);
 static_assert(kSandboxOptionsV1 == offsetof(ztee_sandbox_options, output_cap) + sizeof(uint64_t),
               "0.1's ztee_sandbox_options had no tail padding");
+// 0.2 ended with snapshottable; the network fields came after.
+constexpr size_t kSandboxOptionsV2 = offsetof(ztee_sandbox_options, net_allow);
+static_assert(kSandboxOptionsV2 == offsetof(ztee_sandbox_options, snapshottable) + sizeof(int32_t) + 4,
+              "0.2's ztee_sandbox_options ended with 4 bytes of tail padding");
 constexpr size_t kExecOptionsV1 = sizeof(ztee_exec_options);
 constexpr size_t kPoolOptionsV1 = sizeof(ztee_pool_options);
 constexpr size_t kPoolStatsV1 = sizeof(ztee_pool_stats);
 
 constexpr size_t kRuntimeOptionsSizes[] = {kRuntimeOptionsV1};
-constexpr size_t kSandboxOptionsSizes[] = {kSandboxOptionsV1, sizeof(ztee_sandbox_options)};
+constexpr size_t kSandboxOptionsSizes[] = {kSandboxOptionsV1, kSandboxOptionsV2, sizeof(ztee_sandbox_options)};
 constexpr size_t kExecOptionsSizes[] = {kExecOptionsV1};
 constexpr size_t kPoolOptionsSizes[] = {kPoolOptionsV1};
 constexpr size_t kPoolStatsSizes[] = {kPoolStatsV1};
@@ -142,6 +146,11 @@ ztee::SandboxOptions to_sandbox_options(const ztee_sandbox_options& o) {
   if (o.output_cap) so.output_cap = o.output_cap;
   so.template_dir = str_or(o.template_dir);
   so.snapshottable = o.snapshottable != 0;
+  // A NULL array or entry becomes an empty entry, which the policy check
+  // refuses with a message that names it.
+  for (size_t i = 0; i < o.net_allow_count; ++i)
+    so.network.allow.push_back(o.net_allow && o.net_allow[i] ? o.net_allow[i] : "");
+  so.network.dns = str_or(o.net_dns);
   return so;
 }
 

@@ -139,18 +139,36 @@ typedef struct ztee_sandbox_options {
    * 0 (default): anonymous memory; snapshots fail with
    * ZTEE_E_INVALID_ARGUMENT. */
   int32_t snapshottable;
+  /* ---- appended after 0.2 (0.2's size: offsetof(ztee_sandbox_options, net_allow)) */
+  /* Egress allowlist: net_allow_count strings "CIDR:PORT" or "CIDR:LO-HI",
+   * each optionally followed by "/tcp" or "/udp" (default both); a bare
+   * address is a /32; IPv4 only. E.g. "198.18.0.10:8080/tcp".
+   * No entries and net_dns NULL (the default): no network at all, the guest
+   * has no interface but lo. A malformed entry fails the create with
+   * ZTEE_E_INVALID_ARGUMENT quoting it.
+   * SECURITY: every entry widens what sandboxed code can reach. The sandbox
+   * gets its own network namespace, TAP and nftables firewall that drops
+   * everything else; the host's own addresses and other sandboxes are never
+   * reachable, whatever is listed. Strings are borrowed for the call. */
+  const char *const *net_allow;
+  size_t net_allow_count;
+  /* A resolver address the guest may query on port 53 (udp and tcp); it
+   * becomes the guest's /etc/resolv.conf. NULL: no DNS. */
+  const char *net_dns;
 } ztee_sandbox_options;
 
-#define ZTEE_SANDBOX_OPTIONS_INIT {sizeof(ztee_sandbox_options), NULL, 0, 0, 0, 0, 0, NULL, 0}
+#define ZTEE_SANDBOX_OPTIONS_INIT {sizeof(ztee_sandbox_options), NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, 0, NULL}
 
 /* Like ztee_runtime_options_init, for ztee_sandbox_options. Besides
  * sizeof(ztee_sandbox_options), the size of every earlier published layout
- * is accepted (offsetof(ztee_sandbox_options, template_dir) for 0.1 callers);
+ * is accepted (offsetof(ztee_sandbox_options, template_dir) for 0.1 callers,
+ * offsetof(ztee_sandbox_options, net_allow) for 0.2 callers);
  * a size in the middle of a field is ZTEE_E_INVALID_ARGUMENT. */
 ZTEE_API ztee_status ztee_sandbox_options_init(ztee_sandbox_options *opts, size_t size);
 
 /* Boots a microVM and waits until its guest agent is ready. opts may be NULL.
- * SECURITY: the sandbox runs arbitrary code; it has no network.
+ * SECURITY: the sandbox runs arbitrary code; it has no network unless
+ * opts->net_allow / net_dns name what it may reach.
  * Errors: ZTEE_E_IMAGE (with the path and `ztee image build` as the fix),
  * ZTEE_E_BACKEND_UNAVAILABLE, ZTEE_E_TIMEOUT, ZTEE_E_SANDBOX_FAILED. */
 ZTEE_API ztee_status ztee_sandbox_create(ztee_runtime *rt, const ztee_sandbox_options *opts,

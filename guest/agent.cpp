@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "boot.hpp"
+#include "net.hpp"
 #include "request.hpp"
 
 extern char** environ;
@@ -417,6 +418,11 @@ void Agent::handle_hello(uint32_t stream, const json& req, bool reseed) {
   }
   if (!host.empty() && ::sethostname(host.data(), host.size()) != 0)
     return send_error(stream, errno, errno_text("sethostname " + host, errno));
+  if (const json* n = field(req, "net")) {
+    if (!n->is_object()) throw BadRequest("field \"net\" must be an object");
+    NetConfig cfg{opt_string(*n, "address"), opt_string(*n, "gateway"), opt_string(*n, "dns")};
+    if (std::string err = configure_network(cfg); !err.empty()) return send_error(stream, EINVAL, "network: " + err);
+  }
 
   if (reseed) return send_json(MsgType::kResult, stream, json::object());
   utsname u{};

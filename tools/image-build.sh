@@ -41,7 +41,7 @@ FORCE=0
 VMLINUX=1
 KERNEL_META=linux-image-cloud-amd64
 # Modules loaded by the agent, in this order after their dependencies.
-MODULES=(virtio_mmio virtio_blk virtio_console virtio-rng overlay)
+MODULES=(virtio_mmio virtio_blk virtio_console virtio-rng virtio_net overlay)
 # Extra kernel arguments the image wants (recorded in the manifest; the runtime appends
 # them to its own). cryptomgr.notests skips the crypto self-tests: ~0.35 s of a TCG boot.
 KERNEL_CMDLINE="cryptomgr.notests"

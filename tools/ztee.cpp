@@ -71,6 +71,10 @@ const char kRunUsage[] =
     "  --vcpus N       guest vCPUs (default 1)\n"
     "  --env K=V       set an environment variable (repeatable)\n"
     "  --cwd DIR       working directory in the guest (default /)\n"
+    "  --allow CIDR:PORT[/tcp|/udp]\n"
+    "                  let the sandbox reach CIDR on PORT (or LO-HI); repeatable.\n"
+    "                  Without --allow or --dns the sandbox has no network at all.\n"
+    "  --dns ADDR      let the sandbox query the resolver ADDR on port 53\n"
     "  -h, --help      show this help\n"
     "\n"
     "exit status: the command's; 128+N if killed by signal N; 124 on timeout;\n"
@@ -270,6 +274,12 @@ int cmd_run(ArgReader r) {
     } else if (r.take("--cwd", &v, &err)) {
       if (!err.empty()) return usage_error(err, kRunUsage);
       eopts.cwd = *v;
+    } else if (r.take("--allow", &v, &err)) {
+      if (!err.empty()) return usage_error(err, kRunUsage);
+      sopts.network.allow.push_back(*v);  // checked by create_sandbox, which quotes a bad entry
+    } else if (r.take("--dns", &v, &err)) {
+      if (!err.empty()) return usage_error(err, kRunUsage);
+      sopts.network.dns = *v;
     } else if (!a.empty() && a[0] == '-') {
       return usage_error("run: unknown option " + a, kRunUsage);
     } else {

@@ -137,12 +137,19 @@ void call(F&& f) {
 
 // ztee_sandbox_options with the strings it points to.
 struct SandboxOpts {
-  std::optional<std::string> image_dir, template_dir;
+  std::optional<std::string> image_dir, template_dir, dns;
+  std::vector<std::string> allow;
+  std::vector<const char*> allow_ptrs;
   ztee_sandbox_options o = ZTEE_SANDBOX_OPTIONS_INIT;
 
   SandboxOpts(py::object image, uint32_t vcpus, uint32_t memory_mib, uint32_t boot_timeout_ms,
-              uint32_t exec_timeout_ms, uint64_t output_cap, py::object tpl, bool snapshottable)
-      : image_dir(opt_str(image)), template_dir(opt_str(tpl)) {
+              uint32_t exec_timeout_ms, uint64_t output_cap, py::object tpl, bool snapshottable,
+              std::vector<std::string> allow_, py::object dns_)
+      : image_dir(opt_str(image)), template_dir(opt_str(tpl)), dns(opt_str(dns_)), allow(std::move(allow_)) {
+    for (const auto& a : allow) allow_ptrs.push_back(a.c_str());
+    o.net_allow = allow_ptrs.empty() ? nullptr : allow_ptrs.data();
+    o.net_allow_count = allow_ptrs.size();
+    o.net_dns = dns ? dns->c_str() : nullptr;
     o.image_dir = image_dir ? image_dir->c_str() : nullptr;
     o.vcpus = vcpus;
     o.memory_mib = memory_mib;
@@ -158,9 +165,9 @@ class Sandbox {
  public:
   Sandbox(Runtime& rt, py::object image_dir, uint32_t vcpus, uint32_t memory_mib,
           uint32_t boot_timeout_ms, uint32_t exec_timeout_ms, uint64_t output_cap,
-          py::object template_dir, bool snapshottable) {
+          py::object template_dir, bool snapshottable, std::vector<std::string> allow, py::object dns) {
     SandboxOpts so(image_dir, vcpus, memory_mib, boot_timeout_ms, exec_timeout_ms, output_cap,
-                   template_dir, snapshottable);
+                   template_dir, snapshottable, std::move(allow), dns);
     ztee_runtime* r = rt.get();
     ztee_sandbox* sb = nullptr;
     call([&] { return ztee_sandbox_create(r, &so.o, &sb); });
@@ -348,9 +355,9 @@ class Pool {
   Pool(Runtime& rt, py::object template_dir, bool cold_boot, uint32_t min_ready,
        uint32_t max_total, uint32_t refill_concurrency, uint32_t lease_timeout_ms,
        py::object image_dir, uint32_t vcpus, uint32_t memory_mib, uint32_t boot_timeout_ms,
-       uint32_t exec_timeout_ms, uint64_t output_cap) {
+       uint32_t exec_timeout_ms, uint64_t output_cap, std::vector<std::string> allow, py::object dns) {
     SandboxOpts so(image_dir, vcpus, memory_mib, boot_timeout_ms, exec_timeout_ms, output_cap,
-                   py::none(), false);
+                   py::none(), false, std::move(allow), dns);
     auto tpl = opt_str(template_dir);
     ztee_pool_options o = ZTEE_POOL_OPTIONS_INIT;
     o.sandbox = &so.o;
@@ -448,11 +455,12 @@ PYBIND11_MODULE(_ztee, m) {
 
   py::class_<Sandbox>(m, "Sandbox")
       .def(py::init<Runtime&, py::object, uint32_t, uint32_t, uint32_t, uint32_t, uint64_t,
-                    py::object, bool>(),
+                    py::object, bool, std::vector<std::string>, py::object>(),
            py::arg("runtime"), py::arg("image_dir") = py::none(), py::arg("vcpus") = 0,
            py::arg("memory_mib") = 0, py::arg("boot_timeout_ms") = 0,
            py::arg("exec_timeout_ms") = 0, py::arg("output_cap") = 0,
            py::arg("template_dir") = py::none(), py::arg("snapshottable") = false,
+           py::arg("allow") = std::vector<std::string>{}, py::arg("dns") = py::none(),
            py::keep_alive<1, 2>())
       .def_property_readonly("id", &Sandbox::id)
       .def("close", &Sandbox::close)
@@ -476,12 +484,15 @@ PYBIND11_MODULE(_ztee, m) {
   // A leased Sandbox needs no keep_alive: the C handle keeps its runtime alive.
   py::class_<Pool>(m, "Pool")
       .def(py::init<Runtime&, py::object, bool, uint32_t, uint32_t, uint32_t, uint32_t, py::object,
-                    uint32_t, uint32_t, uint32_t, uint32_t, uint64_t>(),
+                    uint32_t, uint32_t, uint32_t, uint32_t, uint64_t, std::vector<std::string>,
+                    py::object>(),
            py::arg("runtime"), py::arg("template_dir") = py::none(), py::arg("cold_boot") = false,
            py::arg("min_ready") = 0, py::arg("max_total") = 0, py::arg("refill_concurrency") = 0,
            py::arg("lease_timeout_ms") = 0, py::arg("image_dir") = py::none(),
            py::arg("vcpus") = 0, py::arg("memory_mib") = 0, py::arg("boot_timeout_ms") = 0,
-           py::arg("exec_timeout_ms") = 0, py::arg("output_cap") = 0, py::keep_alive<1, 2>())
+           py::arg("exec_timeout_ms") = 0, py::arg("output_cap") = 0,
+           py::arg("allow") = std::vector<std::string>{}, py::arg("dns") = py::none(),
+           py::keep_alive<1, 2>())
       .def("lease", &Pool::lease, py::arg("deadline_ms") = 0)
       .def("stats", &Pool::stats)
       .def("close", &Pool::close)

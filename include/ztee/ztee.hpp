@@ -57,6 +57,25 @@ struct RuntimeOptions {
 // /var/lib/ztee/images/default for root, else $XDG_DATA_HOME (or ~/.local/share)/ztee/images/default.
 std::string default_image_dir();
 
+// What a sandbox may reach on the network. The default (nothing listed) is no
+// network at all: the guest has no interface but lo.
+//
+// SECURITY: every entry widens what code in the sandbox can reach. A sandbox
+// with a policy gets its own network namespace on the host, a TAP and a veth
+// to the host, and an nftables firewall that drops everything not listed.
+// The host's own addresses and other sandboxes are never reachable, whatever
+// is listed.
+struct NetworkPolicy {
+  // "CIDR:PORT" or "CIDR:LO-HI", optionally followed by "/tcp" or "/udp"
+  // (default both); a bare address is a /32. IPv4 only. E.g.
+  // "198.18.0.10:8080/tcp", "10.0.0.0/8:443", "192.0.2.1:5000-5010/udp".
+  std::vector<std::string> allow;
+  // A resolver the guest may query (port 53, udp and tcp) and that becomes
+  // its /etc/resolv.conf. Empty: no DNS.
+  std::string dns;
+  bool enabled() const { return !allow.empty() || !dns.empty(); }
+};
+
 struct SandboxOptions {
   std::string image_dir;          // empty: the runtime's image
   uint32_t vcpus = 1;             // 1..64
@@ -73,6 +92,10 @@ struct SandboxOptions {
   // Keep guest RAM in a file so the sandbox can be snapshotted. Off by
   // default (RAM is then anonymous memory).
   bool snapshottable = false;
+  // Default: no network. A clone's template must have been made from a
+  // sandbox that had a network iff this one has one (its NIC is part of the
+  // saved device state); each clone gets its own namespace and firewall.
+  NetworkPolicy network;
 };
 
 struct ExecOptions {

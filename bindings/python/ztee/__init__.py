@@ -221,11 +221,14 @@ class _Decoder:
 def _sandbox_kwargs(image_dir: Optional[str] = None, vcpus: Optional[int] = None,
                     memory_mib: Optional[int] = None, timeout: Optional[float] = None,
                     boot_timeout: Optional[float] = None,
-                    output_cap: Optional[int] = None) -> dict:
+                    output_cap: Optional[int] = None, allow: Sequence[str] = (),
+                    dns: Optional[str] = None) -> dict:
     """Sandbox options as the _ztee keyword arguments (shared by Sandbox and Pool)."""
+    if isinstance(allow, (str, bytes)):
+        raise TypeError("allow must be a list of \"CIDR:PORT\" strings, not a single string")
     return dict(image_dir=image_dir, vcpus=vcpus or 0, memory_mib=memory_mib or 0,
                 boot_timeout_ms=_ms(boot_timeout), exec_timeout_ms=_ms(timeout),
-                output_cap=output_cap or 0)
+                output_cap=output_cap or 0, allow=[str(a) for a in allow], dns=dns)
 
 
 class Sandbox:
@@ -237,18 +240,26 @@ class Sandbox:
         of a cold boot (vcpus and memory_mib must match the template's).
         SECURITY: only use templates no untrusted user can write.
     snapshottable: keep guest RAM in a file so snapshot() works.
+    allow: what the sandbox may reach, e.g. ["198.18.0.10:8080/tcp",
+        "10.0.0.0/8:443"] ("CIDR:PORT" or "CIDR:LO-HI", optional "/tcp" or
+        "/udp"; IPv4). Empty (the default) and no dns: no network at all.
+        SECURITY: every entry widens what sandboxed code can reach; the
+        host's own addresses and other sandboxes are never reachable.
+    dns: a resolver address the guest may query on port 53 (written to its
+        /etc/resolv.conf). None: no DNS.
     """
 
     def __init__(self, runtime: Optional[Runtime] = None, image_dir: Optional[str] = None,
                  vcpus: Optional[int] = None, memory_mib: Optional[int] = None,
                  timeout: Optional[float] = None, boot_timeout: Optional[float] = None,
                  output_cap: Optional[int] = None, template_dir: Optional[str] = None,
-                 snapshottable: bool = False):
+                 snapshottable: bool = False, allow: Sequence[str] = (),
+                 dns: Optional[str] = None):
         self.runtime = runtime if runtime is not None else default_runtime()
         self._sb = _ztee.Sandbox(self.runtime._rt, template_dir=template_dir,
                                  snapshottable=bool(snapshottable),
                                  **_sandbox_kwargs(image_dir, vcpus, memory_mib, timeout,
-                                                   boot_timeout, output_cap))
+                                                   boot_timeout, output_cap, allow, dns))
 
     @classmethod
     def _adopt(cls, low: "_ztee.Sandbox", runtime: Runtime) -> "Sandbox":
@@ -382,7 +393,8 @@ class Pool:
     min_ready: READY sandboxes kept waiting (>= 1). max_total: ready +
     starting + leased, at most. lease_timeout: default lease() deadline in
     seconds (None: 30). Other keyword arguments (image_dir, vcpus,
-    memory_mib, timeout, boot_timeout, output_cap) apply to every sandbox.
+    memory_mib, timeout, boot_timeout, output_cap, allow, dns) apply to
+    every sandbox.
 
     A leased sandbox is the caller's alone and destroyed when released
     (close(), destroy() or the end of its with block): never recycled.

@@ -1,0 +1,391 @@
+// Network policy, isolation, limits and teardown, probed from inside real
+// microVMs. The "internet" is a network namespace this test creates (test
+// servers on 198.18.0.0/24, reached through a veth on 198.19.0.0/24); no
+// packet goes anywhere else.
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "common.hpp"
+
+extern char** environ;
+
+using ztee::Errc;
+
+namespace {
+
+constexpr int kPortA = 47080;  // served by the internet namespace and by the host
+constexpr int kPortB = 47090;  // served by the internet namespace only
+
+int sh(const std::string& cmd) {
+  int rc = std::system((cmd + " >/dev/null 2>&1").c_str());
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// The test's own internet: a namespace with test servers, routed from the host.
+class Internet {
+ public:
+  Internet() {
+    std::string tag = std::to_string(::getpid());
+    ns_ = "ztee-inet-" + tag;
+    host_if_ = "ztinet" + tag.substr(0, 8);
+    ready_ = test::state_dir() + "/inet-ready";
+    ::unlink(ready_.c_str());
+    const std::vector<std::string> setup = {
+        "ip netns add " + ns_,
+        "ip link add " + host_if_ + " type veth peer name inet0 netns " + ns_,
+        "ip addr add 198.19.0.1/24 dev " + host_if_,
+        "ip link set " + host_if_ + " up",
+        "ip -n " + ns_ + " link set lo up",
+        "ip -n " + ns_ + " addr add 198.19.0.2/24 dev inet0",
+        "ip -n " + ns_ + " link set inet0 up",
+        "ip -n " + ns_ + " addr add 198.18.0.10/32 dev lo",
+        "ip -n " + ns_ + " addr add 198.18.0.11/32 dev lo",
+        "ip -n " + ns_ + " addr add 198.18.0.53/32 dev lo",
+        "ip route add 198.18.0.0/24 via 198.19.0.2 dev " + host_if_,
+    };
+    for (const auto& c : setup)
+      if (sh(c) != 0) FAIL("test internet set-up failed at: " << c);
+    std::vector<std::string> args = {"ip", "netns", "exec", ns_, "/usr/bin/python3", ZTEE_INET_SERVER, ready_,
+                                     "tcp:198.18.0.10:" + std::to_string(kPortA),
+                                     "tcp:198.18.0.10:" + std::to_string(kPortB),
+                                     "tcp:198.18.0.11:" + std::to_string(kPortA), "udp:198.18.0.53:53"};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    REQUIRE(::posix_spawnp(&server_, "ip", nullptr, nullptr, argv.data(), environ) == 0);
+    for (int i = 0; i < 500 && read_text(ready_).find("ready") == std::string::npos; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    REQUIRE(read_text(ready_).find("ready") != std::string::npos);
+  }
+  ~Internet() {
+    if (server_ > 0) {
+      ::kill(server_, SIGKILL);
+      ::waitpid(server_, nullptr, 0);
+    }
+    sh("ip route del 198.18.0.0/24 via 198.19.0.2");
+    sh("ip link del " + host_if_);
+    sh("ip netns del " + ns_);
+  }
+
+ private:
+  std::string ns_, host_if_, ready_;
+  pid_t server_ = -1;
+};
+
+Internet& internet() {
+  static Internet inet;
+  return inet;
+}
+
+// A TCP listener on the host (every address, kPortA) that counts connections.
+class HostListener {
+ public:
+  HostListener() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd_ >= 0);
+    int one = 1;
+    ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(kPortA);
+    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    REQUIRE(::listen(fd_, 16) == 0);
+    thread_ = std::thread([this] {
+      for (;;) {
+        int c = ::accept(fd_, nullptr, nullptr);
+        if (c < 0) return;
+        ++accepted;
+        ::close(c);
+      }
+    });
+  }
+  ~HostListener() {
+    ::shutdown(fd_, SHUT_RDWR);
+    thread_.join();
+    ::close(fd_);
+  }
+  std::atomic<int> accepted{0};
+
+ private:
+  int fd_ = -1;
+  std::thread thread_;
+};
+
+// Every IPv4 address of the host's own namespace.
+std::vector<std::string> host_addresses() {
+  std::vector<std::string> out;
+  ifaddrs* ifa = nullptr;
+  REQUIRE(::getifaddrs(&ifa) == 0);
+  for (ifaddrs* i = ifa; i; i = i->ifa_next) {
+    if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET) continue;
+    char buf[INET_ADDRSTRLEN];
+    ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr, buf, sizeof buf);
+    out.emplace_back(buf);
+  }
+  ::freeifaddrs(ifa);
+  return out;
+}
+
+// Host ends of sandbox veths ("zth-*") and the sandbox-side address of each /30.
+std::vector<std::string> slot_addresses() {
+  std::vector<std::string> out;
+  ifaddrs* ifa = nullptr;
+  REQUIRE(::getifaddrs(&ifa) == 0);
+  for (ifaddrs* i = ifa; i; i = i->ifa_next) {
+    if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET) continue;
+    if (std::string(i->ifa_name).rfind("zth-", 0) != 0) continue;
+    uint32_t a = ntohl(reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr.s_addr);
+    uint32_t base = a & ~3u;
+    for (uint32_t h : {base + 1, base + 2}) {
+      in_addr x{htonl(h)};
+      char buf[INET_ADDRSTRLEN];
+      ::inet_ntop(AF_INET, &x, buf, sizeof buf);
+      out.emplace_back(buf);
+    }
+  }
+  ::freeifaddrs(ifa);
+  return out;
+}
+
+std::set<std::string> host_links() {
+  std::set<std::string> out;
+  if (DIR* d = ::opendir("/sys/class/net")) {
+    while (dirent* e = ::readdir(d))
+      if (e->d_name[0] != '.') out.insert(e->d_name);
+    ::closedir(d);
+  }
+  return out;
+}
+
+const char kProbe[] = R"(import socket, sys
+for t in sys.argv[1:]:
+    proto, a, p = t.split(':')
+    try:
+        if proto == 'tcp':
+            s = socket.create_connection((a, int(p)), timeout=2)
+        else:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.settimeout(2)
+            s.sendto(b'q', (a, int(p)))
+        s.settimeout(2)
+        print(t, 'OK', s.recv(100).decode().strip(), flush=True)
+    except Exception as e:
+        print(t, 'FAIL', type(e).__name__, flush=True)
+)";
+
+// Runs the probe in the guest: target ("tcp:ADDR:PORT" / "udp:ADDR:PORT") -> its line.
+std::map<std::string, std::string> probe(ztee::Sandbox& sb, const std::vector<std::string>& targets) {
+  REQUIRE(sb.write_file("/tmp/probe.py", kProbe).ok());
+  std::string cmd = "python3 /tmp/probe.py";
+  for (const auto& t : targets) cmd += " " + t;
+  auto r = sb.run(cmd, 120000);
+  REQUIRE(r.ok());
+  INFO("probe output: " << r->stdout_data << r->stderr_data);
+  REQUIRE(r->exit_code == 0);
+  std::map<std::string, std::string> out;
+  std::istringstream lines(r->stdout_data);
+  std::string line;
+  while (std::getline(lines, line)) {
+    auto sp = line.find(' ');
+    if (sp != std::string::npos) out[line.substr(0, sp)] = line.substr(sp + 1);
+  }
+  for (const auto& t : targets) REQUIRE_MESSAGE(out.count(t), "no probe result for " << t);
+  return out;
+}
+
+bool ok(const std::map<std::string, std::string>& m, const std::string& t) { return m.at(t).rfind("OK", 0) == 0; }
+
+std::string tcp(const std::string& addr, int port) { return "tcp:" + addr + ":" + std::to_string(port); }
+
+ztee::Sandbox networked(std::vector<std::string> allow, std::string dns = "") {
+  ztee::SandboxOptions o;
+  o.network.allow = std::move(allow);
+  o.network.dns = std::move(dns);
+  auto sb = test::runtime().create_sandbox(o);
+  if (!sb) FAIL("create_sandbox with a network: " << sb.error().message);
+  return std::move(sb).value();
+}
+
+}  // namespace
+
+TEST_CASE("a sandbox without a network has no interface but lo") {
+  auto r = test::shared().run("ls /sys/class/net");
+  REQUIRE(r.ok());
+  CHECK(r->stdout_data == "lo\n");
+}
+
+TEST_CASE("a malformed allow entry is refused with the entry quoted, leaving nothing behind") {
+  int before = test::count_entries(test::state_dir());
+  auto links = host_links();
+  for (const char* bad : {"198.18.0.10", "198.18.0.10:0", "198.18.0.10/33:80", "example.com:80",
+                          "198.18.0.10:80/icmp", "::1:80", ""}) {
+    ztee::SandboxOptions o;
+    o.network.allow = {bad};
+    auto r = test::runtime().create_sandbox(o);
+    REQUIRE(!r.ok());
+    CHECK(r.error().code == Errc::kInvalidArgument);
+    CHECK_MESSAGE(r.error().message.find(std::string("\"") + bad + "\"") != std::string::npos,
+                  r.error().message);
+  }
+  ztee::SandboxOptions o;
+  o.network.dns = "not-an-address";
+  auto r = test::runtime().create_sandbox(o);
+  REQUIRE(!r.ok());
+  CHECK(r.error().code == Errc::kInvalidArgument);
+  CHECK(test::count_entries(test::state_dir()) == before);
+  CHECK(host_links() == links);
+}
+
+TEST_CASE("egress: only the allowed address and port are reachable; DNS only when allowed") {
+  internet();
+  auto sb = networked({"198.18.0.10:" + std::to_string(kPortA) + "/tcp"});
+  auto names = sb.run("ls /sys/class/net");
+  REQUIRE(names.ok());
+  CHECK(names->stdout_data == "eth0\nlo\n");
+  auto m = probe(sb, {tcp("198.18.0.10", kPortA), tcp("198.18.0.10", kPortB), tcp("198.18.0.11", kPortA),
+                      "udp:198.18.0.53:53"});
+  CHECK(ok(m, tcp("198.18.0.10", kPortA)));
+  CHECK(m.at(tcp("198.18.0.10", kPortA)) == "OK ok 198.18.0.10:" + std::to_string(kPortA));
+  CHECK_FALSE(ok(m, tcp("198.18.0.10", kPortB)));
+  CHECK_FALSE(ok(m, tcp("198.18.0.11", kPortA)));
+  CHECK_FALSE(ok(m, "udp:198.18.0.53:53"));
+  auto resolv = sb.run("cat /etc/resolv.conf 2>/dev/null; true");
+  REQUIRE(resolv.ok());
+  CHECK(resolv->stdout_data.find("nameserver") == std::string::npos);
+
+  auto dns = networked({}, "198.18.0.53");
+  auto d = probe(dns, {"udp:198.18.0.53:53", tcp("198.18.0.10", kPortA)});
+  CHECK(d.at("udp:198.18.0.53:53") == "OK dns-ok 198.18.0.53");
+  CHECK_FALSE(ok(d, tcp("198.18.0.10", kPortA)));
+  auto rc = dns.run("cat /etc/resolv.conf");
+  REQUIRE(rc.ok());
+  CHECK(rc->stdout_data == "nameserver 198.18.0.53\n");
+}
+
+TEST_CASE("isolation: the host's addresses and a sibling sandbox are unreachable even when everything is allowed") {
+  internet();
+  HostListener host;
+  std::string any = "0.0.0.0/0:" + std::to_string(kPortA) + "/tcp";
+  auto sibling = networked({any});
+  REQUIRE(sibling.run("nohup python3 -c \"import socket; s=socket.socket(); s.bind(('0.0.0.0', " +
+                      std::to_string(kPortA) + ")); s.listen(); [s.accept()[0].close() for _ in iter(int, 1)]\" "
+                      ">/dev/null 2>&1 &")
+              .ok());
+  auto sb = networked({any});
+  std::vector<std::string> targets = {tcp("198.18.0.10", kPortA), tcp("100.96.0.1", kPortA)};
+  for (const auto& a : host_addresses()) targets.push_back(tcp(a, kPortA));
+  for (const auto& a : slot_addresses()) targets.push_back(tcp(a, kPortA));
+  auto m = probe(sb, targets);
+  CHECK_MESSAGE(ok(m, targets[0]), "the control target must be reachable: " << m.at(targets[0]));
+  for (size_t i = 1; i < targets.size(); ++i) CHECK_MESSAGE(!ok(m, targets[i]), targets[i] << " " << m.at(targets[i]));
+  CHECK(host.accepted.load() == 0);
+}
+
+TEST_CASE("limits: a fork bomb and a memory hog in one guest leave the host and a sibling working") {
+  ztee::SandboxOptions o;
+  o.memory_mib = 256;
+  auto victim = test::runtime().create_sandbox(o);
+  REQUIRE(victim.ok());
+  auto hog = victim->run("python3 -c 'b = bytearray(1 << 30)'", 60000);
+  REQUIRE(hog.ok());
+  CHECK(hog->exit_code != 0);  // the guest's own memory ran out, not the host's
+  CHECK(test::shared().run("echo alive")->stdout_data == "alive\n");
+  auto bomb = victim->run("b() { b | b & }; b", 8000);
+  // The bomb may take the guest down or time out: either way only this sandbox suffers.
+  if (bomb.ok()) CHECK(bomb->timed_out);
+  auto alive = test::shared().run("echo alive");
+  REQUIRE(alive.ok());
+  CHECK(alive->stdout_data == "alive\n");
+  CHECK(victim->destroy().ok());
+}
+
+TEST_CASE("200 networked create/exec/destroy cycles leave no process, mount, cgroup, link, fd or file behind") {
+  internet();
+  // Clones of a networked template: each cycle gets a fresh namespace, TAP, veth and firewall.
+  std::string tpl = test::state_dir() + "/net-template";
+  {
+    ztee::SandboxOptions o;
+    o.snapshottable = true;
+    o.network.allow = {"198.18.0.10:" + std::to_string(kPortA) + "/tcp"};
+    auto sb = test::runtime().create_sandbox(o);
+    REQUIRE(sb.ok());
+    REQUIRE(sb->snapshot(tpl).ok());
+  }
+  auto count_lines = [](const std::string& path) {
+    std::ifstream in(path);
+    return static_cast<int>(std::count(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>(), '\n'));
+  };
+  auto children = [] {
+    int n = 0;
+    std::string me = std::to_string(::getpid());
+    if (DIR* d = ::opendir("/proc")) {
+      while (dirent* e = ::readdir(d)) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+        std::string st = read_text(std::string("/proc/") + e->d_name + "/stat");
+        auto rp = st.rfind(')');
+        if (rp == std::string::npos) continue;
+        std::istringstream f(st.substr(rp + 2));
+        std::string state, ppid;
+        f >> state >> ppid;
+        if (ppid == me) ++n;
+      }
+      ::closedir(d);
+    }
+    return n;
+  };
+  // Warm-up cycle: lets the runtime create what it keeps (pre-spawned VMMs, host table).
+  auto clone_once = [&](bool check_egress) {
+    ztee::SandboxOptions o;
+    o.template_dir = tpl;
+    o.network.allow = {"198.18.0.10:" + std::to_string(kPortA) + "/tcp"};
+    auto sb = test::runtime().create_sandbox(o);
+    REQUIRE_MESSAGE(sb.ok(), sb.error().message);
+    if (check_egress) {
+      auto m = probe(*sb, {tcp("198.18.0.10", kPortA), tcp("198.18.0.10", kPortB)});
+      CHECK(ok(m, tcp("198.18.0.10", kPortA)));
+      CHECK_FALSE(ok(m, tcp("198.18.0.10", kPortB)));
+    } else {
+      auto r = sb->run("true");
+      REQUIRE(r.ok());
+      REQUIRE(r->exit_code == 0);
+    }
+    auto d = sb->destroy();
+    REQUIRE_MESSAGE(d.ok(), d.error().message);
+  };
+  clone_once(true);  // a restored clone reaches the network through its own new slot
+  int fds = test::count_fds(), mounts = count_lines("/proc/self/mountinfo"), kids = children();
+  int entries = test::count_entries(test::state_dir());
+  auto links = host_links();
+  int cgroups = test::count_entries("/sys/fs/cgroup/pids/ztee");
+  for (int i = 0; i < 200; ++i) clone_once(false);
+  CHECK(test::count_fds() == fds);
+  CHECK(count_lines("/proc/self/mountinfo") == mounts);
+  CHECK(children() == kids);
+  CHECK(test::count_entries(test::state_dir()) == entries);
+  CHECK(host_links() == links);
+  CHECK(test::count_entries("/sys/fs/cgroup/pids/ztee") == cgroups);
+}
