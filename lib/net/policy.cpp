@@ -45,8 +45,10 @@ bool parse_uint(std::string_view s, unsigned lo, unsigned hi, unsigned* out) {
   return true;
 }
 
+// An IPv4 entry has dots before its first ':'; an IPv6 one has two or more ':' and no dot there.
 bool looks_ipv6(std::string_view s) {
-  return (!s.empty() && s.front() == '[') || std::count(s.begin(), s.end(), ':') >= 2;
+  if (!s.empty() && s.front() == '[') return true;
+  return std::count(s.begin(), s.end(), ':') >= 2 && s.substr(0, s.find(':')).find('.') == std::string_view::npos;
 }
 
 }  // namespace
