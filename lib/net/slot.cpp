@@ -46,6 +46,10 @@ Result<UniqueFd> open_tap() {
   std::strncpy(ifr.ifr_name, "tap0", IFNAMSIZ - 1);
   ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
   if (::ioctl(fd.get(), TUNSETIFF, &ifr) != 0) return sys_error("creating TAP tap0 (TUNSETIFF)", errno);
+  // Persistent: closing the last fd does not unregister tap0 on its own (a
+  // synchronous ~20 ms kernel step); it goes with the namespace, which dies
+  // when no fd holds it, even after a crash.
+  if (::ioctl(fd.get(), TUNSETPERSIST, 1) != 0) return sys_error("making tap0 persistent (TUNSETPERSIST)", errno);
   return fd;
 }
 

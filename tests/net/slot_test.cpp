@@ -446,9 +446,9 @@ TEST_CASE("end to end: a guest stand-in reaches only what the policy allows") {
     auto s = NetSlot::create(env, kSlotA, policy_of({"198.18.0.0/30:8080/tcp"}));
     REQUIRE_MESSAGE(s.ok(), s.error().message);
     // The guest stand-in: the TAP is swapped for a veth named tap0 whose peer is in the guest namespace.
-    s->release_tap().reset();  // closing the only TAP fd deletes tap0
+    s->release_tap().reset();
     int ns = s->netns_fd();
-    for (std::string c : {in_ns(ns, fmt::format("ip link add tap0 type veth peer name g0 netns {}", kGuestNs)),
+    for (std::string c : {in_ns(ns, "ip link del tap0"), in_ns(ns, fmt::format("ip link add tap0 type veth peer name g0 netns {}", kGuestNs)),
                           in_ns(ns, "ip addr add 100.96.0.1/30 dev tap0"), in_ns(ns, "ip link set tap0 up"),
                           fmt::format("ip -n {} addr add 100.96.0.2/30 dev g0", kGuestNs),
                           fmt::format("ip -n {} link set g0 up", kGuestNs),
