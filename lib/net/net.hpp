@@ -130,7 +130,9 @@ class NetSlot {
   uint32_t slot() const { return slot_; }
   // The namespace (O_CLOEXEC). Valid until destroy(); owned by the slot.
   int netns_fd() const { return ns_.get(); }
-  // The TAP (tap0, IFF_TAP|IFF_NO_PI, O_CLOEXEC), or -1 after release_tap().
+  // The TAP (tap0, IFF_TAP|IFF_NO_PI, persistent, O_CLOEXEC), or -1 after
+  // release_tap(). Persistent: tap0 outlives its fds and is deleted with the
+  // namespace (asynchronously, once no fd holds the namespace).
   // Give it to the VMM as `-netdev tap,fd=N` (dup it without O_CLOEXEC into
   // the child); the namespace lives as long as any copy of it is open.
   int tap_fd() const { return tap_.get(); }
