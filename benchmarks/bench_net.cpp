@@ -1,0 +1,151 @@
+// ztee-bench-net: one network slot set up and torn down through libztee
+// (NetSlot::create + destroy) against the same set-up done with `ip` and `nft`
+// commands (netns, veth, TAP, addresses, routes, sysctls, the same ruleset),
+// interleaved in the same run. Needs root.
+// Usage: ztee-bench-net [--cycles N] [--warmup N]
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include "bench_common.hpp"
+#include "net/internal.hpp"
+#include "net/net.hpp"
+
+using namespace ztee;
+using namespace ztee::detail;
+using namespace ztee::bench;
+
+namespace {
+
+constexpr uint32_t kZteeSlot = 16002;
+constexpr uint32_t kBaseSlot = 16003;
+constexpr const char* kBaseNs = "zb-net";
+constexpr const char* kBaseHost = "zb-bench0";
+
+// Runs argv (PATH search) with stdout/stderr to /dev/null; returns the exit status.
+int run(const std::vector<std::string>& args) {
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  pid_t pid = 0;
+  int rc = ::posix_spawnp(&pid, argv[0], &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc != 0) return -1;
+  int st = 0;
+  while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+void must(const std::vector<std::string>& args) {
+  if (run(args) != 0) {
+    std::string cmd;
+    for (const auto& a : args) cmd += a + " ";
+    die("baseline command failed: " + cmd);
+  }
+}
+
+void baseline_cleanup() {
+  run({"ip", "netns", "del", kBaseNs});
+  run({"ip", "link", "del", kBaseHost});
+}
+
+// The same slot with commands: returns the wall time in ms.
+double baseline_cycle(const std::string& rules_path, const std::string& host_ip, const std::string& slot_ip) {
+  const std::string ns = kBaseNs, host = kBaseHost;
+  uint64_t t0 = now_ns();
+  must({"ip", "netns", "add", ns});
+  must({"ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
+        "net.ipv6.conf.default.disable_ipv6=1", "net.ipv4.ip_forward=1"});
+  must({"ip", "-n", ns, "link", "set", "lo", "up"});
+  must({"ip", "-n", ns, "tuntap", "add", "tap0", "mode", "tap"});
+  must({"ip", "-n", ns, "addr", "add", "100.96.0.1/30", "dev", "tap0"});
+  must({"ip", "-n", ns, "link", "set", "tap0", "up"});
+  must({"ip", "link", "add", host, "up", "type", "veth", "peer", "name", "eth0", "netns", ns});
+  must({"ip", "addr", "add", host_ip + "/30", "dev", host});
+  must({"sysctl", "-qw", "net.ipv6.conf." + host + ".disable_ipv6=1"});
+  must({"ip", "-n", ns, "addr", "add", slot_ip + "/30", "dev", "eth0"});
+  must({"ip", "-n", ns, "link", "set", "eth0", "up"});
+  must({"ip", "-n", ns, "route", "add", "default", "via", host_ip});
+  must({"ip", "netns", "exec", ns, "nft", "-f", rules_path});
+  must({"ip", "link", "del", host});
+  must({"ip", "netns", "del", ns});
+  return static_cast<double>(now_ns() - t0) / 1e6;
+}
+
+double ztee_cycle(const NetEnv& env, const NetPolicy& policy, double* create_ms) {
+  uint64_t t0 = now_ns();
+  auto s = NetSlot::create(env, kZteeSlot, policy);
+  uint64_t t1 = now_ns();
+  if (!s) die(fmt::format("NetSlot::create: {}", s.error().message));
+  auto d = s->destroy();
+  uint64_t t2 = now_ns();
+  if (!d) die(fmt::format("NetSlot::destroy: {}", d.error().message));
+  *create_ms = static_cast<double>(t1 - t0) / 1e6;
+  return static_cast<double>(t2 - t0) / 1e6;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  long cycles = arg_long(argc, argv, "--cycles", 50);
+  long warmup = arg_long(argc, argv, "--warmup", 3);
+  if (cycles < 1) die("--cycles must be >= 1");
+  if (::geteuid() != 0) die("ztee-bench-net needs root (it creates namespaces, links and nftables rules)");
+
+  NetEnv env;
+  auto policy = parse_net_policy({"10.0.0.0/8:443/tcp", "192.0.2.0/24:8000-8080", "198.51.100.7:53/udp"}, "192.0.2.53");
+  if (!policy) die(policy.error().message);
+  auto links = list_host_slot_links();
+  if (!links) die(links.error().message);
+  for (const auto& l : *links)
+    if (l == slot_host_ifname(kZteeSlot)) die("slot link " + l + " already exists: remove it first");
+
+  // The baseline loads the very ruleset libztee generates for its slot.
+  char path[] = "/tmp/ztee-bench-net-XXXXXX.nft";
+  int fd = ::mkstemps(path, 4);
+  if (fd < 0) die("mkstemps failed");
+  ::close(fd);
+  const std::string rules_path = path;
+  // Host addresses as libztee reads them, so both load the same set.
+  auto sk = netimpl::NlSock::open("host namespace");
+  if (!sk) die(sk.error().message);
+  auto hosts = netimpl::ipv4_addrs(sk->get());
+  if (!hosts) die(hosts.error().message);
+  std::ofstream(rules_path) << slot_ruleset(env, *policy, *hosts);
+  uint32_t base_host = htonl(ntohl(env.pool_be) + 4 * kBaseSlot + 1);
+  const std::string host_ip = ipv4_text(base_host), slot_ip = ipv4_text(htonl(ntohl(base_host) + 1));
+
+  baseline_cleanup();
+  for (long i = 0; i < warmup; ++i) {
+    double c;
+    ztee_cycle(env, *policy, &c);
+    baseline_cycle(rules_path, host_ip, slot_ip);
+  }
+  std::vector<double> zt, zc, bt;
+  for (long i = 0; i < cycles; ++i) {
+    double c;
+    zt.push_back(ztee_cycle(env, *policy, &c));
+    zc.push_back(c);
+    bt.push_back(baseline_cycle(rules_path, host_ip, slot_ip));
+  }
+  ::unlink(rules_path.c_str());
+
+  double zp = percentile(zt, 0.5), bp = percentile(bt, 0.5);
+  std::printf("network slot set-up + tear-down over %ld interleaved pairs (%ld warm-up pairs not counted):\n", cycles,
+              warmup);
+  std::printf("  libztee NetSlot create+destroy: p50 %.2f ms  min %.2f  max %.2f  (create alone p50 %.2f ms)\n", zp,
+              minimum(zt), maximum(zt), percentile(zc, 0.5));
+  std::printf("  ip + nft commands (15 processes): p50 %.2f ms  min %.2f  max %.2f\n", bp, minimum(bt), maximum(bt));
+  std::printf("  ratio p50: %.3f (target <= 0.1)\n\n", zp / bp);
+  print_metric("net_slot_ms", zp, "ms", bp);
+  return 0;
+}

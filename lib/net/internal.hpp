@@ -1,0 +1,85 @@
+// Private helpers of lib/net: libnl sockets, nftables, sysctls, worker threads.
+#pragma once
+
+#include <fmt/format.h>
+
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "net/net.hpp"
+
+struct nl_sock;
+
+namespace ztee::detail::netimpl {
+
+// The host table's comment: how a later process learns who turned ip_forward on.
+inline constexpr std::string_view kHostCommentForwardOn = "libztee slots; ip_forward set by libztee";
+inline constexpr std::string_view kHostCommentForwardKept = "libztee slots; ip_forward was already on";
+
+// An rtnetlink socket, bound to the network namespace of the thread that opened it.
+class NlSock {
+ public:
+  NlSock() = default;
+  NlSock(NlSock&& o) noexcept : sk_(std::exchange(o.sk_, nullptr)) {}
+  NlSock& operator=(NlSock&& o) noexcept {
+    std::swap(sk_, o.sk_);
+    return *this;
+  }
+  NlSock(const NlSock&) = delete;
+  NlSock& operator=(const NlSock&) = delete;
+  ~NlSock();
+  nl_sock* get() const { return sk_; }
+  static Result<NlSock> open(std::string_view where);
+
+ private:
+  nl_sock* sk_ = nullptr;
+};
+
+// An error from a libnl return code (negative NLE_*), naming the step.
+Error nl_error(int nlerr, std::string_view step);
+// The errno closest to a libnl error code.
+int nl_errno(int nlerr);
+
+// IPv4 addresses (network byte order) of the namespace `sk` is bound to.
+Result<std::vector<uint32_t>> ipv4_addrs(nl_sock* sk);
+// Sets a link up by index.
+Result<void> link_up(nl_sock* sk, int ifindex, std::string_view name);
+// Adds addr_be/prefix to a link.
+Result<void> add_addr(nl_sock* sk, int ifindex, std::string_view name, uint32_t addr_be, int prefix);
+// Adds the default route via gw_be on ifindex.
+Result<void> add_default_route(nl_sock* sk, int ifindex, uint32_t gw_be);
+// Deletes a link by name; a link already gone is fine.
+Result<void> delete_link(nl_sock* sk, const std::string& name);
+// Whether a link of that name exists in sk's namespace.
+Result<bool> link_exists(nl_sock* sk, const std::string& name);
+
+// Runs nft commands in the calling thread's namespace as one transaction;
+// returns nft's output. `step` names the operation in errors.
+Result<std::string> nft_run(std::string_view commands, std::string_view step);
+// Flushes the connection-tracking table of the calling thread's namespace.
+Result<void> conntrack_flush();
+
+// Writes a /proc/sys file of the calling thread's namespace.
+// missing_ok: a file that does not exist (e.g. no IPv6) is not an error.
+Result<void> write_sysctl(const char* path, std::string_view value, bool missing_ok = false);
+Result<std::string> read_sysctl(const char* path);
+
+// Runs f() -> Result<void> on a new thread and joins it. Namespace switches
+// (unshare/setns) inside f affect only that thread, which then exits.
+template <typename F>
+Result<void> on_worker_thread(F&& f, std::string_view what) {
+  Result<void> out = make_error(Errc::kInternal, fmt::format("{}: the worker thread did not run", what));
+  try {
+    std::thread t([&] { out = f(); });
+    t.join();
+  } catch (const std::system_error& e) {
+    return make_error(Errc::kIo, fmt::format("{}: cannot start a worker thread: {}", what, e.what()), e.code().value());
+  }
+  return out;
+}
+
+}  // namespace ztee::detail::netimpl

@@ -1,0 +1,186 @@
+// lib/net: per-sandbox network slots and the egress firewall.
+//
+// Owns: a sandbox's network namespace (held only by file descriptors), the TAP
+// device its VMM uses, the veth pair linking it to the host, addresses and
+// routes (all through libnl-route), and the nftables rules inside the slot and
+// in the host namespace (through libnftables). No `ip` or `nft` process is run.
+//
+// Layout of one slot k (pool P, default 100.97.0.0/16):
+//   slot namespace:  lo up; tap0 100.96.0.1/30 (the guest is 100.96.0.2/30,
+//                    gateway 100.96.0.1: the same in every slot, so snapshot
+//                    clones keep their guest config); eth0 P+4k+2/30 with a
+//                    default route via P+4k+1; ip_forward=1; IPv6 disabled;
+//                    table inet ztee (default-deny forward, masquerade on eth0).
+//   host namespace:  zth-<k in hex> P+4k+1/30, up, IPv6 disabled.
+//
+// Threads: namespace work runs on a short-lived worker thread that enters the
+// slot namespace (unshare or setns affect only that thread); the calling
+// thread never changes namespace. The calling thread is assumed to be in the
+// host namespace. Every call is synchronous and blocking (a few ms): do not
+// call from the runtime's event-loop thread.
+//
+// Errors: every failure names the step, carries the errno where there is one,
+// says what to do, and leaves nothing behind.
+#pragma once
+
+#include <ztee/result.hpp>
+
+#include <array>
+#include <bit>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "io/fd.hpp"
+
+namespace ztee::detail {
+
+// a.b.c.d in network byte order.
+constexpr uint32_t ipv4_be(uint8_t a, uint8_t b, uint8_t c, uint8_t d) {
+  return std::bit_cast<uint32_t>(std::array<uint8_t, 4>{a, b, c, d});
+}
+
+// One allowlist entry: IPv4 destination net_be/prefix (network byte order,
+// host bits zero), destination ports port_lo..port_hi (inclusive), protocols.
+struct NetRule {
+  uint32_t net_be = 0;
+  uint8_t prefix = 32;
+  uint16_t port_lo = 0, port_hi = 0;
+  bool tcp = true, udp = true;
+  // Canonical form, e.g. "10.0.0.0/8:443/tcp", "192.0.2.7/32:8000-8080".
+  std::string text() const;
+};
+
+// What a sandbox may reach. Everything else is dropped.
+struct NetPolicy {
+  std::vector<NetRule> allow;
+  std::optional<uint32_t> dns_be;  // resolver: udp+tcp 53 to this address only
+  // True when the sandbox gets any network (at least one rule or a resolver).
+  bool enabled() const { return !allow.empty() || dns_be.has_value(); }
+};
+
+// At most this many allow rules per policy.
+inline constexpr size_t kMaxNetRules = 1024;
+
+// Parses one allowlist entry. Accepted forms (IPv4 only):
+//   ADDR[/PREFIX]:PORT[/tcp|/udp]   e.g. 10.0.0.0/8:443/tcp, 192.0.2.7:53/udp
+//   ADDR[/PREFIX]:LO-HI[/tcp|/udp]  e.g. 192.0.2.0/24:8000-8080
+// A bare ADDR means ADDR/32; no suffix means both tcp and udp; the network
+// must have no host bits set. Errors (kInvalidArgument) quote the entry and
+// list the accepted forms.
+Result<NetRule> parse_net_rule(std::string_view entry);
+
+// Parses an allowlist plus an optional DNS resolver address ("" = none).
+// A loopback resolver is refused (a sandbox can never reach it).
+Result<NetPolicy> parse_net_policy(const std::vector<std::string>& allow, std::string_view dns);
+
+// The address pool slots are cut from; one per runtime. Slot k uses the /30
+// at pool + 4k. pool_prefix must be 8..30 and pool_be aligned to it.
+struct NetEnv {
+  uint32_t pool_be = ipv4_be(100, 97, 0, 0);  // network byte order
+  uint8_t pool_prefix = 16;
+  uint32_t slot_count() const;  // 0 when the pool itself is invalid
+};
+
+// Checks env and the slot index against the pool; kInvalidArgument otherwise.
+Result<void> validate_slot(const NetEnv& env, uint32_t slot);
+
+// The host end's interface name for slot k: "zth-<k in lowercase hex>".
+std::string slot_host_ifname(uint32_t slot);
+
+// The nftables ruleset loaded into a slot namespace (exposed for tests).
+// host_addrs_be: the host namespace's IPv4 addresses, never reachable.
+std::string slot_ruleset(const NetEnv& env, const NetPolicy& policy, const std::vector<uint32_t>& host_addrs_be);
+
+// The host namespace's `table inet ztee` (exposed for tests).
+std::string host_ruleset(const NetEnv& env, bool ip_forward_was_off);
+
+// Makes the host ready for slots: creates `table inet ztee` in the host
+// namespace if it does not exist (check, then an atomic `create table`
+// transaction; another process creating it at the same time is fine), and sets
+// net.ipv4.ip_forward=1.
+// SECURITY / host-wide side effect: ip_forward=1 makes the host route between
+// all its interfaces, not only the slots'. When libztee is the one that turned
+// it on, the table's comment records it, and remove_host_network_if_unused()
+// turns it off again. The host table accepts forwarding only from zth-*
+// links; other firewalls on the host (iptables, other nft tables with a drop
+// policy) still apply to slot traffic.
+Result<void> ensure_host_network(const NetEnv& env);
+
+// One sandbox's network. Move-only RAII: the destructor tears down
+// best-effort; destroy() tears down and verifies.
+class NetSlot {
+ public:
+  // Creates slot `slot` (validated against env) with `policy`. The host
+  // table (ensure_host_network) is needed for traffic to flow, not to create.
+  // kInvalidArgument for a bad slot or policy; kIo/kPermission with errno for
+  // kernel refusals; an existing zth-<k> link means the slot is in use
+  // (another runtime, or a crashed one: run `ztee gc`). Leaves nothing behind
+  // on failure.
+  static Result<NetSlot> create(const NetEnv& env, uint32_t slot, const NetPolicy& policy);
+
+  NetSlot(NetSlot&&) noexcept;
+  NetSlot& operator=(NetSlot&&) noexcept;
+  NetSlot(const NetSlot&) = delete;
+  NetSlot& operator=(const NetSlot&) = delete;
+  ~NetSlot();
+
+  uint32_t slot() const { return slot_; }
+  // The namespace (O_CLOEXEC). Valid until destroy(); owned by the slot.
+  int netns_fd() const { return ns_.get(); }
+  // The TAP (tap0, IFF_TAP|IFF_NO_PI, persistent, O_CLOEXEC), or -1 after
+  // release_tap(). Persistent: tap0 outlives its fds and is deleted with the
+  // namespace (asynchronously, once no fd holds the namespace).
+  // Give it to the VMM as `-netdev tap,fd=N` (dup it without O_CLOEXEC into
+  // the child); the namespace lives as long as any copy of it is open.
+  int tap_fd() const { return tap_.get(); }
+  // Hands over the slot's copy of the TAP fd (close it once the VMM has its own).
+  UniqueFd release_tap() { return std::move(tap_); }
+  const std::string& host_ifname() const { return host_ifname_; }
+  // Host end and slot end addresses (network byte order).
+  uint32_t host_addr_be() const;
+  uint32_t slot_addr_be() const;
+  // Kernel command-line parameter for the guest agent:
+  // "ztee.net=100.96.0.2/30,100.96.0.1" plus ",dns=<ip>" when a resolver is allowed.
+  std::string guest_cmdline() const;
+  const NetPolicy& policy() const { return policy_; }
+
+  // Replaces the slot's firewall in one transaction (host addresses are
+  // re-read), then drops the slot's connection-tracking entries so flows the
+  // new policy forbids do not live on. On failure the old rules stay.
+  Result<void> set_policy(const NetPolicy& policy);
+
+  // Tears down: closes the TAP and namespace fds, deletes the host veth end
+  // (which deletes the pair), then checks the host link is gone. The VMM must
+  // be dead first: a TAP fd it still holds keeps the namespace alive.
+  // The error names what was left. Idempotent.
+  Result<void> destroy();
+
+ private:
+  NetSlot() = default;
+  void teardown_best_effort();
+
+  NetEnv env_{};
+  uint32_t slot_ = 0;
+  UniqueFd ns_;
+  UniqueFd tap_;
+  std::string host_ifname_;
+  NetPolicy policy_;
+};
+
+// The zth-* links in the host namespace (for gc and tests).
+Result<std::vector<std::string>> list_host_slot_links();
+// Deletes one zth-* link (refuses any other name); a link already gone is fine.
+Result<void> remove_host_slot_link(const std::string& ifname);
+// Deletes the host `table inet ztee` when no zth-* link remains, and turns
+// ip_forward off again if libztee turned it on. Returns ok (doing nothing)
+// while slots remain. Races with a process creating a slot at the same time:
+// use from gc and tests.
+Result<void> remove_host_network_if_unused(const NetEnv& env);
+
+// Internal helpers shared by the module's sources.
+std::string ipv4_text(uint32_t addr_be);
+
+}  // namespace ztee::detail

@@ -1,0 +1,490 @@
+// Privileged tests of lib/net: real namespaces, veth, TAP and nftables, no VMs.
+// Traffic goes only to namespaces this file creates (198.18.0.0/30) and to the
+// host address of the veth it creates for them.
+#include <doctest/doctest.h>
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "net/net.hpp"
+
+using namespace ztee;
+using namespace ztee::detail;
+
+namespace {
+
+// Runs a shell command; returns its exit status and stdout+stderr.
+int sh(const std::string& cmd, std::string* out = nullptr) {
+  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return -1;
+  std::string s;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) s.append(buf, n);
+  int st = ::pclose(p);
+  if (out) *out = s;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+// A command run inside the namespace held by `ns_fd` of this process.
+std::string in_ns(int ns_fd, const std::string& cmd) {
+  return fmt::format("nsenter --net=/proc/{}/fd/{} {}", ::getpid(), ns_fd, cmd);
+}
+
+int count_fds() {
+  int n = 0;
+  DIR* d = ::opendir("/proc/self/fd");
+  while (dirent* e = ::readdir(d))
+    if (e->d_name[0] != '.') ++n;
+  ::closedir(d);
+  return n - 1;  // the DIR's own fd
+}
+
+// Inodes of every network namespace referenced from /proc: processes', threads' and open fds'.
+std::set<ino_t> live_netns_inodes() {
+  std::set<ino_t> out;
+  auto add = [&](const std::string& path) {
+    struct stat st{};
+    if (::stat(path.c_str(), &st) == 0) out.insert(st.st_ino);
+  };
+  DIR* proc = ::opendir("/proc");
+  while (dirent* e = ::readdir(proc)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    std::string base = std::string("/proc/") + e->d_name;
+    add(base + "/ns/net");
+    if (DIR* fds = ::opendir((base + "/fd").c_str())) {
+      while (dirent* f = ::readdir(fds)) {
+        if (f->d_name[0] == '.') continue;
+        char link[64];
+        std::string p = base + "/fd/" + f->d_name;
+        ssize_t n = ::readlink(p.c_str(), link, sizeof link - 1);
+        if (n > 4 && std::string_view(link, static_cast<size_t>(n)).starts_with("net:")) add(p);
+      }
+      ::closedir(fds);
+    }
+  }
+  ::closedir(proc);
+  return out;
+}
+
+ino_t inode_of(int fd) {
+  struct stat st{};
+  REQUIRE(::fstat(fd, &st) == 0);
+  return st.st_ino;
+}
+
+std::vector<std::string> host_slot_links() {
+  auto l = list_host_slot_links();
+  REQUIRE_MESSAGE(l.ok(), l.error().message);
+  return *l;
+}
+
+NetPolicy policy_of(std::vector<std::string> allow, std::string dns = "") {
+  auto p = parse_net_policy(allow, dns);
+  REQUIRE_MESSAGE(p.ok(), p.error().message);
+  return *p;
+}
+
+std::string read_file(const char* path) {
+  std::string s;
+  FILE* f = std::fopen(path, "r");
+  if (!f) return s;
+  char buf[64];
+  size_t n = std::fread(buf, 1, sizeof buf, f);
+  std::fclose(f);
+  s.assign(buf, n);
+  while (!s.empty() && s.back() == '\n') s.pop_back();
+  return s;
+}
+
+// Slot indices used here sit high in the default pool, away from a runtime's low ids.
+constexpr uint32_t kSlotA = 16000, kSlotB = 16001;
+
+}  // namespace
+
+TEST_CASE("a slot has its links inside its namespace, the host end outside, and destroy removes all") {
+  NetEnv env;
+  auto before_links = host_slot_links();
+  int before_fds = count_fds();
+
+  auto s = NetSlot::create(env, kSlotA, policy_of({"10.0.0.0/8:443/tcp", "192.0.2.7:8000-8080"}, "192.0.2.53"));
+  REQUIRE_MESSAGE(s.ok(), s.error().message);
+  CHECK(s->host_ifname() == "zth-3e80");
+  CHECK(s->guest_cmdline() == "ztee.net=100.96.0.2/30,100.96.0.1,dns=192.0.2.53");
+  CHECK(ipv4_text(s->host_addr_be()) == "100.97.250.1");
+  CHECK(ipv4_text(s->slot_addr_be()) == "100.97.250.2");
+  REQUIRE(s->tap_fd() >= 0);
+  REQUIRE(s->netns_fd() >= 0);
+  CHECK((::fcntl(s->tap_fd(), F_GETFD) & FD_CLOEXEC) != 0);
+  CHECK((::fcntl(s->netns_fd(), F_GETFD) & FD_CLOEXEC) != 0);
+
+  // Host side: the host end exists with its address; tap0 is not on the host.
+  std::string out;
+  REQUIRE(sh("ip -4 -o addr show dev zth-3e80", &out) == 0);
+  CHECK(out.find("inet 100.97.250.1/30") != std::string::npos);
+  REQUIRE(sh("ip -o link show dev zth-3e80", &out) == 0);
+  CHECK(out.find(",UP") != std::string::npos);
+  CHECK(sh("ip -6 -o addr show dev zth-3e80", &out) == 0);
+  CHECK(out.empty());
+  CHECK(sh("ip link show dev tap0", &out) != 0);
+
+  // Inside: lo, tap0, eth0 with addresses, the default route, ip_forward, no IPv6.
+  REQUIRE(sh(in_ns(s->netns_fd(), "ip -4 -o addr"), &out) == 0);
+  CHECK(out.find("lo    inet 127.0.0.1/8") != std::string::npos);
+  CHECK(out.find("tap0    inet 100.96.0.1/30") != std::string::npos);
+  CHECK(out.find("eth0    inet 100.97.250.2/30") != std::string::npos);
+  REQUIRE(sh(in_ns(s->netns_fd(), "ip -o link"), &out) == 0);
+  CHECK(out.find("tap0: <") != std::string::npos);
+  CHECK(out.find("eth0@") != std::string::npos);
+  CHECK(out.find("zth-") == std::string::npos);
+  REQUIRE(sh(in_ns(s->netns_fd(), "ip -4 route show default"), &out) == 0);
+  CHECK(out.find("default via 100.97.250.1 dev eth0") != std::string::npos);
+  REQUIRE(sh(in_ns(s->netns_fd(), "ip -6 -o addr"), &out) == 0);
+  CHECK(out.empty());
+  REQUIRE(sh(in_ns(s->netns_fd(), "cat /proc/sys/net/ipv4/ip_forward"), &out) == 0);
+  CHECK(out == "1\n");
+  CHECK(read_file("/proc/sys/net/ipv4/ip_forward") == "0");  // the host's is untouched by a slot
+
+  // The firewall: default-deny with the allow rules and the DNS resolver.
+  REQUIRE(sh(in_ns(s->netns_fd(), "nft list ruleset"), &out) == 0);
+  MESSAGE(out);
+  CHECK(out.find("table inet ztee") != std::string::npos);
+  CHECK(out.find("hook input priority filter; policy drop;") != std::string::npos);
+  CHECK(out.find("hook forward priority filter; policy drop;") != std::string::npos);
+  CHECK(out.find("ct state established,related accept") != std::string::npos);
+  CHECK(out.find("ip daddr 10.0.0.0/8 tcp dport 443 accept") != std::string::npos);
+  CHECK(out.find("ip daddr 192.0.2.7 meta l4proto { tcp, udp } th dport 8000-8080 accept") != std::string::npos);
+  CHECK(out.find("ip daddr 192.0.2.53 udp dport 53 accept") != std::string::npos);
+  CHECK(out.find("ip daddr 192.0.2.53 tcp dport 53 accept") != std::string::npos);
+  CHECK(out.find("oifname \"eth0\" masquerade") != std::string::npos);
+  CHECK(out.find("ip daddr @host_addrs drop") != std::string::npos);
+  CHECK(out.find("127.0.0.1") != std::string::npos);  // a host address in the set
+  // Nothing on the host's ruleset from a slot.
+  REQUIRE(sh("nft list ruleset", &out) == 0);
+  CHECK(out.find("policy drop") == std::string::npos);
+
+  ino_t ns_ino = inode_of(s->netns_fd());
+  REQUIRE(live_netns_inodes().count(ns_ino) == 1);
+  auto d = s->destroy();
+  REQUIRE_MESSAGE(d.ok(), d.error().message);
+  CHECK(s->destroy().ok());  // idempotent
+  CHECK(host_slot_links() == before_links);
+  CHECK(sh("ip link show dev zth-3e80", &out) != 0);
+  CHECK(live_netns_inodes().count(ns_ino) == 0);
+  CHECK(count_fds() == before_fds);
+}
+
+TEST_CASE("two slots coexist; the same slot twice is refused cleanly") {
+  NetEnv env;
+  auto before = host_slot_links();
+  auto a = NetSlot::create(env, kSlotA, policy_of({"192.0.2.0/24:80"}));
+  REQUIRE_MESSAGE(a.ok(), a.error().message);
+  auto b = NetSlot::create(env, kSlotB, policy_of({}));
+  REQUIRE_MESSAGE(b.ok(), b.error().message);
+  CHECK(a->host_ifname() != b->host_ifname());
+  CHECK(inode_of(a->netns_fd()) != inode_of(b->netns_fd()));
+  std::string out;
+  REQUIRE(sh("ip -4 -o addr show dev zth-3e81", &out) == 0);
+  CHECK(out.find("100.97.250.5/30") != std::string::npos);
+
+  int fds = count_fds();
+  auto live = live_netns_inodes();
+  auto dup = NetSlot::create(env, kSlotA, policy_of({}));
+  REQUIRE_FALSE(dup.ok());
+  CHECK(dup.error().sys_errno == EEXIST);
+  CHECK(dup.error().message.find("zth-3e80") != std::string::npos);
+  CHECK(dup.error().message.find("ztee gc") != std::string::npos);
+  CHECK(count_fds() == fds);
+  CHECK(live_netns_inodes() == live);
+  // The failed attempt did not touch the slot that owns the name.
+  CHECK(sh("ip -4 -o addr show dev zth-3e80", &out) == 0);
+  CHECK(out.find("100.97.250.1/30") != std::string::npos);
+
+  REQUIRE(a->destroy().ok());
+  REQUIRE(b->destroy().ok());
+  CHECK(host_slot_links() == before);
+}
+
+TEST_CASE("bad slot indices and pools fail cleanly") {
+  auto before = host_slot_links();
+  int fds = count_fds();
+  NetEnv env;
+  auto r = NetSlot::create(env, 16384, NetPolicy{});
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == Errc::kInvalidArgument);
+  CHECK(r.error().message.find("slots 0-16383") != std::string::npos);
+
+  NetEnv small;
+  small.pool_be = ipv4_be(10, 200, 0, 0);
+  small.pool_prefix = 28;  // 4 slots
+  CHECK_FALSE(NetSlot::create(small, 4, NetPolicy{}).ok());
+  NetEnv unaligned;
+  unaligned.pool_be = ipv4_be(10, 200, 0, 1);
+  auto u = NetSlot::create(unaligned, 0, NetPolicy{});
+  REQUIRE_FALSE(u.ok());
+  CHECK(u.error().message.find("10.200.0.1/16") != std::string::npos);
+  NetEnv tiny;
+  tiny.pool_prefix = 31;
+  CHECK_FALSE(NetSlot::create(tiny, 0, NetPolicy{}).ok());
+  CHECK_FALSE(ensure_host_network(tiny).ok());
+
+  auto bad = parse_net_policy({"10.0.0.0/8:80", "10.0.0.0/8:0"}, "");
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.error().message.find("\"10.0.0.0/8:0\": port must be 1-65535") != std::string::npos);
+  CHECK(count_fds() == fds);
+  CHECK(host_slot_links() == before);
+}
+
+TEST_CASE("a failure late in create (the firewall refused) leaves nothing behind") {
+  NetEnv env;
+  auto before_links = host_slot_links();
+  int before_fds = count_fds();
+  auto before_ns = live_netns_inodes();
+  NetPolicy p;
+  NetRule bad;
+  bad.prefix = 33;  // bypasses the parser: nftables rejects the ruleset after the links exist
+  bad.port_lo = bad.port_hi = 80;
+  p.allow.push_back(bad);
+  auto s = NetSlot::create(env, kSlotA, p);
+  REQUIRE_FALSE(s.ok());
+  MESSAGE(s.error().message);
+  CHECK(s.error().message.find("creating network slot 16000 (zth-3e80): loading the slot firewall") == 0);
+  CHECK(host_slot_links() == before_links);
+  CHECK(count_fds() == before_fds);
+  CHECK(live_netns_inodes() == before_ns);
+}
+
+TEST_CASE("200 create/destroy cycles leave no link, fd or namespace behind") {
+  NetEnv env;
+  auto before_links = host_slot_links();
+  int before_fds = count_fds();
+  auto before_ns = live_netns_inodes();
+  NetPolicy p = policy_of({"192.0.2.0/24:443/tcp"}, "192.0.2.53");
+  for (int i = 0; i < 200; ++i) {
+    auto s = NetSlot::create(env, kSlotA + static_cast<uint32_t>(i % 3), p);
+    REQUIRE_MESSAGE(s.ok(), s.error().message);
+    if (i % 2 == 0) {
+      auto d = s->destroy();
+      REQUIRE_MESSAGE(d.ok(), d.error().message);
+    }  // odd cycles: the destructor tears down
+  }
+  CHECK(host_slot_links() == before_links);
+  CHECK(count_fds() == before_fds);
+  CHECK(live_netns_inodes() == before_ns);
+}
+
+TEST_CASE("a released TAP fd keeps the namespace until it is closed; destroy still removes the host link") {
+  NetEnv env;
+  auto before = host_slot_links();
+  auto s = NetSlot::create(env, kSlotA, NetPolicy{});
+  REQUIRE_MESSAGE(s.ok(), s.error().message);
+  UniqueFd tap = s->release_tap();
+  CHECK(s->tap_fd() == -1);
+  REQUIRE(tap.valid());
+  REQUIRE(s->destroy().ok());
+  CHECK(host_slot_links() == before);
+  tap.reset();
+}
+
+// ---- End-to-end forwarding, with namespaces standing in for the guest and the internet.
+
+namespace {
+
+constexpr const char* kInetNs = "ztee-t-inet";
+constexpr const char* kGuestNs = "ztee-t-guest";
+
+void cleanup_world() {
+  sh(fmt::format("ip netns del {}", kInetNs));
+  sh(fmt::format("ip netns del {}", kGuestNs));
+  sh("ip link del zt-inet");
+}
+
+// Owns the test's "internet" and "guest" namespaces; removes them even when a check fails.
+struct World {
+  bool had_run_netns = ::access("/run/netns", F_OK) == 0;
+  World() {
+    cleanup_world();
+    std::string out;
+    for (std::string c : {fmt::format("ip netns add {}", kInetNs), fmt::format("ip netns add {}", kGuestNs),
+                          fmt::format("ip link add zt-inet type veth peer name inet0 netns {}", kInetNs),
+                          std::string("ip addr add 198.18.0.1/30 dev zt-inet"), std::string("ip link set zt-inet up"),
+                          fmt::format("ip -n {} addr add 198.18.0.2/30 dev inet0", kInetNs),
+                          fmt::format("ip -n {} link set inet0 up", kInetNs),
+                          fmt::format("ip -n {} link set lo up", kInetNs)}) {
+      REQUIRE_MESSAGE(sh(c, &out) == 0, c, ": ", out);
+    }
+  }
+  ~World() {
+    cleanup_world();
+    if (!had_run_netns) ::rmdir("/run/netns");
+  }
+};
+
+// Runs f on a thread inside the named namespace (setns affects that thread only).
+template <typename F>
+void in_named_ns(const char* name, F&& f) {
+  std::thread t([&] {
+    // Assertions stay on the main thread: this thread only does the work.
+    int fd = ::open(fmt::format("/run/netns/{}", name).c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    int rc = ::setns(fd, CLONE_NEWNET);
+    ::close(fd);
+    if (rc == 0) f();
+  });
+  t.join();
+}
+
+int listen_on(const char* ip, uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  ::inet_pton(AF_INET, ip, &a.sin_addr);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd, 8) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// From the guest namespace: connects to ip:port within timeout_ms and sends "ping".
+bool guest_connects(const char* ip, uint16_t port, int timeout_ms = 700) {
+  bool ok = false;
+  in_named_ns(kGuestNs, [&] {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return;
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    ::inet_pton(AF_INET, ip, &a.sin_addr);
+    int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    if (rc != 0 && errno == EINPROGRESS) {
+      pollfd p{fd, POLLOUT, 0};
+      if (::poll(&p, 1, timeout_ms) == 1) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        rc = err == 0 ? 0 : -1;
+      }
+    }
+    if (rc == 0) ok = ::send(fd, "ping", 4, MSG_NOSIGNAL) == 4;
+    ::close(fd);
+  });
+  return ok;
+}
+
+// Accepts one connection on a listening socket and returns the peer address and the bytes.
+std::string accept_one(int lfd, std::string* peer) {
+  pollfd p{lfd, POLLIN, 0};
+  if (::poll(&p, 1, 2000) != 1) return "";
+  sockaddr_in a{};
+  socklen_t len = sizeof a;
+  int c = ::accept4(lfd, reinterpret_cast<sockaddr*>(&a), &len, SOCK_CLOEXEC);
+  if (c < 0) return "";
+  char ip[INET_ADDRSTRLEN];
+  *peer = ::inet_ntop(AF_INET, &a.sin_addr, ip, sizeof ip);
+  char buf[16];
+  pollfd q{c, POLLIN, 0};
+  ssize_t n = ::poll(&q, 1, 2000) == 1 ? ::recv(c, buf, sizeof buf, 0) : -1;
+  ::close(c);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
+}
+
+}  // namespace
+
+TEST_CASE("end to end: a guest stand-in reaches only what the policy allows") {
+  NetEnv env;
+  std::string fwd_before = read_file("/proc/sys/net/ipv4/ip_forward");
+  std::string out;
+  REQUIRE(sh("nft list table inet ztee", &out) != 0);  // no host table before
+  {
+    World world;
+    struct HostNet {
+      NetEnv env;
+      ~HostNet() { (void)remove_host_network_if_unused(env); }
+    } host_net{env};
+    auto e = ensure_host_network(env);
+    REQUIRE_MESSAGE(e.ok(), e.error().message);
+    CHECK(read_file("/proc/sys/net/ipv4/ip_forward") == "1");
+    auto e2 = ensure_host_network(env);  // idempotent
+    REQUIRE_MESSAGE(e2.ok(), e2.error().message);
+    REQUIRE(sh("nft list table inet ztee", &out) == 0);
+    CHECK(out.find("iifname \"zth-*\" drop") != std::string::npos);
+    CHECK(out.find("ip saddr 100.97.0.0/16 oifname != \"zth-*\" masquerade") != std::string::npos);
+    CHECK(out.find("ip_forward set by libztee") != std::string::npos);
+
+    // Listeners: two ports in the "internet", one on the host's own veth address.
+    int srv_allowed = -1, srv_other = -1;
+    in_named_ns(kInetNs, [&] {
+      srv_allowed = listen_on("198.18.0.2", 8080);
+      srv_other = listen_on("198.18.0.2", 9090);
+    });
+    UniqueFd a_fd(srv_allowed), o_fd(srv_other), h_fd(listen_on("198.18.0.1", 8080));
+    REQUIRE(a_fd.valid());
+    REQUIRE(o_fd.valid());
+    REQUIRE(h_fd.valid());
+
+    auto s = NetSlot::create(env, kSlotA, policy_of({"198.18.0.0/30:8080/tcp"}));
+    REQUIRE_MESSAGE(s.ok(), s.error().message);
+    // The guest stand-in: the TAP is swapped for a veth named tap0 whose peer is in the guest namespace.
+    s->release_tap().reset();
+    int ns = s->netns_fd();
+    for (std::string c : {in_ns(ns, "ip link del tap0"), in_ns(ns, fmt::format("ip link add tap0 type veth peer name g0 netns {}", kGuestNs)),
+                          in_ns(ns, "ip addr add 100.96.0.1/30 dev tap0"), in_ns(ns, "ip link set tap0 up"),
+                          fmt::format("ip -n {} addr add 100.96.0.2/30 dev g0", kGuestNs),
+                          fmt::format("ip -n {} link set g0 up", kGuestNs),
+                          fmt::format("ip -n {} route add default via 100.96.0.1", kGuestNs)}) {
+      REQUIRE_MESSAGE(sh(c, &out) == 0, c, ": ", out);
+    }
+
+    CHECK(guest_connects("198.18.0.2", 8080));
+    std::string peer;
+    CHECK(accept_one(a_fd.get(), &peer) == "ping");
+    CHECK(peer == "198.18.0.1");  // masqueraded twice: slot eth0, then the host
+    CHECK_FALSE(guest_connects("198.18.0.2", 9090));  // listening, but not allowed
+    CHECK_FALSE(guest_connects("198.18.0.1", 8080));  // a host address: never reachable
+    CHECK_FALSE(guest_connects(ipv4_text(s->host_addr_be()).c_str(), 8080));  // the slot's host end
+
+    // A new policy takes effect at once.
+    auto sp = s->set_policy(policy_of({"198.18.0.2:9090/tcp"}));
+    REQUIRE_MESSAGE(sp.ok(), sp.error().message);
+    CHECK(guest_connects("198.18.0.2", 9090));
+    CHECK(accept_one(o_fd.get(), &peer) == "ping");
+    CHECK_FALSE(guest_connects("198.18.0.2", 8080));
+    // udp-only rule does not open tcp.
+    REQUIRE(s->set_policy(policy_of({"198.18.0.2:8080/udp"})).ok());
+    CHECK_FALSE(guest_connects("198.18.0.2", 8080));
+
+    REQUIRE(s->destroy().ok());
+    // The host table stays while a slot link exists; goes with the last one.
+    auto other = NetSlot::create(env, kSlotB, NetPolicy{});
+    REQUIRE(other.ok());
+    REQUIRE(remove_host_network_if_unused(env).ok());
+    CHECK(sh("nft list table inet ztee", &out) == 0);
+    REQUIRE(other->destroy().ok());
+  }
+  auto r = remove_host_network_if_unused(env);
+  REQUIRE_MESSAGE(r.ok(), r.error().message);
+  CHECK(sh("nft list table inet ztee", &out) != 0);
+  CHECK(read_file("/proc/sys/net/ipv4/ip_forward") == fwd_before);
+  CHECK(sh(fmt::format("ip netns list | grep -c ztee-t-"), &out) != 0);
+}
