@@ -100,6 +100,10 @@ Result<TemplateManifest> load_template_manifest(const std::string& dir) {
   t.backend = sv;
   if (doc["backend_version"].get_string().get(sv)) return terr("backend_version missing");
   t.backend_version = sv;
+  bool nic = false;
+  if (auto e = doc["nic"].get_bool().get(nic); e && e != simdjson::NO_SUCH_FIELD)
+    return terr("field \"nic\" must be true or false");
+  t.nic = nic;
   if (doc["image_dir"].get_string().get(sv)) return terr("image_dir missing");
   t.image_dir = sv;
   for (auto [key, out] : {std::pair{"kernel", &t.kernel_sha256}, std::pair{"initramfs", &t.initramfs_sha256},
@@ -120,10 +124,11 @@ Result<TemplateManifest> load_template_manifest(const std::string& dir) {
 Result<void> write_template_manifest(const std::string& dir, const TemplateManifest& t) {
   auto base = [](const std::string& p) { return p.substr(p.rfind('/') + 1); };
   std::string json = fmt::format(
-      "{{\"format\":1,\"backend\":{},\"backend_version\":{},\"vcpus\":{},\"memory_mib\":{},\"image_dir\":{},\"image\":{{"
+      "{{\"format\":1,\"backend\":{},\"backend_version\":{},\"vcpus\":{},\"memory_mib\":{},\"nic\":{},\"image_dir\":{},\"image\":{{"
       "\"kernel\":\"{}\",\"initramfs\":\"{}\",\"rootfs\":\"{}\",\"vmlinux\":\"{}\"}},\"artifacts\":{{"
       "\"state\":{{\"path\":\"{}\",\"sha256\":\"{}\"}},\"mem\":{{\"path\":\"{}\",\"sha256\":\"{}\"}}}}}}\n",
-      json_quote(t.backend), json_quote(t.backend_version), t.vcpus, t.memory_mib, json_quote(t.image_dir), t.kernel_sha256, t.initramfs_sha256, t.rootfs_sha256,
+      json_quote(t.backend), json_quote(t.backend_version), t.vcpus, t.memory_mib, t.nic ? "true" : "false",
+      json_quote(t.image_dir), t.kernel_sha256, t.initramfs_sha256, t.rootfs_sha256,
       t.vmlinux_sha256, base(t.state.path), t.state.sha256, base(t.mem.path), t.mem.sha256);
   std::string tmp = dir + "/.template.json.tmp";
   UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));

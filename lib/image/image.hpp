@@ -40,6 +40,7 @@ struct TemplateManifest {
   std::string backend_version;  // e.g. "QEMU emulator version 7.2.22"
   std::string image_dir;
   uint32_t vcpus = 0, memory_mib = 0;
+  bool nic = false;        // the saved VM has a network device (clones need a network policy)
   std::string kernel_sha256, initramfs_sha256, rootfs_sha256, vmlinux_sha256;
   Artifact state, mem;     // absolute paths
 };

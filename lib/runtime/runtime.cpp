@@ -192,6 +192,10 @@ Result<detail::Image> detail::RuntimeImpl::prepare(const SandboxOptions& opts) {
   if (t->vcpus != opts.vcpus || t->memory_mib != opts.memory_mib)
     return mismatch(fmt::format("it has {} vcpus and {} MiB; the sandbox asks for {} and {} (set them to match)",
                                 t->vcpus, t->memory_mib, opts.vcpus, opts.memory_mib));
+  if (t->nic != opts.network.enabled())
+    return mismatch(t->nic ? "it was saved with a network device: clones need a network policy (SandboxOptions::network)"
+                           : "it was saved without a network device: make a template from a sandbox with a network "
+                             "policy to clone networked sandboxes");
   auto image = detail::load_image_manifest(t->image_dir);
   if (!image) return std::move(image).error();
   if (image->kernel.sha256 != t->kernel_sha256 || image->initramfs.sha256 != t->initramfs_sha256 ||
@@ -439,6 +443,7 @@ Result<void> Sandbox::snapshot(std::string_view dir_view) {
   t.image_dir = img.dir;
   t.vcpus = sb->options().vcpus;
   t.memory_mib = sb->options().memory_mib;
+  t.nic = sb->options().network.enabled();
   t.kernel_sha256 = img.kernel.sha256;
   t.initramfs_sha256 = img.initramfs.sha256;
   t.rootfs_sha256 = img.rootfs.sha256;
