@@ -68,7 +68,7 @@ TEST_CASE("jail ids: distinct leases, released files, stale files reclaimed, exh
 TEST_CASE("jail seccomp: the VMM filter exports as a BPF program") {
   auto p = build_vmm_seccomp(false);
   REQUIRE_MESSAGE(p.ok(), p.error().message);
-  CHECK(p->size() > 50);
+  CHECK(p->size() > 30);
 }
 
 TEST_CASE("jail: a confined child's failing step is named with its errno") {
