@@ -33,6 +33,37 @@ class PoolImpl;
 // Library version "MAJOR.MINOR.PATCH".
 const char* version();
 
+// The jail every VMM runs in (see lib/jail). On by default; needs root.
+//
+// SECURITY: with enabled = false the VMM runs as the calling user, in the
+// host's namespaces, with no cgroup limits, no seccomp filter and the whole
+// host filesystem visible: a guest that escapes QEMU owns everything the
+// caller can reach. Only for development on machines where that is acceptable.
+//
+// SECURITY (template clones): QEMU 7.2 opens a template's memory file
+// read-write even for a private (copy-on-write) mapping, so clone VMMs get
+// the template group (gid id_first) as a supplementary group and the file is
+// root:<id_first> 0660. A compromised clone VMM could therefore write its own
+// template's memory file (only that one: each clone's jail shows only its
+// template), changing the pages of sibling clones that they have not yet
+// written themselves. Other templates, images and the host are not reachable.
+struct JailOptions {
+  bool enabled = true;
+  // Sandboxes get uid = gid = id_first + n for n in 1..id_count-1 (n is also
+  // the sandbox's network slot); id_first itself is the template group.
+  // Allocated across processes by lock files under <state_dir>/ids.
+  uint32_t id_first = 600000;
+  uint32_t id_count = 65536;
+  // Cgroup for the sandboxes' cgroups, below the runtime process's own
+  // cgroup in each hierarchy (or from the hierarchy root when it starts
+  // with '/'). cgroup v2 when the unified hierarchy has memory, cpu and
+  // pids; else v1.
+  std::string cgroup_parent = "ztee";
+  // Where the read-only VMM root (binary, libraries, firmware) is built
+  // once per VMM binary. Empty: /var/lib/ztee/vmm.
+  std::string vmm_cache_dir;
+};
+
 struct RuntimeOptions {
   // Directory for per-sandbox runtime state (sockets, logs). Empty: $ZTEE_STATE_DIR,
   // else /run/ztee when running as root, else $XDG_RUNTIME_DIR/ztee or /tmp/ztee-<uid>.
@@ -51,6 +82,7 @@ struct RuntimeOptions {
   // Runtime handle goes (a pool's own template: until the pool closes).
   // 0 disables pre-spawning.
   uint32_t prespawn = 1;
+  JailOptions jail;
 };
 
 // Where `ztee image build` puts the image by default: $ZTEE_IMAGE_DIR, else
@@ -92,6 +124,10 @@ struct SandboxOptions {
   // Keep guest RAM in a file so the sandbox can be snapshotted. Off by
   // default (RAM is then anonymous memory).
   bool snapshottable = false;
+  // Limits of the sandbox's VMM process (its cgroup; enforced by the jail).
+  uint32_t pids_max = 0;          // 0: 128 (processes + threads)
+  uint32_t cpu_percent = 0;       // 100 = one host CPU; 0: vcpus * 100
+  uint64_t memory_limit_mib = 0;  // 0: memory_mib + 384 (the VMM's own overhead)
   // Default: no network. A clone's template must have been made from a
   // sandbox that had a network iff this one has one (its NIC is part of the
   // saved device state); each clone gets its own namespace and firewall.

@@ -4,14 +4,69 @@
 
 #include <ztee/result.hpp>
 
+#include <linux/filter.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
 #include "io/fd.hpp"
 
 namespace ztee::detail {
+
+// What a confined child does between clone3 and execve, prepared in full by
+// the parent (lib/jail builds it). The child runs only system calls on this
+// data: no allocation, no locks. Steps run in the order of the fields; a
+// failing step is reported as (step, errno) and the child exits.
+struct Confinement {
+  enum Step : int {
+    kStepNetns = 1,
+    kStepRlimits,
+    kStepCgroup,
+    kStepMountPrivate,
+    kStepMounts,
+    kStepPivotRoot,
+    kStepUmountOldRoot,
+    kStepGroups,
+    kStepUid,
+    kStepParentDeath,
+    kStepNoNewPrivs,
+    kStepSeccomp,
+    kStepCloseFds,
+    kStepExec,
+  };
+  // Extra clone3 flags (CLONE_NEWNS, CLONE_NEWPID, ...).
+  uint64_t clone_flags = 0;
+  int netns_fd = -1;  // joined with setns(CLONE_NEWNET) when >= 0
+  struct Limit {
+    int resource;
+    rlimit value;
+  };
+  std::vector<Limit> rlimits;
+  // Open O_WRONLY cgroup.procs files: the child writes "0" (itself) to each.
+  std::vector<int> cgroup_procs_fds;
+  // The new root (absolute host path; empty: no pivot_root) and what is
+  // mounted under it, in order. `target` is a host path inside `root`.
+  struct Mount {
+    std::string source, target;
+    unsigned long remount_flags = 0;  // 0: writable bind; else a read-only/nosuid/... remount
+  };
+  std::string root;
+  std::vector<Mount> mounts;
+  unsigned long root_remount_flags = 0;  // applied to the root's own bind at the end
+  // Credentials; uid 0 keeps root (no switch).
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::vector<gid_t> groups;
+  bool no_new_privs = false;
+  std::vector<sock_filter> seccomp;  // empty: no filter
+  bool close_other_fds = false;
+};
+
+// Names a Confinement step for error messages ("pivot_root into the jail").
+const char* confinement_step_name(int step);
 
 struct SpawnSpec {
   std::vector<std::string> argv;  // argv[0] is the path to exec (no PATH search)
@@ -22,6 +77,8 @@ struct SpawnSpec {
   int output_fd = -1;
   // Deliver SIGKILL to the child when the spawning thread exits.
   bool die_with_parent = true;
+  // Confinement applied before exec; null: none. Borrowed for the call.
+  const Confinement* confinement = nullptr;
 };
 
 class Child {

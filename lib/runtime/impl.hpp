@@ -21,6 +21,7 @@
 #include "image/image.hpp"
 #include "io/loop.hpp"
 #include "io/stream.hpp"
+#include "jail/jail.hpp"
 #include "proc/child.hpp"
 #include "vmm/driver.hpp"
 #include "vmm/qemu/qmp.hpp"
@@ -41,6 +42,15 @@ class RuntimeImpl : public std::enable_shared_from_this<RuntimeImpl> {
                      std::function<void(Result<std::shared_ptr<SandboxImpl>>)> done);
 
   RuntimeOptions opts;
+  // Set when opts.jail.enabled: what every sandbox's jail shares.
+  struct JailShared {
+    CgroupLayout cgroups;
+    std::vector<sock_filter> seccomp;
+    std::string vmm_root;  // ensure_vmm_root
+    std::string binary;    // the VMM binary's canonical path (also its path in the jail)
+    bool kvm = false;
+  };
+  std::optional<JailShared> jail;
   std::unique_ptr<Loop> loop;
   std::unique_ptr<Driver> driver;
   ImageVerifier verifier;
@@ -69,14 +79,26 @@ Result<T> call_on_loop(Loop& loop, Start&& start) {
 }
 
 // The live parts of a VM, owned on the loop thread. Its destructor kills and
-// reaps the VMM and removes the sandbox directory, wherever it runs.
+// reaps the VMM and tears down the jail, the id and the sandbox directory,
+// wherever it runs.
 struct VmParts {
   Child process;
   std::shared_ptr<Stream> agent_stream, qmp_stream, console_stream, log_stream;
   std::unique_ptr<AgentChannel> agent;
   std::unique_ptr<QmpClient> qmp;
   std::string dir;
+  std::string state_dir, sandbox_id;
+  IdLease id;                       // the sandbox's uid/gid and network slot
+  std::optional<CgroupLayout> jail;  // set when the VMM is jailed
+  std::string mem_host_path;        // guest RAM file of a snapshottable sandbox
+  UniqueFd state_fd;                // a clone's template state (also the VMM's incoming fd)
+  std::string incoming_uri;         // "fd:N" in the VMM
   void close_io();  // loop thread
+  // After the VMM is reaped: removes the jail (cgroups, skeleton, run dir),
+  // releases the id and removes the directory. The error names what is left.
+  // Safe to call twice.
+  Result<void> teardown();
+  bool torn_down = false;
   ~VmParts();
 };
 
@@ -117,6 +139,9 @@ class SandboxImpl : public std::enable_shared_from_this<SandboxImpl> {
   SandboxState state() const { return state_.load(); }
   std::string failure() const;
   int vmm_pid() const { return vmm_pid_.load(); }
+  // The sandbox's id index (uid = gid = jail.id_first + slot): also its
+  // network slot number. 0 before launch.
+  uint32_t slot() const { return slot_.load(); }
   RuntimeImpl& runtime() { return *rt_; }
   const Image& image() const { return image_; }
   const SandboxOptions& options() const { return opts_; }
@@ -160,6 +185,7 @@ class SandboxImpl : public std::enable_shared_from_this<SandboxImpl> {
   const Image image_;
   std::atomic<SandboxState> state_{SandboxState::kStarting};
   std::atomic<int> vmm_pid_{0};
+  std::atomic<uint32_t> slot_{0};
   mutable std::mutex mu_;
   std::string failure_;
 

@@ -132,9 +132,41 @@ Result<Runtime> Runtime::create(RuntimeOptions opts) {
   if (auto r = mkdir_p(opts.state_dir, 0700); !r) return std::move(r).error();
   auto qemu = detail::probe_qemu(opts.qemu_binary, opts.accel);
   if (!qemu) return std::move(qemu).error();
+  const JailOptions& jo = opts.jail;
+  if (jo.id_count < 2 || jo.id_first == 0 || uint64_t{jo.id_first} + jo.id_count > 0xfffffffeull)
+    return make_error(Errc::kInvalidArgument,
+                      fmt::format("jail id range {}+{} is invalid: id_first must be > 0, id_count >= 2, and the "
+                                  "range must end below 4294967294",
+                                  jo.id_first, jo.id_count));
+  if (auto r = mkdir_p(opts.state_dir + "/ids", 0700); !r) return std::move(r).error();
+  std::optional<RuntimeImpl::JailShared> jail;
+  if (jo.enabled) {
+    if (::geteuid() != 0)
+      return make_error(Errc::kPermission,
+                        "the VMM jail needs root (namespaces, cgroups, a uid per sandbox): run as root, or set "
+                        "RuntimeOptions::jail.enabled = false (SECURITY: the VMM then runs unconfined, as you)",
+                        EPERM);
+    RuntimeImpl::JailShared js;
+    js.kvm = qemu->kvm;
+    auto layout = detail::detect_cgroups(jo.cgroup_parent);
+    if (!layout) return std::move(layout).error();
+    js.cgroups = std::move(*layout);
+    auto filter = detail::build_vmm_seccomp(qemu->kvm);
+    if (!filter) return std::move(filter).error();
+    js.seccomp = std::move(*filter);
+    auto root = detail::ensure_vmm_root(jo.vmm_cache_dir.empty() ? "/var/lib/ztee/vmm" : jo.vmm_cache_dir,
+                                        qemu->binary, qemu->kvm);
+    if (!root) return std::move(root).error();
+    js.vmm_root = std::move(*root);
+    std::error_code ec;
+    js.binary = std::filesystem::canonical(qemu->binary, ec).string();
+    if (ec) return make_error(Errc::kIo, fmt::format("cannot resolve {}: {}", qemu->binary, ec.message()), ec.value());
+    jail = std::move(js);
+  }
   auto loop = detail::Loop::create();
   if (!loop) return std::move(loop).error();
   auto impl = std::make_shared<RuntimeImpl>();
+  impl->jail = std::move(jail);
   impl->opts = std::move(opts);
   impl->loop = std::move(*loop);
   impl->driver = std::make_unique<detail::QemuDriver>(*qemu);
@@ -457,6 +489,18 @@ Result<void> Sandbox::snapshot(std::string_view dir_view) {
       return std::move(h).error();
     }
     a->sha256 = *h;
+  }
+  // Clone VMMs open the memory file read-write (QEMU 7.2, see JailOptions)
+  // through the template group; the state file reaches them as an fd.
+  const JailOptions& jo = sb->runtime().opts.jail;
+  if (jo.enabled) {
+    if (::chown(t.mem.path.c_str(), 0, jo.id_first) != 0 || ::chmod(t.mem.path.c_str(), 0660) != 0 ||
+        ::chmod(t.state.path.c_str(), 0640) != 0) {
+      int e = errno;
+      cleanup();
+      return make_error(Errc::kIo, fmt::format("cannot set the owner of {} to root:{}: {}", t.mem.path, jo.id_first,
+                                               std::strerror(e)), e);
+    }
   }
   if (auto w = detail::write_template_manifest(dir, t); !w) {
     cleanup();

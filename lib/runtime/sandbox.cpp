@@ -74,16 +74,6 @@ std::string random_hex(size_t bytes) {
   return hex;
 }
 
-// Single-quoted for /bin/sh (QEMU runs exec: migration URIs through it).
-std::string shell_quote(std::string_view s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'') out += "'\\''";
-    else out += c;
-  }
-  return out + "'";
-}
-
 Error validate_path(std::string_view path) {
   if (path.empty() || path[0] != '/')
     return make_error(Errc::kInvalidArgument, fmt::format("path \"{}\" must be absolute (start with /)", path));
@@ -104,13 +94,40 @@ void VmParts::close_io() {
     if (*s) (*s)->close();
 }
 
-VmParts::~VmParts() {
-  process.kill_and_reap();
+Result<void> VmParts::teardown() {
+  if (torn_down) return {};
+  torn_down = true;
+  std::vector<std::string> left;
+  int err = 0;
+  auto note = [&](const Error& e) {
+    left.push_back(e.message);
+    if (!err) err = e.sys_errno;
+  };
+  state_fd.reset();
+  if (jail) {
+    if (auto r = remove_jail_leftovers(state_dir, sandbox_id, *jail); !r) note(r.error());
+  }
+  std::string id_path = id.path();
+  if (auto r = id.release(); !r) note(r.error());
+  struct stat st{};
+  if (!id_path.empty() && ::lstat(id_path.c_str(), &st) == 0) left.push_back("id lock file " + id_path);
   if (!dir.empty()) {
     ::unlink((dir + "/vmm.pid").c_str());
     ::unlink((dir + "/mem").c_str());
-    ::rmdir(dir.c_str());
+    if (::rmdir(dir.c_str()) != 0 && errno != ENOENT) {
+      if (!err) err = errno;
+      left.push_back(fmt::format("directory {} ({})", dir, std::strerror(errno)));
+    }
   }
+  if (left.empty()) return {};
+  std::string what;
+  for (auto& l : left) what += (what.empty() ? "" : "; ") + l;
+  return make_error(Errc::kIo, what, err);
+}
+
+VmParts::~VmParts() {
+  process.kill_and_reap();
+  (void)teardown();
 }
 
 // ------------------------------------------------------------ SandboxImpl --
@@ -317,6 +334,18 @@ Result<void> SandboxImpl::launch() {
     int e = errno;
     return make_error(Errc::kIo, fmt::format("cannot create sandbox directory {}: {}", dir, std::strerror(e)), e);
   }
+  // From here on VmParts owns the directory (and all below): destroy()
+  // tears down whatever a failed launch left.
+  vm_ = std::make_shared<VmParts>();
+  vm_->dir = dir;
+  vm_->state_dir = rt_->opts.state_dir;
+  vm_->sandbox_id = id_;
+  const JailOptions& jo = rt_->opts.jail;
+  auto lease = allocate_id(rt_->opts.state_dir, jo.id_first, jo.id_count);
+  if (!lease) return std::move(lease).error();
+  vm_->id = std::move(*lease);
+  slot_.store(vm_->id.index());
+  // (The network slot, when there is one, is set up here with slot().)
   VmConfig cfg;
   cfg.id = id_;
   cfg.dir = dir;
@@ -327,19 +356,62 @@ Result<void> SandboxImpl::launch() {
   if (restoring) {
     cfg.mem_path = image_.snapshot.mem.path;  // private mapping: copy-on-write
     cfg.incoming = true;
+    // The VMM reads the device state from this fd; begin() checks the digest
+    // of this very file before the restore.
+    int fd = ::open(image_.snapshot.state.path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      int e = errno;
+      return make_error(Errc::kImage, fmt::format("template {}: cannot open saved state {}: {}", image_.snapshot.dir,
+                                                  image_.snapshot.state.path, std::strerror(e)), e);
+    }
+    vm_->state_fd.reset(fd);
+    cfg.incoming_fd = fd;
   } else if (opts_.snapshottable) {
-    cfg.mem_path = dir + "/mem";
+    cfg.mem_path = rt_->jail ? dir + "/run/mem" : dir + "/mem";
     cfg.mem_shared = true;
+    vm_->mem_host_path = cfg.mem_path;
+  }
+  std::optional<SandboxJail> jail;
+  if (rt_->jail) {
+    const auto& js = *rt_->jail;
+    JailRequest req;
+    req.state_dir = rt_->opts.state_dir;
+    req.id = id_;
+    req.vmm_root = js.vmm_root;
+    Image& img = cfg.image;
+    std::string& kernel = img.vmlinux.path.empty() ? img.kernel.path : img.vmlinux.path;
+    req.read_only = {{kernel, "kernel"}, {img.initramfs.path, "initramfs"}, {img.rootfs.path, "rootfs"}};
+    if (restoring) {
+      req.template_mem = cfg.mem_path;
+      req.groups = {jo.id_first};  // the template group: see JailOptions
+    }
+    req.kvm = js.kvm;
+    req.uid = req.gid = vm_->id.id();
+    req.cgroups = js.cgroups;
+    req.limits.memory_bytes = (opts_.memory_limit_mib ? opts_.memory_limit_mib : opts_.memory_mib + 384ull) << 20;
+    req.limits.cpu_percent = opts_.cpu_percent ? opts_.cpu_percent : opts_.vcpus * 100;
+    req.limits.pids_max = opts_.pids_max ? opts_.pids_max : 128;
+    req.fsize_bytes = (opts_.memory_mib + 256ull) << 20;  // guest RAM file + device state
+    req.netns_fd = cfg.netns_fd;
+    req.seccomp = &js.seccomp;
+    vm_->jail = js.cgroups;
+    auto j = prepare_jail(req);
+    if (!j) return std::move(j).error();
+    jail = std::move(*j);
+    // The VMM sees only jail paths.
+    for (std::string* p : {&img.kernel.path, &img.vmlinux.path, &img.initramfs.path, &img.rootfs.path, &cfg.mem_path})
+      if (!p->empty()) *p = jail->jail_path(*p);
+    cfg.binary = js.binary;
+    cfg.confinement = &jail->confinement;
   }
   auto launched = rt_->driver->launch(cfg);
-  vm_ = std::make_shared<VmParts>();
-  vm_->dir = dir;
   if (!launched) {
     Error err = std::move(launched).error();
     if (err.code == Errc::kNotFound) err.code = Errc::kBackendUnavailable;
     return err;
   }
   vm_->process = std::move(launched->process);
+  vm_->incoming_uri = launched->incoming_uri;
   vmm_pid_.store(vm_->process.pid());
   {
     std::string pid = std::to_string(vm_->process.pid()) + "\n";
@@ -388,8 +460,10 @@ void SandboxImpl::begin(Done done) {
     fail(Errc::kTimeout, fmt::format("boot timed out: the guest agent did not answer within {} ms", opts_.boot_timeout_ms));
   });
   if (image_.snapshot.dir.empty()) return send_hello(proto::MsgType::kHello);
-  // The device state is small: check it right before use, every time.
-  auto digest = sha256_file(image_.snapshot.state.path);
+  // The device state is small: check it right before use, every time, through
+  // the fd the VMM was given (a new open file: the VMM's offset stays put).
+  auto digest = vm_->state_fd.valid() ? sha256_file(fmt::format("/proc/self/fd/{}", vm_->state_fd.get()))
+                                      : sha256_file(image_.snapshot.state.path);
   if (!digest || *digest != image_.snapshot.state.sha256)
     return fail(Errc::kSandboxFailed, fmt::format("template {}: saved state {} is missing or does not match its "
                                                   "digest; make a new template",
@@ -466,7 +540,9 @@ void SandboxImpl::restore_incoming() {
   qmp_call("migrate-set-capabilities", R"({"capabilities":[{"capability":"x-ignore-shared","state":true}]})",
            [this, step_failed](Result<void> r) {
              if (!r) return step_failed(r.error());
-             std::string uri = "exec:cat " + shell_quote(image_.snapshot.state.path);
+             if (!vm_ || vm_->incoming_uri.empty())
+               return step_failed(make_error(Errc::kInternal, "the VMM was started without the saved state"));
+             std::string uri = vm_->incoming_uri;
              qmp_call("migrate-incoming", "{\"uri\":" + json_quote(uri) + "}", [this, step_failed](Result<void> r) {
                if (!r) return step_failed(r.error());
                wait_migration(opts_.boot_timeout_ms, [this, step_failed](Result<void> r) {
@@ -724,11 +800,25 @@ void SandboxImpl::snapshot_save(std::string dir, Done done) {
     fail(Errc::kSandboxFailed, "snapshot failed: " + e.message);
     done(make_error(e.code, fmt::format("snapshot of sandbox {} failed: {}", id_, e.message), e.sys_errno));
   };
-  std::string uri = "exec:cat > " + shell_quote(dir + "/state");
-  qmp_call("stop", "", [this, uri, dir, done, failed](Result<void> r) mutable {
+  // The VMM writes the device state into an fd this process opened and
+  // hands over on the QMP socket ("getfd"): no path, no shell.
+  std::string state_path = dir + "/state";
+  int sfd = ::open(state_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+  if (sfd < 0) {
+    int e = errno;
+    return done(make_error(Errc::kIo, fmt::format("snapshot: cannot create {}: {}", state_path, std::strerror(e)), e));
+  }
+  auto state_fd = std::make_shared<UniqueFd>(sfd);
+  std::string uri = "fd:ztee-state";
+  qmp_call("stop", "", [this, uri, dir, done, failed, state_fd](Result<void> r) mutable {
     if (!r) return failed(r.error());
     qmp_call("migrate-set-capabilities", R"({"capabilities":[{"capability":"x-ignore-shared","state":true}]})",
-             [this, uri, dir, done, failed](Result<void> r) mutable {
+             [this, uri, dir, done, failed, state_fd](Result<void> r) mutable {
+               if (!r) return failed(r.error());
+               if (!vm_ || !vm_->qmp) return failed(make_error(Errc::kSandboxFailed, "the VMM control channel is closed"));
+               vm_->qmp->command_with_fd("getfd", R"({"fdname":"ztee-state"})", state_fd->get(),
+                                         [this, uri, dir, done, failed, state_fd](Result<std::string> r) mutable {
+               state_fd->reset();
                if (!r) return failed(r.error());
                qmp_call("migrate", "{\"uri\":" + json_quote(uri) + "}",
                         [this, dir, done, failed](Result<void> r) mutable {
@@ -739,6 +829,7 @@ void SandboxImpl::snapshot_save(std::string dir, Done done) {
                             destroy(std::move(done));
                           });
                         });
+                                         });
              });
   });
 }
@@ -777,7 +868,7 @@ void SandboxImpl::finish_destroy(Done done) {
   std::string snapshot_error;
   if (!snapshot_dir_.empty()) {
     // The VMM is gone: its memory file is now the template's, unchanged.
-    std::string from = dir + "/mem", to = snapshot_dir_ + "/mem";
+    std::string from = vm->mem_host_path, to = snapshot_dir_ + "/mem";
     if (::rename(from.c_str(), to.c_str()) != 0) {
       int e = errno;
       std::string staged = rt_->opts.state_dir + "/" + id_ + ".mem";
@@ -788,8 +879,10 @@ void SandboxImpl::finish_destroy(Done done) {
     }
     snapshot_dir_.clear();
   }
-  vm.reset();  // closes channels; removes the directory
+  auto torn = vm->teardown();  // jail, cgroups, id, directory
+  vm.reset();  // closes channels
   std::vector<std::string> left;
+  if (!torn) left.push_back(torn.error().message);
   if (pid > 0 && ::kill(pid, 0) == 0) {
     // The pid was reaped, so a live process here is a recycled pid unless it is our VMM.
     std::string comm;

@@ -27,6 +27,21 @@ struct VmConfig {
   bool mem_shared = false;
   // Start paused, waiting for incoming state (a clone).
   bool incoming = false;
+  // The saved device state to restore, open for reading: inherited by the
+  // VMM (LaunchedVm::incoming_uri names it). -1: none.
+  int incoming_fd = -1;
+  // Networking (supplied by lib/net): the namespace the VMM joins before it
+  // starts, a TAP device's fd handed to the VMM, and text appended to the
+  // guest kernel's command line. -1 / empty: none.
+  int netns_fd = -1;
+  int tap_fd = -1;
+  std::string extra_cmdline;
+  // The VMM binary to exec; empty: the driver's own. A jailed VMM runs the
+  // copy at the same path inside its jail root.
+  std::string binary;
+  // Applied to the VMM child before exec (lib/jail); null: unconfined. The
+  // paths above (image, mem_path) are then paths inside the jail.
+  const Confinement* confinement = nullptr;
 };
 
 // Host ends of a launched VM's channels: all connected stream sockets.
@@ -40,6 +55,8 @@ struct VmChannels {
 struct LaunchedVm {
   Child process;
   VmChannels channels;
+  // The migration URI of VmConfig::incoming_fd inside the VMM ("fd:6").
+  std::string incoming_uri;
 };
 
 class Driver {

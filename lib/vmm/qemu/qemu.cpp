@@ -104,11 +104,12 @@ std::string qemu_kernel_cmdline(const Image& img, uint64_t tsc_khz) {
   return cmd;
 }
 
-std::vector<std::string> QemuDriver::argv(const VmConfig& cfg, int agent_fd, int qmp_fd, int console_fd) const {
+std::vector<std::string> QemuDriver::argv(const VmConfig& cfg, int agent_fd, int qmp_fd, int console_fd,
+                                          int tap_fd) const {
   std::string machine = "microvm,x-option-roms=off,rtc=on";
   if (!cfg.mem_path.empty()) machine += ",memory-backend=ram";
   std::vector<std::string> a = {
-      cfg_.binary,
+      cfg.binary.empty() ? cfg_.binary : cfg.binary,
       "-M", machine,
       "-accel", cfg_.kvm ? "kvm" : "tcg",
       "-cpu", cfg_.kvm ? "host" : "max",
@@ -118,7 +119,7 @@ std::vector<std::string> QemuDriver::argv(const VmConfig& cfg, int agent_fd, int
       "-name", cfg.id,
       "-kernel", cfg.image.vmlinux.path.empty() ? cfg.image.kernel.path : cfg.image.vmlinux.path,
       "-initrd", cfg.image.initramfs.path,
-      "-append", qemu_kernel_cmdline(cfg.image, cfg_.tsc_khz),
+      "-append", qemu_kernel_cmdline(cfg.image, cfg_.tsc_khz) + (cfg.extra_cmdline.empty() ? "" : " " + cfg.extra_cmdline),
       "-drive", fmt::format("id=root,file={},format=raw,if=none,readonly=on", cfg.image.rootfs.path),
       "-device", "virtio-blk-device,drive=root",
       "-device", "virtio-serial-device",
@@ -134,6 +135,9 @@ std::vector<std::string> QemuDriver::argv(const VmConfig& cfg, int agent_fd, int
     a.push_back("-object");
     a.push_back(fmt::format("memory-backend-file,id=ram,size={}M,mem-path={},share={}", cfg.memory_mib,
                             cfg.mem_path, cfg.mem_shared ? "on" : "off"));
+  }
+  if (tap_fd >= 0) {
+    a.insert(a.end(), {"-netdev", fmt::format("tap,id=net0,fd={}", tap_fd), "-device", "virtio-net-device,netdev=net0"});
   }
   if (cfg.incoming) {
     a.push_back("-incoming");
@@ -175,14 +179,27 @@ Result<LaunchedVm> QemuDriver::launch(const VmConfig& cfg) {
   if (!log) return std::move(log).error();
 
   SpawnSpec spec;
-  // Child fd layout: 3 agent, 4 qmp, 5 console; stdout/stderr: log socket.
-  spec.argv = argv(cfg, 3, 4, 5);
-  spec.env = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"};
+  // Child fd layout: 3 agent, 4 qmp, 5 console, then the TAP fd and the
+  // incoming state when there are; stdout/stderr: log socket.
   spec.fds = {agent->second.get(), qmp->second.get(), con->second.get()};
+  int tap = -1, incoming = -1;
+  if (cfg.tap_fd >= 0) {
+    tap = 3 + static_cast<int>(spec.fds.size());
+    spec.fds.push_back(cfg.tap_fd);
+  }
+  if (cfg.incoming_fd >= 0) {
+    incoming = 3 + static_cast<int>(spec.fds.size());
+    spec.fds.push_back(cfg.incoming_fd);
+  }
+  spec.argv = argv(cfg, 3, 4, 5, tap);
+  // A jailed VMM gets an empty environment; it needs none.
+  if (!cfg.confinement) spec.env = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"};
   spec.output_fd = log->second.get();
+  spec.confinement = cfg.confinement;
   auto child = spawn(spec);
   if (!child) return std::move(child).error();
   LaunchedVm vm;
+  if (incoming >= 0) vm.incoming_uri = fmt::format("fd:{}", incoming);
   vm.process = std::move(*child);
   vm.channels.agent = std::move(agent->first);
   vm.channels.control = std::move(qmp->first);

@@ -36,7 +36,8 @@ class QemuDriver final : public Driver {
   std::string version() override;
   // The argv without the channel fds' numbers bound (exposed for tests and
   // the boot benchmark's bare-QEMU baseline).
-  std::vector<std::string> argv(const VmConfig& cfg, int agent_fd, int qmp_fd, int console_fd) const;
+  // tap_fd: the TAP device's fd number in the VMM (-1: no network).
+  std::vector<std::string> argv(const VmConfig& cfg, int agent_fd, int qmp_fd, int console_fd, int tap_fd = -1) const;
 
  private:
   QemuConfig cfg_;

@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <cstring>
 
 #include "agent/json.hpp"
@@ -97,6 +100,40 @@ void QmpClient::command(std::string cmd, std::string args_json, Reply reply) {
     return;
   }
   send_now(cmd, args_json, id);
+}
+
+void QmpClient::command_with_fd(std::string cmd, std::string args_json, int fd, Reply reply) {
+  if (dead_) return reply(make_error(Errc::kSandboxFailed, "QMP connection is closed"));
+  if (!ready_ || !pending_.empty() || !queued_.empty() || !stream_)
+    return reply(make_error(Errc::kInternal, fmt::format("QMP: {} with an fd needs an idle, negotiated connection", cmd)));
+  uint64_t id = next_id_++;
+  std::string msg = "{\"execute\":" + json_quote(cmd);
+  if (!args_json.empty()) msg += ",\"arguments\":" + args_json;
+  msg += fmt::format(",\"id\":{}}}\n", id);
+  // Straight onto the socket: nothing else is queued on it (checked above).
+  iovec iov{msg.data(), msg.size()};
+  alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))] = {};
+  msghdr mh{};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  mh.msg_control = ctl;
+  mh.msg_controllen = sizeof ctl;
+  cmsghdr* cm = CMSG_FIRSTHDR(&mh);
+  cm->cmsg_level = SOL_SOCKET;
+  cm->cmsg_type = SCM_RIGHTS;
+  cm->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+  ssize_t n;
+  do {
+    n = ::sendmsg(stream_->fd(), &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  if (n != static_cast<ssize_t>(msg.size())) {
+    int e = n < 0 ? errno : EAGAIN;
+    reply(make_error(Errc::kIo, fmt::format("QMP: cannot send {} with an fd: {}", cmd, std::strerror(e)), e));
+    if (n > 0) fatal("QMP: a command was cut short");
+    return;
+  }
+  pending_[id] = std::move(reply);
 }
 
 void QmpClient::send_now(const std::string& cmd, const std::string& args, uint64_t id) {

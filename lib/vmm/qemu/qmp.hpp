@@ -31,6 +31,10 @@ class QmpClient {
   void start();
   // Sends {"execute": cmd, "arguments": args_json} once negotiation is done.
   void command(std::string cmd, std::string args_json, Reply reply);
+  // The same, with `fd` passed alongside (SCM_RIGHTS), e.g. for "getfd".
+  // Only when negotiation is done and no other command is in flight (the
+  // fd must travel with this command's bytes); else the reply is an error.
+  void command_with_fd(std::string cmd, std::string args_json, int fd, Reply reply);
   bool ready() const { return ready_; }
   void close();
 

@@ -1,0 +1,129 @@
+// Jail set-up cost per sandbox. Times, interleaved (A, B, A, B, ...):
+//   baseline: spawn of the VMM binary (`qemu-system-x86_64 --version`),
+//             unconfined, from clone3 until its execve succeeded;
+//   jailed:   the parent-side prepare (id lease, jail skeleton, cgroups with
+//             limits) plus the same spawn confined (netns-less: namespaces,
+//             mounts, pivot_root, uid drop, no_new_privs, seccomp, closed fds)
+//             until its execve succeeded.
+// Each jailed child must then exit 0 (the loader and QEMU ran under the
+// filter). Teardown (cgroup rmdir, skeleton removal, id release) is timed
+// and printed, not counted. Needs root. Usage: ztee-bench-jail [--runs N] [--warmup N]
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <filesystem>
+
+#include "bench_common.hpp"
+#include "jail/jail.hpp"
+
+using namespace ztee;
+using namespace ztee::bench;
+using namespace ztee::detail;
+
+namespace {
+
+double ms_since(uint64_t t0) { return static_cast<double>(now_ns() - t0) / 1e6; }
+
+int wait_exit(Child& c) {
+  siginfo_t si{};
+  while (::waitid(P_PIDFD, static_cast<id_t>(c.pidfd()), &si, WEXITED) < 0 && errno == EINTR) {
+  }
+  c.try_reap();
+  return si.si_code == CLD_EXITED ? si.si_status : 128 + si.si_status;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  long runs = arg_long(argc, argv, "--runs", 50);
+  long warmup = arg_long(argc, argv, "--warmup", 3);
+  if (runs < 1) die("--runs must be >= 1");
+  if (::geteuid() != 0) die("ztee-bench-jail needs root (the jail does)");
+  auto qemu = probe_qemu("", "auto");
+  if (!qemu) die(qemu.error().message);
+  auto layout = detect_cgroups("ztee-bench");
+  if (!layout) die(layout.error().message);
+  auto filter = build_vmm_seccomp(qemu->kvm);
+  if (!filter) die(filter.error().message);
+  uint64_t t_root = now_ns();
+  auto vmm_root = ensure_vmm_root("/var/lib/ztee/vmm", qemu->binary, qemu->kvm);
+  if (!vmm_root) die(vmm_root.error().message);
+  std::printf("VMM root %s (ready in %.1f ms; built once per binary)\n", vmm_root->c_str(), ms_since(t_root));
+  std::string binary = std::filesystem::canonical(qemu->binary).string();
+  char tmpl[] = "/tmp/ztee-bench-jail.XXXXXX";
+  if (!::mkdtemp(tmpl)) die("mkdtemp failed");
+  std::string state = tmpl;
+  std::string image = state + "/image-file";
+  { FILE* f = std::fopen(image.c_str(), "w"); if (f) std::fclose(f); }
+
+  std::vector<double> bare, jailed, prepare, teardown;
+  for (long i = 0; i < warmup + runs; ++i) {
+    bool count = i >= warmup;
+    // A: unconfined spawn.
+    {
+      SpawnSpec spec;
+      spec.argv = {binary, "--version"};
+      uint64_t t0 = now_ns();
+      auto c = spawn(spec);
+      double t = ms_since(t0);
+      if (!c) die(c.error().message);
+      if (int rc = wait_exit(*c); rc != 0) die(fmt::format("bare qemu --version exited {}", rc));
+      if (count) bare.push_back(t);
+    }
+    // B: prepare + confined spawn.
+    {
+      std::string id = fmt::format("sb-bench{:06}", i);
+      uint64_t t0 = now_ns();
+      std::string dir = state + "/" + id;
+      if (::mkdir(dir.c_str(), 0700) != 0) die("mkdir " + dir);
+      auto lease = allocate_id(state, 600000, 65536);
+      if (!lease) die(lease.error().message);
+      JailRequest req;
+      req.state_dir = state;
+      req.id = id;
+      req.vmm_root = *vmm_root;
+      req.read_only = {{image, "kernel"}, {image, "initramfs"}, {image, "rootfs"}};
+      req.kvm = qemu->kvm;
+      req.uid = req.gid = lease->id();
+      req.cgroups = *layout;
+      req.limits = {(256ull + 384) << 20, 100, 128};
+      req.fsize_bytes = 512ull << 20;
+      req.seccomp = &*filter;
+      auto j = prepare_jail(req);
+      if (!j) die(j.error().message);
+      double tp = ms_since(t0);
+      SpawnSpec spec;
+      spec.argv = {binary, "--version"};
+      spec.confinement = &j->confinement;
+      auto c = spawn(spec);
+      double t = ms_since(t0);
+      if (!c) die(c.error().message);
+      j->cgroups.procs.clear();
+      if (int rc = wait_exit(*c); rc != 0) die(fmt::format("jailed qemu --version exited {}", rc));
+      uint64_t t1 = now_ns();
+      auto r = remove_jail_leftovers(state, id, *layout);
+      if (!r) die(r.error().message);
+      if (auto rel = lease->release(); !rel) die(rel.error().message);
+      ::rmdir(dir.c_str());
+      double td = ms_since(t1);
+      if (count) {
+        jailed.push_back(t);
+        prepare.push_back(tp);
+        teardown.push_back(td);
+      }
+    }
+  }
+  std::filesystem::remove_all(state);
+  for (const auto& p : layout->parents) ::rmdir(p.c_str());
+  double j50 = percentile(jailed, 0.5), b50 = percentile(bare, 0.5);
+  std::printf("runs %ld (after %ld warm-up pairs), %s\n", runs, warmup, qemu->kvm ? "kvm" : "tcg");
+  std::printf("jailed: prepare + spawn to exec  p50 %.3f ms  p99 %.3f ms  (min %.3f, max %.3f)\n", j50,
+              percentile(jailed, 0.99), minimum(jailed), maximum(jailed));
+  std::printf("  of which parent-side prepare   p50 %.3f ms\n", percentile(prepare, 0.5));
+  std::printf("bare:   spawn to exec            p50 %.3f ms  p99 %.3f ms\n", b50, percentile(bare, 0.99));
+  std::printf("jail cost over bare (p50 difference) %.3f ms\n", j50 - b50);
+  std::printf("teardown (not counted)           p50 %.3f ms  p99 %.3f ms\n", percentile(teardown, 0.5),
+              percentile(teardown, 0.99));
+  print_metric("jail_setup_ms", j50, "ms", b50);
+  return 0;
+}

@@ -1,0 +1,150 @@
+// The jailer: everything a VMM process is confined by, prepared in the parent
+// and applied by the child between clone3 and execve (proc/child.hpp's
+// Confinement). Per sandbox: a dedicated uid/gid from a range, a cgroup with
+// its memory, CPU and pids limits (cgroup v2 when the unified hierarchy has
+// the controllers, else v1), rlimits, new mount/PID/IPC/UTS namespaces, a
+// read-only jail root holding only what the VMM needs, no_new_privs and a
+// seccomp allowlist. Teardown removes each piece and checks it is gone.
+#pragma once
+
+#include <ztee/result.hpp>
+
+#include <linux/filter.h>
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "io/fd.hpp"
+#include "proc/child.hpp"
+
+namespace ztee::detail {
+
+// ------------------------------------------------------------------- ids --
+
+// A uid=gid from [id_first, id_first + id_count) held by this process: the
+// lock file <state_dir>/ids/<index> (holding the owner's pid) is flock'ed for
+// as long as the lease lives. Index 0 is never handed out: id_first is the
+// template group (see JailOptions in ztee.hpp). The index doubles as the
+// sandbox's network slot number.
+class IdLease {
+ public:
+  IdLease() = default;
+  IdLease(IdLease&&) noexcept = default;
+  IdLease& operator=(IdLease&& o) noexcept;
+  ~IdLease() { (void)release(); }
+  bool valid() const { return fd_.valid(); }
+  uint32_t index() const { return index_; }
+  uint32_t id() const { return id_; }  // uid and gid
+  const std::string& path() const { return path_; }
+  // Unlinks the lock file and drops the lock; fails (naming the file) if it
+  // could not be removed. Safe to call twice.
+  Result<void> release();
+
+ private:
+  friend Result<IdLease> allocate_id(const std::string&, uint32_t, uint32_t);
+  UniqueFd fd_;
+  uint32_t index_ = 0, id_ = 0;
+  std::string path_;
+};
+
+// Takes the lowest free index in 1..id_count-1. A lock file whose owner is
+// gone (no flock held) is reclaimed.
+Result<IdLease> allocate_id(const std::string& state_dir, uint32_t id_first, uint32_t id_count);
+
+// ---------------------------------------------------------------- cgroups --
+
+struct CgroupLimits {
+  uint64_t memory_bytes = 0;
+  uint32_t cpu_percent = 0;  // 100 = one CPU
+  uint32_t pids_max = 0;
+};
+
+// Where the sandbox cgroups live: cgroup v2 when the unified hierarchy has
+// the memory, cpu and pids controllers, else the v1 hierarchies of each.
+struct CgroupLayout {
+  bool v2 = false;
+  // v2: one directory; v1: memory, cpu, pids. Each is <mount>/<the runtime
+  // process's own cgroup>/<parent> (or <mount>/<parent> when parent starts
+  // with '/').
+  std::vector<std::string> parents;
+};
+
+// Reads /proc/self/mountinfo and /proc/self/cgroup. Fails with a message
+// naming the missing controller.
+Result<CgroupLayout> detect_cgroups(const std::string& parent);
+
+// A sandbox's cgroup directories (one per hierarchy) and open cgroup.procs
+// files for the child to join.
+struct SandboxCgroups {
+  std::vector<std::string> dirs;
+  std::vector<UniqueFd> procs;
+};
+Result<SandboxCgroups> create_cgroups(const CgroupLayout& layout, const std::string& name, const CgroupLimits& lim);
+// Kills what is left in each directory, removes it and checks it is gone;
+// the error lists what could not be removed. Works from names alone.
+Result<void> remove_cgroups(const CgroupLayout& layout, const std::string& name);
+// The sandbox cgroups under the layout's parents (names, deduplicated).
+std::vector<std::string> list_cgroups(const CgroupLayout& layout);
+
+// ---------------------------------------------------------------- seccomp --
+
+// The VMM's system-call allowlist as a BPF program (built with libseccomp,
+// exported). Anything else kills the process (see jail/seccomp.cpp).
+Result<std::vector<sock_filter>> build_vmm_seccomp(bool kvm);
+
+// --------------------------------------------------------------- VMM root --
+
+// A read-only tree under `cache_dir` holding the VMM binary, its shared
+// library closure, the dynamic loader, the TCG accelerator module (when
+// !kvm) and the firmware, at their host paths (all under usr/). Built once
+// per binary identity (dev, inode, size, mtime) and reused; built in a
+// temporary directory and renamed into place. Returns its path.
+Result<std::string> ensure_vmm_root(const std::string& cache_dir, const std::string& binary, bool kvm);
+
+// ---------------------------------------------------------- sandbox jail --
+
+struct JailRequest {
+  std::string state_dir;  // the runtime's
+  std::string id;         // sandbox id; its dir <state_dir>/<id> exists
+  std::string vmm_root;   // from ensure_vmm_root
+  // Host files shown read-only at /image/<name>: {host path, name}.
+  std::vector<std::pair<std::string, std::string>> read_only;
+  std::string template_mem;            // a clone's template memory file, shown at /template/mem
+  bool kvm = false;
+  uint32_t uid = 0, gid = 0;
+  std::vector<gid_t> groups;
+  CgroupLayout cgroups;
+  CgroupLimits limits;
+  uint64_t fsize_bytes = 0;  // RLIMIT_FSIZE
+  int netns_fd = -1;
+  const std::vector<sock_filter>* seccomp = nullptr;
+};
+
+// One sandbox's jail on the host side: the skeleton under <dir>/root, the
+// writable <dir>/run, the cgroups and the child's Confinement.
+struct SandboxJail {
+  std::string dir, root, run;
+  SandboxCgroups cgroups;
+  Confinement confinement;
+  // Where a host file shows inside the jail ("" if it is not there).
+  std::string jail_path(const std::string& host_path) const;
+  std::vector<std::pair<std::string, std::string>> path_map;  // host -> jail
+};
+
+// Builds the skeleton and the cgroups. On failure nothing is left behind.
+Result<SandboxJail> prepare_jail(const JailRequest& req);
+
+// Removes the jail of sandbox `id` under `state_dir` (skeleton, run dir,
+// cgroups) from names alone, after its VMM is gone, and checks each piece is
+// gone (no mounts under the sandbox dir either). The error names what was
+// left. Also usable for leftovers of a crashed process.
+Result<void> remove_jail_leftovers(const std::string& state_dir, const std::string& id, const CgroupLayout& cgroups);
+
+// Test hook: when $ZTEE_JAIL_TEST_FAIL_STEP names a step ("mounts",
+// "cgroup", ...), prepare_jail makes that step fail in the child (by a
+// missing bind source or a closed fd). Read once per call.
+const char* jail_test_fail_step();
+
+}  // namespace ztee::detail
