@@ -145,6 +145,13 @@ class NetSlot {
   // Kernel command-line parameter for the guest agent:
   // "ztee.net=100.96.0.2/30,100.96.0.1" plus ",dns=<ip>" when a resolver is allowed.
   std::string guest_cmdline() const;
+  // The same for the guest agent's HELLO / RESEED "net" object.
+  struct GuestConfig {
+    std::string address;  // "100.96.0.2/30"
+    std::string gateway;  // "100.96.0.1"
+    std::string dns;      // resolver, or "" when none is allowed
+  };
+  GuestConfig guest_config() const;
   const NetPolicy& policy() const { return policy_; }
 
   // Replaces the slot's firewall in one transaction (host addresses are

@@ -107,6 +107,10 @@ std::string NetSlot::guest_cmdline() const {
   return s;
 }
 
+NetSlot::GuestConfig NetSlot::guest_config() const {
+  return {ipv4_text(kGuestAddr) + "/30", ipv4_text(kTapAddr), policy_.dns_be ? ipv4_text(*policy_.dns_be) : ""};
+}
+
 Result<NetSlot> NetSlot::create(const NetEnv& env, uint32_t slot, const NetPolicy& policy) {
   ZTEE_TRY(validate_slot(env, slot));
   if (policy.allow.size() > kMaxNetRules)

@@ -22,6 +22,7 @@
 #include "io/loop.hpp"
 #include "io/stream.hpp"
 #include "jail/jail.hpp"
+#include "net/net.hpp"
 #include "proc/child.hpp"
 #include "vmm/driver.hpp"
 #include "vmm/qemu/qmp.hpp"
@@ -51,6 +52,11 @@ class RuntimeImpl : public std::enable_shared_from_this<RuntimeImpl> {
     bool kvm = false;
   };
   std::optional<JailShared> jail;
+  NetEnv net_env;
+  // Any thread: makes the host ready for network slots (once per runtime).
+  Result<void> ensure_network();
+  std::mutex net_mu;
+  bool net_ready = false;  // guarded by net_mu
   std::unique_ptr<Loop> loop;
   std::unique_ptr<Driver> driver;
   ImageVerifier verifier;
@@ -93,6 +99,7 @@ struct VmParts {
   std::string mem_host_path;        // guest RAM file of a snapshottable sandbox
   UniqueFd state_fd;                // a clone's template state (also the VMM's incoming fd)
   std::string incoming_uri;         // "fd:N" in the VMM
+  std::optional<NetSlot> net;       // the sandbox's network namespace, TAP, veth and firewall
   void close_io();  // loop thread
   // After the VMM is reaped: removes the jail (cgroups, skeleton, run dir),
   // releases the id and removes the directory. The error names what is left.
@@ -117,7 +124,8 @@ class SandboxImpl : public std::enable_shared_from_this<SandboxImpl> {
   Result<void> launch();
   void begin(Done done);
   // Takes the caller's options for a pre-spawned sandbox (same template).
-  void adopt(const SandboxOptions& opts);
+  // Fails when the new network policy cannot be loaded into the slot.
+  Result<void> adopt(const SandboxOptions& opts);
   void exec(ExecOptions opts, std::function<void(Result<ExecResult>)> done);
   void ping(Done done);
   void write_file(std::string path, std::string data, uint32_t mode, Done done);

@@ -202,6 +202,11 @@ Result<detail::Image> detail::RuntimeImpl::prepare(const SandboxOptions& opts) {
     return make_error(Errc::kInvalidArgument,
                       fmt::format("memory_mib {} out of range: use 64..65536", opts.memory_mib));
   if (opts.boot_timeout_ms == 0) return make_error(Errc::kInvalidArgument, "boot_timeout_ms must be positive");
+  if (opts.network.enabled()) {
+    auto policy = parse_net_policy(opts.network.allow, opts.network.dns);
+    if (!policy) return std::move(policy).error();
+    if (auto r = ensure_network(); !r) return std::move(r).error();
+  }
   if (opts.template_dir.empty()) {
     auto image = detail::load_image_manifest(opts.image_dir.empty() ? this->opts.image_dir : opts.image_dir);
     if (!image) return std::move(image).error();
@@ -283,7 +288,12 @@ void detail::RuntimeImpl::start_sandbox(const SandboxOptions& opts, detail::Imag
     loop->post([self = shared_from_this(), opts, image] { self->replenish(opts, image); });
   }
   if (sb) {
-    sb->adopt(opts);
+    if (auto r = sb->adopt(opts); !r) {
+      Error err = std::move(r).error();
+      return sb->destroy([sb, err = std::move(err), done = std::move(done)](Result<void>) mutable {
+        done(std::move(err));
+      });
+    }
   } else {
     sb = std::make_shared<SandboxImpl>(shared_from_this(), new_sandbox_id(), opts, std::move(image));
     if (auto r = sb->launch(); !r) {
@@ -301,6 +311,18 @@ void detail::RuntimeImpl::start_sandbox(const SandboxOptions& opts, detail::Imag
       sb->destroy([sb, err = std::move(err), done = std::move(done)](Result<void>) mutable { done(std::move(err)); });
     });
   });
+}
+
+Result<void> detail::RuntimeImpl::ensure_network() {
+  std::lock_guard lk(net_mu);
+  if (net_ready) return {};
+  if (!jail)
+    return make_error(Errc::kInvalidArgument,
+                      "a network policy needs the jail (RuntimeOptions::jail.enabled): the VMM must run inside the "
+                      "sandbox's network namespace");
+  if (auto r = ensure_host_network(net_env); !r) return r;
+  net_ready = true;
+  return {};
 }
 
 Result<Sandbox> Runtime::create_sandbox(const SandboxOptions& opts) {

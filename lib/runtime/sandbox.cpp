@@ -104,6 +104,11 @@ Result<void> VmParts::teardown() {
     if (!err) err = e.sys_errno;
   };
   state_fd.reset();
+  // The VMM (the TAP's last holder) is gone: the slot's namespace goes with it.
+  if (net) {
+    if (auto r = net->destroy(); !r) note(r.error());
+    net.reset();
+  }
   if (jail) {
     if (auto r = remove_jail_leftovers(state_dir, sandbox_id, *jail); !r) note(r.error());
   }
@@ -325,7 +330,20 @@ void SandboxImpl::boot(Done done) {
   begin(std::move(done));
 }
 
-void SandboxImpl::adopt(const SandboxOptions& opts) { opts_ = opts; }
+Result<void> SandboxImpl::adopt(const SandboxOptions& opts) {
+  if (vm_ && vm_->net) {
+    // A pre-spawned clone's slot was made with an earlier caller's policy.
+    auto policy = parse_net_policy(opts.network.allow, opts.network.dns);
+    if (!policy) return std::move(policy).error();
+    if (policy->allow.size() != vm_->net->policy().allow.size() || policy->dns_be != vm_->net->policy().dns_be ||
+        !std::equal(policy->allow.begin(), policy->allow.end(), vm_->net->policy().allow.begin(),
+                    [](const NetRule& a, const NetRule& b) { return a.text() == b.text(); })) {
+      if (auto r = vm_->net->set_policy(*policy); !r) return r;
+    }
+  }
+  opts_ = opts;
+  return {};
+}
 
 Result<void> SandboxImpl::launch() {
   auto self = shared_from_this();
@@ -345,8 +363,17 @@ Result<void> SandboxImpl::launch() {
   if (!lease) return std::move(lease).error();
   vm_->id = std::move(*lease);
   slot_.store(vm_->id.index());
-  // (The network slot, when there is one, is set up here with slot().)
   VmConfig cfg;
+  if (opts_.network.enabled()) {
+    // Validated by prepare(); the slot number is the sandbox's id index.
+    auto policy = parse_net_policy(opts_.network.allow, opts_.network.dns);
+    if (!policy) return std::move(policy).error();
+    auto slot = NetSlot::create(rt_->net_env, vm_->id.index(), *policy);
+    if (!slot) return std::move(slot).error();
+    vm_->net.emplace(std::move(*slot));
+    cfg.netns_fd = vm_->net->netns_fd();
+    cfg.tap_fd = vm_->net->tap_fd();
+  }
   cfg.id = id_;
   cfg.dir = dir;
   cfg.image = image_;
@@ -412,6 +439,7 @@ Result<void> SandboxImpl::launch() {
   }
   vm_->process = std::move(launched->process);
   vm_->incoming_uri = launched->incoming_uri;
+  if (vm_->net) vm_->net->release_tap();  // the VMM holds its own copy now
   vmm_pid_.store(vm_->process.pid());
   {
     std::string pid = std::to_string(vm_->process.pid()) + "\n";
@@ -500,8 +528,14 @@ void SandboxImpl::send_hello(proto::MsgType type) {
   uint32_t sid = start_request(req, 0);
   struct timespec ts{};
   ::clock_gettime(CLOCK_REALTIME, &ts);
-  std::string hello = fmt::format("{{\"seed\":\"{}\",\"time_ns\":{},\"hostname\":{}}}", random_hex(32),
-                                  static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec, json_quote(id_));
+  std::string net;
+  if (vm_->net) {
+    auto g = vm_->net->guest_config();
+    net = fmt::format(",\"net\":{{\"address\":{},\"gateway\":{}{}}}", json_quote(g.address), json_quote(g.gateway),
+                      g.dns.empty() ? "" : ",\"dns\":" + json_quote(g.dns));
+  }
+  std::string hello = fmt::format("{{\"seed\":\"{}\",\"time_ns\":{},\"hostname\":{}{}}}", random_hex(32),
+                                  static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec, json_quote(id_), net);
   vm_->agent->send(type, sid, hello);
 }
 
