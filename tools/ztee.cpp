@@ -51,6 +51,7 @@ const char kMainUsage[] =
     "  pool [options]            fill a warm pool, lease sandboxes from it, show its status\n"
     "  image build [options]     build the guest image\n"
     "  doctor                    check that this host can run sandboxes\n"
+    "  gc [--state-dir DIR]      remove what crashed or killed processes left behind\n"
     "  version                   print the version\n"
     "\n"
     "Run `ztee <command> --help` for a command's options.\n";
@@ -736,6 +737,56 @@ void check_image(Doctor& d) {
   d.ok("image: " + dir + (img->kernel_version.empty() ? "" : " (kernel " + img->kernel_version + ")"));
 }
 
+const char kGcUsage[] =
+    "usage: ztee gc [--state-dir DIR]\n"
+    "\n"
+    "Removes what sandboxes and pools of processes that are gone (crashed, killed,\n"
+    "exited without destroying them) left in a state directory: running VMMs,\n"
+    "jail directories, cgroups, id leases, network links and pool templates.\n"
+    "Sandboxes of live processes are left alone. Once no sandbox network is left,\n"
+    "also removes the host's `table inet ztee` (and turns ip_forward off again if\n"
+    "libztee turned it on). Every Runtime does the first part when it starts.\n"
+    "\n"
+    "options:\n"
+    "  --state-dir DIR  state directory (default: $ZTEE_STATE_DIR, else /run/ztee as root)\n"
+    "  -h, --help       show this help\n"
+    "\n"
+    "exit status: 0 when everything left behind was removed; 125 otherwise.\n";
+
+int cmd_gc(ArgReader r) {
+  ztee::RuntimeOptions ropts;
+  std::string err;
+  while (!r.done()) {
+    std::optional<std::string> v;
+    const std::string& a = r.peek();
+    if (is_help(a)) {
+      std::fputs(kGcUsage, stdout);
+      return 0;
+    }
+    if (r.take("--state-dir", &v, &err)) {
+      if (!err.empty()) return usage_error(err, kGcUsage);
+      ropts.state_dir = *v;
+    } else {
+      return usage_error("gc: unexpected argument " + a, kGcUsage);
+    }
+  }
+  auto rep = ztee::collect_garbage(ropts);
+  if (!rep) {
+    std::fprintf(stderr, "ztee gc: %s\n", rep.error().message.c_str());
+    return kExitError;
+  }
+  for (const auto& x : rep->removed) std::printf("removed %s\n", x.c_str());
+  if (!rep->live.empty()) std::printf("left %zu sandbox(es) of running processes alone\n", rep->live.size());
+  if (rep->live.empty()) {
+    if (auto h = ztee::remove_unused_host_network(); !h) {
+      std::fprintf(stderr, "ztee gc: %s\n", h.error().message.c_str());
+      return kExitError;
+    }
+  }
+  if (rep->removed.empty()) std::printf("nothing to remove\n");
+  return 0;
+}
+
 int cmd_doctor(ArgReader r) {
   if (!r.done()) {
     if (is_help(r.peek())) {
@@ -784,5 +835,6 @@ int main(int argc, char** argv) {
   if (cmd == "pool") return cmd_pool(std::move(r));
   if (cmd == "image") return cmd_image(std::move(r));
   if (cmd == "doctor") return cmd_doctor(std::move(r));
+  if (cmd == "gc") return cmd_gc(std::move(r));
   return usage_error("unknown command " + cmd, kMainUsage);
 }

@@ -279,6 +279,28 @@ class Pool {
   std::shared_ptr<detail::PoolImpl> impl_;
 };
 
+// What collect_garbage removed, and the sandboxes it left alone.
+struct GcReport {
+  std::vector<std::string> removed;  // e.g. "sandbox sb-…", "cgroup sb-…", "network link zth-3", "id lease …"
+  std::vector<std::string> live;     // sandboxes whose process still runs
+};
+
+// Removes what sandboxes and pools of processes that are gone (crashed,
+// killed with SIGKILL, exited without destroying) left in the state
+// directory `opts.state_dir` (empty: the default): their VMMs if still
+// running, jail directories, cgroups, id leases, leftover network links and
+// pool templates. Sandboxes of live processes are never touched. Runtime::create
+// runs it on its state directory; `ztee gc` runs it from the command line.
+// Fails (kIo) naming each piece it could not remove.
+Result<GcReport> collect_garbage(const RuntimeOptions& opts = {});
+
+// Removes the host's sandbox-network firewall table (`table inet ztee`) when
+// no sandbox network link is left, and turns net.ipv4.ip_forward off again
+// if libztee turned it on. Does nothing while any slot exists. Not safe
+// against another process creating its first networked sandbox at the same
+// moment: for `ztee gc` and tests.
+Result<void> remove_unused_host_network();
+
 class Runtime {
  public:
   // Starts the event loop. Fails if io_uring or the state dir is unusable.

@@ -1,6 +1,8 @@
 #include "pool/pool.hpp"
 
 #include <fmt/format.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 
@@ -55,6 +57,7 @@ PoolImpl::~PoolImpl() {
     std::error_code ec;
     std::filesystem::remove_all(owned_template_, ec);
   }
+  if (!owned_template_.empty()) ::unlink((owned_template_ + ".owner").c_str());
 }
 
 // ------------------------------------------------------------ any thread --
@@ -434,6 +437,15 @@ Result<Pool> Runtime::create_pool(const PoolOptions& opts) {
                                   tpl));
 
   std::string owned;
+  detail::UniqueFd owner_lock;
+  // Until the pool owns it, a failed create removes the lock file again.
+  struct LockFileGuard {
+    std::string* owned;
+    bool keep = false;
+    ~LockFileGuard() {
+      if (!keep && !owned->empty()) ::unlink((*owned + ".owner").c_str());
+    }
+  } lock_guard_file{&owned};
   if (opts.from_snapshot && tpl.empty()) {
     // Boot one sandbox and turn it into the pool's own template.
     std::string parent = impl_->opts.state_dir + "/templates";
@@ -442,6 +454,13 @@ Result<Pool> Runtime::create_pool(const PoolOptions& opts) {
       return make_error(Errc::kIo, fmt::format("cannot create {}: {}", parent, std::strerror(e)), e);
     }
     owned = parent + "/" + random_name();
+    int lfd = ::open((owned + ".owner").c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (lfd < 0 || ::flock(lfd, LOCK_EX | LOCK_NB) != 0) {
+      int e = errno;
+      if (lfd >= 0) ::close(lfd);
+      return make_error(Errc::kIo, fmt::format("cannot create and lock {}.owner: {}", owned, std::strerror(e)), e);
+    }
+    owner_lock.reset(lfd);
     SandboxOptions so = opts.sandbox;
     so.template_dir.clear();
     so.snapshottable = true;
@@ -474,6 +493,8 @@ Result<Pool> Runtime::create_pool(const PoolOptions& opts) {
     return std::move(image).error();
   }
   auto core = std::make_shared<detail::PoolImpl>(impl_, opts, std::move(so), std::move(image).value(), owned);
+  core->owner_lock = std::move(owner_lock);
+  lock_guard_file.keep = true;
   core->start();
   detail::PoolImpl* raw = core.get();
   return Pool(std::shared_ptr<detail::PoolImpl>(raw, CloseOnRelease{std::move(core)}));

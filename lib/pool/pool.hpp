@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "io/fd.hpp"
 #include "image/image.hpp"
 
 namespace ztee::detail {
@@ -35,6 +36,10 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   ~PoolImpl();
   PoolImpl(const PoolImpl&) = delete;
   PoolImpl& operator=(const PoolImpl&) = delete;
+
+  // flock'ed "<owned template>.owner" while the pool lives (collect_garbage
+  // removes templates whose lock nobody holds); set once, before start().
+  UniqueFd owner_lock;
 
   // ---- any thread ----
   Result<Sandbox> lease(uint32_t deadline_ms);

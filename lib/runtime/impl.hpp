@@ -29,6 +29,9 @@
 
 namespace ztee::detail {
 
+// $ZTEE_STATE_DIR, else /run/ztee for root, else $XDG_RUNTIME_DIR/ztee or /tmp/ztee-<uid>.
+std::string default_state_dir();
+
 class RuntimeImpl : public std::enable_shared_from_this<RuntimeImpl> {
  public:
   ~RuntimeImpl();
@@ -100,6 +103,7 @@ struct VmParts {
   UniqueFd state_fd;                // a clone's template state (also the VMM's incoming fd)
   std::string incoming_uri;         // "fd:N" in the VMM
   std::optional<NetSlot> net;       // the sandbox's network namespace, TAP, veth and firewall
+  UniqueFd owner;                   // flock'ed <dir>/owner: "<pid> <id index>"; gc leaves the dir alone while held
   void close_io();  // loop thread
   // After the VMM is reaped: removes the jail (cgroups, skeleton, run dir),
   // releases the id and removes the directory. The error names what is left.

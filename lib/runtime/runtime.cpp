@@ -82,7 +82,15 @@ Result<void> mkdir_p(const std::string& path, mode_t mode) {
   return {};
 }
 
-std::string default_state_dir() {
+std::string new_sandbox_id() {
+  unsigned char b[6];
+  if (::getrandom(b, sizeof b, 0) != static_cast<ssize_t>(sizeof b)) std::memset(b, 0, sizeof b);
+  return fmt::format("sb-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}", b[0], b[1], b[2], b[3], b[4], b[5]);
+}
+
+}  // namespace
+
+std::string detail::default_state_dir() {
   std::string s = env_or("ZTEE_STATE_DIR");
   if (!s.empty()) return s;
   if (::geteuid() == 0) return "/run/ztee";
@@ -91,13 +99,6 @@ std::string default_state_dir() {
   return fmt::format("/tmp/ztee-{}", ::getuid());
 }
 
-std::string new_sandbox_id() {
-  unsigned char b[6];
-  if (::getrandom(b, sizeof b, 0) != static_cast<ssize_t>(sizeof b)) std::memset(b, 0, sizeof b);
-  return fmt::format("sb-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}", b[0], b[1], b[2], b[3], b[4], b[5]);
-}
-
-}  // namespace
 
 std::string default_image_dir() {
   std::string e = env_or("ZTEE_IMAGE_DIR");
@@ -125,7 +126,7 @@ Result<Runtime> Runtime::create(RuntimeOptions opts) {
     return make_error(Errc::kInvalidArgument,
                       fmt::format("unknown backend \"{}\": use \"auto\" or \"qemu\"", opts.backend));
   }
-  if (opts.state_dir.empty()) opts.state_dir = default_state_dir();
+  if (opts.state_dir.empty()) opts.state_dir = detail::default_state_dir();
   if (opts.image_dir.empty()) opts.image_dir = default_image_dir();
   if (opts.state_dir[0] != '/')
     return make_error(Errc::kInvalidArgument, fmt::format("state_dir \"{}\" must be an absolute path", opts.state_dir));
@@ -139,6 +140,9 @@ Result<Runtime> Runtime::create(RuntimeOptions opts) {
                                   "range must end below 4294967294",
                                   jo.id_first, jo.id_count));
   if (auto r = mkdir_p(opts.state_dir + "/ids", 0700); !r) return std::move(r).error();
+  // What crashed processes left in this state directory goes first. A piece
+  // that cannot be removed does not stop the runtime; `ztee gc` reports it.
+  (void)collect_garbage(opts);
   std::optional<RuntimeImpl::JailShared> jail;
   if (jo.enabled) {
     if (::geteuid() != 0)

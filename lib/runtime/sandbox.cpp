@@ -1,4 +1,5 @@
 #include <fcntl.h>
+#include <sys/file.h>
 #include <fmt/format.h>
 #include <poll.h>
 #include <sys/random.h>
@@ -117,6 +118,8 @@ Result<void> VmParts::teardown() {
   struct stat st{};
   if (!id_path.empty() && ::lstat(id_path.c_str(), &st) == 0) left.push_back("id lock file " + id_path);
   if (!dir.empty()) {
+    ::unlink((dir + "/owner").c_str());
+    owner.reset();
     ::unlink((dir + "/vmm.pid").c_str());
     ::unlink((dir + "/mem").c_str());
     if (::rmdir(dir.c_str()) != 0 && errno != ENOENT) {
@@ -363,6 +366,19 @@ Result<void> SandboxImpl::launch() {
   if (!lease) return std::move(lease).error();
   vm_->id = std::move(*lease);
   slot_.store(vm_->id.index());
+  {
+    // Held for the sandbox's life: collect_garbage reads an unheld lock as "owner gone".
+    std::string path = dir + "/owner";
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 || ::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      int e = errno;
+      if (fd >= 0) ::close(fd);
+      return make_error(Errc::kIo, fmt::format("cannot create and lock {}: {}", path, std::strerror(e)), e);
+    }
+    vm_->owner.reset(fd);
+    std::string text = fmt::format("{} {}\n", ::getpid(), vm_->id.index());
+    (void)!::write(fd, text.data(), text.size());
+  }
   VmConfig cfg;
   if (opts_.network.enabled()) {
     // Validated by prepare(); the slot number is the sandbox's id index.

@@ -1,0 +1,217 @@
+// collect_garbage: removes what sandboxes and pools of processes that are
+// gone (crashed, killed, exited without destroying) left in a state directory.
+//
+// Liveness is read from flocks, never from pids alone: a live sandbox holds
+// <state>/<id>/owner, a live id lease <state>/ids/<n>, a live pool its
+// <state>/templates/<name>.owner. A lock nobody holds belongs to a process
+// that is gone.
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "jail/jail.hpp"
+#include "net/net.hpp"
+#include "runtime/impl.hpp"
+
+namespace ztee {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Something made by a start still in progress elsewhere may briefly lack
+// its lock; anything younger than this is left alone.
+constexpr auto kGrace = std::chrono::seconds(30);
+
+std::string read_small(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+enum class Owner { kLive, kGone, kNoLock };
+
+// Whether the process that created `lock` still holds it.
+Owner lock_owner(const std::string& lock) {
+  int fd = ::open(lock.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return Owner::kNoLock;
+  detail::UniqueFd f(fd);
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) return Owner::kLive;
+  return Owner::kGone;
+}
+
+bool older_than_grace(const std::string& path) {
+  struct stat st{};
+  if (::lstat(path.c_str(), &st) != 0) return true;
+  auto age = std::chrono::system_clock::now() - std::chrono::system_clock::from_time_t(st.st_mtime);
+  return age > kGrace;
+}
+
+bool process_gone(pid_t pid) {
+  std::string st = read_small(fmt::format("/proc/{}/stat", pid));
+  if (st.empty()) return true;
+  auto rp = st.rfind(')');
+  return rp != std::string::npos && rp + 2 < st.size() && (st[rp + 2] == 'Z' || st[rp + 2] == 'X');
+}
+
+// Kills the sandbox's VMM if it still runs (checked by its command line,
+// which names the sandbox) and waits up to 2 s for it to go.
+Result<void> kill_vmm(const std::string& dir, const std::string& id) {
+  std::string text = read_small(dir + "/vmm.pid");
+  pid_t pid = static_cast<pid_t>(std::atoi(text.c_str()));
+  if (pid <= 0 || process_gone(pid)) return {};
+  std::string cmdline = read_small(fmt::format("/proc/{}/cmdline", pid));
+  if (cmdline.find(id) == std::string::npos) return {};  // a recycled pid
+  ::kill(pid, SIGKILL);
+  for (int i = 0; i < 200 && !process_gone(pid); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (!process_gone(pid))
+    return make_error(Errc::kIo, fmt::format("VMM process {} of sandbox {} did not die after SIGKILL", pid, id));
+  return {};
+}
+
+}  // namespace
+
+Result<GcReport> collect_garbage(const RuntimeOptions& in) {
+  RuntimeOptions opts = in;
+  if (opts.state_dir.empty()) opts.state_dir = detail::default_state_dir();
+  if (opts.state_dir.empty() || opts.state_dir[0] != '/')
+    return make_error(Errc::kInvalidArgument, fmt::format("state_dir \"{}\" must be an absolute path", opts.state_dir));
+  GcReport report;
+  std::vector<std::string> failed;
+  struct stat sst{};
+  if (::stat(opts.state_dir.c_str(), &sst) != 0) return report;  // nothing was ever made there
+
+  std::optional<detail::CgroupLayout> cgroups;
+  if (opts.jail.enabled && ::geteuid() == 0) {
+    auto l = detail::detect_cgroups(opts.jail.cgroup_parent);
+    if (l) cgroups = std::move(*l);
+  }
+  auto note_fail = [&](const std::string& what, const Error& e) { failed.push_back(what + ": " + e.message); };
+
+  // Sandboxes (and pre-spawned VMMs) whose owner is gone.
+  std::error_code ec;
+  std::vector<std::string> stale_ids;
+  for (const auto& e : fs::directory_iterator(opts.state_dir, ec)) {
+    std::string name = e.path().filename();
+    if (name.rfind("sb-", 0) != 0 || !e.is_directory(ec)) continue;
+    std::string dir = e.path();
+    Owner o = lock_owner(dir + "/owner");
+    if (o == Owner::kLive) {
+      report.live.push_back(name);
+      continue;
+    }
+    if (o == Owner::kNoLock && !older_than_grace(dir)) continue;
+    bool ok = true;
+    if (auto r = kill_vmm(dir, name); !r) {
+      note_fail("sandbox " + name, r.error());
+      continue;  // its cgroup and jail are still in use
+    }
+    // The slot number is in the owner file: "<pid> <index>".
+    std::istringstream owner(read_small(dir + "/owner"));
+    long pid = 0, index = 0;
+    owner >> pid >> index;
+    if (cgroups) {
+      if (auto r = detail::remove_jail_leftovers(opts.state_dir, name, *cgroups); !r) {
+        note_fail("sandbox " + name, r.error());
+        ok = false;
+      }
+    }
+    if (index > 0) {
+      // The veth normally vanished with the namespace; it outlives it only
+      // while something still holds the namespace. Leave it to a live owner of the index.
+      std::string idlock = fmt::format("{}/ids/{}", opts.state_dir, index);
+      if (lock_owner(idlock) != Owner::kLive) {
+        std::string link = detail::slot_host_ifname(static_cast<uint32_t>(index));
+        if (fs::exists("/sys/class/net/" + link, ec)) {
+          if (auto r = detail::remove_host_slot_link(link); !r) {
+            note_fail("sandbox " + name, r.error());
+            ok = false;
+          } else {
+            report.removed.push_back("network link " + link);
+          }
+        }
+      }
+    }
+    if (!ok) continue;
+    fs::remove_all(dir, ec);
+    if (ec || fs::exists(dir, ec))
+      failed.push_back(fmt::format("sandbox directory {}: {}", dir, ec ? ec.message() : "still there"));
+    else
+      report.removed.push_back("sandbox " + name);
+  }
+
+  // Id leases nobody holds.
+  for (const auto& e : fs::directory_iterator(opts.state_dir + "/ids", ec)) {
+    std::string path = e.path();
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) continue;
+    detail::UniqueFd f(fd);
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) continue;
+    // Unlinked while locked, as a release does: nobody takes it in between.
+    if (::unlink(path.c_str()) == 0) report.removed.push_back("id lease " + path);
+  }
+
+  // Pool templates of pools that are gone.
+  std::string tdir = opts.state_dir + "/templates";
+  for (const auto& e : fs::directory_iterator(tdir, ec)) {
+    std::string path = e.path();
+    if (!e.is_directory(ec)) continue;
+    Owner o = lock_owner(path + ".owner");
+    if (o == Owner::kLive || (o == Owner::kNoLock && !older_than_grace(path))) continue;
+    fs::remove_all(path, ec);
+    ::unlink((path + ".owner").c_str());
+    if (fs::exists(path, ec))
+      failed.push_back("pool template " + path);
+    else
+      report.removed.push_back("pool template " + path);
+  }
+  for (const auto& e : fs::directory_iterator(tdir, ec)) {
+    std::string path = e.path();
+    if (path.size() > 6 && path.ends_with(".owner") && !fs::exists(path.substr(0, path.size() - 6), ec) &&
+        lock_owner(path) == Owner::kGone)
+      ::unlink(path.c_str());
+  }
+
+  // Cgroups of sandboxes whose directory is gone (a crash between the two),
+  // once they are empty and old: a live VMM is always inside its cgroup.
+  if (cgroups) {
+    for (const auto& name : detail::list_cgroups(*cgroups)) {
+      if (name.rfind("sb-", 0) != 0 || fs::exists(opts.state_dir + "/" + name, ec)) continue;
+      bool empty = true, old = true;
+      for (const auto& parent : cgroups->parents) {
+        std::string d = parent + "/" + name;
+        if (!fs::exists(d, ec)) continue;
+        if (!read_small(d + "/cgroup.procs").empty()) empty = false;
+        if (!older_than_grace(d)) old = false;
+      }
+      if (!empty || !old) continue;
+      if (auto r = detail::remove_cgroups(*cgroups, name); !r)
+        note_fail("cgroup " + name, r.error());
+      else
+        report.removed.push_back("cgroup " + name);
+    }
+  }
+
+  if (!failed.empty()) {
+    std::string what;
+    for (const auto& f : failed) what += (what.empty() ? "" : "; ") + f;
+    return make_error(Errc::kIo, fmt::format("garbage collection in {} left: {}", opts.state_dir, what));
+  }
+  return report;
+}
+
+Result<void> remove_unused_host_network() { return detail::remove_host_network_if_unused(detail::NetEnv{}); }
+
+}  // namespace ztee
