@@ -57,7 +57,7 @@ PoolImpl::~PoolImpl() {
     std::error_code ec;
     std::filesystem::remove_all(owned_template_, ec);
   }
-  if (!owned_template_.empty()) ::unlink((owned_template_ + ".owner").c_str());
+  if (!owned_template_.empty()) ::unlink(owner_lock_path(owned_template_).c_str());
 }
 
 // ------------------------------------------------------------ any thread --
@@ -443,7 +443,7 @@ Result<Pool> Runtime::create_pool(const PoolOptions& opts) {
     std::string* owned;
     bool keep = false;
     ~LockFileGuard() {
-      if (!keep && !owned->empty()) ::unlink((*owned + ".owner").c_str());
+      if (!keep && !owned->empty()) ::unlink(detail::owner_lock_path(*owned).c_str());
     }
   } lock_guard_file{&owned};
   if (opts.from_snapshot && tpl.empty()) {
@@ -454,11 +454,11 @@ Result<Pool> Runtime::create_pool(const PoolOptions& opts) {
       return make_error(Errc::kIo, fmt::format("cannot create {}: {}", parent, std::strerror(e)), e);
     }
     owned = parent + "/" + random_name();
-    int lfd = ::open((owned + ".owner").c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    int lfd = ::open(detail::owner_lock_path(owned).c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (lfd < 0 || ::flock(lfd, LOCK_EX | LOCK_NB) != 0) {
       int e = errno;
       if (lfd >= 0) ::close(lfd);
-      return make_error(Errc::kIo, fmt::format("cannot create and lock {}.owner: {}", owned, std::strerror(e)), e);
+      return make_error(Errc::kIo, fmt::format("cannot create and lock {}: {}", detail::owner_lock_path(owned), std::strerror(e)), e);
     }
     owner_lock.reset(lfd);
     SandboxOptions so = opts.sandbox;

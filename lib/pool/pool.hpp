@@ -25,6 +25,12 @@ namespace ztee::detail {
 class RuntimeImpl;
 class SandboxImpl;
 
+// A pool's own template <dir>/<name> is owned while "<dir>/.<name>.owner" is flock'ed.
+inline std::string owner_lock_path(const std::string& template_dir) {
+  auto slash = template_dir.rfind('/');
+  return template_dir.substr(0, slash + 1) + "." + template_dir.substr(slash + 1) + ".owner";
+}
+
 class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
  public:
   // `sandbox` carries the template_dir every refill restores from (empty:
@@ -37,7 +43,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   PoolImpl(const PoolImpl&) = delete;
   PoolImpl& operator=(const PoolImpl&) = delete;
 
-  // flock'ed "<owned template>.owner" while the pool lives (collect_garbage
+  // flock'ed owner_lock_path(owned template) while the pool lives (collect_garbage
   // removes templates whose lock nobody holds); set once, before start().
   UniqueFd owner_lock;
 

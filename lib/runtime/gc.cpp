@@ -22,6 +22,7 @@
 
 #include "jail/jail.hpp"
 #include "net/net.hpp"
+#include "pool/pool.hpp"
 #include "runtime/impl.hpp"
 
 namespace ztee {
@@ -168,20 +169,20 @@ Result<GcReport> collect_garbage(const RuntimeOptions& in) {
   for (const auto& e : fs::directory_iterator(tdir, ec)) {
     std::string path = e.path();
     if (!e.is_directory(ec)) continue;
-    Owner o = lock_owner(path + ".owner");
+    Owner o = lock_owner(detail::owner_lock_path(path));
     if (o == Owner::kLive || (o == Owner::kNoLock && !older_than_grace(path))) continue;
     fs::remove_all(path, ec);
-    ::unlink((path + ".owner").c_str());
+    ::unlink(detail::owner_lock_path(path).c_str());
     if (fs::exists(path, ec))
       failed.push_back("pool template " + path);
     else
       report.removed.push_back("pool template " + path);
   }
   for (const auto& e : fs::directory_iterator(tdir, ec)) {
-    std::string path = e.path();
-    if (path.size() > 6 && path.ends_with(".owner") && !fs::exists(path.substr(0, path.size() - 6), ec) &&
-        lock_owner(path) == Owner::kGone)
-      ::unlink(path.c_str());
+    std::string name = e.path().filename();
+    if (name.size() > 7 && name[0] == '.' && name.ends_with(".owner") &&
+        !fs::exists(tdir + "/" + name.substr(1, name.size() - 7), ec) && lock_owner(e.path()) == Owner::kGone)
+      ::unlink(e.path().c_str());
   }
 
   // Cgroups of sandboxes whose directory is gone (a crash between the two),

@@ -179,13 +179,26 @@ Result<Runtime> Runtime::create(RuntimeOptions opts) {
   RuntimeImpl* raw = impl.get();
   std::shared_ptr<RuntimeImpl> handle(raw, [impl = std::move(impl)](RuntimeImpl*) mutable {
     auto rt = std::move(impl);
-    rt->loop->post([rt] {
+    auto retire = [rt](std::function<void()> all_done) {
       rt->handles_gone = true;
       auto waiting = std::move(rt->waiting);
       rt->waiting.clear();
+      auto left = std::make_shared<size_t>(0);
+      for (auto& [dir, q] : waiting) *left += q.size();
+      if (*left == 0) return all_done();
       for (auto& [dir, q] : waiting)
-        for (auto& sb : q) sb->destroy([sb](Result<void>) {});
-    });
+        for (auto& sb : q)
+          sb->destroy([sb, left, all_done](Result<void>) {
+            if (--*left == 0) all_done();
+          });
+    };
+    if (rt->loop->in_loop_thread()) {
+      rt->loop->post([retire] { retire([] {}); });
+      return;
+    }
+    // Off the loop thread: wait until the pre-spawned VMMs are torn down, so
+    // a process that exits right after leaves none of their jails behind.
+    (void)call_on_loop<bool>(*rt->loop, [&](auto done) { retire([done]() mutable { done(true); }); });
   });
   return Runtime(std::move(handle));
 }
@@ -356,8 +369,17 @@ Sandbox::Sandbox(std::shared_ptr<SandboxImpl> internal) {
   impl_ = std::shared_ptr<SandboxImpl>(raw, [internal = std::move(internal)](SandboxImpl*) mutable {
     auto sb = std::move(internal);
     auto& loop = *sb->runtime().loop;
-    loop.post([sb] {
-      if (sb->state() != SandboxState::kDestroyed) sb->destroy([sb](Result<void>) {});
+    if (loop.in_loop_thread() || sb->state() == SandboxState::kDestroyed) {
+      loop.post([sb] {
+        if (sb->state() != SandboxState::kDestroyed) sb->destroy([sb](Result<void>) {});
+      });
+      return;
+    }
+    // Off the loop thread the handle's end waits for the teardown, so a
+    // process that drops its last handle (or exits) leaves nothing behind.
+    (void)call_on_loop<bool>(loop, [&](auto done) {
+      if (sb->state() == SandboxState::kDestroyed) return done(true);
+      sb->destroy([sb, done](Result<void>) mutable { done(true); });
     });
   });
 }

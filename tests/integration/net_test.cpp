@@ -327,13 +327,21 @@ TEST_CASE("limits: a fork bomb and a memory hog in one guest leave the host and 
 
 TEST_CASE("200 networked create/exec/destroy cycles leave no process, mount, cgroup, link, fd or file behind") {
   internet();
-  // Clones of a networked template: each cycle gets a fresh namespace, TAP, veth and firewall.
+  // Clones of a networked template: each cycle gets a fresh namespace, TAP,
+  // veth and firewall. A runtime of its own, so the VMMs it keeps pre-spawned
+  // for the template go with it at the end of this test.
+  ztee::RuntimeOptions ro;
+  ro.image_dir = test::image_dir();
+  ro.state_dir = test::state_dir();
+  auto rt_or = ztee::Runtime::create(ro);
+  REQUIRE(rt_or.ok());
+  ztee::Runtime rt = std::move(rt_or).value();
   std::string tpl = test::state_dir() + "/net-template";
   {
     ztee::SandboxOptions o;
     o.snapshottable = true;
     o.network.allow = {"198.18.0.10:" + std::to_string(kPortA) + "/tcp"};
-    auto sb = test::runtime().create_sandbox(o);
+    auto sb = rt.create_sandbox(o);
     REQUIRE(sb.ok());
     REQUIRE(sb->snapshot(tpl).ok());
   }
@@ -364,7 +372,7 @@ TEST_CASE("200 networked create/exec/destroy cycles leave no process, mount, cgr
     ztee::SandboxOptions o;
     o.template_dir = tpl;
     o.network.allow = {"198.18.0.10:" + std::to_string(kPortA) + "/tcp"};
-    auto sb = test::runtime().create_sandbox(o);
+    auto sb = rt.create_sandbox(o);
     REQUIRE_MESSAGE(sb.ok(), sb.error().message);
     if (check_egress) {
       auto m = probe(*sb, {tcp("198.18.0.10", kPortA), tcp("198.18.0.10", kPortB)});
