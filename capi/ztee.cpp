@@ -244,6 +244,8 @@ int ztee_has_feature(const char* feature) {
   if (std::strcmp(feature, "files") == 0) return 1;
   if (std::strcmp(feature, "pool") == 0) return 1;
   if (std::strcmp(feature, "snapshot") == 0) return 1;
+  if (std::strcmp(feature, "network") == 0) return 1;  // ztee_sandbox_options.net_allow / net_dns
+  if (std::strcmp(feature, "jail") == 0) return 1;
   return 0;
 }
 

@@ -79,7 +79,8 @@ ZTEE_API const char *ztee_version(void);
 /* 1 if this build supports `feature`, else 0 (also for NULL or an unknown
  * name). Known features: "qemu", "firecracker", "kvm" (usable /dev/kvm now),
  * "streaming", "files", "pool" (ztee_pool_*), "snapshot"
- * (ztee_sandbox_snapshot, pause/resume, template_dir). */
+ * (ztee_sandbox_snapshot, pause/resume, template_dir), "network"
+ * (ztee_sandbox_options.net_allow / net_dns), "jail" (every VMM jailed). */
 ZTEE_API int ztee_has_feature(const char *feature);
 
 /* Releases memory returned by the library (file contents). NULL-safe. */

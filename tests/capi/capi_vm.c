@@ -3,6 +3,7 @@
  * CI always builds the image. One sandbox serves every test (a boot takes
  * seconds under TCG). */
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -412,6 +413,32 @@ out:
   CHECK(system(cmd) == 0);
 }
 
+/* Network options: refused bad entries, and a sandbox with an allowlist has
+ * eth0 (no packet is sent: the network tests live in integration_net). */
+static void test_network(ztee_runtime *rt) {
+  ztee_sandbox_options so = ZTEE_SANDBOX_OPTIONS_INIT;
+  ztee_sandbox *sb = NULL;
+  static const char *const bad[] = {"198.18.0.10:0"};
+  static const char *const good[] = {"198.18.0.10:47080/tcp"};
+  ztee_sandbox_options v2;
+
+  CHECK(ztee_has_feature("network") == 1);
+  CHECK_STATUS(ztee_sandbox_options_init(&v2, offsetof(ztee_sandbox_options, net_allow)), ZTEE_OK);
+  so.net_allow = bad;
+  so.net_allow_count = 1;
+  CHECK_STATUS(ztee_sandbox_create(rt, &so, &sb), ZTEE_E_INVALID_ARGUMENT);
+  CHECK_STR_CONTAINS(ztee_last_error()->message, "\"198.18.0.10:0\"");
+  CHECK(sb == NULL);
+  so.net_allow = NULL; /* a count without an array */
+  CHECK_STATUS(ztee_sandbox_create(rt, &so, &sb), ZTEE_E_INVALID_ARGUMENT);
+  so.net_allow = good;
+  CHECK_STATUS(ztee_sandbox_create(rt, &so, &sb), ZTEE_OK);
+  if (!sb) return;
+  expect_stdout(sb, "ls /sys/class/net", "eth0\nlo\n");
+  CHECK_STATUS(ztee_sandbox_destroy(sb), ZTEE_OK);
+  ztee_sandbox_free(sb);
+}
+
 int main(void) {
   const char *image = test_image_dir();
   char manifest[4096];
@@ -447,6 +474,7 @@ int main(void) {
   test_files(sb);
   test_pause_resume(sb);
   test_snapshot_and_pool(rt);
+  test_network(rt);
 
   /* Free the runtime first: the sandbox keeps it alive. */
   ztee_runtime_free(rt);

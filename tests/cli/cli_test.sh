@@ -29,7 +29,7 @@ if [ "$WHAT" = usage ]; then
     grep -Eq '^  pool ' "$tmp/out" || fail "--help: no pool command"
   }
   expect_rc 0 "$ZTEE" run --help && { grep -q -- '--template DIR' "$tmp/out" || fail "run --help: no --template"; }
-  for c in run pool doctor version "image build"; do
+  for c in run pool doctor version gc "image build"; do
     # shellcheck disable=SC2086
     expect_rc 0 "$ZTEE" $c --help && { grep -q "^usage: ztee $c" "$tmp/out" || fail "$c --help: no usage"; }
   done
@@ -41,7 +41,7 @@ if [ "$WHAT" = usage ]; then
               "image" "image frob" "doctor extra" "run --template" \
               "pool --bogus" "pool extra" "pool --min-ready 0" "pool --min-ready x" \
               "pool --leases -1" "pool --min-ready 3 --max-total 2" "pool --cold --template /x" \
-              "pool --wait 0"; do
+              "pool --wait 0" "gc extra" "gc --state-dir" "run --allow"; do
     # shellcheck disable=SC2086
     expect_rc 125 "$ZTEE" $args && { grep -q '^ztee: ' "$tmp/err" || fail "'$args': no 'ztee: ' message"; }
   done
@@ -110,6 +110,20 @@ else
   expect_rc 125 "$ZTEE" run --image "$tmp/no-image" -- true && {
     grep -q "$tmp/no-image" "$tmp/err" || fail "no image: path missing from: $(cat "$tmp/err")"
     grep -q 'ztee image build' "$tmp/err" || fail "no image: fix missing from: $(cat "$tmp/err")"
+  }
+  # Network: a bad --allow entry is quoted; a good one gives the guest eth0
+  # (no packet is sent here); `ztee gc` finds nothing of ours to remove.
+  expect_rc 125 "$ZTEE" run --allow 198.18.0.10:99999 -- true && {
+    grep -q '"198.18.0.10:99999"' "$tmp/err" || fail "bad --allow: entry not quoted: $(cat "$tmp/err")"
+  }
+  expect_rc 0 "$ZTEE" run --allow 198.18.0.10:47080/tcp --dns 198.18.0.53 -- ls /sys/class/net && {
+    [ "$(cat "$tmp/out")" = "$(printf 'eth0\nlo')" ] || fail "--allow: interfaces: $(cat "$tmp/out")"
+  }
+  expect_rc 0 "$ZTEE" run -- ls /sys/class/net && {
+    [ "$(cat "$tmp/out")" = "lo" ] || fail "no --allow: interfaces: $(cat "$tmp/out")"
+  }
+  expect_rc 0 "$ZTEE" gc --state-dir "$tmp/gc-state" && {
+    grep -q 'nothing to remove' "$tmp/out" || fail "gc on an empty state dir: $(cat "$tmp/out")"
   }
 fi
 
