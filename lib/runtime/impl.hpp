@@ -211,6 +211,7 @@ class SandboxImpl : public std::enable_shared_from_this<SandboxImpl> {
   void arm_watchdog();
   std::string console_tail_, log_tail_;
   std::string snapshot_dir_;        // set while snapshot_save tears down
+  std::string net_teardown_error_;  // what the network slot's teardown left, for finish_destroy
  public:
   std::string snapshot_staged_mem_; // loop thread; read by Sandbox::snapshot
  private:

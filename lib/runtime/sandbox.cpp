@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <thread>
+#include <utility>
 #include <ctime>
 
 #include "agent/json.hpp"
@@ -908,6 +910,23 @@ void SandboxImpl::destroy(Done done) {
 }
 
 void SandboxImpl::finish_destroy(Done done) {
+  if (vm_->net) {
+    // The VMM is gone (the pidfd said so), so nothing holds the slot's TAP.
+    // Removing the host veth waits on the kernel for tens of ms: not on the
+    // loop thread. The id (and so the slot number) is released only after.
+    vm_->process.kill_and_reap();
+    auto slot = std::make_shared<NetSlot>(std::move(*vm_->net));
+    vm_->net.reset();
+    std::thread([self = shared_from_this(), slot, done = std::move(done)]() mutable {
+      auto r = slot->destroy();
+      Loop& loop = *self->rt_->loop;
+      loop.post([self = std::move(self), r = std::move(r), done = std::move(done)]() mutable {
+        if (!r) self->net_teardown_error_ = r.error().message;
+        self->finish_destroy(std::move(done));
+      });
+    }).detach();
+    return;
+  }
   auto vm = std::move(vm_);
   vm->process.kill_and_reap();  // returns at once: the pidfd said it exited
   vmm_pid_.store(0);
@@ -932,6 +951,7 @@ void SandboxImpl::finish_destroy(Done done) {
   auto torn = vm->teardown();  // jail, cgroups, id, directory
   vm.reset();  // closes channels
   std::vector<std::string> left;
+  if (!net_teardown_error_.empty()) left.push_back(std::exchange(net_teardown_error_, {}));
   if (!torn) left.push_back(torn.error().message);
   if (pid > 0 && ::kill(pid, 0) == 0) {
     // The pid was reaped, so a live process here is a recycled pid unless it is our VMM.

@@ -75,6 +75,13 @@ inline int count_entries(const std::string& dir) {
   return n;
 }
 
+// Entries in the shared state dir, counted after the runtime exists (it
+// creates what it keeps there, e.g. ids/, when it starts).
+inline int count_state_entries() {
+  (void)runtime();
+  return count_entries(state_dir());
+}
+
 inline bool process_alive(int pid) { return pid > 0 && ::kill(pid, 0) == 0; }
 
 }  // namespace test

@@ -167,7 +167,7 @@ TEST_CASE("jail: a failing jail step names the step and leaves nothing behind") 
   test::shared();
   auto l = layout();
   auto cgroups_before = ztee::detail::list_cgroups(l);
-  int entries_before = test::count_entries(test::state_dir());
+  int entries_before = test::count_state_entries();
   int ids_before = test::count_entries(test::state_dir() + "/ids");
   ::setenv("ZTEE_JAIL_TEST_FAIL_STEP", "mounts", 1);
   auto r = test::runtime().create_sandbox();
@@ -176,7 +176,7 @@ TEST_CASE("jail: a failing jail step names the step and leaves nothing behind") 
   CHECK(r.error().message.find("jail step") != std::string::npos);
   CHECK(r.error().message.find("bind-mount the jail's files") != std::string::npos);
   CHECK(r.error().sys_errno == ENOENT);
-  CHECK(test::count_entries(test::state_dir()) == entries_before);
+  CHECK(test::count_state_entries() == entries_before);
   CHECK(test::count_entries(test::state_dir() + "/ids") == ids_before);
   CHECK(ztee::detail::list_cgroups(l) == cgroups_before);
   CHECK(mounts_under(test::state_dir()) == 0);

@@ -38,7 +38,7 @@ std::string copy_image(const std::string& src) {
 }  // namespace
 
 TEST_CASE("a missing image names the path and the fix, and leaves nothing behind") {
-  int before = test::count_entries(test::state_dir());
+  int before = test::count_state_entries();
   ztee::SandboxOptions o;
   o.image_dir = "/nonexistent/ztee-image";
   auto r = test::runtime().create_sandbox(o);
@@ -46,7 +46,7 @@ TEST_CASE("a missing image names the path and the fix, and leaves nothing behind
   CHECK(r.error().code == Errc::kImage);
   CHECK(r.error().message.find("/nonexistent/ztee-image") != std::string::npos);
   CHECK(r.error().message.find("ztee image build") != std::string::npos);
-  CHECK(test::count_entries(test::state_dir()) == before);
+  CHECK(test::count_state_entries() == before);
 }
 
 TEST_CASE("a tampered image is refused before boot") {
@@ -56,7 +56,7 @@ TEST_CASE("a tampered image is refused before boot") {
     f.seekp(100);
     f.put('\x42');
   }
-  int before = test::count_entries(test::state_dir());
+  int before = test::count_state_entries();
   ztee::SandboxOptions o;
   o.image_dir = img;
   auto r = test::runtime().create_sandbox(o);
@@ -64,7 +64,7 @@ TEST_CASE("a tampered image is refused before boot") {
   CHECK(r.error().code == Errc::kImage);
   CHECK(r.error().message.find(img + "/initramfs.cpio") != std::string::npos);
   CHECK(r.error().message.find("does not match") != std::string::npos);
-  CHECK(test::count_entries(test::state_dir()) == before);
+  CHECK(test::count_state_entries() == before);
   std::system(("rm -rf " + img).c_str());
 }
 
@@ -95,13 +95,13 @@ TEST_CASE("a missing QEMU and bad options are clear errors") {
 TEST_CASE("the guest dying mid-exec fails that sandbox only; destroy leaves nothing") {
   test::shared();  // booted first, so it does not count below
   int fds_before = test::count_fds();
-  int entries_before = test::count_entries(test::state_dir());
+  int entries_before = test::count_state_entries();
   auto sbr = test::runtime().create_sandbox();
   REQUIRE_MESSAGE(sbr.ok(), sbr.error().message);
   auto sb = std::move(sbr).value();
   int pid = sb.vmm_pid();
   CHECK(test::process_alive(pid));
-  CHECK(test::count_entries(test::state_dir()) == entries_before + 1);
+  CHECK(test::count_state_entries() == entries_before + 1);
 
   std::promise<ztee::Result<ztee::ExecResult>> long_exec;
   ztee::ExecOptions o;
@@ -130,7 +130,7 @@ TEST_CASE("the guest dying mid-exec fails that sandbox only; destroy leaves noth
   REQUIRE(!d2.ok());
   CHECK(d2.error().code == Errc::kClosed);
   CHECK(!test::process_alive(pid));
-  CHECK(test::count_entries(test::state_dir()) == entries_before);
+  CHECK(test::count_state_entries() == entries_before);
   CHECK(test::count_fds() == fds_before);
 }
 
@@ -153,7 +153,7 @@ TEST_CASE("a VMM killed from outside fails the sandbox with a reason") {
 TEST_CASE("after destroy no process, socket or file of the sandbox remains") {
   test::shared();
   int fds_before = test::count_fds();
-  int entries_before = test::count_entries(test::state_dir());
+  int entries_before = test::count_state_entries();
   auto sbr = test::runtime().create_sandbox();
   REQUIRE_MESSAGE(sbr.ok(), sbr.error().message);
   auto sb = std::move(sbr).value();
@@ -169,7 +169,7 @@ TEST_CASE("after destroy no process, socket or file of the sandbox remains") {
   CHECK(sb.vmm_pid() == 0);
   CHECK(!test::process_alive(pid));
   CHECK(::stat(dir.c_str(), &st) != 0);
-  CHECK(test::count_entries(test::state_dir()) == entries_before);
+  CHECK(test::count_state_entries() == entries_before);
   CHECK(test::count_fds() == fds_before);
   auto after = sb.run("true");
   REQUIRE(!after.ok());
@@ -177,7 +177,7 @@ TEST_CASE("after destroy no process, socket or file of the sandbox remains") {
 }
 
 TEST_CASE("a sandbox dropped without destroy is still torn down") {
-  int entries_before = test::count_entries(test::state_dir());
+  int entries_before = test::count_state_entries();
   int pid = 0;
   {
     auto sbr = test::runtime().create_sandbox();
@@ -186,9 +186,9 @@ TEST_CASE("a sandbox dropped without destroy is still torn down") {
   }
   for (int i = 0; i < 200 && test::process_alive(pid); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   CHECK(!test::process_alive(pid));
-  for (int i = 0; i < 200 && test::count_entries(test::state_dir()) != entries_before; ++i)
+  for (int i = 0; i < 200 && test::count_state_entries() != entries_before; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  CHECK(test::count_entries(test::state_dir()) == entries_before);
+  CHECK(test::count_state_entries() == entries_before);
 }
 
 TEST_CASE("dropping the last handle with an exec in flight ends it cleanly") {

@@ -240,7 +240,7 @@ TEST_CASE("a sandbox without a network has no interface but lo") {
 }
 
 TEST_CASE("a malformed allow entry is refused with the entry quoted, leaving nothing behind") {
-  int before = test::count_entries(test::state_dir());
+  int before = test::count_state_entries();
   auto links = host_links();
   for (const char* bad : {"198.18.0.10", "198.18.0.10:0", "198.18.0.10/33:80", "example.com:80",
                           "198.18.0.10:80/icmp", "::1:80", ""}) {
@@ -257,7 +257,7 @@ TEST_CASE("a malformed allow entry is refused with the entry quoted, leaving not
   auto r = test::runtime().create_sandbox(o);
   REQUIRE(!r.ok());
   CHECK(r.error().code == Errc::kInvalidArgument);
-  CHECK(test::count_entries(test::state_dir()) == before);
+  CHECK(test::count_state_entries() == before);
   CHECK(host_links() == links);
 }
 
@@ -388,14 +388,14 @@ TEST_CASE("200 networked create/exec/destroy cycles leave no process, mount, cgr
   };
   clone_once(true);  // a restored clone reaches the network through its own new slot
   int fds = test::count_fds(), mounts = count_lines("/proc/self/mountinfo"), kids = children();
-  int entries = test::count_entries(test::state_dir());
+  int entries = test::count_state_entries();
   auto links = host_links();
   int cgroups = test::count_entries("/sys/fs/cgroup/pids/ztee");
   for (int i = 0; i < 200; ++i) clone_once(false);
   CHECK(test::count_fds() == fds);
   CHECK(count_lines("/proc/self/mountinfo") == mounts);
   CHECK(children() == kids);
-  CHECK(test::count_entries(test::state_dir()) == entries);
+  CHECK(test::count_state_entries() == entries);
   CHECK(host_links() == links);
   CHECK(test::count_entries("/sys/fs/cgroup/pids/ztee") == cgroups);
 }

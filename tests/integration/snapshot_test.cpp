@@ -149,7 +149,7 @@ TEST_CASE("pause and resume") {
 
 TEST_CASE("a corrupted or mismatched template is refused with a clear error") {
   template_dir();  // made first, so it does not count below
-  int before = test::count_entries(test::state_dir());
+  int before = test::count_state_entries();
   auto state = refused_clone([](const std::string& d) { overwrite_byte(d + "/state", 1000); });
   CHECK(state.error.code == Errc::kImage);
   CHECK(state.error.message.find(state.dir + "/state") != std::string::npos);
@@ -181,7 +181,7 @@ TEST_CASE("a corrupted or mismatched template is refused with a clear error") {
   REQUIRE(!n.ok());
   CHECK(n.error().message.find("/nonexistent/template") != std::string::npos);
   // Nothing was left behind by the refused starts (the template itself lives in the state dir).
-  CHECK(test::count_entries(test::state_dir()) == before);
+  CHECK(test::count_state_entries() == before);
 }
 
 TEST_CASE("snapshot needs a snapshottable, idle sandbox and a new directory") {
