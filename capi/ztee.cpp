@@ -78,7 +78,10 @@ std::string str_or(const char* s, const char* dflt = "") { return s ? std::strin
 // appended, so a caller built against an older header passes an older size;
 // the fields it does not know are zero (their default). Any other size (e.g.
 // one that ends inside a field) is refused.
-constexpr size_t kRuntimeOptionsV1 = sizeof(ztee_runtime_options);
+// 0.2 ended with accel; jail_disabled came after.
+constexpr size_t kRuntimeOptionsV1 = offsetof(ztee_runtime_options, jail_disabled);
+static_assert(kRuntimeOptionsV1 == offsetof(ztee_runtime_options, accel) + sizeof(const char*),
+              "0.2's ztee_runtime_options had no tail padding");
 // 0.1 ended with output_cap; template_dir and snapshottable came after.
 constexpr size_t kSandboxOptionsV1 = offsetof(ztee_sandbox_options, template_dir);
 static_assert(kSandboxOptionsV1 == offsetof(ztee_sandbox_options, output_cap) + sizeof(uint64_t),
@@ -91,7 +94,7 @@ constexpr size_t kExecOptionsV1 = sizeof(ztee_exec_options);
 constexpr size_t kPoolOptionsV1 = sizeof(ztee_pool_options);
 constexpr size_t kPoolStatsV1 = sizeof(ztee_pool_stats);
 
-constexpr size_t kRuntimeOptionsSizes[] = {kRuntimeOptionsV1};
+constexpr size_t kRuntimeOptionsSizes[] = {kRuntimeOptionsV1, sizeof(ztee_runtime_options)};
 constexpr size_t kSandboxOptionsSizes[] = {kSandboxOptionsV1, kSandboxOptionsV2, sizeof(ztee_sandbox_options)};
 constexpr size_t kExecOptionsSizes[] = {kExecOptionsV1};
 constexpr size_t kPoolOptionsSizes[] = {kPoolOptionsV1};
@@ -274,6 +277,7 @@ ztee_status ztee_runtime_create(const ztee_runtime_options* opts, ztee_runtime**
     ro.backend = str_or(o.backend, "auto");
     ro.qemu_binary = str_or(o.qemu_binary);
     ro.accel = str_or(o.accel, "auto");
+    ro.jail.enabled = o.jail_disabled == 0;
     auto r = ztee::Runtime::create(std::move(ro));
     if (!r) return fail(r.error());
     *out = new ztee_runtime{std::move(r.value())};

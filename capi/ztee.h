@@ -97,16 +97,27 @@ typedef struct ztee_runtime_options {
   const char *backend;    /* NULL or "auto", "qemu" */
   const char *qemu_binary;/* NULL: $ZTEE_QEMU or qemu-system-x86_64 on PATH */
   const char *accel;      /* NULL or "auto", "kvm", "tcg" */
+  /* ---- appended after 0.2 (0.2's size: offsetof(ztee_runtime_options, jail_disabled)) */
+  /* 0 (default): every VMM runs in a per-sandbox jail (own uid, cgroup,
+   * namespaces, pivot_root, seccomp); ztee_runtime_create then needs root
+   * and fails with ZTEE_E_PERMISSION otherwise. Non-zero: no jail.
+   * SECURITY: without the jail a VMM runs with the caller's uid and
+   * privileges, and sandboxes cannot have a network (net_allow / net_dns
+   * then fail with ZTEE_E_INVALID_ARGUMENT). Use only for development. */
+  int32_t jail_disabled;
 } ztee_runtime_options;
 
-#define ZTEE_RUNTIME_OPTIONS_INIT {sizeof(ztee_runtime_options), NULL, NULL, NULL, NULL, NULL}
+#define ZTEE_RUNTIME_OPTIONS_INIT {sizeof(ztee_runtime_options), NULL, NULL, NULL, NULL, NULL, 0}
 
 /* Zero-fills *opts and sets struct_size. size must be sizeof(*opts) as the
  * caller knows it. Errors: ZTEE_E_INVALID_ARGUMENT (opts NULL, size unknown). */
 ZTEE_API ztee_status ztee_runtime_options_init(ztee_runtime_options *opts, size_t size);
 
 /* Starts a runtime (one event-loop thread). opts may be NULL for defaults.
- * Errors: ZTEE_E_INVALID_ARGUMENT, ZTEE_E_BACKEND_UNAVAILABLE, ZTEE_E_IO. */
+ * Also removes what crashed processes left in its state directory (see
+ * `ztee gc`).
+ * Errors: ZTEE_E_INVALID_ARGUMENT, ZTEE_E_BACKEND_UNAVAILABLE, ZTEE_E_IO,
+ * ZTEE_E_PERMISSION (the jail needs root: see jail_disabled). */
 ZTEE_API ztee_status ztee_runtime_create(const ztee_runtime_options *opts, ztee_runtime **out);
 
 /* Drops the caller's reference. The event loop stops once every sandbox of

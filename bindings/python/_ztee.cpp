@@ -47,7 +47,7 @@ std::optional<std::string> opt_str(const py::object& o) {
 class Runtime {
  public:
   Runtime(py::object image_dir, py::object state_dir, py::object qemu_binary, py::object accel,
-          py::object backend) {
+          py::object backend, bool jail) {
     auto img = opt_str(image_dir), st = opt_str(state_dir), qemu = opt_str(qemu_binary),
          acc = opt_str(accel), be = opt_str(backend);
     ztee_runtime_options o = ZTEE_RUNTIME_OPTIONS_INIT;
@@ -56,6 +56,7 @@ class Runtime {
     o.qemu_binary = qemu ? qemu->c_str() : nullptr;
     o.accel = acc ? acc->c_str() : nullptr;
     o.backend = be ? be->c_str() : nullptr;
+    o.jail_disabled = jail ? 0 : 1;
     ztee_runtime* rt = nullptr;
     Failure f;
     {
@@ -447,10 +448,10 @@ PYBIND11_MODULE(_ztee, m) {
   m.def("status_name", [](int st) { return std::string(ztee_status_name(st)); });
 
   py::class_<Runtime>(m, "Runtime")
-      .def(py::init<py::object, py::object, py::object, py::object, py::object>(),
+      .def(py::init<py::object, py::object, py::object, py::object, py::object, bool>(),
            py::arg("image_dir") = py::none(), py::arg("state_dir") = py::none(),
            py::arg("qemu_binary") = py::none(), py::arg("accel") = py::none(),
-           py::arg("backend") = py::none())
+           py::arg("backend") = py::none(), py::arg("jail") = true)
       .def("close", &Runtime::close);
 
   py::class_<Sandbox>(m, "Sandbox")

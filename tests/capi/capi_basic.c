@@ -415,6 +415,37 @@ static void test_missing_qemu(void) {
   }
 }
 
+/* jail_disabled: older callers' size still works; without the jail a
+ * network policy is refused before anything boots. */
+static void test_jail_option(void) {
+  ztee_runtime_options ro;
+  ztee_runtime *rt = NULL;
+  ztee_sandbox *sb = (ztee_sandbox *)SENTINEL;
+  ztee_sandbox_options so = ZTEE_SANDBOX_OPTIONS_INIT;
+  static const char *const allow[] = {"198.18.0.10:80/tcp"};
+  char state[] = "/tmp/ztee-capi-jail.XXXXXX";
+  char cmd[128];
+  CHECK(ztee_has_feature("jail") == 1);
+  CHECK_STATUS(ztee_runtime_options_init(&ro, offsetof(ztee_runtime_options, jail_disabled)), ZTEE_OK);
+  CHECK_STATUS(ztee_runtime_options_init(&ro, sizeof ro), ZTEE_OK);
+  CHECK(ro.jail_disabled == 0);
+  CHECK(mkdtemp(state) != NULL);
+  ro.state_dir = state;
+  ro.image_dir = test_image_dir();
+  ro.jail_disabled = 1;
+  CHECK_STATUS(ztee_runtime_create(&ro, &rt), ZTEE_OK);
+  if (rt) {
+    so.net_allow = allow;
+    so.net_allow_count = 1;
+    CHECK_STATUS(ztee_sandbox_create(rt, &so, &sb), ZTEE_E_INVALID_ARGUMENT);
+    CHECK_STR_CONTAINS(ztee_last_error()->message, "jail");
+    CHECK(sb == (ztee_sandbox *)SENTINEL);
+    ztee_runtime_free(rt);
+  }
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", state);
+  CHECK(system(cmd) == 0);
+}
+
 /* The last error is per thread. */
 static void *fail_in_thread(void *arg) {
   (void)arg;
@@ -452,5 +483,6 @@ int main(void) {
   test_thread_local_error();
   test_sandbox_options_and_image();
   test_missing_qemu();
+  test_jail_option();
   return finish("capi_basic");
 }

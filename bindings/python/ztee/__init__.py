@@ -168,13 +168,19 @@ def _ms(seconds: Optional[float]) -> int:
 
 
 class Runtime:
-    """Owns one event-loop thread that drives all of its sandboxes."""
+    """Owns one event-loop thread that drives all of its sandboxes.
+
+    jail: run every VMM in a per-sandbox jail (own uid, cgroup, namespaces,
+        pivot_root, seccomp); needs root. jail=False runs VMMs unconfined as
+        the caller (SECURITY: development only; no sandbox network then).
+    """
 
     def __init__(self, image_dir: Optional[str] = None, state_dir: Optional[str] = None,
                  qemu_binary: Optional[str] = None, accel: Optional[str] = None,
-                 backend: Optional[str] = None):
+                 backend: Optional[str] = None, jail: bool = True):
         self._rt = _ztee.Runtime(image_dir=image_dir, state_dir=state_dir,
-                                 qemu_binary=qemu_binary, accel=accel, backend=backend)
+                                 qemu_binary=qemu_binary, accel=accel, backend=backend,
+                                 jail=bool(jail))
 
     def close(self) -> None:
         """Drops this reference; sandboxes still open keep the loop running."""
