@@ -56,10 +56,10 @@ class RuntimeImpl : public std::enable_shared_from_this<RuntimeImpl> {
   };
   std::optional<JailShared> jail;
   NetEnv net_env;
-  // Any thread: makes the host ready for network slots (once per runtime).
+  // Any thread: makes the host ready for network slots (its firewall table
+  // and forwarding), checked on every networked create.
   Result<void> ensure_network();
   std::mutex net_mu;
-  bool net_ready = false;  // guarded by net_mu
   std::unique_ptr<Loop> loop;
   std::unique_ptr<Driver> driver;
   ImageVerifier verifier;

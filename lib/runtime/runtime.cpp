@@ -332,14 +332,13 @@ void detail::RuntimeImpl::start_sandbox(const SandboxOptions& opts, detail::Imag
 
 Result<void> detail::RuntimeImpl::ensure_network() {
   std::lock_guard lk(net_mu);
-  if (net_ready) return {};
   if (!jail)
     return make_error(Errc::kInvalidArgument,
                       "a network policy needs the jail (RuntimeOptions::jail.enabled): the VMM must run inside the "
                       "sandbox's network namespace");
-  if (auto r = ensure_host_network(net_env); !r) return r;
-  net_ready = true;
-  return {};
+  // Every time (about a millisecond): `ztee gc` removes the host table
+  // whenever no sandbox network exists, e.g. between two of ours.
+  return ensure_host_network(net_env);
 }
 
 Result<Sandbox> Runtime::create_sandbox(const SandboxOptions& opts) {
