@@ -24,6 +24,16 @@ reply_seeds = {
 for name, data in reply_seeds.items():
     with open(os.path.join(replies, name), "wb") as f:
         f.write(data)
+net = os.path.join(out, "..", "fuzz-corpus-net-policy")
+os.makedirs(net, exist_ok=True)
+net_seeds = {
+    "cidr_port": b"10.0.0.0/8:443/tcp", "range": b"192.0.2.7:8000-8080", "udp": b"198.18.0.53:53/udp",
+    "bare": b"198.18.0.10", "v6": b"::1:80", "hostbits": b"10.0.0.1/8:80", "zero": b"0.0.0.0/0:1",
+    "reversed": b"1.2.3.4:90-80", "junk": b"1.2.3.4:80/icmp\x00\xff",
+}
+for name, data in net_seeds.items():
+    with open(os.path.join(net, name), "wb") as f:
+        f.write(data)
 seeds = {
     "exec_ok": frame(4, 1, b"hello\n") + frame(5, 1, b"err") + frame(6, 1, b'{"exit_code":0,"signal":0}'),
     "hello": frame(1, 2, b'{"agent":"x","protocol":1}'),
