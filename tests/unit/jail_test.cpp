@@ -3,7 +3,15 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <linux/filter.h>
+#include <linux/sched.h>
+#include <linux/seccomp.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -69,6 +77,50 @@ TEST_CASE("jail seccomp: the VMM filter exports as a BPF program") {
   auto p = build_vmm_seccomp(false);
   REQUIRE_MESSAGE(p.ok(), p.error().message);
   CHECK(p->size() > 30);
+}
+
+namespace {
+
+// Runs `body` in a forked child under the VMM filter; returns its wait status.
+template <typename Body>
+int under_vmm_filter(Body body) {
+  auto p = build_vmm_seccomp(false);
+  REQUIRE(p.ok());
+  sock_fprog prog{static_cast<unsigned short>(p->size()), p->data()};
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0)
+      ::_exit(100);
+    ::_exit(body());
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return status;
+}
+
+}  // namespace
+
+TEST_CASE("jail seccomp: clone3 is refused with ENOSYS and a namespace-creating clone kills the VMM") {
+  int st = under_vmm_filter([] {
+    clone_args args{};
+    args.exit_signal = SIGCHLD;
+    long r = ::syscall(SYS_clone3, &args, sizeof args);
+    return r == -1 && errno == ENOSYS ? 0 : 1;
+  });
+  CHECK(WIFEXITED(st));
+  CHECK(WEXITSTATUS(st) == 0);
+  st = under_vmm_filter([] {
+    (void)::syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0);
+    return 2;  // not reached: the filter kills the process
+  });
+  CHECK(WIFSIGNALED(st));
+  CHECK(WTERMSIG(st) == SIGSYS);
+  st = under_vmm_filter([] {
+    (void)::syscall(SYS_unshare, CLONE_NEWNET);
+    return 2;
+  });
+  CHECK(WIFSIGNALED(st));
 }
 
 TEST_CASE("jail: a confined child's failing step is named with its errno") {
