@@ -38,6 +38,8 @@ inline uint64_t now_ns() {
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
+inline double ms_since(uint64_t t0) { return static_cast<double>(now_ns() - t0) / 1e6; }
+
 // Nearest-rank percentile (q in [0,1]); p50 of an even count is the mean of the middle two.
 inline double percentile(std::vector<double> v, double q) {
   if (v.empty()) return NAN;

@@ -22,7 +22,6 @@ using namespace ztee::detail;
 
 namespace {
 
-double ms_since(uint64_t t0) { return static_cast<double>(now_ns() - t0) / 1e6; }
 
 int wait_exit(Child& c) {
   siginfo_t si{};

@@ -64,7 +64,6 @@ double cpu_s(int who) {
          static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
-double ms_since(uint64_t t0) { return static_cast<double>(now_ns() - t0) / 1e6; }
 void sleep_ms(long ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
 
 std::string loadavg() {

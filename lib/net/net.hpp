@@ -51,6 +51,7 @@ struct NetRule {
   bool tcp = true, udp = true;
   // Canonical form, e.g. "10.0.0.0/8:443/tcp", "192.0.2.7/32:8000-8080".
   std::string text() const;
+  bool operator==(const NetRule&) const = default;
 };
 
 // What a sandbox may reach. Everything else is dropped.
@@ -59,6 +60,7 @@ struct NetPolicy {
   std::optional<uint32_t> dns_be;  // resolver: udp+tcp 53 to this address only
   // True when the sandbox gets any network (at least one rule or a resolver).
   bool enabled() const { return !allow.empty() || dns_be.has_value(); }
+  bool operator==(const NetPolicy&) const = default;
 };
 
 // At most this many allow rules per policy.

@@ -1,8 +1,8 @@
 #include "pool/pool.hpp"
 
+#include "proc/owner.hpp"
+
 #include <fmt/format.h>
-#include <fcntl.h>
-#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 
@@ -454,13 +454,9 @@ Result<Pool> Runtime::create_pool(const PoolOptions& opts) {
       return make_error(Errc::kIo, fmt::format("cannot create {}: {}", parent, std::strerror(e)), e);
     }
     owned = parent + "/" + random_name();
-    int lfd = ::open(detail::owner_lock_path(owned).c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (lfd < 0 || ::flock(lfd, LOCK_EX | LOCK_NB) != 0) {
-      int e = errno;
-      if (lfd >= 0) ::close(lfd);
-      return make_error(Errc::kIo, fmt::format("cannot create and lock {}: {}", detail::owner_lock_path(owned), std::strerror(e)), e);
-    }
-    owner_lock.reset(lfd);
+    auto lock = detail::hold_owner_lock(detail::owner_lock_path(owned), "");
+    if (!lock) return std::move(lock).error();
+    owner_lock = std::move(*lock);
     SandboxOptions so = opts.sandbox;
     so.template_dir.clear();
     so.snapshottable = true;

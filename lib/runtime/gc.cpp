@@ -23,6 +23,7 @@
 #include "jail/jail.hpp"
 #include "net/net.hpp"
 #include "pool/pool.hpp"
+#include "proc/owner.hpp"
 #include "runtime/impl.hpp"
 
 namespace ztee {
@@ -42,17 +43,6 @@ std::string read_small(const std::string& path) {
   return ss.str();
 }
 
-enum class Owner { kLive, kGone, kNoLock };
-
-// Whether the process that created `lock` still holds it.
-Owner lock_owner(const std::string& lock) {
-  int fd = ::open(lock.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) return Owner::kNoLock;
-  detail::UniqueFd f(fd);
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) return Owner::kLive;
-  return Owner::kGone;
-}
-
 bool older_than_grace(const std::string& path) {
   struct stat st{};
   if (::lstat(path.c_str(), &st) != 0) return true;
@@ -60,24 +50,16 @@ bool older_than_grace(const std::string& path) {
   return age > kGrace;
 }
 
-bool process_gone(pid_t pid) {
-  std::string st = read_small(fmt::format("/proc/{}/stat", pid));
-  if (st.empty()) return true;
-  auto rp = st.rfind(')');
-  return rp != std::string::npos && rp + 2 < st.size() && (st[rp + 2] == 'Z' || st[rp + 2] == 'X');
-}
-
 // Kills the sandbox's VMM if it still runs (checked by its command line,
 // which names the sandbox) and waits up to 2 s for it to go.
 Result<void> kill_vmm(const std::string& dir, const std::string& id) {
   std::string text = read_small(dir + "/vmm.pid");
   pid_t pid = static_cast<pid_t>(std::atoi(text.c_str()));
-  if (pid <= 0 || process_gone(pid)) return {};
-  std::string cmdline = read_small(fmt::format("/proc/{}/cmdline", pid));
-  if (cmdline.find(id) == std::string::npos) return {};  // a recycled pid
+  if (!detail::process_running_with(pid, id)) return {};  // gone, or a recycled pid
   ::kill(pid, SIGKILL);
-  for (int i = 0; i < 200 && !process_gone(pid); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  if (!process_gone(pid))
+  for (int i = 0; i < 200 && detail::process_running_with(pid, id); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (detail::process_running_with(pid, id))
     return make_error(Errc::kIo, fmt::format("VMM process {} of sandbox {} did not die after SIGKILL", pid, id));
   return {};
 }
@@ -103,17 +85,16 @@ Result<GcReport> collect_garbage(const RuntimeOptions& in) {
 
   // Sandboxes (and pre-spawned VMMs) whose owner is gone.
   std::error_code ec;
-  std::vector<std::string> stale_ids;
   for (const auto& e : fs::directory_iterator(opts.state_dir, ec)) {
     std::string name = e.path().filename();
     if (name.rfind("sb-", 0) != 0 || !e.is_directory(ec)) continue;
     std::string dir = e.path();
-    Owner o = lock_owner(dir + "/owner");
-    if (o == Owner::kLive) {
+    detail::LockOwner o = detail::lock_owner(dir + "/owner");
+    if (o == detail::LockOwner::kLive) {
       report.live.push_back(name);
       continue;
     }
-    if (o == Owner::kNoLock && !older_than_grace(dir)) continue;
+    if (o == detail::LockOwner::kNoLock && !older_than_grace(dir)) continue;
     bool ok = true;
     if (auto r = kill_vmm(dir, name); !r) {
       note_fail("sandbox " + name, r.error());
@@ -133,7 +114,7 @@ Result<GcReport> collect_garbage(const RuntimeOptions& in) {
       // The veth normally vanished with the namespace; it outlives it only
       // while something still holds the namespace. Leave it to a live owner of the index.
       std::string idlock = fmt::format("{}/ids/{}", opts.state_dir, index);
-      if (lock_owner(idlock) != Owner::kLive) {
+      if (detail::lock_owner(idlock) != detail::LockOwner::kLive) {
         std::string link = detail::slot_host_ifname(static_cast<uint32_t>(index));
         if (fs::exists("/sys/class/net/" + link, ec)) {
           if (auto r = detail::remove_host_slot_link(link); !r) {
@@ -169,8 +150,8 @@ Result<GcReport> collect_garbage(const RuntimeOptions& in) {
   for (const auto& e : fs::directory_iterator(tdir, ec)) {
     std::string path = e.path();
     if (!e.is_directory(ec)) continue;
-    Owner o = lock_owner(detail::owner_lock_path(path));
-    if (o == Owner::kLive || (o == Owner::kNoLock && !older_than_grace(path))) continue;
+    detail::LockOwner o = detail::lock_owner(detail::owner_lock_path(path));
+    if (o == detail::LockOwner::kLive || (o == detail::LockOwner::kNoLock && !older_than_grace(path))) continue;
     fs::remove_all(path, ec);
     ::unlink(detail::owner_lock_path(path).c_str());
     if (fs::exists(path, ec))
@@ -181,7 +162,7 @@ Result<GcReport> collect_garbage(const RuntimeOptions& in) {
   for (const auto& e : fs::directory_iterator(tdir, ec)) {
     std::string name = e.path().filename();
     if (name.size() > 7 && name[0] == '.' && name.ends_with(".owner") &&
-        !fs::exists(tdir + "/" + name.substr(1, name.size() - 7), ec) && lock_owner(e.path()) == Owner::kGone)
+        !fs::exists(tdir + "/" + name.substr(1, name.size() - 7), ec) && detail::lock_owner(e.path()) == detail::LockOwner::kGone)
       ::unlink(e.path().c_str());
   }
 

@@ -15,6 +15,7 @@
 
 #include "agent/json.hpp"
 #include "agent/replies.hpp"
+#include "proc/owner.hpp"
 #include "runtime/impl.hpp"
 
 namespace ztee::detail {
@@ -340,9 +341,7 @@ Result<void> SandboxImpl::adopt(const SandboxOptions& opts) {
     // A pre-spawned clone's slot was made with an earlier caller's policy.
     auto policy = parse_net_policy(opts.network.allow, opts.network.dns);
     if (!policy) return std::move(policy).error();
-    if (policy->allow.size() != vm_->net->policy().allow.size() || policy->dns_be != vm_->net->policy().dns_be ||
-        !std::equal(policy->allow.begin(), policy->allow.end(), vm_->net->policy().allow.begin(),
-                    [](const NetRule& a, const NetRule& b) { return a.text() == b.text(); })) {
+    if (*policy != vm_->net->policy()) {
       if (auto r = vm_->net->set_policy(*policy); !r) return r;
     }
   }
@@ -368,19 +367,10 @@ Result<void> SandboxImpl::launch() {
   if (!lease) return std::move(lease).error();
   vm_->id = std::move(*lease);
   slot_.store(vm_->id.index());
-  {
-    // Held for the sandbox's life: collect_garbage reads an unheld lock as "owner gone".
-    std::string path = dir + "/owner";
-    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0 || ::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-      int e = errno;
-      if (fd >= 0) ::close(fd);
-      return make_error(Errc::kIo, fmt::format("cannot create and lock {}: {}", path, std::strerror(e)), e);
-    }
-    vm_->owner.reset(fd);
-    std::string text = fmt::format("{} {}\n", ::getpid(), vm_->id.index());
-    (void)!::write(fd, text.data(), text.size());
-  }
+  // Held for the sandbox's life: collect_garbage reads an unheld lock as "owner gone".
+  auto owner = hold_owner_lock(dir + "/owner", fmt::format("{} {}\n", ::getpid(), vm_->id.index()));
+  if (!owner) return std::move(owner).error();
+  vm_->owner = std::move(*owner);
   VmConfig cfg;
   if (opts_.network.enabled()) {
     // Validated by prepare(); the slot number is the sandbox's id index.
@@ -953,17 +943,8 @@ void SandboxImpl::finish_destroy(Done done) {
   std::vector<std::string> left;
   if (!net_teardown_error_.empty()) left.push_back(std::exchange(net_teardown_error_, {}));
   if (!torn) left.push_back(torn.error().message);
-  if (pid > 0 && ::kill(pid, 0) == 0) {
-    // The pid was reaped, so a live process here is a recycled pid unless it is our VMM.
-    std::string comm;
-    if (FILE* f = std::fopen(fmt::format("/proc/{}/cmdline", pid).c_str(), "r")) {
-      char buf[256] = {};
-      size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-      std::fclose(f);
-      comm.assign(buf, n);
-    }
-    if (comm.find(id_) != std::string::npos) left.push_back(fmt::format("VMM process {}", pid));
-  }
+  // The pid was reaped, so a live process here is a recycled pid unless it is our VMM.
+  if (process_running_with(pid, id_)) left.push_back(fmt::format("VMM process {}", pid));
   struct stat st{};
   if (!dir.empty() && ::lstat(dir.c_str(), &st) == 0) left.push_back(fmt::format("directory {}", dir));
   for (auto& w : streams)
