@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <linux/filter.h>
+#include <linux/io_uring.h>
 #include <linux/sched.h>
 #include <linux/seccomp.h>
 #include <sched.h>
@@ -106,7 +107,10 @@ TEST_CASE("jail seccomp: clone3 is refused with ENOSYS and a namespace-creating 
     clone_args args{};
     args.exit_signal = SIGCHLD;
     long r = ::syscall(SYS_clone3, &args, sizeof args);
-    return r == -1 && errno == ENOSYS ? 0 : 1;
+    if (r != -1 || errno != ENOSYS) return 1;
+    io_uring_params params{};
+    r = ::syscall(SYS_io_uring_setup, 4, &params);  // io_uring would bypass the filter
+    return r == -1 && errno == ENOSYS ? 0 : 3;
   });
   CHECK(WIFEXITED(st));
   CHECK(WEXITSTATUS(st) == 0);
