@@ -1,10 +1,12 @@
 // ztee-bench-net: one network slot set up and torn down through libztee
 // (NetSlot::create + destroy) against the same set-up done with `ip` and `nft`
-// commands (netns, veth, TAP, addresses, routes, sysctls, the same ruleset),
-// interleaved in the same run. Needs root.
+// commands (netns, sysctls, TAP, the private macvlan on ztee0p, addresses,
+// route, the same ruleset, the host's neighbour entry), interleaved in the
+// same run. Needs root.
 // Usage: ztee-bench-net [--cycles N] [--warmup N]
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <net/if.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -24,7 +26,7 @@ namespace {
 constexpr uint32_t kZteeSlot = 16002;
 constexpr uint32_t kBaseSlot = 16003;
 constexpr const char* kBaseNs = "zb-net";
-constexpr const char* kBaseHost = "zb-bench0";
+constexpr const char* kBaseMac = "02:7a:62:65:6e:63";
 
 // Runs argv (PATH search) with stdout/stderr to /dev/null; returns the exit status.
 int run(const std::vector<std::string>& args) {
@@ -53,14 +55,15 @@ void must(const std::vector<std::string>& args) {
   }
 }
 
-void baseline_cleanup() {
+void baseline_cleanup(const std::string& slot_ip) {
   run({"ip", "netns", "del", kBaseNs});
-  run({"ip", "link", "del", kBaseHost});
+  run({"ip", "neigh", "del", slot_ip, "dev", kHostLink});
 }
 
 // The same slot with commands: returns the wall time in ms.
-double baseline_cycle(const std::string& rules_path, const std::string& host_ip, const std::string& slot_ip) {
-  const std::string ns = kBaseNs, host = kBaseHost;
+double baseline_cycle(const std::string& rules_path, const std::string& gateway, const std::string& slot_ip,
+                      const std::string& prefix) {
+  const std::string ns = kBaseNs;
   uint64_t t0 = now_ns();
   must({"ip", "netns", "add", ns});
   must({"ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
@@ -69,14 +72,14 @@ double baseline_cycle(const std::string& rules_path, const std::string& host_ip,
   must({"ip", "-n", ns, "tuntap", "add", "tap0", "mode", "tap"});
   must({"ip", "-n", ns, "addr", "add", "100.96.0.1/30", "dev", "tap0"});
   must({"ip", "-n", ns, "link", "set", "tap0", "up"});
-  must({"ip", "link", "add", host, "up", "type", "veth", "peer", "name", "eth0", "netns", ns});
-  must({"ip", "addr", "add", host_ip + "/30", "dev", host});
-  must({"sysctl", "-qw", "net.ipv6.conf." + host + ".disable_ipv6=1"});
-  must({"ip", "-n", ns, "addr", "add", slot_ip + "/30", "dev", "eth0"});
+  must({"ip", "link", "add", "link", kHostParent, "name", "eth0", "netns", ns, "address", kBaseMac, "type", "macvlan",
+        "mode", "private"});
+  must({"ip", "-n", ns, "addr", "add", slot_ip + "/" + prefix, "dev", "eth0"});
   must({"ip", "-n", ns, "link", "set", "eth0", "up"});
-  must({"ip", "-n", ns, "route", "add", "default", "via", host_ip});
+  must({"ip", "-n", ns, "route", "add", "default", "via", gateway});
   must({"ip", "netns", "exec", ns, "nft", "-f", rules_path});
-  must({"ip", "link", "del", host});
+  must({"ip", "neigh", "replace", slot_ip, "lladdr", kBaseMac, "dev", kHostLink, "nud", "reachable"});
+  must({"ip", "neigh", "del", slot_ip, "dev", kHostLink});
   must({"ip", "netns", "del", ns});
   return static_cast<double>(now_ns() - t0) / 1e6;
 }
@@ -104,10 +107,10 @@ int main(int argc, char** argv) {
   NetEnv env;
   auto policy = parse_net_policy({"10.0.0.0/8:443/tcp", "192.0.2.0/24:8000-8080", "198.51.100.7:53/udp"}, "192.0.2.53");
   if (!policy) die(policy.error().message);
-  auto links = list_host_slot_links();
+  bool had_links = ::if_nametoindex(kHostLink) != 0;
+  // Both sides use the shared host pair; making it is not part of a slot's cost.
+  auto links = ensure_host_links(env);
   if (!links) die(links.error().message);
-  for (const auto& l : *links)
-    if (l == slot_host_ifname(kZteeSlot)) die("slot link " + l + " already exists: remove it first");
 
   // The baseline loads the very ruleset libztee generates for its slot.
   char path[] = "/tmp/ztee-bench-net-XXXXXX.nft";
@@ -121,30 +124,32 @@ int main(int argc, char** argv) {
   auto hosts = netimpl::ipv4_addrs(sk->get());
   if (!hosts) die(hosts.error().message);
   std::ofstream(rules_path) << slot_ruleset(env, *policy, *hosts);
-  uint32_t base_host = htonl(ntohl(env.pool_be) + 4 * kBaseSlot + 1);
-  const std::string host_ip = ipv4_text(base_host), slot_ip = ipv4_text(htonl(ntohl(base_host) + 1));
+  const std::string gateway = ipv4_text(htonl(ntohl(env.pool_be) + 1));
+  const std::string slot_ip = ipv4_text(htonl(ntohl(env.pool_be) + 4 * kBaseSlot + 2));
+  const std::string prefix = std::to_string(env.pool_prefix);
 
-  baseline_cleanup();
+  baseline_cleanup(slot_ip);
   for (long i = 0; i < warmup; ++i) {
     double c;
     ztee_cycle(env, *policy, &c);
-    baseline_cycle(rules_path, host_ip, slot_ip);
+    baseline_cycle(rules_path, gateway, slot_ip, prefix);
   }
   std::vector<double> zt, zc, bt;
   for (long i = 0; i < cycles; ++i) {
     double c;
     zt.push_back(ztee_cycle(env, *policy, &c));
     zc.push_back(c);
-    bt.push_back(baseline_cycle(rules_path, host_ip, slot_ip));
+    bt.push_back(baseline_cycle(rules_path, gateway, slot_ip, prefix));
   }
   ::unlink(rules_path.c_str());
+  if (!had_links) (void)remove_host_network_if_unused(env);
 
   double zp = percentile(zt, 0.5), bp = percentile(bt, 0.5);
   std::printf("network slot set-up + tear-down over %ld interleaved pairs (%ld warm-up pairs not counted):\n", cycles,
               warmup);
   std::printf("  libztee NetSlot create+destroy: p50 %.2f ms  min %.2f  max %.2f  (create alone p50 %.2f ms)\n", zp,
               minimum(zt), maximum(zt), percentile(zc, 0.5));
-  std::printf("  ip + nft commands (15 processes): p50 %.2f ms  min %.2f  max %.2f\n", bp, minimum(bt), maximum(bt));
+  std::printf("  ip + nft commands (14 processes): p50 %.2f ms  min %.2f  max %.2f\n", bp, minimum(bt), maximum(bt));
   std::printf("  ratio p50: %.3f (target <= 0.1)\n\n", zp / bp);
   print_metric("net_slot_ms", zp, "ms", bp);
   return 0;

@@ -93,8 +93,8 @@ std::string default_image_dir();
 // network at all: the guest has no interface but lo.
 //
 // SECURITY: every entry widens what code in the sandbox can reach. A sandbox
-// with a policy gets its own network namespace on the host, a TAP and a veth
-// to the host, and an nftables firewall that drops everything not listed.
+// with a policy gets its own network namespace on the host, a TAP and a
+// private-mode macvlan to the host, and an nftables firewall that drops everything not listed.
 // The host's own addresses and other sandboxes are never reachable, whatever
 // is listed.
 struct NetworkPolicy {
@@ -281,7 +281,7 @@ class Pool {
 
 // What collect_garbage removed, and the sandboxes it left alone.
 struct GcReport {
-  std::vector<std::string> removed;  // e.g. "sandbox sb-…", "cgroup sb-…", "network link zth-3", "id lease …"
+  std::vector<std::string> removed;  // e.g. "sandbox sb-…", "cgroup sb-…", "network neighbour entry of slot 3", "id lease …"
   std::vector<std::string> live;     // sandboxes whose process still runs
 };
 

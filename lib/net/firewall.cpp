@@ -2,8 +2,12 @@
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_conntrack.h>
 #include <linux/netlink.h>
+#include <net/if.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
 #include <nftables/libnftables.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -117,11 +121,50 @@ Result<std::optional<std::string>> host_table_listing() {
 
 }  // namespace
 
-Result<void> ensure_host_network(const NetEnv& env) {
+Result<int> ensure_host_links(const NetEnv& env) {
   if (env.slot_count() == 0) {
     auto v = validate_slot(env, 0);
     return std::move(v).error();
   }
+  unsigned parent = ::if_nametoindex(kHostParent), link = ::if_nametoindex(kHostLink);
+  if (parent != 0 && link != 0) return static_cast<int>(parent);
+  const std::string step = fmt::format("making the host links {} <-> {}", kHostLink, kHostParent);
+  if (parent != 0 || link != 0)
+    return make_error(Errc::kIo,
+                      fmt::format("{}: {} exists without {}: it is not libztee's pair; remove it (ip link del {})", step,
+                                  parent ? kHostParent : kHostLink, parent ? kHostLink : kHostParent,
+                                  parent ? kHostParent : kHostLink),
+                      EEXIST);
+  auto sk = netimpl::NlSock::open("host namespace");
+  if (!sk) return std::move(sk).error();
+  // Another process making the pair at the same time is fine: both then finish the set-up.
+  if (auto r = netimpl::add_veth_pair(sk->get(), kHostLink, kHostParent); !r && r.error().sys_errno != EEXIST) {
+    Error e = std::move(r).error();
+    e.message = fmt::format("{}: {}", step, e.message);
+    return e;
+  }
+  for (const char* name : {kHostLink, kHostParent}) {
+    auto w = netimpl::write_sysctl(fmt::format("/proc/sys/net/ipv6/conf/{}/disable_ipv6", name).c_str(), "1", true);
+    if (!w) return std::move(w).error();
+  }
+  link = ::if_nametoindex(kHostLink);
+  parent = ::if_nametoindex(kHostParent);
+  if (link == 0 || parent == 0)
+    return make_error(Errc::kIo, fmt::format("{}: the pair vanished while it was set up (a concurrent `ztee gc`?); retry",
+                                             step),
+                      ENODEV);
+  const uint32_t gateway = htonl(ntohl(env.pool_be) + 1);
+  if (auto a = netimpl::add_addr(sk->get(), static_cast<int>(link), kHostLink, gateway, env.pool_prefix);
+      !a && a.error().sys_errno != EEXIST)
+    return std::move(a).error();
+  if (auto u = netimpl::link_up(sk->get(), static_cast<int>(parent), kHostParent); !u) return std::move(u).error();
+  if (auto u = netimpl::link_up(sk->get(), static_cast<int>(link), kHostLink); !u) return std::move(u).error();
+  return static_cast<int>(parent);
+}
+
+Result<void> ensure_host_network(const NetEnv& env) {
+  auto links = ensure_host_links(env);
+  if (!links) return std::move(links).error();
   auto fwd = netimpl::read_sysctl(kIpForward);
   if (!fwd) return std::move(fwd).error();
   bool was_off = *fwd == "0";
@@ -148,19 +191,44 @@ Result<void> ensure_host_network(const NetEnv& env) {
   return {};
 }
 
-Result<void> remove_host_network_if_unused(const NetEnv& env) {
-  auto links = list_host_slot_links();
-  if (!links) return std::move(links).error();
-  if (!links->empty()) return {};
+Result<void> remove_host_network_if_unused(const NetEnv&) {
+  if (::mkdir("/run/ztee", 0700) != 0 && errno != EEXIST) {
+    int e = errno;
+    return make_error(Errc::kIo, fmt::format("creating /run/ztee: {}", std::strerror(e)), e);
+  }
+  UniqueFd lock(::open(kSlotLockPath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!lock.valid()) {
+    int e = errno;
+    return make_error(Errc::kIo, fmt::format("opening the slot lock file {}: {}", kSlotLockPath, std::strerror(e)), e);
+  }
+  // Exclusive on the guard byte: no slot exists, and none is created until this returns.
+  struct flock guard{};
+  guard.l_type = F_WRLCK;
+  guard.l_whence = SEEK_SET;
+  guard.l_start = 0;
+  guard.l_len = 1;
+  if (::fcntl(lock.get(), F_OFD_SETLK, &guard) != 0) {
+    int e = errno;
+    if (e == EAGAIN || e == EACCES) return {};  // slots in use
+    return make_error(Errc::kIo, fmt::format("locking {} (guard byte): {}", kSlotLockPath, std::strerror(e)), e);
+  }
   auto listing = host_table_listing();
   if (!listing) return std::move(listing).error();
-  if (!listing->has_value()) return {};
-  bool restore = (*listing)->find(netimpl::kHostCommentForwardOn) != std::string::npos;
-  // Deleting by handle-free name fails cleanly if another process removed it meanwhile.
-  auto del = nft_run("delete table inet ztee", "deleting the host's nftables table inet ztee");
-  if (!del) {
-    auto again = host_table_listing();
-    if (!again || again->has_value()) return std::move(del).error();
+  bool restore = false;
+  if (listing->has_value()) {
+    restore = (*listing)->find(netimpl::kHostCommentForwardOn) != std::string::npos;
+    // Deleting by handle-free name fails cleanly if another process removed it meanwhile.
+    auto del = nft_run("delete table inet ztee", "deleting the host's nftables table inet ztee");
+    if (!del) {
+      auto again = host_table_listing();
+      if (!again || again->has_value()) return std::move(del).error();
+    }
+  }
+  if (::if_nametoindex(kHostLink) != 0) {
+    auto sk = netimpl::NlSock::open("host namespace");
+    if (!sk) return std::move(sk).error();
+    // Deleting one end of the pair deletes both.
+    if (auto d = netimpl::delete_link(sk->get(), kHostLink); !d) return std::move(d).error();
   }
   if (restore) return netimpl::write_sysctl(kIpForward, "0");
   return {};

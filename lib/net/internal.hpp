@@ -3,6 +3,8 @@
 
 #include <fmt/format.h>
 
+#include <array>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -56,6 +58,18 @@ Result<void> add_default_route(nl_sock* sk, int ifindex, uint32_t gw_be);
 Result<void> delete_link(nl_sock* sk, const std::string& name);
 // Whether a link of that name exists in sk's namespace.
 Result<bool> link_exists(nl_sock* sk, const std::string& name);
+// Creates a private-mode macvlan `name` on parent_ifindex (in sk's
+// namespace) with address `mac`, directly inside the namespace ns_fd. Down.
+Result<void> add_macvlan(nl_sock* sk, int parent_ifindex, const std::string& name, const std::array<uint8_t, 6>& mac,
+                         int ns_fd);
+// Creates a veth pair in sk's namespace, both ends down. EEXIST when `name` exists.
+Result<void> add_veth_pair(nl_sock* sk, const std::string& name, const std::string& peer_name);
+// Sets (create or replace) the IPv4 neighbour entry addr -> mac on ifindex, state REACHABLE.
+Result<void> neigh_replace(nl_sock* sk, int ifindex, uint32_t addr_be, const std::array<uint8_t, 6>& mac);
+// Whether an IPv4 neighbour entry for addr exists on ifindex.
+Result<bool> neigh_exists(nl_sock* sk, int ifindex, uint32_t addr_be);
+// Deletes the IPv4 neighbour entry for addr on ifindex; an entry already gone is fine.
+Result<void> neigh_delete(nl_sock* sk, int ifindex, uint32_t addr_be);
 
 // Runs nft commands in the calling thread's namespace as one transaction;
 // returns nft's output. `step` names the operation in errors.

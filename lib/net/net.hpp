@@ -1,23 +1,39 @@
 // lib/net: per-sandbox network slots and the egress firewall.
 //
 // Owns: a sandbox's network namespace (held only by file descriptors), the TAP
-// device its VMM uses, the veth pair linking it to the host, addresses and
-// routes (all through libnl-route), and the nftables rules inside the slot and
-// in the host namespace (through libnftables). No `ip` or `nft` process is run.
+// device its VMM uses, the macvlan linking it to the host, addresses and routes
+// (all through libnl-route), and the nftables rules inside the slot and in the
+// host namespace (through libnftables). No `ip` or `nft` process is run.
 //
-// Layout of one slot k (pool P, default 100.97.0.0/16):
-//   slot namespace:  lo up; tap0 100.96.0.1/30 (the guest is 100.96.0.2/30,
-//                    gateway 100.96.0.1: the same in every slot, so snapshot
-//                    clones keep their guest config); eth0 P+4k+2/30 with a
-//                    default route via P+4k+1; ip_forward=1; IPv6 disabled;
-//                    table inet ztee (default-deny forward, masquerade on eth0).
-//   host namespace:  zth-<k in hex> P+4k+1/30, up, IPv6 disabled.
+// Layout (pool P, default 100.97.0.0/16):
+//   host namespace, shared by all slots and made once (ensure_host_network):
+//     veth pair ztee0 <-> ztee0p. ztee0 holds P+1/prefix, the gateway of
+//     every slot; ztee0p has no address and is only the parent of the slots'
+//     macvlans. Both up, IPv6 disabled. table inet ztee.
+//   slot namespace k: lo up; tap0 100.96.0.1/30 (the guest is 100.96.0.2/30,
+//     gateway 100.96.0.1: the same in every slot, so snapshot clones keep their
+//     guest config); eth0, a private-mode macvlan on ztee0p with a random MAC,
+//     holding P+4k+2/prefix with a default route via P+1; ip_forward=1; IPv6
+//     disabled; table inet ztee (default-deny forward, masquerade on eth0).
+//     The host's neighbour entry for P+4k+2 on ztee0 is set to eth0's MAC.
+//
+// Why no per-slot link in the host namespace: removing a link from a namespace
+// (delete or move) waits for RCU in the kernel, ~20 ms per link. A slot's
+// links all live inside its namespace, which the kernel frees on its own once
+// the last fd holding it is closed, so tearing a slot down costs a neighbour
+// delete and two closes. Private mode keeps macvlans on ztee0p from reaching
+// each other; the host's table drops ztee0 -> ztee0 forwarding as well.
+//
+// Slot ownership is host-wide, whatever the caller's state directory: a slot
+// holds an open-file-description write lock on byte 1+k of kSlotLockPath and
+// a read lock on byte 0 (the "slots exist" guard). The kernel drops both when
+// the holder exits, even on a crash.
 //
 // Threads: namespace work runs on a short-lived worker thread that enters the
 // slot namespace (unshare or setns affect only that thread); the calling
 // thread never changes namespace. The calling thread is assumed to be in the
-// host namespace. Every call is synchronous and blocking (a few ms): do not
-// call from the runtime's event-loop thread.
+// host namespace. create() and set_policy() block for a few ms; destroy() for
+// well under one.
 //
 // Errors: every failure names the step, carries the errno where there is one,
 // says what to do, and leaves nothing behind.
@@ -89,8 +105,11 @@ struct NetEnv {
 // Checks env and the slot index against the pool; kInvalidArgument otherwise.
 Result<void> validate_slot(const NetEnv& env, uint32_t slot);
 
-// The host end's interface name for slot k: "zth-<k in lowercase hex>".
-std::string slot_host_ifname(uint32_t slot);
+// The host namespace's links shared by all slots.
+inline constexpr const char* kHostLink = "ztee0";     // P+1/prefix, every slot's gateway
+inline constexpr const char* kHostParent = "ztee0p";  // no address; the macvlans' parent
+// The host-wide slot lock file (see the layout notes above).
+inline constexpr const char* kSlotLockPath = "/run/ztee/net-slots.lock";
 
 // The nftables ruleset loaded into a slot namespace (exposed for tests).
 // host_addrs_be: the host namespace's IPv4 addresses, never reachable.
@@ -99,28 +118,31 @@ std::string slot_ruleset(const NetEnv& env, const NetPolicy& policy, const std::
 // The host namespace's `table inet ztee` (exposed for tests).
 std::string host_ruleset(const NetEnv& env, bool ip_forward_was_off);
 
-// Makes the host ready for slots: creates `table inet ztee` in the host
-// namespace if it does not exist (check, then an atomic `create table`
-// transaction; another process creating it at the same time is fine), and sets
-// net.ipv4.ip_forward=1.
+// Makes the host ready for slots: creates the ztee0/ztee0p pair
+// (ensure_host_links) and `table inet ztee` in the host namespace if they do
+// not exist (check, then an atomic `create table` transaction; another process
+// creating them at the same time is fine), and sets net.ipv4.ip_forward=1.
 // SECURITY / host-wide side effect: ip_forward=1 makes the host route between
 // all its interfaces, not only the slots'. When libztee is the one that turned
 // it on, the table's comment records it, and remove_host_network_if_unused()
-// turns it off again. The host table accepts forwarding only from zth-*
-// links; other firewalls on the host (iptables, other nft tables with a drop
+// turns it off again. The host table accepts forwarding only from ztee0;
+// other firewalls on the host (iptables, other nft tables with a drop
 // policy) still apply to slot traffic.
 Result<void> ensure_host_network(const NetEnv& env);
+// Only the ztee0/ztee0p pair (NetSlot::create calls it: cheap when present).
+// Returns ztee0p's ifindex. A ztee0 without the pool's gateway address gets it.
+Result<int> ensure_host_links(const NetEnv& env);
 
 // One sandbox's network. Move-only RAII: the destructor tears down
 // best-effort; destroy() tears down and verifies.
 class NetSlot {
  public:
-  // Creates slot `slot` (validated against env) with `policy`. The host
-  // table (ensure_host_network) is needed for traffic to flow, not to create.
-  // kInvalidArgument for a bad slot or policy; kIo/kPermission with errno for
-  // kernel refusals; an existing zth-<k> link means the slot is in use
-  // (another runtime, or a crashed one: run `ztee gc`). Leaves nothing behind
-  // on failure.
+  // Creates slot `slot` (validated against env) with `policy`, making the
+  // host links if missing. The host table (ensure_host_network) is needed for
+  // traffic to flow, not to create. kInvalidArgument for a bad slot or policy;
+  // kIo with EBUSY when another process holds the slot (another runtime
+  // with a different state directory); kIo/kPermission with errno for kernel
+  // refusals. Leaves nothing behind on failure.
   static Result<NetSlot> create(const NetEnv& env, uint32_t slot, const NetPolicy& policy);
 
   NetSlot(NetSlot&&) noexcept;
@@ -140,8 +162,10 @@ class NetSlot {
   int tap_fd() const { return tap_.get(); }
   // Hands over the slot's copy of the TAP fd (close it once the VMM has its own).
   UniqueFd release_tap() { return std::move(tap_); }
-  const std::string& host_ifname() const { return host_ifname_; }
-  // Host end and slot end addresses (network byte order).
+  // The slot's eth0 MAC (random, locally administered).
+  const std::array<uint8_t, 6>& mac() const { return mac_; }
+  // The gateway (ztee0's address, the same for every slot) and the slot's
+  // eth0 address (network byte order).
   uint32_t host_addr_be() const;
   uint32_t slot_addr_be() const;
   // Kernel command-line parameter for the guest agent:
@@ -161,10 +185,11 @@ class NetSlot {
   // new policy forbids do not live on. On failure the old rules stay.
   Result<void> set_policy(const NetPolicy& policy);
 
-  // Tears down: closes the TAP and namespace fds, deletes the host veth end
-  // (which deletes the pair), then checks the host link is gone. The VMM must
-  // be dead first: a TAP fd it still holds keeps the namespace alive.
-  // The error names what was left. Idempotent.
+  // Tears down: closes the TAP and namespace fds (the kernel then frees the
+  // namespace with tap0 and eth0 in it), deletes the host's neighbour entry
+  // for the slot, and releases the slot lock. The VMM must be dead first: a
+  // TAP fd it still holds keeps the namespace alive. The error names what
+  // was left. Idempotent.
   Result<void> destroy();
 
  private:
@@ -175,18 +200,21 @@ class NetSlot {
   uint32_t slot_ = 0;
   UniqueFd ns_;
   UniqueFd tap_;
-  std::string host_ifname_;
+  UniqueFd lock_;  // the host-wide slot lock; valid while the slot exists
+  std::array<uint8_t, 6> mac_{};
   NetPolicy policy_;
 };
 
-// The zth-* links in the host namespace (for gc and tests).
-Result<std::vector<std::string>> list_host_slot_links();
-// Deletes one zth-* link (refuses any other name); a link already gone is fine.
-Result<void> remove_host_slot_link(const std::string& ifname);
-// Deletes the host `table inet ztee` when no zth-* link remains, and turns
-// ip_forward off again if libztee turned it on. Returns ok (doing nothing)
-// while slots remain. Races with a process creating a slot at the same time:
-// use from gc and tests.
+// For gc, after a crash: when no process holds `slot`, deletes the host's
+// neighbour entry for its address (everything else of a slot lives in its
+// namespace, which died with its holder). True when an entry was removed.
+Result<bool> remove_slot_leftovers(const NetEnv& env, uint32_t slot);
+// Whether any process holds a slot on this host (the lock file's guard byte).
+Result<bool> host_slots_in_use();
+// When no process holds a slot: deletes the host `table inet ztee` and the
+// ztee0/ztee0p pair, and turns ip_forward off again if libztee turned it on.
+// Holds the guard byte exclusively meanwhile, so no slot is created during
+// the removal. Returns ok (doing nothing) while slots remain.
 Result<void> remove_host_network_if_unused(const NetEnv& env);
 
 // Internal helpers shared by the module's sources.

@@ -1,11 +1,16 @@
 // libnl-route helpers of lib/net: links, addresses, routes, sysctls.
 #include <fcntl.h>
+#include <linux/if_link.h>
+#include <linux/neighbour.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
 #include <netlink/errno.h>
 #include <netlink/netlink.h>
 #include <netlink/route/addr.h>
 #include <netlink/route/link.h>
+#include <netlink/route/link/macvlan.h>
+#include <netlink/route/link/veth.h>
+#include <netlink/route/neighbour.h>
 #include <netlink/route/route.h>
 #include <netlink/socket.h>
 #include <sys/socket.h>
@@ -38,6 +43,10 @@ struct RoutePut {
 struct CachePut {
   void operator()(nl_cache* c) const { nl_cache_free(c); }
 };
+struct NeighPut {
+  void operator()(rtnl_neigh* n) const { rtnl_neigh_put(n); }
+};
+using NeighPtr = std::unique_ptr<rtnl_neigh, NeighPut>;
 
 NlAddrPtr v4(uint32_t addr_be, int prefix) {
   NlAddrPtr a(nl_addr_build(AF_INET, &addr_be, sizeof addr_be));
@@ -168,6 +177,75 @@ Result<bool> link_exists(nl_sock* sk, const std::string& name) {
   return true;
 }
 
+Result<void> add_macvlan(nl_sock* sk, int parent_ifindex, const std::string& name, const std::array<uint8_t, 6>& mac,
+                         int ns_fd) {
+  LinkPtr l(rtnl_link_macvlan_alloc());
+  NlAddrPtr ll(nl_addr_build(AF_LLC, mac.data(), mac.size()));
+  if (!l || !ll) return no_memory("creating the slot's macvlan");
+  int rc = rtnl_link_macvlan_set_mode(l.get(), MACVLAN_MODE_PRIVATE);
+  if (rc < 0) return nl_error(rc, "creating the slot's macvlan (mode private)");
+  rtnl_link_set_link(l.get(), parent_ifindex);
+  rtnl_link_set_name(l.get(), name.c_str());
+  rtnl_link_set_addr(l.get(), ll.get());
+  rtnl_link_set_ns_fd(l.get(), ns_fd);
+  rc = rtnl_link_add(sk, l.get(), NLM_F_CREATE | NLM_F_EXCL);
+  if (rc < 0) return nl_error(rc, fmt::format("creating macvlan {} (private mode) on {}", name, kHostParent));
+  return {};
+}
+
+Result<void> add_veth_pair(nl_sock* sk, const std::string& name, const std::string& peer_name) {
+  rtnl_link* link = rtnl_link_veth_alloc();
+  if (!link) return no_memory("creating a veth pair");
+  rtnl_link* peer = rtnl_link_veth_get_peer(link);
+  rtnl_link_set_name(link, name.c_str());
+  rtnl_link_set_name(peer, peer_name.c_str());
+  int rc = rtnl_link_add(sk, link, NLM_F_CREATE | NLM_F_EXCL);
+  rtnl_link_put(peer);           // the reference get_peer took
+  rtnl_link_veth_release(link);  // frees link and peer
+  if (rc == -NLE_EXIST) return make_error(Errc::kIo, fmt::format("creating veth pair {} <-> {}: exists", name, peer_name), EEXIST);
+  if (rc < 0) return nl_error(rc, fmt::format("creating veth pair {} <-> {}", name, peer_name));
+  return {};
+}
+
+Result<void> neigh_replace(nl_sock* sk, int ifindex, uint32_t addr_be, const std::array<uint8_t, 6>& mac) {
+  NeighPtr n(rtnl_neigh_alloc());
+  NlAddrPtr dst = v4(addr_be, 32);
+  NlAddrPtr ll(nl_addr_build(AF_LLC, mac.data(), mac.size()));
+  if (!n || !dst || !ll) return no_memory("adding a neighbour entry");
+  rtnl_neigh_set_ifindex(n.get(), ifindex);
+  rtnl_neigh_set_family(n.get(), AF_INET);
+  int rc = rtnl_neigh_set_dst(n.get(), dst.get());
+  rtnl_neigh_set_lladdr(n.get(), ll.get());
+  rtnl_neigh_set_state(n.get(), NUD_REACHABLE);
+  if (rc >= 0) rc = rtnl_neigh_add(sk, n.get(), NLM_F_CREATE | NLM_F_REPLACE);
+  if (rc < 0) return nl_error(rc, fmt::format("setting the host's neighbour entry for {}", ipv4_text(addr_be)));
+  return {};
+}
+
+Result<bool> neigh_exists(nl_sock* sk, int ifindex, uint32_t addr_be) {
+  nl_cache* raw = nullptr;
+  int rc = rtnl_neigh_alloc_cache(sk, &raw);
+  if (rc < 0) return nl_error(rc, "listing the host's neighbour entries");
+  std::unique_ptr<nl_cache, CachePut> cache(raw);
+  NlAddrPtr dst = v4(addr_be, 32);
+  if (!dst) return no_memory("looking up a neighbour entry");
+  NeighPtr n(rtnl_neigh_get(raw, ifindex, dst.get()));
+  return n != nullptr;
+}
+
+Result<void> neigh_delete(nl_sock* sk, int ifindex, uint32_t addr_be) {
+  NeighPtr n(rtnl_neigh_alloc());
+  NlAddrPtr dst = v4(addr_be, 32);
+  if (!n || !dst) return no_memory("deleting a neighbour entry");
+  rtnl_neigh_set_ifindex(n.get(), ifindex);
+  rtnl_neigh_set_family(n.get(), AF_INET);
+  int rc = rtnl_neigh_set_dst(n.get(), dst.get());
+  if (rc >= 0) rc = rtnl_neigh_delete(sk, n.get(), 0);
+  if (rc < 0 && rc != -NLE_OBJ_NOTFOUND && rc != -NLE_NODEV)
+    return nl_error(rc, fmt::format("deleting the host's neighbour entry for {}", ipv4_text(addr_be)));
+  return {};
+}
+
 Result<void> write_sysctl(const char* path, std::string_view value, bool missing_ok) {
   int fd = ::open(path, O_WRONLY | O_CLOEXEC);
   if (fd < 0) {
@@ -202,31 +280,3 @@ Result<std::string> read_sysctl(const char* path) {
 }
 
 }  // namespace ztee::detail::netimpl
-
-namespace ztee::detail {
-
-Result<std::vector<std::string>> list_host_slot_links() {
-  auto sk = netimpl::NlSock::open("host namespace");
-  if (!sk) return std::move(sk).error();
-  nl_cache* raw = nullptr;
-  int rc = rtnl_link_alloc_cache(sk->get(), AF_UNSPEC, &raw);
-  if (rc < 0) return netimpl::nl_error(rc, "listing the host's links");
-  std::unique_ptr<nl_cache, netimpl::CachePut> cache(raw);
-  std::vector<std::string> out;
-  for (nl_object* o = nl_cache_get_first(raw); o; o = nl_cache_get_next(o)) {
-    const char* name = rtnl_link_get_name(reinterpret_cast<rtnl_link*>(o));
-    if (name && std::string_view(name).starts_with("zth-")) out.emplace_back(name);
-  }
-  return out;
-}
-
-Result<void> remove_host_slot_link(const std::string& ifname) {
-  if (!ifname.starts_with("zth-") || ifname.size() > 15)
-    return make_error(Errc::kInvalidArgument,
-                      fmt::format("remove_host_slot_link: \"{}\" is not a libztee slot link (zth-*)", ifname));
-  auto sk = netimpl::NlSock::open("host namespace");
-  if (!sk) return std::move(sk).error();
-  return netimpl::delete_link(sk->get(), ifname);
-}
-
-}  // namespace ztee::detail

@@ -163,8 +163,6 @@ Result<void> validate_slot(const NetEnv& env, uint32_t slot) {
   return {};
 }
 
-std::string slot_host_ifname(uint32_t slot) { return fmt::format("zth-{:x}", slot); }
-
 std::string slot_ruleset(const NetEnv& env, const NetPolicy& policy, const std::vector<uint32_t>& host_addrs_be) {
   std::vector<uint32_t> hosts = host_addrs_be;
   std::sort(hosts.begin(), hosts.end());
@@ -219,20 +217,22 @@ std::string host_ruleset(const NetEnv& env, bool ip_forward_was_off) {
       "table inet ztee {{\n"
       "  chain input {{\n"
       "    type filter hook input priority filter; policy accept;\n"
-      "    iifname \"zth-*\" drop\n"
+      "    iifname {{ \"ztee0\", \"ztee0p\" }} drop\n"
       "  }}\n"
       "  chain forward {{\n"
       "    type filter hook forward priority filter; policy accept;\n"
-      "    iifname \"zth-*\" oifname \"zth-*\" drop\n"
-      "    iifname \"zth-*\" meta nfproto != ipv4 drop\n"
-      "    iifname \"zth-*\" ip saddr != {} drop\n"
-      "    iifname \"zth-*\" accept\n"
-      "    oifname \"zth-*\" ct state established,related accept\n"
-      "    oifname \"zth-*\" drop\n"
+      "    iifname \"ztee0p\" drop\n"
+      "    oifname \"ztee0p\" drop\n"
+      "    iifname \"ztee0\" oifname \"ztee0\" drop\n"
+      "    iifname \"ztee0\" meta nfproto != ipv4 drop\n"
+      "    iifname \"ztee0\" ip saddr != {} drop\n"
+      "    iifname \"ztee0\" accept\n"
+      "    oifname \"ztee0\" ct state established,related accept\n"
+      "    oifname \"ztee0\" drop\n"
       "  }}\n"
       "  chain postrouting {{\n"
       "    type nat hook postrouting priority srcnat; policy accept;\n"
-      "    ip saddr {} oifname != \"zth-*\" masquerade\n"
+      "    ip saddr {} oifname != \"ztee0\" masquerade\n"
       "  }}\n"
       "}}\n",
       ip_forward_was_off ? netimpl::kHostCommentForwardOn : netimpl::kHostCommentForwardKept, pool, pool);

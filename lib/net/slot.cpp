@@ -1,13 +1,15 @@
-// NetSlot: one sandbox's network namespace, TAP, veth pair and firewall.
+// NetSlot: one sandbox's network namespace, TAP, macvlan and firewall; the slot lock.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <net/if.h>
 #include <linux/if_tun.h>
 #include <netlink/errno.h>
 #include <netlink/route/link.h>
-#include <netlink/route/link/veth.h>
 #include <sched.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
+#include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -53,41 +55,42 @@ Result<UniqueFd> open_tap() {
   return fd;
 }
 
-// Creates the veth pair: `host_name` in host_sk's namespace, eth0 in ns_fd. Both up.
-Result<void> add_veth(nl_sock* host_sk, const std::string& host_name, int ns_fd) {
-  rtnl_link* link = rtnl_link_veth_alloc();
-  if (!link) return make_error(Errc::kNoMemory, "creating the veth pair: out of memory", ENOMEM);
-  rtnl_link* peer = rtnl_link_veth_get_peer(link);
-  rtnl_link_set_name(link, host_name.c_str());
-  rtnl_link_set_flags(link, IFF_UP);
-  rtnl_link_set_name(peer, "eth0");  // not up here: the kernel cannot open a peer before the pair is linked
-  rtnl_link_set_ns_fd(peer, ns_fd);
-  int rc = rtnl_link_add(host_sk, link, NLM_F_CREATE | NLM_F_EXCL);
-  rtnl_link_put(peer);           // the reference get_peer took
-  rtnl_link_veth_release(link);  // frees link and peer
-  if (rc == -NLE_EXIST)
-    return make_error(Errc::kIo,
-                      fmt::format("creating veth {}: a link of that name already exists on the host: the slot is in "
-                                  "use by another runtime or was left by a crashed one (run `ztee gc`)",
-                                  host_name),
-                      EEXIST);
-  if (rc < 0) return nl_error(rc, fmt::format("creating veth pair {} <-> eth0", host_name));
-  return {};
-}
-
-Result<int> ifindex_here(const char* name) {
+// By name in the calling thread's namespace (an ioctl, no netlink round trip).
+Result<int> ifindex_here(const char* name, std::string_view where = "the slot namespace") {
   unsigned idx = ::if_nametoindex(name);
-  if (idx == 0) return sys_error(fmt::format("looking up {} in the slot namespace", name), errno);
+  if (idx == 0) return sys_error(fmt::format("looking up {} in {}", name, where), errno);
   return static_cast<int>(idx);
 }
 
-Result<int> ifindex_in(nl_sock* sk, const std::string& name) {
-  rtnl_link* l = nullptr;
-  int rc = rtnl_link_get_kernel(sk, 0, name.c_str(), &l);
-  if (rc < 0) return nl_error(rc, fmt::format("looking up link {}", name));
-  int idx = rtnl_link_get_ifindex(l);
-  rtnl_link_put(l);
-  return idx;
+// Takes the host-wide lock of `slot` (layout notes in net.hpp).
+Result<UniqueFd> lock_slot(uint32_t slot) {
+  if (::mkdir("/run/ztee", 0700) != 0 && errno != EEXIST) return sys_error("creating /run/ztee", errno);
+  UniqueFd fd(::open(kSlotLockPath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd.valid()) return sys_error(fmt::format("opening the slot lock file {}", kSlotLockPath), errno);
+  struct flock guard{};
+  guard.l_type = F_RDLCK;
+  guard.l_whence = SEEK_SET;
+  guard.l_start = 0;
+  guard.l_len = 1;
+  // Waits only while `ztee gc` removes the host links (it holds the guard exclusively).
+  while (::fcntl(fd.get(), F_OFD_SETLKW, &guard) != 0)
+    if (errno != EINTR) return sys_error(fmt::format("locking {} (guard byte)", kSlotLockPath), errno);
+  struct flock mine{};
+  mine.l_type = F_WRLCK;
+  mine.l_whence = SEEK_SET;
+  mine.l_start = 1 + static_cast<off_t>(slot);
+  mine.l_len = 1;
+  if (::fcntl(fd.get(), F_OFD_SETLK, &mine) != 0) {
+    int e = errno;
+    if (e == EAGAIN || e == EACCES)
+      return make_error(Errc::kIo,
+                        fmt::format("slot {} is already in use on this host (slot numbers follow sandbox ids: two "
+                                    "runtimes with different state directories must use different jail id ranges)",
+                                    slot),
+                        EBUSY);
+    return sys_error(fmt::format("locking slot {} in {}", slot, kSlotLockPath), e);
+  }
+  return fd;
 }
 
 #define ZTEE_TRY(expr)                            \
@@ -98,7 +101,7 @@ Result<int> ifindex_in(nl_sock* sk, const std::string& name) {
 
 }  // namespace
 
-uint32_t NetSlot::host_addr_be() const { return htonl(slot_base_host(env_, slot_) + 1); }
+uint32_t NetSlot::host_addr_be() const { return htonl(ntohl(env_.pool_be) + 1); }
 uint32_t NetSlot::slot_addr_be() const { return htonl(slot_base_host(env_, slot_) + 2); }
 
 std::string NetSlot::guest_cmdline() const {
@@ -120,16 +123,23 @@ Result<NetSlot> NetSlot::create(const NetEnv& env, uint32_t slot, const NetPolic
   s.env_ = env;
   s.slot_ = slot;
   s.policy_ = policy;
-  const std::string host_name = slot_host_ifname(slot);
-  const std::string context = fmt::format("creating network slot {} ({})", slot, host_name);
+  const std::string context = fmt::format("creating network slot {}", slot);
 
+  auto lock = lock_slot(slot);
+  if (!lock) return with_context(std::move(lock).error(), context);
+  auto parent = ensure_host_links(env);
+  if (!parent) return with_context(std::move(parent).error(), context);
   auto host_sk = NlSock::open("host namespace");
   if (!host_sk) return with_context(std::move(host_sk).error(), context);
+  auto host_link = ifindex_here(kHostLink, "the host namespace");
+  if (!host_link) return with_context(std::move(host_link).error(), context);
   auto host_addrs = ipv4_addrs(host_sk->get());
   if (!host_addrs) return with_context(std::move(host_addrs).error(), context);
   const std::string rules = slot_ruleset(env, policy, *host_addrs);
-  const uint32_t host_ip = s.host_addr_be(), slot_ip = s.slot_addr_be();
-  bool veth_made = false;
+  const uint32_t gateway = s.host_addr_be(), slot_ip = s.slot_addr_be();
+  if (::getrandom(s.mac_.data(), s.mac_.size(), 0) != static_cast<ssize_t>(s.mac_.size()))
+    return with_context(sys_error("choosing the slot's MAC address (getrandom)", errno), context);
+  s.mac_[0] = static_cast<uint8_t>((s.mac_[0] & 0xfe) | 0x02);  // unicast, locally administered
 
   auto built = on_worker_thread(
       [&]() -> Result<void> {
@@ -152,36 +162,28 @@ Result<NetSlot> NetSlot::create(const NetEnv& env, uint32_t slot, const NetPolic
         ZTEE_TRY(add_addr(sk->get(), *tap_idx, "tap0", kTapAddr, 30));
         ZTEE_TRY(link_up(sk->get(), *tap_idx, "tap0"));
 
-        ZTEE_TRY(add_veth(host_sk->get(), host_name, s.ns_.get()));
-        veth_made = true;
-        auto host_idx = ifindex_in(host_sk->get(), host_name);
-        if (!host_idx) return std::move(host_idx).error();
-        ZTEE_TRY(add_addr(host_sk->get(), *host_idx, host_name, host_ip, 30));
+        // eth0 is made from the host namespace (its parent is there) straight into the slot's.
+        ZTEE_TRY(add_macvlan(host_sk->get(), *parent, "eth0", s.mac_, s.ns_.get()));
         auto eth_idx = ifindex_here("eth0");
         if (!eth_idx) return std::move(eth_idx).error();
-        ZTEE_TRY(add_addr(sk->get(), *eth_idx, "eth0", slot_ip, 30));
+        ZTEE_TRY(add_addr(sk->get(), *eth_idx, "eth0", slot_ip, env.pool_prefix));
         ZTEE_TRY(link_up(sk->get(), *eth_idx, "eth0"));
-        ZTEE_TRY(add_default_route(sk->get(), *eth_idx, host_ip));
+        ZTEE_TRY(add_default_route(sk->get(), *eth_idx, gateway));
         auto fw = nft_run(rules, "loading the slot firewall");
         if (!fw) return std::move(fw).error();
         return {};
       },
       context);
-  if (built) {
-    // Back on the calling (host-namespace) thread: no IPv6 on the host end either.
-    built = write_sysctl(fmt::format("/proc/sys/net/ipv6/conf/{}/disable_ipv6", host_name).c_str(), "1", true);
-  }
+  // The host reaches the slot through this entry at once, even when an
+  // earlier slot with the same address (and another MAC) is in its cache.
+  if (built) built = neigh_replace(host_sk->get(), *host_link, slot_ip, s.mac_);
   if (!built) {
-    Error e = with_context(std::move(built).error(), context);
+    // Closing the fds frees the namespace and everything made in it.
     s.tap_.reset();
     s.ns_.reset();
-    if (veth_made) {
-      auto d = delete_link(host_sk->get(), host_name);
-      if (!d) e.message += fmt::format("; cleanup also failed: {} (run `ztee gc`)", d.error().message);
-    }
-    return e;
+    return with_context(std::move(built).error(), context);
   }
-  s.host_ifname_ = host_name;
+  s.lock_ = std::move(*lock);
   return s;
 }
 
@@ -190,7 +192,8 @@ NetSlot::NetSlot(NetSlot&& o) noexcept
       slot_(o.slot_),
       ns_(std::move(o.ns_)),
       tap_(std::move(o.tap_)),
-      host_ifname_(std::exchange(o.host_ifname_, std::string())),
+      lock_(std::move(o.lock_)),
+      mac_(o.mac_),
       policy_(std::move(o.policy_)) {}
 
 NetSlot& NetSlot::operator=(NetSlot&& o) noexcept {
@@ -200,7 +203,8 @@ NetSlot& NetSlot::operator=(NetSlot&& o) noexcept {
     slot_ = o.slot_;
     ns_ = std::move(o.ns_);
     tap_ = std::move(o.tap_);
-    host_ifname_ = std::exchange(o.host_ifname_, std::string());
+    lock_ = std::move(o.lock_);
+    mac_ = o.mac_;
     policy_ = std::move(o.policy_);
   }
   return *this;
@@ -209,18 +213,18 @@ NetSlot& NetSlot::operator=(NetSlot&& o) noexcept {
 NetSlot::~NetSlot() { teardown_best_effort(); }
 
 void NetSlot::teardown_best_effort() {
-  if (host_ifname_.empty()) return;
+  if (!lock_.valid()) return;
   auto r = destroy();
   (void)r;
 }
 
 Result<void> NetSlot::set_policy(const NetPolicy& policy) {
-  if (host_ifname_.empty() || !ns_.valid())
+  if (!lock_.valid() || !ns_.valid())
     return make_error(Errc::kClosed, fmt::format("setting the policy of network slot {}: the slot was destroyed", slot_));
   if (policy.allow.size() > kMaxNetRules)
     return make_error(Errc::kInvalidArgument, fmt::format("net policy has {} rules; at most {} are supported",
                                                           policy.allow.size(), kMaxNetRules));
-  const std::string context = fmt::format("setting the policy of network slot {} ({})", slot_, host_ifname_);
+  const std::string context = fmt::format("setting the policy of network slot {}", slot_);
   auto host_sk = NlSock::open("host namespace");
   if (!host_sk) return with_context(std::move(host_sk).error(), context);
   auto host_addrs = ipv4_addrs(host_sk->get());
@@ -240,22 +244,64 @@ Result<void> NetSlot::set_policy(const NetPolicy& policy) {
   return {};
 }
 
+Result<bool> host_slots_in_use() {
+  UniqueFd fd(::open(kSlotLockPath, O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd.valid()) {
+    if (errno == ENOENT) return false;
+    return sys_error(fmt::format("opening the slot lock file {}", kSlotLockPath), errno);
+  }
+  struct flock probe{};
+  probe.l_type = F_WRLCK;
+  probe.l_whence = SEEK_SET;
+  probe.l_start = 0;
+  probe.l_len = 1;
+  if (::fcntl(fd.get(), F_OFD_GETLK, &probe) != 0)
+    return sys_error(fmt::format("probing {} (guard byte)", kSlotLockPath), errno);
+  return probe.l_type != F_UNLCK;
+}
+
+Result<bool> remove_slot_leftovers(const NetEnv& env, uint32_t slot) {
+  if (!validate_slot(env, slot)) return false;  // never a slot (ids run past the pool)
+  UniqueFd fd(::open(kSlotLockPath, O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (fd.valid()) {
+    struct flock probe{};
+    probe.l_type = F_WRLCK;
+    probe.l_whence = SEEK_SET;
+    probe.l_start = 1 + static_cast<off_t>(slot);
+    probe.l_len = 1;
+    if (::fcntl(fd.get(), F_OFD_GETLK, &probe) != 0)
+      return sys_error(fmt::format("probing slot {} in {}", slot, kSlotLockPath), errno);
+    if (probe.l_type != F_UNLCK) return false;  // a live holder
+  }
+  unsigned link = ::if_nametoindex(kHostLink);
+  if (link == 0) return false;
+  auto sk = NlSock::open("host namespace");
+  if (!sk) return std::move(sk).error();
+  const uint32_t addr = htonl(slot_base_host(env, slot) + 2);
+  auto present = neigh_exists(sk->get(), static_cast<int>(link), addr);
+  if (!present) return std::move(present).error();
+  if (!*present) return false;
+  if (auto d = neigh_delete(sk->get(), static_cast<int>(link), addr); !d) return std::move(d).error();
+  return true;
+}
+
 Result<void> NetSlot::destroy() {
-  if (host_ifname_.empty()) return {};
-  const std::string name = std::exchange(host_ifname_, std::string());
-  const std::string context = fmt::format("destroying network slot {} ({})", slot_, name);
+  if (!lock_.valid()) return {};
+  const std::string context = fmt::format("destroying network slot {}", slot_);
+  // The last fds: the kernel frees the namespace, tap0 and eth0 on its own.
   tap_.reset();
   ns_.reset();
+  UniqueFd lock = std::move(lock_);  // released when this returns, whatever happens
   auto sk = NlSock::open("host namespace");
   if (!sk) return with_context(std::move(sk).error(), context);
-  // Deleting one end of a veth deletes both; the namespace is gone once no fd holds it.
-  auto d = delete_link(sk->get(), name);
-  if (!d) return with_context(std::move(d).error(), context + " (left: host link " + name + "; run `ztee gc`)");
-  auto still = link_exists(sk->get(), name);
-  if (!still) return with_context(std::move(still).error(), context);
-  if (*still)
-    return make_error(Errc::kIo, fmt::format("{}: host link {} still exists after deletion (run `ztee gc`)", context, name),
-                      EBUSY);
+  auto host_link = ifindex_here(kHostLink, "the host namespace");
+  if (!host_link) {
+    // No ztee0 (removed by gc after a crash?): no neighbour entry either.
+    if (host_link.error().sys_errno == ENODEV) return {};
+    return with_context(std::move(host_link).error(), context);
+  }
+  auto d = neigh_delete(sk->get(), *host_link, slot_addr_be());
+  if (!d) return with_context(std::move(d).error(), context + " (left: the host's neighbour entry; it expires on its own)");
   return {};
 }
 

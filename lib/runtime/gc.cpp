@@ -13,11 +13,11 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <thread>
 
 #include "jail/jail.hpp"
@@ -100,30 +100,23 @@ Result<GcReport> collect_garbage(const RuntimeOptions& in) {
       note_fail("sandbox " + name, r.error());
       continue;  // its cgroup and jail are still in use
     }
-    // The slot number is in the owner file: "<pid> <index>".
-    std::istringstream owner(read_small(dir + "/owner"));
+    // A crashed sandbox's network slot: its links lived in its namespace,
+    // which died with the process; the host's neighbour entry for it is
+    // left. The slot number is in the owner file: "<pid> <index>".
     long pid = 0, index = 0;
-    owner >> pid >> index;
+    if (std::sscanf(read_small(dir + "/owner").c_str(), "%ld %ld", &pid, &index) == 2 && index > 0) {
+      auto n = detail::remove_slot_leftovers(detail::NetEnv{}, static_cast<uint32_t>(index));
+      if (!n) {
+        note_fail("sandbox " + name, n.error());
+        ok = false;
+      } else if (*n) {
+        report.removed.push_back(fmt::format("network neighbour entry of slot {}", index));
+      }
+    }
     if (cgroups) {
       if (auto r = detail::remove_jail_leftovers(opts.state_dir, name, *cgroups); !r) {
         note_fail("sandbox " + name, r.error());
         ok = false;
-      }
-    }
-    if (index > 0) {
-      // The veth normally vanished with the namespace; it outlives it only
-      // while something still holds the namespace. Leave it to a live owner of the index.
-      std::string idlock = fmt::format("{}/ids/{}", opts.state_dir, index);
-      if (detail::lock_owner(idlock) != detail::LockOwner::kLive) {
-        std::string link = detail::slot_host_ifname(static_cast<uint32_t>(index));
-        if (fs::exists("/sys/class/net/" + link, ec)) {
-          if (auto r = detail::remove_host_slot_link(link); !r) {
-            note_fail("sandbox " + name, r.error());
-            ok = false;
-          } else {
-            report.removed.push_back("network link " + link);
-          }
-        }
       }
     }
     if (!ok) continue;

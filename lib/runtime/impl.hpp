@@ -102,7 +102,7 @@ struct VmParts {
   std::string mem_host_path;        // guest RAM file of a snapshottable sandbox
   UniqueFd state_fd;                // a clone's template state (also the VMM's incoming fd)
   std::string incoming_uri;         // "fd:N" in the VMM
-  std::optional<NetSlot> net;       // the sandbox's network namespace, TAP, veth and firewall
+  std::optional<NetSlot> net;       // the sandbox's network namespace, TAP, macvlan and firewall
   UniqueFd owner;                   // flock'ed <dir>/owner: "<pid> <id index>"; gc leaves the dir alone while held
   void close_io();  // loop thread
   // After the VMM is reaped: removes the jail (cgroups, skeleton, run dir),

@@ -901,21 +901,12 @@ void SandboxImpl::destroy(Done done) {
 
 void SandboxImpl::finish_destroy(Done done) {
   if (vm_->net) {
-    // The VMM is gone (the pidfd said so), so nothing holds the slot's TAP.
-    // Removing the host veth waits on the kernel for tens of ms: not on the
-    // loop thread. The id (and so the slot number) is released only after.
+    // The VMM is gone (the pidfd said so), so nothing holds the slot's TAP:
+    // closing the slot's fds frees its namespace (well under 1 ms). The id,
+    // and so the slot number, is released only after.
     vm_->process.kill_and_reap();
-    auto slot = std::make_shared<NetSlot>(std::move(*vm_->net));
+    if (auto r = vm_->net->destroy(); !r) net_teardown_error_ = r.error().message;
     vm_->net.reset();
-    std::thread([self = shared_from_this(), slot, done = std::move(done)]() mutable {
-      auto r = slot->destroy();
-      Loop& loop = *self->rt_->loop;
-      loop.post([self = std::move(self), r = std::move(r), done = std::move(done)]() mutable {
-        if (!r) self->net_teardown_error_ = r.error().message;
-        self->finish_destroy(std::move(done));
-      });
-    }).detach();
-    return;
   }
   auto vm = std::move(vm_);
   vm->process.kill_and_reap();  // returns at once: the pidfd said it exited

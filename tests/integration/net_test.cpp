@@ -151,27 +151,26 @@ std::vector<std::string> host_addresses() {
   return out;
 }
 
-// Host ends of sandbox veths ("zth-*") and the sandbox-side address of each /30.
+// The slot-side address of every live slot: the host's neighbour entries on
+// ztee0, which libztee sets for each slot it creates (/proc/net/arp).
 std::vector<std::string> slot_addresses() {
   std::vector<std::string> out;
-  ifaddrs* ifa = nullptr;
-  REQUIRE(::getifaddrs(&ifa) == 0);
-  for (ifaddrs* i = ifa; i; i = i->ifa_next) {
-    if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET) continue;
-    if (std::string(i->ifa_name).rfind("zth-", 0) != 0) continue;
-    uint32_t a = ntohl(reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr.s_addr);
-    uint32_t base = a & ~3u;
-    for (uint32_t h : {base + 1, base + 2}) {
-      in_addr x{htonl(h)};
-      char buf[INET_ADDRSTRLEN];
-      ::inet_ntop(AF_INET, &x, buf, sizeof buf);
-      out.emplace_back(buf);
-    }
+  FILE* f = std::fopen("/proc/net/arp", "r");
+  REQUIRE(f != nullptr);
+  char line[256];
+  while (std::fgets(line, sizeof line, f)) {
+    char ip[64], hw[64], flags[16], mac[64], mask[16], dev[64];
+    if (std::sscanf(line, "%63s %63s %15s %63s %15s %63s", ip, hw, flags, mac, mask, dev) == 6 &&
+        std::string(dev) == "ztee0")
+      out.emplace_back(ip);
   }
-  ::freeifaddrs(ifa);
+  std::fclose(f);
   return out;
 }
 
+// The host's links, without the ztee0/ztee0p pair all slots share (made by
+// the first slot, removed by `ztee gc` when no slot is left): a sandbox must
+// leave no link of its own.
 std::set<std::string> host_links() {
   std::set<std::string> out;
   if (DIR* d = ::opendir("/sys/class/net")) {
@@ -179,6 +178,8 @@ std::set<std::string> host_links() {
       if (e->d_name[0] != '.') out.insert(e->d_name);
     ::closedir(d);
   }
+  out.erase("ztee0");
+  out.erase("ztee0p");
   return out;
 }
 
@@ -299,7 +300,9 @@ TEST_CASE("isolation: the host's addresses and a sibling sandbox are unreachable
   auto sb = networked({any});
   std::vector<std::string> targets = {tcp("198.18.0.10", kPortA), tcp("100.96.0.1", kPortA)};
   for (const auto& a : host_addresses()) targets.push_back(tcp(a, kPortA));
-  for (const auto& a : slot_addresses()) targets.push_back(tcp(a, kPortA));
+  auto slots = slot_addresses();
+  CHECK(slots.size() >= 2);  // this sandbox's and the sibling's, at least
+  for (const auto& a : slots) targets.push_back(tcp(a, kPortA));
   auto m = probe(sb, targets);
   CHECK_MESSAGE(ok(m, targets[0]), "the control target must be reachable: " << m.at(targets[0]));
   for (size_t i = 1; i < targets.size(); ++i) CHECK_MESSAGE(!ok(m, targets[i]), targets[i] << " " << m.at(targets[i]));
@@ -328,7 +331,7 @@ TEST_CASE("limits: a fork bomb and a memory hog in one guest leave the host and 
 TEST_CASE("200 networked create/exec/destroy cycles leave no process, mount, cgroup, link, fd or file behind") {
   internet();
   // Clones of a networked template: each cycle gets a fresh namespace, TAP,
-  // veth and firewall. A runtime of its own, so the VMMs it keeps pre-spawned
+  // macvlan and firewall. A runtime of its own, so the VMMs it keeps pre-spawned
   // for the template go with it at the end of this test.
   ztee::RuntimeOptions ro;
   ro.image_dir = test::image_dir();
@@ -438,6 +441,30 @@ std::string crash_with_live_sandbox(const std::string& state) {
   return id;
 }
 
+// The host's neighbour entry for a slot's address, from `ip neigh` ("" when none).
+std::string neighbour_of(const std::string& ip) {
+  FILE* p = ::popen(("ip neigh show " + ip + " dev ztee0").c_str(), "r");
+  if (!p) return "";
+  std::string out;
+  char buf[256];
+  while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  ::pclose(p);
+  return out;
+}
+
+// The slot address of the sandbox whose owner file says "<pid> <index>".
+std::string slot_address_of(const std::string& state, const std::string& id) {
+  long pid = 0, index = 0;
+  FILE* f = std::fopen((state + "/" + id + "/owner").c_str(), "r");
+  REQUIRE(f != nullptr);
+  REQUIRE(std::fscanf(f, "%ld %ld", &pid, &index) == 2);
+  std::fclose(f);
+  uint32_t a = (100u << 24) | (97u << 16);
+  in_addr x{htonl(a + 4 * static_cast<uint32_t>(index) + 2)};
+  char buf[INET_ADDRSTRLEN];
+  return ::inet_ntop(AF_INET, &x, buf, sizeof buf);
+}
+
 bool leftovers_gone(const std::string& state, const std::string& id) {
   std::error_code ec;
   bool gone = !std::filesystem::exists(state + "/" + id, ec);
@@ -455,6 +482,8 @@ TEST_CASE("crash recovery: `ztee gc` and a new Runtime remove what a SIGKILLed p
     std::string state = test::state_dir() + "/crash-" + std::to_string(round);
     std::string id = crash_with_live_sandbox(state);
     CHECK_FALSE(leftovers_gone(state, id));  // the crash did leave something: the test can fail
+    std::string slot_ip = slot_address_of(state, id);
+    CHECK(neighbour_of(slot_ip).find("lladdr") != std::string::npos);  // the slot's host-side entry
     if (round == 0) {
       std::string cmd = std::string(ZTEE_CLI) + " gc --state-dir " + state;
       FILE* p = ::popen(cmd.c_str(), "r");
@@ -471,7 +500,8 @@ TEST_CASE("crash recovery: `ztee gc` and a new Runtime remove what a SIGKILLed p
       REQUIRE(rt.ok());
     }
     CHECK(leftovers_gone(state, id));
-    // The VMM died with its parent, and its network namespace, TAP and veth with it.
+    CHECK_MESSAGE(neighbour_of(slot_ip).empty(), neighbour_of(slot_ip));
+    // The VMM died with its parent, and its network namespace, TAP and macvlan with it.
     for (int i = 0; i < 200 && host_links() != links; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     CHECK(host_links() == links);
   }

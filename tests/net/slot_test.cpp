@@ -1,4 +1,4 @@
-// Privileged tests of lib/net: real namespaces, veth, TAP and nftables, no VMs.
+// Privileged tests of lib/net: real namespaces, veth, macvlan, TAP and nftables, no VMs.
 // Traffic goes only to namespaces this file creates (198.18.0.0/30) and to the
 // host address of the veth it creates for them.
 #include <doctest/doctest.h>
@@ -10,6 +10,8 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
+#include <linux/if_tun.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -89,10 +91,34 @@ ino_t inode_of(int fd) {
   return st.st_ino;
 }
 
-std::vector<std::string> host_slot_links() {
-  auto l = list_host_slot_links();
-  REQUIRE_MESSAGE(l.ok(), l.error().message);
-  return *l;
+// Every link name in the host namespace.
+std::set<std::string> host_links() {
+  std::set<std::string> out;
+  if (struct if_nameindex* ids = ::if_nameindex()) {
+    for (struct if_nameindex* i = ids; i->if_index != 0; ++i) out.insert(i->if_name);
+    ::if_freenameindex(ids);
+  }
+  return out;
+}
+
+// The host links as they are with the shared pair present (the first slot makes it).
+std::set<std::string> host_links_with_pair(const NetEnv& env) {
+  auto r = ensure_host_links(env);
+  REQUIRE_MESSAGE(r.ok(), r.error().message);
+  auto l = host_links();
+  CHECK(l.count(kHostLink) == 1);
+  CHECK(l.count(kHostParent) == 1);
+  return l;
+}
+
+bool slots_in_use() {
+  auto r = host_slots_in_use();
+  REQUIRE_MESSAGE(r.ok(), r.error().message);
+  return *r;
+}
+
+std::string mac_text(const std::array<uint8_t, 6>& m) {
+  return fmt::format("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5]);
 }
 
 NetPolicy policy_of(std::vector<std::string> allow, std::string dns = "") {
@@ -118,44 +144,51 @@ constexpr uint32_t kSlotA = 16000, kSlotB = 16001;
 
 }  // namespace
 
-TEST_CASE("a slot has its links inside its namespace, the host end outside, and destroy removes all") {
+TEST_CASE("a slot has its links inside its namespace, a neighbour entry outside, and destroy removes all") {
   NetEnv env;
-  auto before_links = host_slot_links();
+  auto before_links = host_links_with_pair(env);
   int before_fds = count_fds();
   std::string host_fwd = read_file("/proc/sys/net/ipv4/ip_forward");
 
   auto s = NetSlot::create(env, kSlotA, policy_of({"10.0.0.0/8:443/tcp", "192.0.2.7:8000-8080"}, "192.0.2.53"));
   REQUIRE_MESSAGE(s.ok(), s.error().message);
-  CHECK(s->host_ifname() == "zth-3e80");
   CHECK(s->guest_cmdline() == "ztee.net=100.96.0.2/30,100.96.0.1,dns=192.0.2.53");
-  CHECK(ipv4_text(s->host_addr_be()) == "100.97.250.1");
+  CHECK(ipv4_text(s->host_addr_be()) == "100.97.0.1");  // the shared gateway on ztee0
   CHECK(ipv4_text(s->slot_addr_be()) == "100.97.250.2");
   REQUIRE(s->tap_fd() >= 0);
   REQUIRE(s->netns_fd() >= 0);
   CHECK((::fcntl(s->tap_fd(), F_GETFD) & FD_CLOEXEC) != 0);
   CHECK((::fcntl(s->netns_fd(), F_GETFD) & FD_CLOEXEC) != 0);
 
-  // Host side: the host end exists with its address; tap0 is not on the host.
+  CHECK((s->mac()[0] & 0x03) == 0x02);  // unicast, locally administered
+
+  // Host side: no link of the slot's; the shared gateway; the neighbour entry.
   std::string out;
-  REQUIRE(sh("ip -4 -o addr show dev zth-3e80", &out) == 0);
-  CHECK(out.find("inet 100.97.250.1/30") != std::string::npos);
-  REQUIRE(sh("ip -o link show dev zth-3e80", &out) == 0);
+  CHECK(host_links() == before_links);
+  REQUIRE(sh("ip -4 -o addr show dev ztee0", &out) == 0);
+  CHECK(out.find("inet 100.97.0.1/16") != std::string::npos);
+  REQUIRE(sh("ip -o link show dev ztee0", &out) == 0);
   CHECK(out.find(",UP") != std::string::npos);
-  CHECK(sh("ip -6 -o addr show dev zth-3e80", &out) == 0);
+  CHECK(sh("ip -6 -o addr show dev ztee0", &out) == 0);
   CHECK(out.empty());
-  CHECK(sh("ip link show dev tap0", &out) != 0);
+  REQUIRE(sh("ip -o addr show dev ztee0p", &out) == 0);
+  CHECK(out.empty());  // the macvlans' parent has no address
+  REQUIRE(sh("ip neigh show 100.97.250.2 dev ztee0", &out) == 0);
+  CHECK(out.find("lladdr " + mac_text(s->mac())) != std::string::npos);
 
   // Inside: lo, tap0, eth0 with addresses, the default route, ip_forward, no IPv6.
   REQUIRE(sh(in_ns(s->netns_fd(), "ip -4 -o addr"), &out) == 0);
   CHECK(out.find("lo    inet 127.0.0.1/8") != std::string::npos);
   CHECK(out.find("tap0    inet 100.96.0.1/30") != std::string::npos);
-  CHECK(out.find("eth0    inet 100.97.250.2/30") != std::string::npos);
+  CHECK(out.find("eth0    inet 100.97.250.2/16") != std::string::npos);
   REQUIRE(sh(in_ns(s->netns_fd(), "ip -o link"), &out) == 0);
   CHECK(out.find("tap0: <") != std::string::npos);
   CHECK(out.find("eth0@") != std::string::npos);
-  CHECK(out.find("zth-") == std::string::npos);
+  REQUIRE(sh(in_ns(s->netns_fd(), "ip -d -o link show eth0"), &out) == 0);
+  CHECK(out.find("macvlan mode private") != std::string::npos);
+  CHECK(out.find("link/ether " + mac_text(s->mac())) != std::string::npos);
   REQUIRE(sh(in_ns(s->netns_fd(), "ip -4 route show default"), &out) == 0);
-  CHECK(out.find("default via 100.97.250.1 dev eth0") != std::string::npos);
+  CHECK(out.find("default via 100.97.0.1 dev eth0") != std::string::npos);
   REQUIRE(sh(in_ns(s->netns_fd(), "ip -6 -o addr"), &out) == 0);
   CHECK(out.empty());
   REQUIRE(sh(in_ns(s->netns_fd(), "cat /proc/sys/net/ipv4/ip_forward"), &out) == 0);
@@ -185,45 +218,55 @@ TEST_CASE("a slot has its links inside its namespace, the host end outside, and 
   auto d = s->destroy();
   REQUIRE_MESSAGE(d.ok(), d.error().message);
   CHECK(s->destroy().ok());  // idempotent
-  CHECK(host_slot_links() == before_links);
-  CHECK(sh("ip link show dev zth-3e80", &out) != 0);
+  CHECK(host_links() == before_links);
+  REQUIRE(sh("ip neigh show 100.97.250.2 dev ztee0", &out) == 0);
+  CHECK(out.empty());
   CHECK(live_netns_inodes().count(ns_ino) == 0);
+  CHECK_FALSE(slots_in_use());  // the slot lock went with it
   CHECK(count_fds() == before_fds);
 }
 
 TEST_CASE("two slots coexist; the same slot twice is refused cleanly") {
   NetEnv env;
-  auto before = host_slot_links();
+  auto before = host_links_with_pair(env);
   auto a = NetSlot::create(env, kSlotA, policy_of({"192.0.2.0/24:80"}));
   REQUIRE_MESSAGE(a.ok(), a.error().message);
   auto b = NetSlot::create(env, kSlotB, policy_of({}));
   REQUIRE_MESSAGE(b.ok(), b.error().message);
-  CHECK(a->host_ifname() != b->host_ifname());
+  CHECK(a->mac() != b->mac());
   CHECK(inode_of(a->netns_fd()) != inode_of(b->netns_fd()));
+  CHECK(slots_in_use());
   std::string out;
-  REQUIRE(sh("ip -4 -o addr show dev zth-3e81", &out) == 0);
-  CHECK(out.find("100.97.250.5/30") != std::string::npos);
+  REQUIRE(sh(in_ns(b->netns_fd(), "ip -4 -o addr show dev eth0"), &out) == 0);
+  CHECK(out.find("100.97.250.6/16") != std::string::npos);
+  REQUIRE(sh("ip neigh show 100.97.250.6 dev ztee0", &out) == 0);
+  CHECK(out.find("lladdr " + mac_text(b->mac())) != std::string::npos);
 
   int fds = count_fds();
   auto live = live_netns_inodes();
   auto dup = NetSlot::create(env, kSlotA, policy_of({}));
   REQUIRE_FALSE(dup.ok());
-  CHECK(dup.error().sys_errno == EEXIST);
-  CHECK(dup.error().message.find("zth-3e80") != std::string::npos);
-  CHECK(dup.error().message.find("ztee gc") != std::string::npos);
+  CHECK(dup.error().sys_errno == EBUSY);
+  CHECK(dup.error().message.find("creating network slot 16000: slot 16000 is already in use on this host") == 0);
   CHECK(count_fds() == fds);
   CHECK(live_netns_inodes() == live);
-  // The failed attempt did not touch the slot that owns the name.
-  CHECK(sh("ip -4 -o addr show dev zth-3e80", &out) == 0);
-  CHECK(out.find("100.97.250.1/30") != std::string::npos);
+  // The failed attempt did not touch the slot that holds the number.
+  REQUIRE(sh("ip neigh show 100.97.250.2 dev ztee0", &out) == 0);
+  CHECK(out.find("lladdr " + mac_text(a->mac())) != std::string::npos);
+  REQUIRE(sh(in_ns(a->netns_fd(), "ip -4 -o addr show dev eth0"), &out) == 0);
+  CHECK(out.find("100.97.250.2/16") != std::string::npos);
 
   REQUIRE(a->destroy().ok());
   REQUIRE(b->destroy().ok());
-  CHECK(host_slot_links() == before);
+  CHECK(host_links() == before);
+  // A slot number is free again once its holder is destroyed.
+  auto again = NetSlot::create(env, kSlotA, policy_of({}));
+  REQUIRE_MESSAGE(again.ok(), again.error().message);
+  REQUIRE(again->destroy().ok());
 }
 
 TEST_CASE("bad slot indices and pools fail cleanly") {
-  auto before = host_slot_links();
+  auto before = host_links();
   int fds = count_fds();
   NetEnv env;
   auto r = NetSlot::create(env, 16384, NetPolicy{});
@@ -249,12 +292,12 @@ TEST_CASE("bad slot indices and pools fail cleanly") {
   REQUIRE_FALSE(bad.ok());
   CHECK(bad.error().message.find("\"10.0.0.0/8:0\": port must be 1-65535") != std::string::npos);
   CHECK(count_fds() == fds);
-  CHECK(host_slot_links() == before);
+  CHECK(host_links() == before);
 }
 
 TEST_CASE("a failure late in create (the firewall refused) leaves nothing behind") {
   NetEnv env;
-  auto before_links = host_slot_links();
+  auto before_links = host_links_with_pair(env);
   int before_fds = count_fds();
   auto before_ns = live_netns_inodes();
   NetPolicy p;
@@ -265,15 +308,19 @@ TEST_CASE("a failure late in create (the firewall refused) leaves nothing behind
   auto s = NetSlot::create(env, kSlotA, p);
   REQUIRE_FALSE(s.ok());
   MESSAGE(s.error().message);
-  CHECK(s.error().message.find("creating network slot 16000 (zth-3e80): loading the slot firewall") == 0);
-  CHECK(host_slot_links() == before_links);
+  CHECK(s.error().message.find("creating network slot 16000: loading the slot firewall") == 0);
+  CHECK(host_links() == before_links);
+  std::string out;
+  REQUIRE(sh("ip neigh show 100.97.250.2 dev ztee0", &out) == 0);
+  CHECK(out.empty());
+  CHECK_FALSE(slots_in_use());
   CHECK(count_fds() == before_fds);
   CHECK(live_netns_inodes() == before_ns);
 }
 
-TEST_CASE("200 create/destroy cycles leave no link, fd or namespace behind") {
+TEST_CASE("200 create/destroy cycles leave no link, neighbour entry, fd, lock or namespace behind") {
   NetEnv env;
-  auto before_links = host_slot_links();
+  auto before_links = host_links_with_pair(env);
   int before_fds = count_fds();
   auto before_ns = live_netns_inodes();
   NetPolicy p = policy_of({"192.0.2.0/24:443/tcp"}, "192.0.2.53");
@@ -285,22 +332,32 @@ TEST_CASE("200 create/destroy cycles leave no link, fd or namespace behind") {
       REQUIRE_MESSAGE(d.ok(), d.error().message);
     }  // odd cycles: the destructor tears down
   }
-  CHECK(host_slot_links() == before_links);
+  CHECK(host_links() == before_links);
+  std::string out;
+  REQUIRE(sh("ip neigh show dev ztee0", &out) == 0);
+  CHECK(out.find("100.97.250.") == std::string::npos);
+  CHECK_FALSE(slots_in_use());
   CHECK(count_fds() == before_fds);
   CHECK(live_netns_inodes() == before_ns);
 }
 
-TEST_CASE("a released TAP fd keeps the namespace until it is closed; destroy still removes the host link") {
+TEST_CASE("a released TAP fd keeps the namespace until it is closed; destroy still releases the slot") {
   NetEnv env;
-  auto before = host_slot_links();
+  auto before = host_links_with_pair(env);
   auto s = NetSlot::create(env, kSlotA, NetPolicy{});
   REQUIRE_MESSAGE(s.ok(), s.error().message);
   UniqueFd tap = s->release_tap();
   CHECK(s->tap_fd() == -1);
   REQUIRE(tap.valid());
+  ino_t ns_ino = inode_of(s->netns_fd());
   REQUIRE(s->destroy().ok());
-  CHECK(host_slot_links() == before);
+  CHECK(host_links() == before);
+  CHECK_FALSE(slots_in_use());
+  struct ifreq ifr{};
+  CHECK(::ioctl(tap.get(), TUNGETIFF, &ifr) == 0);  // tap0 (and so its namespace) lives on
+  CHECK(std::string(ifr.ifr_name) == "tap0");
   tap.reset();
+  CHECK(live_netns_inodes().count(ns_ino) == 0);
 }
 
 // ---- End-to-end forwarding, with namespaces standing in for the guest and the internet.
@@ -367,12 +424,21 @@ int listen_on(const char* ip, uint16_t port) {
   return fd;
 }
 
-// From the guest namespace: connects to ip:port within timeout_ms and sends "ping".
-bool guest_connects(const char* ip, uint16_t port, int timeout_ms = 700) {
+// Runs f on a thread inside the namespace held by ns_fd.
+template <typename F>
+void in_fd_ns(int ns_fd, F&& f) {
+  std::thread t([&] {
+    if (::setns(ns_fd, CLONE_NEWNET) == 0) f();
+  });
+  t.join();
+}
+
+// Connects to ip:port within timeout_ms (in the calling thread's namespace) and sends "ping".
+bool try_connect(const char* ip, uint16_t port, int timeout_ms) {
   bool ok = false;
-  in_named_ns(kGuestNs, [&] {
+  {
     int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) return;
+    if (fd < 0) return false;
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_port = htons(port);
@@ -389,7 +455,14 @@ bool guest_connects(const char* ip, uint16_t port, int timeout_ms = 700) {
     }
     if (rc == 0) ok = ::send(fd, "ping", 4, MSG_NOSIGNAL) == 4;
     ::close(fd);
-  });
+  }
+  return ok;
+}
+
+// From the guest namespace: connects to ip:port within timeout_ms and sends "ping".
+bool guest_connects(const char* ip, uint16_t port, int timeout_ms = 700) {
+  bool ok = false;
+  in_named_ns(kGuestNs, [&] { ok = try_connect(ip, port, timeout_ms); });
   return ok;
 }
 
@@ -419,7 +492,7 @@ TEST_CASE("end to end: a guest stand-in reaches only what the policy allows") {
   // runtime may have left it (runtimes keep it); with no slot left it is
   // removed here, as `ztee gc` would.
   if (sh("nft list table inet ztee", &out) == 0) {
-    REQUIRE_MESSAGE(host_slot_links().empty(), "sandbox network links exist: another process runs sandboxes");
+    REQUIRE_MESSAGE(!slots_in_use(), "network slots are in use: another process runs sandboxes");
     REQUIRE(remove_host_network_if_unused(env).ok());
   }
   std::string fwd_before = read_file("/proc/sys/net/ipv4/ip_forward");
@@ -436,8 +509,9 @@ TEST_CASE("end to end: a guest stand-in reaches only what the policy allows") {
     auto e2 = ensure_host_network(env);  // idempotent
     REQUIRE_MESSAGE(e2.ok(), e2.error().message);
     REQUIRE(sh("nft list table inet ztee", &out) == 0);
-    CHECK(out.find("iifname \"zth-*\" drop") != std::string::npos);
-    CHECK(out.find("ip saddr 100.97.0.0/16 oifname != \"zth-*\" masquerade") != std::string::npos);
+    CHECK(out.find("iifname { \"ztee0\", \"ztee0p\" } drop") != std::string::npos);
+    CHECK(out.find("iifname \"ztee0\" oifname \"ztee0\" drop") != std::string::npos);
+    CHECK(out.find("ip saddr 100.97.0.0/16 oifname != \"ztee0\" masquerade") != std::string::npos);
     CHECK(out.find("ip_forward set by libztee") != std::string::npos);
 
     // Listeners: two ports in the "internet", one on the host's own veth address.
@@ -470,7 +544,28 @@ TEST_CASE("end to end: a guest stand-in reaches only what the policy allows") {
     CHECK(peer == "198.18.0.1");  // masqueraded twice: slot eth0, then the host
     CHECK_FALSE(guest_connects("198.18.0.2", 9090));  // listening, but not allowed
     CHECK_FALSE(guest_connects("198.18.0.1", 8080));  // a host address: never reachable
-    CHECK_FALSE(guest_connects(ipv4_text(s->host_addr_be()).c_str(), 8080));  // the slot's host end
+    CHECK_FALSE(guest_connects(ipv4_text(s->host_addr_be()).c_str(), 8080));  // the slots' gateway on ztee0
+
+    // Slots cannot reach each other even with every firewall out of the way:
+    // with both slots' rulesets flushed and the host table letting replies
+    // in, a listener on slot B's eth0 address is reachable from the host
+    // (control) but not from slot A's namespace (private-mode macvlans: A's
+    // ARP for B reaches only the host, which does not answer for B).
+    auto b = NetSlot::create(env, kSlotB, NetPolicy{});
+    REQUIRE_MESSAGE(b.ok(), b.error().message);
+    const std::string b_ip = ipv4_text(b->slot_addr_be());
+    REQUIRE(sh(in_ns(b->netns_fd(), "nft flush ruleset"), &out) == 0);
+    REQUIRE(sh(in_ns(s->netns_fd(), "nft flush ruleset"), &out) == 0);  // set_policy below reloads it
+    REQUIRE(sh("nft insert rule inet ztee input iifname ztee0 ct state established accept", &out) == 0);
+    int b_listen = -1;
+    in_fd_ns(b->netns_fd(), [&] { b_listen = listen_on("0.0.0.0", 7070); });
+    UniqueFd b_fd(b_listen);
+    REQUIRE(b_fd.valid());
+    CHECK(try_connect(b_ip.c_str(), 7070, 1500));  // control (the host table goes at the end of this test)
+    bool from_a = true;
+    in_fd_ns(s->netns_fd(), [&] { from_a = try_connect(b_ip.c_str(), 7070, 1500); });
+    CHECK_FALSE(from_a);
+    REQUIRE(b->destroy().ok());
 
     // A new policy takes effect at once.
     auto sp = s->set_policy(policy_of({"198.18.0.2:9090/tcp"}));
@@ -483,16 +578,19 @@ TEST_CASE("end to end: a guest stand-in reaches only what the policy allows") {
     CHECK_FALSE(guest_connects("198.18.0.2", 8080));
 
     REQUIRE(s->destroy().ok());
-    // The host table stays while a slot link exists; goes with the last one.
+    // The host table and links stay while a slot exists; go with the last one.
     auto other = NetSlot::create(env, kSlotB, NetPolicy{});
     REQUIRE(other.ok());
     REQUIRE(remove_host_network_if_unused(env).ok());
     CHECK(sh("nft list table inet ztee", &out) == 0);
+    CHECK(host_links().count(kHostParent) == 1);
     REQUIRE(other->destroy().ok());
   }
   auto r = remove_host_network_if_unused(env);
   REQUIRE_MESSAGE(r.ok(), r.error().message);
   CHECK(sh("nft list table inet ztee", &out) != 0);
+  CHECK(host_links().count(kHostLink) == 0);
+  CHECK(host_links().count(kHostParent) == 0);
   CHECK(read_file("/proc/sys/net/ipv4/ip_forward") == fwd_before);
   CHECK(sh(fmt::format("ip netns list | grep -c ztee-t-"), &out) != 0);
 }
