@@ -172,6 +172,7 @@ Result<SandboxCgroups> create_cgroups(const CgroupLayout& layout, const std::str
         settings.emplace_back("cpu.cfs_quota_us", std::to_string(quota));
       }
     }
+    if (cpu && lim.cpu_background) settings.emplace_back(layout.v2 ? "cpu.weight" : "cpu.shares", layout.v2 ? "1" : "2");
     if (pids && lim.pids_max) settings.emplace_back("pids.max", std::to_string(lim.pids_max));
     for (auto& [file, value] : settings) {
       std::string path = dir + "/" + file;
@@ -190,6 +191,14 @@ Result<SandboxCgroups> create_cgroups(const CgroupLayout& layout, const std::str
     out.procs.emplace_back(fd);
   }
   return out;
+}
+
+Result<void> set_cpu_background(const CgroupLayout& layout, const std::string& name, bool background) {
+  if (layout.parents.size() < (layout.v2 ? 1u : 2u))
+    return make_error(Errc::kInternal, "set_cpu_background: the cgroup layout has no cpu hierarchy");
+  const std::string dir = (layout.v2 ? layout.parents[0] : layout.parents[1]) + "/" + name;
+  if (layout.v2) return write_file(dir + "/cpu.weight", background ? "1" : "100");
+  return write_file(dir + "/cpu.shares", background ? "2" : "1024");
 }
 
 Result<void> remove_cgroups(const CgroupLayout& layout, const std::string& name) {

@@ -59,6 +59,9 @@ struct CgroupLimits {
   uint64_t memory_bytes = 0;
   uint32_t cpu_percent = 0;  // 100 = one CPU
   uint32_t pids_max = 0;
+  // Background CPU weight (v1 cpu.shares 2, v2 cpu.weight 1) instead of the
+  // default: for VMMs nobody waits on yet (pool refills, pre-spawned VMMs).
+  bool cpu_background = false;
 };
 
 // Where the sandbox cgroups live: cgroup v2 when the unified hierarchy has
@@ -70,6 +73,10 @@ struct CgroupLayout {
   // with '/').
   std::vector<std::string> parents;
 };
+
+// Sets a sandbox cgroup's CPU weight: background (v1 cpu.shares 2, v2
+// cpu.weight 1) or the default (1024 / 100). A few µs: one write.
+Result<void> set_cpu_background(const CgroupLayout& layout, const std::string& name, bool background);
 
 // Reads /proc/self/mountinfo and /proc/self/cgroup. Fails with a message
 // naming the missing controller.

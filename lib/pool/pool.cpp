@@ -63,6 +63,9 @@ PoolImpl::~PoolImpl() {
 // ------------------------------------------------------------ any thread --
 
 Sandbox PoolImpl::hand_out(std::shared_ptr<SandboxImpl> sb) {
+  // Ready sandboxes wait at background CPU weight; the holder's gets the
+  // default. Posted: the loop runs it before any request the holder sends.
+  rt_->loop->post([sb] { sb->set_foreground(); });
   std::weak_ptr<PoolImpl> weak = weak_from_this();
   sb->set_on_gone([weak] {
     auto self = weak.lock();
@@ -283,7 +286,7 @@ void PoolImpl::refill() {
         sb->destroy([sb](Result<void>) {});
         self->on_started(make_error(Errc::kSandboxFailed, fmt::format("warm-up exec in {} failed: {}", sb->id(), why)));
       });
-    });
+    }, /*background=*/true);
   }
 }
 

@@ -42,8 +42,10 @@ class RuntimeImpl : public std::enable_shared_from_this<RuntimeImpl> {
   // opts.template_dir is set) whose image `prepare` verified. `done` runs on
   // the loop thread with the READY sandbox or the error; a failed start
   // leaves nothing behind.
+  // background: the sandbox is for a pool's ready queue, nobody waits on it
+  // yet: its VMM runs at background CPU weight until set_foreground().
   void start_sandbox(const SandboxOptions& opts, Image image,
-                     std::function<void(Result<std::shared_ptr<SandboxImpl>>)> done);
+                     std::function<void(Result<std::shared_ptr<SandboxImpl>>)> done, bool background = false);
 
   RuntimeOptions opts;
   // Set when opts.jail.enabled: what every sandbox's jail shares.
@@ -130,6 +132,12 @@ class SandboxImpl : public std::enable_shared_from_this<SandboxImpl> {
   // Takes the caller's options for a pre-spawned sandbox (same template).
   // Fails when the new network policy cannot be loaded into the slot.
   Result<void> adopt(const SandboxOptions& opts);
+  // Before launch: start the VMM at background CPU weight (pool refills and
+  // pre-spawned VMMs), so the work callers wait on gets the CPU first.
+  void set_background() { background_ = true; }
+  // Back to the default CPU weight once someone holds the sandbox. A no-op
+  // without a jail (no cgroup) or when already in the foreground.
+  void set_foreground();
   void exec(ExecOptions opts, std::function<void(Result<ExecResult>)> done);
   void ping(Done done);
   void write_file(std::string path, std::string data, uint32_t mode, Done done);
@@ -160,6 +168,7 @@ class SandboxImpl : public std::enable_shared_from_this<SandboxImpl> {
   const std::shared_ptr<RuntimeImpl>& runtime_ptr() const { return rt_; }
 
  private:
+  bool background_ = false;  // loop thread only
   struct Request {
     // Returns true when the request has completed.
     std::function<bool(const proto::FrameHeader&, std::string_view)> on_frame;

@@ -270,6 +270,7 @@ void detail::RuntimeImpl::replenish(const SandboxOptions& opts, const Image& ima
   auto& q = waiting[image.snapshot.dir];
   while (q.size() < this->opts.prespawn) {
     auto sb = std::make_shared<SandboxImpl>(shared_from_this(), new_sandbox_id(), opts, image);
+    sb->set_background();  // until someone takes it
     if (!sb->launch()) {
       sb->destroy([sb](Result<void>) {});
       return;  // the next clone starts its own VMM and reports the error
@@ -288,7 +289,8 @@ std::deque<std::shared_ptr<SandboxImpl>> detail::RuntimeImpl::take_prespawned(co
 }
 
 void detail::RuntimeImpl::start_sandbox(const SandboxOptions& opts, detail::Image image,
-                                        std::function<void(Result<std::shared_ptr<SandboxImpl>>)> done) {
+                                        std::function<void(Result<std::shared_ptr<SandboxImpl>>)> done,
+                                        bool background) {
   std::shared_ptr<SandboxImpl> sb;
   const bool clone = !image.snapshot.dir.empty();
   if (clone) {
@@ -305,6 +307,7 @@ void detail::RuntimeImpl::start_sandbox(const SandboxOptions& opts, detail::Imag
     loop->post([self = shared_from_this(), opts, image] { self->replenish(opts, image); });
   }
   if (sb) {
+    if (!background) sb->set_foreground();
     if (auto r = sb->adopt(opts); !r) {
       Error err = std::move(r).error();
       return sb->destroy([sb, err = std::move(err), done = std::move(done)](Result<void>) mutable {
@@ -313,6 +316,7 @@ void detail::RuntimeImpl::start_sandbox(const SandboxOptions& opts, detail::Imag
     }
   } else {
     sb = std::make_shared<SandboxImpl>(shared_from_this(), new_sandbox_id(), opts, std::move(image));
+    if (background) sb->set_background();
     if (auto r = sb->launch(); !r) {
       Error err = std::move(r).error();
       return sb->destroy([sb, err = std::move(err), done = std::move(done)](Result<void>) mutable {

@@ -336,6 +336,15 @@ void SandboxImpl::boot(Done done) {
   begin(std::move(done));
 }
 
+void SandboxImpl::set_foreground() {
+  if (!background_) return;
+  background_ = false;
+  if (!vm_ || !vm_->jail) return;
+  // Best effort: a failure (the cgroup is gone with a dying VMM) leaves the
+  // VMM slower, not less confined.
+  (void)set_cpu_background(*vm_->jail, id_, false);
+}
+
 Result<void> SandboxImpl::adopt(const SandboxOptions& opts) {
   if (vm_ && vm_->net) {
     // A pre-spawned clone's slot was made with an earlier caller's policy.
@@ -426,6 +435,7 @@ Result<void> SandboxImpl::launch() {
     req.limits.memory_bytes = (opts_.memory_limit_mib ? opts_.memory_limit_mib : opts_.memory_mib + 384ull) << 20;
     req.limits.cpu_percent = opts_.cpu_percent ? opts_.cpu_percent : opts_.vcpus * 100;
     req.limits.pids_max = opts_.pids_max ? opts_.pids_max : 128;
+    req.limits.cpu_background = background_;
     req.fsize_bytes = (opts_.memory_mib + 256ull) << 20;  // guest RAM file + device state
     req.netns_fd = cfg.netns_fd;
     req.seccomp = &js.seccomp;

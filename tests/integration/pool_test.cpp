@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <future>
 #include <map>
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "common.hpp"
+#include "jail/jail.hpp"
 
 using ztee::Errc;
 using namespace std::chrono_literals;
@@ -296,6 +298,48 @@ TEST_CASE("pool: a released sandbox is destroyed and the pool refills") {
     return s.leased == 0 && s.ready == 1;
   }));
   CHECK(pool.stats().failed == 0);
+}
+
+TEST_CASE("pool: ready sandboxes wait at background CPU weight; a leased or directly created one has the default") {
+  auto l = ztee::detail::detect_cgroups("ztee");
+  REQUIRE_MESSAGE(l.ok(), l.error().message);
+  const std::string cpu_dir = l->v2 ? l->parents[0] : l->parents[1];
+  const std::string file = l->v2 ? "/cpu.weight" : "/cpu.shares";
+  const std::string bg = l->v2 ? "1" : "2", fg = l->v2 ? "100" : "1024";
+  auto weight = [&](const std::string& id) {
+    std::ifstream in(cpu_dir + "/" + id + file);
+    std::string w;
+    in >> w;
+    return w;
+  };
+  ztee::PoolOptions o;
+  o.template_dir = shared_template();
+  o.min_ready = 2;
+  o.max_total = 3;
+  auto pool = make_pool(o);
+  REQUIRE(eventually([&] { return pool.stats().ready == 2; }));
+  std::set<std::string> background;
+  for (const auto& e : std::filesystem::directory_iterator(cpu_dir)) {
+    std::string id = e.path().filename();
+    if (id.rfind("sb-", 0) == 0 && weight(id) == bg) background.insert(id);
+  }
+  CHECK(background.size() >= 2);  // the two ready ones (and any pre-spawned VMM)
+
+  auto a = pool.lease(30000);
+  REQUIRE_MESSAGE(a.ok(), a.error().message);
+  CHECK(background.count(a->id()) == 1);  // it waited in the background
+  auto r = a->run("true");                // the loop restores the weight before this request
+  REQUIRE(r.ok());
+  CHECK(weight(a->id()) == fg);
+
+  // A direct create from the same template (it may take a pre-spawned VMM) runs at the default.
+  ztee::SandboxOptions so;
+  so.template_dir = shared_template();
+  auto d = test::runtime().create_sandbox(so);
+  REQUIRE_MESSAGE(d.ok(), d.error().message);
+  CHECK(weight(d->id()) == fg);
+  CHECK(d->destroy().ok());
+  CHECK(a->destroy().ok());
 }
 
 TEST_CASE("pool: a ready sandbox that died in the pool is never handed out") {
