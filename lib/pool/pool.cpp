@@ -174,11 +174,19 @@ void PoolImpl::start() {
 
 void PoolImpl::schedule_refill() {
   if (refill_posted_.exchange(true)) return;
+  // Debounced by kRefillDelayMs on the loop: triggers in that window (a burst
+  // of leases) make one pass, and a lease returns before the loop thread
+  // starts the refill's spawns, which on a busy host would otherwise take
+  // the lease thread's CPU for milliseconds. A refill itself takes 100+ ms.
   rt_->loop->post([weak = weak_from_this()] {
-    if (auto self = weak.lock()) {
-      self->refill_posted_.store(false);
-      self->refill();
-    }
+    auto self = weak.lock();
+    if (!self) return;
+    self->rt_->loop->add_timer(kRefillDelayMs, [weak] {
+      if (auto self = weak.lock()) {
+        self->refill_posted_.store(false);
+        self->refill();
+      }
+    });
   });
 }
 

@@ -102,6 +102,7 @@ class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
   bool template_removed_ = false;  // retire_if_idle finished (owned template or not)
 
   std::atomic<bool> refill_posted_{false};
+  static constexpr uint64_t kRefillDelayMs = 2;  // see schedule_refill
   uint64_t backoff_timer_ = 0;  // loop thread only
 };
 
