@@ -160,7 +160,8 @@ struct Mem {
 };
 
 // Sums /proc/<pid>/smaps (kB) per field; fields of mappings of files under
-// `tpl_dir` are also summed apart.
+// `tpl_dir` (or of /template/mem, its path inside a VMM's jail) are also
+// summed apart.
 Mem read_smaps(int pid, const std::string& tpl_dir) {
   std::ifstream in(fmt::format("/proc/{}/smaps", pid));
   if (!in) die(fmt::format("cannot read /proc/{}/smaps", pid));
@@ -174,7 +175,8 @@ Mem read_smaps(int pid, const std::string& tpl_dir) {
     size_t dash = line.find('-');
     if (dash != std::string::npos && (colon == std::string::npos || dash < colon) &&
         std::isxdigit(static_cast<unsigned char>(line[0]))) {
-      in_tpl = !tpl_dir.empty() && line.find(tpl_dir + "/") != std::string::npos;
+      // A jailed VMM names the file by its path inside the jail.
+      in_tpl = !tpl_dir.empty() && (line.find(tpl_dir + "/") != std::string::npos || line.ends_with(" /template/mem"));
       continue;
     }
     if (colon == std::string::npos) continue;
