@@ -1,13 +1,12 @@
 // nftables (libnftables) for lib/net: the slot firewall and the host table.
+#include <arpa/inet.h>
+#include <fcntl.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_conntrack.h>
 #include <linux/netlink.h>
 #include <net/if.h>
-#include <arpa/inet.h>
-#include <fcntl.h>
 #include <nftables/libnftables.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -121,13 +120,13 @@ Result<std::optional<std::string>> host_table_listing() {
 
 }  // namespace
 
-Result<int> ensure_host_links(const NetEnv& env) {
+Result<HostLinks> ensure_host_links(const NetEnv& env) {
   if (env.slot_count() == 0) {
     auto v = validate_slot(env, 0);
     return std::move(v).error();
   }
   unsigned parent = ::if_nametoindex(kHostParent), link = ::if_nametoindex(kHostLink);
-  if (parent != 0 && link != 0) return static_cast<int>(parent);
+  if (parent != 0 && link != 0) return HostLinks{static_cast<int>(link), static_cast<int>(parent)};
   const std::string step = fmt::format("making the host links {} <-> {}", kHostLink, kHostParent);
   if (parent != 0 || link != 0)
     return make_error(Errc::kIo,
@@ -159,7 +158,7 @@ Result<int> ensure_host_links(const NetEnv& env) {
     return std::move(a).error();
   if (auto u = netimpl::link_up(sk->get(), static_cast<int>(parent), kHostParent); !u) return std::move(u).error();
   if (auto u = netimpl::link_up(sk->get(), static_cast<int>(link), kHostLink); !u) return std::move(u).error();
-  return static_cast<int>(parent);
+  return HostLinks{static_cast<int>(link), static_cast<int>(parent)};
 }
 
 Result<void> ensure_host_network(const NetEnv& env) {
@@ -192,23 +191,10 @@ Result<void> ensure_host_network(const NetEnv& env) {
 }
 
 Result<void> remove_host_network_if_unused(const NetEnv&) {
-  if (::mkdir("/run/ztee", 0700) != 0 && errno != EEXIST) {
-    int e = errno;
-    return make_error(Errc::kIo, fmt::format("creating /run/ztee: {}", std::strerror(e)), e);
-  }
-  UniqueFd lock(::open(kSlotLockPath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (!lock.valid()) {
-    int e = errno;
-    return make_error(Errc::kIo, fmt::format("opening the slot lock file {}: {}", kSlotLockPath, std::strerror(e)), e);
-  }
+  auto lock = netimpl::open_slot_locks(true);
+  if (!lock) return std::move(lock).error();
   // Exclusive on the guard byte: no slot exists, and none is created until this returns.
-  struct flock guard{};
-  guard.l_type = F_WRLCK;
-  guard.l_whence = SEEK_SET;
-  guard.l_start = 0;
-  guard.l_len = 1;
-  if (::fcntl(lock.get(), F_OFD_SETLK, &guard) != 0) {
-    int e = errno;
+  if (int e = netimpl::lock_byte(lock->get(), F_OFD_SETLK, F_WRLCK, netimpl::kGuardByte)) {
     if (e == EAGAIN || e == EACCES) return {};  // slots in use
     return make_error(Errc::kIo, fmt::format("locking {} (guard byte): {}", kSlotLockPath, std::strerror(e)), e);
   }

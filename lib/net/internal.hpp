@@ -3,6 +3,8 @@
 
 #include <fmt/format.h>
 
+#include <sys/types.h>
+
 #include <array>
 #include <cstdint>
 #include <string>
@@ -66,10 +68,22 @@ Result<void> add_macvlan(nl_sock* sk, int parent_ifindex, const std::string& nam
 Result<void> add_veth_pair(nl_sock* sk, const std::string& name, const std::string& peer_name);
 // Sets (create or replace) the IPv4 neighbour entry addr -> mac on ifindex, state REACHABLE.
 Result<void> neigh_replace(nl_sock* sk, int ifindex, uint32_t addr_be, const std::array<uint8_t, 6>& mac);
-// Whether an IPv4 neighbour entry for addr exists on ifindex.
-Result<bool> neigh_exists(nl_sock* sk, int ifindex, uint32_t addr_be);
-// Deletes the IPv4 neighbour entry for addr on ifindex; an entry already gone is fine.
-Result<void> neigh_delete(nl_sock* sk, int ifindex, uint32_t addr_be);
+// Deletes the IPv4 neighbour entry for addr on ifindex; an entry already
+// gone is fine. True when there was one.
+Result<bool> neigh_delete(nl_sock* sk, int ifindex, uint32_t addr_be);
+
+// The host-wide slot lock file (kSlotLockPath): byte kGuardByte guards the
+// host links, byte slot_byte(k) is slot k. Opened read-write and created
+// (with /run/ztee) when `create`; else read-only, and an invalid fd when the
+// file does not exist.
+inline constexpr off_t kGuardByte = 0;
+inline off_t slot_byte(uint32_t slot) { return 1 + static_cast<off_t>(slot); }
+Result<UniqueFd> open_slot_locks(bool create);
+// An open-file-description lock on byte `at`: cmd F_OFD_SETLK or
+// F_OFD_SETLKW (EINTR retried), type F_RDLCK or F_WRLCK. 0 or the errno.
+int lock_byte(int fd, int cmd, short type, off_t at);
+// Whether another open file description holds byte `at` (F_OFD_GETLK).
+Result<bool> byte_held(int fd, off_t at);
 
 // Runs nft commands in the calling thread's namespace as one transaction;
 // returns nft's output. `step` names the operation in errors.

@@ -130,8 +130,12 @@ std::string host_ruleset(const NetEnv& env, bool ip_forward_was_off);
 // policy) still apply to slot traffic.
 Result<void> ensure_host_network(const NetEnv& env);
 // Only the ztee0/ztee0p pair (NetSlot::create calls it: cheap when present).
-// Returns ztee0p's ifindex. A ztee0 without the pool's gateway address gets it.
-Result<int> ensure_host_links(const NetEnv& env);
+// Returns their ifindexes.
+struct HostLinks {
+  int link = 0;    // ztee0
+  int parent = 0;  // ztee0p
+};
+Result<HostLinks> ensure_host_links(const NetEnv& env);
 
 // One sandbox's network. Move-only RAII: the destructor tears down
 // best-effort; destroy() tears down and verifies.

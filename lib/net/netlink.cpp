@@ -222,18 +222,7 @@ Result<void> neigh_replace(nl_sock* sk, int ifindex, uint32_t addr_be, const std
   return {};
 }
 
-Result<bool> neigh_exists(nl_sock* sk, int ifindex, uint32_t addr_be) {
-  nl_cache* raw = nullptr;
-  int rc = rtnl_neigh_alloc_cache(sk, &raw);
-  if (rc < 0) return nl_error(rc, "listing the host's neighbour entries");
-  std::unique_ptr<nl_cache, CachePut> cache(raw);
-  NlAddrPtr dst = v4(addr_be, 32);
-  if (!dst) return no_memory("looking up a neighbour entry");
-  NeighPtr n(rtnl_neigh_get(raw, ifindex, dst.get()));
-  return n != nullptr;
-}
-
-Result<void> neigh_delete(nl_sock* sk, int ifindex, uint32_t addr_be) {
+Result<bool> neigh_delete(nl_sock* sk, int ifindex, uint32_t addr_be) {
   NeighPtr n(rtnl_neigh_alloc());
   NlAddrPtr dst = v4(addr_be, 32);
   if (!n || !dst) return no_memory("deleting a neighbour entry");
@@ -241,9 +230,9 @@ Result<void> neigh_delete(nl_sock* sk, int ifindex, uint32_t addr_be) {
   rtnl_neigh_set_family(n.get(), AF_INET);
   int rc = rtnl_neigh_set_dst(n.get(), dst.get());
   if (rc >= 0) rc = rtnl_neigh_delete(sk, n.get(), 0);
-  if (rc < 0 && rc != -NLE_OBJ_NOTFOUND && rc != -NLE_NODEV)
-    return nl_error(rc, fmt::format("deleting the host's neighbour entry for {}", ipv4_text(addr_be)));
-  return {};
+  if (rc == -NLE_OBJ_NOTFOUND || rc == -NLE_NODEV) return false;
+  if (rc < 0) return nl_error(rc, fmt::format("deleting the host's neighbour entry for {}", ipv4_text(addr_be)));
+  return true;
 }
 
 Result<void> write_sysctl(const char* path, std::string_view value, bool missing_ok) {

@@ -17,6 +17,50 @@
 
 #include "net/internal.hpp"
 
+namespace ztee::detail::netimpl {
+
+Result<UniqueFd> open_slot_locks(bool create) {
+  auto fail = [](std::string step, int e) {
+    return make_error(e == EACCES || e == EPERM ? Errc::kPermission : Errc::kIo,
+                      fmt::format("{}: {}", step, std::strerror(e)), e);
+  };
+  if (create && ::mkdir("/run/ztee", 0700) != 0 && errno != EEXIST) return fail("creating /run/ztee", errno);
+  UniqueFd fd(create ? ::open(kSlotLockPath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)
+                     : ::open(kSlotLockPath, O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd.valid() && !(errno == ENOENT && !create))
+    return fail(fmt::format("opening the slot lock file {}", kSlotLockPath), errno);
+  return fd;
+}
+
+namespace {
+struct flock one_byte(short type, off_t at) {
+  struct flock l{};
+  l.l_type = type;
+  l.l_whence = SEEK_SET;
+  l.l_start = at;
+  l.l_len = 1;
+  return l;
+}
+}  // namespace
+
+int lock_byte(int fd, int cmd, short type, off_t at) {
+  struct flock l = one_byte(type, at);
+  while (::fcntl(fd, cmd, &l) != 0)
+    if (errno != EINTR || cmd != F_OFD_SETLKW) return errno;
+  return 0;
+}
+
+Result<bool> byte_held(int fd, off_t at) {
+  struct flock l = one_byte(F_WRLCK, at);
+  if (::fcntl(fd, F_OFD_GETLK, &l) != 0) {
+    int e = errno;
+    return make_error(Errc::kIo, fmt::format("probing byte {} of {}: {}", at, kSlotLockPath, std::strerror(e)), e);
+  }
+  return l.l_type != F_UNLCK;
+}
+
+}  // namespace ztee::detail::netimpl
+
 namespace ztee::detail {
 
 using namespace netimpl;
@@ -64,24 +108,12 @@ Result<int> ifindex_here(const char* name, std::string_view where = "the slot na
 
 // Takes the host-wide lock of `slot` (layout notes in net.hpp).
 Result<UniqueFd> lock_slot(uint32_t slot) {
-  if (::mkdir("/run/ztee", 0700) != 0 && errno != EEXIST) return sys_error("creating /run/ztee", errno);
-  UniqueFd fd(::open(kSlotLockPath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (!fd.valid()) return sys_error(fmt::format("opening the slot lock file {}", kSlotLockPath), errno);
-  struct flock guard{};
-  guard.l_type = F_RDLCK;
-  guard.l_whence = SEEK_SET;
-  guard.l_start = 0;
-  guard.l_len = 1;
+  auto fd = open_slot_locks(true);
+  if (!fd) return std::move(fd).error();
   // Waits only while `ztee gc` removes the host links (it holds the guard exclusively).
-  while (::fcntl(fd.get(), F_OFD_SETLKW, &guard) != 0)
-    if (errno != EINTR) return sys_error(fmt::format("locking {} (guard byte)", kSlotLockPath), errno);
-  struct flock mine{};
-  mine.l_type = F_WRLCK;
-  mine.l_whence = SEEK_SET;
-  mine.l_start = 1 + static_cast<off_t>(slot);
-  mine.l_len = 1;
-  if (::fcntl(fd.get(), F_OFD_SETLK, &mine) != 0) {
-    int e = errno;
+  if (int e = lock_byte(fd->get(), F_OFD_SETLKW, F_RDLCK, kGuardByte))
+    return sys_error(fmt::format("locking {} (guard byte)", kSlotLockPath), e);
+  if (int e = lock_byte(fd->get(), F_OFD_SETLK, F_WRLCK, slot_byte(slot))) {
     if (e == EAGAIN || e == EACCES)
       return make_error(Errc::kIo,
                         fmt::format("slot {} is already in use on this host (slot numbers follow sandbox ids: two "
@@ -127,12 +159,10 @@ Result<NetSlot> NetSlot::create(const NetEnv& env, uint32_t slot, const NetPolic
 
   auto lock = lock_slot(slot);
   if (!lock) return with_context(std::move(lock).error(), context);
-  auto parent = ensure_host_links(env);
-  if (!parent) return with_context(std::move(parent).error(), context);
+  auto host = ensure_host_links(env);
+  if (!host) return with_context(std::move(host).error(), context);
   auto host_sk = NlSock::open("host namespace");
   if (!host_sk) return with_context(std::move(host_sk).error(), context);
-  auto host_link = ifindex_here(kHostLink, "the host namespace");
-  if (!host_link) return with_context(std::move(host_link).error(), context);
   auto host_addrs = ipv4_addrs(host_sk->get());
   if (!host_addrs) return with_context(std::move(host_addrs).error(), context);
   const std::string rules = slot_ruleset(env, policy, *host_addrs);
@@ -163,7 +193,7 @@ Result<NetSlot> NetSlot::create(const NetEnv& env, uint32_t slot, const NetPolic
         ZTEE_TRY(link_up(sk->get(), *tap_idx, "tap0"));
 
         // eth0 is made from the host namespace (its parent is there) straight into the slot's.
-        ZTEE_TRY(add_macvlan(host_sk->get(), *parent, "eth0", s.mac_, s.ns_.get()));
+        ZTEE_TRY(add_macvlan(host_sk->get(), host->parent, "eth0", s.mac_, s.ns_.get()));
         auto eth_idx = ifindex_here("eth0");
         if (!eth_idx) return std::move(eth_idx).error();
         ZTEE_TRY(add_addr(sk->get(), *eth_idx, "eth0", slot_ip, env.pool_prefix));
@@ -176,7 +206,7 @@ Result<NetSlot> NetSlot::create(const NetEnv& env, uint32_t slot, const NetPolic
       context);
   // The host reaches the slot through this entry at once, even when an
   // earlier slot with the same address (and another MAC) is in its cache.
-  if (built) built = neigh_replace(host_sk->get(), *host_link, slot_ip, s.mac_);
+  if (built) built = neigh_replace(host_sk->get(), host->link, slot_ip, s.mac_);
   if (!built) {
     // Closing the fds frees the namespace and everything made in it.
     s.tap_.reset();
@@ -245,44 +275,26 @@ Result<void> NetSlot::set_policy(const NetPolicy& policy) {
 }
 
 Result<bool> host_slots_in_use() {
-  UniqueFd fd(::open(kSlotLockPath, O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-  if (!fd.valid()) {
-    if (errno == ENOENT) return false;
-    return sys_error(fmt::format("opening the slot lock file {}", kSlotLockPath), errno);
-  }
-  struct flock probe{};
-  probe.l_type = F_WRLCK;
-  probe.l_whence = SEEK_SET;
-  probe.l_start = 0;
-  probe.l_len = 1;
-  if (::fcntl(fd.get(), F_OFD_GETLK, &probe) != 0)
-    return sys_error(fmt::format("probing {} (guard byte)", kSlotLockPath), errno);
-  return probe.l_type != F_UNLCK;
+  auto fd = open_slot_locks(false);
+  if (!fd) return std::move(fd).error();
+  if (!fd->valid()) return false;
+  return byte_held(fd->get(), kGuardByte);
 }
 
 Result<bool> remove_slot_leftovers(const NetEnv& env, uint32_t slot) {
   if (!validate_slot(env, slot)) return false;  // never a slot (ids run past the pool)
-  UniqueFd fd(::open(kSlotLockPath, O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-  if (fd.valid()) {
-    struct flock probe{};
-    probe.l_type = F_WRLCK;
-    probe.l_whence = SEEK_SET;
-    probe.l_start = 1 + static_cast<off_t>(slot);
-    probe.l_len = 1;
-    if (::fcntl(fd.get(), F_OFD_GETLK, &probe) != 0)
-      return sys_error(fmt::format("probing slot {} in {}", slot, kSlotLockPath), errno);
-    if (probe.l_type != F_UNLCK) return false;  // a live holder
+  auto fd = open_slot_locks(false);
+  if (!fd) return std::move(fd).error();
+  if (fd->valid()) {
+    auto held = byte_held(fd->get(), slot_byte(slot));
+    if (!held) return std::move(held).error();
+    if (*held) return false;  // a live holder
   }
   unsigned link = ::if_nametoindex(kHostLink);
   if (link == 0) return false;
   auto sk = NlSock::open("host namespace");
   if (!sk) return std::move(sk).error();
-  const uint32_t addr = htonl(slot_base_host(env, slot) + 2);
-  auto present = neigh_exists(sk->get(), static_cast<int>(link), addr);
-  if (!present) return std::move(present).error();
-  if (!*present) return false;
-  if (auto d = neigh_delete(sk->get(), static_cast<int>(link), addr); !d) return std::move(d).error();
-  return true;
+  return neigh_delete(sk->get(), static_cast<int>(link), htonl(slot_base_host(env, slot) + 2));
 }
 
 Result<void> NetSlot::destroy() {
