@@ -90,12 +90,17 @@ static_assert(kSandboxOptionsV1 == offsetof(ztee_sandbox_options, output_cap) + 
 constexpr size_t kSandboxOptionsV2 = offsetof(ztee_sandbox_options, net_allow);
 static_assert(kSandboxOptionsV2 == offsetof(ztee_sandbox_options, snapshottable) + sizeof(int32_t) + 4,
               "0.2's ztee_sandbox_options ended with 4 bytes of tail padding");
+// 0.3 ended with net_dns; guest_aslr came after.
+constexpr size_t kSandboxOptionsV3 = offsetof(ztee_sandbox_options, guest_aslr);
+static_assert(kSandboxOptionsV3 == offsetof(ztee_sandbox_options, net_dns) + sizeof(const char*),
+              "0.3's ztee_sandbox_options had no tail padding");
 constexpr size_t kExecOptionsV1 = sizeof(ztee_exec_options);
 constexpr size_t kPoolOptionsV1 = sizeof(ztee_pool_options);
 constexpr size_t kPoolStatsV1 = sizeof(ztee_pool_stats);
 
 constexpr size_t kRuntimeOptionsSizes[] = {kRuntimeOptionsV1, sizeof(ztee_runtime_options)};
-constexpr size_t kSandboxOptionsSizes[] = {kSandboxOptionsV1, kSandboxOptionsV2, sizeof(ztee_sandbox_options)};
+constexpr size_t kSandboxOptionsSizes[] = {kSandboxOptionsV1, kSandboxOptionsV2, kSandboxOptionsV3,
+                                           sizeof(ztee_sandbox_options)};
 constexpr size_t kExecOptionsSizes[] = {kExecOptionsV1};
 constexpr size_t kPoolOptionsSizes[] = {kPoolOptionsV1};
 constexpr size_t kPoolStatsSizes[] = {kPoolStatsV1};
@@ -154,6 +159,9 @@ ztee::SandboxOptions to_sandbox_options(const ztee_sandbox_options& o) {
   for (size_t i = 0; i < o.net_allow_count; ++i)
     so.network.allow.push_back(o.net_allow && o.net_allow[i] ? o.net_allow[i] : "");
   so.network.dns = str_or(o.net_dns);
+  // Other values pass through as they are: the runtime refuses them with a
+  // message naming the field.
+  so.guest_aslr = static_cast<ztee::GuestAslr>(o.guest_aslr);
   return so;
 }
 
@@ -249,6 +257,7 @@ int ztee_has_feature(const char* feature) {
   if (std::strcmp(feature, "snapshot") == 0) return 1;
   if (std::strcmp(feature, "network") == 0) return 1;  // ztee_sandbox_options.net_allow / net_dns
   if (std::strcmp(feature, "jail") == 0) return 1;
+  if (std::strcmp(feature, "guest_aslr") == 0) return 1;  // ztee_sandbox_options.guest_aslr
   return 0;
 }
 

@@ -80,7 +80,8 @@ ZTEE_API const char *ztee_version(void);
  * name). Known features: "qemu", "firecracker", "kvm" (usable /dev/kvm now),
  * "streaming", "files", "pool" (ztee_pool_*), "snapshot"
  * (ztee_sandbox_snapshot, pause/resume, template_dir), "network"
- * (ztee_sandbox_options.net_allow / net_dns), "jail" (every VMM jailed). */
+ * (ztee_sandbox_options.net_allow / net_dns), "jail" (every VMM jailed),
+ * "guest_aslr" (ztee_sandbox_options.guest_aslr). */
 ZTEE_API int ztee_has_feature(const char *feature);
 
 /* Releases memory returned by the library (file contents). NULL-safe. */
@@ -167,14 +168,31 @@ typedef struct ztee_sandbox_options {
   /* A resolver address the guest may query on port 53 (udp and tcp); it
    * becomes the guest's /etc/resolv.conf. NULL: no DNS. */
   const char *net_dns;
+  /* ---- appended after 0.3 (0.3's size: offsetof(ztee_sandbox_options, guest_aslr)) */
+  /* ASLR for the processes inside the guest: ZTEE_GUEST_ASLR_AUTO (0, the
+   * default: off under software emulation, on with KVM), ZTEE_GUEST_ASLR_ON
+   * or ZTEE_GUEST_ASLR_OFF; any other value is ZTEE_E_INVALID_ARGUMENT.
+   * Under software emulation QEMU finds translated guest code by virtual
+   * address, so with ASLR every run of a program translates its code anew
+   * (a warm `true`: 25.6 ms with ASLR, 9 ms without). A clone follows this
+   * field, not its template's setting.
+   * SECURITY: guest ASLR only hardens programs inside this sandbox against
+   * exploitation by data they read; it plays no part in isolating the guest
+   * from the host or from other sandboxes. */
+  int32_t guest_aslr;
 } ztee_sandbox_options;
 
-#define ZTEE_SANDBOX_OPTIONS_INIT {sizeof(ztee_sandbox_options), NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, 0, NULL}
+#define ZTEE_GUEST_ASLR_AUTO 0
+#define ZTEE_GUEST_ASLR_ON 1
+#define ZTEE_GUEST_ASLR_OFF 2
+
+#define ZTEE_SANDBOX_OPTIONS_INIT {sizeof(ztee_sandbox_options), NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, 0, NULL, 0}
 
 /* Like ztee_runtime_options_init, for ztee_sandbox_options. Besides
  * sizeof(ztee_sandbox_options), the size of every earlier published layout
  * is accepted (offsetof(ztee_sandbox_options, template_dir) for 0.1 callers,
- * offsetof(ztee_sandbox_options, net_allow) for 0.2 callers);
+ * offsetof(ztee_sandbox_options, net_allow) for 0.2 callers,
+ * offsetof(ztee_sandbox_options, guest_aslr) for 0.3 callers);
  * a size in the middle of a field is ZTEE_E_INVALID_ARGUMENT. */
 ZTEE_API ztee_status ztee_sandbox_options_init(ztee_sandbox_options *opts, size_t size);
 

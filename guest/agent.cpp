@@ -408,6 +408,8 @@ void Agent::handle_hello(uint32_t stream, const json& req, bool reseed) {
   if (t && !t->is_number_integer()) throw BadRequest("field \"time_ns\" must be an integer");
   std::string host = opt_string(req, "hostname");
   if (host.size() > 64) throw BadRequest("hostname longer than 64 bytes");
+  const json* aslr = field(req, "aslr");
+  if (aslr && !aslr->is_boolean()) throw BadRequest("field \"aslr\" must be a boolean");
 
   add_entropy(seed);
   if (t) {
@@ -418,6 +420,14 @@ void Agent::handle_hello(uint32_t stream, const json& req, bool reseed) {
   }
   if (!host.empty() && ::sethostname(host.data(), host.size()) != 0)
     return send_error(stream, errno, errno_text("sethostname " + host, errno));
+  if (aslr) {
+    // 2: full randomisation (the kernel's default), 0: none. Applies to
+    // programs started from now on.
+    const char* value = aslr->get<bool>() ? "2\n" : "0\n";
+    Fd fd(::open("/proc/sys/kernel/randomize_va_space", O_WRONLY | O_CLOEXEC));
+    if (!fd.valid() || ::write(fd.get(), value, 2) != 2)
+      return send_error(stream, errno, errno_text("write /proc/sys/kernel/randomize_va_space", errno));
+  }
   if (const json* n = field(req, "net")) {
     if (!n->is_object()) throw BadRequest("field \"net\" must be an object");
     NetConfig cfg{opt_string(*n, "address"), opt_string(*n, "gateway"), opt_string(*n, "dns")};

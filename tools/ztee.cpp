@@ -76,6 +76,10 @@ const char kRunUsage[] =
     "                  let the sandbox reach CIDR on PORT (or LO-HI); repeatable.\n"
     "                  Without --allow or --dns the sandbox has no network at all.\n"
     "  --dns ADDR      let the sandbox query the resolver ADDR on port 53\n"
+    "  --guest-aslr auto|on|off\n"
+    "                  address-space randomisation inside the guest (default auto:\n"
+    "                  off under software emulation, where it slows every exec;\n"
+    "                  on with KVM)\n"
     "  -h, --help      show this help\n"
     "\n"
     "exit status: the command's; 128+N if killed by signal N; 124 on timeout;\n"
@@ -281,6 +285,12 @@ int cmd_run(ArgReader r) {
     } else if (r.take("--dns", &v, &err)) {
       if (!err.empty()) return usage_error(err, kRunUsage);
       sopts.network.dns = *v;
+    } else if (r.take("--guest-aslr", &v, &err)) {
+      if (!err.empty()) return usage_error(err, kRunUsage);
+      if (*v == "auto") sopts.guest_aslr = ztee::GuestAslr::kAuto;
+      else if (*v == "on") sopts.guest_aslr = ztee::GuestAslr::kOn;
+      else if (*v == "off") sopts.guest_aslr = ztee::GuestAslr::kOff;
+      else return usage_error("--guest-aslr: expected auto, on or off, got: " + *v, kRunUsage);
     } else if (!a.empty() && a[0] == '-') {
       return usage_error("run: unknown option " + a, kRunUsage);
     } else {

@@ -145,7 +145,7 @@ struct SandboxOpts {
 
   SandboxOpts(py::object image, uint32_t vcpus, uint32_t memory_mib, uint32_t boot_timeout_ms,
               uint32_t exec_timeout_ms, uint64_t output_cap, py::object tpl, bool snapshottable,
-              std::vector<std::string> allow_, py::object dns_)
+              std::vector<std::string> allow_, py::object dns_, int32_t guest_aslr)
       : image_dir(opt_str(image)), template_dir(opt_str(tpl)), dns(opt_str(dns_)), allow(std::move(allow_)) {
     for (const auto& a : allow) allow_ptrs.push_back(a.c_str());
     o.net_allow = allow_ptrs.empty() ? nullptr : allow_ptrs.data();
@@ -159,6 +159,7 @@ struct SandboxOpts {
     o.output_cap = output_cap;
     o.template_dir = template_dir ? template_dir->c_str() : nullptr;
     o.snapshottable = snapshottable ? 1 : 0;
+    o.guest_aslr = guest_aslr;
   }
 };
 
@@ -166,9 +167,10 @@ class Sandbox {
  public:
   Sandbox(Runtime& rt, py::object image_dir, uint32_t vcpus, uint32_t memory_mib,
           uint32_t boot_timeout_ms, uint32_t exec_timeout_ms, uint64_t output_cap,
-          py::object template_dir, bool snapshottable, std::vector<std::string> allow, py::object dns) {
+          py::object template_dir, bool snapshottable, std::vector<std::string> allow, py::object dns,
+          int32_t guest_aslr) {
     SandboxOpts so(image_dir, vcpus, memory_mib, boot_timeout_ms, exec_timeout_ms, output_cap,
-                   template_dir, snapshottable, std::move(allow), dns);
+                   template_dir, snapshottable, std::move(allow), dns, guest_aslr);
     ztee_runtime* r = rt.get();
     ztee_sandbox* sb = nullptr;
     call([&] { return ztee_sandbox_create(r, &so.o, &sb); });
@@ -356,9 +358,10 @@ class Pool {
   Pool(Runtime& rt, py::object template_dir, bool cold_boot, uint32_t min_ready,
        uint32_t max_total, uint32_t refill_concurrency, uint32_t lease_timeout_ms,
        py::object image_dir, uint32_t vcpus, uint32_t memory_mib, uint32_t boot_timeout_ms,
-       uint32_t exec_timeout_ms, uint64_t output_cap, std::vector<std::string> allow, py::object dns) {
+       uint32_t exec_timeout_ms, uint64_t output_cap, std::vector<std::string> allow, py::object dns,
+       int32_t guest_aslr) {
     SandboxOpts so(image_dir, vcpus, memory_mib, boot_timeout_ms, exec_timeout_ms, output_cap,
-                   py::none(), false, std::move(allow), dns);
+                   py::none(), false, std::move(allow), dns, guest_aslr);
     auto tpl = opt_str(template_dir);
     ztee_pool_options o = ZTEE_POOL_OPTIONS_INIT;
     o.sandbox = &so.o;
@@ -456,13 +459,13 @@ PYBIND11_MODULE(_ztee, m) {
 
   py::class_<Sandbox>(m, "Sandbox")
       .def(py::init<Runtime&, py::object, uint32_t, uint32_t, uint32_t, uint32_t, uint64_t,
-                    py::object, bool, std::vector<std::string>, py::object>(),
+                    py::object, bool, std::vector<std::string>, py::object, int32_t>(),
            py::arg("runtime"), py::arg("image_dir") = py::none(), py::arg("vcpus") = 0,
            py::arg("memory_mib") = 0, py::arg("boot_timeout_ms") = 0,
            py::arg("exec_timeout_ms") = 0, py::arg("output_cap") = 0,
            py::arg("template_dir") = py::none(), py::arg("snapshottable") = false,
            py::arg("allow") = std::vector<std::string>{}, py::arg("dns") = py::none(),
-           py::keep_alive<1, 2>())
+           py::arg("guest_aslr") = 0, py::keep_alive<1, 2>())
       .def_property_readonly("id", &Sandbox::id)
       .def("close", &Sandbox::close)
       .def("destroy", &Sandbox::destroy)
@@ -486,14 +489,14 @@ PYBIND11_MODULE(_ztee, m) {
   py::class_<Pool>(m, "Pool")
       .def(py::init<Runtime&, py::object, bool, uint32_t, uint32_t, uint32_t, uint32_t, py::object,
                     uint32_t, uint32_t, uint32_t, uint32_t, uint64_t, std::vector<std::string>,
-                    py::object>(),
+                    py::object, int32_t>(),
            py::arg("runtime"), py::arg("template_dir") = py::none(), py::arg("cold_boot") = false,
            py::arg("min_ready") = 0, py::arg("max_total") = 0, py::arg("refill_concurrency") = 0,
            py::arg("lease_timeout_ms") = 0, py::arg("image_dir") = py::none(),
            py::arg("vcpus") = 0, py::arg("memory_mib") = 0, py::arg("boot_timeout_ms") = 0,
            py::arg("exec_timeout_ms") = 0, py::arg("output_cap") = 0,
            py::arg("allow") = std::vector<std::string>{}, py::arg("dns") = py::none(),
-           py::keep_alive<1, 2>())
+           py::arg("guest_aslr") = 0, py::keep_alive<1, 2>())
       .def("lease", &Pool::lease, py::arg("deadline_ms") = 0)
       .def("stats", &Pool::stats)
       .def("close", &Pool::close)

@@ -108,6 +108,13 @@ struct NetworkPolicy {
   bool enabled() const { return !allow.empty() || !dns.empty(); }
 };
 
+// Address-space layout randomisation for the processes inside the guest.
+enum class GuestAslr {
+  kAuto,  // off under software emulation (TCG), on with KVM
+  kOn,
+  kOff,
+};
+
 struct SandboxOptions {
   std::string image_dir;          // empty: the runtime's image
   uint32_t vcpus = 1;             // 1..64
@@ -132,6 +139,19 @@ struct SandboxOptions {
   // sandbox that had a network iff this one has one (its NIC is part of the
   // saved device state); each clone gets its own namespace and firewall.
   NetworkPolicy network;
+  // ASLR inside the guest (the kernel's randomize_va_space, set by the agent
+  // at boot and again when a clone is re-identified, so a clone follows this
+  // option, not its template's).
+  // Why kAuto turns it off under TCG: QEMU finds translated guest code by
+  // virtual address, so a program whose libraries land at new addresses on
+  // every run is translated anew every time. A warm `true` took 25.6 ms
+  // with ASLR and 9 ms without (benchmarks/README.md).
+  // SECURITY: ASLR in the guest only makes a memory-corruption bug in a
+  // program inside this sandbox harder to exploit, from data that program
+  // reads; it plays no part in keeping the guest from the host or from other
+  // sandboxes. Set kOn if the sandbox runs such a program on hostile input
+  // and its exploitation matters (e.g. the sandbox holds secrets).
+  GuestAslr guest_aslr = GuestAslr::kAuto;
 };
 
 struct ExecOptions {

@@ -219,6 +219,9 @@ Result<detail::Image> detail::RuntimeImpl::prepare(const SandboxOptions& opts) {
     return make_error(Errc::kInvalidArgument,
                       fmt::format("memory_mib {} out of range: use 64..65536", opts.memory_mib));
   if (opts.boot_timeout_ms == 0) return make_error(Errc::kInvalidArgument, "boot_timeout_ms must be positive");
+  if (opts.guest_aslr != GuestAslr::kAuto && opts.guest_aslr != GuestAslr::kOn && opts.guest_aslr != GuestAslr::kOff)
+    return make_error(Errc::kInvalidArgument, fmt::format("guest_aslr {} is not a GuestAslr value: use kAuto, kOn or kOff",
+                                                          static_cast<int>(opts.guest_aslr)));
   if (opts.network.enabled()) {
     auto policy = parse_net_policy(opts.network.allow, opts.network.dns);
     if (!policy) return std::move(policy).error();

@@ -552,8 +552,10 @@ void SandboxImpl::send_hello(proto::MsgType type) {
     net = fmt::format(",\"net\":{{\"address\":{},\"gateway\":{}{}}}", json_quote(g.address), json_quote(g.gateway),
                       g.dns.empty() ? "" : ",\"dns\":" + json_quote(g.dns));
   }
-  std::string hello = fmt::format("{{\"seed\":\"{}\",\"time_ns\":{},\"hostname\":{}{}}}", random_hex(32),
-                                  static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec, json_quote(id_), net);
+  bool aslr = opts_.guest_aslr == GuestAslr::kOn || (opts_.guest_aslr == GuestAslr::kAuto && !rt_->driver->emulated());
+  std::string hello = fmt::format("{{\"seed\":\"{}\",\"time_ns\":{},\"hostname\":{},\"aslr\":{}{}}}", random_hex(32),
+                                  static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec, json_quote(id_),
+                                  aslr ? "true" : "false", net);
   vm_->agent->send(type, sid, hello);
 }
 

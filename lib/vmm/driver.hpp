@@ -64,6 +64,9 @@ class Driver {
   virtual ~Driver() = default;
   // "qemu/tcg", "qemu/kvm"
   virtual std::string description() const = 0;
+  // True when guests run under software emulation (TCG), where guest code
+  // is translated per VMM process.
+  virtual bool emulated() const = 0;
   // The VMM's own version line, e.g. "QEMU emulator version 7.2.22"; asked
   // once and cached. May block (runs the binary): not on the loop thread.
   virtual std::string version() = 0;

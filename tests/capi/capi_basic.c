@@ -43,6 +43,7 @@ static void test_features(void) {
   CHECK(ztee_has_feature("files") == 1);
   CHECK(ztee_has_feature("pool") == 1);
   CHECK(ztee_has_feature("snapshot") == 1);
+  CHECK(ztee_has_feature("guest_aslr") == 1);
   CHECK(ztee_has_feature("kvm") == (access("/dev/kvm", R_OK | W_OK) == 0 ? 1 : 0));
   CHECK(ztee_has_feature("no-such-feature") == 0);
   CHECK(ztee_has_feature(NULL) == 0);
@@ -134,7 +135,7 @@ static void test_new_struct_sizes(void) {
     ztee_sandbox_options s2 = ZTEE_SANDBOX_OPTIONS_INIT;
     CHECK(p2.struct_size == sizeof p2 && p2.sandbox == NULL);
     CHECK(st.struct_size == sizeof st && st.leases == 0 && st.lease_wait_hist[7] == 0);
-    CHECK(s2.template_dir == NULL && s2.snapshottable == 0);
+    CHECK(s2.template_dir == NULL && s2.snapshottable == 0 && s2.guest_aslr == ZTEE_GUEST_ASLR_AUTO);
   }
 
   /* ztee_sandbox_options: the 0.1 layout (ending before template_dir) is
@@ -143,9 +144,15 @@ static void test_new_struct_sizes(void) {
   CHECK_STATUS(ztee_sandbox_options_init(&so, old_size), ZTEE_OK);
   CHECK(so.struct_size == old_size && so.vcpus == 0 && so.output_cap == 0);
   CHECK(*(const unsigned char *)&so.template_dir == 0x7f); /* beyond its size: untouched */
+  /* The 0.3 layout (ending before guest_aslr) too. */
+  memset(&so, 0x7f, sizeof so);
+  CHECK_STATUS(ztee_sandbox_options_init(&so, offsetof(ztee_sandbox_options, guest_aslr)), ZTEE_OK);
+  CHECK(so.net_dns == NULL && so.net_allow_count == 0);
+  CHECK(*(const unsigned char *)&so.guest_aslr == 0x7f); /* beyond its size: untouched */
   {
     size_t between[] = {old_size + 4, offsetof(ztee_sandbox_options, snapshottable),
-                        offsetof(ztee_sandbox_options, snapshottable) + 2, sizeof so + 8};
+                        offsetof(ztee_sandbox_options, snapshottable) + 2,
+                        offsetof(ztee_sandbox_options, guest_aslr) + 2, sizeof so + 8};
     for (i = 0; i < sizeof between / sizeof between[0]; i++) {
       CHECK_STATUS(ztee_sandbox_options_init(&so, between[i]), ZTEE_E_INVALID_ARGUMENT);
       check_last_error(ZTEE_E_INVALID_ARGUMENT);
@@ -435,6 +442,12 @@ static void test_jail_option(void) {
   ro.jail_disabled = 1;
   CHECK_STATUS(ztee_runtime_create(&ro, &rt), ZTEE_OK);
   if (rt) {
+    /* A guest_aslr outside the ZTEE_GUEST_ASLR_* values: refused up front. */
+    so.guest_aslr = 7;
+    CHECK_STATUS(ztee_sandbox_create(rt, &so, &sb), ZTEE_E_INVALID_ARGUMENT);
+    CHECK_STR_CONTAINS(ztee_last_error()->message, "guest_aslr 7");
+    CHECK(sb == (ztee_sandbox *)SENTINEL);
+    so.guest_aslr = ZTEE_GUEST_ASLR_AUTO;
     so.net_allow = allow;
     so.net_allow_count = 1;
     CHECK_STATUS(ztee_sandbox_create(rt, &so, &sb), ZTEE_E_INVALID_ARGUMENT);

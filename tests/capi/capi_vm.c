@@ -364,8 +364,11 @@ static void test_snapshot_and_pool(ztee_runtime *rt) {
   /* A sandbox from the template. */
   so.snapshottable = 0;
   so.template_dir = tpl;
+  so.guest_aslr = ZTEE_GUEST_ASLR_ON; /* the template has the default */
   CHECK_STATUS(ztee_sandbox_create(rt, &so, &clone), ZTEE_OK);
+  so.guest_aslr = ZTEE_GUEST_ASLR_AUTO;
   if (clone) {
+    expect_stdout(clone, "cat /proc/sys/kernel/randomize_va_space", "2\n");
     static const char *const echo[] = {"echo", "hi"};
     ztee_exec_result *r = run(clone, echo, 2, NULL);
     if (r) {
@@ -384,6 +387,8 @@ static void test_snapshot_and_pool(ztee_runtime *rt) {
   if (!pool) goto out;
   CHECK_STATUS(ztee_pool_lease(pool, 60000, &a), ZTEE_OK);
   if (a) expect_stdout(a, "echo leased", "leased\n");
+  /* The default: ASLR off under software emulation, on with KVM. */
+  if (a) expect_stdout(a, "cat /proc/sys/kernel/randomize_va_space", ztee_has_feature("kvm") ? "2\n" : "0\n");
   check_stats(pool, &st);
   CHECK(st.leased == 1 && st.leases == 1 && st.lease_timeouts == 0);
   CHECK(st.created >= 1 && st.failed == 0 && st.consecutive_failures == 0 && st.backing_off == 0);

@@ -41,7 +41,8 @@ if [ "$WHAT" = usage ]; then
               "image" "image frob" "doctor extra" "run --template" \
               "pool --bogus" "pool extra" "pool --min-ready 0" "pool --min-ready x" \
               "pool --leases -1" "pool --min-ready 3 --max-total 2" "pool --cold --template /x" \
-              "pool --wait 0" "gc extra" "gc --state-dir" "run --allow"; do
+              "pool --wait 0" "gc extra" "gc --state-dir" "run --allow" \
+              "run --guest-aslr" "run --guest-aslr maybe -- true"; do
     # shellcheck disable=SC2086
     expect_rc 125 "$ZTEE" $args && { grep -q '^ztee: ' "$tmp/err" || fail "'$args': no 'ztee: ' message"; }
   done
@@ -119,8 +120,9 @@ else
   expect_rc 0 "$ZTEE" run --allow 198.18.0.10:47080/tcp --dns 198.18.0.53 -- ls /sys/class/net && {
     [ "$(cat "$tmp/out")" = "$(printf 'eth0\nlo')" ] || fail "--allow: interfaces: $(cat "$tmp/out")"
   }
-  expect_rc 0 "$ZTEE" run -- ls /sys/class/net && {
-    [ "$(cat "$tmp/out")" = "lo" ] || fail "no --allow: interfaces: $(cat "$tmp/out")"
+  # (The same boot checks --guest-aslr on: the default under TCG is off.)
+  expect_rc 0 "$ZTEE" run --guest-aslr on -- sh -c 'ls /sys/class/net; cat /proc/sys/kernel/randomize_va_space' && {
+    [ "$(cat "$tmp/out")" = "$(printf 'lo\n2')" ] || fail "no --allow, --guest-aslr on: $(cat "$tmp/out")"
   }
   expect_rc 0 "$ZTEE" gc --state-dir "$tmp/gc-state" && {
     grep -q 'nothing to remove' "$tmp/out" || fail "gc on an empty state dir: $(cat "$tmp/out")"

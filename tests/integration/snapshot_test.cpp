@@ -7,6 +7,7 @@
 #include <functional>
 #include <future>
 #include <thread>
+#include <vector>
 
 #include "common.hpp"
 
@@ -33,9 +34,10 @@ const std::string& template_dir() {
   return dir;
 }
 
-ztee::Sandbox clone() {
+ztee::Sandbox clone(ztee::GuestAslr aslr = ztee::GuestAslr::kAuto) {
   ztee::SandboxOptions o;
   o.template_dir = template_dir();
+  o.guest_aslr = aslr;
   auto sb = test::runtime().create_sandbox(o);
   if (!sb) FAIL("clone: " << sb.error().message);
   return std::move(sb).value();
@@ -111,6 +113,51 @@ TEST_CASE("clones are re-identified: different random bytes and hostnames") {
   CHECK(rb->stdout_data.find(b.id()) != std::string::npos);
   CHECK(a.destroy().ok());
   CHECK(b.destroy().ok());
+}
+
+// Where the dynamic loader put libc in each of `runs` new processes.
+std::vector<std::string> libc_addresses(ztee::Sandbox& sb, int runs) {
+  std::vector<std::string> out;
+  for (int i = 0; i < runs; ++i) {
+    auto r = sb.run("cat /proc/self/maps");
+    REQUIRE(r.ok());
+    auto pos = r->stdout_data.find("libc.so");
+    REQUIRE(pos != std::string::npos);
+    auto line = r->stdout_data.rfind('\n', pos);
+    out.push_back(r->stdout_data.substr(line == std::string::npos ? 0 : line + 1, 12));
+  }
+  return out;
+}
+
+TEST_CASE("guest ASLR follows the clone's option, not its template's") {
+  // The template was booted with the default (kAuto).
+  auto on = clone(ztee::GuestAslr::kOn);
+  const bool emulated = on.backend() == "qemu/tcg";
+  auto off = clone(ztee::GuestAslr::kOff);
+  auto dflt = clone();
+  auto value = [](ztee::Sandbox& sb) { return sb.run("cat /proc/sys/kernel/randomize_va_space").value().stdout_data; };
+  CHECK(value(on) == "2\n");
+  CHECK(value(off) == "0\n");
+  CHECK(value(dflt) == (emulated ? "0\n" : "2\n"));
+  // With ASLR, libc lands at a new address in each process (three equal
+  // draws by chance: ~2^-56); without it, always at the same one.
+  auto a_on = libc_addresses(on, 3);
+  CHECK_FALSE((a_on[0] == a_on[1] && a_on[1] == a_on[2]));
+  auto a_off = libc_addresses(off, 3);
+  CHECK(a_off[0] == a_off[1]);
+  CHECK(a_off[1] == a_off[2]);
+  for (auto* sb : {&on, &off, &dflt}) CHECK(sb->destroy().ok());
+}
+
+TEST_CASE("a GuestAslr value outside the enum is refused before anything starts") {
+  ztee::SandboxOptions o;
+  o.guest_aslr = static_cast<ztee::GuestAslr>(7);
+  int before = test::count_state_entries();
+  auto r = test::runtime().create_sandbox(o);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == Errc::kInvalidArgument);
+  CHECK(r.error().message.find("guest_aslr 7") != std::string::npos);
+  CHECK(test::count_state_entries() == before);
 }
 
 TEST_CASE("a clone's writes are invisible to the template and to other clones") {

@@ -112,12 +112,16 @@ def test_snapshot_and_clone(rt, tmp_path):
             src.run("true")
     assert os.path.exists(os.path.join(tpl, "template.json"))
 
-    with ztee.Sandbox(runtime=rt, template_dir=tpl) as clone:
+    # guest_aslr: the clone's own choice, not the template's default.
+    with ztee.Sandbox(runtime=rt, template_dir=tpl, guest_aslr=True) as clone:
         assert clone.run("echo hi").stdout == "hi\n"
         assert clone.read_file("/tmp/from-template") == b"tpl\n"
+        assert clone.run("cat /proc/sys/kernel/randomize_va_space").stdout == "2\n"
+    with pytest.raises(TypeError, match="guest_aslr"):
+        ztee.Sandbox(runtime=rt, template_dir=tpl, guest_aslr="off")
 
     # A pool of clones of that template; close() keeps leased sandboxes.
-    with ztee.Pool(runtime=rt, template_dir=tpl, min_ready=1, max_total=2) as p:
+    with ztee.Pool(runtime=rt, template_dir=tpl, min_ready=1, max_total=2, guest_aslr=False) as p:
         sb = p.lease(timeout=60)
         p.close()
         with pytest.raises(ztee.ClosedError):
@@ -125,6 +129,7 @@ def test_snapshot_and_clone(rt, tmp_path):
         assert p.stats()["leases"] == 1
         with sb:
             assert sb.run("cat /tmp/from-template").stdout == "tpl\n"
+            assert sb.run("cat /proc/sys/kernel/randomize_va_space").stdout == "0\n"
 
 
 def test_not_snapshottable(pool, tmp_path):

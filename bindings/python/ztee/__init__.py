@@ -228,13 +228,16 @@ def _sandbox_kwargs(image_dir: Optional[str] = None, vcpus: Optional[int] = None
                     memory_mib: Optional[int] = None, timeout: Optional[float] = None,
                     boot_timeout: Optional[float] = None,
                     output_cap: Optional[int] = None, allow: Sequence[str] = (),
-                    dns: Optional[str] = None) -> dict:
+                    dns: Optional[str] = None, guest_aslr: Optional[bool] = None) -> dict:
     """Sandbox options as the _ztee keyword arguments (shared by Sandbox and Pool)."""
     if isinstance(allow, (str, bytes)):
         raise TypeError("allow must be a list of \"CIDR:PORT\" strings, not a single string")
+    if guest_aslr is not None and not isinstance(guest_aslr, bool):
+        raise TypeError(f"guest_aslr must be None, True or False, not {guest_aslr!r}")
     return dict(image_dir=image_dir, vcpus=vcpus or 0, memory_mib=memory_mib or 0,
                 boot_timeout_ms=_ms(boot_timeout), exec_timeout_ms=_ms(timeout),
-                output_cap=output_cap or 0, allow=[str(a) for a in allow], dns=dns)
+                output_cap=output_cap or 0, allow=[str(a) for a in allow], dns=dns,
+                guest_aslr=0 if guest_aslr is None else (1 if guest_aslr else 2))
 
 
 class Sandbox:
@@ -253,6 +256,11 @@ class Sandbox:
         host's own addresses and other sandboxes are never reachable.
     dns: a resolver address the guest may query on port 53 (written to its
         /etc/resolv.conf). None: no DNS.
+    guest_aslr: ASLR for the processes inside the guest. None (the default):
+        off under software emulation (TCG), where it would make every run of
+        a program translate its code anew, on with KVM. A clone follows this
+        option, not its template's. SECURITY: guest ASLR only hardens
+        programs inside this sandbox; it plays no part in isolating the guest.
     """
 
     def __init__(self, runtime: Optional[Runtime] = None, image_dir: Optional[str] = None,
@@ -260,12 +268,13 @@ class Sandbox:
                  timeout: Optional[float] = None, boot_timeout: Optional[float] = None,
                  output_cap: Optional[int] = None, template_dir: Optional[str] = None,
                  snapshottable: bool = False, allow: Sequence[str] = (),
-                 dns: Optional[str] = None):
+                 dns: Optional[str] = None, guest_aslr: Optional[bool] = None):
         self.runtime = runtime if runtime is not None else default_runtime()
         self._sb = _ztee.Sandbox(self.runtime._rt, template_dir=template_dir,
                                  snapshottable=bool(snapshottable),
                                  **_sandbox_kwargs(image_dir, vcpus, memory_mib, timeout,
-                                                   boot_timeout, output_cap, allow, dns))
+                                                   boot_timeout, output_cap, allow, dns,
+                                                   guest_aslr))
 
     @classmethod
     def _adopt(cls, low: "_ztee.Sandbox", runtime: Runtime) -> "Sandbox":

@@ -32,6 +32,7 @@ class QemuDriver final : public Driver {
  public:
   explicit QemuDriver(QemuConfig cfg) : cfg_(std::move(cfg)) {}
   std::string description() const override { return cfg_.kvm ? "qemu/kvm" : "qemu/tcg"; }
+  bool emulated() const override { return !cfg_.kvm; }
   Result<LaunchedVm> launch(const VmConfig& cfg) override;
   std::string version() override;
   // The argv without the channel fds' numbers bound (exposed for tests and
