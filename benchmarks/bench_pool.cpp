@@ -301,8 +301,9 @@ int main(int argc, char** argv) {
   const long churn_s = arg_long(argc, argv, "--seconds", 20);
   const long direct_s = arg_long(argc, argv, "--direct-seconds", 10);
   const bool skip_memory = arg_flag(argc, argv, "--skip-memory");
+  const long warm_samples = arg_long(argc, argv, "--warm-samples", 3);
   if (leases < 2 || lease_baselines < 1 || clone_samples < 1 || cold_samples < 1 || p0_samples < 0 || clones < 1 ||
-      churn_s < 2 || direct_s < 1)
+      churn_s < 2 || direct_s < 1 || warm_samples < 0)
     die("bad arguments: counts must be >= 1 (--leases >= 2), seconds >= 2");
   const uint64_t t_start = now_ns();
 
@@ -572,6 +573,41 @@ int main(int argc, char** argv) {
     for (auto& sb : live) destroy_ms(sb, "memory clone");
     std::printf("  destroyed %ld clones in %.0f ms\n", clones, ms_since(d0));
     destroy_ms(*cold_sb, "memory baseline");
+  }
+
+  // ---- PoolOptions::warm_up (printed, not a metric) ----
+  if (warm_samples > 0) {
+    phase("first python3 run after a lease, by warm-up");
+    // Two pools of the same template: the default warm-up (`true`) and one
+    // that runs what the holder will run. Leases alternate between them.
+    const std::string py = "python3 -c pass";
+    std::vector<double> first_default, first_warmed;
+    PoolOptions pd;
+    pd.sandbox = tso;
+    pd.min_ready = 1;
+    pd.max_total = 1;
+    PoolOptions pw = pd;
+    pw.warm_up = py;
+    auto pdr = rt.create_pool(pd);
+    auto pwr = rt.create_pool(pw);
+    if (!pdr || !pwr) die(fmt::format("create_pool (warm-up): {}", !pdr ? pdr.error().message : pwr.error().message));
+    for (long i = 0; i < warm_samples; ++i) {
+      for (Pool* p : {&*pdr, &*pwr}) {
+        wait_settled(*p, 1, "warm-up pool fill");
+        auto sb = p->lease(120000);
+        if (!sb) die(fmt::format("lease (warm-up pool): {}", sb.error().message));
+        uint64_t t0 = now_ns();
+        auto r = sb->run(py);
+        double ms = ms_since(t0);
+        if (!r || r->exit_code != 0) die(fmt::format("{} after a lease failed", py));
+        (p == &*pdr ? first_default : first_warmed).push_back(ms);
+        destroy_ms(*sb, "warm-up lease");
+      }
+    }
+    summary("first `python3 -c pass`, warm_up default", first_default, "ms");
+    summary("first `python3 -c pass`, warm_up = it", first_warmed, "ms");
+    std::printf("  ratio warmed / default p50: %.3f (not a metric)\n",
+                percentile(first_warmed, 0.5) / percentile(first_default, 0.5));
   }
 
   // ---- churn ----

@@ -95,14 +95,17 @@ constexpr size_t kSandboxOptionsV3 = offsetof(ztee_sandbox_options, guest_aslr);
 static_assert(kSandboxOptionsV3 == offsetof(ztee_sandbox_options, net_dns) + sizeof(const char*),
               "0.3's ztee_sandbox_options had no tail padding");
 constexpr size_t kExecOptionsV1 = sizeof(ztee_exec_options);
-constexpr size_t kPoolOptionsV1 = sizeof(ztee_pool_options);
+// 0.3 ended with lease_timeout_ms (and 4 bytes of tail padding); warm_up came after.
+constexpr size_t kPoolOptionsV1 = offsetof(ztee_pool_options, warm_up);
+static_assert(kPoolOptionsV1 == offsetof(ztee_pool_options, lease_timeout_ms) + sizeof(uint32_t) + 4,
+              "0.3's ztee_pool_options ended with 4 bytes of tail padding");
 constexpr size_t kPoolStatsV1 = sizeof(ztee_pool_stats);
 
 constexpr size_t kRuntimeOptionsSizes[] = {kRuntimeOptionsV1, sizeof(ztee_runtime_options)};
 constexpr size_t kSandboxOptionsSizes[] = {kSandboxOptionsV1, kSandboxOptionsV2, kSandboxOptionsV3,
                                            sizeof(ztee_sandbox_options)};
 constexpr size_t kExecOptionsSizes[] = {kExecOptionsV1};
-constexpr size_t kPoolOptionsSizes[] = {kPoolOptionsV1};
+constexpr size_t kPoolOptionsSizes[] = {kPoolOptionsV1, sizeof(ztee_pool_options)};
 constexpr size_t kPoolStatsSizes[] = {kPoolStatsV1};
 
 ztee_status check_size(size_t size, std::span<const size_t> known, const char* type,
@@ -620,6 +623,7 @@ ztee_status ztee_pool_create(ztee_runtime* rt, const ztee_pool_options* opts, zt
     if (o.max_total) po.max_total = o.max_total;
     if (o.refill_concurrency) po.refill_concurrency = o.refill_concurrency;
     if (o.lease_timeout_ms) po.lease_timeout_ms = o.lease_timeout_ms;
+    po.warm_up = str_or(o.warm_up);
     if (po.max_total < po.min_ready)
       return invalid("ztee_pool_create: max_total " + std::to_string(po.max_total) +
                      " is less than min_ready " + std::to_string(po.min_ready));

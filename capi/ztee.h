@@ -386,11 +386,23 @@ typedef struct ztee_pool_options {
   uint32_t refill_concurrency; /* sandboxes started at once; 0: 1 */
   uint32_t lease_timeout_ms;   /* ztee_pool_lease's deadline when it passes 0;
                                   0: 30000 */
+  /* ---- appended after 0.3 (0.3's size: offsetof(ztee_pool_options, warm_up)) */
+  /* Run by /bin/sh -c in each new sandbox, once, before it counts as READY;
+   * it must exit 0 within the sandbox's boot timeout, else that start counts
+   * as failed (ztee_pool_last_error quotes it). NULL or "": `true`. Under
+   * software emulation a sandbox's first run of a program translates its
+   * code: warming with what lease holders will run (e.g. "python3 -c pass")
+   * makes their first run as fast as a later one. A pool that makes its own
+   * template runs it there too, before the snapshot; a failure there fails
+   * ztee_pool_create. What it writes stays in the sandbox a holder gets.
+   * Borrowed for the call. */
+  const char *warm_up;
 } ztee_pool_options;
 
-#define ZTEE_POOL_OPTIONS_INIT {sizeof(ztee_pool_options), NULL, NULL, 0, 0, 0, 0, 0}
+#define ZTEE_POOL_OPTIONS_INIT {sizeof(ztee_pool_options), NULL, NULL, 0, 0, 0, 0, 0, NULL}
 
-/* Like ztee_runtime_options_init, for ztee_pool_options. */
+/* Like ztee_runtime_options_init, for ztee_pool_options (the 0.3 size,
+ * offsetof(ztee_pool_options, warm_up), is accepted too). */
 ZTEE_API ztee_status ztee_pool_options_init(ztee_pool_options *opts, size_t size);
 
 /* Creates a pool and waits until its template exists (booting and

@@ -104,6 +104,8 @@ const char kPoolUsage[] =
     "  --image DIR     guest image directory (default: $ZTEE_IMAGE_DIR or the default image)\n"
     "  --memory MIB    guest memory in MiB (default 256)\n"
     "  --vcpus N       guest vCPUs (default 1)\n"
+    "  --warm-up CMD   shell command each new sandbox runs once before it is READY\n"
+    "                  (default: true); e.g. 'python3 -c pass' if the leases run python\n"
     "  -h, --help      show this help\n"
     "\n"
     "output: `status: ready=N starting=N leased=N created=N failed=N leases=N\n"
@@ -436,6 +438,10 @@ int cmd_pool(ArgReader r) {
       if (!err.empty()) return usage_error(err, kPoolUsage);
       if (!parse_u32(*v, popts.sandbox.vcpus) || popts.sandbox.vcpus == 0)
         return usage_error("--vcpus: not a CPU count: " + *v, kPoolUsage);
+    } else if (r.take("--warm-up", &v, &err)) {
+      if (!err.empty()) return usage_error(err, kPoolUsage);
+      if (v->empty()) return usage_error("--warm-up: empty command", kPoolUsage);
+      popts.warm_up = *v;
     } else {
       return usage_error("pool: unexpected argument " + a, kPoolUsage);
     }

@@ -359,11 +359,13 @@ class Pool {
        uint32_t max_total, uint32_t refill_concurrency, uint32_t lease_timeout_ms,
        py::object image_dir, uint32_t vcpus, uint32_t memory_mib, uint32_t boot_timeout_ms,
        uint32_t exec_timeout_ms, uint64_t output_cap, std::vector<std::string> allow, py::object dns,
-       int32_t guest_aslr) {
+       int32_t guest_aslr, py::object warm_up) {
     SandboxOpts so(image_dir, vcpus, memory_mib, boot_timeout_ms, exec_timeout_ms, output_cap,
                    py::none(), false, std::move(allow), dns, guest_aslr);
     auto tpl = opt_str(template_dir);
+    auto warm = opt_str(warm_up);
     ztee_pool_options o = ZTEE_POOL_OPTIONS_INIT;
+    o.warm_up = warm ? warm->c_str() : nullptr;
     o.sandbox = &so.o;
     o.template_dir = tpl ? tpl->c_str() : nullptr;
     o.cold_boot = cold_boot ? 1 : 0;
@@ -489,14 +491,14 @@ PYBIND11_MODULE(_ztee, m) {
   py::class_<Pool>(m, "Pool")
       .def(py::init<Runtime&, py::object, bool, uint32_t, uint32_t, uint32_t, uint32_t, py::object,
                     uint32_t, uint32_t, uint32_t, uint32_t, uint64_t, std::vector<std::string>,
-                    py::object, int32_t>(),
+                    py::object, int32_t, py::object>(),
            py::arg("runtime"), py::arg("template_dir") = py::none(), py::arg("cold_boot") = false,
            py::arg("min_ready") = 0, py::arg("max_total") = 0, py::arg("refill_concurrency") = 0,
            py::arg("lease_timeout_ms") = 0, py::arg("image_dir") = py::none(),
            py::arg("vcpus") = 0, py::arg("memory_mib") = 0, py::arg("boot_timeout_ms") = 0,
            py::arg("exec_timeout_ms") = 0, py::arg("output_cap") = 0,
            py::arg("allow") = std::vector<std::string>{}, py::arg("dns") = py::none(),
-           py::arg("guest_aslr") = 0, py::keep_alive<1, 2>())
+           py::arg("guest_aslr") = 0, py::arg("warm_up") = py::none(), py::keep_alive<1, 2>())
       .def("lease", &Pool::lease, py::arg("deadline_ms") = 0)
       .def("stats", &Pool::stats)
       .def("close", &Pool::close)

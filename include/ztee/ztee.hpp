@@ -261,6 +261,16 @@ struct PoolOptions {
   uint32_t max_total = 8;          // ready + starting + leased, at most
   uint32_t refill_concurrency = 1; // sandboxes started at once
   uint32_t lease_timeout_ms = 30000;  // default deadline for lease()
+  // Run by /bin/sh -c in each new sandbox, once, before it counts as READY;
+  // it must exit 0 within sandbox.boot_timeout_ms, else that start counts as
+  // failed (PoolStats::last_error quotes it). Empty: exec of `true`. Under
+  // TCG a sandbox's first run of a program translates the program's code,
+  // so warming with what the lease holders will run makes their first run
+  // as fast as a later one (`python3 -c pass`: ~750 ms first, ~130 ms after;
+  // benchmarks/README.md). A pool that makes its own template runs it there
+  // too, before the snapshot, so the files it read are in every clone's page
+  // cache. What it writes stays in the sandbox a holder gets.
+  std::string warm_up;
 };
 
 struct PoolStats {

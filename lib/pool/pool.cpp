@@ -42,6 +42,29 @@ int hist_bucket(uint64_t wait_us) {
 
 }  // namespace
 
+ExecOptions warm_up_exec(const PoolOptions& o) {
+  ExecOptions e;
+  if (o.warm_up.empty())
+    e.argv = {"true"};
+  else
+    e.shell = o.warm_up;
+  e.timeout_ms = o.sandbox.boot_timeout_ms;
+  e.output_cap = 64u << 10;
+  return e;
+}
+
+std::string warm_up_failure(const PoolOptions& o, const Result<ExecResult>& r) {
+  std::string what = o.warm_up.empty() ? "warm-up exec of `true`" : fmt::format("warm-up `{}`", o.warm_up);
+  if (!r) return fmt::format("{} failed: {}", what, r.error().message);
+  std::string how = r->timed_out ? fmt::format("timed out after {} ms (sandbox.boot_timeout_ms)", o.sandbox.boot_timeout_ms)
+                    : r->signal  ? fmt::format("was killed by signal {}", r->signal)
+                                 : fmt::format("exited {}", r->exit_code);
+  std::string err = r->stderr_data.size() > 200 ? "..." + r->stderr_data.substr(r->stderr_data.size() - 200)
+                                                 : r->stderr_data;
+  while (!err.empty() && (err.back() == '\n' || err.back() == ' ')) err.pop_back();
+  return err.empty() ? fmt::format("{} {}", what, how) : fmt::format("{} {} (stderr: {})", what, how, err);
+}
+
 PoolImpl::PoolImpl(std::shared_ptr<RuntimeImpl> rt, PoolOptions opts, SandboxOptions sandbox, Image image,
                    std::string owned_template)
     : rt_(std::move(rt)),
@@ -282,17 +305,15 @@ void PoolImpl::refill() {
   for (uint32_t i = 0; i < n; ++i) {
     rt_->start_sandbox(sandbox_opts_, image_, [self = shared_from_this()](Result<std::shared_ptr<SandboxImpl>> r) {
       if (!r) return self->on_started(std::move(r));
-      // Warm-up: one no-op exec before the sandbox counts as ready. A fresh
-      // VMM's first exec is its slowest (under TCG it translates the guest's
-      // code anew); the lease holder should not pay for it.
+      // Warm-up: one exec before the sandbox counts as ready. A fresh VMM's
+      // first exec is its slowest (under TCG it translates the guest's code
+      // anew); the lease holder should not pay for it.
       auto sb = std::move(r).value();
-      ExecOptions warm;
-      warm.argv = {"true"};
-      sb->exec(std::move(warm), [self, sb](Result<ExecResult> er) {
+      sb->exec(detail::warm_up_exec(self->opts_), [self, sb](Result<ExecResult> er) {
         if (er && er->exit_code == 0) return self->on_started(sb);
-        std::string why = er ? fmt::format("exit code {}", er->exit_code) : er.error().message;
+        std::string why = detail::warm_up_failure(self->opts_, er);
         sb->destroy([sb](Result<void>) {});
-        self->on_started(make_error(Errc::kSandboxFailed, fmt::format("warm-up exec in {} failed: {}", sb->id(), why)));
+        self->on_started(make_error(Errc::kSandboxFailed, fmt::format("{} in {}", why, sb->id())));
       });
     }, /*background=*/true);
   }
@@ -476,6 +497,16 @@ Result<Pool> Runtime::create_pool(const PoolOptions& opts) {
       Error e = std::move(sb).error();
       e.message = "booting the pool's template sandbox: " + e.message;
       return e;
+    }
+    if (!opts.warm_up.empty()) {
+      auto w = sb->exec(detail::warm_up_exec(opts));
+      if (!w || w->exit_code != 0) {
+        (void)sb->destroy();
+        std::error_code ec;
+        std::filesystem::remove_all(owned, ec);
+        return make_error(Errc::kSandboxFailed,
+                          fmt::format("{} in the pool's template sandbox", detail::warm_up_failure(opts, w)));
+      }
     }
     if (auto s = sb->snapshot(owned); !s) {
       (void)sb->destroy();

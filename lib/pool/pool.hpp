@@ -31,6 +31,11 @@ inline std::string owner_lock_path(const std::string& template_dir) {
   return template_dir.substr(0, slash + 1) + "." + template_dir.substr(slash + 1) + ".owner";
 }
 
+// The exec each new sandbox of a pool runs before it counts as ready
+// (PoolOptions::warm_up, or `true`), and the message when it failed.
+ExecOptions warm_up_exec(const PoolOptions& o);
+std::string warm_up_failure(const PoolOptions& o, const Result<ExecResult>& r);
+
 class PoolImpl : public std::enable_shared_from_this<PoolImpl> {
  public:
   // `sandbox` carries the template_dir every refill restores from (empty:

@@ -122,6 +122,12 @@ static void test_new_struct_sizes(void) {
   CHECK_STATUS(ztee_pool_options_init(&po, sizeof po), ZTEE_OK);
   CHECK(po.struct_size == sizeof po && po.sandbox == NULL && po.template_dir == NULL);
   CHECK(po.cold_boot == 0 && po.min_ready == 0 && po.max_total == 0 && po.lease_timeout_ms == 0);
+  CHECK(po.warm_up == NULL);
+  /* The 0.3 layout (ending before warm_up) is still accepted. */
+  memset(&po, 0x7f, sizeof po);
+  CHECK_STATUS(ztee_pool_options_init(&po, offsetof(ztee_pool_options, warm_up)), ZTEE_OK);
+  CHECK(po.struct_size == offsetof(ztee_pool_options, warm_up) && po.lease_timeout_ms == 0);
+  CHECK(*(const unsigned char *)&po.warm_up == 0x7f); /* beyond its size: untouched */
   CHECK_STATUS(ztee_pool_options_init(NULL, sizeof po), ZTEE_E_INVALID_ARGUMENT);
   check_last_error(ZTEE_E_INVALID_ARGUMENT);
   for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {

@@ -383,10 +383,12 @@ static void test_snapshot_and_pool(ztee_runtime *rt) {
   po.template_dir = tpl;
   po.min_ready = 1;
   po.max_total = 2;
+  po.warm_up = "echo warmed >> /tmp/warm-count"; /* runs once in each clone */
   CHECK_STATUS(ztee_pool_create(rt, &po, &pool), ZTEE_OK);
   if (!pool) goto out;
   CHECK_STATUS(ztee_pool_lease(pool, 60000, &a), ZTEE_OK);
   if (a) expect_stdout(a, "echo leased", "leased\n");
+  if (a) expect_stdout(a, "cat /tmp/warm-count", "warmed\n");
   /* The default: ASLR off under software emulation, on with KVM. */
   if (a) expect_stdout(a, "cat /proc/sys/kernel/randomize_va_space", ztee_has_feature("kvm") ? "2\n" : "0\n");
   check_stats(pool, &st);

@@ -42,7 +42,7 @@ if [ "$WHAT" = usage ]; then
               "pool --bogus" "pool extra" "pool --min-ready 0" "pool --min-ready x" \
               "pool --leases -1" "pool --min-ready 3 --max-total 2" "pool --cold --template /x" \
               "pool --wait 0" "gc extra" "gc --state-dir" "run --allow" \
-              "run --guest-aslr" "run --guest-aslr maybe -- true"; do
+              "run --guest-aslr" "run --guest-aslr maybe -- true" "pool --warm-up"; do
     # shellcheck disable=SC2086
     expect_rc 125 "$ZTEE" $args && { grep -q '^ztee: ' "$tmp/err" || fail "'$args': no 'ztee: ' message"; }
   done
@@ -81,6 +81,10 @@ elif [ "$WHAT" = pool ]; then
       fail "pool: no lease_wait histogram: $hist"
     fi
   fi
+  # A warm-up that fails in the pool's template: 125, and the command quoted.
+  expect_rc 125 "$ZTEE" pool --min-ready 1 --leases 1 --warm-up 'exit 3' && {
+    grep -q 'warm-up `exit 3` exited 3' "$tmp/err" || fail "pool --warm-up: not quoted in: $(cat "$tmp/err")"
+  }
   # A pool over a missing image fails with 125 and says why.
   expect_rc 125 "$ZTEE" pool --image "$tmp/no-image" --min-ready 1 --leases 1 --wait 20 && {
     grep -q "$tmp/no-image" "$tmp/err" || fail "pool no image: path missing from: $(cat "$tmp/err")"

@@ -267,6 +267,53 @@ TEST_CASE("pool: failing starts are counted and back off instead of spinning") {
   CHECK(pool.stats().backing_off == false);
 }
 
+TEST_CASE("pool: warm_up runs in the pool's own template and in each sandbox; a failing one is quoted") {
+  // Its own template: the warm-up runs there before the snapshot, then once
+  // more in the clone.
+  ztee::PoolOptions o;
+  o.min_ready = 1;
+  o.max_total = 1;
+  o.warm_up = "echo w >> /tmp/warm-count";
+  {
+    auto pool = make_pool(o);
+    auto a = pool.lease(60000);
+    REQUIRE_MESSAGE(a.ok(), a.error().message);
+    auto r = a->run("cat /tmp/warm-count");
+    REQUIRE(r.ok());
+    CHECK(r->stdout_data == "w\nw\n");
+    CHECK(a->destroy().ok());
+  }
+
+  // A failing warm-up in a pool's clones: each start counts as failed, and
+  // the error quotes the command, its status and its stderr.
+  ztee::PoolOptions f;
+  f.template_dir = shared_template();
+  f.min_ready = 1;
+  f.max_total = 1;
+  f.warm_up = "echo no-such-tool >&2; exit 3";
+  {
+    auto pool = make_pool(f);
+    REQUIRE(eventually([&] { return pool.stats().failed >= 1; }));
+    auto s = pool.stats();
+    INFO(s.last_error);
+    CHECK(has(s.last_error, "warm-up `echo no-such-tool >&2; exit 3` exited 3 (stderr: no-such-tool)"));
+    CHECK(s.created == 0);
+  }
+
+  // Failing in the pool's own template: create_pool fails and leaves no
+  // template behind.
+  std::string templates = test::state_dir() + "/templates";
+  int before = test::count_entries(templates);
+  ztee::PoolOptions g = o;
+  g.warm_up = "exit 4";
+  auto p = test::runtime().create_pool(g);
+  REQUIRE_FALSE(p.ok());
+  INFO(p.error().message);
+  CHECK(p.error().code == Errc::kSandboxFailed);
+  CHECK(has(p.error().message, "warm-up `exit 4` exited 4 in the pool's template sandbox"));
+  CHECK(test::count_entries(templates) == before);
+}
+
 TEST_CASE("pool: a released sandbox is destroyed and the pool refills") {
   ztee::PoolOptions o;
   o.template_dir = shared_template();

@@ -121,7 +121,8 @@ def test_snapshot_and_clone(rt, tmp_path):
         ztee.Sandbox(runtime=rt, template_dir=tpl, guest_aslr="off")
 
     # A pool of clones of that template; close() keeps leased sandboxes.
-    with ztee.Pool(runtime=rt, template_dir=tpl, min_ready=1, max_total=2, guest_aslr=False) as p:
+    with ztee.Pool(runtime=rt, template_dir=tpl, min_ready=1, max_total=2, guest_aslr=False,
+                   warm_up="echo w >> /tmp/warm-count") as p:
         sb = p.lease(timeout=60)
         p.close()
         with pytest.raises(ztee.ClosedError):
@@ -130,6 +131,7 @@ def test_snapshot_and_clone(rt, tmp_path):
         with sb:
             assert sb.run("cat /tmp/from-template").stdout == "tpl\n"
             assert sb.run("cat /proc/sys/kernel/randomize_va_space").stdout == "0\n"
+            assert sb.run("cat /tmp/warm-count").stdout == "w\n"
 
 
 def test_not_snapshottable(pool, tmp_path):
