@@ -18,8 +18,12 @@
 //                            (min_ready 2, max_total 6, refill_concurrency 2).
 //                            Baseline: create_sandbox(template_dir) -> exec ->
 //                            destroy without a pool.
+//   (printed, not a metric)  the first `python3 -c pass` after a lease from a
+//                            pool with the default warm-up and from one with
+//                            PoolOptions::warm_up = that command.
 //
-// Phases run in the order clone-to-exec, lease, memory, churn; measured and
+// Phases run in the order clone-to-exec, lease, memory, churn, then the
+// warm-up comparison (printed, not a metric); measured and
 // baseline samples are interleaved within each phase. The template is made
 // once (a cold-booted snapshottable sandbox, snapshotted) in the runtime's
 // state dir and removed at exit.
@@ -575,41 +579,6 @@ int main(int argc, char** argv) {
     destroy_ms(*cold_sb, "memory baseline");
   }
 
-  // ---- PoolOptions::warm_up (printed, not a metric) ----
-  if (warm_samples > 0) {
-    phase("first python3 run after a lease, by warm-up");
-    // Two pools of the same template: the default warm-up (`true`) and one
-    // that runs what the holder will run. Leases alternate between them.
-    const std::string py = "python3 -c pass";
-    std::vector<double> first_default, first_warmed;
-    PoolOptions pd;
-    pd.sandbox = tso;
-    pd.min_ready = 1;
-    pd.max_total = 1;
-    PoolOptions pw = pd;
-    pw.warm_up = py;
-    auto pdr = rt.create_pool(pd);
-    auto pwr = rt.create_pool(pw);
-    if (!pdr || !pwr) die(fmt::format("create_pool (warm-up): {}", !pdr ? pdr.error().message : pwr.error().message));
-    for (long i = 0; i < warm_samples; ++i) {
-      for (Pool* p : {&*pdr, &*pwr}) {
-        wait_settled(*p, 1, "warm-up pool fill");
-        auto sb = p->lease(120000);
-        if (!sb) die(fmt::format("lease (warm-up pool): {}", sb.error().message));
-        uint64_t t0 = now_ns();
-        auto r = sb->run(py);
-        double ms = ms_since(t0);
-        if (!r || r->exit_code != 0) die(fmt::format("{} after a lease failed", py));
-        (p == &*pdr ? first_default : first_warmed).push_back(ms);
-        destroy_ms(*sb, "warm-up lease");
-      }
-    }
-    summary("first `python3 -c pass`, warm_up default", first_default, "ms");
-    summary("first `python3 -c pass`, warm_up = it", first_warmed, "ms");
-    std::printf("  ratio warmed / default p50: %.3f (not a metric)\n",
-                percentile(first_warmed, 0.5) / percentile(first_default, 0.5));
-  }
-
   // ---- churn ----
   phase("churn");
   std::vector<double> pool_cycle, direct_cycle, churn_lease, churn_exec, churn_destroy;
@@ -692,6 +661,41 @@ int main(int argc, char** argv) {
   const double direct_rate = static_cast<double>(direct_cycle.size()) / direct_secs;
   std::printf("  churn %.2f/s (target >= 10/s): %s; direct %.2f/s\n", churn_rate, churn_rate >= 10 ? "met" : "NOT met",
               direct_rate);
+
+  // ---- PoolOptions::warm_up (printed, not a metric) ----
+  if (warm_samples > 0) {
+    phase("first python3 run after a lease, by warm-up");
+    // Two pools of the same template: the default warm-up (`true`) and one
+    // that runs what the holder will run. Leases alternate between them.
+    const std::string py = "python3 -c pass";
+    std::vector<double> first_default, first_warmed;
+    PoolOptions pd;
+    pd.sandbox = tso;
+    pd.min_ready = 1;
+    pd.max_total = 1;
+    PoolOptions pw = pd;
+    pw.warm_up = py;
+    auto pdr = rt.create_pool(pd);
+    auto pwr = rt.create_pool(pw);
+    if (!pdr || !pwr) die(fmt::format("create_pool (warm-up): {}", !pdr ? pdr.error().message : pwr.error().message));
+    for (long i = 0; i < warm_samples; ++i) {
+      for (Pool* p : {&*pdr, &*pwr}) {
+        wait_settled(*p, 1, "warm-up pool fill");
+        auto sb = p->lease(120000);
+        if (!sb) die(fmt::format("lease (warm-up pool): {}", sb.error().message));
+        uint64_t t0 = now_ns();
+        auto r = sb->run(py);
+        double ms = ms_since(t0);
+        if (!r || r->exit_code != 0) die(fmt::format("{} after a lease failed", py));
+        (p == &*pdr ? first_default : first_warmed).push_back(ms);
+        destroy_ms(*sb, "warm-up lease");
+      }
+    }
+    summary("first `python3 -c pass`, warm_up default", first_default, "ms");
+    summary("first `python3 -c pass`, warm_up = it", first_warmed, "ms");
+    std::printf("  ratio warmed / default p50: %.3f (not a metric)\n",
+                percentile(first_warmed, 0.5) / percentile(first_default, 0.5));
+  }
 
   const double l50 = percentile(lease_us, 0.5), l99 = percentile(lease_us, 0.99);
   const double b50 = percentile(base_us, 0.5);
