@@ -462,11 +462,12 @@ int cmd_pool(ArgReader r) {
 
   auto rt = ztee::Runtime::create(ropts);
   if (!rt) return fail(rt.error().message);
-  std::printf("pool: min_ready=%u max_total=%u %s; backend %s\n", popts.min_ready,
+  std::printf("pool: min_ready=%u max_total=%u %s%s; backend %s\n", popts.min_ready,
               popts.max_total,
               !popts.from_snapshot          ? "cold boots"
               : popts.template_dir.empty() ? "clones of a template made now"
                                            : ("clones of " + popts.template_dir).c_str(),
+              popts.warm_up.empty() ? "" : ("; warm-up `" + popts.warm_up + "`").c_str(),
               rt->backend_description().c_str());
   std::fflush(stdout);
   auto t0 = std::chrono::steady_clock::now();
