@@ -501,9 +501,7 @@ Result<Pool> Runtime::create_pool(const PoolOptions& opts) {
     if (!opts.warm_up.empty()) {
       auto w = sb->exec(detail::warm_up_exec(opts));
       if (!w || w->exit_code != 0) {
-        (void)sb->destroy();
-        std::error_code ec;
-        std::filesystem::remove_all(owned, ec);
+        (void)sb->destroy();  // `owned` is made only by the snapshot below
         return make_error(Errc::kSandboxFailed,
                           fmt::format("{} in the pool's template sandbox", detail::warm_up_failure(opts, w)));
       }
