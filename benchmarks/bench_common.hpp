@@ -233,14 +233,15 @@ class BareQemu {
   proto::FrameDecoder decoder_;
 };
 
-// Loads the default image and probes QEMU the way Runtime::create does.
+// Loads the default image and probes QEMU the way an unjailed Runtime::create
+// does (accel: $ZTEE_ACCEL, else auto).
 struct BareSetup {
   detail::QemuConfig qemu;
   detail::Image image;
 };
 
 inline BareSetup bare_setup(const std::string& image_dir) {
-  auto qc = detail::probe_qemu("", "auto");
+  auto qc = detail::probe_qemu("", "", false);
   if (!qc) die(fmt::format("probe_qemu: {}", qc.error().message));
   auto img = detail::load_image_manifest(image_dir);
   if (!img) die(fmt::format("load_image_manifest: {}", img.error().message));

@@ -42,8 +42,9 @@ int main(int argc, char** argv) {
   long warmup = arg_long(argc, argv, "--warmup", 3);
   if (runs < 1) die("--runs must be >= 1");
   if (::geteuid() != 0) die("ztee-bench-jail needs root (the jail does)");
-  auto qemu = probe_qemu("", "auto");
+  auto qemu = probe_qemu("", "", true);
   if (!qemu) die(qemu.error().message);
+  std::printf("backend: qemu/%s (%s)\n", qemu->kvm ? "kvm" : "tcg", qemu->accel_reason.c_str());
   auto layout = detect_cgroups("ztee-bench");
   if (!layout) die(layout.error().message);
   auto filter = build_vmm_seccomp(qemu->kvm);

@@ -4,6 +4,8 @@
 
 #include <ztee/ztee.hpp>
 
+#include "vmm/accel.hpp"
+
 #include <unistd.h>
 
 #include <cstddef>
@@ -17,6 +19,7 @@
 
 struct ztee_runtime {
   ztee::Runtime rt;
+  std::string backend;  // backend_description(), fixed at create
 };
 
 struct ztee_sandbox {
@@ -253,7 +256,11 @@ int ztee_has_feature(const char* feature) {
   if (!feature) return 0;
   if (std::strcmp(feature, "qemu") == 0) return 1;
   if (std::strcmp(feature, "firecracker") == 0) return 0;
-  if (std::strcmp(feature, "kvm") == 0) return access("/dev/kvm", R_OK | W_OK) == 0 ? 1 : 0;
+  if (std::strcmp(feature, "kvm") == 0) {
+    // The question a default runtime answers: would it run guests under KVM?
+    auto choice = ztee::detail::choose_accel("", ztee::detail::probe_kvm_host(), geteuid() == 0);
+    return choice && choice->kvm ? 1 : 0;
+  }
   if (std::strcmp(feature, "streaming") == 0) return 1;
   if (std::strcmp(feature, "files") == 0) return 1;
   if (std::strcmp(feature, "pool") == 0) return 1;
@@ -288,14 +295,17 @@ ztee_status ztee_runtime_create(const ztee_runtime_options* opts, ztee_runtime**
     ro.image_dir = str_or(o.image_dir);
     ro.backend = str_or(o.backend, "auto");
     ro.qemu_binary = str_or(o.qemu_binary);
-    ro.accel = str_or(o.accel, "auto");
+    ro.accel = str_or(o.accel, "");
     ro.jail.enabled = o.jail_disabled == 0;
     auto r = ztee::Runtime::create(std::move(ro));
     if (!r) return fail(r.error());
-    *out = new ztee_runtime{std::move(r.value())};
+    std::string backend = r->backend_description();
+    *out = new ztee_runtime{std::move(r.value()), std::move(backend)};
     return ZTEE_OK;
   });
 }
+
+const char* ztee_runtime_backend(const ztee_runtime* rt) { return rt ? rt->backend.c_str() : ""; }
 
 void ztee_runtime_free(ztee_runtime* rt) {
   (void)guard([&] {

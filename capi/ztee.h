@@ -77,7 +77,9 @@ ZTEE_API const char *ztee_status_name(ztee_status status);
 ZTEE_API const char *ztee_version(void);
 
 /* 1 if this build supports `feature`, else 0 (also for NULL or an unknown
- * name). Known features: "qemu", "firecracker", "kvm" (usable /dev/kvm now),
+ * name). Known features: "qemu", "firecracker", "kvm" (a runtime created
+ * now with default options would run guests under KVM: hardware KVM the VMM
+ * can open, and $ZTEE_ACCEL not "tcg"; a /dev/kvm served by kvm_pvm is not),
  * "streaming", "files", "pool" (ztee_pool_*), "snapshot"
  * (ztee_sandbox_snapshot, pause/resume, template_dir), "network"
  * (ztee_sandbox_options.net_allow / net_dns), "jail" (every VMM jailed),
@@ -97,7 +99,12 @@ typedef struct ztee_runtime_options {
   const char *image_dir;  /* NULL: $ZTEE_IMAGE_DIR or the default image */
   const char *backend;    /* NULL or "auto", "qemu" */
   const char *qemu_binary;/* NULL: $ZTEE_QEMU or qemu-system-x86_64 on PATH */
-  const char *accel;      /* NULL or "auto", "kvm", "tcg" */
+  /* NULL: $ZTEE_ACCEL, else "auto". "auto" picks KVM only on hardware KVM
+   * (kvm_intel/kvm_amd) and TCG otherwise (ztee_runtime_backend says why);
+   * "kvm" fails with ZTEE_E_BACKEND_UNAVAILABLE where it cannot run the
+   * image (no /dev/kvm, or kvm_pvm, which runs only PVM guest kernels);
+   * "tcg" always emulates. */
+  const char *accel;
   /* ---- appended after 0.2 (0.2's size: offsetof(ztee_runtime_options, jail_disabled)) */
   /* 0 (default): every VMM runs in a per-sandbox jail (own uid, cgroup,
    * namespaces, pivot_root, seccomp); ztee_runtime_create then needs root
@@ -124,6 +131,13 @@ ZTEE_API ztee_status ztee_runtime_create(const ztee_runtime_options *opts, ztee_
 /* Drops the caller's reference. The event loop stops once every sandbox of
  * this runtime is freed too. NULL-safe. */
 ZTEE_API void ztee_runtime_free(ztee_runtime *rt);
+
+/* The backend and accelerator this runtime runs guests on, and why, e.g.
+ * "qemu/kvm (hardware KVM: kvm_intel)" or "qemu/tcg (/dev/kvm is kvm_pvm,
+ * which runs only PVM guest kernels: guests run under software emulation)".
+ * The first word ("qemu/kvm", "qemu/tcg") is stable; the reason is prose.
+ * Valid as long as rt; "" for NULL. Any thread. */
+ZTEE_API const char *ztee_runtime_backend(const ztee_runtime *rt);
 
 /* ---- sandbox ------------------------------------------------------------ */
 

@@ -6,6 +6,11 @@
 #include <ztee/ztee.hpp>
 
 #include "image/image.hpp"
+#include "jail/jail.hpp"
+#include "jail/kvm_probe.hpp"
+#include "runtime/impl.hpp"
+#include "vmm/accel.hpp"
+#include "vmm/qemu/qemu.hpp"
 
 #include <fcntl.h>
 #include <liburing.h>
@@ -23,6 +28,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <sstream>
@@ -70,6 +76,10 @@ const char kRunUsage[] =
     "                  boot (--memory and --vcpus must match the template's)\n"
     "  --memory MIB    guest memory in MiB (default 256)\n"
     "  --vcpus N       guest vCPUs (default 1)\n"
+    "  --accel auto|kvm|tcg\n"
+    "                  accelerator (default: $ZTEE_ACCEL, else auto: KVM only on\n"
+    "                  hardware KVM, else software emulation; `ztee doctor` says\n"
+    "                  which this host gets and why)\n"
     "  --env K=V       set an environment variable (repeatable)\n"
     "  --cwd DIR       working directory in the guest (default /)\n"
     "  --allow CIDR:PORT[/tcp|/udp]\n"
@@ -104,6 +114,10 @@ const char kPoolUsage[] =
     "  --image DIR     guest image directory (default: $ZTEE_IMAGE_DIR or the default image)\n"
     "  --memory MIB    guest memory in MiB (default 256)\n"
     "  --vcpus N       guest vCPUs (default 1)\n"
+    "  --accel auto|kvm|tcg\n"
+    "                  accelerator (default: $ZTEE_ACCEL, else auto: KVM only on\n"
+    "                  hardware KVM, else software emulation; `ztee doctor` says\n"
+    "                  which this host gets and why)\n"
     "  --warm-up CMD   shell command each new sandbox runs once before it is READY\n"
     "                  (default: true); e.g. 'python3 -c pass' if the leases run python\n"
     "  -h, --help      show this help\n"
@@ -128,9 +142,12 @@ const char kImageUsage[] =
 const char kDoctorUsage[] =
     "usage: ztee doctor\n"
     "\n"
-    "Checks what sandboxes need on this host: KVM, TUN, io_uring, cgroups,\n"
-    "QEMU and the guest image. Prints one line per check (OK, WARN or FAIL\n"
-    "with what to do) and exits 1 if any check failed.\n";
+    "Checks what sandboxes need on this host: KVM (whether this image can run\n"
+    "under it), the backend and accelerator a runtime would pick and why, what a\n"
+    "jailed VMM can open (as root: a throwaway jail with its own /dev/kvm), TUN,\n"
+    "io_uring, cgroups, QEMU and the guest image. Prints one line per check (OK,\n"
+    "WARN or FAIL with what to do) and exits 1 if any check failed.\n"
+    "Honours $ZTEE_ACCEL as a runtime does.\n";
 
 const char kVersionUsage[] = "usage: ztee version\n\nPrints the version of ztee and libztee.\n";
 
@@ -234,6 +251,8 @@ void* signal_thread(void*) {
   return nullptr;
 }
 
+bool valid_accel(const std::string& a) { return a == "auto" || a == "kvm" || a == "tcg"; }
+
 int cmd_run(ArgReader r) {
   ztee::RuntimeOptions ropts;
   ztee::SandboxOptions sopts;
@@ -287,6 +306,10 @@ int cmd_run(ArgReader r) {
     } else if (r.take("--dns", &v, &err)) {
       if (!err.empty()) return usage_error(err, kRunUsage);
       sopts.network.dns = *v;
+    } else if (r.take("--accel", &v, &err)) {
+      if (!err.empty()) return usage_error(err, kRunUsage);
+      if (!valid_accel(*v)) return usage_error("--accel: expected auto, kvm or tcg, got: " + *v, kRunUsage);
+      ropts.accel = *v;
     } else if (r.take("--guest-aslr", &v, &err)) {
       if (!err.empty()) return usage_error(err, kRunUsage);
       if (*v == "auto") sopts.guest_aslr = ztee::GuestAslr::kAuto;
@@ -438,6 +461,10 @@ int cmd_pool(ArgReader r) {
       if (!err.empty()) return usage_error(err, kPoolUsage);
       if (!parse_u32(*v, popts.sandbox.vcpus) || popts.sandbox.vcpus == 0)
         return usage_error("--vcpus: not a CPU count: " + *v, kPoolUsage);
+    } else if (r.take("--accel", &v, &err)) {
+      if (!err.empty()) return usage_error(err, kPoolUsage);
+      if (!valid_accel(*v)) return usage_error("--accel: expected auto, kvm or tcg, got: " + *v, kPoolUsage);
+      ropts.accel = *v;
     } else if (r.take("--warm-up", &v, &err)) {
       if (!err.empty()) return usage_error(err, kPoolUsage);
       if (v->empty()) return usage_error("--warm-up: empty command", kPoolUsage);
@@ -651,17 +678,78 @@ std::string find_in_path(const std::string& name) {
   return {};
 }
 
+// What a default runtime would run guests on, and why; then, as root, what a
+// jailed VMM can open: a throwaway jail with its own /dev/kvm node.
 void check_kvm(Doctor& d) {
-  int fd = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
-  if (fd >= 0) {
-    ::close(fd);
-    d.ok("KVM: /dev/kvm usable");
-  } else if (errno == ENOENT) {
-    d.warn("KVM", "no /dev/kvm: QEMU will use TCG (slow)");
+  using ztee::detail::KvmHost;
+  const bool jailed = ::geteuid() == 0;  // a default runtime jails its VMMs (root only)
+  KvmHost host = ztee::detail::probe_kvm_host();
+  auto choice = ztee::detail::choose_accel("", host, jailed);
+  const char* slower = "sandboxes run under TCG (software emulation: boots and commands are several times slower)";
+  if (!choice) {
+    d.bad("KVM", choice.error().message);
   } else {
-    d.warn("KVM", std::string("/dev/kvm not usable (") + std::strerror(errno) +
-                      "): QEMU will use TCG (slow); add this user to the kvm group");
+    switch (host.kind) {
+      case KvmHost::Kind::kAbsent:
+        d.warn("KVM", std::string("no /dev/kvm: ") + slower +
+                          "; on a host with hardware virtualisation, load kvm_intel or kvm_amd");
+        break;
+      case KvmHost::Kind::kPvm:
+        d.warn("KVM", "/dev/kvm is present but cannot run this image: it is " + host.provider +
+                          ", which runs only PVM-built guest kernels (the image boots a stock kernel); " + slower);
+        break;
+      case KvmHost::Kind::kUnknown:
+        d.warn("KVM", host.describe() + ": auto does not use it; " + slower + " (--accel kvm tries it anyway)");
+        break;
+      case KvmHost::Kind::kHardware:
+        if (choice->kvm) d.ok("KVM: " + host.describe() + ": sandboxes run under KVM");
+        else d.warn("KVM", choice->reason + "; " + slower);
+        break;
+    }
   }
+  auto qemu = ztee::detail::probe_qemu("", "", jailed);
+  if (qemu)
+    d.ok(std::string("backend: qemu/") + (qemu->kvm ? "kvm" : "tcg") + " (" + qemu->accel_reason + ")" +
+         (std::getenv("ZTEE_ACCEL") && *std::getenv("ZTEE_ACCEL") ? " [$ZTEE_ACCEL is set]" : ""));
+  else
+    d.bad("backend", qemu.error().message);
+  if (host.kind == KvmHost::Kind::kAbsent) return;
+  if (!jailed) {
+    if (host.opens) d.ok("KVM node: " + host.node + " opens for this user (VMMs run unjailed, as this user)");
+    else d.warn("KVM node", host.node + " does not open for this user (" + std::strerror(host.open_errno) + ")");
+    return;
+  }
+  // What the jailed VMM can open, not what root can.
+  bool needed = qemu && qemu->kvm;
+  auto report = [&](const std::string& why) {
+    if (needed) d.bad("KVM node", why + ": sandboxes cannot start under KVM");
+    else d.warn("KVM node", why + " (not needed here: sandboxes use TCG)");
+  };
+  if (!qemu) return;
+  auto layout = ztee::detail::detect_cgroups("ztee");
+  if (!layout) return report("cannot check the jail: " + layout.error().message);
+  auto filter = ztee::detail::build_vmm_seccomp(true);
+  if (!filter) return report("cannot check the jail: " + filter.error().message);
+  std::error_code ec;
+  std::string binary = std::filesystem::canonical(qemu->binary, ec).string();
+  auto root = ztee::detail::ensure_vmm_root("/var/lib/ztee/vmm", binary, qemu->kvm);
+  if (!root) return report("cannot check the jail: " + root.error().message);
+  std::string state = ztee::detail::default_state_dir();
+  ::mkdir(state.c_str(), 0700);
+  ztee::detail::JailedKvmProbeRequest req;
+  req.state_dir = state;
+  req.binary = binary;
+  req.vmm_root = *root;
+  req.cgroups = *layout;
+  req.seccomp = &*filter;
+  auto p = ztee::detail::probe_kvm_in_jail(req);
+  if (!p) return report("a jailed VMM cannot use KVM: " + p.error().message);
+  if (!p->kvm_enabled) return report("a jailed VMM started but KVM is not enabled in it: " + p->qmp_reply);
+  char mode[8];
+  std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(p->node_mode));
+  d.ok("KVM node: a jailed VMM (uid " + std::to_string(p->vmm_uid) + ") opens its own /dev/kvm (owner uid " +
+       std::to_string(p->node_uid) + ", mode " + mode + ") and initialises KVM" +
+       (needed ? "" : "; unused here, as sandboxes use TCG"));
 }
 
 void check_tun(Doctor& d) {

@@ -68,6 +68,7 @@ class Runtime {
     rt_ = rt;
   }
   ~Runtime() { close(); }
+  std::string backend() const { return rt_ ? ztee_runtime_backend(rt_) : ""; }
   Runtime(const Runtime&) = delete;
   Runtime& operator=(const Runtime&) = delete;
 
@@ -457,6 +458,7 @@ PYBIND11_MODULE(_ztee, m) {
            py::arg("image_dir") = py::none(), py::arg("state_dir") = py::none(),
            py::arg("qemu_binary") = py::none(), py::arg("accel") = py::none(),
            py::arg("backend") = py::none(), py::arg("jail") = true)
+      .def_property_readonly("backend", &Runtime::backend)
       .def("close", &Runtime::close);
 
   py::class_<Sandbox>(m, "Sandbox")

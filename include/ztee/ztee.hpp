@@ -75,8 +75,14 @@ struct RuntimeOptions {
   std::string backend = "auto";
   // QEMU binary; empty: $ZTEE_QEMU, else qemu-system-x86_64 from PATH.
   std::string qemu_binary;
-  // Acceleration for QEMU: "auto" (KVM if /dev/kvm is usable, else TCG), "kvm", "tcg".
-  std::string accel = "auto";
+  // Acceleration for QEMU: "auto", "kvm" or "tcg"; empty: $ZTEE_ACCEL, else
+  // "auto". auto picks KVM only on hardware KVM (kvm_intel with vmx, kvm_amd
+  // with svm) that the VMM can open, and TCG otherwise -- e.g. on a /dev/kvm
+  // served by kvm_pvm, which runs only PVM-built guest kernels, not this
+  // image's stock one. backend_description() says which and why. "kvm" on a
+  // host that cannot run the image fails Runtime::create with the reason
+  // (kBackendUnavailable) before any VMM starts.
+  std::string accel;
   // VMMs kept started and waiting per template once it has been cloned, so
   // the next clone pays only for the restore. They live until the last
   // Runtime handle goes (a pool's own template: until the pool closes).
@@ -343,7 +349,9 @@ class Runtime {
   // Creates a pool and waits until its template exists (not until it is full).
   Result<Pool> create_pool(const PoolOptions& opts = {});
 
-  // "qemu/tcg" etc.: what `auto` picked, with the reason.
+  // The backend and accelerator and why, e.g. "qemu/kvm (hardware KVM:
+  // kvm_intel)" or "qemu/tcg (/dev/kvm is kvm_pvm, which runs only PVM guest
+  // kernels: guests run under software emulation)".
   std::string backend_description() const;
   const RuntimeOptions& options() const;
 

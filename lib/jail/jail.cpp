@@ -111,12 +111,24 @@ Result<SandboxJail> prepare_jail(const JailRequest& req) {
     c.mounts.push_back({req.template_mem, target, MS_NOSUID | MS_NODEV | MS_NOEXEC});
     j.path_map.emplace_back(req.template_mem, "/template/mem");
   }
-  std::vector<const char*> devs = {"null", "urandom"};
-  if (req.kvm) devs.push_back("kvm");
-  for (const char* d : devs) {
+  for (const char* d : {"null", "urandom"}) {
     std::string target = root + "/dev/" + d;
     if (auto r = make_file(target); !r) return fail(r.error());
     c.mounts.push_back({std::string("/dev/") + d, target, MS_NOSUID | MS_NOEXEC});
+  }
+  if (req.kvm) {
+    // The VMM's own KVM node (as Firecracker's jailer makes one): the host's
+    // device number, owned by the sandbox uid, mode 0600. The host node keeps
+    // its owner and mode; no group is shared between sandboxes.
+    std::string target = root + "/dev/kvm";
+    struct stat st{};
+    if (::stat(req.kvm_node.c_str(), &st) != 0) return fail(skeleton_error("stat " + req.kvm_node, errno));
+    if (!S_ISCHR(st.st_mode)) return fail(skeleton_error(req.kvm_node + " is not a character device", ENODEV));
+    if (::mknod(target.c_str(), S_IFCHR | 0600, st.st_rdev) != 0) return fail(skeleton_error("mknod " + target, errno));
+    if (::chown(target.c_str(), req.uid, req.gid) != 0 || ::chmod(target.c_str(), 0600) != 0)
+      return fail(skeleton_error("chown " + target, errno));
+    // Bound onto itself: its own mount, without the root's nodev.
+    c.mounts.push_back({target, target, MS_NOSUID | MS_NOEXEC});
   }
   c.mounts.push_back({j.run, root + "/run", MS_NOSUID | MS_NODEV | MS_NOEXEC});
   j.path_map.emplace_back(j.run, "/run");
@@ -135,7 +147,11 @@ Result<SandboxJail> prepare_jail(const JailRequest& req) {
   // The uid is the sandbox's alone, so NPROC bounds this VMM's threads.
   if (req.limits.pids_max) c.rlimits.push_back({RLIMIT_NPROC, lim(req.limits.pids_max)});
   c.clone_flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS;
-  c.netns_fd = req.netns_fd;
+  // Every VMM is in a network namespace: the sandbox's when it has a
+  // network, else an empty one of its own (only a loopback that is down),
+  // which also scopes abstract Unix sockets to this VMM.
+  if (req.netns_fd >= 0) c.netns_fd = req.netns_fd;
+  else c.clone_flags |= CLONE_NEWNET;
   c.uid = req.uid;
   c.gid = req.gid;
   c.groups = req.groups;

@@ -3,7 +3,8 @@
 // Confinement). Per sandbox: a dedicated uid/gid from a range, a cgroup with
 // its memory, CPU and pids limits (cgroup v2 when the unified hierarchy has
 // the controllers, else v1), rlimits, new mount/PID/IPC/UTS namespaces, a
-// read-only jail root holding only what the VMM needs, no_new_privs and a
+// read-only jail root holding only what the VMM needs (with KVM, a /dev/kvm
+// node of its own owned by its uid), no_new_privs and a
 // seccomp allowlist. Teardown removes each piece and checks it is gone.
 #pragma once
 
@@ -119,13 +120,16 @@ struct JailRequest {
   // Host files shown read-only at /image/<name>: {host path, name}.
   std::vector<std::pair<std::string, std::string>> read_only;
   std::string template_mem;            // a clone's template memory file, shown at /template/mem
+  // Give the VMM its own /dev/kvm: a node with kvm_node's device number,
+  // owned by uid:gid, mode 0600.
   bool kvm = false;
+  std::string kvm_node = "/dev/kvm";
   uint32_t uid = 0, gid = 0;
   std::vector<gid_t> groups;
   CgroupLayout cgroups;
   CgroupLimits limits;
   uint64_t fsize_bytes = 0;  // RLIMIT_FSIZE
-  int netns_fd = -1;
+  int netns_fd = -1;  // the sandbox network namespace to join; -1: a new, empty one
   const std::vector<sock_filter>* seccomp = nullptr;
 };
 

@@ -33,6 +33,9 @@ const char* const kVmmSyscalls[] = {
     "close_range", "rt_sigreturn", "sigaltstack", "restart_syscall", "tgkill", "getpid", "rt_sigtimedwait",
     "ioctl", "pwrite64", "pwritev", "clock_gettime", "gettimeofday", "nanosleep", "mremap", "shutdown",
     "fallocate", "fdatasync", "fsync",
+    // with -accel kvm, QEMU reads the host kernel's version at KVM set-up
+    // (seen with strace on a kvm_pvm host; a jailed KVM VMM died without it)
+    "uname",
     // QEMU's event loop falls back to epoll once io_uring is refused (below)
     "epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait",
 };

@@ -131,9 +131,11 @@ Result<Runtime> Runtime::create(RuntimeOptions opts) {
   if (opts.state_dir[0] != '/')
     return make_error(Errc::kInvalidArgument, fmt::format("state_dir \"{}\" must be an absolute path", opts.state_dir));
   if (auto r = mkdir_p(opts.state_dir, 0700); !r) return std::move(r).error();
-  auto qemu = detail::probe_qemu(opts.qemu_binary, opts.accel);
-  if (!qemu) return std::move(qemu).error();
   const JailOptions& jo = opts.jail;
+  // A jailed VMM gets a KVM node of its own (lib/jail), so the host node's
+  // permissions are not what decides.
+  auto qemu = detail::probe_qemu(opts.qemu_binary, opts.accel, jo.enabled);
+  if (!qemu) return std::move(qemu).error();
   if (jo.id_count < 2 || jo.id_first == 0 || uint64_t{jo.id_first} + jo.id_count > 0xfffffffeull)
     return make_error(Errc::kInvalidArgument,
                       fmt::format("jail id range {}+{} is invalid: id_first must be > 0, id_count >= 2, and the "
@@ -206,8 +208,9 @@ Result<Runtime> Runtime::create(RuntimeOptions opts) {
 std::string Runtime::backend_description() const {
   if (!impl_) return "";
   std::string d = impl_->driver->description();
-  if (d == "qemu/tcg") d += " (no usable /dev/kvm: guests run under software emulation)";
-  return d;
+  std::string why = impl_->driver->choice_reason();
+  if (impl_->driver->emulated()) why += why.empty() ? "guests run under software emulation" : ": guests run under software emulation";
+  return why.empty() ? d : d + " (" + why + ")";
 }
 
 const RuntimeOptions& Runtime::options() const { return impl_->opts; }

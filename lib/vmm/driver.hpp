@@ -67,6 +67,9 @@ class Driver {
   // True when guests run under software emulation (TCG), where guest code
   // is translated per VMM process.
   virtual bool emulated() const = 0;
+  // Why this backend and accelerator were chosen, e.g. "/dev/kvm is
+  // kvm_pvm, which runs only PVM guest kernels" or "hardware KVM: kvm_intel".
+  virtual std::string choice_reason() const = 0;
   // The VMM's own version line, e.g. "QEMU emulator version 7.2.22"; asked
   // once and cached. May block (runs the binary): not on the loop thread.
   virtual std::string version() = 0;

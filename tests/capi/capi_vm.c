@@ -467,6 +467,8 @@ int main(void) {
   ro.image_dir = image;
   CHECK_STATUS(ztee_runtime_create(&ro, &rt), ZTEE_OK);
   if (!rt) return finish("capi_vm");
+  /* ztee_has_feature("kvm") answers what this runtime picked. */
+  CHECK(ztee_has_feature("kvm") == (strncmp(ztee_runtime_backend(rt), "qemu/kvm", 8) == 0));
   CHECK_STATUS(ztee_sandbox_create(rt, NULL, &sb), ZTEE_OK);
   if (!sb) {
     ztee_runtime_free(rt);

@@ -13,7 +13,9 @@
 #include <sstream>
 
 #include "common.hpp"
+#include "image/image.hpp"
 #include "jail/jail.hpp"
+#include "jail/kvm_probe.hpp"
 
 using ztee::Errc;
 namespace fs = std::filesystem;
@@ -93,11 +95,25 @@ TEST_CASE("jail: the VMM runs as its own uid with no_new_privs, a seccomp filter
   auto nspid = words(status_field(pid, "NSpid"));
   REQUIRE(nspid.size() == 2);
   CHECK(nspid[1] == "1");
-  for (const char* ns : {"pid", "mnt", "ipc", "uts"}) {
+  // A network namespace of its own even without a network: nothing but lo.
+  for (const char* ns : {"pid", "mnt", "ipc", "uts", "net"}) {
     auto theirs = fs::read_symlink(fmt::format("/proc/{}/ns/{}", pid, ns));
     auto ours = fs::read_symlink(fmt::format("/proc/self/ns/{}", ns));
     CHECK_MESSAGE(theirs != ours, ns);
   }
+  std::set<std::string> links;
+  {
+    std::ifstream dev(fmt::format("/proc/{}/net/dev", pid));
+    std::string line;
+    while (std::getline(dev, line)) {
+      auto colon = line.find(':');
+      if (colon == std::string::npos) continue;
+      auto name = line.substr(0, colon);
+      name.erase(0, name.find_first_not_of(' '));
+      links.insert(name);
+    }
+  }
+  CHECK(links == std::set<std::string>{"lo"});
   // No environment, and no fd of the host's jail machinery.
   CHECK(read_all(fmt::format("/proc/{}/environ", pid)).empty());
   for (auto& e : fs::directory_iterator(fmt::format("/proc/{}/fd", pid))) {
@@ -138,7 +154,15 @@ TEST_CASE("jail: the jail root seen from the host holds nothing but what the VMM
   std::set<std::string> dev, image;
   for (auto& e : fs::directory_iterator(root + "/dev")) dev.insert(e.path().filename().string());
   for (auto& e : fs::directory_iterator(root + "/image")) image.insert(e.path().filename().string());
-  CHECK(dev == std::set<std::string>{"null", "urandom"});
+  // With KVM, the VMM's own node; never the host's (its owner would be root).
+  bool kvm = test::runtime().backend_description().starts_with("qemu/kvm");
+  CHECK(dev == (kvm ? std::set<std::string>{"kvm", "null", "urandom"} : std::set<std::string>{"null", "urandom"}));
+  if (kvm) {
+    struct stat st{};
+    REQUIRE(::stat((root + "/dev/kvm").c_str(), &st) == 0);
+    CHECK(st.st_uid == std::stoul(words(status_field(sb.vmm_pid(), "Uid"))[0]));
+    CHECK((st.st_mode & 07777) == 0600);
+  }
   CHECK(image == std::set<std::string>{"initramfs", "kernel", "rootfs"});
   CHECK(test::count_entries(root + "/run") == 0);  // no snapshot memory in a plain sandbox
   // usr holds the VMM, shared libraries, the loader, the TCG module and firmware only.
@@ -256,4 +280,56 @@ TEST_CASE("jail: a clone's VMM reaches its template's memory through the templat
   CHECK(out->stdout_data.find("ok") != std::string::npos);
   CHECK(clone->destroy().ok());
   std::system(("rm -rf " + tdir).c_str());
+}
+
+TEST_CASE("jail: a jailed VMM with -accel kvm opens a /dev/kvm node of its own, owned by its uid") {
+  // Below the runtime's accelerator choice: wherever a /dev/kvm exists (a
+  // kvm_pvm one included), the jail must let its VMM initialise KVM.
+  struct stat host{};
+  if (::stat("/dev/kvm", &host) != 0 || !S_ISCHR(host.st_mode)) {
+    MESSAGE("SKIP jailed KVM node: this host has no /dev/kvm (needs one, hardware KVM or kvm_pvm)");
+    return;
+  }
+  auto l = layout();
+  auto filter = ztee::detail::build_vmm_seccomp(true);
+  REQUIRE_MESSAGE(filter.ok(), filter.error().message);
+  auto binary = fs::canonical("/usr/bin/qemu-system-x86_64").string();
+  auto vmm_root = ztee::detail::ensure_vmm_root("/var/lib/ztee/vmm", binary, false);
+  REQUIRE_MESSAGE(vmm_root.ok(), vmm_root.error().message);
+  auto img = ztee::detail::load_image_manifest(test::image_dir());
+  REQUIRE_MESSAGE(img.ok(), img.error().message);
+  auto cgroups_before = ztee::detail::list_cgroups(l);
+  int entries_before = test::count_state_entries();
+  ztee::detail::JailedKvmProbeRequest req;
+  req.state_dir = test::state_dir();
+  req.binary = binary;
+  req.vmm_root = *vmm_root;
+  req.cgroups = l;
+  req.seccomp = &*filter;
+  // The sandbox's own machine and kernel, created paused: vCPUs and guest
+  // memory are set up under KVM and the seccomp filter. (Under kvm_pvm this
+  // stock kernel would crawl and later fail; 1.5 s of it is enough here.)
+  req.read_only = {{img->kernel.path, "kernel"}, {img->initramfs.path, "initramfs"}};
+  req.machine = {"-M", "microvm,x-option-roms=off", "-cpu", "host", "-m", "256",
+                 "-kernel", img->kernel.path, "-initrd", img->initramfs.path};
+  req.run_ms = 1500;  // then the guest runs: its vCPU enters KVM_RUN under the filter
+  auto p = ztee::detail::probe_kvm_in_jail(req);
+  REQUIRE_MESSAGE(p.ok(), p.error().message);
+  CHECK_MESSAGE(p->kvm_enabled, p->qmp_reply);
+  CHECK_MESSAGE(p->ran, p->status_reply);
+  CHECK(p->vmm_uid > 600000);
+  CHECK(p->node_uid == p->vmm_uid);
+  CHECK(p->node_gid == p->vmm_uid);
+  CHECK(p->node_mode == 0600);
+  CHECK(p->node_rdev == host.st_rdev);
+  // The host's node is untouched.
+  struct stat after{};
+  REQUIRE(::stat("/dev/kvm", &after) == 0);
+  CHECK(after.st_uid == host.st_uid);
+  CHECK(after.st_gid == host.st_gid);
+  CHECK(after.st_mode == host.st_mode);
+  // Nothing left behind.
+  CHECK(test::count_state_entries() == entries_before);
+  CHECK(ztee::detail::list_cgroups(l) == cgroups_before);
+  CHECK(mounts_under(test::state_dir()) == 0);
 }

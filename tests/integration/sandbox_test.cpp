@@ -2,6 +2,7 @@
 #include <atomic>
 #include <chrono>
 #include <future>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -84,17 +85,29 @@ TEST_CASE("several execs run at once in one sandbox") {
 }
 
 TEST_CASE("calls from many threads share one sandbox safely") {
+  // doctest assertions belong to the main thread: the workers only record
+  // what went wrong, and the checks run after the join.
+  auto& sb = test::shared();
   std::vector<std::thread> threads;
-  std::atomic<int> good{0};
+  std::mutex mu;
+  std::vector<std::string> failures;
   for (int t = 0; t < 4; ++t)
     threads.emplace_back([&, t] {
       for (int i = 0; i < 5; ++i) {
-        auto r = test::shared().run("echo " + std::to_string(t * 100 + i));
-        if (r.ok() && r->stdout_data == std::to_string(t * 100 + i) + "\n") ++good;
+        std::string want = std::to_string(t * 100 + i);
+        auto r = sb.run("echo " + want);
+        std::string bad = !r.ok() ? "error: " + r.error().message
+                          : r->stdout_data != want + "\n" ? "got \"" + r->stdout_data + "\" for " + want
+                                                          : "";
+        if (!bad.empty()) {
+          std::lock_guard lk(mu);
+          failures.push_back(bad);
+        }
       }
     });
   for (auto& th : threads) th.join();
-  CHECK(good == 20);
+  for (const auto& f : failures) CHECK_MESSAGE(false, f);
+  CHECK(failures.empty());
 }
 
 TEST_CASE("files: write, read, stat, list, mkdir, remove") {

@@ -105,7 +105,10 @@ def version() -> str:
 
 
 def has_feature(name: str) -> bool:
-    """Whether libztee supports a feature here ("qemu", "kvm", "streaming", ...)."""
+    """Whether libztee supports a feature here ("qemu", "kvm", "streaming", ...).
+
+    "kvm": a runtime created now with default options would use KVM.
+    """
     return _ztee.has_feature(name)
 
 
@@ -173,6 +176,9 @@ class Runtime:
     jail: run every VMM in a per-sandbox jail (own uid, cgroup, namespaces,
         pivot_root, seccomp); needs root. jail=False runs VMMs unconfined as
         the caller (SECURITY: development only; no sandbox network then).
+    accel: "auto", "kvm" or "tcg"; None: $ZTEE_ACCEL, else "auto". auto uses
+        KVM only on hardware KVM (kvm_intel/kvm_amd), else TCG; "kvm" raises
+        where it cannot run the image (e.g. a /dev/kvm served by kvm_pvm).
     """
 
     def __init__(self, image_dir: Optional[str] = None, state_dir: Optional[str] = None,
@@ -181,6 +187,11 @@ class Runtime:
         self._rt = _ztee.Runtime(image_dir=image_dir, state_dir=state_dir,
                                  qemu_binary=qemu_binary, accel=accel, backend=backend,
                                  jail=bool(jail))
+
+    @property
+    def backend(self) -> str:
+        """Backend and accelerator and why, e.g. "qemu/tcg (/dev/kvm is kvm_pvm, ...)"."""
+        return self._rt.backend
 
     def close(self) -> None:
         """Drops this reference; sandboxes still open keep the loop running."""

@@ -1,5 +1,7 @@
 #include "vmm/qemu/qemu.hpp"
 
+#include "vmm/accel.hpp"
+
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/socket.h>
@@ -31,13 +33,6 @@ std::string find_on_path(const std::string& name) {
   return "";
 }
 
-bool kvm_usable() {
-  int fd = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
-  if (fd < 0) return false;
-  ::close(fd);
-  return true;
-}
-
 Result<std::pair<UniqueFd, UniqueFd>> make_socketpair() {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
@@ -49,7 +44,7 @@ Result<std::pair<UniqueFd, UniqueFd>> make_socketpair() {
 
 }  // namespace
 
-Result<QemuConfig> probe_qemu(const std::string& binary, const std::string& accel) {
+Result<QemuConfig> probe_qemu(const std::string& binary, const std::string& accel, bool own_node) {
   std::string want = binary;
   if (want.empty()) {
     const char* env = std::getenv("ZTEE_QEMU");
@@ -65,19 +60,10 @@ Result<QemuConfig> probe_qemu(const std::string& binary, const std::string& acce
   }
   QemuConfig cfg;
   cfg.binary = found;
-  if (accel == "kvm") {
-    if (!kvm_usable())
-      return make_error(Errc::kBackendUnavailable,
-                        "accel kvm requested but /dev/kvm is not usable: use accel \"auto\" or \"tcg\", or "
-                        "enable KVM (load kvm_intel/kvm_amd, add the user to group kvm)");
-    cfg.kvm = true;
-  } else if (accel == "tcg") {
-    cfg.kvm = false;
-  } else if (accel.empty() || accel == "auto") {
-    cfg.kvm = kvm_usable();
-  } else {
-    return make_error(Errc::kInvalidArgument, fmt::format("unknown accel \"{}\": use auto, kvm or tcg", accel));
-  }
+  auto choice = choose_accel(accel, probe_kvm_host(), own_node);
+  if (!choice) return std::move(choice).error();
+  cfg.kvm = choice->kvm;
+  cfg.accel_reason = std::move(choice->reason);
   if (!cfg.kvm) cfg.tsc_khz = measure_tsc_khz();
   return cfg;
 }

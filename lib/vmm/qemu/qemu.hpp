@@ -1,5 +1,5 @@
-// The QEMU backend: `qemu-system-x86_64 -M microvm`, KVM when /dev/kvm is
-// usable, TCG otherwise. Control over QMP; the agent on virtio-serial port
+// The QEMU backend: `qemu-system-x86_64 -M microvm`, KVM when the host has
+// hardware KVM, TCG otherwise (vmm/accel.hpp). Control over QMP; the agent on virtio-serial port
 // `ztee.agent`; console on the ISA serial port. All channels are socketpairs
 // created before the VMM starts, so nothing races on socket paths.
 #pragma once
@@ -15,6 +15,8 @@ namespace ztee::detail {
 struct QemuConfig {
   std::string binary;  // absolute path
   bool kvm = false;
+  // Why this accelerator (vmm/accel.hpp's AccelChoice::reason).
+  std::string accel_reason;
   // Under TCG the guest's TSC ticks at the host's rate. Telling the guest
   // kernel that rate (tsc_early_khz) skips its PIT calibration, which fails on
   // a busy host and then hangs the boot.
@@ -25,14 +27,17 @@ struct QemuConfig {
 uint64_t measure_tsc_khz();
 
 // Resolves the QEMU binary and acceleration. `binary` empty: $ZTEE_QEMU, else
-// qemu-system-x86_64 on PATH. `accel`: auto|kvm|tcg.
-Result<QemuConfig> probe_qemu(const std::string& binary, const std::string& accel);
+// qemu-system-x86_64 on PATH. `accel`: auto|kvm|tcg, empty: $ZTEE_ACCEL or
+// auto (vmm/accel.hpp's choose_accel; `own_node`: the jail gives the VMM its
+// own KVM node).
+Result<QemuConfig> probe_qemu(const std::string& binary, const std::string& accel, bool own_node);
 
 class QemuDriver final : public Driver {
  public:
   explicit QemuDriver(QemuConfig cfg) : cfg_(std::move(cfg)) {}
   std::string description() const override { return cfg_.kvm ? "qemu/kvm" : "qemu/tcg"; }
   bool emulated() const override { return !cfg_.kvm; }
+  std::string choice_reason() const override { return cfg_.accel_reason; }
   Result<LaunchedVm> launch(const VmConfig& cfg) override;
   std::string version() override;
   // The argv without the channel fds' numbers bound (exposed for tests and
