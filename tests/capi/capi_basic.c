@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -438,13 +439,14 @@ static void test_accel(void) {
   ztee_runtime_options ro = ZTEE_RUNTIME_OPTIONS_INIT;
   ztee_runtime *rt = NULL;
   const char *be;
+  struct stat node;
   int kvm = ztee_has_feature("kvm");
   ro.image_dir = test_image_dir();
   CHECK_STATUS(ztee_runtime_create(&ro, &rt), ZTEE_OK);
   if (rt) {
     be = ztee_runtime_backend(rt);
     CHECK(strncmp(be, kvm ? "qemu/kvm (" : "qemu/tcg (", 10) == 0);
-    if (!kvm && access("/dev/kvm", F_OK) == 0 && access("/sys/module/kvm_pvm", F_OK) == 0)
+    if (!kvm && stat("/dev/kvm", &node) == 0 && S_ISCHR(node.st_mode) && access("/sys/module/kvm_pvm", F_OK) == 0)
       CHECK_STR_CONTAINS(be, "kvm_pvm, which runs only PVM guest kernels");
     ztee_runtime_free(rt);
     rt = NULL;
