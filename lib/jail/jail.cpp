@@ -147,9 +147,8 @@ Result<SandboxJail> prepare_jail(const JailRequest& req) {
   // The uid is the sandbox's alone, so NPROC bounds this VMM's threads.
   if (req.limits.pids_max) c.rlimits.push_back({RLIMIT_NPROC, lim(req.limits.pids_max)});
   c.clone_flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS;
-  // Every VMM is in a network namespace: the sandbox's when it has a
-  // network, else an empty one of its own (only a loopback that is down),
-  // which also scopes abstract Unix sockets to this VMM.
+  // Every VMM is in a network namespace other than the host's: the
+  // sandbox's, or a new empty one of its own.
   if (req.netns_fd >= 0) c.netns_fd = req.netns_fd;
   else c.clone_flags |= CLONE_NEWNET;
   c.uid = req.uid;

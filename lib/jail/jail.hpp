@@ -129,7 +129,13 @@ struct JailRequest {
   CgroupLayout cgroups;
   CgroupLimits limits;
   uint64_t fsize_bytes = 0;  // RLIMIT_FSIZE
-  int netns_fd = -1;  // the sandbox network namespace to join; -1: a new, empty one
+  // The sandbox's network namespace to join; -1: a new, empty one of the
+  // VMM's own (only a loopback that is down), so no VMM is ever in the
+  // host's network namespace. ztee-bench-jail measures it against one
+  // empty namespace shared by all VMMs: +0.5 ms per spawn (median 1.5 vs
+  // 2.0 ms) buys VMMs that cannot share abstract Unix sockets or anything
+  // else network-scoped with each other, as Firecracker's jailer does.
+  int netns_fd = -1;
   const std::vector<sock_filter>* seccomp = nullptr;
 };
 

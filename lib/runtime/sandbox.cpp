@@ -437,7 +437,7 @@ Result<void> SandboxImpl::launch() {
     req.limits.pids_max = opts_.pids_max ? opts_.pids_max : 128;
     req.limits.cpu_background = background_;
     req.fsize_bytes = (opts_.memory_mib + 256ull) << 20;  // guest RAM file + device state
-    req.netns_fd = cfg.netns_fd;
+    req.netns_fd = cfg.netns_fd;  // -1: the jail makes the VMM an empty one of its own
     req.seccomp = &js.seccomp;
     vm_->jail = js.cgroups;
     auto j = prepare_jail(req);
