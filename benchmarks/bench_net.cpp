@@ -26,9 +26,16 @@ namespace {
 constexpr uint32_t kZteeSlot = 16002;
 constexpr uint32_t kBaseSlot = 16003;
 constexpr const char* kBaseNs = "zb-net";
-constexpr const char* kBaseMac = "02:7a:62:65:6e:63";
+// A new MAC per cycle, as libztee's random ones: `ip netns del` returns
+// before the kernel has destroyed the namespace's macvlan, and a second
+// macvlan with the same address on ztee0p cannot come up (EADDRINUSE).
+std::string base_mac(long cycle) {
+  return fmt::format("02:7a:62:{:02x}:{:02x}:{:02x}", (cycle >> 16) & 0xff, (cycle >> 8) & 0xff, cycle & 0xff);
+}
 
-// Runs argv (PATH search) with stdout/stderr to /dev/null; returns the exit status.
+// Runs argv (PATH search) with stdout to /dev/null and stderr to a file the
+// caller may quote; returns the exit status.
+constexpr const char* kErrFile = "/tmp/ztee-bench-net.err";
 int run(const std::vector<std::string>& args) {
   std::vector<char*> argv;
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
@@ -36,7 +43,7 @@ int run(const std::vector<std::string>& args) {
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  posix_spawn_file_actions_addopen(&fa, 2, kErrFile, O_WRONLY | O_CREAT | O_TRUNC, 0600);
   pid_t pid = 0;
   int rc = ::posix_spawnp(&pid, argv[0], &fa, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
@@ -51,7 +58,9 @@ void must(const std::vector<std::string>& args) {
   if (run(args) != 0) {
     std::string cmd;
     for (const auto& a : args) cmd += a + " ";
-    die("baseline command failed: " + cmd);
+    std::ifstream err(kErrFile);
+    std::string said((std::istreambuf_iterator<char>(err)), std::istreambuf_iterator<char>());
+    die("baseline command failed: " + cmd + (said.empty() ? "" : "(" + said.substr(0, said.find('\n')) + ")"));
   }
 }
 
@@ -62,8 +71,9 @@ void baseline_cleanup(const std::string& slot_ip) {
 
 // The same slot with commands: returns the wall time in ms.
 double baseline_cycle(const std::string& rules_path, const std::string& gateway, const std::string& slot_ip,
-                      const std::string& prefix) {
+                      const std::string& prefix, long cycle) {
   const std::string ns = kBaseNs;
+  const std::string mac = base_mac(cycle);
   uint64_t t0 = now_ns();
   must({"ip", "netns", "add", ns});
   must({"ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
@@ -72,13 +82,13 @@ double baseline_cycle(const std::string& rules_path, const std::string& gateway,
   must({"ip", "-n", ns, "tuntap", "add", "tap0", "mode", "tap"});
   must({"ip", "-n", ns, "addr", "add", "100.96.0.1/30", "dev", "tap0"});
   must({"ip", "-n", ns, "link", "set", "tap0", "up"});
-  must({"ip", "link", "add", "link", kHostParent, "name", "eth0", "netns", ns, "address", kBaseMac, "type", "macvlan",
+  must({"ip", "link", "add", "link", kHostParent, "name", "eth0", "netns", ns, "address", mac, "type", "macvlan",
         "mode", "private"});
   must({"ip", "-n", ns, "addr", "add", slot_ip + "/" + prefix, "dev", "eth0"});
   must({"ip", "-n", ns, "link", "set", "eth0", "up"});
   must({"ip", "-n", ns, "route", "add", "default", "via", gateway});
   must({"ip", "netns", "exec", ns, "nft", "-f", rules_path});
-  must({"ip", "neigh", "replace", slot_ip, "lladdr", kBaseMac, "dev", kHostLink, "nud", "reachable"});
+  must({"ip", "neigh", "replace", slot_ip, "lladdr", mac, "dev", kHostLink, "nud", "reachable"});
   must({"ip", "neigh", "del", slot_ip, "dev", kHostLink});
   must({"ip", "netns", "del", ns});
   return static_cast<double>(now_ns() - t0) / 1e6;
@@ -104,6 +114,7 @@ int main(int argc, char** argv) {
   if (cycles < 1) die("--cycles must be >= 1");
   if (::geteuid() != 0) die("ztee-bench-net needs root (it creates namespaces, links and nftables rules)");
 
+  std::printf("backend: none (network slots only: no VMM runs, so no accelerator is used)\n");
   NetEnv env;
   auto policy = parse_net_policy({"10.0.0.0/8:443/tcp", "192.0.2.0/24:8000-8080", "198.51.100.7:53/udp"}, "192.0.2.53");
   if (!policy) die(policy.error().message);
@@ -132,14 +143,14 @@ int main(int argc, char** argv) {
   for (long i = 0; i < warmup; ++i) {
     double c;
     ztee_cycle(env, *policy, &c);
-    baseline_cycle(rules_path, gateway, slot_ip, prefix);
+    baseline_cycle(rules_path, gateway, slot_ip, prefix, i);
   }
   std::vector<double> zt, zc, bt;
   for (long i = 0; i < cycles; ++i) {
     double c;
     zt.push_back(ztee_cycle(env, *policy, &c));
     zc.push_back(c);
-    bt.push_back(baseline_cycle(rules_path, gateway, slot_ip, prefix));
+    bt.push_back(baseline_cycle(rules_path, gateway, slot_ip, prefix, warmup + i));
   }
   ::unlink(rules_path.c_str());
   if (!had_links) (void)remove_host_network_if_unused(env);
