@@ -116,6 +116,7 @@ int main(int argc, char** argv) {
       double t = ms_since(t0);
       if (!c) die(c.error().message);
       j->cgroups.procs.clear();
+      j->cgroups.v2_dir.reset();
       if (int rc = wait_exit(*c); rc != 0) die(fmt::format("jailed qemu --version exited {}", rc));
       uint64_t t1 = now_ns();
       auto r = remove_jail_leftovers(state, id, *layout);

@@ -130,6 +130,7 @@ Result<SandboxCgroups> create_cgroups(const CgroupLayout& layout, const std::str
   SandboxCgroups out;
   auto undo = [&](Error err) -> Result<SandboxCgroups> {
     out.procs.clear();
+    out.v2_dir.reset();
     for (auto it = out.dirs.rbegin(); it != out.dirs.rend(); ++it) ::rmdir(it->c_str());
     return err;
   };
@@ -183,17 +184,24 @@ Result<SandboxCgroups> create_cgroups(const CgroupLayout& layout, const std::str
       if (auto r = write_file(dir + "/memory.memsw.limit_in_bytes", std::to_string(lim.memory_bytes)); !r)
         return undo(r.error());
     }
+    if (layout.v2) {
+      // The child is cloned straight into it (CLONE_INTO_CGROUP).
+      int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      if (fd < 0) {
+        int e = errno;
+        return undo(make_error(Errc::kIo, fmt::format("jail: cannot open {}: {}", dir, std::strerror(e)), e));
+      }
+      out.v2_dir = UniqueFd(fd);
+      continue;
+    }
     // v1: the child joins through `tasks`, moving only its one thread: the
-    // kernel then skips the global threadgroup lock, whose write side waits
-    // for an RCU grace period (~5-30 ms here) when it was not taken lately.
+    // kernel then skips the global threadgroup lock (see SandboxCgroups).
     // The child is single-threaded, so its thread is its whole process.
-    const char* join = layout.v2 ? "cgroup.procs" : "tasks";
-    int fd = ::open((dir + "/" + join).c_str(), O_WRONLY | O_CLOEXEC);
+    int fd = ::open((dir + "/tasks").c_str(), O_WRONLY | O_CLOEXEC);
     if (fd < 0) {
       int e = errno;
-      return undo(make_error(Errc::kIo, fmt::format("jail: cannot open {}/{}: {}", dir, join, std::strerror(e)), e));
-    }
-    out.procs.emplace_back(fd);
+      return undo(make_error(Errc::kIo, fmt::format("jail: cannot open {}/tasks: {}", dir, std::strerror(e)), e));
+    }    out.procs.emplace_back(fd);
   }
   return out;
 }

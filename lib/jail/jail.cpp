@@ -79,6 +79,7 @@ Result<SandboxJail> prepare_jail(const JailRequest& req) {
   j.run = j.dir + "/run";
   auto fail = [&](Error err) -> Result<SandboxJail> {
     j.cgroups.procs.clear();
+    j.cgroups.v2_dir.reset();
     if (auto r = remove_jail_leftovers(req.state_dir, req.id, req.cgroups); !r)
       err.message += "; cleaning up also failed: " + r.error().message;
     return err;
@@ -140,6 +141,7 @@ Result<SandboxJail> prepare_jail(const JailRequest& req) {
   if (!cg) return fail(cg.error());
   j.cgroups = std::move(*cg);
   for (auto& fd : j.cgroups.procs) c.cgroup_procs_fds.push_back(fd.get());
+  c.cgroup_dir_fd = j.cgroups.v2_dir.get();
 
   auto lim = [](rlim_t v) { return rlimit{v, v}; };
   c.rlimits = {{RLIMIT_NOFILE, lim(4096)}, {RLIMIT_CORE, lim(0)}};

@@ -85,9 +85,14 @@ Result<CgroupLayout> detect_cgroups(const std::string& parent);
 
 // A sandbox's cgroup directories (one per hierarchy) and open cgroup.procs
 // files for the child to join.
+// v1: open `tasks` files for the child to write itself into. v2: the
+// directory, for clone3's CLONE_INTO_CGROUP (the child starts inside it).
+// Either way the kernel's global threadgroup lock is not taken for writing,
+// which waits for an RCU grace period (5-30 ms seen) when it was idle.
 struct SandboxCgroups {
   std::vector<std::string> dirs;
   std::vector<UniqueFd> procs;
+  UniqueFd v2_dir;
 };
 Result<SandboxCgroups> create_cgroups(const CgroupLayout& layout, const std::string& name, const CgroupLimits& lim);
 // Kills what is left in each directory, removes it and checks it is gone;

@@ -110,6 +110,7 @@ Result<JailedKvmProbe> probe_kvm_in_jail(const JailedKvmProbeRequest& req) {
   spec.confinement = &jail->confinement;
   auto child = spawn(spec);
   jail->cgroups.procs.clear();
+  jail->cgroups.v2_dir.reset();
   qmp_vmm.reset();
   log_vmm.reset();
   if (!child) return cleanup(child.error());

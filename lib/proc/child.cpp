@@ -164,6 +164,10 @@ Result<Child> spawn(const SpawnSpec& spec) {
   int pidfd = -1;
   clone_args args{};
   args.flags = CLONE_PIDFD | (conf ? conf->clone_flags : 0);
+  if (conf && conf->cgroup_dir_fd >= 0) {
+    args.flags |= CLONE_INTO_CGROUP;
+    args.cgroup = static_cast<uint64_t>(conf->cgroup_dir_fd);
+  }
   args.pidfd = reinterpret_cast<uint64_t>(&pidfd);
   args.exit_signal = SIGCHLD;
   long pid = ::syscall(SYS_clone3, &args, sizeof args);

@@ -45,8 +45,11 @@ struct Confinement {
     rlimit value;
   };
   std::vector<Limit> rlimits;
-  // Open O_WRONLY cgroup.procs files: the child writes "0" (itself) to each.
+  // Open O_WRONLY cgroup `tasks` (or cgroup.procs) files: the child writes
+  // "0" (itself) to each.
   std::vector<int> cgroup_procs_fds;
+  // A cgroup v2 directory: clone3 starts the child in it (CLONE_INTO_CGROUP).
+  int cgroup_dir_fd = -1;
   // The new root (absolute host path; empty: no pivot_root) and what is
   // mounted under it, in order. `target` is a host path inside `root`.
   struct Mount {

@@ -18,6 +18,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <sstream>
 #include <string>
 
 #include "jail/jail.hpp"
@@ -153,6 +155,74 @@ TEST_CASE("jail: a confined child's failing step is named with its errno") {
   auto ok = spawn(spec);
   REQUIRE_MESSAGE(ok.ok(), ok.error().message);
   ok->kill_and_reap();
+}
+
+// Where a cgroup2 hierarchy is mounted ("" if none).
+std::string cgroup2_mount() {
+  std::ifstream mi("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(mi, line)) {
+    auto dash = line.find(" - cgroup2 ");
+    if (dash == std::string::npos) continue;
+    std::istringstream f(line);
+    std::string id, parent, dev, root, mp;
+    f >> id >> parent >> dev >> root >> mp;
+    return mp;
+  }
+  return "";
+}
+
+TEST_CASE("jail: a child joins its cgroup without the global threadgroup lock (v1 tasks, v2 CLONE_INTO_CGROUP)") {
+  if (::geteuid() != 0) {
+    MESSAGE("SKIP cgroup joins: needs root");
+    return;
+  }
+  // v2: the child is cloned straight into the directory.
+  std::string v2 = cgroup2_mount();
+  if (v2.empty()) {
+    MESSAGE("SKIP CLONE_INTO_CGROUP: no cgroup2 hierarchy mounted here");
+  } else {
+    std::string dir = fmt::format("{}/ztee-unit-{}", v2, ::getpid());
+    REQUIRE(::mkdir(dir.c_str(), 0755) == 0);
+    int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    Confinement c;
+    c.cgroup_dir_fd = fd;
+    SpawnSpec spec;
+    spec.argv = {"/bin/sleep", "5"};
+    spec.confinement = &c;
+    auto child = spawn(spec);
+    ::close(fd);
+    REQUIRE_MESSAGE(child.ok(), child.error().message);
+    std::ifstream cg(fmt::format("/proc/{}/cgroup", child->pid()));
+    std::string all((std::istreambuf_iterator<char>(cg)), std::istreambuf_iterator<char>());
+    CHECK_MESSAGE(all.find(fmt::format("0::/ztee-unit-{}\n", ::getpid())) != std::string::npos, all);
+    child->kill_and_reap();
+    CHECK(::rmdir(dir.c_str()) == 0);
+  }
+  // v1 (or v2, where that is what the host has): the layout the runtime uses.
+  auto layout = detect_cgroups(fmt::format("ztee-unit-{}", ::getpid()));
+  REQUIRE_MESSAGE(layout.ok(), layout.error().message);
+  auto cg = create_cgroups(*layout, "sb-join", {});
+  REQUIRE_MESSAGE(cg.ok(), cg.error().message);
+  CHECK(cg->v2_dir.valid() == layout->v2);
+  CHECK(cg->procs.size() == (layout->v2 ? 0u : cg->dirs.size()));
+  Confinement c;
+  for (auto& f : cg->procs) c.cgroup_procs_fds.push_back(f.get());
+  c.cgroup_dir_fd = cg->v2_dir.get();
+  SpawnSpec spec;
+  spec.argv = {"/bin/sleep", "5"};
+  spec.confinement = &c;
+  auto child = spawn(spec);
+  REQUIRE_MESSAGE(child.ok(), child.error().message);
+  std::ifstream in(fmt::format("/proc/{}/cgroup", child->pid()));
+  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK_MESSAGE(all.find("/sb-join\n") != std::string::npos, all);
+  child->kill_and_reap();
+  cg->procs.clear();
+  cg->v2_dir.reset();
+  CHECK(remove_cgroups(*layout, "sb-join").ok());
+  for (auto& p : layout->parents) ::rmdir(p.c_str());
 }
 
 TEST_CASE("jail: leftovers are removed from names alone; bad cgroup parents are refused") {
