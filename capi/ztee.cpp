@@ -8,6 +8,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
@@ -111,6 +112,10 @@ constexpr size_t kExecOptionsSizes[] = {kExecOptionsV1};
 constexpr size_t kPoolOptionsSizes[] = {kPoolOptionsV1, sizeof(ztee_pool_options)};
 constexpr size_t kPoolStatsSizes[] = {kPoolStatsV1};
 
+// A struct larger than this libztee's comes from a caller built against a
+// newer ztee.h; at most this many bytes of it are looked at.
+constexpr size_t kMaxStructSize = 4096;
+
 ztee_status check_size(size_t size, std::span<const size_t> known, const char* type,
                        const char* init) {
   if (size == 0)
@@ -121,13 +126,19 @@ ztee_status check_size(size_t size, std::span<const size_t> known, const char* t
     if (size == k) return ZTEE_OK;
     list += (list.empty() ? "" : ", ") + std::to_string(k);
   }
+  // Newer callers: the fields this libztee does not know must be zero
+  // (their defaults); read_options checks them.
+  if (size > known.back() && size <= kMaxStructSize) return ZTEE_OK;
   return invalid(std::string(type) + ".struct_size " + std::to_string(size) +
-                 " is not a size this libztee knows (" + list + "): initialise the struct with " +
+                 " is not a size this libztee knows (" + list + ", or larger up to " +
+                 std::to_string(kMaxStructSize) + " from a newer ztee.h): initialise the struct with " +
                  init + " or " + std::string(type) + "_init()");
 }
 
 // Copies the caller's options into a zeroed struct of the current layout.
-// NULL means every default.
+// NULL means every default. A caller's larger struct (a newer ztee.h) is
+// accepted only if every byte past this libztee's layout is zero: a field
+// it does not know cannot be honoured, so it is refused rather than ignored.
 template <typename T>
 ztee_status read_options(const T* in, std::span<const size_t> known, const char* type,
                          const char* init, T* out) {
@@ -135,7 +146,19 @@ ztee_status read_options(const T* in, std::span<const size_t> known, const char*
   out->struct_size = sizeof(T);
   if (!in) return ZTEE_OK;
   if (ztee_status st = check_size(in->struct_size, known, type, init); st != ZTEE_OK) return st;
-  std::memcpy(out, in, in->struct_size);
+  size_t size = in->struct_size;
+  if (size > sizeof(T)) {
+    const auto* bytes = reinterpret_cast<const unsigned char*>(in);
+    for (size_t i = sizeof(T); i < size; ++i)
+      if (bytes[i] != 0)
+        return invalid(std::string(type) + " sets a field this libztee does not know (non-zero byte at offset " +
+                       std::to_string(i) + "; this libztee's struct has " + std::to_string(sizeof(T)) +
+                       " bytes): the program was built against a newer ztee.h; upgrade libztee or leave that "
+                       "field zero");
+    size = sizeof(T);
+  }
+  std::memcpy(out, in, size);
+  out->struct_size = sizeof(T);
   return ZTEE_OK;
 }
 
@@ -679,7 +702,11 @@ ztee_status ztee_pool_stats_get(const ztee_pool* pool, ztee_pool_stats* out) {
     full.lease_timeouts = s.lease_timeouts;
     static_assert(sizeof full.lease_wait_hist == sizeof s.lease_wait_hist);
     std::memcpy(full.lease_wait_hist, s.lease_wait_hist, sizeof full.lease_wait_hist);
-    std::memcpy(out, &full, size);  // only the fields the caller's layout has
+    // Only the fields the caller's layout has; a newer caller's unknown
+    // fields read as zero.
+    size_t n = std::min<size_t>(size, sizeof full);
+    std::memcpy(out, &full, n);
+    if (size > n) std::memset(reinterpret_cast<unsigned char*>(out) + n, 0, size - n);
     return ZTEE_OK;
   });
 }

@@ -12,7 +12,13 @@
  *    any order.
  *  - Options structs start with uint32_t struct_size. Initialise them with the
  *    ZTEE_*_OPTIONS_INIT macro or ztee_*_options_init(); a zero field means its
- *    default. An unknown struct_size fails with ZTEE_E_INVALID_ARGUMENT.
+ *    default. A struct_size this library does not know fails with
+ *    ZTEE_E_INVALID_ARGUMENT, except a larger one (a program built against a
+ *    newer ztee.h, up to 4096 bytes): that is accepted when every byte past
+ *    this library's layout is zero, and refused (ZTEE_E_INVALID_ARGUMENT)
+ *    when one is not, since a field this library does not know cannot be
+ *    honoured. Output structs (ztee_pool_stats) of a larger size get the
+ *    fields this library knows and zeros after them.
  *  - Strings passed in are borrowed for the duration of the call. Memory the
  *    library returns is released with the matching *_free or ztee_free.
  *  - All functions are thread-safe. Callbacks run on the runtime's event-loop

@@ -117,8 +117,8 @@ static void test_options_init(void) {
 static void test_new_struct_sizes(void) {
   ztee_pool_options po;
   ztee_sandbox_options so;
-  size_t bad[] = {0, 3, (size_t)1 << 20, SIZE_MAX, sizeof(ztee_pool_options) - 4,
-                  sizeof(ztee_pool_options) + 8};
+  /* (Larger sizes come from newer callers: test_newer_callers.) */
+  size_t bad[] = {0, 3, (size_t)1 << 20, SIZE_MAX, sizeof(ztee_pool_options) - 4};
   size_t i;
   const size_t old_size = offsetof(ztee_sandbox_options, template_dir);
 
@@ -162,7 +162,7 @@ static void test_new_struct_sizes(void) {
   {
     size_t between[] = {old_size + 4, offsetof(ztee_sandbox_options, snapshottable),
                         offsetof(ztee_sandbox_options, snapshottable) + 2,
-                        offsetof(ztee_sandbox_options, guest_aslr) + 2, sizeof so + 8};
+                        offsetof(ztee_sandbox_options, guest_aslr) + 2};
     for (i = 0; i < sizeof between / sizeof between[0]; i++) {
       CHECK_STATUS(ztee_sandbox_options_init(&so, between[i]), ZTEE_E_INVALID_ARGUMENT);
       check_last_error(ZTEE_E_INVALID_ARGUMENT);
@@ -322,7 +322,8 @@ static void test_pool_options(ztee_runtime *rt, const char *missing) {
       ztee_free(msg);
       /* Bad stats sizes. */
       {
-        uint32_t bad[] = {0, 3, sizeof(ztee_pool_stats) - 8, sizeof(ztee_pool_stats) + 8};
+        /* (A larger struct is a newer caller's: capi_vm's check_stats.) */
+        uint32_t bad[] = {0, 3, sizeof(ztee_pool_stats) - 8, 1u << 20};
         for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
           stats.struct_size = bad[i];
           CHECK_STATUS(ztee_pool_stats_get(pool, &stats), ZTEE_E_INVALID_ARGUMENT);
@@ -430,6 +431,61 @@ static void test_missing_qemu(void) {
     check_last_error(st);
     CHECK_STR_CONTAINS(ztee_last_error()->message, "/nonexistent/qemu-system-x86_64");
   }
+}
+
+/* A program built against a newer ztee.h passes a larger struct: zero bytes
+ * past this libztee's layout are that program's defaults and accepted; a
+ * non-zero one is a field this libztee cannot honour and is refused. Every
+ * options struct (exec options and pool stats need a sandbox: capi_vm). */
+struct newer_runtime_options { ztee_runtime_options o; unsigned char extra[24]; };
+struct newer_sandbox_options { ztee_sandbox_options o; unsigned char extra[24]; };
+struct newer_pool_options { ztee_pool_options o; unsigned char extra[24]; };
+struct newer_exec_options { ztee_exec_options o; unsigned char extra[24]; };
+
+static void test_newer_callers(void) {
+  const char *missing = "/nonexistent/ztee-newer-caller";
+  ztee_runtime *rt = NULL, *r2 = (ztee_runtime *)SENTINEL;
+  struct newer_runtime_options ro;
+  struct newer_sandbox_options so;
+  struct newer_pool_options po;
+  struct newer_exec_options eo;
+  ztee_sandbox *sb = (ztee_sandbox *)SENTINEL;
+  ztee_pool *pool = (ztee_pool *)SENTINEL;
+  memset(&ro, 0x7f, sizeof ro);
+  CHECK_STATUS(ztee_runtime_options_init(&ro.o, sizeof ro), ZTEE_OK);
+  CHECK(ro.o.struct_size == sizeof ro && ro.extra[0] == 0 && ro.extra[23] == 0);
+  CHECK_STATUS(ztee_runtime_options_init(&ro.o, 4097), ZTEE_E_INVALID_ARGUMENT);
+  memset(&eo, 0x7f, sizeof eo);
+  CHECK_STATUS(ztee_exec_options_init(&eo.o, sizeof eo), ZTEE_OK);
+  CHECK(eo.o.struct_size == sizeof eo && eo.extra[23] == 0);
+  ro.o.image_dir = test_image_dir();
+  CHECK_STATUS(ztee_runtime_create(&ro.o, &rt), ZTEE_OK);
+  ro.extra[5] = 1;
+  CHECK_STATUS(ztee_runtime_create(&ro.o, &r2), ZTEE_E_INVALID_ARGUMENT);
+  CHECK_STR_CONTAINS(ztee_last_error()->message, "newer ztee.h");
+  CHECK(r2 == (ztee_runtime *)SENTINEL);
+  if (!rt) return;
+
+  CHECK_STATUS(ztee_sandbox_options_init(&so.o, sizeof so), ZTEE_OK);
+  so.o.image_dir = missing; /* accepted, then fails on the image: nothing boots */
+  CHECK(ztee_sandbox_create(rt, &so.o, &sb) != ZTEE_OK);
+  CHECK(ztee_last_error()->code != ZTEE_E_INVALID_ARGUMENT);
+  CHECK_STR_CONTAINS(ztee_last_error()->message, missing);
+  so.extra[23] = 2;
+  CHECK_STATUS(ztee_sandbox_create(rt, &so.o, &sb), ZTEE_E_INVALID_ARGUMENT);
+  CHECK_STR_CONTAINS(ztee_last_error()->message, "ztee_sandbox_options sets a field this libztee does not know");
+  CHECK(sb == (ztee_sandbox *)SENTINEL);
+
+  CHECK_STATUS(ztee_pool_options_init(&po.o, sizeof po), ZTEE_OK);
+  po.o.template_dir = "/nonexistent/ztee-newer-template";
+  CHECK(ztee_pool_create(rt, &po.o, &pool) != ZTEE_OK);
+  CHECK(ztee_last_error()->code != ZTEE_E_INVALID_ARGUMENT);
+  CHECK_STR_CONTAINS(ztee_last_error()->message, "/nonexistent/ztee-newer-template");
+  po.extra[0] = 1;
+  CHECK_STATUS(ztee_pool_create(rt, &po.o, &pool), ZTEE_E_INVALID_ARGUMENT);
+  CHECK_STR_CONTAINS(ztee_last_error()->message, "ztee_pool_options sets a field this libztee does not know");
+  CHECK(pool == (ztee_pool *)SENTINEL);
+  ztee_runtime_free(rt);
 }
 
 /* accel: the runtime's choice matches ztee_has_feature("kvm") and says why;
@@ -557,6 +613,7 @@ int main(void) {
   test_sandbox_options_and_image();
   test_missing_qemu();
   test_accel();
+  test_newer_callers();
   test_jail_option();
   return finish("capi_basic");
 }

@@ -69,6 +69,29 @@ static void test_exec(ztee_sandbox *sb) {
   }
 }
 
+/* Exec options from a newer caller: zero extra bytes run, a non-zero one is refused. */
+static void test_newer_exec_options(ztee_sandbox *sb) {
+  struct {
+    ztee_exec_options o;
+    unsigned char extra[24];
+  } eo;
+  static const char *const tru[] = {"echo", "newer"};
+  ztee_exec_result *r = (ztee_exec_result *)SENTINEL;
+  CHECK_STATUS(ztee_exec_options_init(&eo.o, sizeof eo), ZTEE_OK);
+  eo.o.argv = tru;
+  eo.o.argc = 2;
+  CHECK_STATUS(ztee_sandbox_exec(sb, &eo.o, &r), ZTEE_OK);
+  if (r != (ztee_exec_result *)SENTINEL && r) {
+    CHECK(strcmp(r->stdout_data, "newer\n") == 0);
+    ztee_exec_result_free(r);
+  }
+  r = (ztee_exec_result *)SENTINEL;
+  eo.extra[7] = 9;
+  CHECK_STATUS(ztee_sandbox_exec(sb, &eo.o, &r), ZTEE_E_INVALID_ARGUMENT);
+  CHECK(strstr(ztee_last_error()->message, "newer ztee.h") != NULL);
+  CHECK(r == (ztee_exec_result *)SENTINEL);
+}
+
 static void test_exec_options(ztee_sandbox *sb) {
   ztee_exec_options eo = ZTEE_EXEC_OPTIONS_INIT;
   ztee_exec_result *r = (ztee_exec_result *)SENTINEL;
@@ -309,10 +332,20 @@ static void test_pause_resume(ztee_sandbox *sb) {
 }
 
 static void check_stats(ztee_pool *pool, ztee_pool_stats *st) {
+  /* A newer caller's larger struct gets the known fields, then zeros. */
+  struct {
+    ztee_pool_stats s;
+    unsigned char extra[16];
+  } newer;
   memset(st, 0x55, sizeof *st);
   st->struct_size = sizeof *st;
   CHECK_STATUS(ztee_pool_stats_get(pool, st), ZTEE_OK);
   CHECK(st->struct_size == sizeof *st);
+  memset(&newer, 0x55, sizeof newer);
+  newer.s.struct_size = sizeof newer;
+  CHECK_STATUS(ztee_pool_stats_get(pool, &newer.s), ZTEE_OK);
+  CHECK(newer.s.struct_size == sizeof newer && newer.extra[0] == 0 && newer.extra[15] == 0);
+  CHECK(newer.s.created >= st->created && newer.s.leases >= st->leases);
 }
 
 /* A snapshot of a snapshottable sandbox, a clone of it, and a pool of clones
@@ -479,6 +512,7 @@ int main(void) {
 
   test_exec(sb);
   test_exec_options(sb);
+  test_newer_exec_options(sb);
   test_streaming(sb);
   test_files(sb);
   test_pause_resume(sb);
