@@ -627,7 +627,13 @@ int cmd_image(ArgReader r) {
   if (script.empty())
     return fail("image-build.sh not found (looked in " + self_dir() +
                 "/../share/ztee/ and the source tree's tools/): reinstall ztee");
-  std::string agent = self_dir() + "/ztee-agent";
+  // Beside the CLI in a build tree; under libexec/ztee/ when installed.
+  std::string agent;
+  for (const std::string& c : {self_dir() + "/ztee-agent", self_dir() + "/../libexec/ztee/ztee-agent"})
+    if (agent.empty() && ::access(c.c_str(), X_OK) == 0) agent = c;
+  if (agent.empty())
+    return fail("ztee-agent not found (looked beside " + self_dir() + " and in " + self_dir() +
+                "/../libexec/ztee/): reinstall ztee");
   std::vector<std::string> argv = {"/bin/bash", script, "--out", out, "--agent", agent};
   if (force) argv.push_back("--force");
   std::vector<char*> cargv;
