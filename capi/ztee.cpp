@@ -32,6 +32,10 @@ struct ztee_pool {
   ztee::Pool pool;
 };
 
+struct ztee_cancel {
+  ztee::ExecCancel token;
+};
+
 namespace {
 
 // ---- per-thread last error ------------------------------------------------
@@ -98,7 +102,8 @@ static_assert(kSandboxOptionsV2 == offsetof(ztee_sandbox_options, snapshottable)
 constexpr size_t kSandboxOptionsV3 = offsetof(ztee_sandbox_options, guest_aslr);
 static_assert(kSandboxOptionsV3 == offsetof(ztee_sandbox_options, net_dns) + sizeof(const char*),
               "0.3's ztee_sandbox_options had no tail padding");
-constexpr size_t kExecOptionsV1 = sizeof(ztee_exec_options);
+// 0.3 ended with user_data; cancel came after.
+constexpr size_t kExecOptionsV1 = offsetof(ztee_exec_options, cancel);
 // 0.3 ended with lease_timeout_ms (and 4 bytes of tail padding); warm_up came after.
 constexpr size_t kPoolOptionsV1 = offsetof(ztee_pool_options, warm_up);
 static_assert(kPoolOptionsV1 == offsetof(ztee_pool_options, lease_timeout_ms) + sizeof(uint32_t) + 4,
@@ -108,7 +113,7 @@ constexpr size_t kPoolStatsV1 = sizeof(ztee_pool_stats);
 constexpr size_t kRuntimeOptionsSizes[] = {kRuntimeOptionsV1, sizeof(ztee_runtime_options)};
 constexpr size_t kSandboxOptionsSizes[] = {kSandboxOptionsV1, kSandboxOptionsV2, kSandboxOptionsV3,
                                            sizeof(ztee_sandbox_options)};
-constexpr size_t kExecOptionsSizes[] = {kExecOptionsV1};
+constexpr size_t kExecOptionsSizes[] = {kExecOptionsV1, sizeof(ztee_exec_options)};
 constexpr size_t kPoolOptionsSizes[] = {kPoolOptionsV1, sizeof(ztee_pool_options)};
 constexpr size_t kPoolStatsSizes[] = {kPoolStatsV1};
 
@@ -490,6 +495,7 @@ ztee_status ztee_sandbox_exec(ztee_sandbox* sb, const ztee_exec_options* opts,
       void* ud = o.user_data;
       eo.on_stderr = [cb, ud](std::string_view d) { cb(ud, d.data(), d.size()); };
     }
+    if (o.cancel) eo.cancel = o.cancel->token;
 
     auto r = sb->sb.exec(eo);
     if (!r) return fail(r.error());
@@ -510,6 +516,7 @@ ztee_status ztee_sandbox_exec(ztee_sandbox* sb, const ztee_exec_options* opts,
     res->signal = er.signal;
     res->timed_out = er.timed_out ? 1 : 0;
     res->truncated = er.truncated ? 1 : 0;
+    res->cancelled = er.cancelled ? 1 : 0;
     res->duration_us = er.duration_us;
     *out = res;
     return ZTEE_OK;
@@ -521,6 +528,30 @@ void ztee_exec_result_free(ztee_exec_result* result) {
   std::free(result->stdout_data);
   std::free(result->stderr_data);
   std::free(result);
+}
+
+ztee_status ztee_cancel_create(ztee_cancel** out) {
+  return guard([&]() -> ztee_status {
+    if (!out) return invalid("ztee_cancel_create: out is NULL");
+    *out = new ztee_cancel{ztee::ExecCancel::create()};
+    return ZTEE_OK;
+  });
+}
+
+void ztee_cancel_trigger(ztee_cancel* cancel) {
+  (void)guard([&] {
+    if (cancel) cancel->token.trigger();
+    return ZTEE_OK;
+  });
+}
+
+int ztee_cancel_triggered(const ztee_cancel* cancel) { return cancel && cancel->token.triggered() ? 1 : 0; }
+
+void ztee_cancel_free(ztee_cancel* cancel) {
+  (void)guard([&] {
+    delete cancel;
+    return ZTEE_OK;
+  });
 }
 
 // ---- files --------------------------------------------------------------------

@@ -291,10 +291,15 @@ typedef struct ztee_exec_options {
   ztee_output_cb on_stdout;  /* if set, stdout is streamed, not collected */
   ztee_output_cb on_stderr;  /* if set, stderr is streamed, not collected */
   void *user_data;
+  /* ---- appended after 0.3 (0.3's size: offsetof(ztee_exec_options, cancel)) */
+  /* A cancel token (ztee_cancel_create): ztee_cancel_trigger from any thread
+   * kills this command's process group; the exec then returns its result
+   * with cancelled = 1. NULL: none. Borrowed: it must outlive the call. */
+  struct ztee_cancel *cancel;
 } ztee_exec_options;
 
 #define ZTEE_EXEC_OPTIONS_INIT \
-  {sizeof(ztee_exec_options), NULL, 0, NULL, NULL, 0, NULL, NULL, NULL, 0, 0, 0, NULL, NULL, NULL}
+  {sizeof(ztee_exec_options), NULL, 0, NULL, NULL, 0, NULL, NULL, NULL, 0, 0, 0, NULL, NULL, NULL, NULL}
 
 /* Like ztee_runtime_options_init, for ztee_exec_options. */
 ZTEE_API ztee_status ztee_exec_options_init(ztee_exec_options *opts, size_t size);
@@ -310,6 +315,8 @@ typedef struct ztee_exec_result {
   size_t stdout_len;
   char *stderr_data;
   size_t stderr_len;
+  /* ---- appended after 0.3 (results are allocated by the library) */
+  int32_t cancelled;    /* 1 if ztee_exec_options.cancel ended it (signal 9) */
 } ztee_exec_result;
 
 /* Runs a command in the sandbox and waits for it to end. On success *out is
@@ -323,6 +330,27 @@ ZTEE_API ztee_status ztee_sandbox_exec(ztee_sandbox *sb, const ztee_exec_options
 
 /* Releases a result of ztee_sandbox_exec and its buffers. NULL-safe. */
 ZTEE_API void ztee_exec_result_free(ztee_exec_result *result);
+
+/* A cancel token for execs (ztee_exec_options.cancel), e.g. to honour a
+ * caller's deadline or an abort from another thread. One token may serve
+ * several execs; once triggered it stays triggered, and an exec started
+ * with a triggered token is cancelled as soon as it starts. */
+typedef struct ztee_cancel ztee_cancel;
+
+/* Errors: ZTEE_E_INVALID_ARGUMENT (out NULL), ZTEE_E_NO_MEMORY. */
+ZTEE_API ztee_status ztee_cancel_create(ztee_cancel **out);
+
+/* Kills the process group of every exec running with this token (SIGKILL in
+ * the guest); each such ztee_sandbox_exec then returns ZTEE_OK with
+ * cancelled = 1. Any thread, including a streaming callback; never blocks;
+ * idempotent; NULL-safe. */
+ZTEE_API void ztee_cancel_trigger(ztee_cancel *cancel);
+
+/* 1 once triggered, else 0 (also for NULL). */
+ZTEE_API int ztee_cancel_triggered(const ztee_cancel *cancel);
+
+/* Frees the token; execs still running with it must have returned. NULL-safe. */
+ZTEE_API void ztee_cancel_free(ztee_cancel *cancel);
 
 /* ---- files -------------------------------------------------------------- */
 

@@ -693,7 +693,10 @@ void Agent::handle_signal(uint32_t stream, const json& req) {
   if (sig == 0) throw BadRequest("field \"signal\" must be 1..64");
   auto it = execs_.find(stream);
   if (it == execs_.end() || it->second->reaped) return;  // raced with exit: nothing to do
-  ::kill(-it->second->pid, static_cast<int>(sig));
+  // Right after fork the child has not called setsid yet, so its group does
+  // not exist: signal the child itself (it has no descendants before exec).
+  if (::kill(-it->second->pid, static_cast<int>(sig)) != 0 && errno == ESRCH)
+    ::kill(it->second->pid, static_cast<int>(sig));
 }
 
 void Agent::on_sigchld() {

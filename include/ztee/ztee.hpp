@@ -27,6 +27,7 @@ namespace ztee {
 namespace detail {
 class RuntimeImpl;
 class SandboxImpl;
+struct CancelState;
 class PoolImpl;
 }  // namespace detail
 
@@ -160,6 +161,25 @@ struct SandboxOptions {
   GuestAslr guest_aslr = GuestAslr::kAuto;
 };
 
+// Ends running execs from any thread. trigger() kills each exec's whole
+// process group in the guest (SIGKILL); each exec then returns its result
+// with ExecResult::cancelled set. A token triggered before an exec starts
+// cancels it as soon as it starts. One token may serve several execs, at
+// once or one after another; it stays triggered. A default-constructed
+// token is empty (cancels nothing): make one with ExecCancel::create().
+class ExecCancel {
+ public:
+  ExecCancel() = default;
+  static ExecCancel create();
+  void trigger() const;  // any thread; idempotent; a no-op on an empty token
+  bool triggered() const;
+  explicit operator bool() const { return static_cast<bool>(state_); }
+
+ private:
+  friend class detail::SandboxImpl;
+  std::shared_ptr<detail::CancelState> state_;
+};
+
 struct ExecOptions {
   // Either argv (argv[0] searched in PATH) or shell (run by /bin/sh -c).
   std::vector<std::string> argv;
@@ -175,6 +195,8 @@ struct ExecOptions {
   // also accumulated in ExecResult.
   std::function<void(std::string_view)> on_stdout;
   std::function<void(std::string_view)> on_stderr;
+  // Empty: the exec can end only by itself or its timeout.
+  ExecCancel cancel;
 };
 
 struct ExecResult {
@@ -182,6 +204,7 @@ struct ExecResult {
   int signal = 0;        // the signal that ended it, 0 if none
   bool timed_out = false;
   bool truncated = false;  // output beyond output_cap was dropped
+  bool cancelled = false;  // ExecOptions::cancel ended it (signal is then SIGKILL)
   uint64_t duration_us = 0;
   std::string stdout_data;
   std::string stderr_data;

@@ -16,6 +16,7 @@
 #include "agent/json.hpp"
 #include "agent/replies.hpp"
 #include "proc/owner.hpp"
+#include "runtime/cancel.hpp"
 #include "runtime/impl.hpp"
 
 namespace ztee::detail {
@@ -657,6 +658,14 @@ void SandboxImpl::exec(ExecOptions o, std::function<void(Result<ExecResult>)> do
     uint64_t cap;
     ExecOptions opts;
     std::function<void(Result<ExecResult>)> done;
+    std::shared_ptr<CancelState> cancel;
+    uint64_t cancel_id = 0;
+    void finish(Result<ExecResult> r) {
+      if (cancel) cancel->remove(cancel_id);  // no hook runs after this
+      auto d = std::move(done);
+      done = nullptr;
+      d(std::move(r));
+    }
   };
   auto st = std::make_shared<State>();
   st->cap = cap;
@@ -694,13 +703,11 @@ void SandboxImpl::exec(ExecOptions o, std::function<void(Result<ExecResult>)> do
         st->res.timed_out = e->timed_out;
         st->res.truncated = st->res.truncated || e->truncated;
         st->res.duration_us = e->duration_us;
-        auto d = std::move(st->done);
-        d(std::move(st->res));
+        st->finish(std::move(st->res));
         return true;
       }
       case MsgType::kError: {
-        auto d = std::move(st->done);
-        d(guest_error(p, "exec failed"));
+        st->finish(guest_error(p, "exec failed"));
         return true;
       }
       default:
@@ -709,16 +716,30 @@ void SandboxImpl::exec(ExecOptions o, std::function<void(Result<ExecResult>)> do
     }
   };
   req->fail = [st](Error e) {
-    if (st->done) {
-      auto d = std::move(st->done);
-      d(std::move(e));
-    }
+    if (st->done) st->finish(std::move(e));
   };
   std::optional<std::string> stdin_data = std::move(o.stdin_data);
+  std::shared_ptr<CancelState> cancel = o.cancel.state_;
   st->opts = std::move(o);
   uint32_t sid = start_request(req, timeout ? timeout + kExecGraceMs : 0);
   vm_->agent->send(proto::MsgType::kExec, sid, j);
   if (stdin_data) vm_->agent->send_data(proto::MsgType::kStdin, sid, *stdin_data, proto::kFlagEof);
+  if (cancel) {
+    // The hook runs on the triggering thread, under the token's lock, while
+    // this exec is registered, so the sandbox, its runtime and its loop are
+    // alive (the request holds the sandbox): it only posts to the loop.
+    std::weak_ptr<SandboxImpl> self = shared_from_this();
+    Loop* loop = rt_->loop.get();
+    st->cancel = cancel;
+    st->cancel_id = cancel->add([loop, self, st, sid] {
+      loop->post([self, st, sid] {
+        auto s = self.lock();
+        if (!s || !st->done || s->usable()) return;  // ended, or the sandbox is gone
+        st->res.cancelled = true;
+        s->vm_->agent->send(proto::MsgType::kSignal, sid, "{\"signal\":9}");
+      });
+    });
+  }
 }
 
 template <typename T, typename Parse>

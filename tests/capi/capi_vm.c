@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -67,6 +68,63 @@ static void test_exec(ztee_sandbox *sb) {
     CHECK(strcmp(r->stderr_data, "oops\n") == 0);
     ztee_exec_result_free(r);
   }
+}
+
+/* Cancel: another thread triggers the token once the command has started;
+ * the exec returns with cancelled = 1 and signal 9. The worker only
+ * triggers; the checks run on the main thread. */
+static ztee_cancel *g_cancel;
+static volatile int g_started;
+
+static void on_started(void *user_data, const char *data, size_t len) {
+  (void)user_data;
+  if (len && memchr(data, 's', len)) g_started = 1;
+}
+
+static void *trigger_when_started(void *arg) {
+  int i;
+  (void)arg;
+  for (i = 0; i < 3000 && !g_started; i++) usleep(10000);
+  ztee_cancel_trigger(g_cancel);
+  return NULL;
+}
+
+static void test_cancel(ztee_sandbox *sb) {
+  ztee_exec_options eo = ZTEE_EXEC_OPTIONS_INIT;
+  ztee_exec_result *r = NULL;
+  pthread_t t;
+  CHECK_STATUS(ztee_cancel_create(NULL), ZTEE_E_INVALID_ARGUMENT);
+  CHECK_STATUS(ztee_cancel_create(&g_cancel), ZTEE_OK);
+  if (!g_cancel) return;
+  CHECK(ztee_cancel_triggered(g_cancel) == 0 && ztee_cancel_triggered(NULL) == 0);
+  ztee_cancel_trigger(NULL); /* NULL-safe */
+  eo.shell = "echo started; sleep 60";
+  eo.on_stdout = on_started;
+  eo.cancel = g_cancel;
+  CHECK(pthread_create(&t, NULL, trigger_when_started, NULL) == 0);
+  CHECK_STATUS(ztee_sandbox_exec(sb, &eo, &r), ZTEE_OK);
+  pthread_join(t, NULL);
+  CHECK(g_started == 1);
+  if (r) {
+    CHECK(r->cancelled == 1 && r->signal == 9 && r->exit_code == -1);
+    ztee_exec_result_free(r);
+  }
+  CHECK(ztee_cancel_triggered(g_cancel) == 1);
+  /* The 0.3 layout (no cancel field) still runs. */
+  {
+    ztee_exec_options old = ZTEE_EXEC_OPTIONS_INIT;
+    old.struct_size = (uint32_t)offsetof(ztee_exec_options, cancel);
+    old.shell = "echo old";
+    r = NULL;
+    CHECK_STATUS(ztee_sandbox_exec(sb, &old, &r), ZTEE_OK);
+    if (r) {
+      CHECK(strcmp(r->stdout_data, "old\n") == 0 && r->cancelled == 0);
+      ztee_exec_result_free(r);
+    }
+  }
+  ztee_cancel_free(g_cancel);
+  ztee_cancel_free(NULL);
+  g_cancel = NULL;
 }
 
 /* Exec options from a newer caller: zero extra bytes run, a non-zero one is refused. */
@@ -513,6 +571,7 @@ int main(void) {
   test_exec(sb);
   test_exec_options(sb);
   test_newer_exec_options(sb);
+  test_cancel(sb);
   test_streaming(sb);
   test_files(sb);
   test_pause_resume(sb);

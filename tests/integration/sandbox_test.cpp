@@ -110,6 +110,57 @@ TEST_CASE("calls from many threads share one sandbox safely") {
   CHECK(failures.empty());
 }
 
+TEST_CASE("exec: a cancel token kills the command from another thread; the sandbox stays usable") {
+  auto& sb = test::shared();
+  auto cancel = ztee::ExecCancel::create();
+  REQUIRE(cancel);
+  CHECK(!cancel.triggered());
+  std::atomic<bool> started{false};
+  std::string out;
+  ztee::ExecOptions o;
+  o.shell = "echo started; sleep 60; echo never";
+  o.on_stdout = [&](std::string_view d) {
+    out.append(d);
+    if (out.find("started") != std::string::npos) started = true;
+  };
+  o.cancel = cancel;
+  // The worker only triggers; every check is on this thread.
+  std::thread killer([&] {
+    for (int i = 0; i < 3000 && !started; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    cancel.trigger();
+  });
+  auto r = sb.exec(o);
+  killer.join();
+  REQUIRE_MESSAGE(r.ok(), r.error().message);
+  CHECK(started);
+  CHECK(r->cancelled);
+  CHECK(r->signal == 9);
+  CHECK(r->exit_code == -1);
+  CHECK(out == "started\n");
+  CHECK(cancel.triggered());
+  // A token that is already triggered cancels the next exec as it starts.
+  ztee::ExecOptions o2;
+  o2.shell = "sleep 60";
+  o2.cancel = cancel;
+  auto r2 = sb.exec(o2);
+  REQUIRE(r2.ok());
+  CHECK(r2->cancelled);
+  CHECK_MESSAGE(r2->signal == 9, "exit " << r2->exit_code << " signal " << r2->signal << " after " << r2->duration_us << " us, stderr " << r2->stderr_data);
+  // Untriggered and empty tokens change nothing; the sandbox is still usable.
+  ztee::ExecOptions o3;
+  o3.shell = "echo fine";
+  o3.cancel = ztee::ExecCancel::create();
+  auto r3 = sb.exec(o3);
+  REQUIRE(r3.ok());
+  CHECK(!r3->cancelled);
+  CHECK(r3->exit_code == 0);
+  CHECK(r3->stdout_data == "fine\n");
+  ztee::ExecCancel empty;
+  CHECK(!empty);
+  empty.trigger();  // a no-op
+  CHECK(!empty.triggered());
+}
+
 TEST_CASE("files: write, read, stat, list, mkdir, remove") {
   auto& sb = test::shared();
   std::string bin;
