@@ -298,7 +298,6 @@ TEST_CASE("jail: a jailed VMM with -accel kvm opens a /dev/kvm node of its own, 
   REQUIRE_MESSAGE(vmm_root.ok(), vmm_root.error().message);
   auto img = ztee::detail::load_image_manifest(test::image_dir());
   REQUIRE_MESSAGE(img.ok(), img.error().message);
-  auto cgroups_before = ztee::detail::list_cgroups(l);
   int entries_before = test::count_state_entries();
   ztee::detail::JailedKvmProbeRequest req;
   req.state_dir = test::state_dir();
@@ -328,8 +327,9 @@ TEST_CASE("jail: a jailed VMM with -accel kvm opens a /dev/kvm node of its own, 
   CHECK(after.st_uid == host.st_uid);
   CHECK(after.st_gid == host.st_gid);
   CHECK(after.st_mode == host.st_mode);
-  // Nothing left behind.
+  // Nothing left behind (other runtimes on the host may add and remove
+  // cgroups of their own meanwhile: only the probe's are looked for).
   CHECK(test::count_state_entries() == entries_before);
-  CHECK(ztee::detail::list_cgroups(l) == cgroups_before);
+  for (const auto& name : ztee::detail::list_cgroups(l)) CHECK_MESSAGE(!name.starts_with("sb-kvmprobe-"), name);
   CHECK(mounts_under(test::state_dir()) == 0);
 }

@@ -1,0 +1,3 @@
+module libztee.dev/ztee
+
+go 1.19
