@@ -1,4 +1,4 @@
-/* capi/ztee.h on its own, compiled strictly as C99 and C11 (and, as
+/* capi/ztee.h on its own, compiled strictly as C99 and C11 (and, through
  * header_test.cpp, as C++17 and C++20): it must need nothing but standard
  * headers, and its macros must expand cleanly. Built, not run. */
 #include "ztee.h"

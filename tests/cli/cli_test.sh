@@ -42,7 +42,8 @@ if [ "$WHAT" = usage ]; then
               "pool --bogus" "pool extra" "pool --min-ready 0" "pool --min-ready x" \
               "pool --leases -1" "pool --min-ready 3 --max-total 2" "pool --cold --template /x" \
               "pool --wait 0" "gc extra" "gc --state-dir" "run --allow" \
-              "run --guest-aslr" "run --guest-aslr maybe -- true" "pool --warm-up"; do
+              "run --guest-aslr" "run --guest-aslr maybe -- true" "pool --warm-up" \
+              "run --accel" "run --accel warp -- true" "pool --accel fast"; do
     # shellcheck disable=SC2086
     expect_rc 125 "$ZTEE" $args && { grep -q '^ztee: ' "$tmp/err" || fail "'$args': no 'ztee: ' message"; }
   done
@@ -54,6 +55,21 @@ if [ "$WHAT" = usage ]; then
     grep -Eq "^(OK|WARN|FAIL) +$check\b" "$tmp/out" || fail "doctor: no line for $check: $(cat "$tmp/out")"
   done
   if grep -Evq '^(OK|WARN|FAIL) ' "$tmp/out"; then fail "doctor: malformed line: $(cat "$tmp/out")"; fi
+  # The backend a runtime would pick, and why; on a /dev/kvm that cannot run
+  # the image (kvm_pvm), a WARN with the consequence, never an OK.
+  grep -Eq '^OK +backend: qemu/(kvm|tcg) \(.+\)' "$tmp/out" || fail "doctor: no backend line: $(cat "$tmp/out")"
+  if [ -c /dev/kvm ] && [ -d /sys/module/kvm_pvm ] && ! grep -qw vmx /proc/cpuinfo && ! grep -qw svm /proc/cpuinfo; then
+    grep -Eq '^WARN KVM: /dev/kvm is present but cannot run this image: it is kvm_pvm.*TCG' "$tmp/out" ||
+      fail "doctor on a kvm_pvm host: $(grep KVM "$tmp/out")"
+    grep -Eq '^OK +backend: qemu/tcg \(/dev/kvm is kvm_pvm' "$tmp/out" || fail "doctor: backend on kvm_pvm: $(cat "$tmp/out")"
+  fi
+  if [ "$(id -u)" = 0 ] && [ -c /dev/kvm ]; then
+    grep -Eq '^OK +KVM node: a jailed VMM \(uid [0-9]+\) opens its own /dev/kvm \(owner uid [0-9]+, mode 0600\)' "$tmp/out" ||
+      fail "doctor: jailed KVM node: $(grep 'KVM node' "$tmp/out")"
+  fi
+  # ZTEE_ACCEL is honoured: tcg is always possible.
+  ZTEE_ACCEL=tcg "$ZTEE" doctor >"$tmp/out" 2>&1
+  grep -Eq '^OK +backend: qemu/tcg \(ZTEE_ACCEL=tcg\)' "$tmp/out" || fail "doctor with ZTEE_ACCEL=tcg: $(cat "$tmp/out")"
   if grep -q '^FAIL' "$tmp/out"; then want=1; else want=0; fi
   [ "$rc" = "$want" ] || fail "doctor exited $rc, want $want"
 elif [ "$WHAT" = pool ]; then
@@ -128,6 +144,17 @@ else
   expect_rc 0 "$ZTEE" run --guest-aslr on -- sh -c 'ls /sys/class/net; cat /proc/sys/kernel/randomize_va_space' && {
     [ "$(cat "$tmp/out")" = "$(printf 'lo\n2')" ] || fail "no --allow, --guest-aslr on: $(cat "$tmp/out")"
   }
+  # --accel: tcg always runs; kvm where KVM cannot run the image fails
+  # before any VMM starts, with the reason.
+  expect_rc 0 "$ZTEE" run --accel tcg -- true
+  if [ ! -c /dev/kvm ] || { ! grep -qw vmx /proc/cpuinfo && ! grep -qw svm /proc/cpuinfo; }; then
+    expect_rc 125 "$ZTEE" run --accel kvm -- true && {
+      grep -q 'accel kvm cannot run this image' "$tmp/err" || fail "--accel kvm: $(cat "$tmp/err")"
+    }
+    ZTEE_ACCEL=kvm expect_rc 125 "$ZTEE" run -- true && {
+      grep -q 'from \$ZTEE_ACCEL' "$tmp/err" || fail "ZTEE_ACCEL=kvm: $(cat "$tmp/err")"
+    }
+  fi
   expect_rc 0 "$ZTEE" gc --state-dir "$tmp/gc-state" && {
     grep -q 'nothing to remove' "$tmp/out" || fail "gc on an empty state dir: $(cat "$tmp/out")"
   }
