@@ -1,4 +1,5 @@
-// Runs python3 in a microVM through the C++ API.
+// Runs Python code in a microVM that writes a file, reads the file back and
+// prints it, through the C++ API.
 #include <ztee/ztee.hpp>
 
 #include <cstdio>
@@ -6,10 +7,14 @@
 int main() {
   auto rt = ztee::Runtime::create();
   if (!rt) return std::fprintf(stderr, "ztee: %s\n", rt.error().message.c_str()), 1;
-  auto sb = rt->create_sandbox();
+  auto sb = rt->create_sandbox();  // boots a microVM
   if (!sb) return std::fprintf(stderr, "ztee: %s\n", sb.error().message.c_str()), 1;
-  auto r = sb->run("python3 -c 'print(6*7)'");
-  if (!r) return std::fprintf(stderr, "ztee: %s\n", r.error().message.c_str()), 1;
-  std::fputs(r->stdout_data.c_str(), stdout);  // 42
-  return sb->destroy() ? 0 : 1;
+  ztee::ExecOptions run;
+  run.argv = {"python3", "-c", "open('/tmp/answer.txt', 'w').write(str(6 * 7))"};
+  auto r = sb->exec(run);
+  if (!r || r->exit_code != 0) return std::fprintf(stderr, "ztee: the Python code failed\n"), 1;
+  auto data = sb->read_file("/tmp/answer.txt");
+  if (!data) return std::fprintf(stderr, "ztee: %s\n", data.error().message.c_str()), 1;
+  std::printf("%s\n", data->c_str());  // 42
+  return sb->destroy() ? 0 : 1;        // removes the VM and everything it left
 }

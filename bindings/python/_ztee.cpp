@@ -95,6 +95,7 @@ class Runtime {
 struct StreamCtx {
   py::object on_stdout, on_stderr;
   std::optional<py::error_already_set> error;  // the first exception a callback raised
+  ztee_cancel* cancel = nullptr;               // triggered when a callback raises
 };
 
 void call_stream(StreamCtx* ctx, py::object& fn, const char* data, size_t len) {
@@ -114,6 +115,8 @@ void call_stream(StreamCtx* ctx, py::object& fn, const char* data, size_t len) {
     }
   } catch (...) {
   }
+  // A callback that raised ends the command: its output has nowhere to go.
+  if (ctx->error) ztee_cancel_trigger(ctx->cancel);
 }
 
 extern "C" void on_stdout_cb(void* ud, const char* data, size_t len) {
@@ -162,6 +165,22 @@ struct SandboxOpts {
     o.snapshottable = snapshottable ? 1 : 0;
     o.guest_aslr = guest_aslr;
   }
+};
+
+// A cancel token (ztee_cancel): trigger() from any thread kills the execs
+// that run with it.
+class Cancel {
+ public:
+  Cancel() { call([&] { return ztee_cancel_create(&c_); }); }
+  ~Cancel() { ztee_cancel_free(c_); }
+  Cancel(const Cancel&) = delete;
+  Cancel& operator=(const Cancel&) = delete;
+  void trigger() { ztee_cancel_trigger(c_); }
+  bool triggered() const { return ztee_cancel_triggered(c_) != 0; }
+  ztee_cancel* get() const { return c_; }
+
+ private:
+  ztee_cancel* c_ = nullptr;
 };
 
 class Sandbox {
@@ -222,7 +241,7 @@ class Sandbox {
   // Returns a dict; ztee/__init__.py wraps it in a Result.
   py::dict exec(py::object argv, py::object shell, py::object env, py::object cwd,
                 py::object stdin_data, uint32_t timeout_ms, uint64_t output_cap,
-                py::object on_stdout, py::object on_stderr) {
+                py::object on_stdout, py::object on_stderr, py::object cancel) {
     ztee_sandbox* sb = get();
     std::vector<std::string> args;
     std::vector<const char*> argp;
@@ -266,6 +285,16 @@ class Sandbox {
     if (!on_stdout.is_none()) o.on_stdout = on_stdout_cb;
     if (!on_stderr.is_none()) o.on_stderr = on_stderr_cb;
     o.user_data = &ctx;
+    // The caller's token, or one of this call's own when a callback may
+    // need to end the command.
+    std::unique_ptr<Cancel> own;
+    if (!cancel.is_none()) {
+      ctx.cancel = cancel.cast<Cancel&>().get();
+    } else if (!on_stdout.is_none() || !on_stderr.is_none()) {
+      own = std::make_unique<Cancel>();
+      ctx.cancel = own->get();
+    }
+    o.cancel = ctx.cancel;
 
     ztee_exec_result* res = nullptr;
     Failure f;
@@ -285,6 +314,7 @@ class Sandbox {
     d["signal"] = res->signal;
     d["timed_out"] = res->timed_out != 0;
     d["truncated"] = res->truncated != 0;
+    d["cancelled"] = res->cancelled != 0;
     d["duration_us"] = res->duration_us;
     d["stdout"] = py::bytes(res->stdout_data, res->stdout_len);
     d["stderr"] = py::bytes(res->stderr_data, res->stderr_len);
@@ -453,6 +483,11 @@ PYBIND11_MODULE(_ztee, m) {
   m.def("has_feature", [](const std::string& f) { return ztee_has_feature(f.c_str()) != 0; });
   m.def("status_name", [](int st) { return std::string(ztee_status_name(st)); });
 
+  py::class_<Cancel>(m, "Cancel")
+      .def(py::init<>())
+      .def("trigger", &Cancel::trigger)
+      .def_property_readonly("triggered", &Cancel::triggered);
+
   py::class_<Runtime>(m, "Runtime")
       .def(py::init<py::object, py::object, py::object, py::object, py::object, bool>(),
            py::arg("image_dir") = py::none(), py::arg("state_dir") = py::none(),
@@ -480,7 +515,7 @@ PYBIND11_MODULE(_ztee, m) {
       .def("exec", &Sandbox::exec, py::arg("argv") = py::none(), py::arg("shell") = py::none(),
            py::arg("env") = py::none(), py::arg("cwd") = py::none(), py::arg("stdin") = py::none(),
            py::arg("timeout_ms") = 0, py::arg("output_cap") = 0, py::arg("on_stdout") = py::none(),
-           py::arg("on_stderr") = py::none())
+           py::arg("on_stderr") = py::none(), py::arg("cancel") = py::none())
       .def("write_file", &Sandbox::write_file, py::arg("path"), py::arg("data"), py::arg("mode") = 0)
       .def("read_file", &Sandbox::read_file, py::arg("path"), py::arg("max_bytes") = 0)
       .def("stat", &Sandbox::stat, py::arg("path"))

@@ -143,3 +143,42 @@ def test_gil_released(sb):
         t.join()
     assert r.exit_code == 0
     assert during > 50, f"the counting thread only ran {during} times during a 1 s exec"
+
+
+def test_cancel_from_another_thread(sb):
+    cancel = ztee.Cancel()
+    assert not cancel.triggered
+    started = threading.Event()
+    chunks = []
+
+    def out(s):
+        chunks.append(s)
+        started.set()
+
+    def killer():
+        started.wait(30)
+        cancel.trigger()
+
+    t = threading.Thread(target=killer)
+    t.start()
+    r = sb.run("echo started; sleep 60; echo never", on_stdout=out, cancel=cancel)
+    t.join()
+    assert r.cancelled and r.signal == 9 and r.exit_code == -1
+    assert "".join(chunks) == "started\n"
+    assert cancel.triggered
+    # A triggered token kills the next command at once; the sandbox still works.
+    r = sb.run("sleep 60", cancel=cancel)
+    assert r.cancelled and r.signal == 9
+    r = sb.run("echo fine", cancel=ztee.Cancel())
+    assert not r.cancelled and r.stdout == "fine\n"
+
+
+def test_raising_callback_ends_the_command(sb):
+    def boom(_):
+        raise ValueError("no room")
+
+    t0 = time.monotonic()
+    with pytest.raises(ValueError, match="no room"):
+        sb.run("echo first; sleep 60", on_stdout=boom)
+    assert time.monotonic() - t0 < 30  # killed, not waited for
+    assert sb.run("echo ok").stdout == "ok\n"

@@ -377,6 +377,17 @@ func (r *Runtime) NewSandbox(ctx context.Context, opts *SandboxOptions) (*Sandbo
 	return s, nil
 }
 
+// Ping makes one no-op round trip to the guest agent.
+func (s *Sandbox) Ping() error {
+	sb, err := s.handle()
+	if err != nil {
+		return err
+	}
+	err = call(func() C.ztee_status { return C.ztee_sandbox_ping(sb) })
+	runtime.KeepAlive(s)
+	return err
+}
+
 // ID is the sandbox id ("sb-...").
 func (s *Sandbox) ID() string { return s.id }
 

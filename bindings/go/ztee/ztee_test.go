@@ -73,6 +73,9 @@ func TestVersionAndFeatures(t *testing.T) {
 
 func TestRunOutputExitEnvCwdStdin(t *testing.T) {
 	_, sb := shared(t)
+	if err := sb.Ping(); err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
 	r, err := sb.Run(ctx, "echo out; echo err >&2; exit 3", nil)
 	if err != nil {

@@ -29,7 +29,7 @@ from typing import Callable, List, Mapping, Optional, Sequence, Union
 from . import _ztee
 
 __all__ = [
-    "Runtime", "Sandbox", "Pool", "ExecResult", "FileInfo", "version", "has_feature",
+    "Runtime", "Sandbox", "Pool", "ExecResult", "FileInfo", "Cancel", "version", "has_feature",
     "Error", "InvalidArgumentError", "NotFoundError", "ImageError", "BackendUnavailableError",
     "TimeoutError", "SandboxFailedError", "ClosedError",
 ]
@@ -124,6 +124,7 @@ class ExecResult:
     timed_out: bool
     truncated: bool      # output beyond the cap was dropped
     duration: float      # seconds
+    cancelled: bool = False  # a Cancel (or a raising callback) killed it (signal 9)
 
     @property
     def stdout(self) -> str:
@@ -168,6 +169,22 @@ def _ms(seconds: Optional[float]) -> int:
 
 
 # ---- runtime and sandbox ----------------------------------------------------------
+
+
+class Cancel:
+    """Kills running commands from any thread: pass it as exec()/run()'s
+    cancel=, then trigger(). It stays triggered; a command started with a
+    triggered token is killed as soon as it starts."""
+
+    def __init__(self) -> None:
+        self._c = _ztee.Cancel()
+
+    def trigger(self) -> None:
+        self._c.trigger()
+
+    @property
+    def triggered(self) -> bool:
+        return self._c.triggered
 
 
 class Runtime:
@@ -345,35 +362,41 @@ class Sandbox:
              env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
              stdin: Union[bytes, str, None] = None,
              on_stdout: Optional[OutputCallback] = None,
-             on_stderr: Optional[OutputCallback] = None) -> ExecResult:
+             on_stderr: Optional[OutputCallback] = None,
+             cancel: Optional["Cancel"] = None) -> ExecResult:
         """Runs argv (argv[0] looked up in the guest's PATH) and waits for it.
         A non-zero exit is not an error; a missing command raises NotFoundError.
         on_stdout/on_stderr receive str chunks as they arrive (and the output
-        is then not collected in the result)."""
+        is then not collected in the result); one that raises ends the
+        command, and the exception propagates. cancel.trigger() from another
+        thread kills the command (result.cancelled)."""
         if isinstance(argv, (str, bytes)):
             raise InvalidArgumentError(-1, 0, "exec() takes a list of arguments; use run() for a shell string")
-        return self._exec(list(argv), None, timeout, env, cwd, stdin, on_stdout, on_stderr)
+        return self._exec(list(argv), None, timeout, env, cwd, stdin, on_stdout, on_stderr, cancel)
 
     def run(self, cmd: str, timeout: Optional[float] = None,
             env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
             stdin: Union[bytes, str, None] = None,
             on_stdout: Optional[OutputCallback] = None,
-            on_stderr: Optional[OutputCallback] = None) -> ExecResult:
+            on_stderr: Optional[OutputCallback] = None,
+            cancel: Optional["Cancel"] = None) -> ExecResult:
         """Runs a shell command line (/bin/sh -c cmd) and waits for it."""
-        return self._exec(None, cmd, timeout, env, cwd, stdin, on_stdout, on_stderr)
+        return self._exec(None, cmd, timeout, env, cwd, stdin, on_stdout, on_stderr, cancel)
 
-    def _exec(self, argv, shell, timeout, env, cwd, stdin, on_stdout, on_stderr) -> ExecResult:
+    def _exec(self, argv, shell, timeout, env, cwd, stdin, on_stdout, on_stderr, cancel=None) -> ExecResult:
         out = _Decoder(on_stdout) if on_stdout is not None else None
         err = _Decoder(on_stderr) if on_stderr is not None else None
         d = self._sb.exec(argv=argv, shell=shell, env=dict(env) if env else None, cwd=cwd,
-                          stdin=stdin, timeout_ms=_ms(timeout), on_stdout=out, on_stderr=err)
+                          stdin=stdin, timeout_ms=_ms(timeout), on_stdout=out, on_stderr=err,
+                          cancel=cancel._c if cancel is not None else None)
         if out:
             out.flush()
         if err:
             err.flush()
         return ExecResult(stdout_bytes=d["stdout"], stderr_bytes=d["stderr"],
                           exit_code=d["exit_code"], signal=d["signal"], timed_out=d["timed_out"],
-                          truncated=d["truncated"], duration=d["duration_us"] / 1e6)
+                          truncated=d["truncated"], duration=d["duration_us"] / 1e6,
+                          cancelled=d["cancelled"])
 
     # ---- files ----
 
