@@ -1,7 +1,8 @@
 // Runs Python code in a microVM that writes a file, reads the file back and
-// prints it. Build against libztee (see bindings/go/ztee):
+// prints it. Build against libztee (see bindings/go/ztee); from the
+// repository root after tools/dev setup:
 //
-//	CGO_LDFLAGS="-L$PWD/build/lib -Wl,-rpath,$PWD/build/lib" go run ./examples/go
+//	cd examples/go && CGO_LDFLAGS="-L$PWD/../../build/lib -Wl,-rpath,$PWD/../../build/lib" go run .
 package main
 
 import (

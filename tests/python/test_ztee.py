@@ -182,3 +182,19 @@ def test_raising_callback_ends_the_command(sb):
         sb.run("echo first; sleep 60", on_stdout=boom)
     assert time.monotonic() - t0 < 30  # killed, not waited for
     assert sb.run("echo ok").stdout == "ok\n"
+
+
+def test_runtime_backend_says_which_and_why():
+    rt = ztee.Runtime(image_dir=os.environ.get("ZTEE_IMAGE_DIR") or None)
+    b = rt.backend
+    assert b.startswith("qemu/kvm (") or b.startswith("qemu/tcg (")
+    assert b.startswith("qemu/kvm") == ztee.has_feature("kvm")
+    rt.close()
+    tcg = ztee.Runtime(accel="tcg")
+    assert tcg.backend.startswith("qemu/tcg (accel tcg requested")
+    tcg.close()
+    with pytest.raises(ztee.InvalidArgumentError, match="auto, kvm or tcg"):
+        ztee.Runtime(accel="warp")
+    if not ztee.has_feature("kvm"):
+        with pytest.raises(ztee.BackendUnavailableError, match="accel kvm cannot run this image"):
+            ztee.Runtime(accel="kvm")

@@ -71,6 +71,30 @@ func TestVersionAndFeatures(t *testing.T) {
 	}
 }
 
+func TestRuntimeBackendSaysWhichAndWhy(t *testing.T) {
+	rt, _ := shared(t)
+	b := rt.Backend()
+	if !strings.HasPrefix(b, "qemu/kvm (") && !strings.HasPrefix(b, "qemu/tcg (") {
+		t.Errorf("Backend() = %q", b)
+	}
+	if strings.HasPrefix(b, "qemu/kvm") != HasFeature("kvm") {
+		t.Errorf("Backend() %q disagrees with HasFeature(kvm)", b)
+	}
+	tcg, err := NewRuntime(&RuntimeOptions{StateDir: stateDir, Accel: "tcg"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcg.Close()
+	if !strings.HasPrefix(tcg.Backend(), "qemu/tcg (accel tcg requested") {
+		t.Errorf("tcg Backend() = %q", tcg.Backend())
+	}
+	if !HasFeature("kvm") {
+		if _, err := NewRuntime(&RuntimeOptions{StateDir: stateDir, Accel: "kvm"}); !errors.Is(err, ErrBackendUnavailable) {
+			t.Errorf("accel kvm here: %v", err)
+		}
+	}
+}
+
 func TestRunOutputExitEnvCwdStdin(t *testing.T) {
 	_, sb := shared(t)
 	if err := sb.Ping(); err != nil {
