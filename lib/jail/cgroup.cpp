@@ -201,7 +201,8 @@ Result<SandboxCgroups> create_cgroups(const CgroupLayout& layout, const std::str
     if (fd < 0) {
       int e = errno;
       return undo(make_error(Errc::kIo, fmt::format("jail: cannot open {}/tasks: {}", dir, std::strerror(e)), e));
-    }    out.procs.emplace_back(fd);
+    }
+    out.procs.emplace_back(fd);
   }
   return out;
 }
