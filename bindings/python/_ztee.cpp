@@ -241,7 +241,7 @@ class Sandbox {
   // Returns a dict; ztee/__init__.py wraps it in a Result.
   py::dict exec(py::object argv, py::object shell, py::object env, py::object cwd,
                 py::object stdin_data, uint32_t timeout_ms, uint64_t output_cap,
-                py::object on_stdout, py::object on_stderr, py::object cancel) {
+                py::object on_stdout, py::object on_stderr, py::object cancel, py::object user) {
     ztee_sandbox* sb = get();
     std::vector<std::string> args;
     std::vector<const char*> argp;
@@ -259,6 +259,7 @@ class Sandbox {
       for (auto& e : envs) envp.push_back(e.c_str());
     }
     std::optional<std::string> wd = opt_str(cwd);
+    std::optional<std::string> who = opt_str(user);
     std::optional<std::string> in;
     if (!stdin_data.is_none()) {
       if (py::isinstance<py::str>(stdin_data))
@@ -275,6 +276,7 @@ class Sandbox {
     o.env = envp.empty() ? nullptr : envp.data();
     o.env_count = envp.size();
     o.cwd = wd ? wd->c_str() : nullptr;
+    o.user = who ? who->c_str() : nullptr;
     o.stdin_data = in ? in->data() : nullptr;
     o.stdin_len = in ? in->size() : 0;
     o.timeout_ms = timeout_ms;
@@ -515,7 +517,8 @@ PYBIND11_MODULE(_ztee, m) {
       .def("exec", &Sandbox::exec, py::arg("argv") = py::none(), py::arg("shell") = py::none(),
            py::arg("env") = py::none(), py::arg("cwd") = py::none(), py::arg("stdin") = py::none(),
            py::arg("timeout_ms") = 0, py::arg("output_cap") = 0, py::arg("on_stdout") = py::none(),
-           py::arg("on_stderr") = py::none(), py::arg("cancel") = py::none())
+           py::arg("on_stderr") = py::none(), py::arg("cancel") = py::none(),
+           py::arg("user") = py::none())
       .def("write_file", &Sandbox::write_file, py::arg("path"), py::arg("data"), py::arg("mode") = 0)
       .def("read_file", &Sandbox::read_file, py::arg("path"), py::arg("max_bytes") = 0)
       .def("stat", &Sandbox::stat, py::arg("path"))

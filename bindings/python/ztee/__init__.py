@@ -363,32 +363,37 @@ class Sandbox:
              stdin: Union[bytes, str, None] = None,
              on_stdout: Optional[OutputCallback] = None,
              on_stderr: Optional[OutputCallback] = None,
-             cancel: Optional["Cancel"] = None) -> ExecResult:
+             cancel: Optional["Cancel"] = None, user: Optional[str] = None) -> ExecResult:
         """Runs argv (argv[0] looked up in the guest's PATH) and waits for it.
         A non-zero exit is not an error; a missing command raises NotFoundError.
         on_stdout/on_stderr receive str chunks as they arrive (and the output
         is then not collected in the result); one that raises ends the
         command, and the exception propagates. cancel.trigger() from another
-        thread kills the command (result.cancelled)."""
+        thread kills the command (result.cancelled). user: a guest account
+        name or uid to run as (None: root); one the guest does not know
+        raises InvalidArgumentError."""
         if isinstance(argv, (str, bytes)):
             raise InvalidArgumentError(-1, 0, "exec() takes a list of arguments; use run() for a shell string")
-        return self._exec(list(argv), None, timeout, env, cwd, stdin, on_stdout, on_stderr, cancel)
+        return self._exec(list(argv), None, timeout, env, cwd, stdin, on_stdout, on_stderr, cancel,
+                          user)
 
     def run(self, cmd: str, timeout: Optional[float] = None,
             env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
             stdin: Union[bytes, str, None] = None,
             on_stdout: Optional[OutputCallback] = None,
             on_stderr: Optional[OutputCallback] = None,
-            cancel: Optional["Cancel"] = None) -> ExecResult:
+            cancel: Optional["Cancel"] = None, user: Optional[str] = None) -> ExecResult:
         """Runs a shell command line (/bin/sh -c cmd) and waits for it."""
-        return self._exec(None, cmd, timeout, env, cwd, stdin, on_stdout, on_stderr, cancel)
+        return self._exec(None, cmd, timeout, env, cwd, stdin, on_stdout, on_stderr, cancel, user)
 
-    def _exec(self, argv, shell, timeout, env, cwd, stdin, on_stdout, on_stderr, cancel=None) -> ExecResult:
+    def _exec(self, argv, shell, timeout, env, cwd, stdin, on_stdout, on_stderr, cancel=None,
+              user=None) -> ExecResult:
         out = _Decoder(on_stdout) if on_stdout is not None else None
         err = _Decoder(on_stderr) if on_stderr is not None else None
         d = self._sb.exec(argv=argv, shell=shell, env=dict(env) if env else None, cwd=cwd,
                           stdin=stdin, timeout_ms=_ms(timeout), on_stdout=out, on_stderr=err,
-                          cancel=cancel._c if cancel is not None else None)
+                          cancel=cancel._c if cancel is not None else None,
+                          user=None if user is None else str(user))
         if out:
             out.flush()
         if err:
