@@ -1,0 +1,217 @@
+// Type declarations of the ztee package (index.js / index.mjs).
+/// <reference types="node" />
+
+export interface RuntimeOptions {
+  /** Default: $ZTEE_STATE_DIR or /run/ztee. */
+  stateDir?: string;
+  /** Default: $ZTEE_IMAGE_DIR or the default image. */
+  imageDir?: string;
+  /** "auto" or "qemu". */
+  backend?: string;
+  qemuBinary?: string;
+  /** "auto" (default: KVM only on hardware KVM), "kvm" or "tcg". */
+  accel?: string;
+  /** Default true: every VMM jailed (needs root). false: development only, no network. */
+  jail?: boolean;
+}
+
+export class Runtime {
+  /** Starts a runtime on the calling thread. */
+  constructor(opts?: RuntimeOptions);
+  /** Starts a runtime off the JS thread. */
+  static create(opts?: RuntimeOptions): Promise<Runtime>;
+  /** e.g. "qemu/tcg (...reason...)"; the first word is stable. */
+  readonly backend: string;
+  close(): void;
+}
+
+export interface NetworkOptions {
+  /** Egress allowlist: "CIDR:PORT" or "CIDR:LO-HI", optional "/tcp" or "/udp"; IPv4. */
+  allow?: string[];
+  /** A resolver address the guest may query on port 53. */
+  dns?: string;
+}
+
+export interface SandboxOptions extends NetworkOptions {
+  runtime?: Runtime;
+  imageDir?: string;
+  vcpus?: number;
+  memoryMib?: number;
+  bootTimeoutMs?: number;
+  /** Default per-command timeout (none by default). */
+  timeoutMs?: number;
+  /** Default per-command output cap in bytes (16 MiB). */
+  outputCap?: number;
+  /** Clone of a template made by snapshot() instead of a cold boot. */
+  templateDir?: string;
+  snapshottable?: boolean;
+  /** Same as allow / dns. */
+  network?: NetworkOptions;
+  /** Default: off under software emulation, on with KVM. */
+  guestAslr?: boolean;
+}
+
+export interface RunOptions<E extends 'utf8' | 'buffer' = 'utf8'> {
+  env?: Record<string, string>;
+  cwd?: string;
+  user?: string;
+  stdin?: string | Buffer;
+  timeoutMs?: number;
+  outputCap?: number;
+  /** Chunks as they arrive (then not collected in the result). */
+  onStdout?: (data: E extends 'buffer' ? Buffer : string) => void;
+  onStderr?: (data: E extends 'buffer' ? Buffer : string) => void;
+  /** Aborting kills the command; the promise rejects with signal.reason (err.result set). */
+  signal?: AbortSignal;
+  encoding?: E;
+}
+
+export class ExecResult<E extends 'utf8' | 'buffer' = 'utf8'> {
+  /** -1 if ended by a signal. */
+  readonly exitCode: number;
+  readonly signal: number;
+  readonly timedOut: boolean;
+  readonly cancelled: boolean;
+  readonly truncated: boolean;
+  readonly durationMs: number;
+  readonly stdout: E extends 'buffer' ? Buffer : string;
+  readonly stderr: E extends 'buffer' ? Buffer : string;
+  readonly stdoutBuffer: Buffer;
+  readonly stderrBuffer: Buffer;
+  /** exitCode 0, not timed out, not cancelled. */
+  readonly ok: boolean;
+}
+
+export interface OutputChunk<E extends 'utf8' | 'buffer' = 'utf8'> {
+  stream: 'stdout' | 'stderr';
+  data: E extends 'buffer' ? Buffer : string;
+}
+
+export interface OutputStream<E extends 'utf8' | 'buffer' = 'utf8'> extends AsyncIterable<OutputChunk<E>> {
+  /** The run's result; leaving the loop early kills the command. */
+  readonly result: Promise<ExecResult<E>>;
+}
+
+export interface FileInfo {
+  name: string;
+  type: 'file' | 'dir' | 'symlink' | 'other';
+  size: number;
+  mode: number;
+  mtimeNs: bigint;
+  mtime: Date;
+  isFile: boolean;
+  isDir: boolean;
+}
+
+export interface Files {
+  read(path: string, opts?: { maxBytes?: number }): Promise<Buffer>;
+  read(path: string, opts: { encoding: BufferEncoding; maxBytes?: number }): Promise<string>;
+  write(path: string, data: string | Buffer | ArrayBufferView | ArrayBuffer, opts?: { mode?: number }): Promise<void>;
+  list(path: string): Promise<FileInfo[]>;
+  stat(path: string): Promise<FileInfo>;
+  exists(path: string): Promise<boolean>;
+  mkdir(path: string, opts?: { parents?: boolean; mode?: number }): Promise<void>;
+  remove(path: string, opts?: { recursive?: boolean }): Promise<void>;
+}
+
+export class Sandbox implements AsyncDisposable {
+  private constructor();
+  static create(opts?: SandboxOptions): Promise<Sandbox>;
+  readonly id: string;
+  readonly alive: boolean;
+  readonly runtime: Runtime;
+  readonly files: Files;
+  run(cmd: string, opts?: RunOptions<'utf8'>): Promise<ExecResult<'utf8'>>;
+  run(cmd: string, opts: RunOptions<'buffer'>): Promise<ExecResult<'buffer'>>;
+  exec(argv: string[], opts?: RunOptions<'utf8'>): Promise<ExecResult<'utf8'>>;
+  exec(argv: string[], opts: RunOptions<'buffer'>): Promise<ExecResult<'buffer'>>;
+  stream(cmd: string | string[], opts?: Omit<RunOptions<'utf8'>, 'onStdout' | 'onStderr'>): OutputStream<'utf8'>;
+  stream(cmd: string | string[], opts: Omit<RunOptions<'buffer'>, 'onStdout' | 'onStderr'>): OutputStream<'buffer'>;
+  ping(): Promise<void>;
+  pause(): Promise<void>;
+  resume(): Promise<void>;
+  snapshot(dir: string): Promise<void>;
+  destroy(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+export interface PoolOptions extends SandboxOptions {
+  minReady?: number;
+  maxTotal?: number;
+  coldBoot?: boolean;
+  leaseTimeoutMs?: number;
+  refillConcurrency?: number;
+  warmUp?: string;
+}
+
+export interface PoolStats {
+  ready: number;
+  starting: number;
+  leased: number;
+  consecutiveFailures: number;
+  backingOff: boolean;
+  created: number;
+  failed: number;
+  leases: number;
+  leaseTimeouts: number;
+  /** Leases that waited < 10 us, < 100 us, < 1 ms, < 10 ms, < 100 ms, < 1 s, < 10 s, >= 10 s. */
+  leaseWaitHist: number[];
+  lastError: string;
+}
+
+export class Pool implements AsyncDisposable {
+  private constructor();
+  static create(opts?: PoolOptions): Promise<Pool>;
+  readonly runtime: Runtime;
+  lease(opts?: { timeoutMs?: number }): Promise<Sandbox>;
+  stats(): PoolStats;
+  close(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+export function version(): string;
+export function hasFeature(name: string): boolean;
+export function defaultRuntime(): Promise<Runtime>;
+
+export class ZteeError extends Error {
+  constructor(message: string, status?: number, errno?: number);
+  /** The status name, e.g. "ZTEE_E_TIMEOUT". */
+  readonly code: string;
+  /** The status number, e.g. -7. */
+  readonly status: number;
+  /** OS errno (host or guest); 0 if none. */
+  readonly errno: number;
+}
+declare class StatusError extends ZteeError {
+  constructor(message: string, errno?: number);
+}
+export class InvalidArgumentError extends StatusError {}
+export class NoMemoryError extends StatusError {}
+export class InternalError extends StatusError {}
+export class NotFoundError extends StatusError {}
+export class ImageError extends StatusError {}
+export class BackendUnavailableError extends StatusError {}
+export class TimeoutError extends StatusError {}
+export class SandboxFailedError extends StatusError {}
+export class ClosedError extends StatusError {}
+export class IoError extends StatusError {}
+export class ProtocolError extends StatusError {}
+export class GuestError extends StatusError {}
+export class PermissionError extends StatusError {}
+export class UnsupportedError extends StatusError {}
+
+declare const ztee: {
+  Runtime: typeof Runtime;
+  Sandbox: typeof Sandbox;
+  Pool: typeof Pool;
+  ExecResult: typeof ExecResult;
+  version: typeof version;
+  hasFeature: typeof hasFeature;
+  defaultRuntime: typeof defaultRuntime;
+  ZteeError: typeof ZteeError;
+  InvalidArgumentError: typeof InvalidArgumentError;
+  NotFoundError: typeof NotFoundError;
+  TimeoutError: typeof TimeoutError;
+  ClosedError: typeof ClosedError;
+};
+export default ztee;

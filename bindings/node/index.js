@@ -1,0 +1,577 @@
+'use strict';
+// libztee for Node.js: run each tool call of an AI agent in its own microVM.
+//
+//   const { Sandbox } = require('ztee');   // or: import { Sandbox } from 'ztee'
+//   await using sb = await Sandbox.create();
+//   const r = await sb.run("python3 -c 'print(6*7)'");
+//   r.stdout  // "42\n"
+//
+// Every call that can block runs on a native worker thread; streamed output
+// reaches the callbacks on the JS thread, and a run settles only after all of
+// its callbacks ran. SECURITY: everything a sandbox returns (output, file
+// bytes, names) was produced by code that may be hostile.
+
+const path = require('node:path');
+const fs = require('node:fs');
+const { StringDecoder } = require('node:string_decoder');
+
+// Node 20 has it; older builds use the same registered symbol.
+Symbol.asyncDispose ??= Symbol.for('nodejs.asyncDispose');
+
+function loadAddon() {
+  const candidates = [
+    process.env.ZTEE_NODE_ADDON,
+    path.join(__dirname, 'ztee.node'),                    // the CMake build's staged package
+    path.join(__dirname, 'build', 'Release', 'ztee.node'), // npm install (node-gyp)
+  ].filter(Boolean);
+  for (const file of candidates) {
+    if (fs.existsSync(file)) return require(file);
+  }
+  throw new Error(`ztee: the native addon is not built (looked for ${candidates.join(', ')}); ` +
+                  'build libztee (cmake --build build) or reinstall the package (npm rebuild ztee)');
+}
+const native = loadAddon();
+
+// ---- errors ---------------------------------------------------------------
+
+/** A libztee failure: code is the status name ("ZTEE_E_TIMEOUT"), status its
+ * number (-7), errno the OS errno (host or guest; 0 if none). */
+class ZteeError extends Error {
+  constructor(message, status = -3, errno = 0) {
+    super(message);
+    this.name = new.target.name;
+    this.status = status;
+    this.code = native.statusName(status);
+    this.errno = errno;
+  }
+}
+
+const STATUSES = [
+  [-1, 'InvalidArgumentError', 'bad argument or options'],
+  [-2, 'NoMemoryError', 'out of memory'],
+  [-3, 'InternalError', 'a bug in libztee'],
+  [-4, 'NotFoundError', 'a file, command or directory does not exist'],
+  [-5, 'ImageError', 'the guest image is missing, incomplete or tampered (fix: ztee image build)'],
+  [-6, 'BackendUnavailableError', 'the VMM cannot run on this host'],
+  [-7, 'TimeoutError', 'a boot or request deadline passed'],
+  [-8, 'SandboxFailedError', 'the sandbox died or its guest misbehaved'],
+  [-9, 'ClosedError', 'the sandbox (or pool) was destroyed or closed'],
+  [-10, 'IoError', 'host I/O error'],
+  [-11, 'ProtocolError', 'the guest sent a malformed frame'],
+  [-12, 'GuestError', 'the guest reported an OS error (see errno)'],
+  [-13, 'PermissionError', 'not permitted (host or guest)'],
+  [-14, 'UnsupportedError', 'not implemented by this backend or build'],
+];
+const errors = { ZteeError };
+const byStatus = new Map();
+for (const [status, name] of STATUSES) {
+  // A named class per status, so stack traces and instanceof read well.
+  const cls = { [name]: class extends ZteeError {
+    constructor(message, errno = 0) { super(message, status, errno); }
+  } }[name];
+  errors[name] = cls;
+  byStatus.set(status, cls);
+}
+
+function makeError(status, _name, errno, message) {
+  const cls = byStatus.get(status);
+  return cls ? new cls(message, errno) : new ZteeError(message, status, errno);
+}
+native.setErrorFactory(makeError);
+
+// At exit, destroy every sandbox and pool still open (Node runs no env
+// cleanup hook when the main thread exits; in a worker thread the addon's
+// own hook does this).
+process.on('exit', () => native.shutdown());
+
+function invalid(message) {
+  return new errors.InvalidArgumentError(message);
+}
+
+// ---- helpers ----------------------------------------------------------------
+
+function optsObject(opts, what) {
+  if (opts === undefined || opts === null) return {};
+  if (typeof opts !== 'object') throw invalid(`${what}: options must be an object`);
+  return opts;
+}
+
+function checkMs(v, what) {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) {
+    throw invalid(`${what} must be a positive number of milliseconds, got ${String(v)}`);
+  }
+  return Math.max(1, Math.ceil(v));
+}
+
+function guestAslr(v) {
+  if (v === undefined || v === null) return 0;
+  if (v === true) return 1;
+  if (v === false) return 2;
+  throw invalid(`guestAslr must be true, false or undefined, not ${String(v)}`);
+}
+
+// Sandbox options as the addon reads them (shared by Sandbox and Pool).
+function sandboxOptions(o) {
+  if (o.allow !== undefined && !Array.isArray(o.allow)) {
+    throw invalid('allow must be an array of "CIDR:PORT" strings');
+  }
+  const net = o.network ?? {};
+  return {
+    imageDir: o.imageDir,
+    templateDir: o.templateDir,
+    vcpus: o.vcpus,
+    memoryMib: o.memoryMib,
+    bootTimeoutMs: checkMs(o.bootTimeoutMs, 'bootTimeoutMs'),
+    timeoutMs: checkMs(o.timeoutMs, 'timeoutMs'),
+    outputCap: o.outputCap,
+    snapshottable: !!o.snapshottable,
+    allow: o.allow ?? net.allow,
+    dns: o.dns ?? net.dns,
+    guestAslr: guestAslr(o.guestAslr),
+  };
+}
+
+// ---- runtime ------------------------------------------------------------------
+
+/** Owns one event-loop thread that drives its sandboxes.
+ * opts: stateDir, imageDir, backend, qemuBinary, accel ("auto" | "kvm" |
+ * "tcg"), jail (default true; false runs VMMs unconfined: development only).
+ * `new Runtime()` starts it on the calling thread (it starts a thread and
+ * sweeps the state dir); `await Runtime.create()` does that off the JS thread. */
+class Runtime {
+  constructor(opts, _native) {
+    this._native = _native ?? new native.Runtime(optsObject(opts, 'Runtime'));
+  }
+
+  static async create(opts) {
+    return new Runtime(undefined, await native.Runtime.createAsync(optsObject(opts, 'Runtime.create')));
+  }
+
+  /** e.g. "qemu/tcg (/dev/kvm is kvm_pvm, ...)": the first word is stable. */
+  get backend() {
+    return this._native.backend;
+  }
+
+  /** Drops this reference; sandboxes still open keep the runtime running. */
+  close() {
+    this._native.close();
+  }
+}
+
+let defaultRuntime;
+/** The module's shared Runtime, created on first use (off the JS thread). */
+function getDefaultRuntime() {
+  defaultRuntime ??= Runtime.create().catch((e) => {
+    defaultRuntime = undefined;
+    throw e;
+  });
+  return defaultRuntime;
+}
+
+// ---- exec results and streaming ----------------------------------------------
+
+class ExecResult {
+  constructor(r, encoding) {
+    this.exitCode = r.exitCode;        // -1 if ended by a signal
+    this.signal = r.signal;            // 0 if none
+    this.timedOut = r.timedOut;
+    this.cancelled = r.cancelled;      // killed through cancellation (signal 9)
+    this.truncated = r.truncated;      // output beyond the cap was dropped
+    this.durationMs = r.durationMs;
+    this.stdoutBuffer = r.stdout;
+    this.stderrBuffer = r.stderr;
+    this.stdout = encoding === 'buffer' ? r.stdout : r.stdout.toString('utf8');
+    this.stderr = encoding === 'buffer' ? r.stderr : r.stderr.toString('utf8');
+  }
+
+  get ok() {
+    return this.exitCode === 0 && !this.timedOut && !this.cancelled;
+  }
+}
+
+function abortReason(signal) {
+  if (signal.reason !== undefined) return signal.reason;
+  const e = new Error('The operation was aborted');
+  e.name = 'AbortError';
+  return e;
+}
+
+// Runs one exec: callbacks get strings (UTF-8, never split inside a
+// character) or, with encoding 'buffer', Buffers. A callback that throws
+// kills the command and the promise rejects with its error. Aborting
+// `signal` kills the command; the promise then rejects with the signal's
+// reason, carrying the result as err.result.
+async function execute(sb, spec, opts) {
+  const o = optsObject(opts, 'run');
+  const { onStdout, onStderr, signal } = o;
+  const encoding = o.encoding ?? 'utf8';
+  if (encoding !== 'utf8' && encoding !== 'buffer') throw invalid(`encoding must be 'utf8' or 'buffer'`);
+  for (const [k, f] of [['onStdout', onStdout], ['onStderr', onStderr]]) {
+    if (f !== undefined && f !== null && typeof f !== 'function') throw invalid(`${k} must be a function`);
+  }
+  if (signal !== undefined && signal !== null && !(signal instanceof AbortSignal)) {
+    throw invalid('signal must be an AbortSignal');
+  }
+  if (signal?.aborted) throw abortReason(signal);
+  const env = o.env;
+  if (env !== undefined && env !== null && (typeof env !== 'object' || Array.isArray(env))) {
+    throw invalid('env must be an object of strings');
+  }
+  const nativeOpts = {
+    ...spec,
+    env,
+    cwd: o.cwd,
+    user: o.user,
+    stdin: o.stdin,
+    timeoutMs: checkMs(o.timeoutMs, 'timeoutMs'),
+    outputCap: o.outputCap,
+  };
+  let onOutput;
+  let flush = () => {};
+  if (onStdout || onStderr) {
+    const decoders = encoding === 'buffer' ? null : [null, new StringDecoder('utf8'), new StringDecoder('utf8')];
+    const fns = [null, onStdout, onStderr];
+    onOutput = (stream, chunk) => {
+      const fn = fns[stream];
+      if (!fn) return;
+      const data = decoders ? decoders[stream].write(chunk) : chunk;
+      if (data.length) fn(data);
+    };
+    flush = () => {
+      if (!decoders) return;
+      for (const s of [1, 2]) {
+        const rest = decoders[s].end();
+        if (rest && fns[s]) fns[s](rest);
+      }
+    };
+  }
+  const cancel = signal || onOutput ? new native.Cancel() : undefined;
+  const abort = () => cancel.trigger();
+  signal?.addEventListener('abort', abort, { once: true });
+  let raw;
+  try {
+    raw = await sb._native.exec(nativeOpts, onOutput, cancel);
+  } finally {
+    signal?.removeEventListener('abort', abort);
+  }
+  flush();
+  const result = new ExecResult(raw, encoding);
+  if (signal?.aborted && result.cancelled) {
+    const e = abortReason(signal);
+    try {
+      e.result = result;
+    } catch {
+      // a frozen reason: no result attached
+    }
+    throw e;
+  }
+  return result;
+}
+
+// An async iterator over a command's output: `for await (const {stream,
+// data} of sb.stream(cmd))`; `.result` is the run's promise. Leaving the loop
+// early kills the command.
+class OutputStream {
+  constructor(sb, spec, opts) {
+    const o = { ...optsObject(opts, 'stream') };
+    this._queue = [];
+    this._wake = null;
+    this._done = false;
+    this._error = null;
+    const controller = new AbortController();
+    this._controller = controller;
+    if (o.signal) {
+      if (o.signal.aborted) controller.abort(o.signal.reason);
+      else o.signal.addEventListener('abort', () => controller.abort(o.signal.reason), { once: true });
+    }
+    const push = (stream) => (data) => {
+      this._queue.push({ stream, data });
+      this._notify();
+    };
+    this.result = execute(sb, spec, {
+      ...o,
+      signal: controller.signal,
+      onStdout: push('stdout'),
+      onStderr: push('stderr'),
+    });
+    this.result.then(
+      () => { this._done = true; this._notify(); },
+      (e) => { this._done = true; this._error = e; this._notify(); });
+  }
+
+  _notify() {
+    const w = this._wake;
+    this._wake = null;
+    if (w) w();
+  }
+
+  async *[Symbol.asyncIterator]() {
+    try {
+      for (;;) {
+        if (this._queue.length) {
+          yield this._queue.shift();
+          continue;
+        }
+        if (this._done) {
+          if (this._error && !this._stopped) throw this._error;
+          return;
+        }
+        await new Promise((resolve) => { this._wake = resolve; });
+      }
+    } finally {
+      if (!this._done) {
+        // The consumer left early: kill the command, wait until it is gone.
+        this._stopped = true;
+        this._controller.abort();
+        await this.result.catch(() => {});
+      }
+    }
+  }
+}
+
+// ---- files -------------------------------------------------------------------
+
+function fileInfo(fi) {
+  return {
+    name: fi.name,
+    type: fi.type,                 // "file" | "dir" | "symlink" | "other"
+    size: fi.size,
+    mode: fi.mode,                 // permission bits
+    mtimeNs: fi.mtimeNs,           // BigInt
+    mtime: new Date(Number(fi.mtimeNs / 1000000n)),
+    isFile: fi.type === 'file',
+    isDir: fi.type === 'dir',
+  };
+}
+
+class Files {
+  constructor(sb) {
+    this._sb = sb;
+  }
+
+  /** The whole file as a Buffer, or a string with {encoding: 'utf8'}.
+   * maxBytes (default 64 MiB): larger files fail with InvalidArgumentError. */
+  async read(path, opts) {
+    const o = optsObject(opts, 'files.read');
+    const buf = await this._sb._native.readFile(path, o.maxBytes ?? 0);
+    return o.encoding ? buf.toString(o.encoding) : buf;
+  }
+
+  /** Creates or replaces a file (a string is written as UTF-8). mode default 0o644. */
+  async write(path, data, opts) {
+    const o = optsObject(opts, 'files.write');
+    let buf;
+    if (typeof data === 'string') buf = Buffer.from(data, 'utf8');
+    else if (Buffer.isBuffer(data)) buf = data;
+    else if (ArrayBuffer.isView(data)) buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    else if (data instanceof ArrayBuffer) buf = Buffer.from(data);
+    else throw invalid('data must be a string, a Buffer, a typed array or an ArrayBuffer');
+    await this._sb._native.writeFile(path, buf, o.mode ?? 0);
+  }
+
+  async list(path) {
+    return (await this._sb._native.listDir(path)).map(fileInfo);
+  }
+
+  async stat(path) {
+    return fileInfo(await this._sb._native.stat(path));
+  }
+
+  /** Whether path exists (a NotFoundError from stat is false). */
+  async exists(path) {
+    try {
+      await this._sb._native.stat(path);
+      return true;
+    } catch (e) {
+      if (e instanceof errors.NotFoundError) return false;
+      throw e;
+    }
+  }
+
+  /** parents: also create missing parents (an existing directory is then fine). */
+  async mkdir(path, opts) {
+    const o = optsObject(opts, 'files.mkdir');
+    await this._sb._native.mkdir(path, !!o.parents, o.mode ?? 0);
+  }
+
+  /** Removes a file or an empty directory; recursive removes a tree. */
+  async remove(path, opts) {
+    const o = optsObject(opts, 'files.remove');
+    await this._sb._native.remove(path, !!o.recursive);
+  }
+}
+
+// ---- sandbox ------------------------------------------------------------------
+
+/** A booted microVM. Create with `await Sandbox.create(opts)`; end with
+ * `await sb.destroy()` or `await using`. One collected without destroy() is
+ * destroyed off the JS thread, and any left at exit are destroyed then. */
+class Sandbox {
+  constructor(nativeSb, runtime) {
+    if (!(nativeSb instanceof native.Sandbox)) {
+      throw new TypeError('use await Sandbox.create(opts) (or pool.lease())');
+    }
+    this._native = nativeSb;
+    this.runtime = runtime;  // kept alive while the sandbox is
+    this.files = new Files(this);
+  }
+
+  /** opts: runtime, imageDir, vcpus, memoryMib, bootTimeoutMs, timeoutMs (the
+   * default per-command timeout), outputCap, templateDir, snapshottable,
+   * allow (["CIDR:PORT[/tcp|/udp]", ...]) and dns, or network: {allow, dns};
+   * guestAslr. SECURITY: every allow entry widens what sandboxed code can
+   * reach; by default the sandbox has no network. */
+  static async create(opts) {
+    const o = optsObject(opts, 'Sandbox.create');
+    const rt = o.runtime ?? await getDefaultRuntime();
+    if (!(rt instanceof Runtime)) throw invalid('runtime must be a Runtime');
+    const nsb = await native.Sandbox.create(rt._native, sandboxOptions(o));
+    return new Sandbox(nsb, rt);
+  }
+
+  get id() {
+    return this._native.id;
+  }
+
+  /** false once destroyed. */
+  get alive() {
+    return this._native.alive;
+  }
+
+  /** Runs a shell command line (/bin/sh -c cmd). opts: env, cwd, user, stdin
+   * (string or Buffer), timeoutMs, outputCap, onStdout, onStderr, signal,
+   * encoding ('utf8' | 'buffer'). A non-zero exit is not an error. */
+  run(cmd, opts) {
+    if (typeof cmd !== 'string') return Promise.reject(invalid('run() takes a shell command string; use exec() for argv'));
+    return execute(this, { shell: cmd }, opts);
+  }
+
+  /** Runs argv (argv[0] looked up in the guest's PATH); a missing command
+   * rejects with NotFoundError. Options as run(). */
+  exec(argv, opts) {
+    if (!Array.isArray(argv) || argv.length === 0 || argv.some((a) => typeof a !== 'string')) {
+      return Promise.reject(invalid('exec() takes a non-empty array of strings; use run() for a shell string'));
+    }
+    return execute(this, { argv }, opts);
+  }
+
+  /** Output as an async iterator of {stream: 'stdout' | 'stderr', data};
+   * `.result` is the ExecResult promise. cmd: a shell string or an argv array. */
+  stream(cmd, opts) {
+    const spec = Array.isArray(cmd) ? { argv: cmd } : { shell: cmd };
+    return new OutputStream(this, spec, opts);
+  }
+
+  ping() {
+    return this._native.ping();
+  }
+
+  /** Stops the guest's vCPUs; calls that reach the guest wait for resume(). */
+  pause() {
+    return this._native.pause();
+  }
+
+  resume() {
+    return this._native.resume();
+  }
+
+  /** Turns this sandbox into a template in dir (absolute, must not exist).
+   * Needs snapshottable: true. The sandbox is consumed.
+   * SECURITY: the template holds the guest's memory; keep dir private. */
+  snapshot(dir) {
+    return this._native.snapshot(dir);
+  }
+
+  /** Stops the VM and removes what it left on the host. A second call
+   * rejects with ClosedError. */
+  destroy() {
+    return this._native.destroy();
+  }
+
+  async [Symbol.asyncDispose]() {
+    if (this._native.alive) await this._native.destroy();
+  }
+}
+
+// ---- pool ----------------------------------------------------------------------
+
+/** A warm pool of READY sandboxes, refilled in the background (by default as
+ * clones of a snapshot the pool makes, so a refill is a restore, not a boot).
+ * opts: runtime, minReady (default 2), maxTotal (8), coldBoot, templateDir,
+ * leaseTimeoutMs (30000), refillConcurrency, warmUp (a shell command each new
+ * sandbox runs once before it is READY), and the Sandbox.create options. A
+ * leased sandbox is the caller's alone and never recycled. */
+class Pool {
+  constructor(nativePool, runtime) {
+    if (!(nativePool instanceof native.Pool)) throw new TypeError('use await Pool.create(opts)');
+    this._native = nativePool;
+    this.runtime = runtime;
+  }
+
+  static async create(opts) {
+    const o = optsObject(opts, 'Pool.create');
+    const minReady = o.minReady ?? 2;
+    const maxTotal = o.maxTotal ?? Math.max(8, minReady);
+    if (!Number.isInteger(minReady) || minReady < 1) throw invalid(`minReady must be at least 1, got ${minReady}`);
+    if (!Number.isInteger(maxTotal) || maxTotal < minReady) {
+      throw invalid(`maxTotal (${maxTotal}) must be an integer at least minReady (${minReady})`);
+    }
+    const rt = o.runtime ?? await getDefaultRuntime();
+    if (!(rt instanceof Runtime)) throw invalid('runtime must be a Runtime');
+    const np = await native.Pool.create(rt._native, {
+      ...sandboxOptions({ ...o, templateDir: undefined }),
+      templateDir: o.templateDir,
+      coldBoot: !!o.coldBoot,
+      minReady,
+      maxTotal,
+      refillConcurrency: o.refillConcurrency,
+      leaseTimeoutMs: checkMs(o.leaseTimeoutMs, 'leaseTimeoutMs'),
+      warmUp: o.warmUp,
+    });
+    return new Pool(np, rt);
+  }
+
+  /** A READY sandbox, waiting up to timeoutMs (default: the pool's
+   * leaseTimeoutMs); TimeoutError when none came, ClosedError after close(). */
+  async lease(opts) {
+    const o = optsObject(opts, 'lease');
+    const nsb = await this._native.lease({ timeoutMs: checkMs(o.timeoutMs, 'timeoutMs') });
+    return new Sandbox(nsb, this.runtime);
+  }
+
+  /** Counters: ready, starting, leased, created, failed, leases,
+   * leaseTimeouts, consecutiveFailures, backingOff, lastError, leaseWaitHist. */
+  stats() {
+    return this._native.stats();
+  }
+
+  /** Destroys the ready sandboxes and stops refilling; leased ones stay with
+   * their holders. Idempotent. */
+  close() {
+    return this._native.close();
+  }
+
+  async [Symbol.asyncDispose]() {
+    await this.close();
+  }
+}
+
+function version() {
+  return native.version();
+}
+
+function hasFeature(name) {
+  return native.hasFeature(name);
+}
+
+module.exports = {
+  Runtime,
+  Sandbox,
+  Pool,
+  ExecResult,
+  version,
+  hasFeature,
+  defaultRuntime: getDefaultRuntime,
+  ...errors,
+};

@@ -1,0 +1,10 @@
+// ESM entry: the same objects as the CommonJS one (index.js).
+import ztee from './index.js';
+
+export const {
+  Runtime, Sandbox, Pool, ExecResult, version, hasFeature, defaultRuntime,
+  ZteeError, InvalidArgumentError, NoMemoryError, InternalError, NotFoundError, ImageError,
+  BackendUnavailableError, TimeoutError, SandboxFailedError, ClosedError, IoError, ProtocolError,
+  GuestError, PermissionError, UnsupportedError,
+} = ztee;
+export default ztee;
