@@ -2,6 +2,14 @@
 // are used for control flow anywhere in libztee.
 #pragma once
 
+// The internal C++ core. libztee's installable C++ API (capi/ztee.hpp, also
+// namespace ztee) is a separate layer over the C ABI: never both in one
+// translation unit.
+#define ZTEE_INTERNAL_CORE 1
+#ifdef ZTEE_HPP
+#error "<ztee/ztee.hpp> (libztee's internal C++ core) and <ztee.hpp> (the C++ API over the C ABI) in one translation unit: use one"
+#endif
+
 #include <cstdint>
 #include <string>
 #include <utility>
