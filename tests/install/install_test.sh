@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs the build to a temporary prefix and builds examples/hello.c out of
-# tree twice, with find_package(ztee CONFIG) and with pkg-config, then runs
-# both (each boots a microVM and prints 42). Also runs the installed CLI.
+# Installs the build to a temporary prefix and builds examples/hello.c and
+# examples/hello.cpp (the C++ API, ztee.hpp) out of tree twice, with
+# find_package(ztee CONFIG) and with pkg-config, then runs them (each boots a
+# microVM and prints 42). Also runs the installed CLI.
 # Usage: install_test.sh BUILD_DIR SOURCE_DIR
 set -uo pipefail
 build=$1 src=$2
@@ -12,7 +13,7 @@ fail() { echo "install_test: FAIL: $*" >&2; fails=$((fails + 1)); }
 prefix=$tmp/prefix
 
 cmake --install "$build" --prefix "$prefix" >"$tmp/install.log" 2>&1 || { cat "$tmp/install.log"; fail "cmake --install"; exit 1; }
-for f in lib/libztee.so lib/libztee.so.0 include/ztee.h lib/pkgconfig/ztee.pc lib/cmake/ztee/zteeConfig.cmake \
+for f in lib/libztee.so lib/libztee.so.0 include/ztee.h include/ztee.hpp lib/pkgconfig/ztee.pc lib/cmake/ztee/zteeConfig.cmake \
          lib/cmake/ztee/zteeConfigVersion.cmake bin/ztee libexec/ztee/ztee-agent share/ztee/image-build.sh; do
   [ -e "$prefix/$f" ] || fail "not installed: $f"
 done
@@ -22,12 +23,17 @@ soname=$(objdump -p "$prefix/lib/libztee.so.0" | awk '/SONAME/ {print $2}')
 
 # 1. CMake package.
 cmake -S "$src/tests/install/consumer" -B "$tmp/cm" -G Ninja -DCMAKE_PREFIX_PATH="$prefix" \
-      -DZTEE_EXAMPLE="$src/examples/hello.c" -DCMAKE_BUILD_RPATH="$prefix/lib" >"$tmp/cm.log" 2>&1 &&
+      -DZTEE_EXAMPLE="$src/examples/hello.c" -DZTEE_CXX_EXAMPLE="$src/examples/hello.cpp" -DCMAKE_BUILD_RPATH="$prefix/lib" >"$tmp/cm.log" 2>&1 &&
   cmake --build "$tmp/cm" >>"$tmp/cm.log" 2>&1 || { cat "$tmp/cm.log"; fail "find_package build"; }
 if [ -x "$tmp/cm/hello_c" ]; then
   out=$("$tmp/cm/hello_c" 2>&1) || fail "find_package build: hello_c failed: $out"
   [ "$out" = 42 ] || fail "find_package build printed '$out', want 42"
   ldd "$tmp/cm/hello_c" | grep -q "$prefix/lib/libztee.so.0" || fail "find_package build does not use the installed library"
+fi
+if [ -x "$tmp/cm/hello_cpp" ]; then
+  out=$("$tmp/cm/hello_cpp" 2>&1) || fail "find_package build: hello_cpp failed: $out"
+  [ "$out" = 42 ] || fail "find_package build: hello_cpp printed '$out', want 42"
+  ldd "$tmp/cm/hello_cpp" | grep -q "$prefix/lib/libztee.so.0" || fail "find_package C++ build does not use the installed library"
 fi
 
 # 2. pkg-config.
@@ -41,6 +47,13 @@ if [ -x "$tmp/hello_pc" ]; then
   out=$("$tmp/hello_pc" 2>&1) || fail "pkg-config build: hello failed: $out"
   [ "$out" = 42 ] || fail "pkg-config build printed '$out', want 42"
 fi
+# shellcheck disable=SC2086
+c++ -std=c++17 -Wall -Wextra -pedantic -Werror "$src/examples/hello.cpp" -o "$tmp/hello_cpp_pc" $flags \
+    -Wl,-rpath,"$prefix/lib" 2>"$tmp/pc_cpp.log" || { cat "$tmp/pc_cpp.log"; fail "pkg-config C++ build"; }
+if [ -x "$tmp/hello_cpp_pc" ]; then
+  out=$("$tmp/hello_cpp_pc" 2>&1) || fail "pkg-config build: hello_cpp failed: $out"
+  [ "$out" = 42 ] || fail "pkg-config build: hello_cpp printed '$out', want 42"
+fi
 
 # 3. The installed CLI: runs a sandbox with the default image, finds its
 # image builder (help only: no rebuild here).
@@ -52,4 +65,4 @@ if [ "$fails" -ne 0 ]; then
   echo "install_test: $fails check(s) failed"
   exit 1
 fi
-echo "install_test: installed to a prefix; C built with find_package and with pkg-config; all ran"
+echo "install_test: installed to a prefix; C and C++ built with find_package and with pkg-config; all ran"
