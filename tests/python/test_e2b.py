@@ -142,6 +142,21 @@ def test_streaming_callbacks_in_the_callers_thread(sbx):
     assert got == [True]
 
 
+def test_raising_callback_ends_its_command(sbx):
+    class Stop(Exception):
+        pass
+
+    def cb(_):
+        raise Stop()
+
+    with pytest.raises(Stop):
+        sbx.commands.run("echo go; sleep 60", on_stdout=cb)
+    deadline = time.monotonic() + 15
+    while sbx.commands.list() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sbx.commands.list() == []
+
+
 def test_background_command_kill(sbx):
     h = sbx.commands.run("echo started; sleep 120", background=True)
     assert isinstance(h.pid, int) and h.pid > 0
@@ -340,7 +355,7 @@ def test_async_sandbox(sbx):
 def test_sandbox_timeout_kills_it():
     s = Sandbox(timeout=60, template=IMAGE_DIR)   # the constructor form; an image by path
     try:
-        h = s.commands.run("sleep 300", background=True)
+        h = s.commands.run("sleep 40", background=True)  # outlives the timeout, not a broken timer
         s.set_timeout(3)
         t = time.monotonic()
         with pytest.raises(TimeoutException, match="timeout passed"):

@@ -586,8 +586,12 @@ class Commands:
                 threading.Thread(target=deliver, daemon=True,
                                  name=f"ztee.e2b {sbx.sandbox_id} pid {proc.pid} output").start()
             return handle
-        for kind, text in proc.follow():
-            _call(on_stdout if kind == "stdout" else on_stderr, text)
+        try:
+            for kind, text in proc.follow():
+                _call(on_stdout if kind == "stdout" else on_stderr, text)
+        except BaseException:
+            proc.cancel.trigger()  # a raising callback ends its command
+            raise
         return proc.outcome()
 
     def _exec(self, proc: _Proc) -> None:
