@@ -349,7 +349,7 @@ struct ExecOptions {
   // `exception` holds what was thrown.
   std::function<void(std::string_view)> on_stdout;
   std::function<void(std::string_view)> on_stderr;
-  // Borrowed: it must outlive the exec() call. Null: none.
+  // Borrowed: it must outlive the exec() call. Null (or an empty Cancel): none.
   const Cancel* cancel = nullptr;
 };
 
@@ -555,7 +555,7 @@ class Sandbox {
     detail::StreamState state;
     state.opts = &opts;
     std::unique_ptr<ztee_cancel, detail::CancelFree> own_cancel;
-    if (opts.cancel) {
+    if (opts.cancel && *opts.cancel) {
       state.cancel = opts.cancel->c_handle();
     } else if (opts.on_stdout || opts.on_stderr) {
       // A callback that throws must be able to end the command.

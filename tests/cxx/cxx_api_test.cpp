@@ -158,6 +158,19 @@ TEST_CASE("exec: a callback that throws cancels the command and becomes its erro
     CHECK(cancel->triggered());  // the caller's token ended it and stays triggered
     CHECK_THROWS_AS(r.value(), int);
   }
+  SUBCASE("an empty Cancel passed in: the exec still gets a token of its own") {
+    ztee::Cancel empty;
+    ztee::ExecOptions o;
+    o.argv = {"sh", "-c", "echo go; sleep 30"};
+    o.on_stdout = [](std::string_view) { throw std::logic_error("stop"); };
+    o.cancel = &empty;
+    auto t0 = Clock::now();
+    auto r = sb.exec(o);
+    CHECK(seconds_since(t0) < 20);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().status == ztee::kCallbackThrew);
+    CHECK_THROWS_WITH_AS(r.value(), "stop", std::logic_error);
+  }
   // The sandbox is unharmed.
   CHECK(run_ok(sb, "echo still fine").stdout_data == "still fine\n");
 }
