@@ -1,11 +1,14 @@
-// ztee: the command-line tool (run, pool, image build, doctor, version).
+// ztee: the command-line tool (run, pool, image build, doctor, gc, call,
+// policy, audit, version).
 //
 // Exit codes follow docker: the command's own exit code; 128+N if signal N
 // killed it; 124 if it timed out (like timeout(1)); 125 when ztee itself
-// fails (bad usage, no image, boot failure); 127 if the command was not found.
+// fails (bad usage, no image, boot failure); 127 if the command was not found;
+// 126 if the policy gate denied a `ztee call`.
 #include <ztee/ztee.hpp>
 
 #include "image/image.hpp"
+#include "policy_cmds.hpp"
 #include "jail/jail.hpp"
 #include "jail/kvm_probe.hpp"
 #include "runtime/impl.hpp"
@@ -58,6 +61,10 @@ const char kMainUsage[] =
     "  image build [options]     build the guest image\n"
     "  doctor                    check that this host can run sandboxes\n"
     "  gc [--state-dir DIR]      remove what crashed or killed processes left behind\n"
+    "  call --tool NAME -- CMD   run a tool call through the policy gate (tiers, approval,\n"
+    "                            secrets by reference, audit log)\n"
+    "  policy check FILE         validate a policy; explain which rule a sample call hits\n"
+    "  audit verify FILE...      check an audit log's hash chain (and HMACs)\n"
     "  version                   print the version\n"
     "\n"
     "Run `ztee <command> --help` for a command's options.\n";
@@ -947,5 +954,7 @@ int main(int argc, char** argv) {
   if (cmd == "image") return cmd_image(std::move(r));
   if (cmd == "doctor") return cmd_doctor(std::move(r));
   if (cmd == "gc") return cmd_gc(std::move(r));
+  if (cmd == "call" || cmd == "policy" || cmd == "audit")
+    return ztee::cli::dispatch(cmd, std::vector<std::string>(r.args.begin() + static_cast<long>(r.i), r.args.end()));
   return usage_error("unknown command " + cmd, kMainUsage);
 }

@@ -3,6 +3,7 @@
 #   usage: no VM: help, version, doctor, bad usage
 #   run:   boots real sandboxes (needs the guest image; fails without it)
 #   pool:  `ztee pool` (one boot plus clones; needs the guest image)
+#   gate:  `ztee policy`, `ztee audit verify` and `ztee call` (three sandboxes)
 set -u
 ZTEE=$1
 WHAT=${2:-usage}
@@ -157,6 +158,75 @@ else
   fi
   expect_rc 0 "$ZTEE" gc --state-dir "$tmp/gc-state" && {
     grep -q 'nothing to remove' "$tmp/out" || fail "gc on an empty state dir: $(cat "$tmp/out")"
+  }
+fi
+
+if [ "$WHAT" = gate ]; then
+  # policy: the default one loads and explains; a broken one names line and reason.
+  expect_rc 0 "$ZTEE" policy default && cp "$tmp/out" "$tmp/default.json"
+  expect_rc 0 "$ZTEE" policy check "$tmp/default.json" && {
+    grep -q '^OK: .*: 4 tiers, 7 rules$' "$tmp/out" || fail "policy check: $(cat "$tmp/out")"
+    grep -q 'anything else -> denied' "$tmp/out" || fail "policy check: no fail-closed line"
+  }
+  expect_rc 0 "$ZTEE" policy check "$tmp/default.json" --tool python -- python3 -c 1 && {
+    grep -q '"code-execution" (line [0-9]*) -> L4 approve: the call waits for approval' "$tmp/out" || fail "policy check --tool python: $(cat "$tmp/out")"
+  }
+  expect_rc 0 "$ZTEE" policy check "$tmp/default.json" --tool read_file --label pii && {
+    grep -q '"pii"' "$tmp/out" || fail "policy check --label pii: $(cat "$tmp/out")"
+  }
+  expect_rc 0 "$ZTEE" policy check "$tmp/default.json" --tool nobody_knows && {
+    grep -q 'no rule matches: the call is denied' "$tmp/out" || fail "policy check unknown tool: $(cat "$tmp/out")"
+  }
+  printf '{"version": 1,\n "tiers": {"L0": {"action": "run"}},\n "rules": [{"tool": "x", "tier": "L9"}]}\n' >"$tmp/bad.json"
+  expect_rc 1 "$ZTEE" policy check "$tmp/bad.json" && {
+    grep -q 'bad.json: line 3: unknown tier "L9"' "$tmp/err" || fail "policy check bad: $(cat "$tmp/err")"
+  }
+  for args in "policy" "policy frob" "policy check" "audit" "audit verify" "audit verify --bogus x" \
+              "call -- true" "call --tool x" "call --tool x --env NOEQ -- true" "call --tool x --durability maybe -- true"; do
+    # shellcheck disable=SC2086
+    expect_rc 125 "$ZTEE" $args && { grep -q '^ztee: ' "$tmp/err" || fail "'$args': no 'ztee: ' message"; }
+  done
+
+  # call: run tier, a secret reference scrubbed, an approval by command, denials (126).
+  log=$tmp/audit.jsonl
+  printf 'k3y\n' >"$tmp/key"
+  mkdir -p "$tmp/secrets" && printf 'sk-live-4242-ZZZZ' >"$tmp/secrets/TOKEN"
+  expect_rc 0 "$ZTEE" call --tool read_file --audit "$log" --audit-key-file "$tmp/key" --trace t1 -- cat /etc/hostname
+  expect_rc 0 "$ZTEE" call --tool python --audit "$log" --audit-key-file "$tmp/key" --secrets-dir "$tmp/secrets" \
+      --env TOKEN=secret://TOKEN --approver-cmd "cat >$tmp/asked.json; echo alice" -- 'echo "$TOKEN"; echo "$TOKEN" >&2' && {
+    [ "$(cat "$tmp/out")" = "[secret:TOKEN]" ] || fail "call: stdout not scrubbed: $(cat "$tmp/out")"
+    [ "$(cat "$tmp/err")" = "[secret:TOKEN]" ] || fail "call: stderr not scrubbed: $(cat "$tmp/err")"
+    grep -q '"tool":"python"' "$tmp/asked.json" || fail "approver-cmd got: $(cat "$tmp/asked.json")"
+    grep -q '"approval_granted".*"by":"alice"' "$log" || fail "no approval record by alice"
+  }
+  expect_rc 126 "$ZTEE" call --tool python --audit "$log" --audit-key-file "$tmp/key" \
+      --approver-cmd 'echo not now; exit 1' -- true </dev/null && {
+    grep -q 'denied by approver-cmd: not now' "$tmp/err" || fail "denied call: $(cat "$tmp/err")"
+  }
+  expect_rc 126 "$ZTEE" call --tool python --audit "$log" --audit-key-file "$tmp/key" -- true </dev/null && {
+    grep -q 'no approver is configured' "$tmp/err" || fail "no approver: $(cat "$tmp/err")"
+  }
+  expect_rc 126 "$ZTEE" call --tool format_everything --audit "$log" --audit-key-file "$tmp/key" -- true
+  expect_rc 125 "$ZTEE" call --tool read_file --audit "$log" --audit-key-file "$tmp/key" --secrets-dir "$tmp/secrets" \
+      --env X=secret://MISSING -- true && {
+    grep -q 'secret reference "secret://MISSING"' "$tmp/err" || fail "missing secret: $(cat "$tmp/err")"
+  }
+  if grep -q 'sk-live-4242' "$log"; then fail "the secret's value is in the audit log"; fi
+
+  # audit verify: OK with the count; each edit is found (exit 1).
+  expect_rc 0 "$ZTEE" audit verify "$log" --key-file "$tmp/key" && {
+    grep -Eq '^OK: [0-9]+ records, chain intact, every HMAC matches$' "$tmp/out" || fail "audit verify: $(cat "$tmp/out")"
+  }
+  sed '3d' "$log" >"$tmp/removed.jsonl"
+  expect_rc 1 "$ZTEE" audit verify "$tmp/removed.jsonl" && {
+    grep -q '^TAMPERED: record 4 .*records 3..3 are missing: removed' "$tmp/out" || fail "removed: $(cat "$tmp/out")"
+  }
+  sed '2s/"event":"decision"/"event":"decisi0n"/' "$log" >"$tmp/edited.jsonl"
+  expect_rc 1 "$ZTEE" audit verify "$tmp/edited.jsonl" && {
+    grep -q '^TAMPERED: record 3 .*record 2 was edited' "$tmp/out" || fail "edited: $(cat "$tmp/out")"
+  }
+  expect_rc 1 "$ZTEE" audit verify "$tmp/edited.jsonl" --key k3y && {
+    grep -q '^TAMPERED: record 2 .*HMAC does not match' "$tmp/out" || fail "edited with key: $(cat "$tmp/out")"
   }
 fi
 
