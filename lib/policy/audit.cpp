@@ -248,8 +248,15 @@ class AuditLogImpl {
       if (stop) break;
       cv.wait_for(lk, std::chrono::milliseconds(opts.batch_ms), [&] { return stop; });
       if (dirty && fd >= 0) {
-        fdatasync(fd);
+        // Synced on a duplicate with the lock released, so appends go on meanwhile.
+        int f = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
         dirty = false;
+        lk.unlock();
+        if (f >= 0) {
+          fdatasync(f);
+          ::close(f);
+        }
+        lk.lock();
       }
     }
   }
