@@ -61,6 +61,29 @@ out=$("$prefix/bin/ztee" run -- python3 -c 'print(6*7)' 2>&1) || fail "installed
 [ "$out" = 42 ] || fail "installed ztee run printed '$out'"
 "$prefix/bin/ztee" image build --help >/dev/null 2>&1 || fail "installed ztee image build --help"
 
+# 4. The Node package: npm pack, then npm install of the tarball in another
+# folder, offline with an empty cache (node-addon-api is bundled; the addon is
+# built by npm's node-gyp against the installed libztee via pkg-config), then
+# examples/hello.mjs from there.
+if command -v node >/dev/null && command -v npm >/dev/null && [ -e "$src/bindings/node/node_modules/node-addon-api" ]; then
+  npmenv=(env npm_config_cache="$tmp/npm-cache" npm_config_update_notifier=false)
+  tgz=$(cd "$src/bindings/node" && "${npmenv[@]}" npm pack --silent --pack-destination "$tmp" 2>"$tmp/pack.log") ||
+    { cat "$tmp/pack.log"; fail "npm pack"; }
+  mkdir -p "$tmp/app" && echo '{"name": "app", "private": true}' >"$tmp/app/package.json"
+  if [ -n "$tgz" ] && (cd "$tmp/app" && "${npmenv[@]}" npm install --offline --no-audit --no-fund "$tmp/$tgz") >"$tmp/npm.log" 2>&1; then
+    addon=$tmp/app/node_modules/ztee/build/Release/ztee.node
+    ldd "$addon" | grep -q "$prefix/lib/.*libztee.so.0" || fail "npm install: $addon does not use the installed library"
+    cp "$src/examples/hello.mjs" "$tmp/app/"
+    out=$(cd "$tmp/app" && node hello.mjs 2>&1) || fail "npm-installed package: hello.mjs failed: $out"
+    [ "$out" = 42 ] || fail "npm-installed package: hello.mjs printed '$out', want 42"
+  else
+    cat "$tmp/npm.log"
+    fail "npm install of the packed ztee package"
+  fi
+else
+  echo "install_test: SKIP node: node, npm or bindings/node/node_modules (tools/dev setup) missing"
+fi
+
 if [ "$fails" -ne 0 ]; then
   echo "install_test: $fails check(s) failed"
   exit 1
