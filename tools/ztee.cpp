@@ -8,6 +8,7 @@
 #include <ztee/ztee.hpp>
 
 #include "image/image.hpp"
+#include "image_cmds.hpp"
 #include "policy_cmds.hpp"
 #include "jail/jail.hpp"
 #include "jail/kvm_probe.hpp"
@@ -58,7 +59,9 @@ const char kMainUsage[] =
     "commands:\n"
     "  run [options] -- CMD...   boot a sandbox, run CMD in it, destroy it\n"
     "  pool [options]            fill a warm pool, lease sandboxes from it, show its status\n"
-    "  image build [options]     build the guest image\n"
+    "  image build|keygen|sign|verify|gate|push|pull\n"
+    "                            build the guest image (with its SBOM); sign and verify it;\n"
+    "                            gate it on a vulnerability report; copy it to/from an OCI layout\n"
     "  doctor                    check that this host can run sandboxes\n"
     "  gc [--state-dir DIR]      remove what crashed or killed processes left behind\n"
     "  call --tool NAME -- CMD   run a tool call through the policy gate (tiers, approval,\n"
@@ -97,6 +100,11 @@ const char kRunUsage[] =
     "                  address-space randomisation inside the guest (default auto:\n"
     "                  off under software emulation, where it slows every exec;\n"
     "                  on with KVM)\n"
+    "  --trusted-key PUB.pem\n"
+    "                  refuse an image (or a template's image) whose manifest.json is\n"
+    "                  not signed by this key (repeatable: any of them; see `ztee image sign`)\n"
+    "  --require-vuln-gate\n"
+    "                  refuse an image without a passing `ztee image gate` verdict\n"
     "  -h, --help      show this help\n"
     "\n"
     "exit status: the command's; 128+N if killed by signal N; 124 on timeout;\n"
@@ -134,17 +142,6 @@ const char kPoolUsage[] =
     "start failed, `lease K: ...` per lease, and at the end the status, the last\n"
     "error and `lease_wait: <10us=N <100us=N ... >=10s=N`.\n"
     "exit status: 0 on success, 125 if the pool could not be filled or a lease failed.\n";
-
-const char kImageUsage[] =
-    "usage: ztee image build [--out DIR] [--force]\n"
-    "\n"
-    "Builds the guest image (kernel, initramfs with ztee-agent, read-only\n"
-    "root filesystem and manifest.json) from Debian packages.\n"
-    "\n"
-    "options:\n"
-    "  --out DIR   where to put the image (default: the default image dir)\n"
-    "  --force     rebuild even if an image is already there\n"
-    "  -h, --help  show this help\n";
 
 const char kDoctorUsage[] =
     "usage: ztee doctor\n"
@@ -317,6 +314,12 @@ int cmd_run(ArgReader r) {
       if (!err.empty()) return usage_error(err, kRunUsage);
       if (!valid_accel(*v)) return usage_error("--accel: expected auto, kvm or tcg, got: " + *v, kRunUsage);
       ropts.accel = *v;
+    } else if (r.take("--trusted-key", &v, &err)) {
+      if (!err.empty()) return usage_error(err, kRunUsage);
+      ropts.trusted_keys.push_back(*v);
+    } else if (a == "--require-vuln-gate") {
+      ropts.require_vuln_gate = true;
+      ++r.i;
     } else if (r.take("--guest-aslr", &v, &err)) {
       if (!err.empty()) return usage_error(err, kRunUsage);
       if (*v == "auto") sopts.guest_aslr = ztee::GuestAslr::kAuto;
@@ -601,32 +604,38 @@ std::string find_image_build_script() {
 }
 
 int cmd_image(ArgReader r) {
-  if (r.done()) return usage_error("image: missing subcommand (build)", kImageUsage);
+  if (r.done()) return usage_error("image: missing subcommand (build, keygen, sign, verify, gate, push, pull)", ztee::cli::image_usage());
   std::string sub = r.peek();
   if (is_help(sub)) {
-    std::fputs(kImageUsage, stdout);
+    std::fputs(ztee::cli::image_usage(), stdout);
     return 0;
   }
-  if (sub != "build") return usage_error("image: unknown subcommand " + sub, kImageUsage);
   ++r.i;
+  if (sub != "build") {
+    int rc = ztee::cli::image_dispatch(sub, std::vector<std::string>(r.args.begin() + static_cast<long>(r.i), r.args.end()));
+    return rc == -1 ? usage_error("image: unknown subcommand " + sub, ztee::cli::image_usage()) : rc;
+  }
   std::string out;
-  bool force = false;
+  bool force = false, reproducible = false;
   std::string err;
   while (!r.done()) {
     std::optional<std::string> v;
     const std::string& a = r.peek();
     if (is_help(a)) {
-      std::fputs(kImageUsage, stdout);
+      std::fputs(ztee::cli::image_usage(), stdout);
       return 0;
     }
     if (r.take("--out", &v, &err)) {
-      if (!err.empty()) return usage_error(err, kImageUsage);
+      if (!err.empty()) return usage_error(err, ztee::cli::image_usage());
       out = *v;
     } else if (a == "--force") {
       force = true;
       ++r.i;
+    } else if (a == "--verify-reproducible") {
+      reproducible = true;
+      ++r.i;
     } else {
-      return usage_error("image build: unexpected argument " + a, kImageUsage);
+      return usage_error("image build: unexpected argument " + a, ztee::cli::image_usage());
     }
   }
   if (out.empty()) out = ztee::default_image_dir();
@@ -643,6 +652,7 @@ int cmd_image(ArgReader r) {
                 "/../libexec/ztee/): reinstall ztee");
   std::vector<std::string> argv = {"/bin/bash", script, "--out", out, "--agent", agent};
   if (force) argv.push_back("--force");
+  if (reproducible) argv.push_back("--verify-reproducible");
   std::vector<char*> cargv;
   for (auto& s : argv) cargv.push_back(s.data());
   cargv.push_back(nullptr);

@@ -90,6 +90,20 @@ struct RuntimeOptions {
   // 0 disables pre-spawning.
   uint32_t prespawn = 1;
   JailOptions jail;
+  // Image signature policy. Each entry is the path of a PEM public key
+  // ("-----BEGIN PUBLIC KEY-----", ECDSA P-256, e.g. from `ztee image keygen`
+  // or a cosign key pair's .pub) or the PEM text itself. When any is set,
+  // every image (and the image of every snapshot template) must carry a
+  // manifest.json.sig made by one of them over its exact manifest.json
+  // (`ztee image sign`), and a template must record the signature its image
+  // has now; otherwise sandbox and pool creation fail with kImage, naming the
+  // file and the reason, before any VMM starts. Runtime::create fails with
+  // kInvalidArgument on an unreadable or non-P-256 key.
+  std::vector<std::string> trusted_keys;
+  // Refuse (kImage) images whose manifest records no passing vulnerability
+  // gate verdict (`ztee image gate`). The verdict is only as trustworthy as
+  // the manifest: combine with trusted_keys.
+  bool require_vuln_gate = false;
 };
 
 // Where `ztee image build` puts the image by default: $ZTEE_IMAGE_DIR, else

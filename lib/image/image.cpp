@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <tuple>
 
 #include "agent/json.hpp"
 #include "io/fd.hpp"
@@ -24,21 +25,47 @@ Error image_error(std::string msg, int e = 0) { return make_error(Errc::kImage, 
 
 }  // namespace
 
+Result<std::string> read_file_limited(const std::string& path, size_t max) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) {
+    int e = errno;
+    return make_error(e == ENOENT ? Errc::kNotFound : Errc::kIo, fmt::format("cannot open {}: {}", path, std::strerror(e)), e);
+  }
+  std::string out;
+  char buf[8192];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int e = errno;
+      return make_error(Errc::kIo, fmt::format("read {}: {}", path, std::strerror(e)), e);
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+    if (out.size() > max) return make_error(Errc::kInvalidArgument, fmt::format("{} is larger than {} bytes", path, max));
+  }
+  return out;
+}
+
 Result<Image> load_image_manifest(const std::string& dir) {
   std::string mpath = dir + "/manifest.json";
   struct stat st{};
   if (::stat(dir.c_str(), &st) != 0)
     return image_error(fmt::format("guest image not found at {}: {}", dir, kBuildHint), errno);
-  simdjson::dom::parser parser;
-  simdjson::dom::element doc;
-  auto perr = parser.load(mpath).get(doc);
-  if (perr == simdjson::IO_ERROR)
-    return image_error(fmt::format("guest image manifest {} is missing or unreadable: {}", mpath, kBuildHint), ENOENT);
-  if (perr)
-    return image_error(fmt::format("guest image manifest {} is not valid JSON ({}): {}", mpath,
-                                   simdjson::error_message(perr), kBuildHint));
   Image img;
   img.dir = dir;
+  // Parsed from the bytes read once: a signature check covers exactly what was parsed.
+  auto bytes = read_file_limited(mpath, 1 << 20);
+  if (!bytes && bytes.error().code == Errc::kInvalidArgument)
+    return image_error(fmt::format("guest image manifest {} is larger than 1 MiB: {}", mpath, kBuildHint));
+  if (!bytes)
+    return image_error(fmt::format("guest image manifest {} is missing or unreadable: {}", mpath, kBuildHint), ENOENT);
+  img.manifest_bytes = std::move(*bytes);
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  if (auto perr = parser.parse(simdjson::padded_string(img.manifest_bytes)).get(doc))
+    return image_error(fmt::format("guest image manifest {} is not valid JSON ({}): {}", mpath,
+                                   simdjson::error_message(perr), kBuildHint));
   int64_t format = 0;
   if (doc["format"].get_int64().get(format) || format != 1)
     return image_error(fmt::format("guest image manifest {} has an unsupported format (want 1): {}", mpath, kBuildHint));
@@ -46,31 +73,44 @@ Result<Image> load_image_manifest(const std::string& dir) {
   if (!doc["name"].get_string().get(sv)) img.name = sv;
   if (!doc["kernel_version"].get_string().get(sv)) img.kernel_version = sv;
   if (!doc["cmdline"].get_string().get(sv)) img.cmdline = sv;
-  for (auto [key, art] : {std::pair{"kernel", &img.kernel}, std::pair{"initramfs", &img.initramfs},
-                          std::pair{"rootfs", &img.rootfs}}) {
+  auto artifact = [&](const char* key, Artifact* art, bool required) -> Result<void> {
     simdjson::dom::object o;
-    if (doc["artifacts"][key].get_object().get(o))
+    if (doc["artifacts"][key].get_object().get(o)) {
+      if (!required) return {};
       return image_error(fmt::format("guest image manifest {} lacks artifact \"{}\": {}", mpath, key, kBuildHint));
+    }
     std::string_view p, digest;
-    if (o["path"].get_string().get(p) || o["sha256"].get_string().get(digest) || p.empty() ||
-        p.find('/') != std::string_view::npos || digest.size() != 64)
+    if (o["path"].get_string().get(p) || o["sha256"].get_string().get(digest) || p.empty() || p == "." || p == ".." ||
+        p.find('/') != std::string_view::npos || digest.size() != 64 ||
+        digest.find_first_not_of("0123456789abcdef") != std::string_view::npos)
       return image_error(fmt::format("guest image manifest {}: artifact \"{}\" needs a plain file name and a "
                                      "64-hex-digit sha256: {}",
                                      mpath, key, kBuildHint));
     art->path = dir + "/" + std::string(p);
     art->sha256 = std::string(digest);
-    if (!o["format"].get_string().get(sv)) art->format = sv;
+    std::string_view f;
+    if (!o["format"].get_string().get(f)) art->format = f;
+    return {};
+  };
+  for (auto [key, art, required] : {std::tuple{"kernel", &img.kernel, true}, std::tuple{"initramfs", &img.initramfs, true},
+                                    std::tuple{"rootfs", &img.rootfs, true}, std::tuple{"vmlinux", &img.vmlinux, false},
+                                    std::tuple{"sbom", &img.sbom, false}})
+    if (auto r = artifact(key, art, required); !r) return std::move(r).error();
+  simdjson::dom::object gate;
+  if (!doc["vuln_gate"].get_object().get(gate)) {
+    if (!gate["verdict"].get_string().get(sv)) img.vuln_gate.verdict = sv;
+    if (!gate["report_sha256"].get_string().get(sv)) img.vuln_gate.report_sha256 = sv;
+    if (img.vuln_gate.verdict != "pass" && img.vuln_gate.verdict != "fail")
+      return image_error(fmt::format("guest image manifest {}: \"vuln_gate\" needs a verdict \"pass\" or \"fail\": run "
+                                     "`ztee image gate` again",
+                                     mpath));
   }
-  simdjson::dom::object vo;
-  if (!doc["artifacts"]["vmlinux"].get_object().get(vo)) {
-    std::string_view p, digest;
-    if (vo["path"].get_string().get(p) || vo["sha256"].get_string().get(digest) || p.empty() ||
-        p.find('/') != std::string_view::npos || digest.size() != 64)
-      return image_error(fmt::format("guest image manifest {}: artifact \"vmlinux\" needs a plain file name and a "
-                                     "64-hex-digit sha256: {}",
-                                     mpath, kBuildHint));
-    img.vmlinux.path = dir + "/" + std::string(p);
-    img.vmlinux.sha256 = std::string(digest);
+  auto sig = read_file_limited(dir + "/manifest.json.sig", 64 << 10);
+  if (sig) {
+    img.signature = std::move(*sig);
+    img.has_signature = true;
+  } else if (sig.error().code != Errc::kNotFound) {
+    return image_error(fmt::format("guest image signature {}/manifest.json.sig: {}", dir, sig.error().message));
   }
   return img;
 }
@@ -110,6 +150,7 @@ Result<TemplateManifest> load_template_manifest(const std::string& dir) {
                           std::pair{"rootfs", &t.rootfs_sha256}, std::pair{"vmlinux", &t.vmlinux_sha256}}) {
     if (!doc["image"][key].get_string().get(sv)) *out = sv;
   }
+  if (!doc["image_signature"].get_string().get(sv)) t.image_signature = sv;
   for (auto [key, art] : {std::pair{"state", &t.state}, std::pair{"mem", &t.mem}}) {
     std::string_view p, digest;
     if (doc["artifacts"][key]["path"].get_string().get(p) || doc["artifacts"][key]["sha256"].get_string().get(digest) ||
@@ -125,11 +166,11 @@ Result<void> write_template_manifest(const std::string& dir, const TemplateManif
   auto base = [](const std::string& p) { return p.substr(p.rfind('/') + 1); };
   std::string json = fmt::format(
       "{{\"format\":1,\"backend\":{},\"backend_version\":{},\"vcpus\":{},\"memory_mib\":{},\"nic\":{},\"image_dir\":{},\"image\":{{"
-      "\"kernel\":\"{}\",\"initramfs\":\"{}\",\"rootfs\":\"{}\",\"vmlinux\":\"{}\"}},\"artifacts\":{{"
+      "\"kernel\":\"{}\",\"initramfs\":\"{}\",\"rootfs\":\"{}\",\"vmlinux\":\"{}\"}},\"image_signature\":{},\"artifacts\":{{"
       "\"state\":{{\"path\":\"{}\",\"sha256\":\"{}\"}},\"mem\":{{\"path\":\"{}\",\"sha256\":\"{}\"}}}}}}\n",
       json_quote(t.backend), json_quote(t.backend_version), t.vcpus, t.memory_mib, t.nic ? "true" : "false",
       json_quote(t.image_dir), t.kernel_sha256, t.initramfs_sha256, t.rootfs_sha256,
-      t.vmlinux_sha256, base(t.state.path), t.state.sha256, base(t.mem.path), t.mem.sha256);
+      t.vmlinux_sha256, json_quote(t.image_signature), base(t.state.path), t.state.sha256, base(t.mem.path), t.mem.sha256);
   std::string tmp = dir + "/.template.json.tmp";
   UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
   if (!fd.valid() || ::write(fd.get(), json.data(), json.size()) != static_cast<ssize_t>(json.size()) ||
@@ -177,6 +218,8 @@ Result<void> ImageVerifier::verify(const Image& img) {
   if (auto r = verify_one(img.initramfs, "initramfs"); !r) return r;
   if (!img.vmlinux.path.empty())
     if (auto r = verify_one(img.vmlinux, "vmlinux"); !r) return r;
+  if (!img.sbom.path.empty())
+    if (auto r = verify_one(img.sbom, "SBOM"); !r) return r;
   return verify_one(img.rootfs, "rootfs");
 }
 

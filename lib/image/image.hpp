@@ -26,6 +26,16 @@ struct Image {
   std::string cmdline;  // extra kernel arguments the image needs
   Artifact kernel, initramfs, rootfs;
   Artifact vmlinux;  // optional: uncompressed ELF kernel (PVH boot); empty path if absent
+  Artifact sbom;     // optional: CycloneDX SBOM (sbom.cdx.json); empty path if absent
+  // manifest.json exactly as parsed (what a signature covers), and the
+  // base64 signature from manifest.json.sig if that file exists.
+  std::string manifest_bytes;
+  std::string signature;
+  bool has_signature = false;
+  // "vuln_gate" recorded by `ztee image gate`: verdict "pass" or "fail".
+  struct VulnGate {
+    std::string verdict, report_sha256;
+  } vuln_gate;
   // Set when a sandbox starts from a template (Sandbox::snapshot): the saved
   // device state and the guest memory file the clone maps copy-on-write.
   struct Snapshot {
@@ -42,6 +52,8 @@ struct TemplateManifest {
   uint32_t vcpus = 0, memory_mib = 0;
   bool nic = false;        // the saved VM has a network device (clones need a network policy)
   std::string kernel_sha256, initramfs_sha256, rootfs_sha256, vmlinux_sha256;
+  // The image's manifest.json.sig when the template was made (empty: unsigned).
+  std::string image_signature;
   Artifact state, mem;     // absolute paths
 };
 Result<TemplateManifest> load_template_manifest(const std::string& dir);
@@ -50,6 +62,9 @@ Result<void> write_template_manifest(const std::string& dir, const TemplateManif
 
 // Reads DIR/manifest.json. Errors name the path and the fix.
 Result<Image> load_image_manifest(const std::string& dir);
+
+// Reads a whole file of at most max bytes (larger: kInvalidArgument).
+Result<std::string> read_file_limited(const std::string& path, size_t max);
 
 // sha256 of a file as lowercase hex.
 Result<std::string> sha256_file(const std::string& path);

@@ -19,6 +19,7 @@
 
 #include "agent/channel.hpp"
 #include "image/image.hpp"
+#include "image/trust.hpp"
 #include "io/loop.hpp"
 #include "io/stream.hpp"
 #include "jail/jail.hpp"
@@ -65,6 +66,7 @@ class RuntimeImpl : public std::enable_shared_from_this<RuntimeImpl> {
   std::unique_ptr<Loop> loop;
   std::unique_ptr<Driver> driver;
   ImageVerifier verifier;
+  TrustPolicy trust;  // from opts.trusted_keys and opts.require_vuln_gate
   // Loop thread: VMMs started and waiting for a template's state, by
   // template dir (RuntimeOptions::prespawn of them each).
   std::map<std::string, std::deque<std::shared_ptr<SandboxImpl>>> waiting;

@@ -126,6 +126,11 @@ Result<Runtime> Runtime::create(RuntimeOptions opts) {
     return make_error(Errc::kInvalidArgument,
                       fmt::format("unknown backend \"{}\": use \"auto\" or \"qemu\"", opts.backend));
   }
+  detail::TrustPolicy trust;
+  auto keys = detail::load_public_keys(opts.trusted_keys);
+  if (!keys) return std::move(keys).error();
+  trust.keys = std::move(*keys);
+  trust.require_vuln_gate = opts.require_vuln_gate;
   if (opts.state_dir.empty()) opts.state_dir = detail::default_state_dir();
   if (opts.image_dir.empty()) opts.image_dir = default_image_dir();
   if (opts.state_dir[0] != '/')
@@ -173,6 +178,7 @@ Result<Runtime> Runtime::create(RuntimeOptions opts) {
   if (!loop) return std::move(loop).error();
   auto impl = std::make_shared<RuntimeImpl>();
   impl->jail = std::move(jail);
+  impl->trust = std::move(trust);
   impl->opts = std::move(opts);
   impl->loop = std::move(*loop);
   impl->driver = std::make_unique<detail::QemuDriver>(*qemu);
@@ -233,6 +239,7 @@ Result<detail::Image> detail::RuntimeImpl::prepare(const SandboxOptions& opts) {
   if (opts.template_dir.empty()) {
     auto image = detail::load_image_manifest(opts.image_dir.empty() ? this->opts.image_dir : opts.image_dir);
     if (!image) return std::move(image).error();
+    if (auto v = detail::check_image_trust(*image, trust); !v) return std::move(v).error();
     if (auto v = verifier.verify(*image); !v) return std::move(v).error();
     return image;
   }
@@ -258,6 +265,16 @@ Result<detail::Image> detail::RuntimeImpl::prepare(const SandboxOptions& opts) {
                              "policy to clone networked sandboxes");
   auto image = detail::load_image_manifest(t->image_dir);
   if (!image) return std::move(image).error();
+  if (auto v = detail::check_image_trust(*image, trust); !v) return std::move(v).error();
+  if (!trust.keys.empty() && t->image_signature != image->signature)
+    return mismatch(t->image_signature.empty()
+                        ? fmt::format("its template.json records no image signature (it was made from an unsigned "
+                                      "image), and this runtime requires signed images; make a new template from {}",
+                                      t->image_dir)
+                        : fmt::format("its template.json records another signature of the image at {} than its "
+                                      "manifest.json.sig has now (the image was re-signed or changed); make a new "
+                                      "template",
+                                      t->image_dir));
   if (image->kernel.sha256 != t->kernel_sha256 || image->initramfs.sha256 != t->initramfs_sha256 ||
       image->rootfs.sha256 != t->rootfs_sha256 || image->vmlinux.sha256 != t->vmlinux_sha256)
     return mismatch(fmt::format("the image at {} changed since the template was made; make a new template",
@@ -537,6 +554,7 @@ Result<void> Sandbox::snapshot(std::string_view dir_view) {
   t.initramfs_sha256 = img.initramfs.sha256;
   t.rootfs_sha256 = img.rootfs.sha256;
   t.vmlinux_sha256 = img.vmlinux.sha256;
+  t.image_signature = img.signature;
   t.state.path = dir + "/state";
   t.mem.path = dir + "/mem";
   for (auto* a : {&t.state, &t.mem}) {
