@@ -111,5 +111,132 @@ expect_rc 125 "$ZTEE" image sign --key k1.pub img && expect_err 'not an unencryp
 expect_rc 125 "$ZTEE" image verify --key k1.key img && expect_err 'pass the .pub file'
 expect_rc 125 "$ZTEE" run --image "$PWD/img" --trusted-key "$PWD/k1.key" -- true && expect_err 'pass the .pub file'
 
+# ---- vulnerability gate --------------------------------------------------------
+FX=$HERE/fixtures
+mj() {  # mj DIR PYEXPR: evaluates PYEXPR over manifest.json as m (prints it)
+  /usr/bin/python3 -c 'import json,sys; m=json.load(open(sys.argv[1]+"/manifest.json")); print(eval(sys.argv[2]))' "$1" "$2"
+}
+cp -a img gated
+artifacts_before=$(mj gated 'json.dumps(m["artifacts"], sort_keys=True)')
+expect_rc 1 "$ZTEE" image gate gated --report "$FX/trivy-report.json" --max-severity high && {
+  expect_out '^BLOCK CVE-2099-0001 \(libc6, HIGH\)'
+  expect_out '^BLOCK CVE-2099-0003 \(libssl3, CRITICAL\)'
+  grep -q 'CVE-2099-0002\|CVE-2099-0004' "$tmp/out" && fail "gate: LOW/UNKNOWN findings listed: $(cat "$tmp/out")"
+  expect_out '^FAIL: 4 findings from trivy, 2 at or above high'
+  expect_out 'old signature .* was removed; sign it again'
+}
+[ "$(mj gated 'm["vuln_gate"]["verdict"]')" = fail ] || fail "gate: verdict not recorded as fail: $(cat gated/manifest.json)"
+[ "$(mj gated 'm["vuln_gate"]["report_sha256"]')" = "$(sha "$FX/trivy-report.json")" ] || fail "gate: report sha256 not recorded"
+[ "$(mj gated 'json.dumps(m["artifacts"], sort_keys=True)')" = "$artifacts_before" ] || fail "gate: artifacts changed"
+[ -e gated/manifest.json.sig ] && fail "gate: the stale signature was left in place"
+# A recorded failing verdict is refused where a passing one is required.
+expect_rc 0 "$ZTEE" image sign --key k1.key gated
+expect_rc 1 "$ZTEE" image verify --key k1.pub --require-vuln-gate gated && expect_err 'vulnerability gate verdict is "fail"'
+expect_rc 125 "$ZTEE" run --image "$PWD/gated" --trusted-key "$PWD/k1.pub" --require-vuln-gate -- true &&
+  expect_err 'gated/manifest.json: its vulnerability gate verdict is "fail"'
+# No verdict at all.
+expect_rc 1 "$ZTEE" image verify --require-vuln-gate img && expect_err 'img/manifest.json records no vulnerability gate verdict'
+expect_rc 125 "$ZTEE" run --image "$PWD/img" --require-vuln-gate -- true && expect_err 'no vulnerability gate verdict'
+
+# The allow-list covers both: pass; re-signed, verify with the gate required.
+expect_rc 0 "$ZTEE" image gate gated --report "$FX/trivy-report.json" --max-severity high --allow "$FX/allow-valid.json" && {
+  expect_out '^ALLOW CVE-2099-0001 .*until 2999-12-31'
+  expect_out '^PASS: 4 findings from trivy, 0 at or above high not allowed, 2 allowed'
+}
+[ "$(mj gated 'm["vuln_gate"]["verdict"]')" = pass ] || fail "gate: verdict not pass: $(cat gated/manifest.json)"
+[ "$(mj gated 'sorted(m["vuln_gate"]["allowed"]) == ["CVE-2099-0001", "CVE-2099-0003"]')" = True ] || fail "gate: allowed ids"
+expect_rc 1 "$ZTEE" image verify --key k1.pub gated && expect_err 'unsigned'
+expect_rc 0 "$ZTEE" image sign --key k1.key gated
+expect_rc 0 "$ZTEE" image verify --key k1.pub --require-vuln-gate gated && expect_out '^OK   vulnerability gate: pass'
+openssl_verify k1.pub gated || fail "openssl rejects the signature of the gated manifest"
+
+# An expired entry no longer allows.
+expect_rc 1 "$ZTEE" image gate gated --report "$FX/trivy-report.json" --max-severity high --allow "$FX/allow-expired.json" && {
+  expect_out '^EXPIRED allow-list entry for CVE-2099-0001 expired on 2001-01-01'
+  expect_out '^BLOCK CVE-2099-0001'
+  expect_out '^ALLOW CVE-2099-0003'
+}
+[ "$(mj gated 'm["vuln_gate"]["blocking"]')" = "['CVE-2099-0001']" ] || fail "gate: blocking ids: $(cat gated/manifest.json)"
+# Thresholds: critical lets HIGH through; MEDIUM blocks at medium, not at high.
+expect_rc 1 "$ZTEE" image gate gated --report "$FX/trivy-report.json" --max-severity critical &&
+  expect_out '^FAIL: 4 findings from trivy, 1 at or above critical'
+expect_rc 0 "$ZTEE" image gate gated --report "$FX/trivy-clean.json" --max-severity high
+expect_rc 1 "$ZTEE" image gate gated --report "$FX/trivy-clean.json" --max-severity MEDIUM && expect_out '^BLOCK CVE-2099-0005'
+# Grype's format.
+expect_rc 1 "$ZTEE" image gate gated --report "$FX/grype-report.json" --max-severity high && {
+  expect_out '^BLOCK CVE-2099-1002 \(libexpat1, High\)'
+  expect_out '^FAIL: 3 findings from grype, 1 at or above high'
+}
+[ "$(mj gated 'm["vuln_gate"]["scanner"]')" = grype ] || fail "gate: scanner not recorded"
+expect_rc 1 "$ZTEE" image gate gated --report "$FX/grype-report.json" --max-severity medium && expect_out '^BLOCK CVE-2099-1001'
+# Bad input: clear errors, manifest untouched.
+cp gated/manifest.json manifest.before
+expect_rc 125 "$ZTEE" image gate gated --report "$FX/allow-valid.json" --max-severity high && expect_err 'neither a Trivy'
+expect_rc 125 "$ZTEE" image gate gated --report "$FX/trivy-report.json" --max-severity severe && expect_err 'expected low, medium, high or critical'
+expect_rc 125 "$ZTEE" image gate gated --report "$FX/trivy-report.json" --max-severity high --allow "$FX/allow-invalid.json" &&
+  expect_err 'entry #1 needs "id", a non-empty "reason"'
+expect_rc 125 "$ZTEE" image gate gated --report "$tmp/nope.json" --max-severity high
+cmp -s gated/manifest.json manifest.before || fail "gate: a refused invocation changed the manifest"
+
+# ---- OCI image layout round trip ------------------------------------------------
+expect_rc 0 "$ZTEE" image push img --oci layout:v1 && expect_out '^pushed img to layout:v1'
+expect_rc 0 "$ZTEE" image gate gated --report "$FX/trivy-report.json" --max-severity high --allow "$FX/allow-valid.json"
+expect_rc 0 "$ZTEE" image sign --key k1.key gated
+expect_rc 0 "$ZTEE" image push gated --oci layout:v2
+expect_rc 0 "$ZTEE" image push img --oci layout:v1   # same tag again: replaced, not duplicated
+/usr/bin/python3 - "$PWD/layout" <<'PY' || fail "OCI layout check failed"
+import hashlib, json, os, sys
+root = sys.argv[1]
+assert json.load(open(f"{root}/oci-layout")) == {"imageLayoutVersion": "1.0.0"}
+index = json.load(open(f"{root}/index.json"))
+assert index["schemaVersion"] == 2 and index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+tags = [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]]
+assert sorted(tags) == ["v1", "v2"], tags
+blobs = f"{root}/blobs/sha256"
+for name in os.listdir(blobs):
+    assert hashlib.sha256(open(f"{blobs}/{name}", "rb").read()).hexdigest() == name, name
+def blob(desc):
+    alg, hexd = desc["digest"].split(":")
+    data = open(f"{blobs}/{hexd}", "rb").read()
+    assert alg == "sha256" and len(data) == desc["size"], desc
+    return data
+entry = next(m for m in index["manifests"] if m["annotations"]["org.opencontainers.image.ref.name"] == "v1")
+assert entry["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+man = json.loads(blob(entry))
+assert man["schemaVersion"] == 2 and man["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+assert man["artifactType"] == "application/vnd.libztee.image.v1"
+assert man["config"]["mediaType"] == "application/vnd.oci.empty.v1+json" and blob(man["config"]) == b"{}"
+layers = {l["annotations"]["org.opencontainers.image.title"]: l["mediaType"] for l in man["layers"]}
+assert layers == {
+    "vmlinuz": "application/vnd.libztee.kernel.v1",
+    "initramfs.cpio": "application/vnd.libztee.initramfs.v1.cpio",
+    "rootfs.ext4": "application/vnd.libztee.rootfs.v1.ext4",
+    "sbom.cdx.json": "application/vnd.cyclonedx+json",
+    "manifest.json": "application/vnd.libztee.image.manifest.v1+json",
+    "manifest.json.sig": "application/vnd.libztee.image.signature.v1",
+}, layers
+for l in man["layers"]:
+    blob(l)
+PY
+expect_rc 0 "$ZTEE" image pull --oci layout:v1 --out pulled --key k1.pub && expect_out '^pulled layout:v1 into pulled'
+for f in manifest.json manifest.json.sig vmlinuz initramfs.cpio rootfs.ext4 sbom.cdx.json; do
+  cmp -s "img/$f" "pulled/$f" || fail "pull: pulled/$f differs from img/$f"
+done
+expect_rc 0 "$ZTEE" image verify --key k1.pub pulled
+openssl_verify k1.pub pulled || fail "openssl rejects the pulled signature"
+expect_rc 0 "$ZTEE" image pull --oci "$PWD/layout:v2" --out pulled2 && expect_rc 0 "$ZTEE" image verify --key k1.pub --require-vuln-gate pulled2
+expect_rc 125 "$ZTEE" image pull --oci layout:v1 --out pulled && expect_err 'exists'
+expect_rc 125 "$ZTEE" image pull --oci layout:v9 --out pulled9 && expect_err 'no image tagged "v9"'
+expect_rc 1 "$ZTEE" image pull --oci layout:v1 --out pulled-k2 --key k2.pub && expect_err 'does not verify with any trusted key'
+[ -e pulled-k2 ] && fail "pull: a refused pull left pulled-k2"
+# A tampered blob in the layout: refused, nothing left behind.
+rootfs_blob=layout/blobs/sha256/$(sha img/rootfs.ext4)
+chmod u+w "$rootfs_blob"; printf 'x' | dd of="$rootfs_blob" bs=1 seek=10 conv=notrunc status=none
+expect_rc 1 "$ZTEE" image pull --oci layout:v1 --out pulled3 && expect_err 'does not match its digest'
+[ -e pulled3 ] && fail "pull: a refused pull left pulled3"
+ls -a | grep -q '\.pull$' && fail "pull: a refused pull left its temporary directory"
+# Push refuses an image whose files do not match its manifest.
+expect_rc 1 "$ZTEE" image push tampered-rootfs --oci layout:bad && expect_err 'does not match its manifest'
+
 echo "supply chain: $fails failure(s)"
 [ "$fails" = 0 ]
