@@ -2,21 +2,28 @@
 // Every entry point runs inside guard(), so no C++ exception crosses the ABI.
 #include "ztee.h"
 
+#include <ztee/policy.hpp>
 #include <ztee/ztee.hpp>
 
 #include "vmm/accel.hpp"
 
+#include <simdjson.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <initializer_list>
+#include <memory>
 #include <new>
 #include <span>
 #include <string>
 #include <utility>
+#include <vector>
 
 struct ztee_runtime {
   ztee::Runtime rt;
@@ -28,12 +35,42 @@ struct ztee_sandbox {
   std::string id;
 };
 
+// Closes the pool when the last of its C handle and the gates using it goes.
+struct PoolCloser {
+  ztee::Pool pool;
+  ~PoolCloser() {
+    try {
+      if (pool) pool.close();
+    } catch (...) {
+    }
+  }
+};
+
 struct ztee_pool {
   ztee::Pool pool;
+  std::shared_ptr<PoolCloser> closer;
 };
 
 struct ztee_cancel {
   ztee::ExecCancel token;
+};
+
+struct ztee_policy {
+  ztee::Policy policy;
+};
+
+struct ztee_audit_log {
+  ztee::AuditLog log;
+};
+
+struct ztee_secret_value {
+  std::string value;
+  bool set = false;
+};
+
+struct ztee_gate {
+  std::shared_ptr<PoolCloser> pool;  // keeps the pool open while the gate lives
+  ztee::Gate gate;
 };
 
 namespace {
@@ -116,6 +153,10 @@ constexpr size_t kSandboxOptionsSizes[] = {kSandboxOptionsV1, kSandboxOptionsV2,
 constexpr size_t kExecOptionsSizes[] = {kExecOptionsV1, sizeof(ztee_exec_options)};
 constexpr size_t kPoolOptionsSizes[] = {kPoolOptionsV1, sizeof(ztee_pool_options)};
 constexpr size_t kPoolStatsSizes[] = {kPoolStatsV1};
+// 0.5: the control plane's structs (one layout each so far).
+constexpr size_t kToolCallSizes[] = {sizeof(ztee_tool_call)};
+constexpr size_t kAuditOptionsSizes[] = {sizeof(ztee_audit_options)};
+constexpr size_t kGateOptionsSizes[] = {sizeof(ztee_gate_options)};
 
 // A struct larger than this libztee's comes from a caller built against a
 // newer ztee.h; at most this many bytes of it are looked at.
@@ -220,6 +261,28 @@ char* dup_bytes(const std::string& s) {
   return p;
 }
 
+// A malloc'ed ztee_exec_result (released with ztee_exec_result_free).
+ztee_exec_result* new_exec_result(const ztee::ExecResult& er) {
+  auto* res = static_cast<ztee_exec_result*>(std::calloc(1, sizeof(ztee_exec_result)));
+  if (!res) throw std::bad_alloc();
+  try {
+    res->stdout_data = dup_bytes(er.stdout_data);
+    res->stdout_len = er.stdout_data.size();
+    res->stderr_data = dup_bytes(er.stderr_data);
+    res->stderr_len = er.stderr_data.size();
+  } catch (...) {
+    ztee_exec_result_free(res);
+    throw;
+  }
+  res->exit_code = er.exit_code;
+  res->signal = er.signal;
+  res->timed_out = er.timed_out ? 1 : 0;
+  res->truncated = er.truncated ? 1 : 0;
+  res->cancelled = er.cancelled ? 1 : 0;
+  res->duration_us = er.duration_us;
+  return res;
+}
+
 int32_t file_type(ztee::FileType t) {
   switch (t) {
     case ztee::FileType::kFile: return ZTEE_FILE_TYPE_FILE;
@@ -236,6 +299,145 @@ void fill_info(ztee_file_info* dst, const ztee::FileInfo& src, char* name_storag
   dst->mode = src.mode;
   dst->size = src.size;
   dst->mtime_ns = src.mtime_ns;
+}
+
+// ---- control plane helpers ----------------------------------------------------
+
+// Strings of a C array (count entries; the array may be NULL only when count
+// is 0; a NULL entry is refused naming the field).
+ztee_status read_strings(const char* const* arr, size_t count, const char* fn, const char* field,
+                         std::vector<std::string>* out) {
+  if (count && !arr)
+    return invalid(std::string(fn) + ": " + field + "_count is " + std::to_string(count) + " but " + field +
+                   " is NULL");
+  for (size_t i = 0; i < count; ++i) {
+    if (!arr[i]) return invalid(std::string(fn) + ": " + field + "[" + std::to_string(i) + "] is NULL");
+    out->emplace_back(arr[i]);
+  }
+  return ZTEE_OK;
+}
+
+// The C++ tool call for a C one. need_command: a gate call must say what to run.
+ztee_status read_tool_call(const ztee_tool_call* in, const char* fn, bool need_command, ztee::ToolCall* c) {
+  if (!in) return invalid(std::string(fn) + ": call is NULL");
+  ztee_tool_call o;
+  if (ztee_status st = read_options(in, kToolCallSizes, "ztee_tool_call", "ZTEE_TOOL_CALL_INIT", &o); st != ZTEE_OK)
+    return st;
+  const std::string f(fn);
+  if (!o.tool || !*o.tool) return invalid(f + ": call->tool is not set: name the tool (e.g. \"python\")");
+  c->tool = o.tool;
+  if (o.command && o.argv) return invalid(f + ": set either call->command or call->argv, not both");
+  if (o.command) {
+    if (o.argc) return invalid(f + ": call->argc is set but call->argv is NULL");
+    c->command = o.command;
+  } else if (o.argv) {
+    if (!o.argc) return invalid(f + ": call->argv is set but call->argc is 0");
+    if (ztee_status st = read_strings(o.argv, o.argc, fn, "call->argv", &c->argv); st != ZTEE_OK) return st;
+  } else if (o.argc) {
+    return invalid(f + ": call->argc is set but call->argv is NULL");
+  }
+  if (need_command && c->command.empty() && c->argv.empty())
+    return invalid(f + ": nothing to run: set call->command or call->argv/argc");
+  if (o.env_count && !o.env) return invalid(f + ": call->env_count is set but call->env is NULL");
+  for (size_t i = 0; i < o.env_count; ++i) {
+    const char* kv = o.env[i];
+    const char* eq = kv ? std::strchr(kv, '=') : nullptr;
+    if (!eq || eq == kv)
+      return invalid(f + ": call->env[" + std::to_string(i) + "] is not a \"KEY=VALUE\" string");
+    if (!c->env.emplace(std::string(kv, eq), std::string(eq + 1)).second)
+      return invalid(f + ": call->env sets \"" + std::string(kv, eq) + "\" twice");
+  }
+  if (o.file_count && (!o.file_paths || !o.file_contents))
+    return invalid(f + ": call->file_count is set but call->file_paths or call->file_contents is NULL");
+  for (size_t i = 0; i < o.file_count; ++i) {
+    const std::string idx = "[" + std::to_string(i) + "]";
+    if (!o.file_paths[i] || !*o.file_paths[i]) return invalid(f + ": call->file_paths" + idx + " is NULL or empty");
+    const char* data = o.file_contents[i];
+    size_t len = o.file_lengths ? o.file_lengths[i] : (data ? std::strlen(data) : 0);
+    if (!data && len) return invalid(f + ": call->file_contents" + idx + " is NULL but its length is not 0");
+    if (!c->files.emplace(o.file_paths[i], data ? std::string(data, len) : std::string()).second)
+      return invalid(f + ": call->file_paths names \"" + std::string(o.file_paths[i]) + "\" twice");
+  }
+  c->cwd = str_or(o.cwd);
+  c->user = str_or(o.user);
+  if (o.stdin_data)
+    c->stdin_data = std::string(static_cast<const char*>(o.stdin_data), o.stdin_len);
+  else if (o.stdin_len)
+    return invalid(f + ": call->stdin_len is set but call->stdin_data is NULL");
+  if (ztee_status st = read_strings(o.writes, o.writes_count, fn, "call->writes", &c->writes); st != ZTEE_OK) return st;
+  if (ztee_status st = read_strings(o.network, o.network_count, fn, "call->network", &c->network); st != ZTEE_OK)
+    return st;
+  if (ztee_status st = read_strings(o.labels, o.labels_count, fn, "call->labels", &c->labels); st != ZTEE_OK)
+    return st;
+  c->trace_id = str_or(o.trace_id);
+  if (o.on_stdout) {
+    ztee_output_cb cb = o.on_stdout;
+    void* ud = o.user_data;
+    c->on_stdout = [cb, ud](std::string_view d) { cb(ud, d.data(), d.size()); };
+  }
+  if (o.on_stderr) {
+    ztee_output_cb cb = o.on_stderr;
+    void* ud = o.user_data;
+    c->on_stderr = [cb, ud](std::string_view d) { cb(ud, d.data(), d.size()); };
+  }
+  if (o.cancel) c->cancel = o.cancel->token;
+  return ZTEE_OK;
+}
+
+int32_t action_code(ztee::TierAction a) {
+  switch (a) {
+    case ztee::TierAction::kRun: return ZTEE_ACTION_RUN;
+    case ztee::TierAction::kAudit: return ZTEE_ACTION_AUDIT;
+    case ztee::TierAction::kApprove: return ZTEE_ACTION_APPROVE;
+    default: return ZTEE_ACTION_DENY;
+  }
+}
+
+// Frees what a partly built result owns (strings are NULL or malloc'ed).
+void free_strings(std::initializer_list<char*> ptrs) {
+  for (char* p : ptrs) std::free(p);
+}
+
+ztee_decision* new_decision(const ztee::Decision& d) {
+  auto* out = static_cast<ztee_decision*>(std::calloc(1, sizeof(ztee_decision)));
+  if (!out) throw std::bad_alloc();
+  try {
+    out->rule = dup_bytes(d.rule);
+    out->reason = dup_bytes(d.reason);
+  } catch (...) {
+    ztee_decision_free(out);
+    throw;
+  }
+  out->tier = d.tier;
+  out->action = action_code(d.action);
+  out->rule_index = d.rule_index;
+  return out;
+}
+
+// The keys every audit record has already: fields must not repeat them.
+constexpr std::string_view kAuditReserved[] = {"seq", "ts", "trace", "event", "prev", "hmac"};
+
+ztee_status check_audit_fields(std::string_view fields) {
+  if (fields.find_first_of("\r\n") != std::string_view::npos)
+    return invalid("ztee_audit_append: fields_json_inner spans several lines: a record is one line "
+                   "(escape newlines inside strings as \\n)");
+  simdjson::padded_string buf(std::string("{") + std::string(fields) + "}");
+  simdjson::dom::parser parser;
+  simdjson::dom::object obj;
+  if (auto err = parser.parse(buf).get(obj))
+    return invalid(std::string("ztee_audit_append: fields_json_inner is not the inner part of a JSON object (") +
+                   simdjson::error_message(err) + "): pass e.g. \"\\\"user\\\":\\\"alice\\\",\\\"n\\\":3\"");
+  for (auto field : obj) {
+    for (std::string_view r : kAuditReserved)
+      if (field.key == r)
+        return invalid("ztee_audit_append: fields_json_inner uses the key \"" + std::string(r) +
+                       "\", which every record has already (seq, ts, trace, event, prev, hmac): rename it");
+  }
+  return ZTEE_OK;
+}
+
+ztee_status known_status(ztee_status st) {
+  return st < 0 && st >= ZTEE_E_UNSUPPORTED ? st : ZTEE_E_INTERNAL;
 }
 
 #define ZTEE_CHECK_HANDLE(h, fn) \
@@ -296,6 +498,7 @@ int ztee_has_feature(const char* feature) {
   if (std::strcmp(feature, "network") == 0) return 1;  // ztee_sandbox_options.net_allow / net_dns
   if (std::strcmp(feature, "jail") == 0) return 1;
   if (std::strcmp(feature, "guest_aslr") == 0) return 1;  // ztee_sandbox_options.guest_aslr
+  if (std::strcmp(feature, "gate") == 0) return 1;        // ztee_policy_*, ztee_audit_*, ztee_gate_*
   return 0;
 }
 
@@ -499,26 +702,7 @@ ztee_status ztee_sandbox_exec(ztee_sandbox* sb, const ztee_exec_options* opts,
 
     auto r = sb->sb.exec(eo);
     if (!r) return fail(r.error());
-    const ztee::ExecResult& er = r.value();
-
-    auto* res = static_cast<ztee_exec_result*>(std::calloc(1, sizeof(ztee_exec_result)));
-    if (!res) throw std::bad_alloc();
-    try {
-      res->stdout_data = dup_bytes(er.stdout_data);
-      res->stdout_len = er.stdout_data.size();
-      res->stderr_data = dup_bytes(er.stderr_data);
-      res->stderr_len = er.stderr_data.size();
-    } catch (...) {
-      ztee_exec_result_free(res);
-      throw;
-    }
-    res->exit_code = er.exit_code;
-    res->signal = er.signal;
-    res->timed_out = er.timed_out ? 1 : 0;
-    res->truncated = er.truncated ? 1 : 0;
-    res->cancelled = er.cancelled ? 1 : 0;
-    res->duration_us = er.duration_us;
-    *out = res;
+    *out = new_exec_result(r.value());
     return ZTEE_OK;
   });
 }
@@ -693,7 +877,9 @@ ztee_status ztee_pool_create(ztee_runtime* rt, const ztee_pool_options* opts, zt
                      " is less than min_ready " + std::to_string(po.min_ready));
     auto r = rt->rt.create_pool(po);
     if (!r) return fail(r.error());
-    *out = new ztee_pool{std::move(r.value())};
+    auto closer = std::make_shared<PoolCloser>();
+    closer->pool = r.value();
+    *out = new ztee_pool{std::move(r.value()), std::move(closer)};
     return ZTEE_OK;
   });
 }
@@ -761,8 +947,336 @@ void ztee_pool_close(ztee_pool* pool) {
 void ztee_pool_free(ztee_pool* pool) {
   (void)guard([&] {
     if (!pool) return ZTEE_OK;
-    if (pool->pool) pool->pool.close();
-    delete pool;
+    delete pool;  // the closer closes the pool unless a gate still holds it
+    return ZTEE_OK;
+  });
+}
+
+// ---- control plane: tool calls and policies ------------------------------------
+
+ztee_status ztee_tool_call_init(ztee_tool_call* call, size_t size) {
+  return guard([&] { return init_options(call, size, kToolCallSizes, "ztee_tool_call", "ZTEE_TOOL_CALL_INIT"); });
+}
+
+ztee_status ztee_policy_parse(const char* json, size_t len, ztee_policy** out) {
+  return guard([&]() -> ztee_status {
+    if (!json) return invalid("ztee_policy_parse: json is NULL");
+    if (!out) return invalid("ztee_policy_parse: out is NULL");
+    auto r = ztee::Policy::parse(std::string_view(json, len));
+    if (!r) return fail(r.error());
+    *out = new ztee_policy{std::move(r.value())};
+    return ZTEE_OK;
+  });
+}
+
+ztee_status ztee_policy_load(const char* path, ztee_policy** out) {
+  return guard([&]() -> ztee_status {
+    if (!path) return invalid("ztee_policy_load: path is NULL");
+    if (!out) return invalid("ztee_policy_load: out is NULL");
+    auto r = ztee::Policy::load(path);
+    if (!r) return fail(r.error());
+    *out = new ztee_policy{std::move(r.value())};
+    return ZTEE_OK;
+  });
+}
+
+ztee_status ztee_policy_default(ztee_policy** out) {
+  return guard([&]() -> ztee_status {
+    if (!out) return invalid("ztee_policy_default: out is NULL");
+    *out = new ztee_policy{ztee::Policy::default_policy()};
+    return ZTEE_OK;
+  });
+}
+
+const char* ztee_policy_default_json(void) {
+  // The view is over a NUL-terminated literal.
+  return ztee::Policy::default_policy_json().data();
+}
+
+void ztee_policy_free(ztee_policy* policy) {
+  (void)guard([&] {
+    delete policy;
+    return ZTEE_OK;
+  });
+}
+
+ztee_status ztee_policy_classify(const ztee_policy* policy, const ztee_tool_call* call, ztee_decision** out) {
+  return guard([&]() -> ztee_status {
+    ZTEE_CHECK_HANDLE(policy, "ztee_policy_classify");
+    if (!out) return invalid("ztee_policy_classify: out is NULL");
+    ztee::ToolCall c;
+    if (ztee_status st = read_tool_call(call, "ztee_policy_classify", false, &c); st != ZTEE_OK) return st;
+    *out = new_decision(policy->policy.classify(c));
+    return ZTEE_OK;
+  });
+}
+
+void ztee_decision_free(ztee_decision* decision) {
+  if (!decision) return;
+  free_strings({decision->rule, decision->reason});
+  std::free(decision);
+}
+
+// ---- control plane: audit log ----------------------------------------------------
+
+ztee_status ztee_audit_options_init(ztee_audit_options* opts, size_t size) {
+  return guard([&] {
+    return init_options(opts, size, kAuditOptionsSizes, "ztee_audit_options", "ZTEE_AUDIT_OPTIONS_INIT");
+  });
+}
+
+ztee_status ztee_audit_open(const ztee_audit_options* opts, ztee_audit_log** out) {
+  return guard([&]() -> ztee_status {
+    if (!opts) return invalid("ztee_audit_open: opts is NULL: set at least opts->path");
+    if (!out) return invalid("ztee_audit_open: out is NULL");
+    ztee_audit_options o;
+    if (ztee_status st = read_options(opts, kAuditOptionsSizes, "ztee_audit_options", "ZTEE_AUDIT_OPTIONS_INIT", &o);
+        st != ZTEE_OK)
+      return st;
+    if (!o.path || !*o.path) return invalid("ztee_audit_open: opts->path is not set: name the log file");
+    ztee::AuditOptions ao;
+    ao.path = o.path;
+    switch (o.durability) {
+      case ZTEE_DURABILITY_FSYNC: ao.durability = ztee::Durability::kFsync; break;
+      case ZTEE_DURABILITY_BATCH: ao.durability = ztee::Durability::kBatch; break;
+      case ZTEE_DURABILITY_NONE: ao.durability = ztee::Durability::kNone; break;
+      default:
+        return invalid("ztee_audit_open: opts->durability " + std::to_string(o.durability) +
+                       " is not ZTEE_DURABILITY_FSYNC, _BATCH or _NONE");
+    }
+    ao.batch_ms = o.batch_ms ? o.batch_ms : 100;
+    if (!o.hmac_key && o.hmac_key_len) return invalid("ztee_audit_open: opts->hmac_key_len is set but hmac_key is NULL");
+    if (o.hmac_key) ao.hmac_key.assign(static_cast<const char*>(o.hmac_key), o.hmac_key_len);
+    ao.rotate_bytes = o.rotate_bytes;
+    auto r = ztee::AuditLog::open(std::move(ao));
+    if (!r) return fail(r.error());
+    *out = new ztee_audit_log{std::move(r.value())};
+    return ZTEE_OK;
+  });
+}
+
+ztee_status ztee_audit_append(ztee_audit_log* log, const char* event, const char* trace_id,
+                              const char* fields_json_inner, uint64_t* seq_out) {
+  return guard([&]() -> ztee_status {
+    ZTEE_CHECK_HANDLE(log, "ztee_audit_append");
+    if (!event || !*event) return invalid("ztee_audit_append: event is NULL or empty: name the event");
+    std::string_view fields = fields_json_inner ? fields_json_inner : "";
+    if (!fields.empty())
+      if (ztee_status st = check_audit_fields(fields); st != ZTEE_OK) return st;
+    auto r = log->log.append(event, trace_id ? trace_id : "", fields);
+    if (!r) return fail(r.error());
+    if (seq_out) *seq_out = r.value();
+    return ZTEE_OK;
+  });
+}
+
+ztee_status ztee_audit_flush(ztee_audit_log* log) {
+  return guard([&]() -> ztee_status {
+    ZTEE_CHECK_HANDLE(log, "ztee_audit_flush");
+    auto r = log->log.flush();
+    if (!r) return fail(r.error());
+    return ZTEE_OK;
+  });
+}
+
+void ztee_audit_free(ztee_audit_log* log) {
+  (void)guard([&] {
+    delete log;
+    return ZTEE_OK;
+  });
+}
+
+ztee_status ztee_audit_verify(const char* const* files, size_t n, const void* key, size_t key_len,
+                              ztee_audit_report** out) {
+  return guard([&]() -> ztee_status {
+    if (!out) return invalid("ztee_audit_verify: out is NULL");
+    if (!files || n == 0) return invalid("ztee_audit_verify: no files: pass the log's files, oldest first");
+    if (!key && key_len) return invalid("ztee_audit_verify: key_len is set but key is NULL");
+    std::vector<std::string> paths;
+    if (ztee_status st = read_strings(files, n, "ztee_audit_verify", "files", &paths); st != ZTEE_OK) return st;
+    auto rep = ztee::verify_audit_log(paths, key ? std::string_view(static_cast<const char*>(key), key_len)
+                                                 : std::string_view());
+    auto* r = static_cast<ztee_audit_report*>(std::calloc(1, sizeof(ztee_audit_report)));
+    if (!r) throw std::bad_alloc();
+    try {
+      r->problem = dup_bytes(rep.problem);
+    } catch (...) {
+      std::free(r);
+      throw;
+    }
+    r->ok = rep.ok ? 1 : 0;
+    r->records = rep.records;
+    *out = r;
+    return ZTEE_OK;
+  });
+}
+
+void ztee_audit_report_free(ztee_audit_report* report) {
+  if (!report) return;
+  std::free(report->problem);
+  std::free(report);
+}
+
+// ---- control plane: gate ----------------------------------------------------------
+
+ztee_status ztee_secret_value_set(ztee_secret_value* out, const void* data, size_t len) {
+  return guard([&]() -> ztee_status {
+    if (!out) return invalid("ztee_secret_value_set: out is NULL");
+    if (!data || !len) return invalid("ztee_secret_value_set: the value is empty: return ZTEE_E_NOT_FOUND instead");
+    if (!out->value.empty()) explicit_bzero(out->value.data(), out->value.size());
+    out->value.assign(static_cast<const char*>(data), len);
+    out->set = true;
+    return ZTEE_OK;
+  });
+}
+
+ztee_status ztee_gate_options_init(ztee_gate_options* opts, size_t size) {
+  return guard([&] {
+    return init_options(opts, size, kGateOptionsSizes, "ztee_gate_options", "ZTEE_GATE_OPTIONS_INIT");
+  });
+}
+
+ztee_status ztee_gate_create(ztee_runtime* rt, const ztee_gate_options* opts, ztee_gate** out) {
+  return guard([&]() -> ztee_status {
+    ZTEE_CHECK_HANDLE(rt, "ztee_gate_create");
+    if (!out) return invalid("ztee_gate_create: out is NULL");
+    ztee_gate_options o;
+    if (ztee_status st = read_options(opts, kGateOptionsSizes, "ztee_gate_options", "ZTEE_GATE_OPTIONS_INIT", &o);
+        st != ZTEE_OK)
+      return st;
+    ztee_sandbox_options so;
+    if (ztee_status st = read_options(o.sandbox, kSandboxOptionsSizes, "ztee_sandbox_options",
+                                      "ZTEE_SANDBOX_OPTIONS_INIT", &so);
+        st != ZTEE_OK)
+      return st;
+    auto h = std::make_unique<ztee_gate>();
+    ztee::GateOptions go;
+    go.policy = o.policy ? o.policy->policy : ztee::Policy::default_policy();
+    if (o.audit) go.audit = o.audit->log;
+    if (o.pool) {
+      go.pool = o.pool->pool;
+      h->pool = o.pool->closer;
+    }
+    go.sandbox = to_sandbox_options(so);
+    if (o.approver) {
+      ztee_approver_cb cb = o.approver;
+      void* ud = o.approver_data;
+      ztee_gate* gate = h.get();
+      go.approver = [cb, ud, gate](const ztee::ApprovalRequest& req) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(req.deadline -
+                                                                          std::chrono::steady_clock::now())
+                        .count();
+        cb(ud, gate, req.token.c_str(), req.description.c_str(),
+           static_cast<uint32_t>(std::clamp<int64_t>(left, 0, UINT32_MAX)));
+      };
+    }
+    std::vector<std::pair<std::string, ztee::SecretResolver>> chain;
+    if (o.resolver) {
+      ztee_secret_cb cb = o.resolver;
+      void* ud = o.resolver_data;
+      chain.emplace_back("the resolver callback", [cb, ud](std::string_view name) -> ztee::Result<std::string> {
+        ztee_secret_value v;
+        std::string n(name);
+        ztee_status st = cb(ud, n.c_str(), &v);
+        if (st == ZTEE_OK && v.set) {
+          std::string value = v.value;
+          explicit_bzero(v.value.data(), v.value.size());
+          return value;
+        }
+        if (!v.value.empty()) explicit_bzero(v.value.data(), v.value.size());
+        if (st == ZTEE_OK)
+          return ztee::make_error(ztee::Errc::kInvalidArgument,
+                                  "the resolver callback returned ZTEE_OK without calling ztee_secret_value_set");
+        if (st == ZTEE_E_NOT_FOUND)
+          return ztee::make_error(ztee::Errc::kNotFound, "secret \"" + n + "\" is not known to the resolver callback");
+        return ztee::make_error(static_cast<ztee::Errc>(known_status(st)),
+                                std::string("the resolver callback failed with ") + ztee_status_name(st));
+      });
+    }
+    if (o.secrets_dir) chain.emplace_back("dir", ztee::secrets_from_dir(o.secrets_dir));
+    if (o.secrets_env_prefix) chain.emplace_back("env", ztee::secrets_from_env(o.secrets_env_prefix));
+    if (!chain.empty()) {
+      go.secrets = [chain = std::move(chain)](std::string_view name) -> ztee::Result<std::string> {
+        std::string misses;
+        for (const auto& [what, resolve] : chain) {
+          auto v = resolve(name);
+          if (v || v.error().code != ztee::Errc::kNotFound) return v;
+          misses += (misses.empty() ? "" : "; ") + v.error().message;
+        }
+        return ztee::make_error(ztee::Errc::kNotFound, misses);
+      };
+    }
+    auto g = ztee::Gate::create(rt->rt, std::move(go));
+    if (!g) return fail(g.error());
+    h->gate = std::move(g.value());
+    *out = h.release();
+    return ZTEE_OK;
+  });
+}
+
+ztee_status ztee_gate_call(ztee_gate* gate, const ztee_tool_call* call, ztee_call_result** out) {
+  return guard([&]() -> ztee_status {
+    ZTEE_CHECK_HANDLE(gate, "ztee_gate_call");
+    if (!out) return invalid("ztee_gate_call: out is NULL");
+    ztee::ToolCall c;
+    if (ztee_status st = read_tool_call(call, "ztee_gate_call", true, &c); st != ZTEE_OK) return st;
+    auto r = gate->gate.call(std::move(c));
+    if (!r) return fail(r.error());
+    const ztee::CallResult& cr = r.value();
+    auto* res = static_cast<ztee_call_result*>(std::calloc(1, sizeof(ztee_call_result)));
+    if (!res) throw std::bad_alloc();
+    try {
+      res->rule = dup_bytes(cr.decision.rule);
+      res->reason = dup_bytes(cr.decision.reason);
+      res->denial = dup_bytes(cr.denial);
+      res->approved_by = dup_bytes(cr.approved_by);
+      res->sandbox_id = dup_bytes(cr.sandbox_id);
+      if (cr.ran) res->exec = new_exec_result(cr.exec);
+    } catch (...) {
+      ztee_call_result_free(res);
+      throw;
+    }
+    res->ran = cr.ran ? 1 : 0;
+    res->tier = cr.decision.tier;
+    res->action = action_code(cr.decision.action);
+    res->rule_index = cr.decision.rule_index;
+    *out = res;
+    return ZTEE_OK;
+  });
+}
+
+void ztee_call_result_free(ztee_call_result* result) {
+  if (!result) return;
+  free_strings({result->rule, result->reason, result->denial, result->approved_by, result->sandbox_id});
+  ztee_exec_result_free(result->exec);
+  std::free(result);
+}
+
+ztee_status ztee_gate_approve(ztee_gate* gate, const char* token, const char* who) {
+  return guard([&]() -> ztee_status {
+    ZTEE_CHECK_HANDLE(gate, "ztee_gate_approve");
+    if (!token) return invalid("ztee_gate_approve: token is NULL");
+    if (!gate->gate.approve(token, who ? who : "approver"))
+      return fail(ZTEE_E_NOT_FOUND, "ztee_gate_approve: no pending approval has this token (unknown, already "
+                                    "answered or expired); the answer was recorded and ignored");
+    return ZTEE_OK;
+  });
+}
+
+ztee_status ztee_gate_deny(ztee_gate* gate, const char* token, const char* reason, const char* who) {
+  return guard([&]() -> ztee_status {
+    ZTEE_CHECK_HANDLE(gate, "ztee_gate_deny");
+    if (!token) return invalid("ztee_gate_deny: token is NULL");
+    if (!gate->gate.deny(token, reason ? reason : "", who ? who : "approver"))
+      return fail(ZTEE_E_NOT_FOUND, "ztee_gate_deny: no pending approval has this token (unknown, already "
+                                    "answered or expired); the answer was recorded and ignored");
+    return ZTEE_OK;
+  });
+}
+
+void ztee_gate_free(ztee_gate* gate) {
+  (void)guard([&] {
+    delete gate;
     return ZTEE_OK;
   });
 }

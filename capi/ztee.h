@@ -89,7 +89,8 @@ ZTEE_API const char *ztee_version(void);
  * "streaming", "files", "pool" (ztee_pool_*), "snapshot"
  * (ztee_sandbox_snapshot, pause/resume, template_dir), "network"
  * (ztee_sandbox_options.net_allow / net_dns), "jail" (every VMM jailed),
- * "guest_aslr" (ztee_sandbox_options.guest_aslr). */
+ * "guest_aslr" (ztee_sandbox_options.guest_aslr), "gate" (the control plane:
+ * ztee_policy_*, ztee_audit_*, ztee_gate_*). */
 ZTEE_API int ztee_has_feature(const char *feature);
 
 /* Releases memory returned by the library (file contents). NULL-safe. */
@@ -518,12 +519,365 @@ ZTEE_API ztee_status ztee_pool_last_error(const ztee_pool *pool, char **out);
  * NULL-safe. */
 ZTEE_API void ztee_pool_close(ztee_pool *pool);
 
-/* Closes the pool (see ztee_pool_close) and frees the handle. Leased
- * sandboxes keep working and are freed on their own. NULL-safe. Like every
+/* Closes the pool (see ztee_pool_close) and frees the handle; a pool that
+ * a gate still uses (ztee_gate_options.pool) is closed when the last such
+ * gate is freed instead. Leased sandboxes keep working and are freed on
+ * their own. NULL-safe. Like every
  * *_free, it must not run while another thread still uses the handle (e.g.
  * blocks in ztee_pool_lease): call ztee_pool_close first, which makes such
  * calls return ZTEE_E_CLOSED, and free the pool once they have returned. */
 ZTEE_API void ztee_pool_free(ztee_pool *pool);
+
+/* ---- control plane: policy, audit log, gate (0.5) ---------------------- */
+
+/* The control plane decides whether a tool call of an agent runs and with
+ * which limits, records what happened, and keeps secret values out of
+ * everything the caller sees. A policy sorts each call into a risk tier
+ * L0..L5 whose action is run, audit (run and record), approve (run only once
+ * an approver says yes before a deadline; no answer is a denial) or deny. A
+ * call that no rule matches is denied (fail closed). ztee_has_feature("gate")
+ * is 1 where these functions exist.
+ *
+ * SECURITY: the gate cannot tell a benign program from a malicious one that
+ * matches the same rule: containing what runs is the microVM's job. A policy
+ * is trusted input (its author decides what runs without asking). */
+
+#define ZTEE_ACTION_RUN 0     /* runs */
+#define ZTEE_ACTION_AUDIT 1   /* runs; meant for calls the log must show */
+#define ZTEE_ACTION_APPROVE 2 /* runs once an approver says yes */
+#define ZTEE_ACTION_DENY 3    /* never runs */
+
+/* One request of an agent to run a tool: what ztee_policy_classify sorts and
+ * ztee_gate_call runs. An options-style struct: set struct_size
+ * (ZTEE_TOOL_CALL_INIT or ztee_tool_call_init); zero fields are unset.
+ * Every pointer is borrowed for the call. Arrays may be NULL only when their
+ * count is 0; a NULL entry is ZTEE_E_INVALID_ARGUMENT. */
+typedef struct ztee_tool_call {
+  uint32_t struct_size;
+  const char *tool;            /* the tool's name, e.g. "python" (required) */
+  const char *command;         /* a shell command (/bin/sh -c), or NULL and */
+  const char *const *argv;     /* an argv[0..argc-1]; exactly one of the two */
+  size_t argc;
+  /* "KEY=VALUE" strings (a key at most once). A value "secret://NAME" is
+   * resolved by the gate's resolvers on the host and scrubbed from output. */
+  const char *const *env;
+  size_t env_count;
+  /* Files written into the sandbox before the command runs:
+   * file_paths[i] (absolute guest path, each at most once) gets
+   * file_contents[i], file_lengths[i] bytes long (file_lengths NULL: every
+   * content is a NUL-terminated string). A content that is exactly
+   * "secret://NAME" is replaced by the secret (and the file made 0600).
+   * Paths count as writes for the policy's writes_files. */
+  const char *const *file_paths;
+  const char *const *file_contents;
+  const size_t *file_lengths;
+  size_t file_count;
+  const char *cwd;             /* NULL: "/" */
+  const char *user;            /* NULL: root; else a guest account name or uid */
+  const void *stdin_data;      /* NULL: stdin is /dev/null */
+  size_t stdin_len;
+  const char *const *writes;   /* guest paths the call says it writes */
+  size_t writes_count;
+  /* Hosts/CIDRs the call asks to reach; each must be in its tier's
+   * "network" list, else the call is denied. A call with network never
+   * runs in a pooled sandbox.
+   * SECURITY: what is allowed here becomes the sandbox's egress allowlist. */
+  const char *const *network;
+  size_t network_count;
+  const char *const *labels;   /* free-form, e.g. "pii", "readonly" */
+  size_t labels_count;
+  const char *trace_id;        /* recorded with every event; NULL: "call-<random>" */
+  /* Streamed output, scrubbed of secret values (as with
+   * ztee_exec_options.on_stdout: runs on the runtime's event-loop thread,
+   * must not block; a stream with a callback is not collected). */
+  ztee_output_cb on_stdout;
+  ztee_output_cb on_stderr;
+  void *user_data;
+  struct ztee_cancel *cancel;  /* as ztee_exec_options.cancel; NULL: none */
+} ztee_tool_call;
+
+#define ZTEE_TOOL_CALL_INIT                                                                  \
+  {sizeof(ztee_tool_call), NULL, NULL, NULL, 0, NULL, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, \
+   0, NULL, 0, NULL, 0, NULL, 0, NULL, NULL, NULL, NULL, NULL}
+
+/* Like ztee_runtime_options_init, for ztee_tool_call. */
+ZTEE_API ztee_status ztee_tool_call_init(ztee_tool_call *call, size_t size);
+
+/* ---- policy ---- */
+
+/* A parsed, immutable policy. Thread-safe: any number of threads may
+ * classify with one policy at once. */
+typedef struct ztee_policy ztee_policy;
+
+/* Parses a JSON policy of len bytes (json need not be NUL-terminated):
+ *   {"version": 1,
+ *    "tiers": {"L0": {"action": "run", "timeout_ms": 30000}, ...,
+ *              "L4": {"action": "approve", "approval_timeout_ms": 300000},
+ *              "L5": {"action": "deny"}},
+ *    "rules": [{"name": "reads", "tool": ["read_*"], "tier": "L0"}, ...]}
+ * A tier's action is "run", "audit", "approve" or "deny"; its limits are
+ * timeout_ms, output_cap, memory_mib, network (list) and
+ * approval_timeout_ms. A rule matches when every condition it sets holds:
+ * tool (fnmatch globs), command (an RE2 regex searched in the command, or
+ * argv joined with spaces), network (bool), writes_files (bool), labels (any
+ * of); the first matching rule decides. See ztee_policy_default_json().
+ * *out is released with ztee_policy_free.
+ * Errors: ZTEE_E_INVALID_ARGUMENT (json or out NULL; malformed JSON, unknown
+ * keys, bad tiers or actions, invalid regexes, rules naming an undefined
+ * tier: the message is "policy: line N: reason"). */
+ZTEE_API ztee_status ztee_policy_parse(const char *json, size_t len, ztee_policy **out);
+
+/* Reads and parses a policy file (messages: "PATH: line N: reason").
+ * Errors: as ztee_policy_parse; ZTEE_E_NOT_FOUND (cannot open path). */
+ZTEE_API ztee_status ztee_policy_load(const char *path, ztee_policy **out);
+
+/* The policy that ships with libztee: read-only tools L0 run; internal
+ * writes L2 audit; code execution, destructive commands and writes, network
+ * and PII labels L4 approve; anything else denied.
+ * Errors: ZTEE_E_INVALID_ARGUMENT (out NULL), ZTEE_E_NO_MEMORY. */
+ZTEE_API ztee_status ztee_policy_default(ztee_policy **out);
+
+/* The JSON text of the default policy (a starting point for your own).
+ * Static storage, NUL-terminated; never NULL. */
+ZTEE_API const char *ztee_policy_default_json(void);
+
+/* Drops the caller's reference; gates created with it keep their own.
+ * NULL-safe. */
+ZTEE_API void ztee_policy_free(ztee_policy *policy);
+
+/* A policy's verdict on one tool call. Allocated by the library; release
+ * with ztee_decision_free. */
+typedef struct ztee_decision {
+  int32_t tier;       /* 0..5 (L0..L5); 5 when no rule matched */
+  int32_t action;     /* ZTEE_ACTION_* */
+  int32_t rule_index; /* index of the matching rule in "rules"; -1: none
+                         (the call is denied: fail closed) */
+  char *rule;         /* the matching rule's name; "" when none; never NULL */
+  char *reason;       /* one line for logs, e.g. "rule \"reads\" -> L0 run" */
+} ztee_decision;
+
+/* Classifies a tool call (nothing runs; secret references are not
+ * resolved; output callbacks and cancel are ignored). Thread-safe.
+ * Errors: ZTEE_E_INVALID_ARGUMENT (NULL argument, bad struct_size, a NULL
+ * array entry, a malformed env entry). */
+ZTEE_API ztee_status ztee_policy_classify(const ztee_policy *policy, const ztee_tool_call *call,
+                                          ztee_decision **out);
+
+/* Releases a decision and its strings. NULL-safe. */
+ZTEE_API void ztee_decision_free(ztee_decision *decision);
+
+/* ---- audit log ---- */
+
+/* An append-only, hash-chained JSON Lines file. Every record is one line
+ * {"seq":N,"ts":"<UTC>","trace":"...","event":"...",<fields>,"prev":"<sha256
+ * of the previous line>"[,"hmac":"<HMAC-SHA256>"]}. Appends from several
+ * threads and processes to one file keep one chain (flock). Thread-safe. */
+typedef struct ztee_audit_log ztee_audit_log;
+
+#define ZTEE_DURABILITY_FSYNC 0 /* fdatasync after every record (default) */
+#define ZTEE_DURABILITY_BATCH 1 /* fdatasync at most every batch_ms: power
+                                   loss loses up to batch_ms of records */
+#define ZTEE_DURABILITY_NONE 2  /* left to the kernel: power loss loses what
+                                   the page cache held */
+
+typedef struct ztee_audit_options {
+  uint32_t struct_size;
+  const char *path;        /* the log file, created 0600 if missing (required) */
+  int32_t durability;      /* ZTEE_DURABILITY_*; other values are
+                              ZTEE_E_INVALID_ARGUMENT */
+  uint32_t batch_ms;       /* ZTEE_DURABILITY_BATCH's interval; 0: 100 */
+  /* Non-empty: every record also carries an HMAC-SHA256 with this key, so
+   * ztee_audit_verify with the key also detects a rewritten chain. Copied. */
+  const void *hmac_key;
+  size_t hmac_key_len;
+  /* > 0: past this many bytes the file is renamed to <path>.<n> (n = 1, 2,
+   * ...) and a new one started; the chain continues across files. */
+  uint64_t rotate_bytes;
+} ztee_audit_options;
+
+#define ZTEE_AUDIT_OPTIONS_INIT {sizeof(ztee_audit_options), NULL, 0, 0, NULL, 0, 0}
+
+/* Like ztee_runtime_options_init, for ztee_audit_options. */
+ZTEE_API ztee_status ztee_audit_options_init(ztee_audit_options *opts, size_t size);
+
+/* Opens (creating if missing) the log at opts->path; appends continue the
+ * chain already in the file. *out is released with ztee_audit_free.
+ * Errors: ZTEE_E_INVALID_ARGUMENT (opts, path or out NULL, bad struct_size
+ * or durability, hmac_key NULL with a length), ZTEE_E_IO (cannot open). */
+ZTEE_API ztee_status ztee_audit_open(const ztee_audit_options *opts, ztee_audit_log **out);
+
+/* Appends one record of `event` (required, non-empty) for trace_id (NULL:
+ * ""). fields_json_inner is the inner part of a JSON object, e.g.
+ * "\"user\":\"alice\",\"n\":3" (NULL or "": none): it must be valid JSON
+ * once wrapped in braces, on one line (no CR or LF bytes), and must not use
+ * the record's own keys (seq, ts, trace, event, prev, hmac). On success
+ * *seq_out (if not NULL) is the record's sequence number. With
+ * ZTEE_DURABILITY_FSYNC the record is on disk when this returns.
+ * Threads: any; blocks for the disk write (and sync).
+ * Errors: ZTEE_E_INVALID_ARGUMENT (log or event NULL, event empty, fields
+ * not valid JSON, on several lines or using a reserved key), ZTEE_E_IO
+ * (write or sync failed; nothing was appended). */
+ZTEE_API ztee_status ztee_audit_append(ztee_audit_log *log, const char *event, const char *trace_id,
+                                       const char *fields_json_inner, uint64_t *seq_out);
+
+/* fdatasync now (ZTEE_DURABILITY_BATCH / NONE: make everything appended so
+ * far durable). Errors: ZTEE_E_INVALID_ARGUMENT (log NULL), ZTEE_E_IO. */
+ZTEE_API ztee_status ztee_audit_flush(ztee_audit_log *log);
+
+/* Drops the caller's reference; the file is synced (unless
+ * ZTEE_DURABILITY_NONE) and closed once no gate uses it either. NULL-safe. */
+ZTEE_API void ztee_audit_free(ztee_audit_log *log);
+
+/* What ztee_audit_verify found. Allocated by the library; release with
+ * ztee_audit_report_free. */
+typedef struct ztee_audit_report {
+  int32_t ok;       /* 1: every record present, in order, unedited */
+  uint64_t records; /* records checked */
+  char *problem;    /* the first problem, e.g. "record 7 (F line 7): ..."; ""
+                       when ok; never NULL */
+} ztee_audit_report;
+
+/* Verifies one chain across files[0..n-1] given oldest first (a rotated
+ * log: path.1, path.2, ..., path). With a key (key_len > 0) every record's
+ * HMAC is checked too, which also detects a rewritten chain. A removed tail
+ * cannot be seen from the files alone: compare the last seq with what
+ * ztee_audit_append or the gate reported. A log that fails verification is
+ * a successful call with ok = 0.
+ * Errors: ZTEE_E_INVALID_ARGUMENT (files or out NULL, n 0, a NULL entry,
+ * key NULL with key_len > 0). */
+ZTEE_API ztee_status ztee_audit_verify(const char *const *files, size_t n, const void *key,
+                                       size_t key_len, ztee_audit_report **out);
+
+/* Releases a report. NULL-safe. */
+ZTEE_API void ztee_audit_report_free(ztee_audit_report *report);
+
+/* ---- gate ---- */
+
+/* Runs tool calls under a policy: classify -> ask for approval when the tier
+ * says so -> resolve secret references -> run in a fresh (or pooled)
+ * sandbox that is destroyed afterwards -> scrub secrets from the output,
+ * recording every step in the audit log. Thread-safe: calls from many
+ * threads run at once. */
+typedef struct ztee_gate ztee_gate;
+
+/* Asks whether a call of an approve tier may run. Runs on the thread that
+ * called ztee_gate_call, which then waits. Answer with ztee_gate_approve or
+ * ztee_gate_deny: at once from inside the callback, or later from any
+ * thread, within deadline_ms (the tier's approval_timeout_ms; no answer by
+ * then denies the call). token and description_json are valid only during
+ * the callback (copy the token to answer later). description_json is an
+ * object with tool, text, env_keys, cwd, user, writes, network, labels,
+ * tier ("L4"), rule and trace; never secret values. Must not unwind. */
+typedef void (*ztee_approver_cb)(void *user_data, ztee_gate *gate, const char *token,
+                                 const char *description_json, uint32_t deadline_ms);
+
+/* Where a secret resolver callback puts the value it found. */
+typedef struct ztee_secret_value ztee_secret_value;
+
+/* Looks up the secret `name` (from "secret://NAME"). On success it calls
+ * ztee_secret_value_set(out, ...) and returns ZTEE_OK; for a name it does
+ * not know it returns ZTEE_E_NOT_FOUND (the next resolver is asked); any
+ * other status fails the call with that status. Runs on the thread that
+ * called ztee_gate_call; may block (e.g. ask a vault); must not unwind. */
+typedef ztee_status (*ztee_secret_cb)(void *user_data, const char *name, ztee_secret_value *out);
+
+/* Sets the value a ztee_secret_cb found: len bytes from data (copied; not
+ * empty). Call only inside the callback, with its `out`. A second call
+ * replaces the value.
+ * Errors: ZTEE_E_INVALID_ARGUMENT (out or data NULL, len 0). */
+ZTEE_API ztee_status ztee_secret_value_set(ztee_secret_value *out, const void *data, size_t len);
+
+typedef struct ztee_gate_options {
+  uint32_t struct_size;
+  /* NULL: the default policy (ztee_policy_default). Borrowed: the gate keeps
+   * its own reference, so the caller may free it at once. */
+  ztee_policy *policy;
+  /* NULL: nothing is recorded (not recommended). The gate keeps its own
+   * reference. Its append errors do not fail calls. */
+  ztee_audit_log *audit;
+  /* NULL: every call of an approve tier is denied. */
+  ztee_approver_cb approver;
+  void *approver_data;
+  /* Secret resolvers, asked in this order; the first that knows the name
+   * wins, ZTEE_E_NOT_FOUND falls through to the next. None set: a secret
+   * reference fails the call with ZTEE_E_NOT_FOUND.
+   * SECURITY: a resolved value reaches the sandboxed process (env or file);
+   * it is scrubbed (with its hex and base64 forms) from output, errors and
+   * the log, but the process may leak it in other forms. */
+  ztee_secret_cb resolver;
+  void *resolver_data;
+  const char *secrets_dir;        /* a file per secret: <dir>/NAME (one
+                                     trailing newline dropped); NULL: none */
+  const char *secrets_env_prefix; /* the host variable <prefix>NAME, e.g.
+                                     "ZTEE_SECRET_"; NULL: none */
+  /* Options of the sandboxes of calls the pool does not serve (NULL:
+   * defaults); a tier's memory_mib overrides memory_mib. Copied. */
+  const ztee_sandbox_options *sandbox;
+  /* NULL: every call boots a sandbox. Else calls without network and
+   * without a tier memory_mib lease from it (falling back to a boot when
+   * the lease fails). The gate keeps the pool open until the gate is freed,
+   * even past ztee_pool_free (not past ztee_pool_close). */
+  ztee_pool *pool;
+} ztee_gate_options;
+
+#define ZTEE_GATE_OPTIONS_INIT {sizeof(ztee_gate_options), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL}
+
+/* Like ztee_runtime_options_init, for ztee_gate_options. */
+ZTEE_API ztee_status ztee_gate_options_init(ztee_gate_options *opts, size_t size);
+
+/* Creates a gate on rt (kept alive by the gate), as do opts' policy, audit
+ * log and pool. opts may be NULL (default policy, no log, no approver, no
+ * secrets). *out is released with ztee_gate_free.
+ * Errors: ZTEE_E_INVALID_ARGUMENT (rt or out NULL, bad struct_size of opts
+ * or opts->sandbox). */
+ZTEE_API ztee_status ztee_gate_create(ztee_runtime *rt, const ztee_gate_options *opts,
+                                      ztee_gate **out);
+
+/* What ztee_gate_call did. Allocated by the library; release with
+ * ztee_call_result_free. Strings are never NULL ("" when empty). */
+typedef struct ztee_call_result {
+  int32_t ran;        /* 1: the command ran (see exec); 0: denied */
+  int32_t tier;       /* the decision, as in ztee_decision */
+  int32_t action;
+  int32_t rule_index;
+  char *rule;
+  char *reason;
+  char *denial;       /* why it did not run ("" when it ran) */
+  char *approved_by;  /* approve tiers: who said yes */
+  char *sandbox_id;   /* the sandbox it ran in ("" when denied) */
+  ztee_exec_result *exec; /* NULL when not ran; stdout/stderr scrubbed of
+                             secrets; owned by this result */
+} ztee_call_result;
+
+/* Runs one tool call through the gate and waits for it (see ztee_gate).
+ * A denied call is a success with ran = 0; errors are failures to run an
+ * allowed call. The approver and the secret resolver callbacks run on the
+ * calling thread during this call.
+ * SECURITY: an allowed call runs arbitrary code as root in its guest.
+ * Errors: ZTEE_E_INVALID_ARGUMENT (NULL argument, bad struct_size, no tool
+ * or nothing to run, both command and argv, a malformed entry),
+ * ZTEE_E_NOT_FOUND (a secret no resolver knows; command or cwd missing),
+ * and those of ztee_sandbox_create and ztee_sandbox_exec. Nothing runs when
+ * a secret cannot be resolved. */
+ZTEE_API ztee_status ztee_gate_call(ztee_gate *gate, const ztee_tool_call *call,
+                                    ztee_call_result **out);
+
+/* Releases a call result, its strings and its exec result. NULL-safe. */
+ZTEE_API void ztee_call_result_free(ztee_call_result *result);
+
+/* Answers a pending approval: approve (who: recorded, NULL: "approver") or
+ * deny (reason and who recorded, NULL: "" / "approver"). Any thread,
+ * including inside the approver callback. Never blocks for long.
+ * Errors: ZTEE_E_INVALID_ARGUMENT (gate or token NULL), ZTEE_E_NOT_FOUND
+ * (the token is unknown, already answered or expired; the late answer is
+ * ignored and recorded). */
+ZTEE_API ztee_status ztee_gate_approve(ztee_gate *gate, const char *token, const char *who);
+ZTEE_API ztee_status ztee_gate_deny(ztee_gate *gate, const char *token, const char *reason,
+                                    const char *who);
+
+/* Frees the gate, dropping its references to the runtime, policy, audit log
+ * and pool. No ztee_gate_call may be running on it. NULL-safe. */
+ZTEE_API void ztee_gate_free(ztee_gate *gate);
 
 #ifdef __cplusplus
 }

@@ -10,6 +10,10 @@ int ztee_header_test(void) {
   ztee_exec_options eo = ZTEE_EXEC_OPTIONS_INIT;
   ztee_pool_options po = ZTEE_POOL_OPTIONS_INIT;
   ztee_pool_stats ps = ZTEE_POOL_STATS_INIT;
-  return (int)(ro.struct_size + so.struct_size + eo.struct_size + po.struct_size + ps.struct_size) +
-         ZTEE_OK + ztee_has_feature("qemu");
+  ztee_tool_call tc = ZTEE_TOOL_CALL_INIT;
+  ztee_audit_options ao = ZTEE_AUDIT_OPTIONS_INIT;
+  ztee_gate_options go = ZTEE_GATE_OPTIONS_INIT;
+  return (int)(ro.struct_size + so.struct_size + eo.struct_size + po.struct_size + ps.struct_size +
+               tc.struct_size + ao.struct_size + go.struct_size) +
+         ZTEE_OK + ZTEE_ACTION_DENY + ZTEE_DURABILITY_NONE + ztee_has_feature("qemu");
 }
