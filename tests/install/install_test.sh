@@ -64,7 +64,7 @@ out=$("$prefix/bin/ztee" run -- python3 -c 'print(6*7)' 2>&1) || fail "installed
 # 4. The Node package: npm pack, then npm install of the tarball in another
 # folder, offline with an empty cache (node-addon-api is bundled; the addon is
 # built by npm's node-gyp against the installed libztee via pkg-config), then
-# examples/hello.mjs from there.
+# examples/hello.mjs and examples/e2b_quickstart.mjs from there.
 if command -v node >/dev/null && command -v npm >/dev/null && [ -e "$src/bindings/node/node_modules/node-addon-api" ]; then
   npmenv=(env npm_config_cache="$tmp/npm-cache" npm_config_update_notifier=false)
   tgz=$(cd "$src/bindings/node" && "${npmenv[@]}" npm pack --silent --pack-destination "$tmp" 2>"$tmp/pack.log") ||
@@ -76,6 +76,13 @@ if command -v node >/dev/null && command -v npm >/dev/null && [ -e "$src/binding
     cp "$src/examples/hello.mjs" "$tmp/app/"
     out=$(cd "$tmp/app" && node hello.mjs 2>&1) || fail "npm-installed package: hello.mjs failed: $out"
     [ "$out" = 42 ] || fail "npm-installed package: hello.mjs printed '$out', want 42"
+    # ztee/e2b from the installed package: the CommonJS entry, then the (ESM) quickstart.
+    out=$(cd "$tmp/app" && node -e "process.stdout.write(typeof require('ztee/e2b').Sandbox.create)" 2>&1)
+    [ "$out" = function ] || fail "npm-installed package: require('ztee/e2b') gave '$out'"
+    cp "$src/examples/e2b_quickstart.mjs" "$tmp/app/"
+    out=$(cd "$tmp/app" && node e2b_quickstart.mjs 2>&1) || fail "npm-installed package: e2b_quickstart.mjs failed: $out"
+    [ "$out" = "$(printf '42\nHello from the sandbox\nfile hello.txt\nrunning: true\nexit code: 3')" ] ||
+      fail "npm-installed package: e2b_quickstart.mjs printed '$out'"
   else
     cat "$tmp/npm.log"
     fail "npm install of the packed ztee package"
