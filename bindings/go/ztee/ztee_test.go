@@ -47,6 +47,9 @@ func shared(t *testing.T) (*Runtime, *Sandbox) {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	if gatePool != nil {
+		gatePool.Close()
+	}
 	if testSB != nil {
 		testSB.Close()
 	}
