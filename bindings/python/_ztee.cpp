@@ -448,6 +448,8 @@ class Pool {
     return d;
   }
 
+  ztee_pool* handle() const { return get(); }
+
   // Stops refilling and destroys the ready sandboxes; the handle stays for stats().
   void close() {
     ztee_pool* pool = pool_;
@@ -471,6 +473,419 @@ class Pool {
   }
   ztee_pool* pool_ = nullptr;
 };
+
+// ---- control plane ----------------------------------------------------------------
+
+// The Python exception a gate callback (approver, secret resolver) raised
+// during a call on this thread; gate.call re-raises it.
+struct GateCallCtx {
+  std::optional<py::error_already_set> error;
+};
+thread_local GateCallCtx* t_gate_call = nullptr;
+
+std::vector<const char*> c_strs(const std::vector<std::string>& v) {
+  std::vector<const char*> out;
+  for (const auto& s : v) out.push_back(s.c_str());
+  return out;
+}
+
+std::vector<std::string> str_list(const py::object& o, const char* what) {
+  std::vector<std::string> out;
+  if (o.is_none()) return out;
+  if (py::isinstance<py::str>(o) || py::isinstance<py::bytes>(o))
+    throw py::type_error(std::string(what) + " must be a list of strings, not a single string");
+  for (auto item : o) out.push_back(py::str(item).cast<std::string>());
+  return out;
+}
+
+std::string bytes_or_str(const py::handle& o) {
+  if (py::isinstance<py::bytes>(o)) return std::string(py::reinterpret_borrow<py::bytes>(o));
+  if (py::isinstance<py::bytearray>(o)) return std::string(py::bytes(py::reinterpret_borrow<py::object>(o)));
+  return py::str(o).cast<std::string>();
+}
+
+// A ztee_tool_call with the strings it points to.
+struct ToolCallBuf {
+  std::string tool;
+  std::optional<std::string> command, cwd, user, stdin_data, trace;
+  std::vector<std::string> argv, env, paths, contents, writes, network, labels;
+  std::vector<const char*> argv_p, env_p, paths_p, contents_p, writes_p, network_p, labels_p;
+  std::vector<size_t> lengths;
+  ztee_tool_call c = ZTEE_TOOL_CALL_INIT;
+
+  ToolCallBuf(const std::string& tool_, py::object command_, py::object argv_, py::object env_, py::object files,
+              py::object cwd_, py::object user_, py::object stdin_, py::object writes_, py::object network_,
+              py::object labels_, py::object trace_)
+      : tool(tool_), command(opt_str(command_)), cwd(opt_str(cwd_)), user(opt_str(user_)), trace(opt_str(trace_)) {
+    argv = str_list(argv_, "argv");
+    writes = str_list(writes_, "writes");
+    network = str_list(network_, "network");
+    labels = str_list(labels_, "labels");
+    if (!env_.is_none())
+      for (auto kv : env_.cast<py::dict>())
+        env.push_back(py::str(kv.first).cast<std::string>() + "=" + py::str(kv.second).cast<std::string>());
+    if (!files.is_none())
+      for (auto kv : files.cast<py::dict>()) {
+        paths.push_back(py::str(kv.first).cast<std::string>());
+        contents.push_back(bytes_or_str(kv.second));
+      }
+    if (!stdin_.is_none()) stdin_data = bytes_or_str(stdin_);
+    argv_p = c_strs(argv), env_p = c_strs(env), paths_p = c_strs(paths), writes_p = c_strs(writes);
+    network_p = c_strs(network), labels_p = c_strs(labels);
+    for (const auto& x : contents) contents_p.push_back(x.data()), lengths.push_back(x.size());
+    c.tool = tool.c_str();
+    c.command = command ? command->c_str() : nullptr;
+    if (!argv_.is_none()) {
+      c.argv = argv_p.empty() ? nullptr : argv_p.data();
+      c.argc = argv_p.size();
+    }
+    c.env = env_p.empty() ? nullptr : env_p.data();
+    c.env_count = env_p.size();
+    c.file_paths = paths_p.empty() ? nullptr : paths_p.data();
+    c.file_contents = contents_p.empty() ? nullptr : contents_p.data();
+    c.file_lengths = lengths.empty() ? nullptr : lengths.data();
+    c.file_count = paths_p.size();
+    c.cwd = cwd ? cwd->c_str() : nullptr;
+    c.user = user ? user->c_str() : nullptr;
+    c.stdin_data = stdin_data ? stdin_data->data() : nullptr;
+    c.stdin_len = stdin_data ? stdin_data->size() : 0;
+    c.writes = writes_p.empty() ? nullptr : writes_p.data();
+    c.writes_count = writes_p.size();
+    c.network = network_p.empty() ? nullptr : network_p.data();
+    c.network_count = network_p.size();
+    c.labels = labels_p.empty() ? nullptr : labels_p.data();
+    c.labels_count = labels_p.size();
+    c.trace_id = trace ? trace->c_str() : nullptr;
+  }
+};
+
+const char* action_name(int32_t a) {
+  switch (a) {
+    case ZTEE_ACTION_RUN: return "run";
+    case ZTEE_ACTION_AUDIT: return "audit";
+    case ZTEE_ACTION_APPROVE: return "approve";
+    default: return "deny";
+  }
+}
+
+py::str text(const char* s) { return py::bytes(s ? s : "").attr("decode")("utf-8", "replace"); }
+
+class Policy {
+ public:
+  explicit Policy(ztee_policy* p) : p_(p) {}
+  ~Policy() { ztee_policy_free(p_); }
+  Policy(const Policy&) = delete;
+  Policy& operator=(const Policy&) = delete;
+
+  static std::unique_ptr<Policy> parse(const std::string& json) {
+    ztee_policy* p = nullptr;
+    call([&] { return ztee_policy_parse(json.data(), json.size(), &p); });
+    return std::make_unique<Policy>(p);
+  }
+  static std::unique_ptr<Policy> load(const std::string& path) {
+    ztee_policy* p = nullptr;
+    call([&] { return ztee_policy_load(path.c_str(), &p); });
+    return std::make_unique<Policy>(p);
+  }
+  static std::unique_ptr<Policy> dflt() {
+    ztee_policy* p = nullptr;
+    call([&] { return ztee_policy_default(&p); });
+    return std::make_unique<Policy>(p);
+  }
+
+  py::dict classify(const std::string& tool, py::object command, py::object argv, py::object env, py::object files,
+                    py::object writes, py::object network, py::object labels) {
+    ToolCallBuf b(tool, command, argv, env, files, py::none(), py::none(), py::none(), writes, network, labels,
+                  py::none());
+    ztee_decision* d = nullptr;
+    call([&] { return ztee_policy_classify(p_, &b.c, &d); });
+    std::unique_ptr<ztee_decision, void (*)(ztee_decision*)> owned(d, ztee_decision_free);
+    py::dict out;
+    out["tier"] = d->tier;
+    out["action"] = action_name(d->action);
+    out["rule_index"] = d->rule_index;
+    out["rule"] = text(d->rule);
+    out["reason"] = text(d->reason);
+    return out;
+  }
+  ztee_policy* get() const { return p_; }
+
+ private:
+  ztee_policy* p_ = nullptr;
+};
+
+class AuditLog {
+ public:
+  AuditLog(const std::string& path, int32_t durability, uint32_t batch_ms, py::object hmac_key, uint64_t rotate_bytes) {
+    std::optional<std::string> key;
+    if (!hmac_key.is_none()) key = bytes_or_str(hmac_key);
+    ztee_audit_options o = ZTEE_AUDIT_OPTIONS_INIT;
+    o.path = path.c_str();
+    o.durability = durability;
+    o.batch_ms = batch_ms;
+    o.hmac_key = key ? key->data() : nullptr;
+    o.hmac_key_len = key ? key->size() : 0;
+    o.rotate_bytes = rotate_bytes;
+    ztee_audit_log* log = nullptr;
+    call([&] { return ztee_audit_open(&o, &log); });
+    log_ = log;
+  }
+  ~AuditLog() { close(); }
+  AuditLog(const AuditLog&) = delete;
+  AuditLog& operator=(const AuditLog&) = delete;
+
+  uint64_t append(const std::string& event, const std::string& trace, const std::string& fields) {
+    ztee_audit_log* log = get();
+    uint64_t seq = 0;
+    call([&] { return ztee_audit_append(log, event.c_str(), trace.c_str(), fields.c_str(), &seq); });
+    return seq;
+  }
+  void flush() {
+    ztee_audit_log* log = get();
+    call([&] { return ztee_audit_flush(log); });
+  }
+  void close() {
+    if (!log_) return;
+    ztee_audit_log* log = log_;
+    log_ = nullptr;
+    py::gil_scoped_release nogil;
+    ztee_audit_free(log);
+  }
+  ztee_audit_log* get() const {
+    if (!log_) raise(Failure{ZTEE_E_CLOSED, 0, "the audit log was closed"});
+    return log_;
+  }
+
+ private:
+  ztee_audit_log* log_ = nullptr;
+};
+
+py::dict verify_audit_log(std::vector<std::string> files, py::object key) {
+  std::optional<std::string> k;
+  if (!key.is_none()) k = bytes_or_str(key);
+  auto ptrs = c_strs(files);
+  ztee_audit_report* rep = nullptr;
+  call([&] {
+    return ztee_audit_verify(ptrs.data(), ptrs.size(), k ? k->data() : nullptr, k ? k->size() : 0, &rep);
+  });
+  std::unique_ptr<ztee_audit_report, void (*)(ztee_audit_report*)> owned(rep, ztee_audit_report_free);
+  py::dict d;
+  d["ok"] = rep->ok != 0;
+  d["records"] = rep->records;
+  d["problem"] = text(rep->problem);
+  return d;
+}
+
+// What the gate's C callbacks reach (owned by the Gate, stable address).
+struct GateCallbacks {
+  py::object approver;  // (token, description_json, deadline_ms) -> None | True | False | str
+  py::object secrets;   // (name) -> str | bytes | None
+};
+
+std::string exception_text(py::error_already_set& e) {
+  try {
+    std::string type = py::str(e.type().attr("__name__"));
+    std::string msg = py::str(e.value());
+    return msg.empty() ? type : type + ": " + msg;
+  } catch (...) {
+    return "an exception";
+  }
+}
+
+extern "C" void gate_approver_cb(void* ud, ztee_gate* gate, const char* token, const char* description,
+                                 uint32_t deadline_ms) {
+  auto* cbs = static_cast<GateCallbacks*>(ud);
+  std::string deny_reason;
+  int approve = 0;  // 1 approve, -1 deny
+  std::string who = "approver";
+  {
+    py::gil_scoped_acquire gil;
+    try {
+      py::object answer = cbs->approver(std::string(token), text(description), deadline_ms);
+      if (py::isinstance<py::bool_>(answer)) {
+        approve = answer.cast<bool>() ? 1 : -1;
+        deny_reason = "the approver said no";
+      } else if (py::isinstance<py::str>(answer)) {
+        approve = 1;
+        who = answer.cast<std::string>();
+      }
+    } catch (py::error_already_set& e) {
+      approve = -1;
+      deny_reason = "the approver raised " + exception_text(e);
+      who = "gate";
+    } catch (const std::exception& e) {
+      approve = -1;
+      deny_reason = std::string("the approver failed: ") + e.what();
+      who = "gate";
+    } catch (...) {
+      approve = -1;
+      deny_reason = "the approver failed";
+      who = "gate";
+    }
+  }
+  // Answered after the callback returned (e.g. already from inside it) is
+  // not an error here.
+  if (approve > 0) (void)ztee_gate_approve(gate, token, who.c_str());
+  if (approve < 0) (void)ztee_gate_deny(gate, token, deny_reason.c_str(), who.c_str());
+}
+
+extern "C" ztee_status gate_secret_cb(void* ud, const char* name, ztee_secret_value* out) {
+  auto* cbs = static_cast<GateCallbacks*>(ud);
+  py::gil_scoped_acquire gil;
+  try {
+    py::object v = cbs->secrets(std::string(name));
+    if (v.is_none()) return ZTEE_E_NOT_FOUND;
+    std::string value = bytes_or_str(v);
+    if (value.empty()) return ZTEE_E_NOT_FOUND;
+    return ztee_secret_value_set(out, value.data(), value.size());
+  } catch (py::error_already_set& e) {
+    if (t_gate_call && !t_gate_call->error) t_gate_call->error.emplace(std::move(e));
+  } catch (...) {
+  }
+  return ZTEE_E_INTERNAL;
+}
+
+class Gate {
+ public:
+  Gate(Runtime& rt, py::object policy, py::object audit, py::object approver, py::object secrets,
+       py::object secrets_dir, py::object secrets_env_prefix, py::object pool, py::object image_dir, uint32_t vcpus,
+       uint32_t memory_mib, uint32_t boot_timeout_ms, uint32_t exec_timeout_ms, uint64_t output_cap,
+       std::vector<std::string> allow, py::object dns, int32_t guest_aslr);
+  ~Gate() { close(); }
+  Gate(const Gate&) = delete;
+  Gate& operator=(const Gate&) = delete;
+
+  py::dict call_tool(const std::string& tool, py::object command, py::object argv, py::object env, py::object files,
+                     py::object cwd, py::object user, py::object stdin_, py::object writes, py::object network,
+                     py::object labels, py::object trace, py::object on_stdout, py::object on_stderr,
+                     py::object cancel);
+
+  void approve(const std::string& token, const std::string& who) {
+    ztee_gate* g = get();
+    call([&] { return ztee_gate_approve(g, token.c_str(), who.c_str()); });
+  }
+  void deny(const std::string& token, const std::string& reason, const std::string& who) {
+    ztee_gate* g = get();
+    call([&] { return ztee_gate_deny(g, token.c_str(), reason.c_str(), who.c_str()); });
+  }
+  void close() {
+    if (!g_) return;
+    ztee_gate* g = g_;
+    g_ = nullptr;
+    {
+      py::gil_scoped_release nogil;
+      ztee_gate_free(g);
+    }
+  }
+
+ private:
+  ztee_gate* get() const {
+    if (!g_) raise(Failure{ZTEE_E_CLOSED, 0, "the gate was closed"});
+    return g_;
+  }
+  std::unique_ptr<GateCallbacks> cbs_ = std::make_unique<GateCallbacks>();
+  ztee_gate* g_ = nullptr;
+};
+
+Gate::Gate(Runtime& rt, py::object policy, py::object audit, py::object approver, py::object secrets,
+           py::object secrets_dir, py::object secrets_env_prefix, py::object pool, py::object image_dir, uint32_t vcpus,
+           uint32_t memory_mib, uint32_t boot_timeout_ms, uint32_t exec_timeout_ms, uint64_t output_cap,
+           std::vector<std::string> allow, py::object dns, int32_t guest_aslr) {
+  SandboxOpts so(image_dir, vcpus, memory_mib, boot_timeout_ms, exec_timeout_ms, output_cap, py::none(), false,
+                 std::move(allow), dns, guest_aslr);
+  auto dir = opt_str(secrets_dir), prefix = opt_str(secrets_env_prefix);
+  ztee_gate_options o = ZTEE_GATE_OPTIONS_INIT;
+  o.policy = policy.is_none() ? nullptr : policy.cast<Policy&>().get();
+  o.audit = audit.is_none() ? nullptr : audit.cast<AuditLog&>().get();
+  o.pool = pool.is_none() ? nullptr : pool.cast<Pool&>().handle();
+  cbs_->approver = approver;
+  cbs_->secrets = secrets;
+  if (!approver.is_none()) {
+    o.approver = gate_approver_cb;
+    o.approver_data = cbs_.get();
+  }
+  if (!secrets.is_none()) {
+    o.resolver = gate_secret_cb;
+    o.resolver_data = cbs_.get();
+  }
+  o.secrets_dir = dir ? dir->c_str() : nullptr;
+  o.secrets_env_prefix = prefix ? prefix->c_str() : nullptr;
+  o.sandbox = &so.o;
+  ztee_runtime* r = rt.get();
+  ztee_gate* g = nullptr;
+  call([&] { return ztee_gate_create(r, &o, &g); });
+  g_ = g;
+}
+
+py::dict Gate::call_tool(const std::string& tool, py::object command, py::object argv, py::object env,
+                         py::object files, py::object cwd, py::object user, py::object stdin_, py::object writes,
+                         py::object network, py::object labels, py::object trace, py::object on_stdout,
+                         py::object on_stderr, py::object cancel) {
+  ztee_gate* g = get();
+  ToolCallBuf b(tool, command, argv, env, files, cwd, user, stdin_, writes, network, labels, trace);
+  StreamCtx ctx;
+  ctx.on_stdout = on_stdout;
+  ctx.on_stderr = on_stderr;
+  if (!on_stdout.is_none()) b.c.on_stdout = on_stdout_cb;
+  if (!on_stderr.is_none()) b.c.on_stderr = on_stderr_cb;
+  b.c.user_data = &ctx;
+  std::unique_ptr<Cancel> own;
+  if (!cancel.is_none()) {
+    ctx.cancel = cancel.cast<Cancel&>().get();
+  } else if (!on_stdout.is_none() || !on_stderr.is_none()) {
+    own = std::make_unique<Cancel>();
+    ctx.cancel = own->get();
+  }
+  b.c.cancel = ctx.cancel;
+
+  GateCallCtx gctx;
+  ztee_call_result* res = nullptr;
+  Failure f;
+  {
+    py::gil_scoped_release nogil;
+    GateCallCtx* saved = t_gate_call;
+    t_gate_call = &gctx;
+    ztee_status s = ztee_gate_call(g, &b.c, &res);
+    if (s != ZTEE_OK) f = capture(s);
+    t_gate_call = saved;
+  }
+  std::unique_ptr<ztee_call_result, void (*)(ztee_call_result*)> owned(res, ztee_call_result_free);
+  if (gctx.error) {
+    gctx.error->restore();
+    throw py::error_already_set();
+  }
+  if (ctx.error) {
+    ctx.error->restore();
+    throw py::error_already_set();
+  }
+  if (f.code != ZTEE_OK) raise(f);
+  py::dict d;
+  d["ran"] = res->ran != 0;
+  d["tier"] = res->tier;
+  d["action"] = action_name(res->action);
+  d["rule_index"] = res->rule_index;
+  d["rule"] = text(res->rule);
+  d["reason"] = text(res->reason);
+  d["denial"] = text(res->denial);
+  d["approved_by"] = text(res->approved_by);
+  d["sandbox_id"] = text(res->sandbox_id);
+  if (res->exec) {
+    const ztee_exec_result* e = res->exec;
+    py::dict x;
+    x["exit_code"] = e->exit_code;
+    x["signal"] = e->signal;
+    x["timed_out"] = e->timed_out != 0;
+    x["truncated"] = e->truncated != 0;
+    x["cancelled"] = e->cancelled != 0;
+    x["duration_us"] = e->duration_us;
+    x["stdout"] = py::bytes(e->stdout_data, e->stdout_len);
+    x["stderr"] = py::bytes(e->stderr_data, e->stderr_len);
+    d["exec"] = x;
+  } else {
+    d["exec"] = py::none();
+  }
+  return d;
+}
 
 }  // namespace
 
@@ -543,6 +958,45 @@ PYBIND11_MODULE(_ztee, m) {
       .def("stats", &Pool::stats)
       .def("close", &Pool::close)
       .def("free", &Pool::free);
+
+  py::class_<Policy>(m, "Policy")
+      .def_static("parse", &Policy::parse, py::arg("json"))
+      .def_static("load", &Policy::load, py::arg("path"))
+      .def_static("default", &Policy::dflt)
+      .def_static("default_json", [] { return std::string(ztee_policy_default_json()); })
+      .def("classify", &Policy::classify, py::arg("tool"), py::arg("command") = py::none(),
+           py::arg("argv") = py::none(), py::arg("env") = py::none(), py::arg("files") = py::none(),
+           py::arg("writes") = py::none(), py::arg("network") = py::none(), py::arg("labels") = py::none());
+
+  py::class_<AuditLog>(m, "AuditLog")
+      .def(py::init<const std::string&, int32_t, uint32_t, py::object, uint64_t>(), py::arg("path"),
+           py::arg("durability") = ZTEE_DURABILITY_FSYNC, py::arg("batch_ms") = 0, py::arg("hmac_key") = py::none(),
+           py::arg("rotate_bytes") = 0)
+      .def("append", &AuditLog::append, py::arg("event"), py::arg("trace_id") = "", py::arg("fields") = "")
+      .def("flush", &AuditLog::flush)
+      .def("close", &AuditLog::close);
+
+  m.def("verify_audit_log", &verify_audit_log, py::arg("files"), py::arg("key") = py::none());
+
+  // The gate's C handle keeps its runtime, policy, audit log and pool alive.
+  py::class_<Gate>(m, "Gate")
+      .def(py::init<Runtime&, py::object, py::object, py::object, py::object, py::object, py::object, py::object,
+                    py::object, uint32_t, uint32_t, uint32_t, uint32_t, uint64_t, std::vector<std::string>,
+                    py::object, int32_t>(),
+           py::arg("runtime"), py::arg("policy") = py::none(), py::arg("audit") = py::none(),
+           py::arg("approver") = py::none(), py::arg("secrets") = py::none(), py::arg("secrets_dir") = py::none(),
+           py::arg("secrets_env_prefix") = py::none(), py::arg("pool") = py::none(),
+           py::arg("image_dir") = py::none(), py::arg("vcpus") = 0, py::arg("memory_mib") = 0,
+           py::arg("boot_timeout_ms") = 0, py::arg("exec_timeout_ms") = 0, py::arg("output_cap") = 0,
+           py::arg("allow") = std::vector<std::string>{}, py::arg("dns") = py::none(), py::arg("guest_aslr") = 0)
+      .def("call", &Gate::call_tool, py::arg("tool"), py::arg("command") = py::none(), py::arg("argv") = py::none(),
+           py::arg("env") = py::none(), py::arg("files") = py::none(), py::arg("cwd") = py::none(),
+           py::arg("user") = py::none(), py::arg("stdin") = py::none(), py::arg("writes") = py::none(),
+           py::arg("network") = py::none(), py::arg("labels") = py::none(), py::arg("trace_id") = py::none(),
+           py::arg("on_stdout") = py::none(), py::arg("on_stderr") = py::none(), py::arg("cancel") = py::none())
+      .def("approve", &Gate::approve, py::arg("token"), py::arg("who") = "approver")
+      .def("deny", &Gate::deny, py::arg("token"), py::arg("reason") = "", py::arg("who") = "approver")
+      .def("close", &Gate::close);
 
   // Drop the error type before the interpreter tears down.
   py::module_::import("atexit").attr("register")(py::cpp_function([] { g_error_type = py::object(); }));

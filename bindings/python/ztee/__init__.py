@@ -9,9 +9,15 @@
         with pool.lease() as sb:             # a READY sandbox in microseconds
             sb.run("echo hi")                # destroyed when the block ends
 
+    gate = ztee.Gate(policy=ztee.Policy.load("policy.json"),   # tool calls by risk tier
+                     audit=ztee.AuditLog("audit.jsonl"), approver=ask, secrets={"KEY": "..."})
+    gate.call("python", command="python3 -c 'print(1)'", env={"KEY": "secret://KEY"})
+
 Every blocking call releases the GIL. Streaming callbacks (on_stdout,
 on_stderr) run on the runtime's event-loop thread with the GIL held; keep
 them short. An exception a callback raises is re-raised by the exec call.
+A gate's approver and secrets callables run on the thread that called
+gate.call(), with the GIL held.
 
 SECURITY: everything a sandbox returns (output, file bytes, names) was
 produced by code that may be hostile.
@@ -21,15 +27,20 @@ from __future__ import annotations
 
 import builtins
 import codecs
+import json
 import os
 import threading
+import time
+import weakref
 from dataclasses import dataclass
-from typing import Callable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 from . import _ztee
 
 __all__ = [
     "Runtime", "Sandbox", "Pool", "ExecResult", "FileInfo", "Cancel", "version", "has_feature",
+    "Policy", "Decision", "AuditLog", "AuditReport", "verify_audit_log", "Gate", "ApprovalRequest",
+    "CallResult",
     "Error", "InvalidArgumentError", "NotFoundError", "ImageError", "BackendUnavailableError",
     "TimeoutError", "SandboxFailedError", "ClosedError",
 ]
@@ -506,3 +517,322 @@ class Pool:
         """Destroys the ready sandboxes and stops refilling. Leased sandboxes
         stay with their holders. Idempotent."""
         self._pool.close()
+
+
+# ---- control plane: policy, audit log, gate ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A policy's verdict on a tool call: tier 0..5 (L0..L5), action "run",
+    "audit", "approve" or "deny", the matching rule's name ("" when none
+    matched: denied, fail closed), its index in "rules" (-1: none) and a
+    one-line reason."""
+    tier: int
+    action: str
+    rule: str
+    reason: str
+    rule_index: int = -1
+
+
+def _decision(d: dict) -> Decision:
+    return Decision(tier=d["tier"], action=d["action"], rule=d["rule"], reason=d["reason"],
+                    rule_index=d["rule_index"])
+
+
+class Policy:
+    """A parsed, immutable policy that sorts tool calls into risk tiers.
+
+        policy = ztee.Policy.parse(text)       # or .load(path), .default()
+        policy.classify(tool="python", command="python3 x.py").action  # "approve"
+
+    Errors in the text raise InvalidArgumentError whose message names the
+    line ("policy: line 7: ..."). Policy.default_json() is the text of the
+    policy that ships with libztee, a starting point for your own.
+    """
+
+    def __init__(self, _low: "_ztee.Policy"):
+        self._p = _low
+
+    @classmethod
+    def parse(cls, text: Union[str, bytes]) -> "Policy":
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        return cls(_ztee.Policy.parse(text))
+
+    @classmethod
+    def load(cls, path: Union[str, "os.PathLike[str]"]) -> "Policy":
+        return cls(_ztee.Policy.load(os.fspath(path)))
+
+    @classmethod
+    def default(cls) -> "Policy":
+        return cls(_ztee.Policy.default())
+
+    @staticmethod
+    def default_json() -> str:
+        return _ztee.Policy.default_json()
+
+    def classify(self, tool: str, command: Optional[str] = None, argv: Optional[Sequence[str]] = None,
+                 labels: Optional[Sequence[str]] = None, network: Optional[Sequence[str]] = None,
+                 writes: Optional[Sequence[str]] = None, files: Optional[Mapping[str, Any]] = None,
+                 env: Optional[Mapping[str, str]] = None) -> Decision:
+        """The decision for a tool call (nothing runs)."""
+        return _decision(self._p.classify(tool, command=command, argv=_opt_list(argv), env=_opt_dict(env),
+                                          files=_opt_dict(files), writes=_opt_list(writes),
+                                          network=_opt_list(network), labels=_opt_list(labels)))
+
+
+def _opt_list(v):
+    if v is None:
+        return None
+    if isinstance(v, (str, bytes)):
+        raise TypeError(f"expected a list of strings, not the single string {v!r}")
+    return [str(x) for x in v]
+
+
+def _opt_dict(v):
+    return None if v is None else dict(v)
+
+
+_DURABILITY = {"fsync": 0, "batch": 1, "none": 2}
+
+
+class AuditLog:
+    """An append-only, hash-chained JSON Lines file (created 0600).
+
+    durability: "fsync" (every record on disk before append returns),
+    "batch" (synced at most every batch_ms; power loss loses up to that) or
+    "none" (left to the kernel). hmac_key: every record also carries an
+    HMAC-SHA256, so verify_audit_log(key=...) detects a rewritten chain too.
+    rotate_bytes > 0: past this size the file becomes <path>.<n> and a new
+    one continues the chain. Appends from threads and processes keep one chain.
+    """
+
+    def __init__(self, path: Union[str, "os.PathLike[str]"], durability: str = "fsync",
+                 hmac_key: Union[str, bytes, None] = None, rotate_bytes: int = 0, batch_ms: int = 0):
+        if durability not in _DURABILITY:
+            raise InvalidArgumentError(-1, 0, f"durability must be \"fsync\", \"batch\" or \"none\", "
+                                              f"not {durability!r}")
+        self.path = os.fspath(path)
+        self._log = _ztee.AuditLog(self.path, durability=_DURABILITY[durability], batch_ms=batch_ms,
+                                   hmac_key=hmac_key, rotate_bytes=rotate_bytes)
+
+    def append(self, event: str, trace_id: str = "", fields: Optional[Mapping[str, Any]] = None) -> int:
+        """Appends one record {"seq","ts","trace","event",<fields>,"prev"[,"hmac"]}
+        and returns its seq. fields: a JSON-serialisable dict whose keys are
+        not the record's own (seq, ts, trace, event, prev, hmac)."""
+        inner = ""
+        if fields:
+            inner = json.dumps(dict(fields), separators=(",", ":"), allow_nan=False)[1:-1]
+        return self._log.append(event, trace_id or "", inner)
+
+    def flush(self) -> None:
+        """Makes every record appended so far durable (fdatasync)."""
+        self._log.flush()
+
+    def close(self) -> None:
+        """Drops this handle (gates using the log keep it open). Idempotent."""
+        self._log.close()
+
+    def __enter__(self) -> "AuditLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    ok: bool          # every record present, in order, unedited (and, with a key, authentic)
+    records: int      # records checked
+    problem: str      # the first problem ("" when ok)
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def verify_audit_log(files: Union[str, "os.PathLike[str]", Sequence[Union[str, "os.PathLike[str]"]]],
+                     key: Union[str, bytes, None] = None) -> AuditReport:
+    """Verifies one chain across files given oldest first (a rotated log:
+    path.1, path.2, ..., path); with the HMAC key, every record's HMAC too.
+    A removed tail cannot be seen from the files alone."""
+    if isinstance(files, (str, os.PathLike)):
+        files = [files]
+    d = _ztee.verify_audit_log([os.fspath(f) for f in files], key=key)
+    return AuditReport(ok=d["ok"], records=d["records"], problem=d["problem"])
+
+
+@dataclass
+class ApprovalRequest:
+    """What an approver is asked: the tool call's description (a dict with
+    tool, text, env_keys, cwd, user, writes, network, labels, tier, rule,
+    trace; never secret values), the token to answer with and the time left
+    (seconds). Answer with approve()/deny() (any thread, before the
+    deadline), or return True / a name (approve) or False (deny) from the
+    approver."""
+    token: str
+    description: Dict[str, Any]
+    deadline: float          # time.monotonic() by which an answer must come
+    _gate: Any = None
+
+    @property
+    def time_left(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def approve(self, who: str = "approver") -> None:
+        gate = self._gate() if self._gate is not None else None
+        if gate is None:
+            raise ClosedError(-9, 0, "the gate is gone")
+        gate.approve(self.token, who)
+
+    def deny(self, reason: str = "", who: str = "approver") -> None:
+        gate = self._gate() if self._gate is not None else None
+        if gate is None:
+            raise ClosedError(-9, 0, "the gate is gone")
+        gate.deny(self.token, reason, who)
+
+
+@dataclass(frozen=True)
+class CallResult:
+    ran: bool                    # False: denied (see denial)
+    decision: Decision
+    denial: str                  # why it did not run ("" when it ran)
+    approved_by: str             # approve tiers: who said yes
+    sandbox_id: str              # "" when it did not run
+    result: Optional[ExecResult]  # None when it did not run; scrubbed of secrets
+
+    @property
+    def stdout(self) -> str:
+        return self.result.stdout if self.result else ""
+
+    @property
+    def stderr(self) -> str:
+        return self.result.stderr if self.result else ""
+
+
+class Gate:
+    """Runs tool calls under a policy: classify -> approval when the tier
+    says so -> secrets resolved by reference -> a fresh (or pooled) sandbox,
+    destroyed afterwards -> output scrubbed of secrets; every step is
+    recorded in the audit log.
+
+        gate = ztee.Gate(policy=ztee.Policy.load("policy.json"),
+                         audit=ztee.AuditLog("audit.jsonl", hmac_key=key),
+                         approver=ask_a_human, secrets={"API_KEY": "..."})
+        r = gate.call("python", command="python3 -c 'print(1)'")
+        if r.ran: print(r.stdout)
+
+    policy: None: Policy.default(). audit: None: nothing recorded.
+    approver: called with an ApprovalRequest on the thread running call()
+        (with the GIL). Return True or a name to approve, False to deny, or
+        None and answer later from any thread (request.approve() /
+        gate.approve(token)) before the deadline; no answer denies. One that
+        raises denies the call.
+    secrets: resolves "secret://NAME" references in env values and file
+        contents: a dict, or a callable(name) -> str | bytes | None (None:
+        unknown, the next resolver is asked); its exceptions propagate from
+        call(). Then secrets_dir (a file per secret) and secrets_env_prefix
+        (host variables <prefix>NAME) are asked, in that order. A reference
+        no resolver knows makes call() raise NotFoundError before anything runs.
+        SECURITY: resolved values reach the sandboxed process; they are
+        scrubbed (also in hex and base64) from output and the log only.
+    pool: calls without network lease their sandbox from it (a Pool
+        collected before the gate stays open for it; Pool.close() closes it
+        for the gate too, whose calls then boot). Other keyword arguments (image_dir,
+        vcpus, memory_mib, timeout, boot_timeout, output_cap, allow, dns,
+        guest_aslr) apply to sandboxes the gate boots itself.
+    """
+
+    def __init__(self, runtime: Optional[Runtime] = None, policy: Optional[Policy] = None,
+                 audit: Optional[AuditLog] = None,
+                 approver: Optional[Callable[[ApprovalRequest], Union[None, bool, str]]] = None,
+                 secrets: Union[Mapping[str, str], Callable[[str], Union[str, bytes, None]], None] = None,
+                 secrets_dir: Optional[str] = None, secrets_env_prefix: Optional[str] = None,
+                 pool: Optional[Pool] = None, **sandbox_kwargs):
+        try:
+            kw = _sandbox_kwargs(**sandbox_kwargs)
+        except TypeError as e:
+            raise TypeError(f"Gate(): {e}") from None
+        if policy is not None and not isinstance(policy, Policy):
+            raise TypeError(f"policy must be a ztee.Policy, not {type(policy).__name__}")
+        if audit is not None and not isinstance(audit, AuditLog):
+            raise TypeError(f"audit must be a ztee.AuditLog, not {type(audit).__name__}")
+        if pool is not None and not isinstance(pool, Pool):
+            raise TypeError(f"pool must be a ztee.Pool, not {type(pool).__name__}")
+        if approver is not None and not callable(approver):
+            raise TypeError("approver must be callable(request)")
+        resolve = None
+        if isinstance(secrets, Mapping):
+            table = dict(secrets)
+            resolve = table.get
+        elif secrets is not None:
+            if not callable(secrets):
+                raise TypeError("secrets must be a dict or callable(name) -> str | None")
+            resolve = secrets
+        self.runtime = runtime if runtime is not None else default_runtime()
+        bridge = None
+        if approver is not None:
+            me = weakref.ref(self)  # no cycle through the C handle
+
+            def bridge(token: str, description: str, deadline_ms: int):
+                req = ApprovalRequest(token=token, description=json.loads(description),
+                                      deadline=time.monotonic() + deadline_ms / 1000.0, _gate=me)
+                return approver(req)
+        self._gate = _ztee.Gate(self.runtime._rt, policy=policy._p if policy else None,
+                                audit=audit._log if audit else None, approver=bridge, secrets=resolve,
+                                secrets_dir=None if secrets_dir is None else os.fspath(secrets_dir),
+                                secrets_env_prefix=secrets_env_prefix,
+                                pool=pool._pool if pool else None, **kw)
+
+    def __enter__(self) -> "Gate":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Frees the gate (no call may be running). Idempotent."""
+        self._gate.close()
+
+    def call(self, tool: str, command: Optional[str] = None, argv: Optional[Sequence[str]] = None,
+             env: Optional[Mapping[str, str]] = None, files: Optional[Mapping[str, Union[str, bytes]]] = None,
+             cwd: Optional[str] = None, user: Optional[str] = None, stdin: Union[bytes, str, None] = None,
+             writes: Optional[Sequence[str]] = None, network: Optional[Sequence[str]] = None,
+             labels: Optional[Sequence[str]] = None, trace_id: Optional[str] = None,
+             on_stdout: Optional[OutputCallback] = None, on_stderr: Optional[OutputCallback] = None,
+             cancel: Optional[Cancel] = None) -> CallResult:
+        """Runs one tool call through the gate and waits for it: a shell
+        command (command=) or an argv. A denied call returns ran=False with
+        the denial; errors (a secret no resolver knows: NotFoundError, a
+        sandbox that failed) raise. env values and files' contents may be
+        "secret://NAME". on_stdout/on_stderr get scrubbed str chunks as they
+        arrive (that stream is then not collected); one that raises ends
+        the command and the exception propagates."""
+        out = _Decoder(on_stdout) if on_stdout is not None else None
+        err = _Decoder(on_stderr) if on_stderr is not None else None
+        d = self._gate.call(tool, command=command, argv=_opt_list(argv), env=_opt_dict(env),
+                            files=_opt_dict(files), cwd=cwd, user=None if user is None else str(user),
+                            stdin=stdin, writes=_opt_list(writes), network=_opt_list(network),
+                            labels=_opt_list(labels), trace_id=trace_id, on_stdout=out, on_stderr=err,
+                            cancel=cancel._c if cancel is not None else None)
+        if out:
+            out.flush()
+        if err:
+            err.flush()
+        x = d["exec"]
+        result = None
+        if x is not None:
+            result = ExecResult(stdout_bytes=x["stdout"], stderr_bytes=x["stderr"], exit_code=x["exit_code"],
+                                signal=x["signal"], timed_out=x["timed_out"], truncated=x["truncated"],
+                                duration=x["duration_us"] / 1e6, cancelled=x["cancelled"])
+        return CallResult(ran=d["ran"], decision=_decision(d), denial=d["denial"],
+                          approved_by=d["approved_by"], sandbox_id=d["sandbox_id"], result=result)
+
+    def approve(self, token: str, who: str = "approver") -> None:
+        """Approves a pending request (any thread). NotFoundError when the
+        token is unknown, already answered or expired."""
+        self._gate.approve(token, who)
+
+    def deny(self, token: str, reason: str = "", who: str = "approver") -> None:
+        """Denies a pending request (any thread). NotFoundError as approve()."""
+        self._gate.deny(token, reason, who)
