@@ -134,7 +134,7 @@ enum class Durability {
 
 struct AuditOptions {
   std::string path;                  // JSON Lines file, created 0600 if missing
-  Durability durability = Durability::kBatch;
+  Durability durability = Durability::kFsync;  // as in C, Python, Go and the CLI
   uint32_t batch_ms = 100;
   std::string hmac_key;              // non-empty: every record also carries an HMAC-SHA256
   uint64_t rotate_bytes = 0;         // >0: rename to <path>.<n> past this size; the chain continues
@@ -150,7 +150,14 @@ class AuditLog {
   static Result<AuditLog> open(AuditOptions opts);
   // `fields` is the inner part of a JSON object (`"k":v,...`), may be empty.
   Result<uint64_t> append(std::string_view event, std::string_view trace_id, std::string_view fields);
-  Result<void> flush();  // fdatasync now
+  // Like append, but under kFsync the record is synced by the next commit()
+  // (or a later synced append) instead of at once: for writers that batch
+  // the records of one step, e.g. the gate, which commits before a command
+  // runs and before a call returns.
+  Result<uint64_t> append_deferred(std::string_view event, std::string_view trace_id, std::string_view fields);
+  // kFsync: fdatasync if a deferred record is not yet on disk; else nothing.
+  Result<void> commit();
+  Result<void> flush();  // fdatasync now, whatever the durability
   const std::string& path() const;
   explicit operator bool() const { return static_cast<bool>(impl_); }
 

@@ -117,7 +117,7 @@ class AuditLogImpl {
     cv.notify_all();
     if (flusher.joinable()) flusher.join();
     if (fd >= 0) {
-      if (dirty && opts.durability != Durability::kNone) fdatasync(fd);
+      if ((dirty || unsynced) && opts.durability != Durability::kNone) fdatasync(fd);
       close(fd);
     }
   }
@@ -125,7 +125,11 @@ class AuditLogImpl {
   Result<void> open_file() {
     int f = ::open(opts.path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
     if (f < 0) return make_error(Errc::kIo, fmt::format("audit log {}: cannot open it: {}", opts.path, strerror(errno)), errno);
-    if (fd >= 0) close(fd);
+    if (fd >= 0) {
+      if (unsynced) fdatasync(fd);  // deferred records of the file we leave
+      unsynced = false;
+      close(fd);
+    }
     fd = f;
     known_size = -1;  // re-read the tail on the next append
     return {};
@@ -169,8 +173,9 @@ class AuditLogImpl {
     return {};
   }
 
-  Result<uint64_t> append(std::string_view event, std::string_view trace, std::string_view fields) {
+  Result<uint64_t> append(std::string_view event, std::string_view trace, std::string_view fields, bool defer = false) {
     std::lock_guard lk(mu);
+    defer_sync = defer;
     for (int attempt = 0;; ++attempt) {
       if (flock(fd, LOCK_EX) != 0) return make_error(Errc::kIo, "audit log: flock failed", errno);
       // Another process may have rotated the file: our fd then names the old one.
@@ -224,8 +229,15 @@ class AuditLogImpl {
       known_size = -1;
       return make_error(Errc::kIo, fmt::format("audit log {}: write failed: {}", opts.path, strerror(e)), e);
     }
-    if (opts.durability == Durability::kFsync && fdatasync(fd) != 0)
-      return make_error(Errc::kIo, fmt::format("audit log {}: fdatasync failed", opts.path), errno);
+    if (opts.durability == Durability::kFsync) {
+      if (defer_sync) {
+        unsynced = true;
+      } else if (fdatasync(fd) != 0) {
+        return make_error(Errc::kIo, fmt::format("audit log {}: fdatasync failed", opts.path), errno);
+      } else {
+        unsynced = false;
+      }
+    }
     last_hash = std::move(hash);
     last_seq = seq;
     known_size = size + static_cast<off_t>(line.size());
@@ -235,6 +247,7 @@ class AuditLogImpl {
 
   void rotate_locked() {
     if (opts.durability != Durability::kNone) fdatasync(fd);
+    unsynced = false;
     int n = highest_rotation(opts.path) + 1;
     if (rename(opts.path.c_str(), rotated_name(opts.path, n).c_str()) != 0) return;  // retried next append
     // The next append (ours or another process's) sees the inode change and
@@ -267,6 +280,8 @@ class AuditLogImpl {
   std::thread flusher;
   bool stop = false;
   bool dirty = false;
+  bool defer_sync = false;  // the append in progress is deferred
+  bool unsynced = false;    // kFsync: a deferred record is not yet on disk
   int fd = -1;
   off_t known_size = -1;
   std::string last_hash;
@@ -289,11 +304,26 @@ Result<uint64_t> AuditLog::append(std::string_view event, std::string_view trace
   return impl_->append(event, trace_id, fields);
 }
 
+Result<uint64_t> AuditLog::append_deferred(std::string_view event, std::string_view trace_id, std::string_view fields) {
+  if (!impl_) return make_error(Errc::kClosed, "audit log: not open");
+  return impl_->append(event, trace_id, fields, true);
+}
+
+Result<void> AuditLog::commit() {
+  if (!impl_) return make_error(Errc::kClosed, "audit log: not open");
+  std::lock_guard lk(impl_->mu);
+  if (impl_->opts.durability != Durability::kFsync || !impl_->unsynced) return {};
+  if (fdatasync(impl_->fd) != 0) return make_error(Errc::kIo, "audit log: fdatasync failed", errno);
+  impl_->unsynced = false;
+  return {};
+}
+
 Result<void> AuditLog::flush() {
   if (!impl_) return make_error(Errc::kClosed, "audit log: not open");
   std::lock_guard lk(impl_->mu);
   if (fdatasync(impl_->fd) != 0) return make_error(Errc::kIo, "audit log: fdatasync failed", errno);
   impl_->dirty = false;
+  impl_->unsynced = false;
   return {};
 }
 

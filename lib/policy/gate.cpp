@@ -84,7 +84,8 @@ class GateImpl {
   std::unordered_map<std::string, std::shared_ptr<Pending>> pending;
 
   void record(std::string_view event, std::string_view trace, std::string_view fields) {
-    if (opts.audit) (void)opts.audit.append(event, trace, fields);
+    // Synced in groups (commit): before a command runs and before a call returns.
+    if (opts.audit) (void)opts.audit.append_deferred(event, trace, fields);
   }
 
   bool answer(std::string_view token, Answer a, std::string_view who, std::string_view reason) {
@@ -106,6 +107,7 @@ class GateImpl {
     record("approval_ignored", "",
            fmt::format("\"token\":{},\"by\":{},\"answer\":{},\"why\":\"unknown, already answered or expired\"", q(token),
                        q(who), q(a == Answer::kGranted ? "approve" : "deny")));
+    if (opts.audit) (void)opts.audit.commit();
     return false;
   }
 
@@ -170,6 +172,12 @@ class GateImpl {
   }
 
   Result<CallResult> call(ToolCall c) {
+    auto r = call_steps(std::move(c));
+    if (opts.audit) (void)opts.audit.commit();
+    return r;
+  }
+
+  Result<CallResult> call_steps(ToolCall c) {
     CallResult res;
     std::string trace = c.trace_id.empty() ? "call-" + rand_hex(8) : c.trace_id;
     std::string text = c.text();
@@ -308,6 +316,7 @@ class GateImpl {
            fmt::format("\"argv\":{},\"text_sha256\":\"{}\",\"text_len\":{},\"env_keys\":{},\"cwd\":{},\"user\":{}",
                        c.command.empty() ? qlist(c.argv) : "null", sha256_hex(text), text.size(), qkeys(c.env), q(c.cwd),
                        q(c.user)));
+    if (opts.audit) (void)opts.audit.commit();  // what is about to run is on disk first
     auto r = sb.exec(eo);
     if (c.on_stdout)
       if (auto t = out_stream.finish(); !t.empty()) c.on_stdout(t);

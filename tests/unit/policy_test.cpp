@@ -345,3 +345,19 @@ TEST_CASE("secrets: the built-in resolvers") {
   CHECK(e("TOKEN_Y").error().code == Errc::kNotFound);
   unsetenv("ZTEE_SECRET_TOKEN_X");
 }
+
+TEST_CASE("audit: deferred appends are synced by commit, and verify like any others") {
+  TempDir dir;
+  AuditOptions o;
+  o.path = dir.path / "deferred.jsonl";
+  o.durability = Durability::kFsync;
+  auto log = AuditLog::open(o);
+  REQUIRE(log.ok());
+  for (int i = 0; i < 4; ++i) REQUIRE(log->append_deferred("step", "t", "").ok());
+  REQUIRE(log->commit().ok());
+  REQUIRE(log->append("done", "t", "").ok());
+  REQUIRE(log->commit().ok());  // nothing pending: a no-op
+  auto rep = verify_audit_log({o.path});
+  CHECK_MESSAGE(rep.ok, rep.problem);
+  CHECK(rep.records == 5);
+}
