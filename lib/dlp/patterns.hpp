@@ -1,0 +1,54 @@
+// The shipped DLP detectors and injection rules as Hyperscan expressions.
+//
+// Every expression is written as lead + core + trail, where lead and trail
+// are the boundary bytes (or ^ / $) that make the core a whole token; the
+// match is trimmed back to its core (at most two bytes each side, those not
+// in `front` / `back`) before its validator runs. Long patterns (unbounded,
+// or wider than kMaxShortWidth) come with an opener: a short expression for
+// their first bytes, whose start is theirs (no opener can occur inside one
+// of their matches), so a stream knows where such a match may begin before
+// it ends.
+#pragma once
+
+#include <ztee/dlp.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ztee::detail::dlp {
+
+enum class Check { kNone, kCard, kIban, kSsn, kEmail, kPhone, kAwsContext, kAwsBare, kJwt, kGeneric };
+
+inline constexpr uint64_t kMaxShortWidth = 1024;  // caller regexes: the widest match allowed
+inline constexpr uint64_t kPemCap = 8192;          // private_key body bound (the regex's)
+inline constexpr uint64_t kBlobCap = 1 << 20;      // base64_blob: hold a run at most this long
+inline constexpr uint64_t kJwtCap = 16384;         // jwt: longest token recognised
+
+struct PatternDef {
+  std::string regex;
+  Check check = Check::kNone;
+  std::string front = "*";  // bytes a core may start with ("*": any, never trimmed)
+  std::string back = "*";   // bytes a core may end with
+  // Long patterns: `opener` is their opener expression; its core starts
+  // `opener_fixed` bytes before its end (0: found like any short match).
+  std::string opener;
+  uint32_t opener_fixed = 0;
+  uint64_t cap = 0;                 // 0: the expression's own maximum width
+  bool truncate_on_expiry = false;  // an opener with no match within cap still yields a (truncated) hit
+};
+
+struct BuiltinDef {
+  std::string name;
+  bool injection = false;
+  InjectionAction default_action = InjectionAction::kReport;
+  bool merge_adjacent = false;
+  std::vector<PatternDef> patterns;
+};
+
+// Built-in detectors in their priority order (ties between equal spans go to
+// the earlier one), then the shipped injection rules.
+const std::vector<BuiltinDef>& builtin_detectors();
+const std::vector<BuiltinDef>& builtin_rules();
+
+}  // namespace ztee::detail::dlp

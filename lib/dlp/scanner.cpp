@@ -1,0 +1,832 @@
+// DlpScanner / DlpStream: one Hyperscan streaming database for every
+// detector and rule, start recovery, validation, overlap resolution and the
+// hold-back window (see include/ztee/dlp.hpp for the contract).
+//
+// Hyperscan in streaming mode reports where each match ends, exactly as it
+// would over one buffer. Start-of-match tracking (SOM) is refused for these
+// patterns ("Pattern is too large"), so the start is recovered afterwards:
+// a short pattern's match lies within its maximum width before the end, and
+// RE2 finds its leftmost start in that window (the same expression, with $
+// disabled before the end of the stream). A long pattern's start is the
+// start of its opener. Candidates are then trimmed to their core, validated,
+// and decided leftmost-first once no undiscovered candidate can start before
+// them; output is released up to that point.
+#include <ztee/dlp.hpp>
+
+#include "dlp/patterns.hpp"
+#include "dlp/validators.hpp"
+
+#include <fmt/format.h>
+#include <hs/hs.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <re2/re2.h>
+
+#include <algorithm>
+#include <array>
+#include <climits>
+#include <limits>
+#include <set>
+
+namespace ztee {
+
+const char* dlp_mode_name(DlpMode m) {
+  switch (m) {
+    case DlpMode::kReport: return "report";
+    case DlpMode::kMask: return "mask";
+    case DlpMode::kRedact: return "redact";
+    case DlpMode::kHash: return "hash";
+    case DlpMode::kBlock: return "block";
+  }
+  return "?";
+}
+
+const char* injection_action_name(InjectionAction a) {
+  switch (a) {
+    case InjectionAction::kReport: return "report";
+    case InjectionAction::kStrip: return "strip";
+    case InjectionAction::kFail: return "fail";
+  }
+  return "?";
+}
+
+std::vector<DlpDetector> DlpOptions::default_detectors() {
+  std::vector<DlpDetector> v;
+  for (const auto& d : detail::dlp::builtin_detectors())
+    if (d.name != "generic_secret") v.push_back({d.name, DlpMode::kRedact});
+  return v;
+}
+
+std::vector<std::string> DlpOptions::builtin_detectors() {
+  std::vector<std::string> v;
+  for (const auto& d : detail::dlp::builtin_detectors()) v.push_back(d.name);
+  return v;
+}
+
+std::vector<std::string> DlpOptions::builtin_injection_rules() {
+  std::vector<std::string> v;
+  for (const auto& r : detail::dlp::builtin_rules()) v.push_back(r.name);
+  return v;
+}
+
+namespace detail {
+
+using namespace detail::dlp;
+
+namespace {
+
+using ByteSet = std::array<bool, 256>;
+
+// "A-Za-z0-9_\\-" style set; "*" is every byte.
+ByteSet byte_set(std::string_view spec) {
+  ByteSet s{};
+  if (spec == "*") {
+    s.fill(true);
+    return s;
+  }
+  for (size_t i = 0; i < spec.size(); ++i) {
+    unsigned char c = static_cast<unsigned char>(spec[i]);
+    if (c == '\\' && i + 1 < spec.size()) {
+      s[static_cast<unsigned char>(spec[++i])] = true;
+    } else if (i + 2 < spec.size() && spec[i + 1] == '-') {
+      for (unsigned x = c; x <= static_cast<unsigned char>(spec[i + 2]); ++x) s[x] = true;
+      i += 2;
+    } else {
+      s[c] = true;
+    }
+  }
+  return s;
+}
+
+// The expression with every $ outside a class and not escaped replaced by a
+// never-matching class: for RE2 before the end of the stream.
+std::string without_dollar(std::string_view re) {
+  std::string out;
+  bool in_class = false;
+  for (size_t i = 0; i < re.size(); ++i) {
+    char c = re[i];
+    if (c == '\\' && i + 1 < re.size()) {
+      out += c;
+      out += re[++i];
+      continue;
+    }
+    if (in_class) {
+      if (c == ']') in_class = false;
+      out += c;
+      continue;
+    }
+    if (c == '[') {
+      in_class = true;
+      out += c;
+      if (i + 1 < re.size() && re[i + 1] == '^') out += re[++i];
+      if (i + 1 < re.size() && re[i + 1] == ']') out += re[++i];
+      continue;
+    }
+    out += (c == '$') ? std::string("[^\\x00-\\xff]") : std::string(1, c);
+  }
+  return out;
+}
+
+std::string literal_regex(std::string_view lit) {
+  std::string out;
+  for (unsigned char c : lit) out += fmt::format("\\x{:02x}", c);
+  return out;
+}
+
+bool valid_name(std::string_view n) {
+  if (n.empty() || n.size() > 64) return false;
+  for (char c : n)
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_')) return false;
+  return true;
+}
+
+struct HsDatabase {
+  hs_database_t* db = nullptr;
+  hs_scratch_t* scratch = nullptr;
+  ~HsDatabase() {
+    if (scratch) hs_free_scratch(scratch);
+    if (db) hs_free_database(db);
+  }
+};
+
+}  // namespace
+
+struct Owner {
+  std::string name;
+  bool injection = false;
+  DlpMode mode = DlpMode::kReport;
+  InjectionAction action = InjectionAction::kReport;
+  int track = 1;  // 0: edits the output; 1: events only
+  bool merge_adjacent = false;
+};
+
+struct Pattern {
+  int owner = 0;
+  std::string regex;
+  unsigned hs_flags = 0;
+  bool caseless = false;
+  bool opener = false;
+  int group = -1;            // long pattern group (its opener and its match)
+  uint32_t opener_fixed = 0;
+  Check check = Check::kNone;
+  ByteSet front{}, back{};
+  uint64_t max_width = 0;
+  std::shared_ptr<RE2> re_mid, re_eod;  // short matches and openers found by RE2
+};
+
+struct Group {
+  int owner = 0;
+  uint64_t cap = 0;
+  bool truncate_on_expiry = false;
+};
+
+class DlpScannerImpl {
+ public:
+  DlpOptions opts;
+  std::vector<Owner> owners;
+  std::vector<Pattern> patterns;
+  std::vector<Group> groups;
+  HsDatabase hs;
+  std::string hash_key;
+  uint64_t window[2] = {0, 0};  // per track: no unseen candidate starts before total - window
+  uint64_t keep = 0;            // bytes kept for start recovery
+  bool has_edits = false;
+
+  Result<void> build();
+  Result<void> add_pattern(int owner, const PatternDef& def, bool caller, bool caseless);
+};
+
+namespace {
+
+Error invalid(std::string msg) { return make_error(Errc::kInvalidArgument, std::move(msg)); }
+
+}  // namespace
+
+Result<void> DlpScannerImpl::add_pattern(int owner, const PatternDef& def, bool caller, bool caseless) {
+  const std::string& oname = owners[static_cast<size_t>(owner)].name;
+  auto info_of = [&](const std::string& re, unsigned flags, hs_expr_info_t** info) -> Result<void> {
+    hs_compile_error_t* err = nullptr;
+    if (hs_expression_info(re.c_str(), flags, info, &err) != HS_SUCCESS) {
+      std::string m = err ? err->message : "unknown error";
+      hs_free_compile_error(err);
+      return invalid(fmt::format("{} '{}': regex '{}' is not accepted by Hyperscan: {}",
+                                 owners[static_cast<size_t>(owner)].injection ? "injection rule" : "detector", oname,
+                                 re, m));
+    }
+    return {};
+  };
+  auto make_re2 = [&](const std::string& re, std::shared_ptr<RE2>* mid, std::shared_ptr<RE2>* eod) -> Result<void> {
+    RE2::Options o;
+    o.set_encoding(RE2::Options::EncodingLatin1);
+    o.set_log_errors(false);
+    o.set_case_sensitive(!caseless);
+    o.set_dot_nl(false);
+    *eod = std::make_shared<RE2>(re, o);
+    *mid = std::make_shared<RE2>(without_dollar(re), o);
+    if (!(*eod)->ok() || !(*mid)->ok())
+      return invalid(fmt::format("{} '{}': regex '{}' is not accepted by RE2 (libztee needs the syntax both "
+                                 "Hyperscan and RE2 accept): {}",
+                                 owners[static_cast<size_t>(owner)].injection ? "injection rule" : "detector", oname,
+                                 re, (*eod)->ok() ? (*mid)->error() : (*eod)->error()));
+    return {};
+  };
+  unsigned flags = caseless ? HS_FLAG_CASELESS : 0;
+
+  Pattern p;
+  p.owner = owner;
+  p.regex = def.regex;
+  p.hs_flags = flags;
+  p.caseless = caseless;
+  p.check = def.check;
+  p.front = byte_set(def.front);
+  p.back = byte_set(def.back);
+  hs_expr_info_t* info = nullptr;
+  if (auto r = info_of(def.regex, flags, &info); !r) return r;
+  p.max_width = info->max_width;
+  bool empty = info->min_width == 0;
+  std::free(info);
+  if (empty)
+    return invalid(fmt::format("{} '{}': regex '{}' can match the empty string; make it match at least one byte",
+                               owners[static_cast<size_t>(owner)].injection ? "injection rule" : "detector", oname,
+                               def.regex));
+
+  if (def.opener.empty()) {
+    if (p.max_width > kMaxShortWidth) {
+      if (caller)
+        return invalid(fmt::format("{} '{}': regex '{}' can match more than {} bytes{}; bound its repeats (e.g. "
+                                   "{{1,256}} instead of + or *)",
+                                   owners[static_cast<size_t>(owner)].injection ? "injection rule" : "detector",
+                                   oname, def.regex, kMaxShortWidth,
+                                   p.max_width == UINT_MAX ? " (it is unbounded)" : ""));
+      return make_error(Errc::kInternal, fmt::format("built-in {} pattern too wide without an opener", oname));
+    }
+    if (auto r = make_re2(def.regex, &p.re_mid, &p.re_eod); !r) return r;
+    patterns.push_back(std::move(p));
+    return {};
+  }
+
+  // A long pattern: its opener first.
+  Group g;
+  g.owner = owner;
+  g.cap = def.cap ? def.cap : p.max_width;
+  g.truncate_on_expiry = def.truncate_on_expiry;
+  if (g.cap == UINT_MAX || g.cap == 0) return make_error(Errc::kInternal, "long pattern without a cap");
+  int gid = static_cast<int>(groups.size());
+  groups.push_back(g);
+  Pattern o;
+  o.owner = owner;
+  o.regex = def.opener;
+  o.hs_flags = flags;
+  o.caseless = caseless;
+  o.opener = true;
+  o.group = gid;
+  o.opener_fixed = def.opener_fixed;
+  o.front = p.front;
+  o.back = byte_set("*");
+  if (auto r = info_of(def.opener, flags, &info); !r) return r;
+  o.max_width = info->max_width;
+  std::free(info);
+  if (!o.opener_fixed)
+    if (auto r = make_re2(def.opener, &o.re_mid, &o.re_eod); !r) return r;
+  patterns.push_back(std::move(o));
+  p.group = gid;
+  patterns.push_back(std::move(p));
+  return {};
+}
+
+Result<void> DlpScannerImpl::build() {
+  // Owners and their patterns.
+  std::set<std::string> names;
+  const auto& bdet = builtin_detectors();
+  for (const auto& d : opts.detectors) {
+    auto it = std::find_if(bdet.begin(), bdet.end(), [&](const BuiltinDef& b) { return b.name == d.name; });
+    if (it == bdet.end())
+      return invalid(fmt::format("unknown DLP detector '{}' (built-in detectors: {}; caller patterns go in "
+                                 "DlpOptions::custom)",
+                                 d.name, fmt::join(DlpOptions::builtin_detectors(), ", ")));
+    if (!names.insert(d.name).second) return invalid(fmt::format("DLP detector '{}' is listed twice", d.name));
+  }
+  if (opts.entropy_min_length < 16 || opts.entropy_min_length > 128)
+    return invalid("DlpOptions::entropy_min_length must be within 16..128");
+  if (!(opts.entropy_bits > 0 && opts.entropy_bits <= 8)) return invalid("DlpOptions::entropy_bits must be within (0, 8]");
+  // Built-ins in their own priority order, whatever the order of the list.
+  for (const auto& b : bdet) {
+    auto it = std::find_if(opts.detectors.begin(), opts.detectors.end(), [&](const DlpDetector& d) { return d.name == b.name; });
+    if (it == opts.detectors.end()) continue;
+    Owner o;
+    o.name = b.name;
+    o.mode = it->mode;
+    o.track = it->mode == DlpMode::kReport ? 1 : 0;
+    int oid = static_cast<int>(owners.size());
+    owners.push_back(o);
+    for (const auto& p : b.patterns)
+      if (auto r = add_pattern(oid, p, false, false); !r) return r;
+    if (b.name == "aws_secret_key" && opts.aws_secret_without_context) {
+      PatternDef bare;
+      bare.regex = "(?:^|[^A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?:[^A-Za-z0-9/+=]|$)";
+      bare.check = Check::kAwsBare;
+      bare.front = "A-Za-z0-9/+";
+      bare.back = "A-Za-z0-9/+";
+      if (auto r = add_pattern(oid, bare, false, false); !r) return r;
+    }
+  }
+  for (const auto& c : opts.custom) {
+    if (!valid_name(c.name)) return invalid(fmt::format("custom detector name '{}': use [a-z0-9_]+ (1-64 bytes)", c.name));
+    if (!names.insert(c.name).second || std::any_of(bdet.begin(), bdet.end(), [&](const BuiltinDef& b) { return b.name == c.name; }))
+      return invalid(fmt::format("custom detector '{}': the name is taken (built-in or listed twice)", c.name));
+    if (c.regexes.empty() && c.literals.empty())
+      return invalid(fmt::format("custom detector '{}': give at least one regex or literal", c.name));
+    Owner o;
+    o.name = c.name;
+    o.mode = c.mode;
+    o.track = c.mode == DlpMode::kReport ? 1 : 0;
+    int oid = static_cast<int>(owners.size());
+    owners.push_back(o);
+    for (const auto& re : c.regexes)
+      if (auto r = add_pattern(oid, PatternDef{re}, true, c.caseless); !r) return r;
+    for (const auto& lit : c.literals) {
+      if (lit.empty()) return invalid(fmt::format("custom detector '{}': an empty literal", c.name));
+      if (auto r = add_pattern(oid, PatternDef{literal_regex(lit)}, true, c.caseless); !r) return r;
+    }
+  }
+  std::set<std::string> rule_ids;
+  const auto& brules = builtin_rules();
+  for (const auto& [id, action] : opts.injection_actions) {
+    if (std::none_of(brules.begin(), brules.end(), [&](const BuiltinDef& b) { return b.name == id; }))
+      return invalid(fmt::format("DlpOptions::injection_actions: unknown rule '{}' (shipped rules: {})", id,
+                                 fmt::join(DlpOptions::builtin_injection_rules(), ", ")));
+  }
+  if (opts.injection) {
+    for (const auto& b : brules) {
+      Owner o;
+      o.name = b.name;
+      o.injection = true;
+      auto it = opts.injection_actions.find(b.name);
+      o.action = it == opts.injection_actions.end() ? b.default_action : it->second;
+      o.track = o.action == InjectionAction::kStrip ? 0 : 1;
+      o.merge_adjacent = b.merge_adjacent;
+      rule_ids.insert(b.name);
+      int oid = static_cast<int>(owners.size());
+      owners.push_back(o);
+      for (const auto& p : b.patterns)
+        if (auto r = add_pattern(oid, p, false, false); !r) return r;
+    }
+  }
+  for (const auto& rule : opts.injection_rules) {
+    if (!valid_name(rule.id)) return invalid(fmt::format("injection rule id '{}': use [a-z0-9_]+ (1-64 bytes)", rule.id));
+    if (!rule_ids.insert(rule.id).second || std::any_of(brules.begin(), brules.end(), [&](const BuiltinDef& b) { return b.name == rule.id; }))
+      return invalid(fmt::format("injection rule '{}': the id is taken (shipped rule or listed twice)", rule.id));
+    if (rule.regexes.empty() && rule.literals.empty())
+      return invalid(fmt::format("injection rule '{}': give at least one regex or literal", rule.id));
+    Owner o;
+    o.name = rule.id;
+    o.injection = true;
+    o.action = rule.action;
+    o.track = rule.action == InjectionAction::kStrip ? 0 : 1;
+    int oid = static_cast<int>(owners.size());
+    owners.push_back(o);
+    for (const auto& re : rule.regexes)
+      if (auto r = add_pattern(oid, PatternDef{re}, true, rule.caseless); !r) return r;
+    for (const auto& lit : rule.literals) {
+      if (lit.empty()) return invalid(fmt::format("injection rule '{}': an empty literal", rule.id));
+      if (auto r = add_pattern(oid, PatternDef{literal_regex(lit)}, true, rule.caseless); !r) return r;
+    }
+  }
+  if (patterns.empty()) return invalid("DlpOptions: no detector and no injection rule is enabled");
+
+  // Windows.
+  for (const auto& p : patterns) {
+    if (p.group >= 0 && !p.opener) continue;  // long matches: bounded by their opener
+    int t = owners[static_cast<size_t>(p.owner)].track;
+    window[t] = std::max(window[t], p.max_width);
+    keep = std::max(keep, p.max_width + 1);
+  }
+  has_edits = std::any_of(owners.begin(), owners.end(), [](const Owner& o) { return o.track == 0; });
+
+  // The database.
+  std::vector<const char*> exprs;
+  std::vector<unsigned> flags, ids;
+  for (size_t i = 0; i < patterns.size(); ++i) {
+    exprs.push_back(patterns[i].regex.c_str());
+    flags.push_back(patterns[i].hs_flags);
+    ids.push_back(static_cast<unsigned>(i));
+  }
+  hs_compile_error_t* err = nullptr;
+  if (hs_compile_multi(exprs.data(), flags.data(), ids.data(), static_cast<unsigned>(exprs.size()), HS_MODE_STREAM,
+                       nullptr, &hs.db, &err) != HS_SUCCESS) {
+    std::string where = "the database";
+    if (err && err->expression >= 0) {
+      const auto& p = patterns[static_cast<size_t>(err->expression)];
+      where = fmt::format("'{}' regex '{}'", owners[static_cast<size_t>(p.owner)].name, p.regex);
+    }
+    std::string m = err ? err->message : "unknown error";
+    hs_free_compile_error(err);
+    return invalid(fmt::format("Hyperscan cannot compile {}: {}", where, m));
+  }
+  if (hs_alloc_scratch(hs.db, &hs.scratch) != HS_SUCCESS) return make_error(Errc::kNoMemory, "hs_alloc_scratch failed");
+
+  hash_key = opts.hash_key;
+  if (hash_key.empty()) {
+    hash_key.resize(32);
+    if (RAND_bytes(reinterpret_cast<unsigned char*>(hash_key.data()), 32) != 1)
+      return make_error(Errc::kInternal, "RAND_bytes failed for the DLP hash key");
+  }
+  return {};
+}
+
+// ------------------------------------------------------------------ stream
+
+class DlpStreamImpl {
+ public:
+  DlpStreamImpl(std::shared_ptr<const DlpScannerImpl> sc, std::string name) : sc_(std::move(sc)), name_(std::move(name)) {}
+  ~DlpStreamImpl() {
+    if (hs_) hs_close_stream(hs_, scratch_, nullptr, nullptr);
+    if (scratch_) hs_free_scratch(scratch_);
+  }
+  Result<void> open() {
+    if (hs_clone_scratch(sc_->hs.scratch, &scratch_) != HS_SUCCESS) return make_error(Errc::kNoMemory, "hs_clone_scratch failed");
+    if (hs_open_stream(sc_->hs.db, 0, &hs_) != HS_SUCCESS) return make_error(Errc::kNoMemory, "hs_open_stream failed");
+    return {};
+  }
+
+  std::string feed(std::string_view chunk);
+  std::string finish();
+
+  std::vector<DlpFinding> findings_;
+  std::vector<InjectionAnomaly> anomalies_;
+  bool blocked_ = false;
+  std::string reason_;
+  uint64_t total_ = 0, out_bytes_ = 0;
+
+ private:
+  struct Cand {
+    uint64_t start = 0, end = 0;
+    int owner = 0;
+    int pattern = 0;
+    bool truncated = false;
+    std::string rep;
+  };
+  struct Open {
+    int group;
+    uint64_t start;
+  };
+
+  static int on_match(unsigned id, unsigned long long from, unsigned long long to, unsigned flags, void* ctx) {
+    static_cast<DlpStreamImpl*>(ctx)->match(id, to);
+    return 0;
+  }
+  void match(unsigned id, uint64_t to);
+  bool recover_start(const Pattern& p, uint64_t to, uint64_t* start);
+  std::string_view bytes(uint64_t a, uint64_t b) const {
+    return std::string_view(buf_).substr(static_cast<size_t>(a - base_), static_cast<size_t>(b - a));
+  }
+  void add_candidate(const Pattern& p, int pid, uint64_t s, uint64_t e, bool truncated);
+  std::string replacement(const Owner& o, std::string_view value, const std::string& canonical) const;
+  uint64_t frontier(int track) const;
+  void expire(bool final);
+  void decide(bool final);
+  std::string release(bool final);
+  void fail(std::string why);
+
+  std::shared_ptr<const DlpScannerImpl> sc_;
+  std::string name_;
+  hs_stream_t* hs_ = nullptr;
+  hs_scratch_t* scratch_ = nullptr;
+  std::string buf_;
+  uint64_t base_ = 0, emitted_ = 0;
+  bool ending_ = false, finished_ = false, failed_ = false;
+  std::vector<Open> open_;
+  std::vector<Cand> pending_[2];
+  std::vector<Cand> edits_;
+  uint64_t last_end_[2] = {0, 0};
+  int last_owner_[2] = {-1, -1};
+  size_t last_anomaly_[2] = {SIZE_MAX, SIZE_MAX};
+};
+
+void DlpStreamImpl::fail(std::string why) {
+  if (failed_) return;
+  failed_ = true;
+  blocked_ = true;
+  reason_ = "DLP scanner internal error: " + why;
+}
+
+bool DlpStreamImpl::recover_start(const Pattern& p, uint64_t to, uint64_t* start) {
+  uint64_t lo = to > p.max_width + 1 ? to - p.max_width - 1 : 0;
+  if (lo < base_) {
+    fail(fmt::format("match window before the kept bytes ({} < {})", lo, base_));
+    return false;
+  }
+  std::string_view text = bytes(lo, to);
+  const RE2& re = ending_ ? *p.re_eod : *p.re_mid;
+  re2::StringPiece m;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    if (!re.Match(text, pos, text.size(), RE2::UNANCHORED, &m, 1)) break;
+    size_t s = static_cast<size_t>(m.data() - text.data());
+    if (s + m.size() == text.size() || re.Match(text, s, text.size(), RE2::ANCHOR_BOTH, nullptr, 0)) {
+      *start = lo + s;
+      return true;
+    }
+    pos = s + 1;
+  }
+  // Hyperscan and RE2 disagree about this match: a caller regex outside the
+  // syntax both read alike. Keep the whole window: fail safe.
+  *start = lo;
+  return true;
+}
+
+void DlpStreamImpl::match(unsigned id, uint64_t to) {
+  if (failed_) return;
+  const Pattern& p = sc_->patterns[id];
+  uint64_t start = 0;
+  if (p.opener) {
+    if (p.opener_fixed) {
+      start = to - p.opener_fixed;
+    } else {
+      if (!recover_start(p, to, &start)) return;
+      for (int k = 0; k < 2 && start < to && !p.front[static_cast<unsigned char>(bytes(start, start + 1)[0])]; ++k) ++start;
+    }
+    for (const auto& o : open_)
+      if (o.group == p.group && o.start == start) return;
+    open_.push_back({p.group, start});
+    return;
+  }
+  if (p.group >= 0) {
+    // The latest opener of the group; no opener lies inside a match.
+    auto best = open_.end();
+    for (auto it = open_.begin(); it != open_.end(); ++it)
+      if (it->group == p.group && it->start < to && (best == open_.end() || it->start > best->start)) best = it;
+    if (best == open_.end()) return;  // expired: already reported truncated
+    // Beyond the cap the opener expires (at the end of this feed): the same
+    // decision whatever the chunking.
+    if (to > best->start + sc_->groups[static_cast<size_t>(p.group)].cap) return;
+    start = best->start;
+    open_.erase(best);
+  } else if (!recover_start(p, to, &start)) {
+    return;
+  }
+  add_candidate(p, static_cast<int>(id), start, to, false);
+}
+
+void DlpStreamImpl::add_candidate(const Pattern& p, int pid, uint64_t s, uint64_t e, bool truncated) {
+  if (!truncated) {
+    for (int k = 0; k < 2 && s < e && !p.front[static_cast<unsigned char>(bytes(s, s + 1)[0])]; ++k) ++s;
+    for (int k = 0; k < 2 && s < e && !p.back[static_cast<unsigned char>(bytes(e - 1, e)[0])]; ++k) --e;
+  }
+  if (s >= e) return;
+  std::string_view v = bytes(s, e);
+  Span sp;
+  sp.len = v.size();
+  bool ok = true;
+  if (!truncated) {
+    switch (p.check) {
+      case Check::kNone: break;
+      case Check::kCard: ok = valid_card(v, &sp); break;
+      case Check::kIban: ok = valid_iban(v, &sp); break;
+      case Check::kSsn: ok = valid_ssn(v, &sp); break;
+      case Check::kEmail: ok = valid_email(v, &sp); break;
+      case Check::kPhone: ok = valid_phone(v, &sp); break;
+      case Check::kAwsContext: ok = valid_aws_secret_context(v, &sp); break;
+      case Check::kAwsBare: ok = valid_aws_secret_bare(v, &sp); break;
+      case Check::kJwt: ok = valid_jwt(v, &sp); break;
+      case Check::kGeneric: ok = valid_generic_secret(v, sc_->opts.entropy_bits, sc_->opts.entropy_min_length, &sp); break;
+    }
+  }
+  if (!ok || sp.len == 0) return;
+  const Owner& o = sc_->owners[static_cast<size_t>(p.owner)];
+  Cand c;
+  c.start = s + sp.off;
+  c.end = c.start + sp.len;
+  c.owner = p.owner;
+  c.pattern = pid;
+  c.truncated = truncated;
+  if (o.track == 0) c.rep = replacement(o, v.substr(sp.off, sp.len), sp.canonical);
+  pending_[o.track].push_back(std::move(c));
+}
+
+std::string DlpStreamImpl::replacement(const Owner& o, std::string_view value, const std::string& canonical) const {
+  if (o.injection) return {};  // strip
+  switch (o.mode) {
+    case DlpMode::kReport: return std::string(value);
+    case DlpMode::kRedact:
+    case DlpMode::kBlock: return fmt::format("[REDACTED:{}]", o.name);
+    case DlpMode::kMask: {
+      std::string out(value);
+      size_t keep = 4;
+      for (size_t i = out.size(); i-- > 0;) {
+        char c = out[i];
+        bool alnum = (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+        if (!alnum) continue;
+        if (keep > 0) --keep;
+        else out[i] = '*';
+      }
+      return out;
+    }
+    case DlpMode::kHash: {
+      std::string_view data = canonical.empty() ? value : std::string_view(canonical);
+      unsigned char md[EVP_MAX_MD_SIZE];
+      unsigned int md_len = 0;
+      HMAC(EVP_sha256(), sc_->hash_key.data(), static_cast<int>(sc_->hash_key.size()),
+           reinterpret_cast<const unsigned char*>(data.data()), data.size(), md, &md_len);
+      return fmt::format("[{}:{:02x}{:02x}{:02x}{:02x}]", o.name, md[0], md[1], md[2], md[3]);
+    }
+  }
+  return fmt::format("[REDACTED:{}]", o.name);
+}
+
+uint64_t DlpStreamImpl::frontier(int track) const {
+  uint64_t w = sc_->window[track];
+  uint64_t f = total_ > w ? total_ - w : 0;
+  for (const auto& o : open_)
+    if (sc_->owners[static_cast<size_t>(sc_->groups[static_cast<size_t>(o.group)].owner)].track == track)
+      f = std::min(f, o.start);
+  return f;
+}
+
+void DlpStreamImpl::expire(bool final) {
+  for (size_t i = 0; i < open_.size();) {
+    const Group& g = sc_->groups[static_cast<size_t>(open_[i].group)];
+    uint64_t s = open_[i].start;
+    if (!final && total_ < s + g.cap) {
+      ++i;
+      continue;
+    }
+    if (g.truncate_on_expiry) {
+      // The group's match pattern follows its opener.
+      int pid = -1;
+      for (size_t k = 0; k < sc_->patterns.size(); ++k)
+        if (sc_->patterns[k].group == open_[i].group && !sc_->patterns[k].opener) pid = static_cast<int>(k);
+      add_candidate(sc_->patterns[static_cast<size_t>(pid)], pid, s, std::min(s + g.cap, total_), true);
+    }
+    open_.erase(open_.begin() + static_cast<long>(i));
+  }
+}
+
+void DlpStreamImpl::decide(bool final) {
+  for (int t = 0; t < 2; ++t) {
+    auto& P = pending_[t];
+    if (P.empty()) continue;
+    uint64_t f = final ? std::numeric_limits<uint64_t>::max() : frontier(t);
+    std::sort(P.begin(), P.end(), [](const Cand& a, const Cand& b) {
+      if (a.start != b.start) return a.start < b.start;
+      if (a.end != b.end) return a.end > b.end;
+      if (a.owner != b.owner) return a.owner < b.owner;
+      return a.pattern < b.pattern;
+    });
+    size_t i = 0;
+    for (; i < P.size() && P[i].start < f; ++i) {
+      Cand& c = P[i];
+      if (c.start < last_end_[t] && last_owner_[t] >= 0) continue;  // overlaps an accepted one
+      const Owner& o = sc_->owners[static_cast<size_t>(c.owner)];
+      bool merged = false;
+      if (o.injection) {
+        if (o.merge_adjacent && last_owner_[t] == c.owner && c.start == last_end_[t] && last_anomaly_[t] != SIZE_MAX) {
+          anomalies_[last_anomaly_[t]].length += c.end - c.start;
+          merged = true;
+        } else {
+          anomalies_.push_back({o.name, name_, c.start, c.end - c.start, o.action, c.truncated});
+          last_anomaly_[t] = anomalies_.size() - 1;
+        }
+        if (o.action == InjectionAction::kFail && !blocked_) {
+          blocked_ = true;
+          reason_ = fmt::format("injection rule {} (fail) at {} offset {}", o.name, name_, c.start);
+        }
+      } else {
+        findings_.push_back({o.name, name_, c.start, c.end - c.start, o.mode, c.truncated});
+        if (o.mode == DlpMode::kBlock && !blocked_) {
+          blocked_ = true;
+          reason_ = fmt::format("{} (block) at {} offset {}", o.name, name_, c.start);
+        }
+      }
+      (void)merged;
+      last_end_[t] = c.end;
+      last_owner_[t] = c.owner;
+      if (t == 0) edits_.push_back(std::move(c));
+    }
+    P.erase(P.begin(), P.begin() + static_cast<long>(i));
+  }
+}
+
+std::string DlpStreamImpl::release(bool final) {
+  uint64_t r = (final || !sc_->has_edits) ? total_ : frontier(0);
+  std::string out;
+  for (auto& e : edits_) {
+    if (e.start > emitted_) out.append(bytes(emitted_, e.start));
+    out += e.rep;
+    emitted_ = std::max(emitted_, e.end);
+  }
+  edits_.clear();
+  if (r > emitted_) {
+    out.append(bytes(emitted_, r));
+    emitted_ = r;
+  }
+  // Keep what start recovery, open long patterns and the unreleased tail need.
+  uint64_t keep = std::min(emitted_, total_ > sc_->keep ? total_ - sc_->keep : 0);
+  for (const auto& o : open_) keep = std::min(keep, o.start);
+  if (keep > base_) {
+    buf_.erase(0, static_cast<size_t>(keep - base_));
+    base_ = keep;
+  }
+  out_bytes_ += out.size();
+  return out;
+}
+
+std::string DlpStreamImpl::feed(std::string_view chunk) {
+  if (failed_) return {};
+  if (finished_) {
+    fail("feed() after finish()");
+    return {};
+  }
+  if (chunk.empty()) return {};
+  buf_.append(chunk);
+  total_ += chunk.size();
+  if (hs_scan_stream(hs_, chunk.data(), static_cast<unsigned>(chunk.size()), 0, scratch_, on_match, this) != HS_SUCCESS) {
+    fail("hs_scan_stream failed");
+    return {};
+  }
+  if (failed_) return {};
+  expire(false);
+  decide(false);
+  return release(false);
+}
+
+std::string DlpStreamImpl::finish() {
+  if (finished_ || failed_) return {};
+  ending_ = true;
+  hs_error_t rc = hs_close_stream(hs_, scratch_, on_match, this);
+  hs_ = nullptr;
+  if (rc != HS_SUCCESS) fail("hs_close_stream failed");
+  if (failed_) return {};
+  expire(true);
+  decide(true);
+  std::string out = release(true);
+  finished_ = true;
+  buf_.clear();
+  buf_.shrink_to_fit();
+  std::stable_sort(findings_.begin(), findings_.end(),
+                   [](const DlpFinding& a, const DlpFinding& b) { return a.offset < b.offset; });
+  std::stable_sort(anomalies_.begin(), anomalies_.end(),
+                   [](const InjectionAnomaly& a, const InjectionAnomaly& b) { return a.offset < b.offset; });
+  return out;
+}
+
+}  // namespace detail
+
+// ------------------------------------------------------------ public faces
+
+DlpStream::DlpStream(std::unique_ptr<detail::DlpStreamImpl> impl) : impl_(std::move(impl)) {}
+DlpStream::DlpStream(DlpStream&&) noexcept = default;
+DlpStream& DlpStream::operator=(DlpStream&&) noexcept = default;
+DlpStream::~DlpStream() = default;
+
+std::string DlpStream::feed(std::string_view chunk) { return impl_ ? impl_->feed(chunk) : std::string(); }
+std::string DlpStream::finish() { return impl_ ? impl_->finish() : std::string(); }
+
+namespace {
+const std::vector<DlpFinding> kNoFindings;
+const std::vector<InjectionAnomaly> kNoAnomalies;
+const std::string kNoReason;
+}  // namespace
+
+const std::vector<DlpFinding>& DlpStream::findings() const { return impl_ ? impl_->findings_ : kNoFindings; }
+const std::vector<InjectionAnomaly>& DlpStream::anomalies() const { return impl_ ? impl_->anomalies_ : kNoAnomalies; }
+bool DlpStream::blocked() const { return impl_ && impl_->blocked_; }
+const std::string& DlpStream::block_reason() const { return impl_ ? impl_->reason_ : kNoReason; }
+uint64_t DlpStream::bytes_in() const { return impl_ ? impl_->total_ : 0; }
+uint64_t DlpStream::bytes_out() const { return impl_ ? impl_->out_bytes_ : 0; }
+
+Result<DlpScanner> DlpScanner::create(DlpOptions opts) {
+  auto impl = std::make_shared<detail::DlpScannerImpl>();
+  impl->opts = std::move(opts);
+  if (auto r = impl->build(); !r) return std::move(r).error();
+  return DlpScanner(std::move(impl));
+}
+
+Result<DlpStream> DlpScanner::open(std::string stream_name) const {
+  if (!impl_) return make_error(Errc::kInvalidArgument, "DlpScanner::open on an empty scanner: create() it first");
+  auto s = std::make_unique<detail::DlpStreamImpl>(impl_, std::move(stream_name));
+  if (auto r = s->open(); !r) return std::move(r).error();
+  return DlpStream(std::move(s));
+}
+
+Result<DlpScanResult> DlpScanner::scan(std::string_view whole, std::string stream_name) const {
+  auto st = open(std::move(stream_name));
+  if (!st) return std::move(st).error();
+  DlpScanResult r;
+  r.output = st->feed(whole);
+  r.output += st->finish();
+  r.findings = st->findings();
+  r.anomalies = st->anomalies();
+  r.blocked = st->blocked();
+  r.block_reason = st->block_reason();
+  return r;
+}
+
+size_t DlpScanner::hold_back_bytes() const { return impl_ && impl_->has_edits ? impl_->window[0] : 0; }
+
+const DlpOptions& DlpScanner::options() const {
+  static const DlpOptions kEmpty{};
+  return impl_ ? impl_->opts : kEmpty;
+}
+
+}  // namespace ztee
