@@ -317,3 +317,13 @@ def test_gate_log_verifies_and_edit_is_found(env, tmp_path):
     copy.write_text(text[:pos + 7] + "1" + text[pos + 8:])
     bad = ztee.verify_audit_log([copy], key=KEY)
     assert not bad.ok and "HMAC does not match" in bad.problem
+
+
+def test_policy_from_python_structures():
+    p = ztee.Policy.from_dict({"version": 1, "tiers": {"L0": {"action": "run"}, "L5": {"action": "deny"}},
+                               "rules": [{"name": "reads", "tool": ["read_*"], "tier": "L0"},
+                                         {"name": "rest", "tool": "*", "tier": "L5"}]})
+    assert p.classify(tool="read_file", command="cat x").rule == "reads"
+    assert p.classify(tool="python", command="x").action == "deny"
+    with pytest.raises(ztee.InvalidArgumentError, match="unknown tier"):
+        ztee.Policy.from_dict({"version": 1, "rules": [{"tool": "x", "tier": "L8"}]})

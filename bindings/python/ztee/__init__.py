@@ -565,6 +565,14 @@ class Policy:
         return cls(_ztee.Policy.load(os.fspath(path)))
 
     @classmethod
+    def from_dict(cls, spec: Mapping[str, Any]) -> "Policy":
+        """The policy as Python structures: the same keys as the JSON form,
+        e.g. {"version": 1, "tiers": {"L0": {"action": "run"}},
+        "rules": [{"tool": "read_*", "tier": "L0"}]}. Errors name the line of
+        the JSON this dict becomes (one key per line)."""
+        return cls.parse(json.dumps(spec, indent=1))
+
+    @classmethod
     def default(cls) -> "Policy":
         return cls(_ztee.Policy.default())
 
