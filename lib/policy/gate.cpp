@@ -10,6 +10,8 @@
 #include <fmt/format.h>
 
 #include <condition_variable>
+#include <fstream>
+#include <sstream>
 #include <mutex>
 #include <unordered_map>
 
@@ -82,6 +84,24 @@ class GateImpl {
   std::mutex mu;
   std::condition_variable cv;
   std::unordered_map<std::string, std::shared_ptr<Pending>> pending;
+
+  // The image sandboxes boot from, named by its manifest's sha256 (the
+  // manifest lists every artifact's digest). Computed once.
+  const std::string& image_digest() {
+    std::call_once(image_once, [&] {
+      std::string dir = opts.sandbox.image_dir;
+      if (dir.empty()) dir = rt.options().image_dir;
+      if (dir.empty()) dir = default_image_dir();
+      image_dir = dir;
+      std::ifstream in(dir + "/manifest.json", std::ios::binary);
+      std::stringstream ss;
+      ss << in.rdbuf();
+      image_sha = in ? sha256_hex(ss.str()) : "";
+    });
+    return image_sha;
+  }
+  std::once_flag image_once;
+  std::string image_dir, image_sha;
 
   void record(std::string_view event, std::string_view trace, std::string_view fields) {
     // Synced in groups (commit): before a command runs and before a call returns.
@@ -271,9 +291,12 @@ class GateImpl {
       sb = std::move(*s);
     }
     res.sandbox_id = sb.id();
+    const std::string& image_sha256 = image_digest();
     record("sandbox", trace,
-           fmt::format("\"id\":{},\"pooled\":{},\"backend\":{},\"network\":{}", q(sb.id()), pooled, q(sb.backend()),
-                       qlist(c.network)));
+           fmt::format("\"id\":{},\"pooled\":{},\"backend\":{},\"image\":{},\"image_manifest_sha256\":{},"
+                       "\"memory_mib\":{},\"network\":{}",
+                       q(sb.id()), pooled, q(sb.backend()), q(image_dir), q(image_sha256),
+                       pooled ? 0 : (d.limits.memory_mib ? d.limits.memory_mib : opts.sandbox.memory_mib), qlist(c.network)));
 
     auto teardown = [&]() {
       auto r = sb.destroy();

@@ -141,6 +141,9 @@ TEST_CASE("gate: run, audit and deny tiers; a call no rule matches is denied bef
   CHECK(has(log, "\"trace\":\"t-deny\",\"event\":\"denied\""));
   CHECK_FALSE(has(log, "\"trace\":\"t-deny\",\"event\":\"sandbox\""));
   CHECK(has(log, "\"trace\":\"t-run\",\"event\":\"teardown\""));
+  CHECK(has(log, "\"pooled\":true"));
+  CHECK(has(log, "\"image_manifest_sha256\":\""));
+  CHECK_FALSE(has(log, "\"image_manifest_sha256\":\"\""));
 }
 
 TEST_CASE("gate: approvals: at once, from another thread, denied, late, throwing; all recorded") {
