@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds a libztee guest image: kernel, initramfs (ztee-agent as /init plus the
-# virtio modules it needs) and a read-only ext4 root filesystem, described by
-# manifest.json. Invoked by `ztee image build`; usable on its own:
+# virtio modules it needs), a read-only ext4 root filesystem and its CycloneDX
+# SBOM (sbom.cdx.json, written by image-sbom.py beside this script), described
+# by manifest.json. Invoked by `ztee image build`; usable on its own:
 #
 #   tools/image-build.sh --out DIR --agent PATH/TO/ztee-agent [--force]
 #
@@ -16,6 +17,10 @@
 #   --cache DIR      cache directory (default $ZTEE_IMAGE_CACHE or DIR/.cache)
 #   --no-vmlinux     do not extract the uncompressed vmlinux
 #   --force          rebuild everything, ignoring caches
+#   --verify-reproducible
+#                    after the build, rebuild from scratch (fresh cache, same
+#                    inputs) in a temporary directory and compare every file
+#                    byte for byte; exit 1 on a difference
 #
 # Caching: the kernel package and the rootfs (keyed by suite, variant, package
 # list, mirrors and ROOTFS_RECIPE_VERSION) are cached; a rerun with an unchanged
@@ -25,9 +30,9 @@
 # build leaves no manifest rather than a manifest that lies.
 set -euo pipefail
 
-SCRIPT_VERSION=1
+SCRIPT_VERSION=2
 # Bump when the rootfs recipe (post-processing below) changes.
-ROOTFS_RECIPE_VERSION=1
+ROOTFS_RECIPE_VERSION=2
 
 OUT=/var/lib/ztee/images/default
 AGENT=
@@ -38,6 +43,7 @@ INCLUDE=python3
 MIRRORS=()
 CACHE=${ZTEE_IMAGE_CACHE:-}
 FORCE=0
+REPRO=0
 VMLINUX=1
 KERNEL_META=linux-image-cloud-amd64
 # Modules loaded by the agent, in this order after their dependencies.
@@ -66,7 +72,8 @@ while [[ $# -gt 0 ]]; do
     --cache) CACHE=${2:?--cache needs a directory}; shift 2 ;;
     --no-vmlinux) VMLINUX=0; shift ;;
     --force) FORCE=1; shift ;;
-    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --verify-reproducible) REPRO=1; shift ;;
+    -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
 done
@@ -94,6 +101,11 @@ need cpio cpio
 need modprobe kmod
 need depmod kmod
 need sha256sum coreutils
+need debugfs e2fsprogs
+PYTHON=/usr/bin/python3
+[[ -x $PYTHON ]] || die "/usr/bin/python3 not found (writes the SBOM): apt-get install python3"
+SBOM_SCRIPT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/image-sbom.py
+[[ -f $SBOM_SCRIPT ]] || die "image-sbom.py not found beside $0: reinstall ztee"
 need mknod coreutils
 
 # The agent must be a static executable: it runs as PID 1 before any library exists.
@@ -197,6 +209,30 @@ find "$IR" -exec touch -h -d "@$EPOCH" {} +
 rm -rf "$IR"
 
 # ---------------------------------------------------------------- rootfs
+# mkfs.ext4 -d copies each file's ctime (when this build wrote it: no option
+# sets it) and atime (when something last read it). Sets both to EPOCH in
+# every used inode, with the superblock's write time faked to EPOCH too.
+fix_inode_times() {  # fix_inode_times <ext4 image>
+  dumpe2fs "$1" 2>/dev/null | awk -v epoch="$EPOCH" '
+    /^Inodes per group:/ { ipg = $4 }
+    /^Group [0-9]+:/ { g = $2; sub(":", "", g) }
+    /^  Free inodes:/ {
+      split("", free); s = $0; sub(/^  Free inodes: */, "", s); n = split(s, parts, /, */)
+      for (k = 1; k <= n; k++) {
+        if (parts[k] == "") continue
+        m = split(parts[k], r, "-"); lo = r[1] + 0; hi = (m > 1 ? r[2] : r[1]) + 0
+        for (i = lo; i <= hi; i++) free[i] = 1
+      }
+      for (i = g * ipg + 1; i <= (g + 1) * ipg; i++)
+        if (!(i in free) && (i == 2 || i >= 11)) printf "sif <%d> ctime @%s\nsif <%d> atime @%s\n", i, epoch, i, epoch
+    }' > "$TMP/inode-times.cmd"
+  [[ -s "$TMP/inode-times.cmd" ]] || die "dumpe2fs $1 listed no used inodes"
+  E2FSPROGS_FAKE_TIME=$EPOCH debugfs -w -f "$TMP/inode-times.cmd" "$1" >/dev/null 2>"$TMP/inode-times.err" ||
+    die "debugfs could not set the inode times of $1: $(tail -n3 "$TMP/inode-times.err")"
+  if grep -v '^debugfs ' "$TMP/inode-times.err" | grep -q .; then
+    die "debugfs could not set the inode times of $1: $(grep -v '^debugfs ' "$TMP/inode-times.err" | head -n3)"
+  fi
+}
 KEY=$(printf '%s\n' "suite=$SUITE" "variant=$VARIANT" "include=$INCLUDE" \
         "recipe=$ROOTFS_RECIPE_VERSION" "${MIRRORS[@]}" \
         "$(for m in "${MIRRORS[@]}"; do [[ -f $m ]] && cat "$m"; done)" | sha256sum | cut -c1-16)
@@ -226,12 +262,20 @@ if [[ ! -f "$RCACHE" || ! -f "$RCACHE.sha256" ]]; then
   E2FSPROGS_FAKE_TIME=$EPOCH mkfs.ext4 -q -F -L ztee-root -U "$uuid" -E "hash_seed=$uuid" \
     -O ^has_journal -m 0 -b 4096 -d "$ROOT" "$TMP/rootfs.ext4" "${size_mb}M" ||
     die "mkfs.ext4 -d failed"
+  fix_inode_times "$TMP/rootfs.ext4"
   rm -rf "$ROOT"
   sha256 "$TMP/rootfs.ext4" > "$TMP/rootfs.ext4.sha256"
   mv -f "$TMP/rootfs.ext4" "$RCACHE"
   mv -f "$TMP/rootfs.ext4.sha256" "$RCACHE.sha256"
 fi
 ROOTFS_SHA=$(cat "$RCACHE.sha256")
+
+# ---------------------------------------------------------------- SBOM
+log "writing the SBOM (CycloneDX 1.5) of the rootfs, kernel and agent"
+"$PYTHON" "$SBOM_SCRIPT" --rootfs "$RCACHE" --name "$NAME" --epoch "$EPOCH" \
+  --kernel-package "$KPKG=$KPKG_VERSION" --kernel-arch amd64 --kernel-doc "$KDIR/x/usr/share/doc" \
+  --agent "$AGENT" --builder-version "$SCRIPT_VERSION" > "$TMP/sbom.cdx.json" ||
+  die "writing the SBOM failed (see above)"
 
 # ---------------------------------------------------------------- manifest
 artifact() {  # artifact <key> <file> <size-of-path> [extra json] [sha256]
@@ -244,25 +288,55 @@ artifact() {  # artifact <key> <file> <size-of-path> [extra json] [sha256]
   printf '  "cmdline": "%s",\n' "$KERNEL_CMDLINE"
   printf '  "suite": "%s",\n  "variant": "%s",\n  "include": "%s",\n' "$SUITE" "$VARIANT" "$INCLUDE"
   printf '  "agent_sha256": "%s",\n  "builder_version": %s,\n' "$(sha256 "$AGENT")" "$SCRIPT_VERSION"
+  printf '  "source_date_epoch": %s,\n' "$EPOCH"
+  # What two builds of the same inputs may not share, and why (--verify-reproducible
+  # checks the rest on this host).
+  printf '  "non_reproducible": [{"artifact": "rootfs", "when": "built on another host filesystem", "why": %s}],\n' \
+    '"mkfs.ext4 -d (e2fsprogs 1.47.0) adds files in the readdir order of the build directory, which on ext4 follows a per-filesystem hash seed: the same files, inode numbers and directory blocks can differ between build hosts"'
   printf '  "artifacts": {\n'
   artifact kernel vmlinuz "$TMP/vmlinuz"; printf ',\n'
   if [[ $HAVE_VMLINUX -eq 1 ]]; then artifact vmlinux vmlinux "$TMP/vmlinux" ', "boot": "pvh"'; printf ',\n'; fi
   artifact initramfs initramfs.cpio "$TMP/initramfs.cpio" ', "format": "newc"'; printf ',\n'
-  artifact rootfs rootfs.ext4 "$RCACHE" ', "format": "ext4"' "$ROOTFS_SHA"; printf '\n'
+  artifact rootfs rootfs.ext4 "$RCACHE" ', "format": "ext4"' "$ROOTFS_SHA"; printf ',\n'
+  artifact sbom sbom.cdx.json "$TMP/sbom.cdx.json" ', "format": "cyclonedx-json", "spec_version": "1.5"'; printf '\n'
   printf '  }\n}\n'
 } > "$TMP/manifest.json"
 
+# ---------------------------------------------------------------- reproducibility
+# Rebuilds from the same inputs with a fresh cache and compares every file.
+verify_reproducible() {
+  local r=$TMP/repro f differ=0
+  local args=(--out "$r/image" --agent "$AGENT" --name "$NAME" --suite "$SUITE" --include "$INCLUDE"
+              --cache "$r/cache" --force)
+  for f in "${MIRRORS[@]}"; do args+=(--mirror "$f"); done
+  [[ $VMLINUX -eq 1 ]] || args+=(--no-vmlinux)
+  log "reproducibility: rebuilding from scratch in $r"
+  SOURCE_DATE_EPOCH=$EPOCH bash "${BASH_SOURCE[0]}" "${args[@]}" || die "reproducibility: the second build failed"
+  for f in manifest.json vmlinuz vmlinux initramfs.cpio rootfs.ext4 sbom.cdx.json; do
+    [[ -e "$OUT/$f" || -e "$r/image/$f" ]] || continue
+    if cmp -s "$OUT/$f" "$r/image/$f"; then
+      log "reproducibility: $f identical ($(sha256 "$OUT/$f"))"
+    else
+      log "reproducibility: $f DIFFERS: $(cmp "$OUT/$f" "$r/image/$f" 2>&1 | head -n1)"
+      differ=1
+    fi
+  done
+  [[ $differ -eq 0 ]] || die "reproducibility: two builds of the same inputs differ (second build kept nowhere; rerun to inspect with --out)"
+  log "reproducibility: two builds of the same inputs are byte-identical"
+}
+
 # ---------------------------------------------------------------- install
 same() { cmp -s "$TMP/$1" "$OUT/$1"; }
-if same manifest.json && same vmlinuz && same initramfs.cpio &&
+if same manifest.json && same vmlinuz && same initramfs.cpio && same sbom.cdx.json &&
    { [[ $HAVE_VMLINUX -eq 0 ]] || same vmlinux; } && [[ "$OUT/rootfs.ext4" -ef "$RCACHE" ]]; then
   log "image up to date: $OUT (kernel $KVER, rootfs key $KEY)"
+  [[ $REPRO -eq 0 ]] || verify_reproducible
   exit 0
 fi
 # Remove the manifest first: from here until it is rewritten the image is
 # "not built", never "built but inconsistent".
 rm -f "$OUT/manifest.json"
-for f in vmlinuz initramfs.cpio; do mv -f "$TMP/$f" "$OUT/$f"; done
+for f in vmlinuz initramfs.cpio sbom.cdx.json; do mv -f "$TMP/$f" "$OUT/$f"; done
 if [[ $HAVE_VMLINUX -eq 1 ]]; then mv -f "$TMP/vmlinux" "$OUT/vmlinux"; else rm -f "$OUT/vmlinux"; fi
 # The rootfs is shared with the cache by hard link when possible (QEMU opens it read-only).
 if [[ ! "$OUT/rootfs.ext4" -ef "$RCACHE" ]]; then
@@ -271,3 +345,4 @@ if [[ ! "$OUT/rootfs.ext4" -ef "$RCACHE" ]]; then
 fi
 mv -f "$TMP/manifest.json" "$OUT/manifest.json"
 log "image ready: $OUT (kernel $KVER, rootfs key $KEY)"
+[[ $REPRO -eq 0 ]] || verify_reproducible
