@@ -557,6 +557,376 @@ class Pool {
   }
 }
 
+// ---- control plane: policy, audit log, gate -----------------------------------
+
+// A tool call as the addon reads it (it checks the values).
+function toolCallSpec(call, what) {
+  if (call === null || typeof call !== 'object' || Array.isArray(call)) {
+    throw invalid(`${what}: the tool call must be an object ({tool, command | argv, ...})`);
+  }
+  const { tool, command, argv, env, files, cwd, user, stdin, writes, network, labels, traceId } = call;
+  if (env !== undefined && env !== null && (typeof env !== 'object' || Array.isArray(env))) {
+    throw invalid('env must be an object of strings');
+  }
+  return { tool, command, argv, env, files, cwd, user, stdin, writes, network, labels, traceId };
+}
+
+/** A parsed, immutable policy: it sorts tool calls into tiers L0..L5 whose
+ * action is run, audit, approve or deny (a call no rule matches is denied). */
+class Policy {
+  constructor(nativePolicy) {
+    if (!(nativePolicy instanceof native.Policy)) {
+      throw new TypeError('use Policy.parse(json), Policy.load(path) or Policy.default()');
+    }
+    this._native = nativePolicy;
+  }
+
+  /** Parses a JSON policy (string or Buffer); errors say "policy: line N: reason". */
+  static parse(json) {
+    return new Policy(native.Policy.parse(json));
+  }
+
+  /** Reads and parses a policy file (synchronously: policies are small);
+   * errors say "PATH: line N: reason"; a missing file is a NotFoundError. */
+  static load(path) {
+    return new Policy(native.Policy.load(path));
+  }
+
+  /** The policy libztee ships (see Policy.defaultJson). */
+  static default() {
+    return new Policy(native.Policy.default());
+  }
+
+  /** The JSON text of the shipped policy: a starting point for your own. */
+  static get defaultJson() {
+    return native.Policy.defaultJson();
+  }
+
+  /** The decision for a tool call, without running it: {tier (0..5), action
+   * ('run' | 'audit' | 'approve' | 'deny'), ruleIndex (-1: no rule matched),
+   * rule, reason}. */
+  classify(call) {
+    return this._native.classify(toolCallSpec(call, 'classify'));
+  }
+
+  /** Drops this handle; gates made with it keep their own reference. */
+  close() {
+    this._native.close();
+  }
+}
+
+const DURABILITY = { fsync: 0, batch: 1, none: 2 };
+
+function keyBytes(key, what) {
+  if (key === undefined || key === null) return undefined;
+  if (typeof key === 'string') return Buffer.from(key, 'utf8');
+  if (key instanceof Uint8Array) return key;
+  throw invalid(`${what} must be a string or a Buffer`);
+}
+
+/** An append-only, hash-chained JSON Lines file (created 0600). */
+class AuditLog {
+  constructor(nativeLog, path) {
+    if (!(nativeLog instanceof native.AuditLog)) throw new TypeError('use await AuditLog.open(opts)');
+    this._native = nativeLog;
+    this.path = path;
+  }
+
+  /** opts: path (or a path string), durability ('fsync' (default): every
+   * record on disk before append resolves; 'batch': synced at most every
+   * batchMs (100); 'none': left to the kernel), hmacKey (string or Buffer:
+   * every record also carries an HMAC-SHA256), rotateBytes (past this size
+   * the file becomes PATH.N and a new one continues the chain). */
+  static async open(opts) {
+    const o = typeof opts === 'string' ? { path: opts } : optsObject(opts, 'AuditLog.open');
+    if (typeof o.path !== 'string' || o.path === '') throw invalid('AuditLog.open needs path (a string)');
+    const durability = o.durability ?? 'fsync';
+    if (!Object.hasOwn(DURABILITY, durability)) {
+      throw invalid(`durability must be 'fsync', 'batch' or 'none', not ${String(durability)}`);
+    }
+    const n = await native.AuditLog.open({
+      path: o.path,
+      durability: DURABILITY[durability],
+      batchMs: o.batchMs,
+      hmacKey: keyBytes(o.hmacKey, 'hmacKey'),
+      rotateBytes: o.rotateBytes,
+    });
+    return new AuditLog(n, o.path);
+  }
+
+  /** Appends a record of the caller's own event; fields: an object (its JSON
+   * must not use the record's keys seq, ts, trace, event, prev, hmac) or the
+   * inner part of a JSON object ('"user":"alice","n":3'). Resolves to the
+   * record's seq. */
+  append(event, traceId, fields) {
+    let inner = fields;
+    if (fields !== undefined && fields !== null && typeof fields === 'object') {
+      inner = JSON.stringify(fields).slice(1, -1);
+    } else if (fields !== undefined && fields !== null && typeof fields !== 'string') {
+      return Promise.reject(invalid('fields must be an object or a string (the inner part of a JSON object)'));
+    }
+    if (typeof event !== 'string' || event === '') return Promise.reject(invalid('event must be a non-empty string'));
+    return this._native.append(event, traceId ?? '', inner ?? '');
+  }
+
+  /** Makes every record appended so far durable (fdatasync). */
+  flush() {
+    return this._native.flush();
+  }
+
+  /** Drops this handle (gates using the log keep it open); idempotent. */
+  close() {
+    this._native.close();
+  }
+
+  async [Symbol.asyncDispose]() {
+    this.close();
+  }
+}
+
+/** Verifies one chain across files given oldest first (a rotated log:
+ * PATH.1, PATH.2, ..., PATH); with the HMAC key every record's HMAC too.
+ * Resolves to {ok, records, problem}; a log that fails is ok: false, not an
+ * error. A removed tail cannot be seen from the files alone. */
+async function verifyAuditLog(files, key) {
+  const list = typeof files === 'string' ? [files] : files;
+  if (!Array.isArray(list) || list.length === 0 || list.some((f) => typeof f !== 'string')) {
+    throw invalid('verifyAuditLog takes a path or a non-empty array of paths (oldest first)');
+  }
+  return native.verifyAuditLog(list, keyBytes(key, 'key'));
+}
+
+/** A pending question to the approver. Answer with approve(who) or
+ * deny(reason, who), at once or later, before deadlineMs passes (no answer
+ * denies). description is the call (tool, text, env_keys, cwd, user, writes,
+ * network, labels, tier, rule, trace; never secret values), descriptionJson
+ * the same as JSON text. */
+class Approval {
+  constructor(gate, token, descriptionJson, deadlineMs) {
+    this.token = token;
+    this.descriptionJson = descriptionJson;
+    this.description = JSON.parse(descriptionJson);
+    this.deadlineMs = deadlineMs;
+    this.deadline = Date.now() + deadlineMs;
+    Object.defineProperty(this, '_gate', { value: gate });
+  }
+
+  /** NotFoundError when already answered or expired. */
+  approve(who) {
+    this._gate.approve(this.token, who);
+  }
+
+  deny(reason, who) {
+    this._gate.deny(this.token, reason, who);
+  }
+}
+
+/** What a gate call did: ran (false: denied, see denial), decision, approvedBy,
+ * sandboxId, result (an ExecResult scrubbed of secret values; null when it
+ * did not run). */
+class CallResult {
+  constructor(raw, encoding) {
+    this.ran = raw.ran;
+    this.decision = raw.decision;
+    this.denial = raw.denial;
+    this.approvedBy = raw.approvedBy;
+    this.sandboxId = raw.sandboxId;
+    this.result = raw.exec ? new ExecResult(raw.exec, encoding) : null;
+  }
+}
+
+function errorText(e) {
+  if (e instanceof Error) return e.message;
+  try {
+    return String(e);
+  } catch {
+    return 'an error that cannot be shown';
+  }
+}
+
+/** Runs tool calls under a policy: classify -> approval -> secrets -> a fresh
+ * (or pooled) sandbox destroyed afterwards -> output scrubbed of secrets,
+ * every step recorded in the audit log. */
+class Gate {
+  constructor(nativeGate, runtime, o) {
+    if (!(nativeGate instanceof native.Gate)) throw new TypeError('use await Gate.create(runtime, opts)');
+    this._native = nativeGate;
+    this.runtime = runtime;
+    // Kept alive while the gate is (the addon also keeps them open).
+    this.policy = o.policy;
+    this.audit = o.audit;
+    this.pool = o.pool;
+    this._approver = o.approver;
+    this._secrets = o.secrets;
+  }
+
+  /** Gate.create([runtime], opts). opts: policy (a Policy; default
+   * Policy.default()), audit (an AuditLog), approver ((approval) => void |
+   * Promise; none: approve tiers are denied), secrets ((name) => string |
+   * Buffer | undefined | Promise of one, or an object name -> value),
+   * secretsDir, secretsEnvPrefix (e.g. 'ZTEE_SECRET_'), secretTimeoutMs
+   * (30000), pool (calls without network lease from it), sandbox
+   * (Sandbox.create options for the calls the pool does not serve). */
+  static async create(runtime, opts) {
+    if (opts === undefined && !(runtime instanceof Runtime)) {
+      opts = runtime;
+      runtime = undefined;
+    }
+    const o = optsObject(opts, 'Gate.create');
+    const rt = runtime ?? o.runtime ?? await getDefaultRuntime();
+    if (!(rt instanceof Runtime)) throw invalid('runtime must be a Runtime');
+    for (const [k, cls] of [['policy', Policy], ['audit', AuditLog], ['pool', Pool]]) {
+      if (o[k] !== undefined && o[k] !== null && !(o[k] instanceof cls)) throw invalid(`${k} must be a ${cls.name}`);
+    }
+    if (o.approver !== undefined && o.approver !== null && typeof o.approver !== 'function') {
+      throw invalid('approver must be a function (approval) => void | Promise');
+    }
+    let secrets = o.secrets ?? undefined;
+    if (secrets !== undefined && typeof secrets !== 'function') {
+      if (typeof secrets !== 'object') throw invalid('secrets must be a function (name) => value or an object name -> value');
+      const table = secrets;
+      secrets = (name) => (Object.hasOwn(table, name) ? table[name] : undefined);
+    }
+    const n = native.Gate.create(rt._native, {
+      policy: o.policy?._native,
+      audit: o.audit?._native,
+      pool: o.pool?._native,
+      sandbox: o.sandbox ? sandboxOptions(optsObject(o.sandbox, 'sandbox')) : undefined,
+      secretsDir: o.secretsDir,
+      secretsEnvPrefix: o.secretsEnvPrefix,
+      approver: !!o.approver,
+      secrets: !!secrets,
+      secretTimeoutMs: checkMs(o.secretTimeoutMs, 'secretTimeoutMs'),
+    });
+    return new Gate(n, rt, { ...o, secrets });
+  }
+
+  // The approver hook (JS thread): a throw or a rejected promise denies.
+  _ask(token, descriptionJson, deadlineMs) {
+    const denyFor = (what, e) => {
+      try {
+        this._native.deny(token, `the approver ${what}: ${errorText(e)}`, 'gate');
+      } catch {
+        // already answered or expired
+      }
+    };
+    let r;
+    try {
+      r = this._approver(new Approval(this, token, descriptionJson, deadlineMs));
+    } catch (e) {
+      denyFor('threw', e);
+      return;
+    }
+    if (r && typeof r.then === 'function') r.then(undefined, (e) => denyFor('rejected', e));
+  }
+
+  // The secret hook (JS thread): answers done(err, value) now or later.
+  _resolve(name, done) {
+    const fail = (e) => done(e === undefined || e === null ? new Error('rejected without a reason') : e);
+    let v;
+    try {
+      v = this._secrets(name);
+    } catch (e) {
+      fail(e);
+      return;
+    }
+    if (v && typeof v.then === 'function') v.then((x) => done(null, x), fail);
+    else done(null, v);
+  }
+
+  /** Runs one tool call: {tool, command | argv, env (values may be
+   * 'secret://NAME'), files (guest path -> string | Buffer, or
+   * 'secret://NAME'), cwd, user, stdin, writes, network, labels, traceId,
+   * onStdout, onStderr, signal, encoding}. A denied call resolves with
+   * ran: false. Aborting signal ends the call wherever it is (approval,
+   * secret lookup, command) and rejects with signal.reason (err.result set
+   * when there is one). */
+  async call(call) {
+    const spec = toolCallSpec(call, 'call');
+    const { onStdout, onStderr, signal } = call;
+    const encoding = call.encoding ?? 'utf8';
+    if (encoding !== 'utf8' && encoding !== 'buffer') throw invalid(`encoding must be 'utf8' or 'buffer'`);
+    for (const [k, f] of [['onStdout', onStdout], ['onStderr', onStderr]]) {
+      if (f !== undefined && f !== null && typeof f !== 'function') throw invalid(`${k} must be a function`);
+    }
+    if (signal !== undefined && signal !== null && !(signal instanceof AbortSignal)) {
+      throw invalid('signal must be an AbortSignal');
+    }
+    if (signal?.aborted) throw abortReason(signal);
+    let output;
+    let flush = () => {};
+    if (onStdout || onStderr) {
+      const decoders = encoding === 'buffer' ? null : [null, new StringDecoder('utf8'), new StringDecoder('utf8')];
+      const fns = [null, onStdout, onStderr];
+      output = (stream, chunk) => {
+        const fn = fns[stream];
+        if (!fn) return;
+        const data = decoders ? decoders[stream].write(chunk) : chunk;
+        if (data.length) fn(data);
+      };
+      flush = () => {
+        if (!decoders) return;
+        for (const s of [1, 2]) {
+          const rest = decoders[s].end();
+          if (rest && fns[s]) fns[s](rest);
+        }
+      };
+    }
+    const hooks = {
+      output,
+      stdout: !!onStdout,
+      stderr: !!onStderr,
+      approver: this._approver ? (t, d, ms) => this._ask(t, d, ms) : undefined,
+      secret: this._secrets ? (name, done) => this._resolve(name, done) : undefined,
+    };
+    const cancel = new native.Cancel();
+    const abort = () => this._native.abort(cancel, `the call was aborted: ${errorText(abortReason(signal))}`);
+    signal?.addEventListener('abort', abort, { once: true });
+    let raw;
+    try {
+      raw = await this._native.call(spec, hooks, cancel);
+    } catch (e) {
+      if (signal?.aborted) throw abortReason(signal);
+      throw e;
+    } finally {
+      signal?.removeEventListener('abort', abort);
+    }
+    flush();
+    const res = new CallResult(raw, encoding);
+    if (signal?.aborted && (!res.ran || res.result?.cancelled)) {
+      const e = abortReason(signal);
+      try {
+        e.result = res;
+      } catch {
+        // a frozen reason: no result attached
+      }
+      throw e;
+    }
+    return res;
+  }
+
+  /** Answers a pending approval with yes (who is recorded); NotFoundError
+   * when the token is unknown, answered or expired. */
+  approve(token, who) {
+    this._native.approve(token, who);
+  }
+
+  /** Answers a pending approval with no (reason and who are recorded). */
+  deny(token, reason, who) {
+    this._native.deny(token, reason, who);
+  }
+
+  /** No new calls (they reject with ClosedError); calls in flight finish,
+   * then the gate is freed. Idempotent. */
+  close() {
+    this._native.close();
+  }
+
+  async [Symbol.asyncDispose]() {
+    this.close();
+  }
+}
+
 function version() {
   return native.version();
 }
@@ -570,6 +940,12 @@ module.exports = {
   Sandbox,
   Pool,
   ExecResult,
+  Policy,
+  AuditLog,
+  verifyAuditLog,
+  Gate,
+  Approval,
+  CallResult,
   version,
   hasFeature,
   defaultRuntime: getDefaultRuntime,

@@ -3,6 +3,7 @@ import ztee from './index.js';
 
 export const {
   Runtime, Sandbox, Pool, ExecResult, version, hasFeature, defaultRuntime,
+  Policy, AuditLog, verifyAuditLog, Gate, Approval, CallResult,
   ZteeError, InvalidArgumentError, NoMemoryError, InternalError, NotFoundError, ImageError,
   BackendUnavailableError, TimeoutError, SandboxFailedError, ClosedError, IoError, ProtocolError,
   GuestError, PermissionError, UnsupportedError,

@@ -15,6 +15,8 @@
 
 #include <ztee.h>
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -106,6 +108,13 @@ void free_pool(ztee_pool* p) {
 using SbHandle = Handle<ztee_sandbox, ztee_sandbox_free>;
 using PoolHandle = Handle<ztee_pool, free_pool>;
 using RtHandle = Handle<ztee_runtime, ztee_runtime_free>;
+using AuditHandle = Handle<ztee_audit_log, ztee_audit_free>;
+using GateHandle = Handle<ztee_gate, ztee_gate_free>;
+
+// A gate call in flight (defined with the Gate below); abort_call() ends its
+// waits: pending approvals denied, a secret lookup failed, the command killed.
+struct GateCallCtx;
+void abort_call(GateCallCtx& ctx, const std::string& reason, const char* who);
 
 // ---- the worker pool and the registry of live handles -----------------------
 
@@ -139,6 +148,26 @@ class Core {
     std::lock_guard<std::mutex> l(mu_);
     registry<H>().erase(h);
   }
+  // Registers a gate call in flight; false once shutdown() began.
+  bool track_call(const std::shared_ptr<GateCallCtx>& c) {
+    std::lock_guard<std::mutex> l(mu_);
+    if (stopping_) return false;
+    calls_.insert(c);
+    return true;
+  }
+  void untrack_call(const std::shared_ptr<GateCallCtx>& c) {
+    std::lock_guard<std::mutex> l(mu_);
+    calls_.erase(c);
+  }
+  template <typename F>
+  void each_call(F fn) {
+    std::vector<std::shared_ptr<GateCallCtx>> calls;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      calls.assign(calls_.begin(), calls_.end());
+    }
+    for (auto& c : calls) fn(*c);
+  }
   // Whether shutdown() began: a sandbox created after it is destroyed at once.
   bool stopping() {
     std::lock_guard<std::mutex> l(mu_);
@@ -168,6 +197,9 @@ class Core {
       sbs.assign(sandboxes_.begin(), sandboxes_.end());
       pools.assign(pools_.begin(), pools_.end());
     }
+    // Gate calls waiting for an approval or a secret would wait for the JS
+    // thread, which is exiting: end them.
+    each_call([](GateCallCtx& c) { abort_call(c, "the process is exiting", "ztee"); });
     std::vector<std::thread> stoppers;
     for (auto& p : pools) {
       if (ztee_pool* h = p->enter()) {
@@ -195,16 +227,24 @@ class Core {
     cv_.notify_all();
     for (auto& t : threads) t.join();
     std::vector<std::shared_ptr<RtHandle>> rts;
+    std::vector<std::shared_ptr<GateHandle>> gates;
+    std::vector<std::shared_ptr<AuditHandle>> audits;
     {
       std::lock_guard<std::mutex> l(mu_);
       sbs.assign(sandboxes_.begin(), sandboxes_.end());
       pools.assign(pools_.begin(), pools_.end());
       rts.assign(runtimes_.begin(), runtimes_.end());
+      gates.assign(gates_.begin(), gates_.end());
+      audits.assign(audits_.begin(), audits_.end());
       sandboxes_.clear();
       pools_.clear();
       runtimes_.clear();
+      gates_.clear();
+      audits_.clear();
     }
     for (auto& s : sbs) ztee_sandbox_free(force(s));
+    for (auto& g : gates) ztee_gate_free(force(g));
+    for (auto& a : audits) ztee_audit_free(force(a));
     for (auto& p : pools) free_pool(force(p));
     for (auto& r : rts) ztee_runtime_free(force(r));
   }
@@ -250,6 +290,9 @@ class Core {
   std::set<std::shared_ptr<SbHandle>> sandboxes_;
   std::set<std::shared_ptr<PoolHandle>> pools_;
   std::set<std::shared_ptr<RtHandle>> runtimes_;
+  std::set<std::shared_ptr<GateHandle>> gates_;
+  std::set<std::shared_ptr<AuditHandle>> audits_;
+  std::set<std::shared_ptr<GateCallCtx>> calls_;
 };
 
 template <>
@@ -258,6 +301,10 @@ template <>
 std::set<std::shared_ptr<PoolHandle>>& Core::registry<PoolHandle>() { return pools_; }
 template <>
 std::set<std::shared_ptr<RtHandle>>& Core::registry<RtHandle>() { return runtimes_; }
+template <>
+std::set<std::shared_ptr<GateHandle>>& Core::registry<GateHandle>() { return gates_; }
+template <>
+std::set<std::shared_ptr<AuditHandle>>& Core::registry<AuditHandle>() { return audits_; }
 
 // ---- per-env state -----------------------------------------------------------
 
@@ -274,6 +321,7 @@ struct AddonData {
   int pending = 0;  // completions still to come (JS thread only)
   Napi::FunctionReference error_factory;
   Napi::FunctionReference sandbox_ctor, pool_ctor, runtime_ctor;
+  Napi::FunctionReference policy_ctor, audit_ctor, gate_ctor;
 };
 
 void call_task(napi_env env, napi_value, void*, void* data) {
@@ -293,9 +341,12 @@ void call_task(napi_env env, napi_value, void*, void* data) {
   delete t;
 }
 
-// Queues a task for the JS thread from any thread. Never blocks.
-void enqueue(AddonData* d, Task* t) {
-  if (napi_call_threadsafe_function(d->tsfn, t, napi_tsfn_nonblocking) != napi_ok) delete t;
+// Queues a task for the JS thread from any thread. Never blocks. false:
+// the env is going away and the task was dropped.
+bool enqueue(AddonData* d, Task* t) {
+  if (napi_call_threadsafe_function(d->tsfn, t, napi_tsfn_nonblocking) == napi_ok) return true;
+  delete t;
+  return false;
 }
 
 AddonData* data_of(Napi::Env env) { return env.GetInstanceData<AddonData>(); }
@@ -1036,6 +1087,7 @@ class Pool : public Napi::ObjectWrap<Pool> {
   ~Pool() override {
     if (h_) core_->free_later(h_, h_->release());
   }
+  const std::shared_ptr<PoolHandle>& handle() const { return h_; }
 
  private:
   // A call on the pool's handle from a worker thread.
@@ -1185,6 +1237,896 @@ class Pool : public Napi::ObjectWrap<Pool> {
   std::shared_ptr<PoolHandle> h_;
 };
 
+// ---- control plane: Policy, AuditLog, Gate ------------------------------------------------
+
+// A string for the C ABI: a NUL byte would cut it short without a word.
+std::string c_string(Napi::Env env, Napi::Value v, const std::string& what) {
+  if (!v.IsString()) throw_invalid(env, what + " must be a string");
+  std::string s = v.As<Napi::String>().Utf8Value();
+  if (s.find('\0') != std::string::npos) throw_invalid(env, what + " must not contain NUL");
+  return s;
+}
+
+std::optional<std::string> opt_c_string(Napi::Object o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return std::nullopt;
+  return c_string(o.Env(), v, key);
+}
+
+std::vector<std::string> c_string_list(Napi::Env env, Napi::Value v, const char* what) {
+  std::vector<std::string> out = string_list(env, v, what);
+  for (const auto& s : out) {
+    if (s.find('\0') != std::string::npos) throw_invalid(env, std::string(what) + " entries must not contain NUL");
+  }
+  return out;
+}
+
+// The bytes of a string (UTF-8) or a Buffer / Uint8Array; false for other values.
+bool bytes_of(Napi::Value v, std::string* out) {
+  if (v.IsString()) {
+    *out = v.As<Napi::String>().Utf8Value();
+    return true;
+  }
+  if (v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_uint8_array) {
+    auto u = v.As<Napi::Uint8Array>();
+    out->assign(reinterpret_cast<const char*>(u.Data()), u.ByteLength());
+    return true;
+  }
+  return false;
+}
+
+void wipe(std::string& s) {
+  if (!s.empty()) explicit_bzero(s.data(), s.size());
+  s.clear();
+}
+
+// A tool call read from JS, owning its strings (ztee_tool_call borrows them).
+struct ToolCallSpec {
+  std::string tool, stdin_data;
+  std::optional<std::string> command, cwd, user, trace;
+  std::vector<std::string> argv, env, writes, network, labels, paths, contents;
+  std::vector<size_t> lens;
+  bool has_stdin = false;
+  std::vector<const char*> argv_c, env_c, writes_c, network_c, labels_c, paths_c, contents_c;
+  ztee_tool_call c = ZTEE_TOOL_CALL_INIT;
+
+  // to_run: the call must say what to run (a gate call; classify needs only tool).
+  void parse(Napi::Env e, Napi::Object js, bool to_run) {
+    Napi::Value t = js.Get("tool");
+    if (!t.IsString() || t.As<Napi::String>().Utf8Value().empty()) {
+      throw_invalid(e, "a tool call needs tool, the tool's name (a non-empty string)");
+    }
+    tool = c_string(e, t, "tool");
+    command = opt_c_string(js, "command");
+    argv = c_string_list(e, js.Get("argv"), "argv");
+    if (command && !argv.empty()) throw_invalid(e, "a tool call takes command (a shell string) or argv, not both");
+    if (to_run && !command && argv.empty()) {
+      throw_invalid(e, "a tool call needs command (a shell string) or argv (a non-empty array of strings)");
+    }
+    Napi::Value ev = js.Get("env");
+    if (!ev.IsUndefined() && !ev.IsNull()) {
+      if (!ev.IsObject() || ev.IsArray()) throw_invalid(e, "env must be an object of strings");
+      Napi::Object eo = ev.As<Napi::Object>();
+      Napi::Array keys = eo.GetPropertyNames();
+      for (uint32_t i = 0; i < keys.Length(); i++) {
+        std::string k = keys.Get(i).ToString().Utf8Value();
+        if (k.empty() || k.find('=') != std::string::npos || k.find('\0') != std::string::npos) {
+          throw_invalid(e, "bad env name '" + k + "'");
+        }
+        env.push_back(k + "=" + c_string(e, eo.Get(k), "env." + k));
+      }
+    }
+    Napi::Value fv = js.Get("files");
+    if (!fv.IsUndefined() && !fv.IsNull()) {
+      if (!fv.IsObject() || fv.IsArray()) throw_invalid(e, "files must be an object: guest path -> string or Buffer");
+      Napi::Object fo = fv.As<Napi::Object>();
+      Napi::Array keys = fo.GetPropertyNames();
+      for (uint32_t i = 0; i < keys.Length(); i++) {
+        std::string path = c_string(e, keys.Get(i), "a files path");
+        std::string bytes;
+        if (!bytes_of(fo.Get(path), &bytes)) throw_invalid(e, "files['" + path + "'] must be a string or a Buffer");
+        paths.push_back(std::move(path));
+        contents.push_back(std::move(bytes));
+      }
+    }
+    cwd = opt_c_string(js, "cwd");
+    user = opt_c_string(js, "user");
+    trace = opt_c_string(js, "traceId");
+    Napi::Value in = js.Get("stdin");
+    if (!in.IsUndefined() && !in.IsNull()) {
+      if (!bytes_of(in, &stdin_data)) throw_invalid(e, "stdin must be a string or a Buffer");
+      has_stdin = true;
+    }
+    writes = c_string_list(e, js.Get("writes"), "writes");
+    network = c_string_list(e, js.Get("network"), "network");
+    labels = c_string_list(e, js.Get("labels"), "labels");
+  }
+
+  ztee_tool_call* get() {
+    auto list = [](const std::vector<std::string>& v, std::vector<const char*>& cv, const char* const** p,
+                   size_t* n) {
+      cv = c_strs(v);
+      *p = cv.empty() ? nullptr : cv.data();
+      *n = cv.size();
+    };
+    c.tool = tool.c_str();
+    c.command = c_str(command);
+    list(argv, argv_c, &c.argv, &c.argc);
+    list(env, env_c, &c.env, &c.env_count);
+    paths_c = c_strs(paths);
+    contents_c.clear();
+    lens.clear();
+    for (const auto& b : contents) {
+      contents_c.push_back(b.data());
+      lens.push_back(b.size());
+    }
+    c.file_paths = paths_c.empty() ? nullptr : paths_c.data();
+    c.file_contents = contents_c.empty() ? nullptr : contents_c.data();
+    c.file_lengths = lens.empty() ? nullptr : lens.data();
+    c.file_count = paths_c.size();
+    c.cwd = c_str(cwd);
+    c.user = c_str(user);
+    c.stdin_data = has_stdin ? stdin_data.data() : nullptr;
+    c.stdin_len = has_stdin ? stdin_data.size() : 0;
+    list(writes, writes_c, &c.writes, &c.writes_count);
+    list(network, network_c, &c.network, &c.network_count);
+    list(labels, labels_c, &c.labels, &c.labels_count);
+    c.trace_id = c_str(trace);
+    return &c;
+  }
+};
+
+const char* action_name(int32_t a) {
+  switch (a) {
+    case ZTEE_ACTION_RUN: return "run";
+    case ZTEE_ACTION_AUDIT: return "audit";
+    case ZTEE_ACTION_APPROVE: return "approve";
+    default: return "deny";
+  }
+}
+
+Napi::Object decision_obj(Napi::Env env, int32_t tier, int32_t action, int32_t rule_index, const char* rule,
+                          const char* reason) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("tier", Napi::Number::New(env, tier));
+  o.Set("action", Napi::String::New(env, action_name(action)));
+  o.Set("ruleIndex", Napi::Number::New(env, rule_index));
+  o.Set("rule", Napi::String::New(env, rule != nullptr ? rule : ""));
+  o.Set("reason", Napi::String::New(env, reason != nullptr ? reason : ""));
+  return o;
+}
+
+Napi::Object exec_result_obj(Napi::Env env, const ztee_exec_result* res) {
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("exitCode", Napi::Number::New(env, res->exit_code));
+  r.Set("signal", Napi::Number::New(env, res->signal));
+  r.Set("timedOut", Napi::Boolean::New(env, res->timed_out != 0));
+  r.Set("truncated", Napi::Boolean::New(env, res->truncated != 0));
+  r.Set("cancelled", Napi::Boolean::New(env, res->cancelled != 0));
+  r.Set("durationMs", Napi::Number::New(env, static_cast<double>(res->duration_us) / 1000.0));
+  r.Set("stdout", Napi::Buffer<char>::Copy(env, res->stdout_data, res->stdout_len));
+  r.Set("stderr", Napi::Buffer<char>::Copy(env, res->stderr_data, res->stderr_len));
+  return r;
+}
+
+// ---- Policy (parse, load and classify are quick: on the JS thread) ----
+
+class Policy : public Napi::ObjectWrap<Policy> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "Policy",
+                       {InstanceMethod<&Policy::Classify>("classify"),
+                        InstanceMethod<&Policy::Close>("close"),
+                        StaticMethod<&Policy::Parse>("parse"),
+                        StaticMethod<&Policy::Load>("load"),
+                        StaticMethod<&Policy::Default>("default"),
+                        StaticMethod<&Policy::DefaultJson>("defaultJson")});
+  }
+  explicit Policy(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Policy>(info) {
+    if (info.Length() < 1 || !info[0].IsExternal()) throw Napi::TypeError::New(info.Env(), "use Policy.parse()");
+    p_ = info[0].As<Napi::External<ztee_policy>>().Data();
+  }
+  ~Policy() override { ztee_policy_free(p_); }
+
+  ztee_policy* get(Napi::Env env) {
+    if (p_ == nullptr) throw make_error(env, Failure{ZTEE_E_CLOSED, 0, "the policy was closed"});
+    return p_;
+  }
+
+ private:
+  static Napi::Value wrap(Napi::Env env, ztee_status s, ztee_policy* p) {
+    if (s != ZTEE_OK) throw make_error(env, capture(s));
+    return data_of(env)->policy_ctor.New({Napi::External<ztee_policy>::New(env, p)});
+  }
+  static Napi::Value Parse(const Napi::CallbackInfo& info) {
+    std::string text;
+    if (info.Length() < 1 || !bytes_of(info[0], &text)) {
+      throw_invalid(info.Env(), "Policy.parse takes the policy's JSON text (a string or a Buffer)");
+    }
+    ztee_policy* p = nullptr;
+    ztee_status s = ztee_policy_parse(text.data(), text.size(), &p);
+    return wrap(info.Env(), s, p);
+  }
+  static Napi::Value Load(const Napi::CallbackInfo& info) {
+    std::string path = path_arg(info, 0);
+    ztee_policy* p = nullptr;
+    ztee_status s = ztee_policy_load(path.c_str(), &p);
+    return wrap(info.Env(), s, p);
+  }
+  static Napi::Value Default(const Napi::CallbackInfo& info) {
+    ztee_policy* p = nullptr;
+    ztee_status s = ztee_policy_default(&p);
+    return wrap(info.Env(), s, p);
+  }
+  static Napi::Value DefaultJson(const Napi::CallbackInfo& info) {
+    return Napi::String::New(info.Env(), ztee_policy_default_json());
+  }
+  Napi::Value Classify(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ztee_policy* p = get(env);
+    ToolCallSpec spec;
+    spec.parse(env, opts_arg(info, 0), false);
+    ztee_decision* d = nullptr;
+    ztee_status s = ztee_policy_classify(p, spec.get(), &d);
+    if (s != ZTEE_OK) throw make_error(env, capture(s));
+    Napi::Object o = decision_obj(env, d->tier, d->action, d->rule_index, d->rule, d->reason);
+    ztee_decision_free(d);
+    return o;
+  }
+  void Close(const Napi::CallbackInfo&) {
+    ztee_policy_free(p_);  // gates made with it keep their own reference
+    p_ = nullptr;
+  }
+
+  ztee_policy* p_ = nullptr;
+};
+
+// ---- AuditLog (open, append, flush and free may sync the disk: on workers) ----
+
+class AuditLog : public Napi::ObjectWrap<AuditLog> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "AuditLog",
+                       {InstanceMethod<&AuditLog::Append>("append"),
+                        InstanceMethod<&AuditLog::Flush>("flush"),
+                        InstanceMethod<&AuditLog::Close>("close"),
+                        StaticMethod<&AuditLog::Open>("open")});
+  }
+  explicit AuditLog(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AuditLog>(info) {
+    core_ = data_of(info.Env())->core;
+    if (info.Length() < 1 || !info[0].IsExternal()) throw Napi::TypeError::New(info.Env(), "use AuditLog.open()");
+    h_ = *info[0].As<Napi::External<std::shared_ptr<AuditHandle>>>().Data();
+  }
+  ~AuditLog() override {
+    if (h_) core_->free_later(h_, h_->release());
+  }
+  const std::shared_ptr<AuditHandle>& handle() const { return h_; }
+
+ private:
+  struct AuditJob : Job {
+    std::shared_ptr<AuditHandle> h;
+    std::shared_ptr<Core> core;
+    AuditJob(Napi::Env env, AuditLog* a) : Job(env), h(a->h_), core(a->core_) {}
+    virtual ztee_status call(ztee_audit_log* l) = 0;
+    void work() override {
+      ztee_audit_log* l = h->enter();
+      if (l == nullptr) {
+        failure_ = Failure{ZTEE_E_CLOSED, 0, "the audit log was closed"};
+        return;
+      }
+      ztee_status s = call(l);
+      if (s != ZTEE_OK) failure_ = capture(s);
+      if (ztee_audit_log* p = h->leave()) {
+        ztee_audit_free(p);
+        core->untrack(h);
+      }
+    }
+  };
+
+  // open({path, durability (0..2), batchMs, hmacKey (Buffer), rotateBytes})
+  static Napi::Value Open(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    struct OpenJob : Job {
+      using Job::Job;
+      std::string path, key;
+      ztee_audit_options o = ZTEE_AUDIT_OPTIONS_INIT;
+      std::shared_ptr<Core> core;
+      std::shared_ptr<AuditHandle> h;
+      ~OpenJob() override { wipe(key); }
+      void work() override {
+        o.path = path.c_str();
+        o.hmac_key = key.empty() ? nullptr : key.data();
+        o.hmac_key_len = key.size();
+        ztee_audit_log* l = nullptr;
+        ztee_status s = ztee_audit_open(&o, &l);
+        if (s != ZTEE_OK) {
+          failure_ = capture(s);
+          return;
+        }
+        h = std::make_shared<AuditHandle>(l);
+        core->track(h);
+        if (core->stopping()) {
+          core->untrack(h);
+          ztee_audit_free(h->release());
+          h.reset();
+          failure_ = Failure{ZTEE_E_CLOSED, 0, "the process is exiting"};
+        }
+      }
+      Napi::Value settle(Napi::Env env) override {
+        return data_of(env)->audit_ctor.New({Napi::External<std::shared_ptr<AuditHandle>>::New(env, &h)});
+      }
+    };
+    auto* job = new OpenJob(env);
+    try {
+      Napi::Object js = opts_arg(info, 0);
+      Napi::Value pv = js.Get("path");
+      if (!pv.IsString()) throw_invalid(env, "AuditLog.open needs path (a string)");
+      job->path = c_string(env, pv, "path");
+      job->o.durability = opt_int(js, "durability");
+      job->o.batch_ms = static_cast<uint32_t>(opt_uint(js, "batchMs"));
+      job->o.rotate_bytes = opt_uint(js, "rotateBytes", UINT64_MAX >> 12);
+      Napi::Value kv = js.Get("hmacKey");
+      if (!kv.IsUndefined() && !kv.IsNull() && !bytes_of(kv, &job->key)) {
+        throw_invalid(env, "hmacKey must be a string or a Buffer");
+      }
+      job->core = data_of(env)->core;
+    } catch (...) {
+      delete job;
+      throw;
+    }
+    return Job::start(job);
+  }
+
+  // append(event, traceId, fieldsJsonInner) -> seq
+  Napi::Value Append(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    struct J : AuditJob {
+      using AuditJob::AuditJob;
+      std::string event, trace, fields;
+      uint64_t seq = 0;
+      ztee_status call(ztee_audit_log* l) override {
+        return ztee_audit_append(l, event.c_str(), trace.c_str(), fields.c_str(), &seq);
+      }
+      Napi::Value settle(Napi::Env env) override { return Napi::Number::New(env, static_cast<double>(seq)); }
+    };
+    auto* job = new J(env, this);
+    try {
+      job->event = c_string(env, info[0], "event");
+      if (info.Length() > 1 && !info[1].IsUndefined() && !info[1].IsNull()) job->trace = c_string(env, info[1], "traceId");
+      if (info.Length() > 2 && !info[2].IsUndefined() && !info[2].IsNull()) job->fields = c_string(env, info[2], "fields");
+    } catch (...) {
+      delete job;
+      throw;
+    }
+    return Job::start(job);
+  }
+
+  Napi::Value Flush(const Napi::CallbackInfo& info) {
+    struct J : AuditJob {
+      using AuditJob::AuditJob;
+      ztee_status call(ztee_audit_log* l) override { return ztee_audit_flush(l); }
+    };
+    return Job::start(new J(info.Env(), this));
+  }
+
+  // Drops this reference (gates using the log keep it); the sync and close
+  // happen off the JS thread.
+  void Close(const Napi::CallbackInfo&) { core_->free_later(h_, h_->release()); }
+
+  std::shared_ptr<Core> core_;
+  std::shared_ptr<AuditHandle> h_;
+};
+
+// verifyAuditLog(files, key Buffer | undefined) -> {ok, records, problem}
+Napi::Value VerifyAuditLog(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  struct J : Job {
+    using Job::Job;
+    std::vector<std::string> files;
+    std::string key;
+    ztee_audit_report* rep = nullptr;
+    ~J() override {
+      ztee_audit_report_free(rep);
+      wipe(key);
+    }
+    void work() override {
+      auto fc = c_strs(files);
+      ztee_status s = ztee_audit_verify(fc.data(), fc.size(), key.empty() ? nullptr : key.data(), key.size(), &rep);
+      if (s != ZTEE_OK) failure_ = capture(s);
+    }
+    Napi::Value settle(Napi::Env env) override {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("ok", Napi::Boolean::New(env, rep->ok != 0));
+      o.Set("records", Napi::Number::New(env, static_cast<double>(rep->records)));
+      o.Set("problem", Napi::String::New(env, rep->problem));
+      return o;
+    }
+  };
+  auto* job = new J(env);
+  try {
+    job->files = c_string_list(env, info.Length() > 0 ? info[0] : env.Undefined(), "files");
+    if (job->files.empty()) throw_invalid(env, "verifyAuditLog needs at least one file (oldest first)");
+    if (info.Length() > 1 && !info[1].IsUndefined() && !info[1].IsNull() && !bytes_of(info[1], &job->key)) {
+      throw_invalid(env, "key must be a string or a Buffer");
+    }
+  } catch (...) {
+    delete job;
+    throw;
+  }
+  return Job::start(job);
+}
+
+// ---- Gate ----
+
+// A secret lookup handed to the JS thread; the worker waits for done.
+struct SecretReq {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  ztee_status status = ZTEE_E_INTERNAL;
+  std::string value;  // wiped once handed to libztee
+  std::string error;  // why the lookup failed
+
+  ~SecretReq() { wipe(value); }
+  // First answer wins; a late one (after the wait gave up) is dropped.
+  void finish(ztee_status st, std::string v, std::string err) {
+    {
+      std::lock_guard<std::mutex> l(mu);
+      if (!done) {
+        done = true;
+        status = st;
+        value.swap(v);
+        error = std::move(err);
+      }
+    }
+    wipe(v);
+    cv.notify_all();
+  }
+};
+
+struct GateCallCtx : std::enable_shared_from_this<GateCallCtx> {
+  AddonData* data = nullptr;
+  ExecCtx out;                                    // streamed output, as an exec's
+  napi_ref approver = nullptr, secret = nullptr;  // JS thread only
+  uint32_t secret_timeout_ms = 30000;
+  std::mutex mu;
+  ztee_gate* gate = nullptr;  // while ztee_gate_call runs
+  std::vector<std::string> tokens;
+  std::shared_ptr<SecretReq> waiting;
+  bool aborted = false;
+  std::string abort_reason, abort_who;
+  std::string note;  // why a secret lookup failed, for the call's error
+
+  void drop_refs(napi_env env) {
+    for (napi_ref* r : {&out.on_output, &approver, &secret}) {
+      if (*r != nullptr) napi_delete_reference(env, *r);
+      *r = nullptr;
+    }
+  }
+  // Denies a pending approval of this call (if the call still runs).
+  void deny(const std::string& token, const std::string& reason, const char* who) {
+    std::lock_guard<std::mutex> l(mu);
+    if (gate != nullptr) ztee_gate_deny(gate, token.c_str(), reason.c_str(), who);
+  }
+};
+
+// The call the current worker thread runs in ztee_gate_call: the approver
+// and secret callbacks run on that thread.
+thread_local GateCallCtx* t_call = nullptr;
+
+void abort_call(GateCallCtx& c, const std::string& reason, const char* who) {
+  std::lock_guard<std::mutex> l(c.mu);
+  if (c.aborted) return;
+  c.aborted = true;
+  c.abort_reason = reason;
+  c.abort_who = who;
+  if (c.gate != nullptr) {
+    // Answers never block for long; an already answered token is ignored.
+    for (const auto& t : c.tokens) ztee_gate_deny(c.gate, t.c_str(), reason.c_str(), who);
+  }
+  if (c.waiting) c.waiting->finish(ZTEE_E_CLOSED, "", reason);
+  ztee_cancel_trigger(c.out.cancel.get());
+}
+
+struct ApprovalTask : Task {
+  std::shared_ptr<GateCallCtx> ctx;
+  std::string token, description;
+  uint32_t deadline_ms;
+  ApprovalTask(std::shared_ptr<GateCallCtx> c, const char* t, const char* d, uint32_t ms)
+      : ctx(std::move(c)), token(t), description(d), deadline_ms(ms) {}
+  void run(Napi::Env env) override {
+    Napi::HandleScope scope(env);
+    if (ctx->approver == nullptr) {
+      ctx->deny(token, "the approver is gone", "ztee");
+      return;
+    }
+    napi_value fv = nullptr;
+    napi_get_reference_value(env, ctx->approver, &fv);
+    try {
+      Napi::Function(env, fv).Call({Napi::String::New(env, token), Napi::String::New(env, description),
+                                    Napi::Number::New(env, deadline_ms)});
+    } catch (const Napi::Error& e) {
+      ctx->deny(token, "the approver threw: " + e.Message(), "gate");
+    }
+  }
+};
+
+extern "C" void gate_approver_cb(void*, ztee_gate* gate, const char* token, const char* description,
+                                 uint32_t deadline_ms) {
+  GateCallCtx* c = t_call;
+  if (c == nullptr) {
+    ztee_gate_deny(gate, token, "the Node binding has no call for this approval", "ztee");
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> l(c->mu);
+    if (c->aborted) {
+      ztee_gate_deny(gate, token, c->abort_reason.c_str(), c->abort_who.c_str());
+      return;
+    }
+    c->tokens.emplace_back(token);
+  }
+  // Returns at once: the gate waits for approve()/deny() from the JS thread.
+  if (!enqueue(c->data, new ApprovalTask(c->shared_from_this(), token, description, deadline_ms))) {
+    ztee_gate_deny(gate, token, "the JS thread is gone", "ztee");
+  }
+}
+
+std::string error_text(Napi::Value v) {
+  try {
+    if (v.IsObject()) {
+      Napi::Value m = v.As<Napi::Object>().Get("message");
+      if (m.IsString()) return m.As<Napi::String>().Utf8Value();
+    }
+    return v.ToString().Utf8Value();
+  } catch (const Napi::Error&) {
+    return "(an error that cannot be shown)";
+  }
+}
+
+struct SecretTask : Task {
+  std::shared_ptr<GateCallCtx> ctx;
+  std::shared_ptr<SecretReq> req;
+  std::string name;
+  SecretTask(std::shared_ptr<GateCallCtx> c, std::shared_ptr<SecretReq> r, const char* n)
+      : ctx(std::move(c)), req(std::move(r)), name(n) {}
+  void run(Napi::Env env) override {
+    Napi::HandleScope scope(env);
+    {
+      std::lock_guard<std::mutex> l(req->mu);
+      if (req->done) return;  // aborted or given up meanwhile
+    }
+    if (ctx->secret == nullptr) {
+      req->finish(ZTEE_E_INTERNAL, "", "the secret resolver is gone");
+      return;
+    }
+    std::shared_ptr<SecretReq> r = req;
+    // done(err, value): value a non-empty string or Buffer, or undefined for
+    // a name the resolver does not know.
+    Napi::Function done = Napi::Function::New(
+        env,
+        [r](const Napi::CallbackInfo& info) {
+          Napi::Value err = info.Length() > 0 ? info[0] : info.Env().Undefined();
+          Napi::Value v = info.Length() > 1 ? info[1] : info.Env().Undefined();
+          std::string bytes;
+          if (!err.IsUndefined() && !err.IsNull()) {
+            r->finish(ZTEE_E_INTERNAL, "", "the secret resolver failed: " + error_text(err));
+          } else if (v.IsUndefined() || v.IsNull()) {
+            r->finish(ZTEE_E_NOT_FOUND, "", "");
+          } else if (bytes_of(v, &bytes)) {
+            if (bytes.empty()) {
+              r->finish(ZTEE_E_NOT_FOUND, "", "");
+            } else {
+              r->finish(ZTEE_OK, std::move(bytes), "");
+            }
+          } else {
+            r->finish(ZTEE_E_INTERNAL, "",
+                      "the secret resolver returned neither a string, a Buffer nor undefined");
+          }
+        },
+        "done");
+    napi_value fv = nullptr;
+    napi_get_reference_value(env, ctx->secret, &fv);
+    try {
+      Napi::Function(env, fv).Call({Napi::String::New(env, name), done});
+    } catch (const Napi::Error& e) {
+      req->finish(ZTEE_E_INTERNAL, "", "the secret resolver failed: " + e.Message());
+    }
+  }
+};
+
+// Blocks this worker (never the JS thread) while the JS thread looks the
+// secret up, up to the gate's secret timeout.
+extern "C" ztee_status gate_secret_cb(void*, const char* name, ztee_secret_value* out) {
+  GateCallCtx* c = t_call;
+  if (c == nullptr) return ZTEE_E_INTERNAL;
+  auto req = std::make_shared<SecretReq>();
+  {
+    std::lock_guard<std::mutex> l(c->mu);
+    if (c->aborted) {
+      c->note = c->abort_reason;
+      return ZTEE_E_CLOSED;
+    }
+    c->waiting = req;
+  }
+  bool queued = enqueue(c->data, new SecretTask(c->shared_from_this(), req, name));
+  bool answered = false;
+  {
+    std::unique_lock<std::mutex> l(req->mu);
+    if (queued) {
+      answered = req->cv.wait_for(l, std::chrono::milliseconds(c->secret_timeout_ms), [&] { return req->done; });
+    }
+    req->done = true;  // a later answer is dropped
+  }
+  // done is set: no other thread writes req any more.
+  {
+    std::lock_guard<std::mutex> l(c->mu);
+    c->waiting.reset();
+    if (!queued) {
+      c->note = "the JS thread is gone";
+    } else if (!answered) {
+      c->note = "the secret resolver did not answer for \"" + std::string(name) + "\" within " +
+                std::to_string(c->secret_timeout_ms) + " ms";
+    } else if (req->status != ZTEE_OK && req->status != ZTEE_E_NOT_FOUND) {
+      c->note = req->error;
+    }
+  }
+  if (!queued) return ZTEE_E_CLOSED;
+  if (!answered) return ZTEE_E_TIMEOUT;
+  if (req->status != ZTEE_OK) return req->status;
+  ztee_status s = ztee_secret_value_set(out, req->value.data(), req->value.size());
+  wipe(req->value);
+  return s;
+}
+
+class Gate : public Napi::ObjectWrap<Gate> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "Gate",
+                       {InstanceMethod<&Gate::Call>("call"),
+                        InstanceMethod<&Gate::Approve>("approve"),
+                        InstanceMethod<&Gate::Deny>("deny"),
+                        InstanceMethod<&Gate::Abort>("abort"),
+                        InstanceMethod<&Gate::Close>("close"),
+                        StaticMethod<&Gate::Create>("create")});
+  }
+  explicit Gate(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Gate>(info) {
+    core_ = data_of(info.Env())->core;
+    if (info.Length() < 1 || !info[0].IsExternal()) throw Napi::TypeError::New(info.Env(), "use Gate.create()");
+    h_ = *info[0].As<Napi::External<std::shared_ptr<GateHandle>>>().Data();
+  }
+  // Collected without close(): freed off the JS thread (a call in flight
+  // holds the wrapper, so none runs).
+  ~Gate() override {
+    if (h_) core_->free_later(h_, h_->release());
+  }
+
+ private:
+  // create(runtime, {policy, audit, pool, sandbox, secretsDir,
+  //        secretsEnvPrefix, approver: bool, secrets: bool, secretTimeoutMs})
+  static Napi::Value Create(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    AddonData* d = data_of(env);
+    if (info.Length() < 1 || !info[0].IsObject()) throw_invalid(env, "Gate.create needs a Runtime");
+    ztee_runtime* rt = Runtime::Unwrap(info[0].As<Napi::Object>())->get(env);
+    Napi::Object js = opts_arg(info, 1);
+    ztee_gate_options o = ZTEE_GATE_OPTIONS_INIT;
+    auto object_of = [&](const char* key, Napi::FunctionReference& ctor, const char* what) -> Napi::Object {
+      Napi::Value v = js.Get(key);
+      if (v.IsUndefined() || v.IsNull()) return Napi::Object();
+      if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(ctor.Value())) {
+        throw_invalid(env, std::string(key) + " must be " + what);
+      }
+      return v.As<Napi::Object>();
+    };
+    Napi::Object pol = object_of("policy", d->policy_ctor, "a Policy");
+    Napi::Object aud = object_of("audit", d->audit_ctor, "an AuditLog");
+    Napi::Object pool = object_of("pool", d->pool_ctor, "a Pool");
+    if (!pol.IsEmpty()) o.policy = Policy::Unwrap(pol)->get(env);
+    SandboxOpts sopts;
+    Napi::Value sv = js.Get("sandbox");
+    if (sv.IsObject()) {
+      sopts.parse(sv.As<Napi::Object>(), false);
+      o.sandbox = sopts.get();
+    }
+    std::optional<std::string> dir = opt_c_string(js, "secretsDir");
+    std::optional<std::string> prefix = opt_c_string(js, "secretsEnvPrefix");
+    o.secrets_dir = c_str(dir);
+    o.secrets_env_prefix = c_str(prefix);
+    if (js.Get("approver").ToBoolean()) o.approver = gate_approver_cb;
+    if (js.Get("secrets").ToBoolean()) o.resolver = gate_secret_cb;
+    uint32_t secret_ms = static_cast<uint32_t>(opt_uint(js, "secretTimeoutMs"));
+    // The audit log and pool are pinned while the gate takes its references.
+    std::shared_ptr<AuditHandle> ah;
+    std::shared_ptr<PoolHandle> ph;
+    if (!aud.IsEmpty()) {
+      ah = AuditLog::Unwrap(aud)->handle();
+      o.audit = ah->enter();
+      if (o.audit == nullptr) throw make_error(env, Failure{ZTEE_E_CLOSED, 0, "the audit log was closed"});
+    }
+    if (!pool.IsEmpty()) {
+      ph = Pool::Unwrap(pool)->handle();
+      o.pool = ph->enter();
+      if (o.pool == nullptr) {
+        if (ah) d->core->free_later(ah, ah->leave());
+        throw make_error(env, Failure{ZTEE_E_CLOSED, 0, "the pool was closed"});
+      }
+    }
+    ztee_gate* g = nullptr;
+    ztee_status s = ztee_gate_create(rt, &o, &g);
+    Failure f;
+    if (s != ZTEE_OK) f = capture(s);
+    if (ah) d->core->free_later(ah, ah->leave());
+    if (ph) d->core->free_later(ph, ph->leave());
+    if (s != ZTEE_OK) throw make_error(env, f);
+    auto h = std::make_shared<GateHandle>(g);
+    d->core->track(h);
+    Napi::Object obj = d->gate_ctor.New({Napi::External<std::shared_ptr<GateHandle>>::New(env, &h)});
+    Gate* w = Gate::Unwrap(obj);
+    w->secret_timeout_ms_ = secret_ms != 0 ? secret_ms : 30000;
+    if (!pool.IsEmpty()) w->pool_ = Napi::Persistent(pool);  // not collected (and closed) under the gate
+    return obj;
+  }
+
+  // call(spec, {output(stream, Buffer), approver(token, json, ms),
+  //      secret(name, done)}, Cancel) -> raw call result
+  Napi::Value Call(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    struct CallJob : Job {
+      std::shared_ptr<GateHandle> h;
+      std::shared_ptr<Core> core;
+      std::shared_ptr<GateCallCtx> ctx = std::make_shared<GateCallCtx>();
+      ToolCallSpec spec;
+      ztee_call_result* res = nullptr;
+      ztee_gate* g = nullptr;      // entered by call() on the JS thread, left here
+      bool out = false, err = false;
+      Napi::ObjectReference gate;  // the wrapper (and its pool) outlive the call
+      CallJob(Napi::Env env, Gate* g) : Job(env), h(g->h_), core(g->core_) {}
+      ~CallJob() override { ztee_call_result_free(res); }
+      void work() override {
+        if (!core->track_call(ctx)) {
+          failure_ = Failure{ZTEE_E_CLOSED, 0, "the process is exiting"};
+        } else {
+          {
+            std::lock_guard<std::mutex> l(ctx->mu);
+            ctx->gate = g;
+          }
+          ztee_tool_call* tc = spec.get();
+          tc->cancel = ctx->out.cancel.get();
+          if (ctx->out.on_output != nullptr) {
+            // Only the streams with a callback: the others are collected.
+            if (out) tc->on_stdout = on_stdout_cb;
+            if (err) tc->on_stderr = on_stderr_cb;
+            tc->user_data = &ctx->out;
+          }
+          t_call = ctx.get();
+          ztee_status s = ztee_gate_call(g, tc, &res);
+          t_call = nullptr;
+          if (s != ZTEE_OK) failure_ = capture(s);
+          {
+            std::lock_guard<std::mutex> l(ctx->mu);
+            ctx->gate = nullptr;
+            if (s != ZTEE_OK && !ctx->note.empty()) failure_.message += " (" + ctx->note + ")";
+          }
+          core->untrack_call(ctx);
+        }
+        if (ztee_gate* p = h->leave()) {
+          ztee_gate_free(p);
+          core->untrack(h);
+        }
+      }
+      void run(Napi::Env env) override {
+        Napi::HandleScope scope(env);
+        ctx->drop_refs(env);
+        if (ctx->out.thrown != nullptr) {
+          // An output callback threw: reject with its error.
+          napi_value err = nullptr;
+          napi_get_reference_value(env, ctx->out.thrown, &err);
+          napi_delete_reference(env, ctx->out.thrown);
+          ctx->out.thrown = nullptr;
+          if (--data_->pending == 0) napi_unref_threadsafe_function(env, data_->tsfn);
+          deferred_.Reject(err);
+          return;
+        }
+        Job::run(env);
+      }
+      Napi::Value settle(Napi::Env env) override {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("ran", Napi::Boolean::New(env, res->ran != 0));
+        o.Set("decision", decision_obj(env, res->tier, res->action, res->rule_index, res->rule, res->reason));
+        o.Set("denial", Napi::String::New(env, res->denial));
+        o.Set("approvedBy", Napi::String::New(env, res->approved_by));
+        o.Set("sandboxId", Napi::String::New(env, res->sandbox_id));
+        o.Set("exec", res->exec != nullptr ? Napi::Value(exec_result_obj(env, res->exec)) : env.Null());
+        return o;
+      }
+    };
+    auto* job = new CallJob(env, this);
+    GateCallCtx& c = *job->ctx;
+    try {
+      job->spec.parse(env, opts_arg(info, 0), true);
+      c.data = data_of(env);
+      c.out.data = c.data;
+      c.secret_timeout_ms = secret_timeout_ms_;
+      if (info.Length() > 1 && info[1].IsObject()) {
+        Napi::Object hooks = info[1].As<Napi::Object>();
+        auto ref = [&](const char* key, napi_ref* out) {
+          Napi::Value v = hooks.Get(key);
+          if (v.IsFunction()) napi_create_reference(env, v, 1, out);
+        };
+        ref("output", &c.out.on_output);
+        ref("approver", &c.approver);
+        ref("secret", &c.secret);
+        job->out = hooks.Get("stdout").ToBoolean();
+        job->err = hooks.Get("stderr").ToBoolean();
+      }
+      if (info.Length() > 2 && info[2].IsObject()) {
+        c.out.cancel = Cancel::Unwrap(info[2].As<Napi::Object>())->ptr();
+      } else {
+        c.out.cancel = new_cancel(env);  // a throwing output callback must end the command
+      }
+      job->gate = Napi::Persistent(info.This().As<Napi::Object>());
+      // Pinned now: a close() right after this call waits for it.
+      job->g = h_->enter();
+      if (job->g == nullptr) throw make_error(env, Failure{ZTEE_E_CLOSED, 0, "the gate was closed"});
+    } catch (...) {
+      c.drop_refs(env);
+      delete job;
+      throw;
+    }
+    return Job::start(job);
+  }
+
+  Napi::Value answer(const Napi::CallbackInfo& info, bool approve) {
+    Napi::Env env = info.Env();
+    std::string token = c_string(env, info.Length() > 0 ? info[0] : env.Undefined(), "token");
+    auto opt = [&](size_t i, const char* what) -> std::optional<std::string> {
+      if (info.Length() <= i || info[i].IsUndefined() || info[i].IsNull()) return std::nullopt;
+      return c_string(env, info[i], what);
+    };
+    std::optional<std::string> reason, who;
+    if (approve) {
+      who = opt(1, "who");
+    } else {
+      reason = opt(1, "reason");
+      who = opt(2, "who");
+    }
+    ztee_gate* g = h_->enter();
+    if (g == nullptr) throw make_error(env, Failure{ZTEE_E_CLOSED, 0, "the gate was closed"});
+    ztee_status s = approve ? ztee_gate_approve(g, token.c_str(), c_str(who))
+                            : ztee_gate_deny(g, token.c_str(), c_str(reason), c_str(who));
+    Failure f;
+    if (s != ZTEE_OK) f = capture(s);
+    core_->free_later(h_, h_->leave());
+    if (s != ZTEE_OK) throw make_error(env, f);
+    return env.Undefined();
+  }
+  Napi::Value Approve(const Napi::CallbackInfo& info) { return answer(info, true); }
+  Napi::Value Deny(const Napi::CallbackInfo& info) { return answer(info, false); }
+
+  // abort(Cancel, reason): ends the call started with this Cancel, wherever
+  // it waits (approval, secret lookup, command).
+  void Abort(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsObject()) throw_invalid(env, "abort needs the call's Cancel");
+    ztee_cancel* target = Cancel::Unwrap(info[0].As<Napi::Object>())->ptr().get();
+    std::string reason = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value()
+                                                                 : "the call was aborted";
+    core_->each_call([&](GateCallCtx& c) {
+      if (c.out.cancel.get() == target) abort_call(c, reason, "caller");
+    });
+  }
+
+  // No new calls; calls in flight finish, then the gate is freed (off the
+  // JS thread: freeing it may close its pool).
+  void Close(const Napi::CallbackInfo&) { core_->free_later(h_, h_->release()); }
+
+  std::shared_ptr<Core> core_;
+  std::shared_ptr<GateHandle> h_;
+  uint32_t secret_timeout_ms_ = 30000;
+  Napi::ObjectReference pool_;
+};
+
 }  // namespace
 
 // ---- module ------------------------------------------------------------------------------
@@ -1231,6 +2173,16 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Sandbox", sb);
   exports.Set("Pool", pool);
   exports.Set("Cancel", Cancel::Init(env));
+  Napi::Function policy = Policy::Init(env);
+  Napi::Function audit = AuditLog::Init(env);
+  Napi::Function gate = Gate::Init(env);
+  d->policy_ctor = Napi::Persistent(policy);
+  d->audit_ctor = Napi::Persistent(audit);
+  d->gate_ctor = Napi::Persistent(gate);
+  exports.Set("Policy", policy);
+  exports.Set("AuditLog", audit);
+  exports.Set("Gate", gate);
+  exports.Set("verifyAuditLog", Napi::Function::New<VerifyAuditLog>(env, "verifyAuditLog"));
   exports.Set("version", Napi::Function::New<Version>(env, "version"));
   exports.Set("hasFeature", Napi::Function::New<HasFeature>(env, "hasFeature"));
   exports.Set("statusName", Napi::Function::New<StatusName>(env, "statusName"));
