@@ -169,6 +169,175 @@ export class Pool implements AsyncDisposable {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
+// ---- control plane ----
+
+/** One request of an agent to run a tool. Env values and file contents
+ * 'secret://NAME' are resolved on the host by the gate. */
+export interface ToolCall {
+  /** The tool's name, e.g. "python" (required). */
+  tool: string;
+  /** A shell command (/bin/sh -c), or */
+  command?: string;
+  /** an argv: exactly one of the two (classify needs neither). */
+  argv?: string[];
+  env?: Record<string, string>;
+  /** Guest path -> content, written before the command runs. */
+  files?: Record<string, string | Buffer | Uint8Array>;
+  cwd?: string;
+  user?: string;
+  stdin?: string | Buffer | Uint8Array;
+  /** Guest paths the call says it writes. */
+  writes?: string[];
+  /** Hosts/CIDRs it asks to reach (each must be in its tier's "network" list). */
+  network?: string[];
+  /** Free-form, e.g. "pii". */
+  labels?: string[];
+  /** Recorded with every audit record; default "call-<random>". */
+  traceId?: string;
+}
+
+export type Action = 'run' | 'audit' | 'approve' | 'deny';
+
+export interface Decision {
+  /** 0..5 (L0..L5); 5 when no rule matched. */
+  tier: number;
+  action: Action;
+  /** Index of the matching rule; -1: none (denied: fail closed). */
+  ruleIndex: number;
+  rule: string;
+  reason: string;
+}
+
+export class Policy {
+  private constructor();
+  /** Throws InvalidArgumentError "policy: line N: reason". */
+  static parse(json: string | Buffer): Policy;
+  /** Synchronous; "PATH: line N: reason"; NotFoundError for a missing file. */
+  static load(path: string): Policy;
+  static default(): Policy;
+  static readonly defaultJson: string;
+  classify(call: ToolCall): Decision;
+  close(): void;
+}
+
+export interface AuditLogOptions {
+  path: string;
+  /** Default 'fsync'. */
+  durability?: 'fsync' | 'batch' | 'none';
+  /** 'batch' interval; default 100. */
+  batchMs?: number;
+  hmacKey?: string | Buffer | Uint8Array;
+  rotateBytes?: number;
+}
+
+export class AuditLog implements AsyncDisposable {
+  private constructor();
+  static open(opts: AuditLogOptions | string): Promise<AuditLog>;
+  readonly path: string;
+  /** Resolves to the record's seq. fields: an object, or the inner part of a JSON object. */
+  append(event: string, traceId?: string, fields?: Record<string, unknown> | string): Promise<number>;
+  flush(): Promise<void>;
+  close(): void;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+export interface AuditReport {
+  ok: boolean;
+  records: number;
+  /** The first problem ("" when ok). */
+  problem: string;
+}
+
+/** files oldest first (PATH.1, PATH.2, ..., PATH). */
+export function verifyAuditLog(files: string | string[], key?: string | Buffer | Uint8Array): Promise<AuditReport>;
+
+export interface ApprovalDescription {
+  tool: string;
+  text: string;
+  env_keys: string[];
+  cwd: string;
+  user: string;
+  writes: string[];
+  network: string[];
+  labels: string[];
+  /** e.g. "L4". */
+  tier: string;
+  rule: string;
+  trace: string;
+}
+
+export class Approval {
+  private constructor();
+  readonly token: string;
+  readonly description: ApprovalDescription;
+  readonly descriptionJson: string;
+  /** Time left to answer when asked. */
+  readonly deadlineMs: number;
+  /** Date.now() by which an answer must come. */
+  readonly deadline: number;
+  /** NotFoundError when already answered or expired. */
+  approve(who?: string): void;
+  deny(reason?: string, who?: string): void;
+}
+
+export type SecretValue = string | Buffer | Uint8Array | undefined | null;
+
+export interface GateOptions {
+  runtime?: Runtime;
+  /** Default: Policy.default(). */
+  policy?: Policy;
+  audit?: AuditLog;
+  /** Answer at once or later; a throw or a rejected promise denies; none: approve tiers are denied. */
+  approver?: (approval: Approval) => void | Promise<unknown>;
+  /** undefined: not known here (secretsDir and secretsEnvPrefix are asked next). */
+  secrets?: ((name: string) => SecretValue | Promise<SecretValue>) | Record<string, string>;
+  /** How long a call waits for the secrets function; default 30000 (then TimeoutError). */
+  secretTimeoutMs?: number;
+  /** A file per secret: DIR/NAME. */
+  secretsDir?: string;
+  /** The host variable PREFIX+NAME, e.g. "ZTEE_SECRET_". */
+  secretsEnvPrefix?: string;
+  /** Calls without network lease from it. */
+  pool?: Pool;
+  /** Options of the sandboxes the pool does not serve. */
+  sandbox?: Omit<SandboxOptions, 'runtime' | 'templateDir'>;
+}
+
+export interface GateCall<E extends 'utf8' | 'buffer' = 'utf8'> extends ToolCall {
+  /** Chunks as they arrive, scrubbed of secret values (then not collected). */
+  onStdout?: (data: E extends 'buffer' ? Buffer : string) => void;
+  onStderr?: (data: E extends 'buffer' ? Buffer : string) => void;
+  /** Aborting ends the call (approval wait, secret lookup or command); rejects with signal.reason. */
+  signal?: AbortSignal;
+  encoding?: E;
+}
+
+export class CallResult<E extends 'utf8' | 'buffer' = 'utf8'> {
+  private constructor();
+  /** false: denied (see denial). */
+  readonly ran: boolean;
+  readonly decision: Decision;
+  readonly denial: string;
+  readonly approvedBy: string;
+  readonly sandboxId: string;
+  /** Scrubbed of secret values; null when it did not run. */
+  readonly result: ExecResult<E> | null;
+}
+
+export class Gate implements AsyncDisposable {
+  private constructor();
+  static create(runtime: Runtime, opts?: GateOptions): Promise<Gate>;
+  static create(opts?: GateOptions): Promise<Gate>;
+  readonly runtime: Runtime;
+  call(call: GateCall<'utf8'>): Promise<CallResult<'utf8'>>;
+  call(call: GateCall<'buffer'>): Promise<CallResult<'buffer'>>;
+  approve(token: string, who?: string): void;
+  deny(token: string, reason?: string, who?: string): void;
+  /** No new calls; calls in flight finish, then the gate is freed. */
+  close(): void;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
 export function version(): string;
 export function hasFeature(name: string): boolean;
 export function defaultRuntime(): Promise<Runtime>;
@@ -205,6 +374,12 @@ declare const ztee: {
   Sandbox: typeof Sandbox;
   Pool: typeof Pool;
   ExecResult: typeof ExecResult;
+  Policy: typeof Policy;
+  AuditLog: typeof AuditLog;
+  verifyAuditLog: typeof verifyAuditLog;
+  Gate: typeof Gate;
+  Approval: typeof Approval;
+  CallResult: typeof CallResult;
   version: typeof version;
   hasFeature: typeof hasFeature;
   defaultRuntime: typeof defaultRuntime;
