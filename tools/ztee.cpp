@@ -133,6 +133,9 @@ const char kPoolUsage[] =
     "                  accelerator (default: $ZTEE_ACCEL, else auto: KVM only on\n"
     "                  hardware KVM, else software emulation; `ztee doctor` says\n"
     "                  which this host gets and why)\n"
+    "  --trusted-key PUB.pem, --require-vuln-gate\n"
+    "                  refuse an image not signed by this key (repeatable) / without a\n"
+    "                  passing vulnerability gate verdict (as `ztee run`)\n"
     "  --warm-up CMD   shell command each new sandbox runs once before it is READY\n"
     "                  (default: true); e.g. 'python3 -c pass' if the leases run python\n"
     "  -h, --help      show this help\n"
@@ -471,6 +474,12 @@ int cmd_pool(ArgReader r) {
       if (!err.empty()) return usage_error(err, kPoolUsage);
       if (!parse_u32(*v, popts.sandbox.vcpus) || popts.sandbox.vcpus == 0)
         return usage_error("--vcpus: not a CPU count: " + *v, kPoolUsage);
+    } else if (r.take("--trusted-key", &v, &err)) {
+      if (!err.empty()) return usage_error(err, kPoolUsage);
+      ropts.trusted_keys.push_back(*v);
+    } else if (a == "--require-vuln-gate") {
+      ropts.require_vuln_gate = true;
+      ++r.i;
     } else if (r.take("--accel", &v, &err)) {
       if (!err.empty()) return usage_error(err, kPoolUsage);
       if (!valid_accel(*v)) return usage_error("--accel: expected auto, kvm or tcg, got: " + *v, kPoolUsage);

@@ -32,6 +32,7 @@ struct Image {
   std::string manifest_bytes;
   std::string signature;
   bool has_signature = false;
+  std::string signature_error;  // manifest.json.sig exists but could not be read
   // "vuln_gate" recorded by `ztee image gate`: verdict "pass" or "fail".
   struct VulnGate {
     std::string verdict, report_sha256;

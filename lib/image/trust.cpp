@@ -182,6 +182,9 @@ Result<void> check_image_trust(const Image& img, const TrustPolicy& policy) {
   std::string mpath = img.dir + "/manifest.json";
   if (!policy.keys.empty()) {
     std::string spath = img.dir + "/" + kSignatureFile;
+    if (!img.signature_error.empty())
+      return make_error(Errc::kImage, fmt::format("guest image signature {} cannot be read: {}", spath,
+                                                  img.signature_error));
     if (!img.has_signature)
       return make_error(Errc::kImage,
                         fmt::format("guest image manifest {} is unsigned ({} is missing) and this runtime requires a "
