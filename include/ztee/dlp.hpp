@@ -7,8 +7,10 @@
 //
 // Both run in one pass over the bytes. Detection is Hyperscan in streaming
 // mode, so a match that spans chunk boundaries is found exactly as in one
-// buffer; each match is then checked by a validator (Luhn and issuer ranges,
-// IBAN length and mod-97, SSN ranges, JWT header, ...).
+// buffer. Hyperscan reports where a match ends; its start is recovered by RE2
+// over the bounded window before that end (long patterns: from their opener),
+// and each match is then checked by a validator (Luhn and issuer ranges, IBAN
+// length and mod-97, SSN ranges, JWT header, ...).
 //
 // Typical use on a command's output (the gate and the exec paths):
 //
@@ -64,9 +66,10 @@
 //     (or before finish()) is a finding anyway, marked truncated, covering
 //     the BEGIN line and the next bytes up to the bound (or to the end of the
 //     stream): the mode applies to them, bytes after it are scanned afresh.
-//   - jwt: from "eyJ" (after a non-token byte) for at most ~9.5 KiB, until
-//     the token ends. A base64url JSON blob that is not a JWT is released
-//     when the bound passes or its run ends with no JWT match at the bound.
+//   - jwt: from "eyJ" (after a byte that is not base64url or '.') until the
+//     token's end is matched, at most 16 KiB (kJwtCap). Longer tokens are not
+//     JWT findings; a base64url blob starting "eyJ" that is no JWT is held
+//     until that bound passes (or finish()).
 //   - base64_blob (only when its action is kStrip): a run is known to be a
 //     blob once it is 4097 bytes long, so the window grows to 4098 bytes;
 //     the blob is then held until it ends, at most 1 MiB; a longer run is an
@@ -127,8 +130,9 @@ const char* injection_action_name(InjectionAction a);  // "report", "strip", "fa
 //   gitlab_token    glpat-.
 //   slack_token     xoxa-/xoxb-/xoxp-/xoxr-/xoxs-.
 //   stripe_key      sk_live_/rk_live_/pk_live_.
-//   jwt             header.payload.signature in base64url whose header
-//                   decodes to a JSON object with "alg".
+//   jwt             header.payload.signature in base64url (signature not
+//                   empty) whose header decodes to a JSON object with a
+//                   string "alg".
 //   generic_secret  (opt-in: not in default_detectors()) a 24-128 byte token
 //                   of letters, digits and +/=_- with Shannon entropy >=
 //                   DlpOptions::entropy_bits per byte, at least one digit and

@@ -52,18 +52,22 @@ std::vector<BuiltinDef> make_detectors() {
     p.regex =
         "(?:^|[^A-Za-z0-9._%+\\-])[A-Za-z0-9._%+\\-]{1,64}@[A-Za-z0-9\\-]{1,63}(?:\\.[A-Za-z0-9\\-]{1,40}){0,3}"
         "\\.[A-Za-z]{2,24}(?:[^A-Za-z0-9.\\-]|\\.(?:[^A-Za-z0-9\\-]|$)|$)";
+    p.prefilter =
+        "@[A-Za-z0-9\\-]{1,63}(?:\\.[A-Za-z0-9\\-]{1,40}){0,3}\\.[A-Za-z]{2,24}(?:[^A-Za-z0-9.\\-]|\\.(?:[^A-Za-z0-9\\-]|$)|$)";
     p.check = Check::kEmail;
     p.front = "A-Za-z0-9._%+\\-";
     p.back = "A-Za-z";
     d.push_back({"email", false, {}, false, {p}});
   }
+  PatternDef nanp = token("[^A-Za-z0-9_+\\-.]", "(?:1[ .\\-]?)?(?:\\([0-9]{3}\\) ?|[0-9]{3}[.\\-])[0-9]{3}[.\\-][0-9]{4}",
+                          "[^0-9A-Za-z_\\-.]|\\.(?:[^0-9]|$)", Check::kPhone, "(0-9", kDigits);
+  nanp.prefilter = "(?:\\) ?|[.\\-])[0-9]{3}[.\\-][0-9]{4}(?:[^0-9A-Za-z_\\-.]|\\.(?:[^0-9]|$)|$)";
   d.push_back(
       {"phone", false, {}, false,
        {token("[^A-Za-z0-9_+]", "\\+[1-9][0-9]{7,14}", "[^0-9A-Za-z_]", Check::kPhone, "+", kDigits),
         token("[^A-Za-z0-9_+]", "\\+[1-9][0-9]{0,2}(?:[ .\\-](?:\\([0-9]{1,4}\\)|[0-9]{1,4})){2,6}", "[^0-9A-Za-z_]",
               Check::kPhone, "+", kDigits),
-        token("[^A-Za-z0-9_+\\-.]", "(?:1[ .\\-]?)?(?:\\([0-9]{3}\\) ?|[0-9]{3}[.\\-])[0-9]{3}[.\\-][0-9]{4}",
-              "[^0-9A-Za-z_\\-.]|\\.(?:[^0-9]|$)", Check::kPhone, "(0-9", kDigits)}});
+        nanp}});
   {
     PatternDef p;
     const std::string label = "(?:[A-Z0-9]{1,20} ){0,2}PRIVATE KEY-----";

@@ -27,6 +27,10 @@ inline constexpr uint64_t kJwtCap = 16384;         // jwt: longest token recogni
 
 struct PatternDef {
   std::string regex;
+  // Optional: what Hyperscan scans instead of `regex`, a suffix of it (so it
+  // ends wherever `regex` can end) that is cheaper to run; each of its ends is
+  // then confirmed by RE2 running `regex` over the window before it.
+  std::string prefilter;
   Check check = Check::kNone;
   std::string front = "*";  // bytes a core may start with ("*": any, never trimmed)
   std::string back = "*";   // bytes a core may end with

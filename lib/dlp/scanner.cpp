@@ -171,6 +171,7 @@ struct Pattern {
   Check check = Check::kNone;
   ByteSet front{}, back{};
   uint64_t max_width = 0;
+  bool confirm = false;      // Hyperscan runs a prefilter: RE2 decides
   std::shared_ptr<RE2> re_mid, re_eod;  // short matches and openers found by RE2
 };
 
@@ -234,7 +235,8 @@ Result<void> DlpScannerImpl::add_pattern(int owner, const PatternDef& def, bool 
 
   Pattern p;
   p.owner = owner;
-  p.regex = def.regex;
+  p.regex = def.prefilter.empty() ? def.regex : def.prefilter;
+  p.confirm = !def.prefilter.empty();
   p.hs_flags = flags;
   p.caseless = caseless;
   p.check = def.check;
@@ -529,6 +531,7 @@ bool DlpStreamImpl::recover_start(const Pattern& p, uint64_t to, uint64_t* start
     }
     pos = s + 1;
   }
+  if (p.confirm) return false;  // the prefilter's end is not one of the pattern's
   // Hyperscan and RE2 disagree about this match: a caller regex outside the
   // syntax both read alike. Keep the whole window: fail safe.
   *start = lo;

@@ -1,0 +1,231 @@
+// ztee-bench-dlp: throughput of the output DLP scanner.
+//
+// Generates a mixed log (log lines, JSON records, code, base64 runs under
+// 4 KiB, with findings -- e-mails, cards, IBANs, SSNs, phones, AWS and
+// GitHub tokens, JWTs -- planted about every 2 KiB), scans it streamed in
+// 4 KiB and 64 KiB chunks with the default detector set (best of --runs),
+// and compares with a baseline measured in the same run: Python's `re`
+// (/usr/bin/python3) running the same patterns and validators over the same
+// bytes (benchmarks/bench_dlp_baseline.py; only its scan is timed). Also
+// reports the default detectors plus the shipped injection rules.
+//
+// Usage: ztee-bench-dlp [--mib N (256)] [--runs N (3)] [--no-baseline]
+// No VM, no root.
+#include <ztee/dlp.hpp>
+
+#include "bench_common.hpp"
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+using namespace ztee;
+using namespace ztee::bench;
+
+namespace {
+
+struct Rng {
+  uint64_t s;
+  uint64_t next() {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    return s;
+  }
+  size_t below(size_t n) { return static_cast<size_t>(next() % n); }
+};
+
+const char kAlnum[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+const char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+void rand_chars(Rng& r, std::string& out, const char* alphabet, size_t alen, size_t n) {
+  for (size_t i = 0; i < n; ++i) out += alphabet[r.below(alen)];
+}
+
+std::string luhn_card(Rng& r, const std::string& prefix, size_t len) {
+  std::string s = prefix;
+  while (s.size() < len - 1) s += static_cast<char>('0' + r.below(10));
+  int sum = 0;
+  bool dbl = true;
+  for (size_t i = s.size(); i-- > 0;) {
+    int v = s[i] - '0';
+    if (dbl) v = v * 2 > 9 ? v * 2 - 9 : v * 2;
+    sum += v;
+    dbl = !dbl;
+  }
+  s += static_cast<char>('0' + (10 - sum % 10) % 10);
+  return s;
+}
+
+std::string finding(Rng& r, int kind) {
+  std::string s;
+  switch (kind) {
+    case 0: return fmt::format("user{}@example{}.com", r.below(100000), r.below(100));
+    case 1: {
+      std::string c = luhn_card(r, "4", 16);
+      return c.substr(0, 4) + " " + c.substr(4, 4) + " " + c.substr(8, 4) + " " + c.substr(12, 4);
+    }
+    case 2: return luhn_card(r, "5" + std::to_string(1 + r.below(5)), 16);
+    case 3: {  // DE IBAN with a computed check
+      std::string bban;
+      for (int i = 0; i < 18; ++i) bban += static_cast<char>('0' + r.below(10));
+      std::string t = bban + "131400";  // "DE00" rearranged: D=13 E=14
+      int rem = 0;
+      for (char c : t) rem = (rem * 10 + (c - '0')) % 97;
+      return fmt::format("DE{:02d}{}", 98 - rem, bban);
+    }
+    case 4: return fmt::format("{:03d}-{:02d}-{:04d}", 100 + r.below(500), 1 + r.below(98), 1 + r.below(9998));
+    case 5: return fmt::format("({}) 555-{:04d}", 200 + r.below(700), r.below(10000));
+    case 6: s = "AKIA"; rand_chars(r, s, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 32, 16); return s;
+    case 7: s = "ghp_"; rand_chars(r, s, kAlnum, 62, 36); return s;
+    default:
+      s = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwiaWF0IjoxNTE2MjM5MDIyfQ.";
+      rand_chars(r, s, kAlnum, 62, 43);
+      return s;
+  }
+}
+
+// About `bytes` of mixed output; `planted` counts the findings put in.
+std::string generate(size_t bytes, size_t* planted) {
+  Rng r{0x9e3779b97f4a7c15ull};
+  std::string d;
+  d.reserve(bytes + 8192);
+  static const char* code[] = {
+      "    for (size_t i = 0; i < n; ++i) sum += v[i] * w[i];\n",
+      "def parse(line):\n    key, _, value = line.partition('=')\n    return key.strip(), value.strip()\n",
+      "    if (rc != 0) { fprintf(stderr, \"read failed: %s\\n\", strerror(errno)); return -1; }\n",
+      "import os, sys\nfrom pathlib import Path\nROOT = Path(__file__).resolve().parent\n",
+      "  const auto it = map.find(key);\n  if (it == map.end()) return std::nullopt;\n",
+  };
+  static const char* levels[] = {"INFO", "DEBUG", "WARN", "ERROR"};
+  static const char* paths[] = {"/api/v1/items", "/api/v1/users", "/healthz", "/static/app.js", "/api/v2/orders"};
+  size_t next_plant = 2048;
+  *planted = 0;
+  while (d.size() < bytes) {
+    switch (r.below(10)) {
+      case 0: case 1: case 2: case 3:
+        d += fmt::format("2024-03-{:02d}T{:02d}:{:02d}:{:02d}.{:03d}Z {} svc=api req={:016x} path={}/{} took={}ms status={}\n",
+                         1 + r.below(28), r.below(24), r.below(60), r.below(60), r.below(1000), levels[r.below(4)],
+                         r.next(), paths[r.below(5)], r.below(100000), r.below(2000), r.below(2) ? 200 : 404);
+        break;
+      case 4: case 5:
+        d += fmt::format("{{\"id\":{},\"user\":\"u{}\",\"ts\":{},\"items\":[{},{},{}],\"ok\":true,\"note\":\"order shipped\"}}\n",
+                         r.below(10000000), r.below(100000), 1700000000000ull + r.below(1000000000), r.below(1000),
+                         r.below(1000), r.below(1000));
+        break;
+      case 6: case 7:
+        d += code[r.below(5)];
+        break;
+      case 8: {
+        size_t lines = 1 + r.below(8);  // runs well under 4 KiB
+        for (size_t i = 0; i < lines; ++i) {
+          rand_chars(r, d, kB64, 64, 76);
+          d += '\n';
+        }
+        break;
+      }
+      default:
+        d += "The quick brown fox jumps over the lazy dog; nothing to see in this sentence, really.\n";
+    }
+    if (d.size() >= next_plant) {
+      d += "value: " + finding(r, static_cast<int>(r.below(9))) + "\n";
+      ++*planted;
+      next_plant = d.size() + 2048;
+    }
+  }
+  return d;
+}
+
+struct Pass {
+  double mb_s = 0;
+  size_t findings = 0;
+  size_t anomalies = 0;
+  size_t out_bytes = 0;
+};
+
+Pass scan_streamed(const DlpScanner& s, const std::string& data, size_t chunk, int runs) {
+  Pass best;
+  for (int i = 0; i < runs; ++i) {
+    auto st = s.open("stdout");
+    if (!st) die("open: " + st.error().message);
+    size_t out = 0;
+    uint64_t t0 = now_ns();
+    for (size_t at = 0; at < data.size(); at += chunk)
+      out += st->feed(std::string_view(data).substr(at, chunk)).size();
+    out += st->finish().size();
+    double secs = static_cast<double>(now_ns() - t0) / 1e9;
+    double mbs = static_cast<double>(data.size()) / 1e6 / secs;
+    if (mbs > best.mb_s) best = {mbs, st->findings().size(), st->anomalies().size(), out};
+  }
+  return best;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  long mib = arg_long(argc, argv, "--mib", 256);
+  int runs = static_cast<int>(arg_long(argc, argv, "--runs", 3));
+  if (mib <= 0 || runs <= 0) die("--mib and --runs take a positive number");
+  size_t planted = 0;
+  uint64_t tg = now_ns();
+  std::string data = generate(static_cast<size_t>(mib) << 20, &planted);
+  std::fprintf(stderr, "generated %.1f MiB (%zu findings planted) in %.1f s\n", data.size() / 1048576.0, planted,
+               ms_since(tg) / 1000);
+
+  for (int i = 1; i + 1 < argc; ++i)  // --save PATH: keep the generated data (for profiling)
+    if (std::string_view(argv[i]) == "--save") {
+      std::ofstream f(argv[i + 1], std::ios::binary);
+      f.write(data.data(), static_cast<std::streamsize>(data.size()));
+    }
+
+  DlpOptions dlp_only;
+  dlp_only.injection = false;
+  uint64_t tc = now_ns();
+  auto s = DlpScanner::create(dlp_only);
+  if (!s) die("create: " + s.error().message);
+  double compile_ms = ms_since(tc);
+  auto both = DlpScanner::create(DlpOptions{});
+  if (!both) die("create: " + both.error().message);
+
+  Pass p64 = scan_streamed(*s, data, 64 << 10, runs);
+  Pass p4 = scan_streamed(*s, data, 4 << 10, runs);
+  Pass pi = scan_streamed(*both, data, 64 << 10, runs);
+  std::fprintf(stderr, "default detectors: %zu findings (planted %zu), hold-back %zu bytes, compile %.0f ms\n",
+               p64.findings, planted, s->hold_back_bytes(), compile_ms);
+  std::fprintf(stderr, "with injection rules: %zu findings, %zu anomalies\n", pi.findings, pi.anomalies);
+  if (p64.findings < planted) die("fewer findings than planted: the scanner missed some");
+
+  std::optional<double> py;
+  if (!arg_flag(argc, argv, "--no-baseline")) {
+    std::string path = fmt::format("/tmp/ztee-bench-dlp-{}.log", ::getpid());
+    {
+      std::ofstream f(path, std::ios::binary);
+      f.write(data.data(), static_cast<std::streamsize>(data.size()));
+      if (!f) die("cannot write " + path);
+    }
+    std::string script = (std::filesystem::path(__FILE__).parent_path() / "bench_dlp_baseline.py").string();
+    std::string cmd = fmt::format("/usr/bin/python3 '{}' '{}'", script, path);
+    std::fprintf(stderr, "baseline: %s (this takes a while)\n", cmd.c_str());
+    FILE* p = ::popen(cmd.c_str(), "r");
+    std::string line;
+    if (p) {
+      char buf[4096];
+      while (std::fgets(buf, sizeof buf, p)) line += buf;
+      ::pclose(p);
+    }
+    std::filesystem::remove(path);
+    size_t k = line.find("\"seconds\":");
+    double secs = k == std::string::npos ? 0 : std::strtod(line.c_str() + k + 10, nullptr);
+    if (secs <= 0) die("baseline failed: " + line);
+    py = static_cast<double>(data.size()) / 1e6 / secs;
+    std::fprintf(stderr, "baseline: %s", line.c_str());
+  }
+
+  std::fprintf(stderr, "64 KiB chunks: %.0f MB/s; 4 KiB chunks: %.0f MB/s; +injection rules (64 KiB): %.0f MB/s\n",
+               p64.mb_s, p4.mb_s, pi.mb_s);
+  print_metric("dlp_scan_64k_mb_s", p64.mb_s, "MB/s", py);
+  print_metric("dlp_scan_4k_mb_s", p4.mb_s, "MB/s", py);
+  print_metric("dlp_injection_scan_64k_mb_s", pi.mb_s, "MB/s");
+  if (py) print_metric("python_re_baseline_mb_s", *py, "MB/s");
+  return 0;
+}
