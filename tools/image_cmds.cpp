@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -547,7 +548,7 @@ Result<Copied> put_blob_bytes(const std::string& layout, std::string_view bytes)
 
 // Copies a file into the layout as a blob, checking it against `want` (if set).
 Result<Copied> put_blob_file(const std::string& layout, const std::string& src, const std::string& want) {
-  std::string tmp = layout + "/blobs/sha256/.incoming";
+  std::string tmp = fmt::format("{}/blobs/sha256/.incoming.{}", layout, ::getpid());
   auto c = copy_hashing(src, tmp);
   if (!c) {
     ::unlink(tmp.c_str());
@@ -707,7 +708,8 @@ int cmd_pull(Args a) {
   simdjson::dom::array layers;
   if (man["layers"].get_array().get(layers)) return refuse("image pull: the OCI manifest has no layers");
 
-  std::filesystem::path outp = std::filesystem::absolute(out);
+  std::filesystem::path outp = std::filesystem::absolute(out).lexically_normal();
+  if (outp.filename().empty()) outp = outp.parent_path();
   std::string tmp = (outp.parent_path() / ("." + outp.filename().string() + ".pull")).string();
   std::error_code ec;
   std::filesystem::remove_all(tmp, ec);
@@ -716,6 +718,11 @@ int cmd_pull(Args a) {
     std::filesystem::remove_all(tmp, ec);
     return rc == kExitRefused ? refuse(msg) : fail(msg);
   };
+  struct Layer {
+    std::string title, hex;
+    uint64_t size = 0;
+  };
+  std::vector<Layer> wanted;
   std::set<std::string> names;
   for (auto l : layers) {
     std::string_view d, title;
@@ -724,11 +731,28 @@ int cmd_pull(Args a) {
         l["annotations"][kTitle].get_string().get(title) || !plain_name(title) || !names.insert(std::string(title)).second ||
         !d.starts_with("sha256:") || d.size() != 71 || d.find_first_not_of("0123456789abcdef", 7) != std::string_view::npos)
       return abort(kExitRefused, "image pull: a layer lacks a sha256 digest, a size or a plain, unique file name title");
-    std::string hex(d.substr(7));
-    auto c = copy_hashing(blob_path(layout, hex), tmp + "/" + std::string(title));
+    wanted.push_back({std::string(title), std::string(d.substr(7)), size});
+  }
+  auto fetch = [&](const Layer& l) -> int {
+    auto c = copy_hashing(blob_path(layout, l.hex), tmp + "/" + l.title);
     if (!c) return abort(kExitError, "image pull: " + c.error().message);
-    if (c->sha256 != hex || c->size != size)
-      return abort(kExitRefused, fmt::format("image pull: blob {} ({}) does not match its digest or size", hex, title));
+    if (c->sha256 != l.hex || c->size != l.size)
+      return abort(kExitRefused, fmt::format("image pull: blob {} ({}) does not match its digest or size", l.hex, l.title));
+    return 0;
+  };
+  // manifest.json first: it says which other files belong to the image.
+  auto mlayer = std::find_if(wanted.begin(), wanted.end(), [](const Layer& l) { return l.title == "manifest.json"; });
+  if (mlayer == wanted.end()) return abort(kExitRefused, "image pull: the OCI manifest has no manifest.json layer");
+  if (int rc = fetch(*mlayer)) return rc;
+  auto listed = detail::load_image_manifest(tmp);
+  if (!listed) return abort(kExitRefused, "image pull: " + listed.error().message);
+  std::set<std::string> allowed = {"manifest.json", detail::kSignatureFile};
+  for (auto [key, art] : artifacts_of(*listed)) allowed.insert(base_name(art->path));
+  for (const auto& l : wanted) {
+    if (l.title == "manifest.json") continue;
+    if (!allowed.count(l.title))
+      return abort(kExitRefused, fmt::format("image pull: layer \"{}\" is not a file of the image's manifest.json", l.title));
+    if (int rc = fetch(l)) return rc;
   }
   // The pulled files must form an intact image before DIR appears.
   auto img = load_and_verify_digests(tmp, false);

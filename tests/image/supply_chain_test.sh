@@ -253,6 +253,26 @@ expect_rc 125 "$ZTEE" image pull --oci layout:v1 --out pulled && expect_err 'exi
 expect_rc 125 "$ZTEE" image pull --oci layout:v9 --out pulled9 && expect_err 'no image tagged "v9"'
 expect_rc 1 "$ZTEE" image pull --oci layout:v1 --out pulled-k2 --key k2.pub && expect_err 'does not verify with any trusted key'
 [ -e pulled-k2 ] && fail "pull: a refused pull left pulled-k2"
+# A layer that is no file of the image's manifest.json: refused.
+/usr/bin/python3 - "$PWD/layout" <<'PY'
+import hashlib, json, sys
+root = sys.argv[1]
+def put(data):
+    h = hashlib.sha256(data).hexdigest()
+    open(f"{root}/blobs/sha256/{h}", "wb").write(data)
+    return {"digest": f"sha256:{h}", "size": len(data)}
+index = json.load(open(f"{root}/index.json"))
+entry = next(m for m in index["manifests"] if m["annotations"]["org.opencontainers.image.ref.name"] == "v2")
+man = json.loads(open(f"{root}/blobs/sha256/{entry['digest'][7:]}", "rb").read())
+man["layers"].append(dict(put(b"#!/bin/sh\n"), mediaType="application/octet-stream",
+                          annotations={"org.opencontainers.image.title": "evil.sh"}))
+desc = put(json.dumps(man).encode())
+index["manifests"].append(dict(entry, digest=desc["digest"], size=desc["size"],
+                               annotations={"org.opencontainers.image.ref.name": "extra"}))
+json.dump(index, open(f"{root}/index.json", "w"))
+PY
+expect_rc 1 "$ZTEE" image pull --oci layout:extra --out pulled4 && expect_err 'layer "evil.sh" is not a file of the image'
+[ -e pulled4 ] && fail "pull: a refused pull left pulled4"
 # A tampered blob in the layout: refused, nothing left behind.
 rootfs_blob=layout/blobs/sha256/$(sha img/rootfs.ext4)
 chmod u+w "$rootfs_blob"; printf 'x' | dd of="$rootfs_blob" bs=1 seek=10 conv=notrunc status=none
