@@ -235,6 +235,16 @@ describe('gate', () => {
     assert.ok(Date.now() - t1 < 1400, 'the abort waited for the approval deadline');
   });
 
+  test('a throwing output callback kills the command and rejects with its error', async () => {
+    const boom = new Error('sink full');
+    const t0 = Date.now();
+    await assert.rejects(gate.call({
+      tool: 'read_file', command: 'echo first; sleep 30; echo never',
+      onStdout: () => { throw boom; },
+    }), (e) => e === boom);
+    assert.ok(Date.now() - t0 < 20000, `the command ran on for ${Date.now() - t0} ms`);
+  });
+
   test('a call in flight keeps a closed gate; later calls are refused', async () => {
     const g = await Gate.create(rt, { pool, policy: Policy.parse(POLICY) });
     const p = g.call({ tool: 'read_file', command: 'sleep 0.3; echo still-here' });
