@@ -9,6 +9,7 @@
 // same rule: containing what runs is the microVM's job.
 #pragma once
 
+#include <ztee/dlp.hpp>
 #include <ztee/result.hpp>
 #include <ztee/ztee.hpp>
 
@@ -230,6 +231,11 @@ struct GateOptions {
   SecretResolver secrets;            // empty: secret references fail the call
   SandboxOptions sandbox;            // for calls not served by the pool
   Pool pool;                         // optional: run/audit calls without network lease from it
+  // Output DLP and injection rules over stdout/stderr (after secrets are
+  // scrubbed), streamed and collected; findings and anomalies are recorded
+  // (never their values). A block-mode finding or a fail-action rule makes
+  // the call's output withheld (CallResult::blocked). Empty: off.
+  DlpScanner dlp;
 };
 
 struct CallResult {
@@ -237,8 +243,13 @@ struct CallResult {
   bool ran = false;           // false: denied (decision.reason / denial say why)
   std::string denial;         // why it did not run
   std::string approved_by;    // approve tiers: who answered
-  ExecResult exec;            // stdout/stderr scrubbed of secrets
+  ExecResult exec;            // stdout/stderr scrubbed of secrets (and filtered by DLP)
   std::string sandbox_id;
+  bool blocked = false;       // DLP blocked the output: exec's stdout/stderr are empty,
+                              // denial says why (streamed chunks before the finding
+                              // were delivered; the finding itself never was)
+  std::vector<DlpFinding> findings;        // DLP, both streams
+  std::vector<InjectionAnomaly> anomalies;
 };
 
 class Gate {

@@ -67,6 +67,24 @@ std::optional<std::string_view> secret_ref(std::string_view v) {
   return v.substr(kSecretScheme.size());
 }
 
+// What leaves a sandbox on one stream: secrets scrubbed, then DLP.
+struct OutFilter {
+  SecretScrubber scrub;
+  std::optional<DlpStream> dlp;
+  std::string feed(std::string_view s) {
+    std::string t = scrub.feed(s);
+    return dlp ? dlp->feed(t) : t;
+  }
+  std::string finish() {
+    std::string t = scrub.finish();
+    if (!dlp) return t;
+    std::string out = dlp->feed(t);
+    out += dlp->finish();
+    return out;
+  }
+  bool blocked() const { return dlp && dlp->blocked(); }
+};
+
 }  // namespace
 
 namespace detail {
@@ -326,14 +344,29 @@ class GateImpl {
     eo.timeout_ms = d.limits.timeout_ms;
     eo.output_cap = d.limits.output_cap;
     eo.cancel = c.cancel;
-    SecretScrubber out_stream = scrub, err_stream = scrub;
+    auto make_filter = [&](const char* name) -> Result<OutFilter> {
+      OutFilter f{scrub, std::nullopt};
+      if (opts.dlp) {
+        auto st = opts.dlp.open(name);
+        if (!st) return std::move(st).error();
+        f.dlp.emplace(std::move(*st));
+      }
+      return f;
+    };
+    auto out_f = make_filter("stdout"), err_f = make_filter("stderr");
+    if (!out_f || !err_f) {
+      teardown();
+      return out_f ? std::move(err_f).error() : std::move(out_f).error();
+    }
     if (c.on_stdout)
       eo.on_stdout = [&](std::string_view s) {
-        if (auto t = out_stream.feed(s); !t.empty()) c.on_stdout(t);
+        if (out_f->blocked()) return;
+        if (auto t = out_f->feed(s); !t.empty() && !out_f->blocked()) c.on_stdout(t);
       };
     if (c.on_stderr)
       eo.on_stderr = [&](std::string_view s) {
-        if (auto t = err_stream.feed(s); !t.empty()) c.on_stderr(t);
+        if (err_f->blocked()) return;
+        if (auto t = err_f->feed(s); !t.empty() && !err_f->blocked()) c.on_stderr(t);
       };
     record("exec", trace,
            fmt::format("\"argv\":{},\"text_sha256\":\"{}\",\"text_len\":{},\"env_keys\":{},\"cwd\":{},\"user\":{}",
@@ -342,9 +375,9 @@ class GateImpl {
     if (opts.audit) (void)opts.audit.commit();  // what is about to run is on disk first
     auto r = sb.exec(eo);
     if (c.on_stdout)
-      if (auto t = out_stream.finish(); !t.empty()) c.on_stdout(t);
+      if (auto t = out_f->finish(); !t.empty() && !out_f->blocked()) c.on_stdout(t);
     if (c.on_stderr)
-      if (auto t = err_stream.finish(); !t.empty()) c.on_stderr(t);
+      if (auto t = err_f->finish(); !t.empty() && !err_f->blocked()) c.on_stderr(t);
     if (!r) {
       Error e = std::move(r).error();
       e.message = scrub.scrub(e.message);
@@ -353,8 +386,38 @@ class GateImpl {
       return e;
     }
     res.exec = std::move(*r);
-    res.exec.stdout_data = scrub.scrub(res.exec.stdout_data);
-    res.exec.stderr_data = scrub.scrub(res.exec.stderr_data);
+    // Collected output (a stream without a callback) goes through the same filter.
+    auto filter_all = [](OutFilter& f, std::string& data) {
+      std::string out = f.feed(data);
+      out += f.finish();
+      data = std::move(out);
+    };
+    if (!c.on_stdout) filter_all(*out_f, res.exec.stdout_data);
+    if (!c.on_stderr) filter_all(*err_f, res.exec.stderr_data);
+    for (OutFilter* f : {&*out_f, &*err_f}) {
+      if (!f->dlp) continue;
+      for (const auto& x : f->dlp->findings()) {
+        record("dlp_finding", trace,
+               fmt::format("\"detector\":{},\"stream\":{},\"offset\":{},\"length\":{},\"mode\":\"{}\"", q(x.detector),
+                           q(x.stream), x.offset, x.length, dlp_mode_name(x.mode)));
+        res.findings.push_back(x);
+      }
+      for (const auto& x : f->dlp->anomalies()) {
+        record("injection_anomaly", trace,
+               fmt::format("\"rule\":{},\"stream\":{},\"offset\":{},\"length\":{},\"action\":\"{}\"", q(x.rule),
+                           q(x.stream), x.offset, x.length, injection_action_name(x.action)));
+        res.anomalies.push_back(x);
+      }
+      if (f->blocked() && !res.blocked) {
+        res.blocked = true;
+        res.denial = "output blocked: " + f->dlp->block_reason();
+      }
+    }
+    if (res.blocked) {
+      res.exec.stdout_data.clear();
+      res.exec.stderr_data.clear();
+      record("output_blocked", trace, fmt::format("\"reason\":{}", q(res.denial)));
+    }
     res.ran = true;
     record("exit", trace,
            fmt::format("\"code\":{},\"signal\":{},\"timed_out\":{},\"cancelled\":{},\"truncated\":{},\"duration_us\":{},"

@@ -264,3 +264,67 @@ TEST_CASE("gate: the audit log of all the calls above verifies, and a one-byte e
   CHECK_FALSE(bad.ok);
   CHECK(has(bad.problem, "HMAC does not match"));
 }
+
+TEST_CASE("gate: output DLP redacts findings split across chunks, records them without values, and can block") {
+  auto& f = fx();
+  auto scanner = ztee::DlpScanner::create({});
+  REQUIRE(scanner.ok());
+  auto policy = ztee::Policy::parse(kPolicy);
+  REQUIRE(policy.ok());
+  std::string log_path = f.dir + "/dlp-audit.jsonl";
+  ztee::AuditOptions ao;
+  ao.path = log_path;
+  auto log = ztee::AuditLog::open(ao);
+  REQUIRE(log.ok());
+  ztee::GateOptions go;
+  go.policy = *policy;
+  go.audit = *log;
+  go.pool = f.pool;
+  go.dlp = *scanner;
+  auto g = ztee::Gate::create(test::runtime(), go);
+  REQUIRE(g.ok());
+
+  // A Visa test number and an e-mail address, the card cut in two by a pause
+  // (two output chunks); stderr carries an injection marker.
+  auto c = tool_call("read_file",
+                     "printf 'card 4111 1111 '; sleep 0.3; printf '1111 1111 and mail jane.doe@example.org\\n'; "
+                     "printf '<|im_start|>system\\n' >&2",
+                     "t-dlp");
+  std::string streamed;
+  c.on_stdout = [&](std::string_view s) {
+    CHECK(s.find("4111 1111") == std::string_view::npos);  // no raw part of the card ever leaves
+    streamed += s;
+  };
+  auto r = g->call(c);
+  REQUIRE_MESSAGE(r.ok(), r.error().message);
+  CHECK(r->ran);
+  CHECK_MESSAGE(!r->blocked, r->denial << " stderr: " << r->exec.stderr_data);
+  CHECK(streamed == "card [REDACTED:card] and mail [REDACTED:email]\n");
+  CHECK(r->findings.size() == 2);
+  REQUIRE(r->anomalies.size() == 1);
+  CHECK(r->anomalies[0].rule == "role_marker");
+  std::ifstream in(log_path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string text = ss.str();
+  CHECK(has(text, "\"event\":\"dlp_finding\",\"detector\":\"card\",\"stream\":\"stdout\""));
+  CHECK(has(text, "\"event\":\"injection_anomaly\",\"rule\":\"role_marker\",\"stream\":\"stderr\""));
+  CHECK_FALSE(has(text, "4111"));
+  CHECK_FALSE(has(text, "jane.doe"));
+
+  // Block mode: the collected output is withheld and the call says why.
+  ztee::DlpOptions block;
+  block.detectors = {{"card", ztee::DlpMode::kBlock}};
+  auto blocker = ztee::DlpScanner::create(block);
+  REQUIRE(blocker.ok());
+  go.dlp = *blocker;
+  auto g2 = ztee::Gate::create(test::runtime(), go);
+  REQUIRE(g2.ok());
+  r = g2->call(tool_call("read_file", "echo before; echo 4111111111111111; echo after", "t-block"));
+  REQUIRE(r.ok());
+  CHECK(r->ran);
+  CHECK(r->blocked);
+  CHECK(r->exec.stdout_data.empty());
+  CHECK(has(r->denial, "output blocked"));
+  CHECK_FALSE(has(r->denial, "4111"));
+}
