@@ -253,6 +253,15 @@ describe('gate', () => {
     assert.equal(r.result.stdout, 'still-here\n');
     await assert.rejects(g.call({ tool: 'read_file', command: 'true' }), ClosedError);
     assert.throws(() => g.approve('x', 'y'), ClosedError);
+    // An approval of a call in flight can still be answered after close().
+    const g2 = await Gate.create(rt, {
+      pool, policy: Policy.parse(POLICY), approver: (a) => sleep(300).then(() => a.approve('after-close')),
+    });
+    const p2 = g2.call({ tool: 'shell', command: 'echo approved' });
+    g2.close();
+    const r2 = await p2;
+    assert.equal(r2.approvedBy, 'after-close', r2.denial);
+    assert.equal(r2.result.stdout, 'approved\n');
   });
 });
 

@@ -15,6 +15,7 @@
 
 #include <ztee.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -1686,6 +1687,7 @@ struct SecretReq {
 
 struct GateCallCtx : std::enable_shared_from_this<GateCallCtx> {
   AddonData* data = nullptr;
+  const void* owner = nullptr;                    // the GateHandle the call runs on
   ExecCtx out;                                    // streamed output, as an exec's
   napi_ref approver = nullptr, secret = nullptr;  // JS thread only
   uint32_t secret_timeout_ms = 30000;
@@ -2046,6 +2048,7 @@ class Gate : public Napi::ObjectWrap<Gate> {
     try {
       job->spec.parse(env, opts_arg(info, 0), true);
       c.data = data_of(env);
+      c.owner = h_.get();
       c.out.data = c.data;
       c.secret_timeout_ms = secret_timeout_ms_;
       if (info.Length() > 1 && info[1].IsObject()) {
@@ -2092,7 +2095,26 @@ class Gate : public Napi::ObjectWrap<Gate> {
       who = opt(2, "who");
     }
     ztee_gate* g = h_->enter();
-    if (g == nullptr) throw make_error(env, Failure{ZTEE_E_CLOSED, 0, "the gate was closed"});
+    if (g == nullptr) {
+      // Closed, but a call still in flight on it may wait for this answer.
+      bool found = false;
+      ztee_status s = ZTEE_OK;
+      Failure f;
+      core_->each_call([&](GateCallCtx& c) {
+        std::lock_guard<std::mutex> l(c.mu);
+        if (found || c.owner != h_.get() || c.gate == nullptr ||
+            std::find(c.tokens.begin(), c.tokens.end(), token) == c.tokens.end()) {
+          return;
+        }
+        found = true;
+        s = approve ? ztee_gate_approve(c.gate, token.c_str(), c_str(who))
+                    : ztee_gate_deny(c.gate, token.c_str(), c_str(reason), c_str(who));
+        if (s != ZTEE_OK) f = capture(s);
+      });
+      if (!found) throw make_error(env, Failure{ZTEE_E_CLOSED, 0, "the gate was closed"});
+      if (s != ZTEE_OK) throw make_error(env, f);
+      return env.Undefined();
+    }
     ztee_status s = approve ? ztee_gate_approve(g, token.c_str(), c_str(who))
                             : ztee_gate_deny(g, token.c_str(), c_str(reason), c_str(who));
     Failure f;
