@@ -14,7 +14,6 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
-#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -22,6 +21,7 @@
 #include "agent/json.hpp"
 #include "image/image.hpp"
 #include "image/trust.hpp"
+#include "image/vuln_gate.hpp"
 #include "io/fd.hpp"
 
 namespace ztee::cli {
@@ -340,24 +340,6 @@ int cmd_verify(Args a) {
 
 // ---- gate ---------------------------------------------------------------------
 
-int severity_rank(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (s == "low") return 1;
-  if (s == "medium") return 2;
-  if (s == "high") return 3;
-  if (s == "critical") return 4;
-  return 0;  // negligible, unknown, anything else: never blocks
-}
-
-bool valid_date(const std::string& d) {
-  int y, m, day;
-  char tail;
-  if (d.size() != 10 || d[4] != '-' || d[7] != '-' || std::sscanf(d.c_str(), "%4d-%2d-%2d%c", &y, &m, &day, &tail) != 3)
-    return false;
-  static const int kDays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  return y >= 1970 && m >= 1 && m <= 12 && day >= 1 && day <= kDays[m - 1];
-}
-
 std::string today_utc() {
   std::time_t t = std::time(nullptr);
   std::tm tm{};
@@ -366,10 +348,6 @@ std::string today_utc() {
   std::strftime(buf, sizeof buf, "%Y-%m-%d", &tm);
   return buf;
 }
-
-struct Finding {
-  std::string id, pkg, severity;
-};
 
 int cmd_gate(Args a) {
   std::string dir, report, max_sev, allow;
@@ -385,107 +363,55 @@ int cmd_gate(Args a) {
   }
   if (dir.empty() || report.empty() || max_sev.empty())
     return usage("image gate: needs DIR, --report REPORT.json and --max-severity LEVEL");
-  int threshold = severity_rank(max_sev);
+  int threshold = detail::severity_rank(max_sev);
   if (threshold == 0) return usage("image gate: --max-severity: expected low, medium, high or critical, got " + max_sev);
   auto img = detail::load_image_manifest(dir);
   if (!img) return fail(img.error().message);
-
   auto text = detail::read_file_limited(report, 256u << 20);
   if (!text) return fail("image gate: report " + text.error().message);
-  simdjson::dom::parser parser;
-  simdjson::dom::element doc;
-  if (auto e = parser.parse(simdjson::padded_string(*text)).get(doc))
-    return fail(fmt::format("image gate: report {} is not valid JSON ({})", report, simdjson::error_message(e)));
-  std::vector<Finding> findings;
-  std::string scanner;
-  simdjson::dom::array arr;
-  std::string_view sv;
-  if (!doc["Results"].get_array().get(arr)) {
-    scanner = "trivy";
-    for (auto res : arr) {
-      simdjson::dom::array vulns;
-      if (res["Vulnerabilities"].get_array().get(vulns)) continue;  // absent or null: nothing found
-      for (auto v : vulns) {
-        Finding f;
-        if (v["VulnerabilityID"].get_string().get(sv) || sv.empty())
-          return fail(fmt::format("image gate: report {}: a Trivy finding lacks \"VulnerabilityID\"", report));
-        f.id = sv;
-        if (!v["PkgName"].get_string().get(sv)) f.pkg = sv;
-        if (!v["Severity"].get_string().get(sv)) f.severity = sv;
-        findings.push_back(std::move(f));
-      }
-    }
-  } else if (!doc["matches"].get_array().get(arr)) {
-    scanner = "grype";
-    for (auto m : arr) {
-      Finding f;
-      if (m["vulnerability"]["id"].get_string().get(sv) || sv.empty())
-        return fail(fmt::format("image gate: report {}: a Grype match lacks \"vulnerability.id\"", report));
-      f.id = sv;
-      if (!m["vulnerability"]["severity"].get_string().get(sv)) f.severity = sv;
-      if (!m["artifact"]["name"].get_string().get(sv)) f.pkg = sv;
-      findings.push_back(std::move(f));
-    }
-  } else {
-    return fail(fmt::format("image gate: report {} is neither a Trivy JSON report (\"Results\") nor a Grype JSON "
-                            "report (\"matches\"): run `trivy ... --format json` or `grype ... -o json`",
-                            report));
-  }
-
-  struct AllowEntry {
-    std::string reason, expires;
-  };
-  std::map<std::string, AllowEntry> allows;
-  std::string today = today_utc();
+  auto parsed = detail::parse_vuln_report(*text);
+  if (!parsed) return fail(fmt::format("image gate: report {}: {}", report, parsed.error().message));
+  std::vector<detail::AllowEntry> allows;
   if (!allow.empty()) {
     auto atext = detail::read_file_limited(allow, 16u << 20);
     if (!atext) return fail("image gate: allow-list " + atext.error().message);
-    simdjson::dom::parser ap;
-    simdjson::dom::array entries;
-    if (ap.parse(simdjson::padded_string(*atext)).get_array().get(entries))
-      return fail(fmt::format("image gate: allow-list {} must be a JSON array of {{\"id\", \"reason\", \"expires\"}}", allow));
-    size_t n = 0;
-    for (auto e : entries) {
-      ++n;
-      std::string_view id, reason, expires;
-      if (e["id"].get_string().get(id) || id.empty() || e["reason"].get_string().get(reason) || reason.empty() ||
-          e["expires"].get_string().get(expires) || !valid_date(std::string(expires)))
-        return fail(fmt::format("image gate: allow-list {} entry #{} needs \"id\", a non-empty \"reason\" and "
-                                "\"expires\": \"YYYY-MM-DD\"",
-                                allow, n));
-      allows[std::string(id)] = {std::string(reason), std::string(expires)};
-    }
+    auto entries = detail::parse_allow_list(*atext);
+    if (!entries) return fail(fmt::format("image gate: allow-list {}: {}", allow, entries.error().message));
+    allows = std::move(*entries);
   }
-
-  std::set<std::string> blocking, allowed;
-  for (const auto& f : findings) {
-    int rank = severity_rank(f.severity);
-    if (rank < threshold) continue;
-    auto it = allows.find(f.id);
-    if (it != allows.end() && it->second.expires >= today) {
-      if (allowed.insert(f.id).second)
+  std::string today = today_utc();
+  detail::GateDecision decision = detail::decide_gate(*parsed, allows, threshold, today);
+  for (const auto& l : decision.lines) {
+    const auto& f = l.finding;
+    switch (l.kind) {
+      case detail::GateDecision::Line::kAllow:
         std::printf("ALLOW %s (%s, %s): %s (until %s)\n", f.id.c_str(), f.pkg.c_str(), f.severity.c_str(),
-                    it->second.reason.c_str(), it->second.expires.c_str());
-      continue;
+                    l.reason.c_str(), l.expires.c_str());
+        break;
+      case detail::GateDecision::Line::kExpired:
+        std::printf("EXPIRED allow-list entry for %s expired on %s: it no longer allows\n", f.id.c_str(),
+                    l.expires.c_str());
+        break;
+      case detail::GateDecision::Line::kBlock:
+        std::printf("BLOCK %s (%s, %s)\n", f.id.c_str(), f.pkg.c_str(), f.severity.c_str());
+        break;
     }
-    if (it != allows.end())
-      std::printf("EXPIRED allow-list entry for %s expired on %s: it no longer allows\n", f.id.c_str(),
-                  it->second.expires.c_str());
-    if (blocking.insert(f.id).second)
-      std::printf("BLOCK %s (%s, %s)\n", f.id.c_str(), f.pkg.c_str(), f.severity.c_str());
   }
-  bool pass = blocking.empty();
-  auto list = [](const std::set<std::string>& s) {
+  bool pass = decision.pass();
+  auto list = [](const std::vector<std::string>& v) {
     std::string o = "[";
-    for (const auto& x : s) o += (o.size() > 1 ? "," : "") + json_quote(x);
+    for (const auto& x : v) o += (o.size() > 1 ? "," : "") + json_quote(x);
     return o + "]";
   };
+  const std::string& scanner = parsed->scanner;
+  size_t nfindings = parsed->findings.size();
   std::string lower = max_sev;
   for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   std::string gate = fmt::format(
       "{{\"verdict\":\"{}\",\"scanner\":\"{}\",\"report_sha256\":\"{}\",\"max_severity\":\"{}\",\"findings\":{},"
       "\"blocking\":{},\"allowed\":{},\"date\":\"{}\"}}",
-      pass ? "pass" : "fail", scanner, sha256_hex(*text), lower, findings.size(), list(blocking), list(allowed), today);
+      pass ? "pass" : "fail", scanner, sha256_hex(*text), lower, nfindings, list(decision.blocking),
+      list(decision.allowed), today);
   auto updated = manifest_with(*img, "vuln_gate", gate);
   if (!updated) return fail(updated.error().message);
   if (auto r = write_atomic(dir + "/manifest.json", *updated); !r) return fail(r.error().message);
@@ -493,7 +419,8 @@ int cmd_gate(Args a) {
   bool had_sig = ::unlink(spath.c_str()) == 0;
   std::printf("%s: %zu findings from %s, %zu at or above %s not allowed, %zu allowed; verdict %s recorded in "
               "%s/manifest.json\n",
-              pass ? "PASS" : "FAIL", findings.size(), scanner.c_str(), blocking.size(), lower.c_str(), allowed.size(),
+              pass ? "PASS" : "FAIL", nfindings, scanner.c_str(), decision.blocking.size(), lower.c_str(),
+              decision.allowed.size(),
               pass ? "pass" : "fail", dir.c_str());
   if (had_sig)
     std::printf("manifest.json changed: its old signature %s was removed; sign it again (`ztee image sign`)\n",

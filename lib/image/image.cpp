@@ -52,15 +52,30 @@ Result<Image> load_image_manifest(const std::string& dir) {
   struct stat st{};
   if (::stat(dir.c_str(), &st) != 0)
     return image_error(fmt::format("guest image not found at {}: {}", dir, kBuildHint), errno);
-  Image img;
-  img.dir = dir;
   // Parsed from the bytes read once: a signature check covers exactly what was parsed.
   auto bytes = read_file_limited(mpath, 1 << 20);
   if (!bytes && bytes.error().code == Errc::kInvalidArgument)
     return image_error(fmt::format("guest image manifest {} is larger than 1 MiB: {}", mpath, kBuildHint));
   if (!bytes)
     return image_error(fmt::format("guest image manifest {} is missing or unreadable: {}", mpath, kBuildHint), ENOENT);
-  img.manifest_bytes = std::move(*bytes);
+  auto parsed = parse_image_manifest(dir, std::move(*bytes));
+  if (!parsed) return parsed;
+  Image img = std::move(*parsed);
+  auto sig = read_file_limited(dir + "/manifest.json.sig", 64 << 10);
+  if (sig) {
+    img.signature = std::move(*sig);
+    img.has_signature = true;
+  } else if (sig.error().code != Errc::kNotFound) {
+    img.signature_error = sig.error().message;  // only matters to a runtime that checks signatures
+  }
+  return img;
+}
+
+Result<Image> parse_image_manifest(const std::string& dir, std::string bytes) {
+  std::string mpath = dir + "/manifest.json";
+  Image img;
+  img.dir = dir;
+  img.manifest_bytes = std::move(bytes);
   simdjson::dom::parser parser;
   simdjson::dom::element doc;
   if (auto perr = parser.parse(simdjson::padded_string(img.manifest_bytes)).get(doc))
@@ -104,13 +119,6 @@ Result<Image> load_image_manifest(const std::string& dir) {
       return image_error(fmt::format("guest image manifest {}: \"vuln_gate\" needs a verdict \"pass\" or \"fail\": run "
                                      "`ztee image gate` again",
                                      mpath));
-  }
-  auto sig = read_file_limited(dir + "/manifest.json.sig", 64 << 10);
-  if (sig) {
-    img.signature = std::move(*sig);
-    img.has_signature = true;
-  } else if (sig.error().code != Errc::kNotFound) {
-    img.signature_error = sig.error().message;  // only matters to a runtime that checks signatures
   }
   return img;
 }

@@ -61,8 +61,10 @@ Result<TemplateManifest> load_template_manifest(const std::string& dir);
 // Writes dir/template.json atomically.
 Result<void> write_template_manifest(const std::string& dir, const TemplateManifest& t);
 
-// Reads DIR/manifest.json. Errors name the path and the fix.
+// Reads DIR/manifest.json (and manifest.json.sig if present). Errors name the path and the fix.
 Result<Image> load_image_manifest(const std::string& dir);
+// The manifest part of load_image_manifest: bytes as read from DIR/manifest.json.
+Result<Image> parse_image_manifest(const std::string& dir, std::string bytes);
 
 // Reads a whole file of at most max bytes (larger: kInvalidArgument).
 Result<std::string> read_file_limited(const std::string& path, size_t max);
