@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -28,21 +29,22 @@ using namespace ztee;
 
 namespace {
 
-const std::string& tmp() {
-  static std::string dir = [] {
+// The test's scratch directory (image copies, keys, the runtime's state),
+// removed at exit.
+struct Scratch {
+  std::string path;
+  Scratch() {
     char t[] = "/tmp/ztee-image-test.XXXXXX";
-    REQUIRE(::mkdtemp(t) != nullptr);
-    return std::string(t);
-  }();
-  return dir;
-}
-
-struct Cleanup {
-  ~Cleanup() {
-    std::error_code ec;
-    if (!tmp().empty()) fs::remove_all(tmp(), ec);
+    if (::mkdtemp(t) == nullptr) std::abort();
+    path = t;
   }
-} cleanup_at_exit;
+  ~Scratch() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+} scratch;
+
+const std::string& tmp() { return scratch.path; }
 
 std::string read(const std::string& p) {
   std::ifstream in(p, std::ios::binary);
