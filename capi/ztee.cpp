@@ -156,7 +156,10 @@ constexpr size_t kPoolStatsSizes[] = {kPoolStatsV1};
 // 0.5: the control plane's structs (one layout each so far).
 constexpr size_t kToolCallSizes[] = {sizeof(ztee_tool_call)};
 constexpr size_t kAuditOptionsSizes[] = {sizeof(ztee_audit_options)};
-constexpr size_t kGateOptionsSizes[] = {sizeof(ztee_gate_options)};
+// The gate options before output DLP (dlp, dlp_block) were appended.
+constexpr size_t kGateOptionsV1 = offsetof(ztee_gate_options, dlp);
+static_assert(kGateOptionsV1 == offsetof(ztee_gate_options, pool) + sizeof(ztee_pool*), "gate options v1 layout");
+constexpr size_t kGateOptionsSizes[] = {kGateOptionsV1, sizeof(ztee_gate_options)};
 
 // A struct larger than this libztee's comes from a caller built against a
 // newer ztee.h; at most this many bytes of it are looked at.
@@ -1206,6 +1209,21 @@ ztee_status ztee_gate_create(ztee_runtime* rt, const ztee_gate_options* opts, zt
         return ztee::make_error(ztee::Errc::kNotFound, misses);
       };
     }
+    if (o.dlp || o.dlp_block_count) {
+      if (o.dlp_block_count && !o.dlp_block) return invalid("ztee_gate_create: dlp_block is NULL with a count");
+      ztee::DlpOptions dopts;
+      for (size_t i = 0; i < o.dlp_block_count; ++i) {
+        if (!o.dlp_block[i]) return invalid("ztee_gate_create: dlp_block has a NULL entry");
+        std::string name = o.dlp_block[i];
+        auto it = std::find_if(dopts.detectors.begin(), dopts.detectors.end(),
+                               [&](const ztee::DlpDetector& d) { return d.name == name; });
+        if (it != dopts.detectors.end()) it->mode = ztee::DlpMode::kBlock;
+        else dopts.detectors.push_back({name, ztee::DlpMode::kBlock});
+      }
+      auto scanner = ztee::DlpScanner::create(std::move(dopts));
+      if (!scanner) return fail(scanner.error());
+      go.dlp = std::move(scanner.value());
+    }
     auto g = ztee::Gate::create(rt->rt, std::move(go));
     if (!g) return fail(g.error());
     h->gate = std::move(g.value());
@@ -1240,6 +1258,9 @@ ztee_status ztee_gate_call(ztee_gate* gate, const ztee_tool_call* call, ztee_cal
     res->tier = cr.decision.tier;
     res->action = action_code(cr.decision.action);
     res->rule_index = cr.decision.rule_index;
+    res->blocked = cr.blocked ? 1 : 0;
+    res->dlp_findings = static_cast<uint32_t>(cr.findings.size());
+    res->injection_anomalies = static_cast<uint32_t>(cr.anomalies.size());
     *out = res;
     return ZTEE_OK;
   });

@@ -818,9 +818,26 @@ typedef struct ztee_gate_options {
    * the lease fails). The gate keeps the pool open until the gate is freed,
    * even past ztee_pool_free (not past ztee_pool_close). */
   ztee_pool *pool;
+  /* ---- appended after the first 0.5 layout (its size: offsetof(ztee_gate_options, dlp)) */
+  /* Output DLP: 1 scans every call's stdout and stderr (streamed and
+   * collected, after secrets are scrubbed) with libztee's default detectors
+   * (cards, IBANs, SSNs, e-mail, phones, private keys, cloud and SaaS
+   * tokens, JWTs: each finding replaced by "[REDACTED:<detector>]") and
+   * injection rules (chat-template role markers, tool-call JSON, template
+   * placeholders, "ignore previous instructions", reported; invisible and
+   * bidi Unicode and ANSI escapes, stripped). Findings are recorded in the
+   * audit log without their values. 0: off. */
+  int32_t dlp;
+  /* Detector names (e.g. "card", "private_key") whose findings block the
+   * call's output instead: the result then has blocked = 1, empty
+   * stdout/stderr and the reason in denial. Implies dlp. An unknown name
+   * is ZTEE_E_INVALID_ARGUMENT at ztee_gate_create. */
+  const char *const *dlp_block;
+  size_t dlp_block_count;
 } ztee_gate_options;
 
-#define ZTEE_GATE_OPTIONS_INIT {sizeof(ztee_gate_options), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL}
+#define ZTEE_GATE_OPTIONS_INIT \
+  {sizeof(ztee_gate_options), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, 0}
 
 /* Like ztee_runtime_options_init, for ztee_gate_options. */
 ZTEE_API ztee_status ztee_gate_options_init(ztee_gate_options *opts, size_t size);
@@ -846,7 +863,11 @@ typedef struct ztee_call_result {
   char *approved_by;  /* approve tiers: who said yes */
   char *sandbox_id;   /* the sandbox it ran in ("" when denied) */
   ztee_exec_result *exec; /* NULL when not ran; stdout/stderr scrubbed of
-                             secrets; owned by this result */
+                             secrets (and filtered by DLP); owned by this
+                             result */
+  int32_t blocked;    /* 1: DLP blocked the output (see ztee_gate_options.dlp_block) */
+  uint32_t dlp_findings;       /* DLP findings in stdout and stderr */
+  uint32_t injection_anomalies; /* injection rule hits in stdout and stderr */
 } ztee_call_result;
 
 /* Runs one tool call through the gate and waits for it (see ztee_gate).

@@ -748,7 +748,8 @@ extern "C" ztee_status gate_secret_cb(void* ud, const char* name, ztee_secret_va
 class Gate {
  public:
   Gate(Runtime& rt, py::object policy, py::object audit, py::object approver, py::object secrets,
-       py::object secrets_dir, py::object secrets_env_prefix, py::object pool, py::object image_dir, uint32_t vcpus,
+       py::object secrets_dir, py::object secrets_env_prefix, py::object pool, bool dlp,
+       std::vector<std::string> dlp_block, py::object image_dir, uint32_t vcpus,
        uint32_t memory_mib, uint32_t boot_timeout_ms, uint32_t exec_timeout_ms, uint64_t output_cap,
        std::vector<std::string> allow, py::object dns, int32_t guest_aslr);
   ~Gate() { close(); }
@@ -788,7 +789,8 @@ class Gate {
 };
 
 Gate::Gate(Runtime& rt, py::object policy, py::object audit, py::object approver, py::object secrets,
-           py::object secrets_dir, py::object secrets_env_prefix, py::object pool, py::object image_dir, uint32_t vcpus,
+           py::object secrets_dir, py::object secrets_env_prefix, py::object pool, bool dlp,
+           std::vector<std::string> dlp_block, py::object image_dir, uint32_t vcpus,
            uint32_t memory_mib, uint32_t boot_timeout_ms, uint32_t exec_timeout_ms, uint64_t output_cap,
            std::vector<std::string> allow, py::object dns, int32_t guest_aslr) {
   SandboxOpts so(image_dir, vcpus, memory_mib, boot_timeout_ms, exec_timeout_ms, output_cap, py::none(), false,
@@ -811,6 +813,11 @@ Gate::Gate(Runtime& rt, py::object policy, py::object audit, py::object approver
   o.secrets_dir = dir ? dir->c_str() : nullptr;
   o.secrets_env_prefix = prefix ? prefix->c_str() : nullptr;
   o.sandbox = &so.o;
+  std::vector<const char*> block;
+  for (const auto& b : dlp_block) block.push_back(b.c_str());
+  o.dlp = dlp ? 1 : 0;
+  o.dlp_block = block.empty() ? nullptr : block.data();
+  o.dlp_block_count = block.size();
   ztee_runtime* r = rt.get();
   ztee_gate* g = nullptr;
   call([&] { return ztee_gate_create(r, &o, &g); });
@@ -869,6 +876,9 @@ py::dict Gate::call_tool(const std::string& tool, py::object command, py::object
   d["denial"] = text(res->denial);
   d["approved_by"] = text(res->approved_by);
   d["sandbox_id"] = text(res->sandbox_id);
+  d["blocked"] = res->blocked != 0;
+  d["dlp_findings"] = res->dlp_findings;
+  d["injection_anomalies"] = res->injection_anomalies;
   if (res->exec) {
     const ztee_exec_result* e = res->exec;
     py::dict x;
@@ -981,11 +991,12 @@ PYBIND11_MODULE(_ztee, m) {
   // The gate's C handle keeps its runtime, policy, audit log and pool alive.
   py::class_<Gate>(m, "Gate")
       .def(py::init<Runtime&, py::object, py::object, py::object, py::object, py::object, py::object, py::object,
-                    py::object, uint32_t, uint32_t, uint32_t, uint32_t, uint64_t, std::vector<std::string>,
-                    py::object, int32_t>(),
+                    bool, std::vector<std::string>, py::object, uint32_t, uint32_t, uint32_t, uint32_t, uint64_t,
+                    std::vector<std::string>, py::object, int32_t>(),
            py::arg("runtime"), py::arg("policy") = py::none(), py::arg("audit") = py::none(),
            py::arg("approver") = py::none(), py::arg("secrets") = py::none(), py::arg("secrets_dir") = py::none(),
-           py::arg("secrets_env_prefix") = py::none(), py::arg("pool") = py::none(),
+           py::arg("secrets_env_prefix") = py::none(), py::arg("pool") = py::none(), py::arg("dlp") = false,
+           py::arg("dlp_block") = std::vector<std::string>{},
            py::arg("image_dir") = py::none(), py::arg("vcpus") = 0, py::arg("memory_mib") = 0,
            py::arg("boot_timeout_ms") = 0, py::arg("exec_timeout_ms") = 0, py::arg("output_cap") = 0,
            py::arg("allow") = std::vector<std::string>{}, py::arg("dns") = py::none(), py::arg("guest_aslr") = 0)

@@ -446,6 +446,59 @@ static uint64_t leases(ztee_pool *pool) {
   return st.leases;
 }
 
+/* Output DLP through the gate: a card number redacted and counted; with
+ * "card" in dlp_block the output is withheld; an unknown detector refused. */
+static void test_dlp(ztee_runtime *rt) {
+  ztee_gate_options go = ZTEE_GATE_OPTIONS_INIT;
+  ztee_gate *g = NULL;
+  ztee_call_result *r;
+  const char *block[] = {"card"};
+  const char *bogus[] = {"no_such_detector"};
+
+  go.dlp_block = bogus;
+  go.dlp_block_count = 1;
+  CHECK_STATUS(ztee_gate_create(rt, &go, &g), ZTEE_E_INVALID_ARGUMENT);
+  go.dlp_block = NULL;
+  go.dlp_block_count = 0;
+  CHECK(g == NULL);
+  CHECK(strstr(ztee_last_error()->message, "no_such_detector") != NULL);
+
+  /* The layout before the DLP fields is still accepted. */
+  go.struct_size = (uint32_t)offsetof(ztee_gate_options, dlp);
+  CHECK_STATUS(ztee_gate_create(rt, &go, &g), ZTEE_OK);
+  ztee_gate_free(g);
+  g = NULL;
+  go.struct_size = sizeof go;
+  go.dlp = 1; /* default policy: read_file runs at L0 */
+  go.dlp_block = NULL;
+  go.dlp_block_count = 0;
+  CHECK_STATUS(ztee_gate_create(rt, &go, &g), ZTEE_OK);
+  if (g) {
+    r = gate_run(g, "read_file", "echo pay 4111 1111 1111 1111 now", "c-dlp");
+    if (r) {
+      CHECK(r->ran == 1 && r->blocked == 0 && r->dlp_findings == 1);
+      if (r->exec) CHECK(strcmp(r->exec->stdout_data, "pay [REDACTED:card] now\n") == 0);
+    }
+    ztee_call_result_free(r);
+    ztee_gate_free(g);
+    g = NULL;
+  }
+  go.dlp = 0;
+  go.dlp_block = block;
+  go.dlp_block_count = 1;
+  CHECK_STATUS(ztee_gate_create(rt, &go, &g), ZTEE_OK);
+  if (g) {
+    r = gate_run(g, "read_file", "echo 4111111111111111", "c-dlp-block");
+    if (r) {
+      CHECK(r->ran == 1 && r->blocked == 1 && r->dlp_findings == 1);
+      CHECK(strstr(r->denial, "output blocked") != NULL && strstr(r->denial, "4111") == NULL);
+      if (r->exec) CHECK(r->exec->stdout_len == 0);
+    }
+    ztee_call_result_free(r);
+    ztee_gate_free(g);
+  }
+}
+
 /* Takes over rt (freed before the gate's last call). */
 static void test_gate(ztee_runtime *rt) {
   ztee_pool_options po = ZTEE_POOL_OPTIONS_INIT;
@@ -704,6 +757,7 @@ int main(void) {
   CHECK_STATUS(ztee_runtime_create(&ro, &rt), ZTEE_OK);
   if (rt) {
     test_struct_sizes(rt);
+    test_dlp(rt);
     test_gate(rt); /* frees rt */
   }
   cleanup_dir();

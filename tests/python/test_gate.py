@@ -327,3 +327,18 @@ def test_policy_from_python_structures():
     assert p.classify(tool="python", command="x").action == "deny"
     with pytest.raises(ztee.InvalidArgumentError, match="unknown tier"):
         ztee.Policy.from_dict({"version": 1, "rules": [{"tool": "x", "tier": "L8"}]})
+
+
+def test_gate_output_dlp_redacts_and_blocks(rt, pool):
+    g = ztee.Gate(runtime=rt, dlp=True, pool=pool)
+    r = g.call("read_file", command="echo 'card 4111-1111-1111-1111, mail jane.doe@example.org'")
+    assert r.ran and not r.blocked
+    assert r.stdout == "card [REDACTED:card], mail [REDACTED:email]\n"
+    assert r.dlp_findings == 2
+    g.close()
+    g = ztee.Gate(runtime=rt, dlp_block=["card"], pool=pool)
+    r = g.call("read_file", command="echo 4111111111111111")
+    assert r.ran and r.blocked and r.stdout == "" and "output blocked" in r.denial and "4111" not in r.denial
+    g.close()
+    with pytest.raises(ztee.InvalidArgumentError, match="no_such_detector"):
+        ztee.Gate(runtime=rt, dlp_block=["no_such_detector"])

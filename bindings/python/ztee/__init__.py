@@ -707,7 +707,10 @@ class CallResult:
     denial: str                  # why it did not run ("" when it ran)
     approved_by: str             # approve tiers: who said yes
     sandbox_id: str              # "" when it did not run
-    result: Optional[ExecResult]  # None when it did not run; scrubbed of secrets
+    result: Optional[ExecResult]  # None when it did not run; scrubbed of secrets (and DLP-filtered)
+    blocked: bool = False         # DLP withheld the output (dlp_block); denial says why
+    dlp_findings: int = 0         # DLP findings in stdout and stderr (values never kept)
+    injection_anomalies: int = 0  # injection rule hits in stdout and stderr
 
     @property
     def stdout(self) -> str:
@@ -746,7 +749,12 @@ class Gate:
         scrubbed (also in hex and base64) from output and the log only.
     pool: calls without network lease their sandbox from it (a Pool
         collected before the gate stays open for it; Pool.close() closes it
-        for the gate too, whose calls then boot). Other keyword arguments (image_dir,
+        for the gate too, whose calls then boot).
+    dlp: scan stdout/stderr with libztee's default DLP detectors (findings
+        replaced by "[REDACTED:<detector>]") and injection rules; findings
+        are recorded without their values. dlp_block: detector names (e.g.
+        "card") whose findings withhold the output instead (blocked=True).
+    Other keyword arguments (image_dir,
         vcpus, memory_mib, timeout, boot_timeout, output_cap, allow, dns,
         guest_aslr) apply to sandboxes the gate boots itself.
     """
@@ -756,7 +764,8 @@ class Gate:
                  approver: Optional[Callable[[ApprovalRequest], Union[None, bool, str]]] = None,
                  secrets: Union[Mapping[str, str], Callable[[str], Union[str, bytes, None]], None] = None,
                  secrets_dir: Optional[str] = None, secrets_env_prefix: Optional[str] = None,
-                 pool: Optional[Pool] = None, **sandbox_kwargs):
+                 pool: Optional[Pool] = None, dlp: bool = False, dlp_block: Sequence[str] = (),
+                 **sandbox_kwargs):
         try:
             kw = _sandbox_kwargs(**sandbox_kwargs)
         except TypeError as e:
@@ -790,7 +799,8 @@ class Gate:
                                 audit=audit._log if audit else None, approver=bridge, secrets=resolve,
                                 secrets_dir=None if secrets_dir is None else os.fspath(secrets_dir),
                                 secrets_env_prefix=secrets_env_prefix,
-                                pool=pool._pool if pool else None, **kw)
+                                pool=pool._pool if pool else None, dlp=bool(dlp),
+                                dlp_block=[str(x) for x in dlp_block], **kw)
 
     def __enter__(self) -> "Gate":
         return self
@@ -834,7 +844,9 @@ class Gate:
                                 signal=x["signal"], timed_out=x["timed_out"], truncated=x["truncated"],
                                 duration=x["duration_us"] / 1e6, cancelled=x["cancelled"])
         return CallResult(ran=d["ran"], decision=_decision(d), denial=d["denial"],
-                          approved_by=d["approved_by"], sandbox_id=d["sandbox_id"], result=result)
+                          approved_by=d["approved_by"], sandbox_id=d["sandbox_id"], result=result,
+                          blocked=d["blocked"], dlp_findings=d["dlp_findings"],
+                          injection_anomalies=d["injection_anomalies"])
 
     def approve(self, token: str, who: str = "approver") -> None:
         """Approves a pending request (any thread). NotFoundError when the
