@@ -147,7 +147,11 @@ static_assert(kPoolOptionsV1 == offsetof(ztee_pool_options, lease_timeout_ms) + 
               "0.3's ztee_pool_options ended with 4 bytes of tail padding");
 constexpr size_t kPoolStatsV1 = sizeof(ztee_pool_stats);
 
-constexpr size_t kRuntimeOptionsSizes[] = {kRuntimeOptionsV1, sizeof(ztee_runtime_options)};
+// 0.4 ended with jail_disabled (and its tail padding); the image trust policy came after.
+constexpr size_t kRuntimeOptionsV2 = offsetof(ztee_runtime_options, trusted_keys);
+static_assert(kRuntimeOptionsV2 == offsetof(ztee_runtime_options, jail_disabled) + sizeof(int32_t) + 4,
+              "runtime options v2 layout");
+constexpr size_t kRuntimeOptionsSizes[] = {kRuntimeOptionsV1, kRuntimeOptionsV2, sizeof(ztee_runtime_options)};
 constexpr size_t kSandboxOptionsSizes[] = {kSandboxOptionsV1, kSandboxOptionsV2, kSandboxOptionsV3,
                                            sizeof(ztee_sandbox_options)};
 constexpr size_t kExecOptionsSizes[] = {kExecOptionsV1, sizeof(ztee_exec_options)};
@@ -502,6 +506,7 @@ int ztee_has_feature(const char* feature) {
   if (std::strcmp(feature, "jail") == 0) return 1;
   if (std::strcmp(feature, "guest_aslr") == 0) return 1;  // ztee_sandbox_options.guest_aslr
   if (std::strcmp(feature, "gate") == 0) return 1;        // ztee_policy_*, ztee_audit_*, ztee_gate_*
+  if (std::strcmp(feature, "image_trust") == 0) return 1; // ztee_runtime_options.trusted_keys, require_vuln_gate
   return 0;
 }
 
@@ -531,6 +536,13 @@ ztee_status ztee_runtime_create(const ztee_runtime_options* opts, ztee_runtime**
     ro.qemu_binary = str_or(o.qemu_binary);
     ro.accel = str_or(o.accel, "");
     ro.jail.enabled = o.jail_disabled == 0;
+    if (o.trusted_key_count && !o.trusted_keys) return invalid("ztee_runtime_create: trusted_keys is NULL with a count");
+    for (size_t i = 0; i < o.trusted_key_count; ++i) {
+      if (!o.trusted_keys[i])
+        return invalid("ztee_runtime_create: trusted_keys[" + std::to_string(i) + "] is NULL");
+      ro.trusted_keys.emplace_back(o.trusted_keys[i]);
+    }
+    ro.require_vuln_gate = o.require_vuln_gate != 0;
     auto r = ztee::Runtime::create(std::move(ro));
     if (!r) return fail(r.error());
     std::string backend = r->backend_description();

@@ -120,9 +120,25 @@ typedef struct ztee_runtime_options {
    * privileges, and sandboxes cannot have a network (net_allow / net_dns
    * then fail with ZTEE_E_INVALID_ARGUMENT). Use only for development. */
   int32_t jail_disabled;
+  /* ---- appended after 0.4 (0.4's size: offsetof(ztee_runtime_options, trusted_keys)) */
+  /* Image signature policy: trusted_key_count strings, each the path of a
+   * PEM public key (ECDSA P-256, "-----BEGIN PUBLIC KEY-----"; a cosign .pub
+   * works) or the PEM text itself; borrowed for the call. When any is given,
+   * ztee_sandbox_create and ztee_pool_create fail with ZTEE_E_IMAGE (naming
+   * the file and the reason) before any VMM starts unless the image's
+   * manifest.json.sig is one of these keys' signature of its manifest.json
+   * (`ztee image sign`), every digest matches, and a template's
+   * template.json records the image's current signature.
+   * Errors at ztee_runtime_create: ZTEE_E_INVALID_ARGUMENT for an unreadable
+   * or non-P-256 key, or a NULL array or entry with a count. */
+  const char *const *trusted_keys;
+  size_t trusted_key_count;
+  /* Non-zero: refuse (ZTEE_E_IMAGE) an image without a passing
+   * `ztee image gate` verdict recorded in its manifest. */
+  int32_t require_vuln_gate;
 } ztee_runtime_options;
 
-#define ZTEE_RUNTIME_OPTIONS_INIT {sizeof(ztee_runtime_options), NULL, NULL, NULL, NULL, NULL, 0}
+#define ZTEE_RUNTIME_OPTIONS_INIT {sizeof(ztee_runtime_options), NULL, NULL, NULL, NULL, NULL, 0, NULL, 0, 0}
 
 /* Zero-fills *opts and sets struct_size. size must be sizeof(*opts) as the
  * caller knows it. Errors: ZTEE_E_INVALID_ARGUMENT (opts NULL, size unknown). */

@@ -47,7 +47,7 @@ std::optional<std::string> opt_str(const py::object& o) {
 class Runtime {
  public:
   Runtime(py::object image_dir, py::object state_dir, py::object qemu_binary, py::object accel,
-          py::object backend, bool jail) {
+          py::object backend, bool jail, std::vector<std::string> trusted_keys, bool require_vuln_gate) {
     auto img = opt_str(image_dir), st = opt_str(state_dir), qemu = opt_str(qemu_binary),
          acc = opt_str(accel), be = opt_str(backend);
     ztee_runtime_options o = ZTEE_RUNTIME_OPTIONS_INIT;
@@ -57,6 +57,11 @@ class Runtime {
     o.accel = acc ? acc->c_str() : nullptr;
     o.backend = be ? be->c_str() : nullptr;
     o.jail_disabled = jail ? 0 : 1;
+    std::vector<const char*> keys;
+    for (const auto& k : trusted_keys) keys.push_back(k.c_str());
+    o.trusted_keys = keys.empty() ? nullptr : keys.data();
+    o.trusted_key_count = keys.size();
+    o.require_vuln_gate = require_vuln_gate ? 1 : 0;
     ztee_runtime* rt = nullptr;
     Failure f;
     {
@@ -916,10 +921,12 @@ PYBIND11_MODULE(_ztee, m) {
       .def_property_readonly("triggered", &Cancel::triggered);
 
   py::class_<Runtime>(m, "Runtime")
-      .def(py::init<py::object, py::object, py::object, py::object, py::object, bool>(),
+      .def(py::init<py::object, py::object, py::object, py::object, py::object, bool, std::vector<std::string>,
+                    bool>(),
            py::arg("image_dir") = py::none(), py::arg("state_dir") = py::none(),
            py::arg("qemu_binary") = py::none(), py::arg("accel") = py::none(),
-           py::arg("backend") = py::none(), py::arg("jail") = true)
+           py::arg("backend") = py::none(), py::arg("jail") = true,
+           py::arg("trusted_keys") = std::vector<std::string>{}, py::arg("require_vuln_gate") = false)
       .def_property_readonly("backend", &Runtime::backend)
       .def("close", &Runtime::close);
 

@@ -550,8 +550,22 @@ static void test_jail_option(void) {
   char cmd[128];
   CHECK(ztee_has_feature("jail") == 1);
   CHECK_STATUS(ztee_runtime_options_init(&ro, offsetof(ztee_runtime_options, jail_disabled)), ZTEE_OK);
+  CHECK_STATUS(ztee_runtime_options_init(&ro, offsetof(ztee_runtime_options, trusted_keys)), ZTEE_OK); /* 0.4 */
   CHECK_STATUS(ztee_runtime_options_init(&ro, sizeof ro), ZTEE_OK);
-  CHECK(ro.jail_disabled == 0);
+  CHECK(ro.jail_disabled == 0 && ro.trusted_keys == NULL && ro.trusted_key_count == 0 && ro.require_vuln_gate == 0);
+  CHECK(ztee_has_feature("image_trust") == 1);
+  /* A trusted key that does not exist: refused at create, nothing started. */
+  {
+    static const char *const keys[] = {"/nonexistent/ztee-test.pub"};
+    ztee_runtime *bad = (ztee_runtime *)SENTINEL;
+    ro.trusted_keys = keys;
+    ro.trusted_key_count = 1;
+    CHECK_STATUS(ztee_runtime_create(&ro, &bad), ZTEE_E_INVALID_ARGUMENT);
+    CHECK(bad == (ztee_runtime *)SENTINEL);
+    ro.trusted_keys = NULL;
+    CHECK_STATUS(ztee_runtime_create(&ro, &bad), ZTEE_E_INVALID_ARGUMENT); /* NULL array with a count */
+    ro.trusted_key_count = 0;
+  }
   CHECK(mkdtemp(state) != NULL);
   ro.state_dir = state;
   ro.image_dir = test_image_dir();

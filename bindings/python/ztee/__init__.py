@@ -207,14 +207,25 @@ class Runtime:
     accel: "auto", "kvm" or "tcg"; None: $ZTEE_ACCEL, else "auto". auto uses
         KVM only on hardware KVM (kvm_intel/kvm_amd), else TCG; "kvm" raises
         where it cannot run the image (e.g. a /dev/kvm served by kvm_pvm).
+    trusted_keys: PEM public keys (paths or PEM text; ECDSA P-256, as
+        `ztee image keygen` or cosign make them). When given, an image or
+        template whose manifest is not signed by one of them, or whose
+        signature or any digest does not match, is refused (ImageError)
+        before any VMM starts.
+    require_vuln_gate: refuse images without a passing `ztee image gate`
+        verdict in their manifest.
     """
 
     def __init__(self, image_dir: Optional[str] = None, state_dir: Optional[str] = None,
                  qemu_binary: Optional[str] = None, accel: Optional[str] = None,
-                 backend: Optional[str] = None, jail: bool = True):
+                 backend: Optional[str] = None, jail: bool = True,
+                 trusted_keys: Sequence[str] = (), require_vuln_gate: bool = False):
+        if isinstance(trusted_keys, str):
+            raise TypeError("trusted_keys is a list of keys (paths or PEM text), not one string")
         self._rt = _ztee.Runtime(image_dir=image_dir, state_dir=state_dir,
                                  qemu_binary=qemu_binary, accel=accel, backend=backend,
-                                 jail=bool(jail))
+                                 jail=bool(jail), trusted_keys=[os.fspath(k) for k in trusted_keys],
+                                 require_vuln_gate=bool(require_vuln_gate))
 
     @property
     def backend(self) -> str:
