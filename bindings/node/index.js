@@ -229,12 +229,19 @@ async function execute(sb, spec, opts) {
   };
   let onOutput;
   let flush = () => {};
+  const collected = [null, [], []];
   if (onStdout || onStderr) {
     const decoders = encoding === 'buffer' ? null : [null, new StringDecoder('utf8'), new StringDecoder('utf8')];
     const fns = [null, onStdout, onStderr];
+    // The addon streams both outputs once either has a callback: the one
+    // without a callback is collected here into the result, as it would be
+    // without any callback.
     onOutput = (stream, chunk) => {
       const fn = fns[stream];
-      if (!fn) return;
+      if (!fn) {
+        collected[stream].push(Buffer.from(chunk));
+        return;
+      }
       const data = decoders ? decoders[stream].write(chunk) : chunk;
       if (data.length) fn(data);
     };
@@ -256,6 +263,10 @@ async function execute(sb, spec, opts) {
     signal?.removeEventListener('abort', abort);
   }
   flush();
+  if (onOutput) {
+    if (!onStdout) raw.stdout = Buffer.concat([raw.stdout, ...collected[1]]);
+    if (!onStderr) raw.stderr = Buffer.concat([raw.stderr, ...collected[2]]);
+  }
   const result = new ExecResult(raw, encoding);
   if (signal?.aborted && result.cancelled) {
     const e = abortReason(signal);

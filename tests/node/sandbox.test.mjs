@@ -134,6 +134,13 @@ describe('streaming', () => {
     const bufs = [];
     await sb.run("printf '\\000\\001'", { onStdout: (d) => bufs.push(d), encoding: 'buffer' });
     assert.deepEqual(Buffer.concat(bufs), Buffer.from([0, 1]));
+ 
+    // A stream without a callback is collected into the result, as without callbacks.
+    const only = [];
+    const half = await sb.run('echo to-out; echo to-err >&2', { onStdout: (d) => only.push(d) });
+    assert.equal(only.join(''), 'to-out\n');
+    assert.equal(half.stdout, '');
+    assert.equal(half.stderr, 'to-err\n');
   });
 
   test('async iterator yields {stream, data}; .result is the run', async () => {
