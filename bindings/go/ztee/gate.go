@@ -465,6 +465,11 @@ type GateOptions struct {
 	SecretsEnvPrefix string // the host variable <prefix>NAME, e.g. "ZTEE_SECRET_"
 	Sandbox          *SandboxOptions
 	Pool             *Pool // calls without network lease from it
+	// DLP scans stdout/stderr with libztee's default detectors (findings
+	// become "[REDACTED:<detector>]") and injection rules; DLPBlock names
+	// detectors (e.g. "card") whose findings withhold the output instead.
+	DLP      bool
+	DLPBlock []string
 }
 
 // Gate runs tool calls under a policy; safe for concurrent use.
@@ -488,7 +493,11 @@ type CallResult struct {
 	Denial     string // why it did not run
 	ApprovedBy string
 	SandboxID  string
-	Result     *Result // stdout/stderr scrubbed of secret values
+	Result     *Result // stdout/stderr scrubbed of secret values (and DLP-filtered)
+	// Blocked: DLP withheld the output (GateOptions.DLPBlock); Denial says why.
+	Blocked            bool
+	DLPFindings        int // DLP findings in stdout and stderr (values never kept)
+	InjectionAnomalies int // injection rule hits in stdout and stderr
 }
 
 //export zteeGoApprover
@@ -564,6 +573,15 @@ func NewGate(rt *Runtime, opts *GateOptions) (*Gate, error) {
 		o.pool = p
 	}
 	o.secrets_dir = cs.str(opts.SecretsDir)
+	if opts.DLP {
+		o.dlp = 1
+	}
+	if len(opts.DLPBlock) > 0 {
+		block := newCArray(opts.DLPBlock)
+		defer block.free()
+		o.dlp_block = block.p
+		o.dlp_block_count = C.size_t(block.n)
+	}
 	o.secrets_env_prefix = cs.str(opts.SecretsEnvPrefix)
 	var so C.ztee_sandbox_options
 	if opts.Sandbox != nil {
@@ -642,20 +660,10 @@ func (g *Gate) Call(ctx context.Context, tc *ToolCall) (*CallResult, error) {
 		}
 		C.ztee_go_call_stream(&cc.c, C.uintptr_t(h), out, errw)
 	}
-	done := make(chan struct{})
-	watcher := make(chan struct{})
-	go func() {
-		defer close(watcher)
-		select {
-		case <-ctx.Done():
-			C.ztee_cancel_trigger(cancel)
-		case <-done:
-		}
-	}()
+	stop := watchCancel(ctx, cancel)
 	var res *C.ztee_call_result
 	err = call(func() C.ztee_status { return C.ztee_gate_call(cg, &cc.c, &res) })
-	close(done)
-	<-watcher
+	stop()
 	runtime.KeepAlive(g)
 	if err != nil {
 		return nil, err
@@ -665,27 +673,18 @@ func (g *Gate) Call(ctx context.Context, tc *ToolCall) (*CallResult, error) {
 		Ran: res.ran != 0,
 		Decision: Decision{Tier: int(res.tier), Action: Action(res.action), RuleIndex: int(res.rule_index),
 			Rule: C.GoString(res.rule), Reason: C.GoString(res.reason)},
-		Denial:     C.GoString(res.denial),
-		ApprovedBy: C.GoString(res.approved_by),
-		SandboxID:  C.GoString(res.sandbox_id),
+		Denial:             C.GoString(res.denial),
+		ApprovedBy:         C.GoString(res.approved_by),
+		SandboxID:          C.GoString(res.sandbox_id),
+		Blocked:            res.blocked != 0,
+		DLPFindings:        int(res.dlp_findings),
+		InjectionAnomalies: int(res.injection_anomalies),
 	}
-	if e := res.exec; e != nil {
-		out.Result = &Result{
-			ExitCode:  int(e.exit_code),
-			Signal:    int(e.signal),
-			TimedOut:  e.timed_out != 0,
-			Truncated: e.truncated != 0,
-			Cancelled: e.cancelled != 0,
-			Duration:  time.Duration(e.duration_us) * time.Microsecond,
-			Stdout:    C.GoBytes(unsafe.Pointer(e.stdout_data), C.int(e.stdout_len)),
-			Stderr:    C.GoBytes(unsafe.Pointer(e.stderr_data), C.int(e.stderr_len)),
-		}
+	if res.exec != nil {
+		out.Result = newResult(res.exec)
 	}
-	st.mu.Lock()
-	werr := st.err
-	st.mu.Unlock()
-	if werr != nil {
-		return out, fmt.Errorf("ztee: writing the command's output: %w", werr)
+	if werr := st.writeErr(); werr != nil {
+		return out, werr
 	}
 	if out.Result != nil && out.Result.Cancelled {
 		if cerr := ctx.Err(); cerr != nil {

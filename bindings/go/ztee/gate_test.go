@@ -243,3 +243,30 @@ func TestGateContextCancelKillsTheCall(t *testing.T) {
 		t.Errorf("call after Close: %v", err)
 	}
 }
+
+func TestGateOutputDLP(t *testing.T) {
+	rt, _ := shared(t)
+	pool := gatePoolShared(t)
+	policy, _ := ParsePolicy(gateTestPolicy)
+	g, err := NewGate(rt, &GateOptions{Policy: policy, Pool: pool, DLP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	r, err := g.Call(context.Background(), &ToolCall{Tool: "read_file", Command: "echo card 4111 1111 1111 1111"})
+	if err != nil || !r.Ran || r.Blocked || r.DLPFindings != 1 || string(r.Result.Stdout) != "card [REDACTED:card]\n" {
+		t.Errorf("dlp: %+v %v", r, err)
+	}
+	b, err := NewGate(rt, &GateOptions{Policy: policy, Pool: pool, DLPBlock: []string{"card"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	r, err = b.Call(context.Background(), &ToolCall{Tool: "read_file", Command: "echo 4111111111111111"})
+	if err != nil || !r.Blocked || len(r.Result.Stdout) != 0 || !strings.Contains(r.Denial, "output blocked") {
+		t.Errorf("dlp block: %+v %v", r, err)
+	}
+	if _, err := NewGate(rt, &GateOptions{DLPBlock: []string{"nope"}}); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("unknown detector: %v", err)
+	}
+}

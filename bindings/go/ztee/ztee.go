@@ -574,6 +574,54 @@ func (s *Sandbox) exec(ctx context.Context, argv []string, shell string, opts *R
 		C.ztee_go_stream(&o, C.uintptr_t(h), out, errw)
 	}
 	// Cancelling ctx kills the command; the watcher ends with the call.
+	stop := watchCancel(ctx, cancel)
+	var res *C.ztee_exec_result
+	err = call(func() C.ztee_status { return C.ztee_sandbox_exec(sb, &o, &res) })
+	stop()
+	runtime.KeepAlive(s)
+	if err != nil {
+		return nil, err
+	}
+	defer C.ztee_exec_result_free(res)
+	r := newResult(res)
+	if werr := st.writeErr(); werr != nil {
+		return r, werr
+	}
+	if r.Cancelled || (r.TimedOut && ctx.Err() != nil) {
+		if cerr := ctx.Err(); cerr != nil {
+			return r, cerr
+		}
+	}
+	return r, nil
+}
+
+// newResult copies a C exec result.
+func newResult(e *C.ztee_exec_result) *Result {
+	return &Result{
+		ExitCode:  int(e.exit_code),
+		Signal:    int(e.signal),
+		TimedOut:  e.timed_out != 0,
+		Truncated: e.truncated != 0,
+		Cancelled: e.cancelled != 0,
+		Duration:  time.Duration(e.duration_us) * time.Microsecond,
+		Stdout:    C.GoBytes(unsafe.Pointer(e.stdout_data), C.int(e.stdout_len)),
+		Stderr:    C.GoBytes(unsafe.Pointer(e.stderr_data), C.int(e.stderr_len)),
+	}
+}
+
+// writeErr is the first error a Writer returned, wrapped.
+func (st *stream) writeErr() error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.err != nil {
+		return fmt.Errorf("ztee: writing the command's output: %w", st.err)
+	}
+	return nil
+}
+
+// watchCancel triggers cancel when ctx ends, until stop is called; stop
+// returns once the watcher no longer uses the token (so it may be freed).
+func watchCancel(ctx context.Context, cancel *C.ztee_cancel) (stop func()) {
 	done := make(chan struct{})
 	watcher := make(chan struct{})
 	go func() {
@@ -584,37 +632,10 @@ func (s *Sandbox) exec(ctx context.Context, argv []string, shell string, opts *R
 		case <-done:
 		}
 	}()
-	var res *C.ztee_exec_result
-	err = call(func() C.ztee_status { return C.ztee_sandbox_exec(sb, &o, &res) })
-	close(done)
-	<-watcher // the token is freed only after the watcher is done with it
-	runtime.KeepAlive(s)
-	if err != nil {
-		return nil, err
+	return func() {
+		close(done)
+		<-watcher
 	}
-	defer C.ztee_exec_result_free(res)
-	r := &Result{
-		ExitCode:  int(res.exit_code),
-		Signal:    int(res.signal),
-		TimedOut:  res.timed_out != 0,
-		Truncated: res.truncated != 0,
-		Cancelled: res.cancelled != 0,
-		Duration:  time.Duration(res.duration_us) * time.Microsecond,
-		Stdout:    C.GoBytes(unsafe.Pointer(res.stdout_data), C.int(res.stdout_len)),
-		Stderr:    C.GoBytes(unsafe.Pointer(res.stderr_data), C.int(res.stderr_len)),
-	}
-	st.mu.Lock()
-	werr := st.err
-	st.mu.Unlock()
-	if werr != nil {
-		return r, fmt.Errorf("ztee: writing the command's output: %w", werr)
-	}
-	if r.Cancelled || (r.TimedOut && ctx.Err() != nil) {
-		if cerr := ctx.Err(); cerr != nil {
-			return r, cerr
-		}
-	}
-	return r, nil
 }
 
 // ---- files --------------------------------------------------------------------
