@@ -13,6 +13,12 @@ export interface RuntimeOptions {
   accel?: string;
   /** Default true: every VMM jailed (needs root). false: development only, no network. */
   jail?: boolean;
+  /** PEM public keys (paths or PEM text, ECDSA P-256): when given, images and
+   * templates not signed by one of them (or with any digest changed) are
+   * refused with an ImageError before any VMM starts. */
+  trustedKeys?: string[];
+  /** Refuse images without a passing `ztee image gate` verdict. */
+  requireVulnGate?: boolean;
 }
 
 export class Runtime {
@@ -293,6 +299,10 @@ export interface GateOptions {
   secrets?: ((name: string) => SecretValue | Promise<SecretValue>) | Record<string, string>;
   /** How long a call waits for the secrets function; default 30000 (then TimeoutError). */
   secretTimeoutMs?: number;
+  /** Scan stdout/stderr with the default DLP detectors and injection rules. */
+  dlp?: boolean;
+  /** Detector names (e.g. 'card') whose findings withhold the call's output. */
+  dlpBlock?: string[];
   /** A file per secret: DIR/NAME. */
   secretsDir?: string;
   /** The host variable PREFIX+NAME, e.g. "ZTEE_SECRET_". */
@@ -320,6 +330,10 @@ export class CallResult<E extends 'utf8' | 'buffer' = 'utf8'> {
   readonly denial: string;
   readonly approvedBy: string;
   readonly sandboxId: string;
+  /** DLP withheld the output (dlpBlock); denial says why. */
+  readonly blocked: boolean;
+  readonly dlpFindings: number;
+  readonly injectionAnomalies: number;
   /** Scrubbed of secret values; null when it did not run. */
   readonly result: ExecResult<E> | null;
 }

@@ -743,6 +743,9 @@ class CallResult {
     this.approvedBy = raw.approvedBy;
     this.sandboxId = raw.sandboxId;
     this.result = raw.exec ? new ExecResult(raw.exec, encoding) : null;
+    this.blocked = raw.blocked;                       // DLP withheld the output (dlpBlock); denial says why
+    this.dlpFindings = raw.dlpFindings;               // DLP findings in stdout and stderr
+    this.injectionAnomalies = raw.injectionAnomalies; // injection rule hits
   }
 }
 
@@ -777,7 +780,10 @@ class Gate {
    * Buffer | undefined | Promise of one, or an object name -> value),
    * secretsDir, secretsEnvPrefix (e.g. 'ZTEE_SECRET_'), secretTimeoutMs
    * (30000), pool (calls without network lease from it), sandbox
-   * (Sandbox.create options for the calls the pool does not serve). */
+   * (Sandbox.create options for the calls the pool does not serve), dlp
+   * (true: scan output with the default DLP detectors and injection rules),
+   * dlpBlock (detector names, e.g. ['card'], whose findings withhold the
+   * output). */
   static async create(runtime, opts) {
     if (opts === undefined && !(runtime instanceof Runtime)) {
       opts = runtime;
@@ -808,6 +814,8 @@ class Gate {
       approver: !!o.approver,
       secrets: !!secrets,
       secretTimeoutMs: checkMs(o.secretTimeoutMs, 'secretTimeoutMs'),
+      dlp: !!o.dlp,
+      dlpBlock: o.dlpBlock,
     });
     return new Gate(n, rt, { ...o, secrets });
   }

@@ -4,11 +4,12 @@
 // against real sandboxes from one pool shared by the file.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  Runtime, Pool, Policy, AuditLog, Gate, verifyAuditLog, ClosedError, InternalError,
-  InvalidArgumentError, NotFoundError, TimeoutError,
+  Runtime, Pool, Policy, AuditLog, Gate, Sandbox, verifyAuditLog, ClosedError, InternalError,
+  ImageError, InvalidArgumentError, NotFoundError, TimeoutError,
 } from 'ztee';
 import { sandboxDirs, tempStateDir, waitFor } from './helpers.mjs';
 
@@ -285,4 +286,45 @@ describe('audit log', () => {
     await assert.rejects(AuditLog.open({ path: logPath, durability: 'sometimes' }), InvalidArgumentError);
   });
 
+});
+
+describe('output DLP and image trust', () => {
+  test('dlp redacts a card number; dlpBlock withholds the output; an unknown detector is refused', async () => {
+    const g = await Gate.create(rt, { policy: Policy.parse(POLICY), pool, dlp: true });
+    try {
+      const r = await g.call({ tool: 'read_file', command: 'echo card 4111 1111 1111 1111' });
+      assert.equal(r.ran, true);
+      assert.equal(r.blocked, false);
+      assert.equal(r.dlpFindings, 1);
+      assert.equal(r.result.stdout, 'card [REDACTED:card]\n');
+    } finally {
+      g.close();
+    }
+    const b = await Gate.create(rt, { policy: Policy.parse(POLICY), pool, dlpBlock: ['card'] });
+    try {
+      const r = await b.call({ tool: 'read_file', command: 'echo 4111111111111111' });
+      assert.equal(r.blocked, true);
+      assert.equal(r.result.stdout, '');
+      assert.match(r.denial, /output blocked/);
+    } finally {
+      b.close();
+    }
+    await assert.rejects(Gate.create(rt, { dlpBlock: ['no_such_detector'] }), InvalidArgumentError);
+  });
+
+  test('a runtime with trusted keys refuses an unsigned image before any VMM starts', async () => {
+    const key = path.join(stateDir, 'trust.key');
+    const pub = path.join(stateDir, 'trust.pub');
+    execFileSync('openssl', ['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', key]);
+    execFileSync('openssl', ['ec', '-in', key, '-pubout', '-out', pub], { stdio: 'ignore' });
+    const trusting = await Runtime.create({ stateDir: path.join(stateDir, 'trust'), trustedKeys: [pub] });
+    try {
+      // The default image carries no signature: refused, naming the reason.
+      await assert.rejects(Sandbox.create({ runtime: trusting }), (e) => e instanceof ImageError && /sig/.test(e.message));
+    } finally {
+      trusting.close();
+    }
+    await assert.rejects(Runtime.create({ stateDir, trustedKeys: ['/nonexistent/key.pub'] }), InvalidArgumentError);
+    assert.throws(() => new Runtime({ stateDir, trustedKeys: 'not-a-list' }), InvalidArgumentError);
+  });
 });

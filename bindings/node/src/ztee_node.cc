@@ -544,7 +544,20 @@ class Cancel : public Napi::ObjectWrap<Cancel> {
 struct RuntimeOpts {
   std::optional<std::string> state_dir, image_dir, backend, qemu, accel;
   bool jail = true;
+  std::vector<std::string> trusted_keys;
+  bool require_vuln_gate = false;
   void parse(Napi::Object js) {
+    Napi::Value tk = js.Get("trustedKeys");
+    if (!tk.IsUndefined() && !tk.IsNull()) {
+      if (!tk.IsArray()) throw_invalid(js.Env(), "trustedKeys must be an array of key paths or PEM texts");
+      Napi::Array a = tk.As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length(); ++i) {
+        Napi::Value k = a.Get(i);
+        if (!k.IsString()) throw_invalid(js.Env(), "trustedKeys must be an array of key paths or PEM texts");
+        trusted_keys.push_back(k.As<Napi::String>().Utf8Value());
+      }
+    }
+    require_vuln_gate = js.Get("requireVulnGate").ToBoolean();
     state_dir = opt_string(js, "stateDir");
     image_dir = opt_string(js, "imageDir");
     backend = opt_string(js, "backend");
@@ -561,6 +574,11 @@ struct RuntimeOpts {
     o.qemu_binary = c_str(qemu);
     o.accel = c_str(accel);
     o.jail_disabled = jail ? 0 : 1;
+    std::vector<const char*> keys;
+    for (const auto& k : trusted_keys) keys.push_back(k.c_str());
+    o.trusted_keys = keys.empty() ? nullptr : keys.data();
+    o.trusted_key_count = keys.size();
+    o.require_vuln_gate = require_vuln_gate ? 1 : 0;
     return ztee_runtime_create(&o, out);
   }
 };
@@ -1935,6 +1953,22 @@ class Gate : public Napi::ObjectWrap<Gate> {
     std::optional<std::string> prefix = opt_c_string(js, "secretsEnvPrefix");
     o.secrets_dir = c_str(dir);
     o.secrets_env_prefix = c_str(prefix);
+    o.dlp = js.Get("dlp").ToBoolean() ? 1 : 0;
+    std::vector<std::string> block;
+    std::vector<const char*> block_c;
+    Napi::Value bv = js.Get("dlpBlock");
+    if (!bv.IsUndefined() && !bv.IsNull()) {
+      if (!bv.IsArray()) throw_invalid(env, "dlpBlock must be an array of detector names");
+      Napi::Array a = bv.As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length(); ++i) {
+        Napi::Value n = a.Get(i);
+        if (!n.IsString()) throw_invalid(env, "dlpBlock must be an array of detector names");
+        block.push_back(n.As<Napi::String>().Utf8Value());
+      }
+      for (const auto& b : block) block_c.push_back(b.c_str());
+      o.dlp_block = block_c.empty() ? nullptr : block_c.data();
+      o.dlp_block_count = block_c.size();
+    }
     if (js.Get("approver").ToBoolean()) o.approver = gate_approver_cb;
     if (js.Get("secrets").ToBoolean()) o.resolver = gate_secret_cb;
     uint32_t secret_ms = static_cast<uint32_t>(opt_uint(js, "secretTimeoutMs"));
@@ -2039,6 +2073,9 @@ class Gate : public Napi::ObjectWrap<Gate> {
         o.Set("denial", Napi::String::New(env, res->denial));
         o.Set("approvedBy", Napi::String::New(env, res->approved_by));
         o.Set("sandboxId", Napi::String::New(env, res->sandbox_id));
+        o.Set("blocked", Napi::Boolean::New(env, res->blocked != 0));
+        o.Set("dlpFindings", Napi::Number::New(env, res->dlp_findings));
+        o.Set("injectionAnomalies", Napi::Number::New(env, res->injection_anomalies));
         o.Set("exec", res->exec != nullptr ? Napi::Value(exec_result_obj(env, res->exec)) : env.Null());
         return o;
       }
