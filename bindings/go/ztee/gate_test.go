@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -268,5 +269,28 @@ func TestGateOutputDLP(t *testing.T) {
 	}
 	if _, err := NewGate(rt, &GateOptions{DLPBlock: []string{"nope"}}); !errors.Is(err, ErrInvalidArgument) {
 		t.Errorf("unknown detector: %v", err)
+	}
+}
+
+func TestTrustedKeysRefuseAnUnsignedImage(t *testing.T) {
+	dir := t.TempDir()
+	key, pub := filepath.Join(dir, "k.key"), filepath.Join(dir, "k.pub")
+	if out, err := exec.Command("openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key).CombinedOutput(); err != nil {
+		t.Fatalf("openssl: %v %s", err, out)
+	}
+	if out, err := exec.Command("openssl", "ec", "-in", key, "-pubout", "-out", pub).CombinedOutput(); err != nil {
+		t.Fatalf("openssl: %v %s", err, out)
+	}
+	rt, err := NewRuntime(&RuntimeOptions{StateDir: filepath.Join(dir, "state"), TrustedKeys: []string{pub}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	// The default image carries no signature: refused before any VMM starts.
+	if _, err := rt.NewSandbox(context.Background(), nil); !errors.Is(err, ErrImage) || !strings.Contains(err.Error(), "sig") {
+		t.Errorf("unsigned image: %v", err)
+	}
+	if _, err := NewRuntime(&RuntimeOptions{StateDir: dir, TrustedKeys: []string{"/nonexistent/k.pub"}}); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("missing key: %v", err)
 	}
 }

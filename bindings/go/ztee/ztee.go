@@ -185,6 +185,12 @@ type RuntimeOptions struct {
 	Accel      string // "", "auto", "kvm", "tcg" ("": $ZTEE_ACCEL, else auto)
 	// NoJail runs VMMs unconfined, as the caller (SECURITY: development only).
 	NoJail bool
+	// TrustedKeys are PEM public keys (paths or PEM text, ECDSA P-256). When
+	// set, images and templates not signed by one of them, or with any
+	// digest changed, are refused (ErrImage) before any VMM starts.
+	TrustedKeys []string
+	// RequireVulnGate refuses images without a passing `ztee image gate` verdict.
+	RequireVulnGate bool
 }
 
 // Runtime owns libztee's event-loop thread; sandboxes and pools come from it.
@@ -209,6 +215,15 @@ func NewRuntime(opts *RuntimeOptions) (*Runtime, error) {
 	o.accel = cs.str(opts.Accel)
 	if opts.NoJail {
 		o.jail_disabled = 1
+	}
+	if len(opts.TrustedKeys) > 0 {
+		keys := newCArray(opts.TrustedKeys)
+		defer keys.free()
+		o.trusted_keys = keys.p
+		o.trusted_key_count = C.size_t(keys.n)
+	}
+	if opts.RequireVulnGate {
+		o.require_vuln_gate = 1
 	}
 	var rt *C.ztee_runtime
 	if err := call(func() C.ztee_status { return C.ztee_runtime_create(&o, &rt) }); err != nil {
