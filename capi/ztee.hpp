@@ -7,8 +7,9 @@
 // to libztee.so. Installed next to ztee.h: #include <ztee.hpp> and link
 // libztee (CMake: ztee::ztee; pkg-config: ztee).
 //
-//  - Handles (Runtime, Sandbox, Pool, Cancel) are move-only and release
-//    their C handle in their destructor (a Sandbox's destroys its VM). A
+//  - Handles (Runtime, Sandbox, Pool, Cancel; the control plane's Policy,
+//    AuditLog, Gate) are move-only and release their C handle in their
+//    destructor (a Sandbox's destroys its VM). A
 //    default-constructed or moved-from handle is empty: destroying it is a
 //    no-op and its calls fail with ZTEE_E_INVALID_ARGUMENT. Child handles keep
 //    their parent alive, so they may be destroyed in any order.
@@ -450,9 +451,24 @@ inline FileInfo to_file_info(const ztee_file_info& i) {
   return f;
 }
 
-// What the output callbacks of one exec share with it.
+inline ExecResult to_exec_result(const ztee_exec_result& c) {
+  ExecResult r;
+  r.exit_code = c.exit_code;
+  r.signal = c.signal;
+  r.timed_out = c.timed_out != 0;
+  r.truncated = c.truncated != 0;
+  r.cancelled = c.cancelled != 0;
+  r.duration_us = c.duration_us;
+  r.stdout_data.assign(c.stdout_data, c.stdout_len);
+  r.stderr_data.assign(c.stderr_data, c.stderr_len);
+  return r;
+}
+
+// What the output callbacks of one exec (or gate call) share with it.
 struct StreamState {
-  const ExecOptions* opts = nullptr;
+  const std::function<void(std::string_view)>* on_stdout = nullptr;
+  const std::function<void(std::string_view)>* on_stderr = nullptr;
+  const char* owner = "ExecOptions";  // names the callback in the message
   ztee_cancel* cancel = nullptr;
   std::exception_ptr error;  // the first exception a callback threw
   std::string message;       // which callback, and what it threw
@@ -463,20 +479,20 @@ template <bool Stdout>
 void on_output(void* user_data, const char* data, size_t len) noexcept {
   auto* s = static_cast<StreamState*>(user_data);
   if (s->error) return;  // the command is being cancelled: drop the rest
-  const char* which = Stdout ? "ExecOptions::on_stdout" : "ExecOptions::on_stderr";
+  const char* which = Stdout ? "::on_stdout" : "::on_stderr";
 #if ZTEE_HPP_EXCEPTIONS
   try {
-    (Stdout ? s->opts->on_stdout : s->opts->on_stderr)(std::string_view(data, len));
+    (Stdout ? *s->on_stdout : *s->on_stderr)(std::string_view(data, len));
   } catch (...) {
     s->error = std::current_exception();
     try {
       try {
         throw;
       } catch (const std::exception& e) {
-        s->message = std::string(which) + " threw: " + e.what() + "; the command was cancelled";
+        s->message = std::string(s->owner) + which + " threw: " + e.what() + "; the command was cancelled";
       } catch (...) {
-        s->message = std::string(which) + " threw an exception not derived from std::exception; the command "
-                                          "was cancelled";
+        s->message = std::string(s->owner) + which +
+                     " threw an exception not derived from std::exception; the command was cancelled";
       }
     } catch (...) {  // building the message ran out of memory
     }
@@ -484,7 +500,7 @@ void on_output(void* user_data, const char* data, size_t len) noexcept {
   }
 #else
   (void)which;
-  (Stdout ? s->opts->on_stdout : s->opts->on_stderr)(std::string_view(data, len));
+  (Stdout ? *s->on_stdout : *s->on_stderr)(std::string_view(data, len));
 #endif
 }
 
@@ -553,7 +569,8 @@ class Sandbox {
     o.output_cap = opts.output_cap;
 
     detail::StreamState state;
-    state.opts = &opts;
+    state.on_stdout = &opts.on_stdout;
+    state.on_stderr = &opts.on_stderr;
     std::unique_ptr<ztee_cancel, detail::CancelFree> own_cancel;
     if (opts.cancel && *opts.cancel) {
       state.cancel = opts.cancel->c_handle();
@@ -581,16 +598,7 @@ class Sandbox {
       return Error{kCallbackThrew, 0, std::move(msg), state.error};
     }
     if (failure) return std::move(*failure);
-    ExecResult r;
-    r.exit_code = res->exit_code;
-    r.signal = res->signal;
-    r.timed_out = res->timed_out != 0;
-    r.truncated = res->truncated != 0;
-    r.cancelled = res->cancelled != 0;
-    r.duration_us = res->duration_us;
-    r.stdout_data.assign(res->stdout_data, res->stdout_len);
-    r.stderr_data.assign(res->stderr_data, res->stderr_len);
-    return r;
+    return detail::to_exec_result(*res);
   }
 
   // Runs `shell` through /bin/sh -c, stdout and stderr collected.
@@ -852,6 +860,632 @@ class Runtime {
  private:
   std::unique_ptr<ztee_runtime, detail::RuntimeFree> h_;
 };
+
+// ---- control plane: policy, audit log, gate -----------------------------------
+//
+// Whether a tool call of an agent runs, with which limits, and what is
+// recorded (ztee_policy_*, ztee_audit_*, ztee_gate_*; has_feature("gate")).
+// A policy sorts each call into a tier L0..L5 whose action is run, audit,
+// approve (run once an approver says yes before a deadline) or deny; a call
+// no rule matches is denied (fail closed).
+// SECURITY: the gate cannot tell a benign program from a malicious one that
+// matches the same rule: containing what runs is the microVM's job. A policy
+// is trusted input.
+
+enum class Action : int32_t {
+  kRun = ZTEE_ACTION_RUN,          // runs
+  kAudit = ZTEE_ACTION_AUDIT,      // runs; for calls the log must show
+  kApprove = ZTEE_ACTION_APPROVE,  // runs once an approver says yes
+  kDeny = ZTEE_ACTION_DENY,        // never runs
+};
+
+// A policy's verdict on one tool call.
+struct Decision {
+  int tier = 5;                  // 0..5 (L0..L5); 5 when no rule matched
+  Action action = Action::kDeny;
+  int rule_index = -1;           // the matching rule's index in "rules"; -1: none (denied)
+  std::string rule;              // the matching rule's name; "" when none
+  std::string reason;            // one line for logs, e.g. "rule \"reads\" -> L0 run"
+};
+
+// One request of an agent to run a tool (ztee_tool_call). Empty fields are
+// unset.
+struct ToolCall {
+  std::string tool;               // the tool's name, e.g. "python" (required)
+  // Exactly one of: a shell command (/bin/sh -c) or an argv.
+  std::string command;
+  std::vector<std::string> argv;
+  // A value "secret://NAME" is resolved by the gate on the host (see
+  // GateOptions::secrets) and scrubbed from the output as "[secret:NAME]".
+  std::map<std::string, std::string> env;
+  // Written into the sandbox before the command runs: absolute guest path ->
+  // bytes. A content that is exactly "secret://NAME" becomes the secret (the
+  // file then 0600). Paths count as writes for the policy.
+  std::map<std::string, std::string> files;
+  std::string cwd;                        // empty: "/"
+  std::string user;                       // empty: root
+  std::optional<std::string> stdin_data;  // none: stdin is /dev/null
+  std::vector<std::string> writes;        // guest paths the call says it writes
+  // Hosts/CIDRs to reach; each must be in its tier's "network" list, else the
+  // call is denied. SECURITY: what is allowed becomes the sandbox's egress
+  // allowlist.
+  std::vector<std::string> network;
+  std::vector<std::string> labels;        // free-form, e.g. "pii", "readonly"
+  std::string trace_id;                   // recorded with every event; empty: "call-<random>"
+  // Streamed output, scrubbed of secret values (and filtered by DLP): as
+  // ExecOptions::on_stdout / on_stderr (event-loop thread, must not block; a
+  // callback that throws cancels the command and Gate::call returns an
+  // Error with status kCallbackThrew). Ignored by Policy::classify.
+  std::function<void(std::string_view)> on_stdout;
+  std::function<void(std::string_view)> on_stderr;
+  // Borrowed: it must outlive the call. Null (or an empty Cancel): none.
+  const Cancel* cancel = nullptr;
+};
+
+namespace detail {
+
+struct PolicyFree {
+  void operator()(ztee_policy* p) const noexcept { ztee_policy_free(p); }
+};
+struct DecisionFree {
+  void operator()(ztee_decision* p) const noexcept { ztee_decision_free(p); }
+};
+struct AuditLogFree {
+  void operator()(ztee_audit_log* p) const noexcept { ztee_audit_free(p); }
+};
+struct AuditReportFree {
+  void operator()(ztee_audit_report* p) const noexcept { ztee_audit_report_free(p); }
+};
+struct CallResultFree {
+  void operator()(ztee_call_result* p) const noexcept { ztee_call_result_free(p); }
+};
+struct GateFree {
+  void operator()(ztee_gate* p) const noexcept { ztee_gate_free(p); }
+};
+
+// Pointers into a std::vector<std::string>, or an error naming `what` when
+// an entry has a NUL byte.
+inline std::optional<Error> c_strings(const std::vector<std::string>& in, const char* fn, const char* what,
+                                      std::vector<const char*>& out) {
+  out.clear();
+  out.reserve(in.size());
+  for (const std::string& s : in) {
+    if (auto e = no_nul(s, fn, what)) return e;
+    out.push_back(s.c_str());
+  }
+  return std::nullopt;
+}
+
+// A ztee_tool_call pointing into a ToolCall and into its own arrays, valid
+// while both live. Callbacks and cancel are left unset.
+struct CToolCall {
+  ztee_tool_call c;
+  std::vector<const char*> argv, envp, paths, contents, writes, network, labels;
+  std::vector<std::string> env;
+  std::vector<size_t> lengths;
+};
+
+inline std::optional<Error> to_c(const ToolCall& t, const char* fn, CToolCall& out) {
+  ztee_status st = ztee_tool_call_init(&out.c, sizeof out.c);
+  if (st != ZTEE_OK) return last_error(st);
+  for (const std::string* s : {&t.tool, &t.command, &t.cwd, &t.user, &t.trace_id})
+    if (auto e = no_nul(*s, fn, "ToolCall::tool, command, cwd, user or trace_id")) return e;
+  if (auto e = c_strings(t.argv, fn, "a ToolCall::argv entry", out.argv)) return e;
+  if (auto e = c_strings(t.writes, fn, "a ToolCall::writes entry", out.writes)) return e;
+  if (auto e = c_strings(t.network, fn, "a ToolCall::network entry", out.network)) return e;
+  if (auto e = c_strings(t.labels, fn, "a ToolCall::labels entry", out.labels)) return e;
+  out.env.clear();
+  out.env.reserve(t.env.size());
+  out.envp.clear();
+  for (const auto& [key, val] : t.env) {
+    if (key.empty() || key.find('=') != std::string::npos)
+      return invalid(std::string("ztee::") + fn + ": ToolCall::env key '" + key +
+                     "' is empty or contains '=': use a variable name");
+    if (auto e = no_nul(key + val, fn, "a ToolCall::env entry")) return e;
+    out.env.push_back(key + "=" + val);
+  }
+  for (const std::string& e : out.env) out.envp.push_back(e.c_str());
+  out.paths.clear();
+  out.contents.clear();
+  out.lengths.clear();
+  for (const auto& [path, data] : t.files) {
+    if (auto e = no_nul(path, fn, "a ToolCall::files path")) return e;
+    out.paths.push_back(path.c_str());
+    out.contents.push_back(data.data());
+    out.lengths.push_back(data.size());
+  }
+  ztee_tool_call& c = out.c;
+  c.tool = or_null(t.tool);
+  c.command = or_null(t.command);
+  c.argv = out.argv.empty() ? nullptr : out.argv.data();
+  c.argc = out.argv.size();
+  c.env = out.envp.empty() ? nullptr : out.envp.data();
+  c.env_count = out.envp.size();
+  c.file_paths = out.paths.empty() ? nullptr : out.paths.data();
+  c.file_contents = out.contents.empty() ? nullptr : out.contents.data();
+  c.file_lengths = out.lengths.empty() ? nullptr : out.lengths.data();
+  c.file_count = out.paths.size();
+  c.cwd = or_null(t.cwd);
+  c.user = or_null(t.user);
+  if (t.stdin_data) {
+    c.stdin_data = t.stdin_data->data();  // non-NULL even when empty: empty stdin
+    c.stdin_len = t.stdin_data->size();
+  }
+  c.writes = out.writes.empty() ? nullptr : out.writes.data();
+  c.writes_count = out.writes.size();
+  c.network = out.network.empty() ? nullptr : out.network.data();
+  c.network_count = out.network.size();
+  c.labels = out.labels.empty() ? nullptr : out.labels.data();
+  c.labels_count = out.labels.size();
+  c.trace_id = or_null(t.trace_id);
+  return std::nullopt;
+}
+
+inline Action to_action(int32_t a) {
+  return (a >= ZTEE_ACTION_RUN && a <= ZTEE_ACTION_DENY) ? static_cast<Action>(a) : Action::kDeny;
+}
+
+}  // namespace detail
+
+// A parsed, immutable policy (ztee_policy). Move-only; any number of
+// threads may classify with one policy at once.
+class Policy {
+ public:
+  Policy() = default;
+  // Takes ownership of a C handle.
+  explicit Policy(ztee_policy* owned) noexcept : h_(owned) {}
+
+  // Parses a JSON policy (see ztee_policy_parse for the format).
+  // Errors: ZTEE_E_INVALID_ARGUMENT, message "policy: line N: reason".
+  static Result<Policy> parse(std::string_view json) {
+    ztee_policy* p = nullptr;
+    ztee_status st = ztee_policy_parse(json.data(), json.size(), &p);
+    if (st != ZTEE_OK) return detail::last_error(st);
+    return Policy(p);
+  }
+  // Reads and parses a policy file ("PATH: line N: reason").
+  // Errors: as parse; ZTEE_E_NOT_FOUND (cannot open path).
+  static Result<Policy> load(std::string_view path) {
+    if (auto e = detail::no_nul(path, "Policy::load", "the path")) return std::move(*e);
+    ztee_policy* p = nullptr;
+    ztee_status st = ztee_policy_load(std::string(path).c_str(), &p);
+    if (st != ZTEE_OK) return detail::last_error(st);
+    return Policy(p);
+  }
+  // The policy that ships with libztee: read-only tools L0 run; internal
+  // writes L2 audit; code execution, destructive commands and writes,
+  // network and PII labels L4 approve; anything else denied.
+  static Result<Policy> default_policy() {
+    ztee_policy* p = nullptr;
+    ztee_status st = ztee_policy_default(&p);
+    if (st != ZTEE_OK) return detail::last_error(st);
+    return Policy(p);
+  }
+  // The JSON text of the default policy (static storage).
+  static const char* default_json() noexcept { return ztee_policy_default_json(); }
+
+  // Classifies a call; nothing runs (secret references are not resolved;
+  // callbacks and cancel are ignored).
+  // Errors: ZTEE_E_INVALID_ARGUMENT (no tool, a malformed entry).
+  Result<Decision> classify(const ToolCall& call) const {
+    if (!h_) return detail::empty_handle("Policy::classify");
+    detail::CToolCall c;
+    if (auto e = detail::to_c(call, "Policy::classify", c)) return std::move(*e);
+    ztee_decision* raw = nullptr;
+    ztee_status st = ztee_policy_classify(h_.get(), &c.c, &raw);
+    if (st != ZTEE_OK) return detail::last_error(st);
+    std::unique_ptr<ztee_decision, detail::DecisionFree> d(raw);
+    return Decision{d->tier, detail::to_action(d->action), d->rule_index, d->rule, d->reason};
+  }
+
+  ztee_policy* c_handle() const noexcept { return h_.get(); }
+  explicit operator bool() const noexcept { return static_cast<bool>(h_); }
+
+ private:
+  std::unique_ptr<ztee_policy, detail::PolicyFree> h_;
+};
+
+enum class Durability : int32_t {
+  kFsync = ZTEE_DURABILITY_FSYNC,  // fdatasync after every record (default)
+  kBatch = ZTEE_DURABILITY_BATCH,  // at most every batch_ms: power loss loses up to batch_ms
+  kNone = ZTEE_DURABILITY_NONE,    // left to the kernel
+};
+
+struct AuditOptions {
+  std::string path;                           // the log file, created 0600 if missing (required)
+  Durability durability = Durability::kFsync;
+  uint32_t batch_ms = 0;                      // kBatch's interval; 0: 100
+  // Non-empty: every record also carries an HMAC-SHA256 with this key (any
+  // bytes), so verify_audit_log with the key detects a rewritten chain.
+  std::string hmac_key;
+  uint64_t rotate_bytes = 0;                  // > 0: rotate to <path>.<n> past this size
+};
+
+// An append-only, hash-chained JSON Lines file (ztee_audit_log). Move-only;
+// thread-safe. Records appended from several threads and processes to one
+// file keep one chain.
+class AuditLog {
+ public:
+  AuditLog() = default;
+  // Takes ownership of a C handle.
+  explicit AuditLog(ztee_audit_log* owned) noexcept : h_(owned) {}
+
+  // Opens (creating if missing) the log; appends continue its chain.
+  // Errors: ZTEE_E_INVALID_ARGUMENT (no path), ZTEE_E_IO (cannot open).
+  static Result<AuditLog> open(const AuditOptions& opts) {
+    if (opts.path.empty())
+      return detail::invalid("ztee::AuditLog::open: AuditOptions::path is empty: name the log file");
+    if (auto e = detail::no_nul(opts.path, "AuditLog::open", "AuditOptions::path")) return std::move(*e);
+    ztee_audit_options o;
+    ztee_status st = ztee_audit_options_init(&o, sizeof o);
+    if (st != ZTEE_OK) return detail::last_error(st);
+    o.path = opts.path.c_str();
+    o.durability = static_cast<int32_t>(opts.durability);
+    o.batch_ms = opts.batch_ms;
+    o.hmac_key = opts.hmac_key.empty() ? nullptr : opts.hmac_key.data();
+    o.hmac_key_len = opts.hmac_key.size();
+    o.rotate_bytes = opts.rotate_bytes;
+    ztee_audit_log* log = nullptr;
+    st = ztee_audit_open(&o, &log);
+    if (st != ZTEE_OK) return detail::last_error(st);
+    return AuditLog(log);
+  }
+
+  // Appends one record of `event` (non-empty) for trace_id; fields_json_inner
+  // is the inner part of a JSON object on one line ("\"user\":\"alice\"",
+  // empty: none) without the record's own keys. Returns the record's seq.
+  // Blocks for the write (and sync). Errors: ZTEE_E_INVALID_ARGUMENT, ZTEE_E_IO.
+  Result<uint64_t> append(std::string_view event, std::string_view trace_id = {},
+                          std::string_view fields_json_inner = {}) {
+    if (!h_) return detail::empty_handle("AuditLog::append");
+    for (std::string_view s : {event, trace_id, fields_json_inner})
+      if (auto e = detail::no_nul(s, "AuditLog::append", "the event, trace id or fields")) return std::move(*e);
+    uint64_t seq = 0;
+    std::string ev(event), tr(trace_id), fields(fields_json_inner);
+    ztee_status st = ztee_audit_append(h_.get(), ev.c_str(), tr.c_str(), fields.c_str(), &seq);
+    if (st != ZTEE_OK) return detail::last_error(st);
+    return seq;
+  }
+
+  // fdatasync now (kBatch / kNone: make everything appended so far durable).
+  Result<void> flush() {
+    if (!h_) return detail::empty_handle("AuditLog::flush");
+    return detail::status_result(ztee_audit_flush(h_.get()));
+  }
+
+  ztee_audit_log* c_handle() const noexcept { return h_.get(); }
+  explicit operator bool() const noexcept { return static_cast<bool>(h_); }
+
+ private:
+  std::unique_ptr<ztee_audit_log, detail::AuditLogFree> h_;
+};
+
+struct AuditReport {
+  bool ok = false;       // every record present, in order, unedited
+  uint64_t records = 0;  // records checked
+  std::string problem;   // the first problem; "" when ok
+};
+
+// Verifies one chain across `files` given oldest first (a rotated log:
+// path.1, path.2, ..., path); with a key, every record's HMAC too. A log
+// that fails verification is a success with ok false. A removed tail cannot
+// be seen from the files alone: compare the last seq with what append or
+// the gate reported. Errors: ZTEE_E_INVALID_ARGUMENT (no files).
+inline Result<AuditReport> verify_audit_log(const std::vector<std::string>& files, std::string_view key = {}) {
+  std::vector<const char*> paths;
+  if (auto e = detail::c_strings(files, "verify_audit_log", "a file name", paths)) return std::move(*e);
+  ztee_audit_report* raw = nullptr;
+  ztee_status st = ztee_audit_verify(paths.empty() ? nullptr : paths.data(), paths.size(),
+                                     key.empty() ? nullptr : key.data(), key.size(), &raw);
+  if (st != ZTEE_OK) return detail::last_error(st);
+  std::unique_ptr<ztee_audit_report, detail::AuditReportFree> rep(raw);
+  return AuditReport{rep->ok != 0, rep->records, rep->problem};
+}
+
+class Gate;
+
+// A call of an approve tier waiting for an answer (see GateOptions::approver).
+struct ApprovalRequest {
+  std::string token;        // answer with Gate::approve / Gate::deny(token, ...)
+  std::string description;  // JSON: tool, text, env_keys, cwd, user, writes, network,
+                            // labels, tier, rule, trace; never secret values
+  uint32_t deadline_ms = 0; // no answer by then denies the call
+};
+
+struct GateOptions {
+  // Null: the default policy. The gate keeps its own reference: the Policy
+  // may be destroyed once the gate exists (likewise audit and pool).
+  const Policy* policy = nullptr;
+  // Null: nothing is recorded (not recommended). Its append errors do not
+  // fail calls.
+  const AuditLog* audit = nullptr;
+  // Asked for every call of an approve tier, on the thread in Gate::call,
+  // which waits: answer with gate.approve / gate.deny, at once or later from
+  // any thread, within deadline_ms (copy the token). Empty: such calls are
+  // denied. An approver that throws denies the call with what it threw.
+  std::function<void(const ApprovalRequest&, Gate&)> approver;
+  // Looks up the secret NAME of "secret://NAME" (on the thread in
+  // Gate::call; may block): its value (not empty), or std::nullopt when it
+  // does not know the name (secrets_dir, then secrets_env_prefix are asked
+  // next). A resolver that throws fails the call with ZTEE_E_INTERNAL.
+  // SECURITY: a value reaches the sandboxed process; it is scrubbed (with
+  // its hex and base64 forms) from output, errors and the log, but the
+  // process may leak it in other forms.
+  std::function<std::optional<std::string>(const std::string& name)> secrets;
+  std::string secrets_dir;         // a file per secret: <dir>/NAME; empty: none
+  std::string secrets_env_prefix;  // the host variable <prefix>NAME; empty: none
+  // Options of the sandboxes of calls the pool does not serve; a tier's
+  // memory_mib overrides memory_mib.
+  SandboxOptions sandbox;
+  // Null: every call boots a sandbox. Else calls without network and without
+  // a tier memory_mib lease from it. The gate keeps the pool open until it is
+  // destroyed (not past Pool::close).
+  const Pool* pool = nullptr;
+  // Output DLP: scans stdout and stderr (after secrets are scrubbed) with
+  // libztee's default detectors ("[REDACTED:<detector>]") and injection rules
+  // (see ztee_gate_options.dlp).
+  bool dlp = false;
+  // Detector names (e.g. "card", "private_key") whose findings block the
+  // call's output instead (CallResult::blocked). Implies dlp. An unknown name
+  // is ZTEE_E_INVALID_ARGUMENT at Gate::create.
+  std::vector<std::string> dlp_block;
+};
+
+// What Gate::call did.
+struct CallResult {
+  bool ran = false;          // the command ran (see exec); false: denied
+  Decision decision;
+  std::string denial;        // why it did not run ("" when it ran), or why DLP blocked its output
+  std::string approved_by;   // approve tiers: who said yes
+  std::string sandbox_id;    // the sandbox it ran in ("" when denied)
+  // When it ran: stdout/stderr scrubbed of secrets (and filtered by DLP).
+  std::optional<ExecResult> exec;
+  bool blocked = false;      // DLP blocked the output (GateOptions::dlp_block)
+  uint32_t dlp_findings = 0;
+  uint32_t injection_anomalies = 0;
+};
+
+namespace detail {
+
+// What the C callbacks of a gate reach: the gate's callbacks and the Gate
+// object that owns it (kept current across moves).
+struct GateState {
+  std::function<void(const ApprovalRequest&, Gate&)> approver;
+  std::function<std::optional<std::string>(const std::string&)> secrets;
+  Gate* self = nullptr;
+  std::unique_ptr<ztee_gate, GateFree> h;  // freed first: no callback runs after
+};
+
+// The message of a secret resolver that threw on this thread ("" if none).
+inline std::string& secret_threw() {
+  static thread_local std::string message;
+  return message;
+}
+
+inline void gate_approver(void* user_data, ztee_gate* gate, const char* token, const char* description,
+                          uint32_t deadline_ms) noexcept;
+
+inline ztee_status gate_secret(void* user_data, const char* name, ztee_secret_value* out) noexcept {
+  auto* s = static_cast<GateState*>(user_data);
+#if ZTEE_HPP_EXCEPTIONS
+  try {
+    std::optional<std::string> v = s->secrets(name);
+    if (!v) return ZTEE_E_NOT_FOUND;
+    return ztee_secret_value_set(out, v->data(), v->size());
+  } catch (...) {
+    try {
+      try {
+        throw;
+      } catch (const std::exception& e) {
+        secret_threw() = std::string("GateOptions::secrets threw for '") + name + "': " + e.what();
+      } catch (...) {
+        secret_threw() = std::string("GateOptions::secrets threw for '") + name +
+                         "' an exception not derived from std::exception";
+      }
+    } catch (...) {  // building the message ran out of memory
+    }
+    return ZTEE_E_INTERNAL;
+  }
+#else
+  std::optional<std::string> v = s->secrets(name);
+  if (!v) return ZTEE_E_NOT_FOUND;
+  return ztee_secret_value_set(out, v->data(), v->size());
+#endif
+}
+
+}  // namespace detail
+
+// Runs tool calls under a policy (ztee_gate): classify -> ask for approval
+// when the tier says so -> resolve secret references -> run in a fresh (or
+// pooled) sandbox destroyed afterwards -> scrub secrets (and DLP) from the
+// output, recording every step in the audit log. Move-only; Gate::call from
+// many threads runs at once. The destructor must not run while a call is
+// running on it.
+class Gate {
+ public:
+  Gate() = default;
+  Gate(Gate&& o) noexcept : s_(std::move(o.s_)) {
+    if (s_) s_->self = this;
+  }
+  Gate& operator=(Gate&& o) noexcept {
+    s_ = std::move(o.s_);
+    if (s_) s_->self = this;
+    return *this;
+  }
+  ~Gate() = default;
+
+  // Creates a gate on `rt` (kept alive by the gate, as are the policy, audit
+  // log and pool). Errors: ZTEE_E_INVALID_ARGUMENT (bad options, an unknown
+  // dlp_block detector).
+  static Result<Gate> create(const Runtime& rt, GateOptions opts = {}) {
+    const char* fn = "Gate::create";
+    if (!rt) return detail::empty_handle(fn);
+    if ((opts.policy && !*opts.policy) || (opts.audit && !*opts.audit) || (opts.pool && !*opts.pool))
+      return detail::invalid("ztee::Gate::create: GateOptions::policy, audit or pool points to an empty handle: "
+                             "pass null or a live one");
+    for (const std::string* s : {&opts.secrets_dir, &opts.secrets_env_prefix})
+      if (auto e = detail::no_nul(*s, fn, "GateOptions::secrets_dir or secrets_env_prefix")) return std::move(*e);
+    detail::CSandboxOptions sbo;
+    if (auto e = detail::to_c(opts.sandbox, fn, sbo)) return std::move(*e);
+    std::vector<const char*> block;
+    if (auto e = detail::c_strings(opts.dlp_block, fn, "a GateOptions::dlp_block entry", block))
+      return std::move(*e);
+
+    auto state = std::make_unique<detail::GateState>();
+    state->approver = std::move(opts.approver);
+    state->secrets = std::move(opts.secrets);
+    ztee_gate_options o;
+    ztee_status st = ztee_gate_options_init(&o, sizeof o);
+    if (st != ZTEE_OK) return detail::last_error(st);
+    o.policy = opts.policy ? opts.policy->c_handle() : nullptr;
+    o.audit = opts.audit ? opts.audit->c_handle() : nullptr;
+    if (state->approver) {
+      o.approver = &detail::gate_approver;
+      o.approver_data = state.get();
+    }
+    if (state->secrets) {
+      o.resolver = &detail::gate_secret;
+      o.resolver_data = state.get();
+    }
+    o.secrets_dir = detail::or_null(opts.secrets_dir);
+    o.secrets_env_prefix = detail::or_null(opts.secrets_env_prefix);
+    o.sandbox = &sbo.c;
+    o.pool = opts.pool ? opts.pool->c_handle() : nullptr;
+    o.dlp = opts.dlp ? 1 : 0;
+    o.dlp_block = block.empty() ? nullptr : block.data();
+    o.dlp_block_count = block.size();
+    ztee_gate* g = nullptr;
+    st = ztee_gate_create(rt.c_handle(), &o, &g);
+    if (st != ZTEE_OK) return detail::last_error(st);
+    state->h.reset(g);
+    return Gate(std::move(state));
+  }
+
+  // Runs one tool call through the gate and waits for it. A denied call is
+  // a success with ran false; errors are failures to run an allowed call.
+  // The approver and secret resolver run on this thread during the call.
+  // SECURITY: an allowed call runs arbitrary code as root in its guest.
+  // Errors: ZTEE_E_INVALID_ARGUMENT (no tool, nothing to run, both command
+  // and argv), ZTEE_E_NOT_FOUND (a secret no resolver knows: nothing runs;
+  // command or cwd missing), ZTEE_E_INTERNAL (GateOptions::secrets threw),
+  // kCallbackThrew, and those of Sandbox::exec.
+  Result<CallResult> call(const ToolCall& call) {
+    const char* fn = "Gate::call";
+    if (!s_) return detail::empty_handle(fn);
+    detail::CToolCall c;
+    if (auto e = detail::to_c(call, fn, c)) return std::move(*e);
+
+    detail::StreamState state;
+    state.on_stdout = &call.on_stdout;
+    state.on_stderr = &call.on_stderr;
+    state.owner = "ToolCall";
+    std::unique_ptr<ztee_cancel, detail::CancelFree> own_cancel;
+    if (call.cancel && *call.cancel) {
+      state.cancel = call.cancel->c_handle();
+    } else if (call.on_stdout || call.on_stderr) {
+      // A callback that throws must be able to end the command.
+      ztee_cancel* cc = nullptr;
+      ztee_status st = ztee_cancel_create(&cc);
+      if (st != ZTEE_OK) return detail::last_error(st);
+      own_cancel.reset(cc);
+      state.cancel = cc;
+    }
+    c.c.cancel = state.cancel;
+    if (call.on_stdout) c.c.on_stdout = &detail::on_output<true>;
+    if (call.on_stderr) c.c.on_stderr = &detail::on_output<false>;
+    c.c.user_data = &state;
+
+    detail::secret_threw().clear();
+    ztee_call_result* raw = nullptr;
+    ztee_status st = ztee_gate_call(s_->h.get(), &c.c, &raw);
+    std::optional<Error> failure;
+    if (st != ZTEE_OK) failure = detail::last_error(st);  // before any other ztee_* call
+    std::unique_ptr<ztee_call_result, detail::CallResultFree> res(raw);
+    if (state.error) {
+      std::string msg = state.message.empty() ? "an output callback threw; the command was cancelled"
+                                              : std::move(state.message);
+      return Error{kCallbackThrew, 0, std::move(msg), state.error};
+    }
+    if (failure) {
+      if (!detail::secret_threw().empty()) {
+        failure->message = detail::secret_threw() + " (" + failure->message + ")";
+        detail::secret_threw().clear();
+      }
+      return std::move(*failure);
+    }
+    CallResult r;
+    r.ran = res->ran != 0;
+    r.decision = Decision{res->tier, detail::to_action(res->action), res->rule_index, res->rule, res->reason};
+    r.denial = res->denial;
+    r.approved_by = res->approved_by;
+    r.sandbox_id = res->sandbox_id;
+    if (res->exec) r.exec = detail::to_exec_result(*res->exec);
+    r.blocked = res->blocked != 0;
+    r.dlp_findings = res->dlp_findings;
+    r.injection_anomalies = res->injection_anomalies;
+    return r;
+  }
+
+  // Answer a pending approval (any thread, the approver included). who is
+  // recorded (empty: "approver"); so is the reason of a denial.
+  // Errors: ZTEE_E_NOT_FOUND (unknown, already answered or expired token;
+  // the late answer is ignored and recorded).
+  Result<void> approve(std::string_view token, std::string_view who = {}) {
+    if (!s_) return detail::empty_handle("Gate::approve");
+    for (std::string_view s : {token, who})
+      if (auto e = detail::no_nul(s, "Gate::approve", "the token or who")) return std::move(*e);
+    std::string t(token), w(who);
+    return detail::status_result(ztee_gate_approve(s_->h.get(), t.c_str(), detail::or_null(w)));
+  }
+  Result<void> deny(std::string_view token, std::string_view reason = {}, std::string_view who = {}) {
+    if (!s_) return detail::empty_handle("Gate::deny");
+    for (std::string_view s : {token, reason, who})
+      if (auto e = detail::no_nul(s, "Gate::deny", "the token, reason or who")) return std::move(*e);
+    std::string t(token), r(reason), w(who);
+    return detail::status_result(ztee_gate_deny(s_->h.get(), t.c_str(), detail::or_null(r), detail::or_null(w)));
+  }
+
+  ztee_gate* c_handle() const noexcept { return s_ ? s_->h.get() : nullptr; }
+  explicit operator bool() const noexcept { return static_cast<bool>(s_); }
+
+ private:
+  explicit Gate(std::unique_ptr<detail::GateState> s) noexcept : s_(std::move(s)) { s_->self = this; }
+  std::unique_ptr<detail::GateState> s_;
+};
+
+namespace detail {
+
+inline void gate_approver(void* user_data, ztee_gate* gate, const char* token, const char* description,
+                          uint32_t deadline_ms) noexcept {
+  auto* s = static_cast<GateState*>(user_data);
+#if ZTEE_HPP_EXCEPTIONS
+  try {
+    s->approver(ApprovalRequest{token, description ? description : "", deadline_ms}, *s->self);
+  } catch (...) {
+    // Deny with what it threw (an answer it gave first stands: this one is
+    // then ignored).
+    const char* fallback = "GateOptions::approver threw";
+    try {
+      std::string reason;
+      try {
+        throw;
+      } catch (const std::exception& e) {
+        reason = std::string("GateOptions::approver threw: ") + e.what();
+      } catch (...) {
+        reason = "GateOptions::approver threw an exception not derived from std::exception";
+      }
+      ztee_gate_deny(gate, token, reason.c_str(), nullptr);
+    } catch (...) {  // building the message ran out of memory
+      ztee_gate_deny(gate, token, fallback, nullptr);
+    }
+  }
+#else
+  (void)gate;
+  s->approver(ApprovalRequest{token, description ? description : "", deadline_ms}, *s->self);
+#endif
+}
+
+}  // namespace detail
 
 }  // namespace capi_v0
 }  // namespace ztee

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
@@ -510,4 +511,321 @@ TEST_CASE("snapshot, clone, pool lease and move semantics") {
     CHECK(c2.triggered());
   }
   std::filesystem::remove_all(base);
+}
+
+// ---- control plane: policy, audit log, gate ----------------------------------
+
+namespace {
+
+const char kPolicy[] =
+    "{\n"
+    "  \"version\": 1,\n"
+    "  \"tiers\": {\n"
+    "    \"L0\": {\"action\": \"run\", \"timeout_ms\": 30000},\n"
+    "    \"L2\": {\"action\": \"audit\", \"timeout_ms\": 30000},\n"
+    "    \"L4\": {\"action\": \"approve\", \"approval_timeout_ms\": 20000},\n"
+    "    \"L5\": {\"action\": \"deny\"}\n"
+    "  },\n"
+    "  \"rules\": [\n"
+    "    {\"name\": \"forbidden\", \"tool\": \"format_disk\", \"tier\": \"L5\"},\n"
+    "    {\"name\": \"reads\", \"tool\": [\"read_file\", \"cat\"], \"tier\": \"L0\"},\n"
+    "    {\"name\": \"writes\", \"tool\": \"write_file\", \"tier\": \"L2\"},\n"
+    "    {\"name\": \"code\", \"tool\": [\"python\", \"shell\"], \"tier\": \"L4\"}\n"
+    "  ]\n"
+    "}\n";
+
+ztee::ToolCall tool_call(std::string tool, std::string command, std::string trace) {
+  ztee::ToolCall c;
+  c.tool = std::move(tool);
+  c.command = std::move(command);
+  c.trace_id = std::move(trace);
+  return c;
+}
+
+}  // namespace
+
+static_assert(!std::is_copy_constructible_v<ztee::Gate> && std::is_nothrow_move_constructible_v<ztee::Gate>);
+static_assert(!std::is_copy_constructible_v<ztee::Policy> && !std::is_copy_constructible_v<ztee::AuditLog>);
+
+TEST_CASE("policy: parse errors name their line; classify") {
+  CHECK(ztee::has_feature("gate"));
+  auto bad = ztee::Policy::parse(
+      "{\"version\": 1,\n \"tiers\": {\"L0\": {\"action\": \"run\"}},\n"
+      " \"rules\": [\n  {\"name\": \"x\", \"tier\": \"L0\", \"colour\": \"red\"}\n ]\n}");
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.error().status == ZTEE_E_INVALID_ARGUMENT);
+  CHECK_MESSAGE(bad.error().message.find("line 4") != std::string::npos, bad.error().message);
+  CHECK(bad.error().message.find("colour") != std::string::npos);
+  auto missing = ztee::Policy::load("/nonexistent/ztee-policy.json");
+  REQUIRE_FALSE(missing.ok());
+  CHECK(missing.error().status == ZTEE_E_NOT_FOUND);
+
+  CHECK(std::string(ztee::Policy::default_json()).find("\"read-only-tools\"") != std::string::npos);
+  auto def = ztee::Policy::default_policy();
+  REQUIRE(def.ok());
+  auto d = def->classify(tool_call("read_file", "cat /etc/hostname", ""));
+  REQUIRE(d.ok());
+  CHECK(d->tier == 0);
+  CHECK(d->action == ztee::Action::kRun);
+  CHECK(d->rule == "read-only-tools");
+
+  auto p = ztee::Policy::parse(kPolicy);
+  REQUIRE_MESSAGE(p.ok(), p.error().to_string());
+  d = p->classify(tool_call("cat", "cat /etc/hostname", ""));
+  REQUIRE(d.ok());
+  CHECK(d->tier == 0);
+  CHECK(d->rule_index == 1);
+  CHECK(d->rule == "reads");
+  CHECK(d->reason.find("L0 run") != std::string::npos);
+  ztee::ToolCall argv_call;
+  argv_call.tool = "python";
+  argv_call.argv = {"python3", "-c", "print(1)"};
+  d = p->classify(argv_call);
+  REQUIRE(d.ok());
+  CHECK(d->tier == 4);
+  CHECK(d->action == ztee::Action::kApprove);
+  d = p->classify(tool_call("launch_rocket", "true", ""));
+  REQUIRE(d.ok());
+  CHECK(d->action == ztee::Action::kDeny);
+  CHECK(d->rule_index == -1);
+  CHECK(d->rule.empty());
+  // Bad input: no tool; a NUL byte; an empty handle.
+  auto no_tool = p->classify(tool_call("", "true", ""));
+  REQUIRE_FALSE(no_tool.ok());
+  CHECK(no_tool.error().status == ZTEE_E_INVALID_ARGUMENT);
+  ztee::ToolCall nul = tool_call("cat", "true", "");
+  nul.env = {{"K", std::string("a\0b", 3)}};
+  auto nul_r = p->classify(nul);
+  REQUIRE_FALSE(nul_r.ok());
+  CHECK(nul_r.error().message.find("NUL") != std::string::npos);
+  ztee::Policy moved = std::move(p).value();
+  CHECK_FALSE(p.value());
+  CHECK(p->classify(tool_call("cat", "true", "")).error().status == ZTEE_E_INVALID_ARGUMENT);
+  CHECK(moved.classify(tool_call("cat", "true", "")).ok());
+}
+
+TEST_CASE("gate: run through a pool, deny, approvals, secrets, DLP, audit log") {
+  char dir[] = "/tmp/ztee-cxx-gate.XXXXXX";
+  REQUIRE(mkdtemp(dir) != nullptr);
+  std::string base = dir, log_path = base + "/audit.jsonl";
+  const std::string secret = "zt-cxx-LIVE-4242", key = "cxx-audit-key";
+  auto t0 = Clock::now();
+
+  ztee::PoolOptions po;
+  po.min_ready = 1;
+  po.max_total = 2;
+  po.lease_timeout_ms = 60000;
+  auto pool = runtime().create_pool(po);
+  REQUIRE_MESSAGE(pool.ok(), pool.error().to_string());
+  auto policy = ztee::Policy::parse(kPolicy);
+  REQUIRE(policy.ok());
+  ztee::AuditOptions ao;
+  ao.path = log_path;
+  ao.hmac_key = key;
+  ao.durability = ztee::Durability::kBatch;
+  auto log = ztee::AuditLog::open(ao);
+  REQUIRE_MESSAGE(log.ok(), log.error().to_string());
+  auto seq = log->append("cxx_start", "cxx-test", "\"n\":1");
+  REQUIRE_MESSAGE(seq.ok(), seq.error().to_string());
+  auto bad_fields = log->append("cxx_bad", "", "\"n\":");
+  REQUIRE_FALSE(bad_fields.ok());
+  CHECK(bad_fields.error().status == ZTEE_E_INVALID_ARGUMENT);
+
+  // The approver's behaviour, set per call.
+  enum class Mode { kFromThread, kThrow };
+  Mode mode = Mode::kFromThread;
+  int approver_calls = 0;
+  ztee::ApprovalRequest seen;
+  std::thread answer;
+  std::atomic<ztee_status> answer_status{ZTEE_E_INTERNAL};
+  std::vector<std::string> asked;
+
+  ztee::GateOptions go;
+  go.policy = &*policy;
+  go.audit = &*log;
+  go.pool = &*pool;
+  go.approver = [&](const ztee::ApprovalRequest& req, ztee::Gate& gate) {
+    ++approver_calls;
+    seen = req;
+    if (mode == Mode::kThrow) throw std::runtime_error("approver exploded");
+    answer = std::thread([&gate, &answer_status, token = req.token] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      auto r = gate.approve(token, "bob via thread");
+      answer_status = r.ok() ? ZTEE_OK : r.error().status;
+    });
+  };
+  go.secrets = [&](const std::string& name) -> std::optional<std::string> {
+    asked.push_back(name);
+    if (name == "BOOM") throw std::runtime_error("vault unreachable");
+    if (name == "API_KEY") return secret;
+    return std::nullopt;
+  };
+  auto gate_r = ztee::Gate::create(runtime(), go);
+  REQUIRE_MESSAGE(gate_r.ok(), gate_r.error().to_string());
+  // Moved: the callbacks must see the new object.
+  ztee::Gate gate = std::move(gate_r).value();
+  // The gate keeps its own references.
+  { ztee::Policy gone = std::move(policy).value(); }
+
+  {  // L0 run, leased from the pool.
+    uint64_t before = pool->stats()->leases;
+    auto r = gate.call(tool_call("cat", "cat /etc/hostname >/dev/null && echo read-ok", "cxx-run"));
+    REQUIRE_MESSAGE(r.ok(), r.error().to_string());
+    CHECK(r->ran);
+    CHECK(r->decision.action == ztee::Action::kRun);
+    CHECK(r->decision.rule == "reads");
+    CHECK(r->sandbox_id.rfind("sb-", 0) == 0);
+    CHECK(r->denial.empty());
+    REQUIRE(r->exec.has_value());
+    CHECK(r->exec->exit_code == 0);
+    CHECK(r->exec->stdout_data == "read-ok\n");
+    CHECK(pool->stats()->leases == before + 1);
+  }
+  {  // L5 deny: nothing runs.
+    auto r = gate.call(tool_call("format_disk", "mkfs /dev/vda", "cxx-deny"));
+    REQUIRE(r.ok());
+    CHECK_FALSE(r->ran);
+    CHECK(r->decision.action == ztee::Action::kDeny);
+    CHECK(r->decision.rule == "forbidden");
+    CHECK_FALSE(r->denial.empty());
+    CHECK(r->sandbox_id.empty());
+    CHECK_FALSE(r->exec.has_value());
+  }
+  {  // L4: approved later from another std::thread.
+    mode = Mode::kFromThread;
+    auto r = gate.call(tool_call("shell", "echo approved-ran", "cxx-approve"));
+    if (answer.joinable()) answer.join();
+    REQUIRE_MESSAGE(r.ok(), r.error().to_string());
+    CHECK(approver_calls == 1);
+    CHECK(answer_status.load() == ZTEE_OK);
+    CHECK(seen.deadline_ms > 10000);
+    CHECK(seen.deadline_ms <= 20000);
+    CHECK(seen.description.find("\"tool\":\"shell\"") != std::string::npos);
+    CHECK(seen.description.find("\"trace\":\"cxx-approve\"") != std::string::npos);
+    CHECK(r->ran);
+    CHECK(r->decision.action == ztee::Action::kApprove);
+    CHECK(r->approved_by == "bob via thread");
+    REQUIRE(r->exec.has_value());
+    CHECK(r->exec->stdout_data == "approved-ran\n");
+    // The answered token is gone.
+    auto again = gate.approve(seen.token, "again");
+    REQUIRE_FALSE(again.ok());
+    CHECK(again.error().status == ZTEE_E_NOT_FOUND);
+    CHECK(gate.deny("no-such-token", "x").error().status == ZTEE_E_NOT_FOUND);
+  }
+  {  // L4: an approver that throws denies the call with what it threw.
+    mode = Mode::kThrow;
+    uint64_t before = pool->stats()->leases;
+    auto r = gate.call(tool_call("shell", "echo never", "cxx-throw"));
+    REQUIRE_MESSAGE(r.ok(), r.error().to_string());
+    CHECK(approver_calls == 2);
+    CHECK_FALSE(r->ran);
+    CHECK_MESSAGE(r->denial.find("approver exploded") != std::string::npos, r->denial);
+    CHECK_FALSE(r->exec.has_value());
+    CHECK(pool->stats()->leases == before);
+  }
+  {  // A secret from the lambda, in env and a file; scrubbed from the
+     // collected stdout and the streamed stderr. L2 audit.
+    std::mutex mu;
+    std::string err;
+    ztee::ToolCall c = tool_call("write_file",
+                                 "echo \"$API_KEY\"; cat /tmp/cred; echo; echo \"$PLAIN\"; "
+                                 "echo \"err $API_KEY\" >&2",
+                                 "cxx-secret");
+    c.env = {{"API_KEY", "secret://API_KEY"}, {"PLAIN", "visible"}};
+    c.files = {{"/tmp/cred", "secret://API_KEY"}};
+    c.writes = {"/tmp/out"};
+    c.on_stderr = [&](std::string_view d) {
+      std::lock_guard<std::mutex> l(mu);
+      err.append(d);
+    };
+    auto r = gate.call(c);
+    REQUIRE_MESSAGE(r.ok(), r.error().to_string());
+    CHECK(std::find(asked.begin(), asked.end(), "API_KEY") != asked.end());
+    CHECK(r->ran);
+    CHECK(r->decision.action == ztee::Action::kAudit);
+    REQUIRE(r->exec.has_value());
+    CHECK(r->exec->stdout_data.find(secret) == std::string::npos);
+    CHECK(r->exec->stdout_data == "[secret:API_KEY]\n[secret:API_KEY]\nvisible\n");
+    CHECK(r->exec->stderr_data.empty());  // streamed
+    std::lock_guard<std::mutex> l(mu);
+    CHECK(err == "err [secret:API_KEY]\n");
+  }
+  {  // Unknown and throwing resolvers: nothing runs.
+    uint64_t before = pool->stats()->leases;
+    ztee::ToolCall c = tool_call("cat", "true", "cxx-nope");
+    c.env = {{"X", "secret://NOPE"}};
+    auto r = gate.call(c);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().status == ZTEE_E_NOT_FOUND);
+    CHECK(r.error().message.find("secret://NOPE") != std::string::npos);
+    c.env = {{"X", "secret://BOOM"}};
+    c.trace_id = "cxx-boom";
+    r = gate.call(c);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().status == ZTEE_E_INTERNAL);
+    CHECK_MESSAGE(r.error().message.find("vault unreachable") != std::string::npos, r.error().message);
+    CHECK(pool->stats()->leases == before);
+  }
+  {  // A ToolCall output callback that throws cancels the call and becomes its error.
+    ztee::ToolCall c = tool_call("cat", "echo first; sleep 30; echo never", "cxx-cb-throw");
+    c.on_stdout = [](std::string_view) { throw std::runtime_error("sink full"); };
+    auto t_cb = Clock::now();
+    auto r = gate.call(c);
+    CHECK(seconds_since(t_cb) < 20);  // cancelled, not the 30 s sleep
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().status == ztee::kCallbackThrew);
+    CHECK_MESSAGE(r.error().message.find("ToolCall::on_stdout threw: sink full") != std::string::npos,
+                  r.error().message);
+    CHECK(r.error().exception != nullptr);
+  }
+  {  // Output DLP on a second gate over the same pool (default policy).
+    ztee::GateOptions dgo;
+    dgo.pool = &*pool;
+    dgo.dlp = true;
+    auto dgate = ztee::Gate::create(runtime(), dgo);
+    REQUIRE_MESSAGE(dgate.ok(), dgate.error().to_string());
+    auto r = dgate->call(tool_call("read_file", "echo pay 4111 1111 1111 1111 now", "cxx-dlp"));
+    REQUIRE_MESSAGE(r.ok(), r.error().to_string());
+    CHECK(r->ran);
+    CHECK_FALSE(r->blocked);
+    CHECK(r->dlp_findings == 1);
+    REQUIRE(r->exec.has_value());
+    CHECK(r->exec->stdout_data == "pay [REDACTED:card] now\n");
+    dgo.dlp_block = {"no_such_detector"};
+    auto bogus = ztee::Gate::create(runtime(), dgo);
+    REQUIRE_FALSE(bogus.ok());
+    CHECK(bogus.error().message.find("no_such_detector") != std::string::npos);
+  }
+
+  { ztee::Gate done = std::move(gate); }  // frees the gate: its log reference goes
+  CHECK_FALSE(gate);
+  CHECK(gate.call(tool_call("cat", "true", "")).error().status == ZTEE_E_INVALID_ARGUMENT);
+  REQUIRE(log->flush().ok());
+  { ztee::AuditLog closed = std::move(log).value(); }
+
+  std::string text;
+  {
+    std::FILE* f = std::fopen(log_path.c_str(), "rb");
+    REQUIRE(f != nullptr);
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
+    std::fclose(f);
+  }
+  CHECK(text.find(secret) == std::string::npos);
+  CHECK(text.find("\"trace\":\"cxx-approve\",\"event\":\"approval_granted\"") != std::string::npos);
+  CHECK(text.find("\"trace\":\"cxx-throw\",\"event\":\"approval_denied\"") != std::string::npos);
+  auto rep = ztee::verify_audit_log({log_path}, key);
+  REQUIRE_MESSAGE(rep.ok(), rep.error().to_string());
+  CHECK_MESSAGE(rep->ok, rep->problem);
+  CHECK(rep->records > 10);
+  CHECK(rep->problem.empty());
+  auto wrong_key = ztee::verify_audit_log({log_path}, "not-the-key");
+  REQUIRE(wrong_key.ok());
+  CHECK_FALSE(wrong_key->ok);
+  CHECK_FALSE(wrong_key->problem.empty());
+  CHECK(ztee::verify_audit_log({}).error().status == ZTEE_E_INVALID_ARGUMENT);
+  std::filesystem::remove_all(base);
+  MESSAGE("gate test took " << seconds_since(t0) << " s");
 }
