@@ -128,15 +128,6 @@ Result<void> write_atomic(const std::string& path, std::string_view data, mode_t
   return {};
 }
 
-std::string sha256_hex(std::string_view data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
-  std::string hex;
-  for (unsigned k = 0; k < len; ++k) hex += fmt::format("{:02x}", md[k]);
-  return hex;
-}
-
 struct Copied {
   std::string sha256;
   uint64_t size = 0;
@@ -288,7 +279,7 @@ int cmd_sign(Args a) {
   if (!sig) return fail(sig.error().message);
   std::string spath = dir + "/" + detail::kSignatureFile;
   if (auto r = write_atomic(spath, *sig); !r) return fail(r.error().message);
-  std::printf("signed %s/manifest.json (sha256 %s): %s\n", dir.c_str(), sha256_hex(img->manifest_bytes).c_str(),
+  std::printf("signed %s/manifest.json (sha256 %s): %s\n", dir.c_str(), detail::sha256_hex(img->manifest_bytes).c_str(),
               spath.c_str());
   return 0;
 }
@@ -411,7 +402,7 @@ int cmd_gate(Args a) {
   std::string gate = fmt::format(
       "{{\"verdict\":\"{}\",\"scanner\":\"{}\",\"report_sha256\":\"{}\",\"max_severity\":\"{}\",\"findings\":{},"
       "\"blocking\":{},\"allowed\":{},\"date\":\"{}\"}}",
-      pass ? "pass" : "fail", scanner, sha256_hex(*text), lower, nfindings, list(decision.blocking),
+      pass ? "pass" : "fail", scanner, detail::sha256_hex(*text), lower, nfindings, list(decision.blocking),
       list(decision.allowed), today);
   auto updated = manifest_with(*img, "vuln_gate", gate);
   if (!updated) return fail(updated.error().message);
@@ -467,7 +458,7 @@ std::string blob_path(const std::string& layout, const std::string& hex) { retur
 
 // Stores bytes as a blob; returns its descriptor fields.
 Result<Copied> put_blob_bytes(const std::string& layout, std::string_view bytes) {
-  Copied c{sha256_hex(bytes), bytes.size()};
+  Copied c{detail::sha256_hex(bytes), bytes.size()};
   std::string p = blob_path(layout, c.sha256);
   if (::access(p.c_str(), F_OK) != 0)
     if (auto r = write_atomic(p, bytes); !r) return std::move(r).error();
@@ -625,7 +616,7 @@ int cmd_pull(Args a) {
     return refuse(fmt::format("image pull: tag {} points at an unsupported digest {}", tag, digest));
   auto mtext = detail::read_file_limited(blob_path(layout, digest.substr(7)), 4u << 20);
   if (!mtext) return fail("image pull: OCI manifest " + mtext.error().message);
-  if (sha256_hex(*mtext) != digest.substr(7) || mtext->size() != msize)
+  if (detail::sha256_hex(*mtext) != digest.substr(7) || mtext->size() != msize)
     return refuse(fmt::format("image pull: OCI manifest blob {} does not match its digest or size", digest));
   simdjson::dom::parser mp;
   simdjson::dom::element man;

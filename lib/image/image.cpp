@@ -189,6 +189,16 @@ Result<void> write_template_manifest(const std::string& dir, const TemplateManif
   return {};
 }
 
+std::string sha256_hex(std::string_view data) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
+  static const char* digits = "0123456789abcdef";
+  std::string hex(2 * len, '0');
+  for (unsigned i = 0; i < len; ++i) hex[2 * i] = digits[md[i] >> 4], hex[2 * i + 1] = digits[md[i] & 15];
+  return hex;
+}
+
 Result<std::string> sha256_file(const std::string& path) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) {

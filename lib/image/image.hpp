@@ -10,6 +10,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <string_view>
 
 namespace ztee::detail {
 
@@ -71,6 +72,8 @@ Result<std::string> read_file_limited(const std::string& path, size_t max);
 
 // sha256 of a file as lowercase hex.
 Result<std::string> sha256_file(const std::string& path);
+// sha256 of bytes as lowercase hex.
+std::string sha256_hex(std::string_view data);
 
 // Verifies artifacts against their manifest digests. A file whose identity
 // (device, inode, size, mtime, ctime) matches one verified before is not

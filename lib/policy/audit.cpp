@@ -3,11 +3,11 @@
 #include <ztee/policy.hpp>
 
 #include "agent/json.hpp"
+#include "image/image.hpp"
 
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-#include <openssl/sha.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -36,12 +36,6 @@ std::string hex(const unsigned char* p, size_t n) {
   std::string out(n * 2, '0');
   for (size_t i = 0; i < n; ++i) out[2 * i] = digits[p[i] >> 4], out[2 * i + 1] = digits[p[i] & 15];
   return out;
-}
-
-std::string sha256_hex(std::string_view s) {
-  unsigned char md[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(s.data()), s.size(), md);
-  return hex(md, sizeof md);
 }
 
 std::string hmac_hex(std::string_view key, std::string_view s) {
@@ -166,7 +160,7 @@ class AuditLogImpl {
         return make_error(Errc::kInvalidArgument,
                           fmt::format("audit log {}: its last record is not a libztee audit record; refusing to append "
                                       "(run `ztee audit verify {}`)", opts.path, opts.path));
-      last_hash = sha256_hex(line);
+      last_hash = detail::sha256_hex(line);
       last_seq = *seq;
     }
     known_size = size;
@@ -219,7 +213,7 @@ class AuditLogImpl {
       line += mac;
       line += "\"}";
     }
-    std::string hash = sha256_hex(line);
+    std::string hash = detail::sha256_hex(line);
     line += '\n';
     ssize_t n = ::write(fd, line.data(), line.size());
     if (n != static_cast<ssize_t>(line.size())) {
@@ -403,7 +397,7 @@ AuditVerifyReport verify_audit_log(const std::vector<std::string>& files, std::s
                                 "(or this record's \"prev\")", r.seq, r.where, prev_seq, prev_seq);
       return rep;
     }
-    prev_hash = sha256_hex(r.line);
+    prev_hash = detail::sha256_hex(r.line);
     prev_seq = r.seq;
     ++rep.records;
   }

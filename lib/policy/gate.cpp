@@ -3,9 +3,8 @@
 #include <ztee/policy.hpp>
 
 #include "agent/json.hpp"
-
-#include <openssl/sha.h>
-#include <sys/random.h>
+#include "image/image.hpp"
+#include "runtime/impl.hpp"
 
 #include <fmt/format.h>
 
@@ -20,29 +19,6 @@ namespace ztee {
 namespace {
 
 constexpr std::string_view kSecretScheme = "secret://";
-
-std::string rand_hex(size_t bytes) {
-  std::string raw(bytes, '\0');
-  size_t got = 0;
-  while (got < bytes) {
-    ssize_t n = ::getrandom(raw.data() + got, bytes - got, 0);
-    if (n <= 0) continue;
-    got += static_cast<size_t>(n);
-  }
-  static const char* d = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : raw) out += d[c >> 4], out += d[c & 15];
-  return out;
-}
-
-std::string sha256_hex(std::string_view s) {
-  unsigned char md[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(s.data()), s.size(), md);
-  static const char* d = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : md) out += d[c >> 4], out += d[c & 15];
-  return out;
-}
 
 std::string q(std::string_view s) { return detail::json_quote(s); }
 
@@ -114,7 +90,7 @@ class GateImpl {
       std::ifstream in(dir + "/manifest.json", std::ios::binary);
       std::stringstream ss;
       ss << in.rdbuf();
-      image_sha = in ? sha256_hex(ss.str()) : "";
+      image_sha = in ? detail::sha256_hex(ss.str()) : "";
     });
     return image_sha;
   }
@@ -165,7 +141,7 @@ class GateImpl {
     }
     uint32_t wait_ms = d.limits.approval_timeout_ms ? d.limits.approval_timeout_ms : 300000;
     ApprovalRequest req;
-    req.token = rand_hex(16);
+    req.token = detail::random_hex(16);
     req.description = describe(c, d, trace);
     req.deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
     auto p = std::make_shared<Pending>();
@@ -217,12 +193,12 @@ class GateImpl {
 
   Result<CallResult> call_steps(ToolCall c) {
     CallResult res;
-    std::string trace = c.trace_id.empty() ? "call-" + rand_hex(8) : c.trace_id;
+    std::string trace = c.trace_id.empty() ? "call-" + detail::random_hex(8) : c.trace_id;
     std::string text = c.text();
     record("call", trace,
            fmt::format("\"tool\":{},\"text_sha256\":\"{}\",\"text_len\":{},\"env_keys\":{},\"writes\":{},\"network\":{},"
                        "\"labels\":{}",
-                       q(c.tool), sha256_hex(text), text.size(), qkeys(c.env), qlist(c.writes), qlist(c.network),
+                       q(c.tool), detail::sha256_hex(text), text.size(), qkeys(c.env), qlist(c.writes), qlist(c.network),
                        qlist(c.labels)));
     if (c.tool.empty() || (c.command.empty() && c.argv.empty()))
       return make_error(Errc::kInvalidArgument, "tool call: set tool and a command (or argv)");
@@ -328,7 +304,7 @@ class GateImpl {
         record("file_write", trace, fmt::format("\"path\":{},\"size\":{},\"secret\":{}", q(path), content.size(), q(it->second)));
       else
         record("file_write", trace,
-               fmt::format("\"path\":{},\"size\":{},\"sha256\":\"{}\"", q(path), content.size(), sha256_hex(content)));
+               fmt::format("\"path\":{},\"size\":{},\"sha256\":\"{}\"", q(path), content.size(), detail::sha256_hex(content)));
       if (!w) {
         Error e = std::move(w).error();
         e.message = scrub.scrub(e.message);
@@ -370,7 +346,7 @@ class GateImpl {
       };
     record("exec", trace,
            fmt::format("\"argv\":{},\"text_sha256\":\"{}\",\"text_len\":{},\"env_keys\":{},\"cwd\":{},\"user\":{}",
-                       c.command.empty() ? qlist(c.argv) : "null", sha256_hex(text), text.size(), qkeys(c.env), q(c.cwd),
+                       c.command.empty() ? qlist(c.argv) : "null", detail::sha256_hex(text), text.size(), qkeys(c.env), q(c.cwd),
                        q(c.user)));
     if (opts.audit) (void)opts.audit.commit();  // what is about to run is on disk first
     auto r = sb.exec(eo);

@@ -30,6 +30,9 @@
 
 namespace ztee::detail {
 
+// bytes random bytes (getrandom) as lowercase hex.
+std::string random_hex(size_t bytes);
+
 // $ZTEE_STATE_DIR, else /run/ztee for root, else $XDG_RUNTIME_DIR/ztee or /tmp/ztee-<uid>.
 std::string default_state_dir();
 

@@ -63,6 +63,18 @@ Errc errc_for_guest_errno(int64_t e) {
 }
 
 
+
+Error validate_path(std::string_view path) {
+  if (path.empty() || path[0] != '/')
+    return make_error(Errc::kInvalidArgument, fmt::format("path \"{}\" must be absolute (start with /)", path));
+  if (path.size() > 4096) return make_error(Errc::kInvalidArgument, "path longer than 4096 bytes");
+  if (path.find('\0') != std::string_view::npos)
+    return make_error(Errc::kInvalidArgument, "path contains a NUL byte");
+  return make_error(Errc::kOk, "");
+}
+
+}  // namespace
+
 std::string random_hex(size_t bytes) {
   std::string raw(bytes, '\0');
   size_t got = 0;
@@ -78,17 +90,6 @@ std::string random_hex(size_t bytes) {
   for (unsigned char c : raw) hex += fmt::format("{:02x}", c);
   return hex;
 }
-
-Error validate_path(std::string_view path) {
-  if (path.empty() || path[0] != '/')
-    return make_error(Errc::kInvalidArgument, fmt::format("path \"{}\" must be absolute (start with /)", path));
-  if (path.size() > 4096) return make_error(Errc::kInvalidArgument, "path longer than 4096 bytes");
-  if (path.find('\0') != std::string_view::npos)
-    return make_error(Errc::kInvalidArgument, "path contains a NUL byte");
-  return make_error(Errc::kOk, "");
-}
-
-}  // namespace
 
 // ---------------------------------------------------------------- VmParts --
 
