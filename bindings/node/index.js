@@ -197,13 +197,13 @@ function abortReason(signal) {
   return e;
 }
 
-// Runs one exec: callbacks get strings (UTF-8, never split inside a
-// character) or, with encoding 'buffer', Buffers. A callback that throws
-// kills the command and the promise rejects with its error. Aborting
-// `signal` kills the command; the promise then rejects with the signal's
-// reason, carrying the result as err.result.
-async function execute(sb, spec, opts) {
-  const o = optsObject(opts, 'run');
+// The output side of a run or a gate call, from its options: validates
+// encoding, onStdout, onStderr and signal (throwing its reason if already
+// aborted), and returns the native output hook (undefined without
+// callbacks), the decoders' flush, and per stream the chunks of a stream
+// that was streamed without a callback of its own (exec streams both once
+// either has one; they belong in the result).
+function outputHooks(o) {
   const { onStdout, onStderr, signal } = o;
   const encoding = o.encoding ?? 'utf8';
   if (encoding !== 'utf8' && encoding !== 'buffer') throw invalid(`encoding must be 'utf8' or 'buffer'`);
@@ -214,29 +214,13 @@ async function execute(sb, spec, opts) {
     throw invalid('signal must be an AbortSignal');
   }
   if (signal?.aborted) throw abortReason(signal);
-  const env = o.env;
-  if (env !== undefined && env !== null && (typeof env !== 'object' || Array.isArray(env))) {
-    throw invalid('env must be an object of strings');
-  }
-  const nativeOpts = {
-    ...spec,
-    env,
-    cwd: o.cwd,
-    user: o.user,
-    stdin: o.stdin,
-    timeoutMs: checkMs(o.timeoutMs, 'timeoutMs'),
-    outputCap: o.outputCap,
-  };
-  let onOutput;
-  let flush = () => {};
   const collected = [null, [], []];
+  let output;
+  let flush = () => {};
   if (onStdout || onStderr) {
     const decoders = encoding === 'buffer' ? null : [null, new StringDecoder('utf8'), new StringDecoder('utf8')];
     const fns = [null, onStdout, onStderr];
-    // The addon streams both outputs once either has a callback: the one
-    // without a callback is collected here into the result, as it would be
-    // without any callback.
-    onOutput = (stream, chunk) => {
+    output = (stream, chunk) => {
       const fn = fns[stream];
       if (!fn) {
         collected[stream].push(Buffer.from(chunk));
@@ -253,6 +237,30 @@ async function execute(sb, spec, opts) {
       }
     };
   }
+  return { onStdout, onStderr, signal, encoding, output, flush, collected };
+}
+
+// Runs one exec: callbacks get strings (UTF-8, never split inside a
+// character) or, with encoding 'buffer', Buffers. A callback that throws
+// kills the command and the promise rejects with its error. Aborting
+// `signal` kills the command; the promise then rejects with the signal's
+// reason, carrying the result as err.result.
+async function execute(sb, spec, opts) {
+  const o = optsObject(opts, 'run');
+  const { onStdout, onStderr, signal, encoding, output: onOutput, flush, collected } = outputHooks(o);
+  const env = o.env;
+  if (env !== undefined && env !== null && (typeof env !== 'object' || Array.isArray(env))) {
+    throw invalid('env must be an object of strings');
+  }
+  const nativeOpts = {
+    ...spec,
+    env,
+    cwd: o.cwd,
+    user: o.user,
+    stdin: o.stdin,
+    timeoutMs: checkMs(o.timeoutMs, 'timeoutMs'),
+    outputCap: o.outputCap,
+  };
   const cancel = signal || onOutput ? new native.Cancel() : undefined;
   const abort = () => cancel.trigger();
   signal?.addEventListener('abort', abort, { once: true });
@@ -862,35 +870,8 @@ class Gate {
    * when there is one). */
   async call(call) {
     const spec = toolCallSpec(call, 'call');
-    const { onStdout, onStderr, signal } = call;
-    const encoding = call.encoding ?? 'utf8';
-    if (encoding !== 'utf8' && encoding !== 'buffer') throw invalid(`encoding must be 'utf8' or 'buffer'`);
-    for (const [k, f] of [['onStdout', onStdout], ['onStderr', onStderr]]) {
-      if (f !== undefined && f !== null && typeof f !== 'function') throw invalid(`${k} must be a function`);
-    }
-    if (signal !== undefined && signal !== null && !(signal instanceof AbortSignal)) {
-      throw invalid('signal must be an AbortSignal');
-    }
-    if (signal?.aborted) throw abortReason(signal);
-    let output;
-    let flush = () => {};
-    if (onStdout || onStderr) {
-      const decoders = encoding === 'buffer' ? null : [null, new StringDecoder('utf8'), new StringDecoder('utf8')];
-      const fns = [null, onStdout, onStderr];
-      output = (stream, chunk) => {
-        const fn = fns[stream];
-        if (!fn) return;
-        const data = decoders ? decoders[stream].write(chunk) : chunk;
-        if (data.length) fn(data);
-      };
-      flush = () => {
-        if (!decoders) return;
-        for (const s of [1, 2]) {
-          const rest = decoders[s].end();
-          if (rest && fns[s]) fns[s](rest);
-        }
-      };
-    }
+    // The gate streams only the streams with a callback: nothing lands in `collected`.
+    const { onStdout, onStderr, signal, encoding, output, flush } = outputHooks(call);
     const hooks = {
       output,
       stdout: !!onStdout,
