@@ -35,6 +35,7 @@ enum class Errc : int32_t {
   kGuest = -12,            // the guest reported an OS error (errno is the guest's)
   kPermission = -13,       // not permitted (host or guest)
   kUnsupported = -14,      // not implemented by this backend or build
+  kConflict = -15,         // the host changed under the call (a file edited since the sandbox started)
 };
 
 const char* errc_name(Errc c);

@@ -234,6 +234,39 @@ struct FileInfo {
   int64_t mtime_ns = 0;
 };
 
+// A host directory a sandbox sees read-only at a guest path
+// (SandboxOptions::mounts): "deterministic read, volatile write".
+//
+// The sandbox gets a read-only disk image built from the directory when it
+// starts (a consistent copy: later host changes are not seen); the guest
+// mounts it under an overlay whose writable layer lives in guest memory, so
+// code inside may change anything it sees there and the host directory is
+// never written, by the guest or by the VMM (which opens only the image, and
+// read-only). Changes come back only through Sandbox::export_changes.
+//
+// SECURITY: everything in the directory (names, contents, modes, owners)
+// becomes readable by the code in the sandbox. Mount only what it may read.
+struct Mount {
+  std::string host_dir;    // absolute path of an existing directory
+  std::string guest_path;  // absolute guest path, e.g. "/workspace"; not /, /proc, /sys, /dev, /run, /tmp
+};
+
+// One entry of Sandbox::diff(): what changed in the guest's writable layer.
+struct Change {
+  enum class Kind { kCreated, kModified, kDeleted };
+  Kind kind = Kind::kCreated;
+  FileType type = FileType::kOther;  // kDeleted: the type it had
+  // In a mount: relative to the mount ("src/main.py"); else the absolute
+  // guest path ("/etc/hosts").
+  std::string path;
+  std::string mount;  // the Mount::guest_path it belongs to; empty: the guest's own filesystem
+  uint64_t size = 0;  // files and symlinks (not for kDeleted)
+  uint32_t mode = 0;  // permission bits including setuid/setgid/sticky (07777)
+  std::string sha256;       // regular files: hex digest of the content
+  std::string link_target;  // symlinks
+};
+const char* change_kind_name(Change::Kind k);  // "created", "modified", "deleted"
+
 enum class SandboxState { kStarting, kReady, kFailed, kDestroyed };
 const char* sandbox_state_name(SandboxState s);
 

@@ -39,6 +39,16 @@ const char* errc_name(Errc c) {
     case Errc::kGuest: return "guest error";
     case Errc::kPermission: return "permission denied";
     case Errc::kUnsupported: return "unsupported";
+    case Errc::kConflict: return "conflict";
+  }
+  return "unknown";
+}
+
+const char* change_kind_name(Change::Kind k) {
+  switch (k) {
+    case Change::Kind::kCreated: return "created";
+    case Change::Kind::kModified: return "modified";
+    case Change::Kind::kDeleted: return "deleted";
   }
   return "unknown";
 }
