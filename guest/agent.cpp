@@ -390,6 +390,7 @@ void Agent::handle_control(const proto::FrameHeader& h, const json& req) {
     case MsgType::kFileList: return handle_file_list(s, req);
     case MsgType::kFileRemove: return handle_file_remove(s, req);
     case MsgType::kFileMkdir: return handle_file_mkdir(s, req);
+    case MsgType::kDiff: return handle_diff(s, req);
     case MsgType::kShutdown:
       flush_out();
       power_off();

@@ -12,10 +12,12 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "agent/protocol.hpp"
+#include "boot.hpp"
 #include "util.hpp"
 
 namespace ztee::guest {
@@ -65,6 +67,8 @@ class Agent {
   Agent(std::string port_name, std::string port_path, int64_t start_ms);
   ~Agent();
   int run();  // never returns in a VM
+  // The overlays DIFF reports (from boot_or_die; none outside a VM).
+  void set_layers(std::vector<Layer> layers) { layers_ = std::move(layers); }
 
  private:
   using Handler = std::function<void(uint32_t events)>;
@@ -101,6 +105,7 @@ class Agent {
   void handle_file_list(uint32_t stream, const nlohmann::json& req);
   void handle_file_remove(uint32_t stream, const nlohmann::json& req);
   void handle_file_mkdir(uint32_t stream, const nlohmann::json& req);
+  void handle_diff(uint32_t stream, const nlohmann::json& req);
 
   // exec life cycle
   void on_sigchld();
@@ -138,6 +143,7 @@ class Agent {
   std::map<pid_t, uint32_t> pid_to_stream_;
   std::map<uint32_t, std::unique_ptr<FileWrite>> writes_;
   std::map<uint32_t, std::unique_ptr<FileRead>> reads_;
+  std::vector<Layer> layers_;
 };
 
 }  // namespace ztee::guest

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -22,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/mount_path.hpp"
 #include "util.hpp"
 
 namespace ztee::guest {
@@ -143,6 +145,72 @@ bool wait_for(const char* path, int timeout_ms) {
   }
 }
 
+Fd open_dir_or_die(const std::string& path) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.valid()) die(errno_text("open " + path, errno));
+  return fd;
+}
+
+// Guest paths of the workspace mounts: "ztee.mounts=/a,/b" on the command line.
+std::vector<std::string> mount_paths(const std::string& cmdline) {
+  std::vector<std::string> out;
+  std::istringstream words(cmdline);
+  std::string w;
+  const std::string key = "ztee.mounts=";
+  while (words >> w) {
+    if (w.rfind(key, 0) != 0) continue;
+    std::string list = w.substr(key.size());
+    size_t start = 0;
+    while (start <= list.size()) {
+      size_t comma = list.find(',', start);
+      std::string p = list.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+      if (!proto::valid_mount_path(p)) die("bad workspace mount path on the kernel command line: \"" + p + "\"");
+      out.push_back(p);
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+  }
+  if (out.size() > 16) die("more than 16 workspace mounts on the kernel command line");
+  return out;
+}
+
+// The root disk and then the workspace disks (by serial "ztee-m<i>"), as
+// /dev paths. Waits up to 5 s for all of them.
+std::vector<std::string> find_disks(size_t workspaces) {
+  if (workspaces == 0) {
+    if (!wait_for("/dev/vda", 5000))
+      die("root disk /dev/vda did not appear within 5 s (virtio-blk device and modules?)");
+    return {"/dev/vda"};
+  }
+  for (int waited = 0;; waited += 5) {
+    std::vector<std::string> out(workspaces + 1);
+    size_t found = 0;
+    if (DIR* d = ::opendir("/sys/block")) {
+      while (dirent* e = ::readdir(d)) {
+        std::string name = e->d_name;
+        if (name.rfind("vd", 0) != 0) continue;
+        std::string serial = read_file("/sys/block/" + name + "/serial");
+        while (!serial.empty() && (serial.back() == '\n' || serial.back() == '\0')) serial.pop_back();
+        size_t slot = 0;
+        if (serial.rfind("ztee-m", 0) == 0) {
+          slot = static_cast<size_t>(std::atoi(serial.c_str() + 6)) + 1;
+          if (slot > workspaces) continue;
+        }
+        if (out[slot].empty() && wait_for(("/dev/" + name).c_str(), 0)) {
+          out[slot] = "/dev/" + name;
+          ++found;
+        }
+      }
+      ::closedir(d);
+    }
+    if (found == out.size()) return out;
+    if (waited >= 5000)
+      die("only " + std::to_string(found) + " of " + std::to_string(out.size()) +
+          " virtio disks (root and workspaces) appeared within 5 s");
+    sleep_ms(5);
+  }
+}
+
 void move_mount(const std::string& from, const std::string& to) {
   mkdir_p(to, 0755);
   if (::mount(from.c_str(), to.c_str(), nullptr, MS_MOVE, nullptr) != 0)
@@ -171,7 +239,7 @@ void ensure_console() {
 
 }  // namespace
 
-void boot_or_die() {
+std::vector<Layer> boot_or_die() {
   ::umask(022);
   // Kernel pseudo filesystems: PID 1 in a fresh VM, nothing else is mounted.
   mount_or_die("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
@@ -181,15 +249,31 @@ void boot_or_die() {
 
   load_modules();
 
-  if (!wait_for("/dev/vda", 5000))
-    die("root disk /dev/vda did not appear within 5 s (virtio-blk device and modules?)");
+  // Workspace disks carry the serial "ztee-m<i>"; the root disk has none.
+  std::vector<std::string> mounts = mount_paths(read_file("/proc/cmdline"));
+  std::vector<std::string> disks = find_disks(mounts.size());
+  const std::string& root = disks[0];
   // Read-only lower layer: "noload" skips journal replay, so the image is never written.
-  mount_or_die("/dev/vda", "/lower", "ext4", MS_RDONLY, "noload");
+  mount_or_die(root.c_str(), "/lower", "ext4", MS_RDONLY, "noload");
   mount_or_die("tmpfs", "/rw", "tmpfs", 0, "mode=0755");
   mkdir_p("/rw/upper", 0755);
   mkdir_p("/rw/work", 0755);
   mount_or_die("overlay", "/newroot", "overlay", 0,
                "lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work");
+  std::vector<Layer> layers;
+  layers.push_back(Layer{"", open_dir_or_die("/rw/upper"), open_dir_or_die("/lower")});
+  // Workspaces: /dev/vdb, /dev/vdc, ... read-only (the VMM also opens them
+  // read-only), each under its own overlay whose writes stay in guest memory.
+  for (size_t i = 0; i < mounts.size(); ++i) {
+    const std::string& dev = disks[i + 1];
+    std::string lower = "/mnt/lower" + std::to_string(i), rw = "/rw/m" + std::to_string(i);
+    mount_or_die(dev.c_str(), lower, "ext4", MS_RDONLY | MS_NODEV | MS_NOSUID, "noload");
+    mkdir_p(rw + "/upper", 0755);
+    mkdir_p(rw + "/work", 0755);
+    mount_or_die("overlay", "/newroot" + mounts[i], "overlay", MS_NODEV | MS_NOSUID,
+                 ("lowerdir=" + lower + ",upperdir=" + rw + "/upper,workdir=" + rw + "/work").c_str());
+    layers.push_back(Layer{mounts[i], open_dir_or_die(rw + "/upper"), open_dir_or_die(lower)});
+  }
 
   move_mount("/proc", "/newroot/proc");
   move_mount("/sys", "/newroot/sys");
@@ -219,6 +303,7 @@ void boot_or_die() {
   ::setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 1);
   ::setenv("HOME", "/root", 1);
   ::setenv("LANG", "C.UTF-8", 1);
+  return layers;
 }
 
 int open_port(const std::string& name, int timeout_ms) {

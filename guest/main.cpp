@@ -24,8 +24,10 @@ int main(int argc, char** argv) {
   }
   bool pid1 = ::getpid() == 1;
   try {
-    if (pid1) boot_or_die();
+    std::vector<Layer> layers;
+    if (pid1) layers = boot_or_die();
     Agent agent("ztee.agent", port_path, start_ms);
+    agent.set_layers(std::move(layers));
     return agent.run();
   } catch (const std::exception& e) {
     if (pid1) die(std::string("unexpected error: ") + e.what());

@@ -136,6 +136,23 @@ enum class GuestAslr {
   kOff,
 };
 
+// A host directory a sandbox sees read-only at a guest path
+// (SandboxOptions::mounts): "deterministic read, volatile write".
+//
+// The sandbox gets a read-only disk image built from the directory when it
+// starts (a consistent copy: later host changes are not seen); the guest
+// mounts it under an overlay whose writable layer lives in guest memory, so
+// code inside may change anything it sees there and the host directory is
+// never written, by the guest or by the VMM (which opens only the image, and
+// read-only). Changes come back only through Sandbox::export_changes.
+//
+// SECURITY: everything in the directory (names, contents, modes, owners)
+// becomes readable by the code in the sandbox. Mount only what it may read.
+struct Mount {
+  std::string host_dir;    // absolute path of an existing directory
+  std::string guest_path;  // absolute guest path, e.g. "/workspace"; not /, /proc, /sys, /dev, /run, /tmp
+};
+
 struct SandboxOptions {
   std::string image_dir;          // empty: the runtime's image
   uint32_t vcpus = 1;             // 1..64
@@ -173,7 +190,18 @@ struct SandboxOptions {
   // sandboxes. Set kOn if the sandbox runs such a program on hostile input
   // and its exploitation matters (e.g. the sandbox holds secrets).
   GuestAslr guest_aslr = GuestAslr::kAuto;
+  // Host directories the guest sees read-only (see Mount); at most 16. Each
+  // is copied into a read-only disk image when the sandbox is created (about
+  // 0.1 s plus the copy; benchmarks/README.md), so mounts need a cold boot:
+  // not with template_dir, snapshottable or a pool.
+  std::vector<Mount> mounts;
+  // When set, destroy() appends one JSON line to this file before the VMM
+  // stops: {"sandbox": id, "time_ns": n, "changes": [...]} with diff() of
+  // the whole guest (the forensic record of what the sandbox changed), or
+  // "error" when it could not be taken (the guest was gone or hostile).
+  std::string diff_log;
 };
+
 
 // Ends running execs from any thread. trigger() kills each exec's whole
 // process group in the guest (SIGKILL); each exec then returns its result
@@ -234,23 +262,6 @@ struct FileInfo {
   int64_t mtime_ns = 0;
 };
 
-// A host directory a sandbox sees read-only at a guest path
-// (SandboxOptions::mounts): "deterministic read, volatile write".
-//
-// The sandbox gets a read-only disk image built from the directory when it
-// starts (a consistent copy: later host changes are not seen); the guest
-// mounts it under an overlay whose writable layer lives in guest memory, so
-// code inside may change anything it sees there and the host directory is
-// never written, by the guest or by the VMM (which opens only the image, and
-// read-only). Changes come back only through Sandbox::export_changes.
-//
-// SECURITY: everything in the directory (names, contents, modes, owners)
-// becomes readable by the code in the sandbox. Mount only what it may read.
-struct Mount {
-  std::string host_dir;    // absolute path of an existing directory
-  std::string guest_path;  // absolute guest path, e.g. "/workspace"; not /, /proc, /sys, /dev, /run, /tmp
-};
-
 // One entry of Sandbox::diff(): what changed in the guest's writable layer.
 struct Change {
   enum class Kind { kCreated, kModified, kDeleted };
@@ -266,6 +277,28 @@ struct Change {
   std::string link_target;  // symlinks
 };
 const char* change_kind_name(Change::Kind k);  // "created", "modified", "deleted"
+
+// Sandbox::export_changes: which changes of one mount go back to the host.
+struct ExportOptions {
+  // The mount's guest path; may stay empty when the sandbox has one mount.
+  std::string mount;
+  // Relative paths to export; a directory selects everything below it.
+  // Each must name a change (kInvalidArgument otherwise). Empty: all.
+  std::vector<std::string> paths;
+  // Asked once per selected change, on the calling thread, before anything
+  // is written; false leaves that change out. Null: all selected.
+  std::function<bool(const Change&)> approve;
+  // Empty: the mount's host directory, where every touched path must be as
+  // it was when the sandbox started (else kConflict and nothing is applied).
+  // Else an existing directory that receives the created and modified
+  // entries (deletions are only reported).
+  std::string dest_dir;
+};
+
+struct ExportResult {
+  std::vector<Change> applied;   // written (or, for dest_dir, deletions reported)
+  std::vector<Change> declined;  // selected but not approved
+};
 
 enum class SandboxState { kStarting, kReady, kFailed, kDestroyed };
 const char* sandbox_state_name(SandboxState s);
@@ -297,6 +330,26 @@ class Sandbox {
   Result<std::vector<FileInfo>> list_dir(std::string_view path);
   Result<void> remove(std::string_view path, bool recursive = false);
   Result<void> mkdir(std::string_view path, bool parents = false, uint32_t mode = 0755);
+
+  // What changed in the guest's writable layers since it booted (or since
+  // its template was made, for a clone): created, modified and deleted
+  // entries, sorted by mount and path. `mount` = a mount's guest path gives
+  // that mount only; "/" the guest's own filesystem only; empty: both.
+  // SECURITY: the list comes from the guest and is only its claim;
+  // export_changes checks every entry again.
+  Result<std::vector<Change>> diff(std::string_view mount = {});
+  // Applies the approved part of a mount's diff to the host (see
+  // ExportOptions). All checks run before the first write; a failing check
+  // applies nothing: kConflict (a host file changed since the sandbox
+  // started), kPermission (a path with "..", a symlink leaving the
+  // directory, a device, setuid/setgid bits, a hard link, content that no
+  // longer matches the diff's sha256). Each file is replaced atomically.
+  // SECURITY: this is the one way data written in a sandbox reaches a host
+  // directory: approve only what was reviewed.
+  Result<ExportResult> export_changes(const ExportOptions& opts);
+  // A unified diff (diff -u) of a mount's text changes against the host
+  // directory, for review; binary files are named, not shown.
+  Result<std::string> patch(std::string_view mount = {}, const std::vector<std::string>& paths = {});
 
   // One no-op round trip to the guest agent.
   Result<void> ping();

@@ -53,6 +53,7 @@ enum class MsgType : uint8_t {
   kPing = 17,       // h->g empty; g->h kResult empty (round-trip probe)
   kShutdown = 18,   // h->g; guest syncs and powers off
   kReseed = 19,     // h->g {"seed":hex,"time_ns":n,"hostname":s}; g->h kResult {}
+  kDiff = 20,       // h->g {"mount"?}; g->h kData frames (a JSON array of changes) then kResult {"entries","bytes"}
 };
 
 enum Flag : uint16_t {
@@ -61,7 +62,7 @@ enum Flag : uint16_t {
 
 inline constexpr uint16_t kKnownFlags = kFlagEof;
 
-inline bool is_known_type(uint8_t t) { return t >= 1 && t <= 19; }
+inline bool is_known_type(uint8_t t) { return t >= 1 && t <= 20; }
 
 inline bool is_control_type(MsgType t) {
   switch (t) {

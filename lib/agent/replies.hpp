@@ -1,5 +1,5 @@
 // Parsers for the JSON replies the guest sends (EXIT, ERROR, HELLO,
-// FILE_STAT, FILE_LIST). SECURITY: every payload is guest-controlled: each
+// FILE_STAT, FILE_LIST, DIFF). SECURITY: every payload is guest-controlled: each
 // field is type- and range-checked, strings are bounded, and anything
 // malformed is a kProtocol error (the caller then fails that sandbox).
 // Fuzzed by tests/fuzz/agent_replies_fuzz.cpp.
@@ -35,5 +35,10 @@ Result<GuestError> parse_guest_error(simdjson::dom::parser& p, std::string_view 
 bool parse_hello(simdjson::dom::parser& p, std::string_view payload);
 Result<FileInfo> parse_stat(simdjson::dom::parser& p, std::string_view payload, std::string_view path);
 Result<std::vector<FileInfo>> parse_list(simdjson::dom::parser& p, std::string_view payload);
+// DIFF's data: a JSON array of changes. Paths are checked: a root change is
+// absolute, a mount change relative, neither has empty, "." or ".."
+// components or NUL; a mount change names one of `mounts`.
+Result<std::vector<Change>> parse_diff(simdjson::dom::parser& p, std::string_view data,
+                                       const std::vector<std::string>& mounts);
 
 }  // namespace ztee::detail

@@ -9,10 +9,13 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <memory>
 #include <string>
 #include <string_view>
 
 namespace ztee::detail {
+
+struct WorkspaceSet;
 
 struct Artifact {
   std::string path;    // absolute
@@ -44,6 +47,9 @@ struct Image {
     std::string dir;
     Artifact state, mem;
   } snapshot;
+  // The sandbox's workspace mounts (SandboxOptions::mounts): read-only disks
+  // after the root disk. Null: none.
+  std::shared_ptr<const WorkspaceSet> workspaces;
 };
 
 // A template directory's template.json, written by Sandbox::snapshot.

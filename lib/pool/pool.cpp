@@ -449,6 +449,10 @@ Result<Pool> Runtime::create_pool(const PoolOptions& opts) {
     return make_error(Errc::kInvalidArgument,
                       "create_pool blocks: call it from a thread other than the runtime's event-loop thread");
   if (opts.max_total < 1) return make_error(Errc::kInvalidArgument, "max_total must be at least 1");
+  if (!opts.sandbox.mounts.empty())
+    return make_error(Errc::kInvalidArgument,
+                      "a pool cannot mount host directories (its sandboxes are clones of one template): create "
+                      "sandboxes with SandboxOptions::mounts instead");
   if (opts.min_ready > opts.max_total)
     return make_error(Errc::kInvalidArgument, fmt::format("min_ready {} exceeds max_total {}: use min_ready <= max_total",
                                                           opts.min_ready, opts.max_total));

@@ -150,6 +150,9 @@ class SandboxImpl : public std::enable_shared_from_this<SandboxImpl> {
   void stat(std::string path, std::function<void(Result<FileInfo>)> done);
   void list_dir(std::string path, std::function<void(Result<std::vector<FileInfo>>)> done);
   void simple_op(proto::MsgType type, std::string json, Done done);
+  // DIFF, relative to the template's record for a clone. `mount`: "" all,
+  // "/" the root only, else that mount.
+  void diff(std::string mount, std::function<void(Result<std::vector<Change>>)> done);
   void destroy(Done done);
   void pause(bool pause, Done done);
   // Saves device state into dir/state and moves guest memory to dir/mem,
@@ -225,6 +228,13 @@ class SandboxImpl : public std::enable_shared_from_this<SandboxImpl> {
   void arm_watchdog();
   std::string console_tail_, log_tail_;
   std::string snapshot_dir_;        // set while snapshot_save tears down
+  bool diff_logged_ = false;        // destroy() took the diff_log record
+  // A clone's template's own changes (its diff-base.json), loaded once.
+  std::optional<std::vector<Change>> diff_base_;
+  void raw_diff(std::string mount, std::function<void(Result<std::string>)> done);
+  void loop_post_snapshot(std::string dir, Done done);
+  void snapshot_save_state(std::string dir, Done done);
+  void write_diff_record(const Result<std::vector<Change>>& changes);
   std::string net_teardown_error_;  // what the network slot's teardown left, for finish_destroy
  public:
   std::string snapshot_staged_mem_; // loop thread; read by Sandbox::snapshot

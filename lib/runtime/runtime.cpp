@@ -12,6 +12,7 @@
 #include "agent/protocol.hpp"
 #include "agent/json.hpp"
 #include "runtime/impl.hpp"
+#include "workspace/set.hpp"
 #include "vmm/qemu/qemu.hpp"
 
 namespace ztee {
@@ -383,6 +384,15 @@ Result<Sandbox> Runtime::create_sandbox(const SandboxOptions& opts) {
   // Hashing may take a while the first time: done on the caller's thread.
   auto image = impl_->prepare(opts);
   if (!image) return std::move(image).error();
+  if (!opts.mounts.empty()) {
+    if (!opts.template_dir.empty() || opts.snapshottable)
+      return make_error(Errc::kInvalidArgument,
+                        "mounts need a cold-booted sandbox: leave template_dir empty and snapshottable off");
+    // mkfs copies every mounted file: on the caller's thread too.
+    auto ws = detail::make_workspaces(impl_->opts.state_dir, opts.mounts);
+    if (!ws) return std::move(ws).error();
+    image->workspaces = std::move(*ws);
+  }
   auto sb = call_on_loop<std::shared_ptr<SandboxImpl>>(
       *impl_->loop, [&](auto done) { impl_->start_sandbox(opts, std::move(*image), std::move(done)); });
   if (!sb) return std::move(sb).error();
@@ -533,7 +543,8 @@ Result<void> Sandbox::snapshot(std::string_view dir_view) {
                       e);
   }
   auto cleanup = [&dir] {
-    for (const char* f : {"/state", "/mem", "/template.json", "/.template.json.tmp"}) ::unlink((dir + f).c_str());
+    for (const char* f : {"/state", "/mem", "/template.json", "/.template.json.tmp", "/diff-base.json"})
+      ::unlink((dir + f).c_str());
     ::rmdir(dir.c_str());
   };
   auto sb = impl_;
@@ -592,6 +603,96 @@ Result<void> Sandbox::snapshot(std::string_view dir_view) {
     return w;
   }
   return {};
+}
+
+Result<std::vector<Change>> Sandbox::diff(std::string_view mount) {
+  if (!impl_) return empty_handle();
+  auto sb = impl_;
+  return call_on_loop<std::vector<Change>>(*sb->runtime().loop,
+                                           [&](auto done) { sb->diff(std::string(mount), std::move(done)); });
+}
+
+namespace {
+
+// The mount `name` names (or the only one), and its changes selected by `paths`.
+Result<const detail::WorkspaceSet::Entry*> find_mount(const detail::Image& img, std::string_view name,
+                                                      const std::string& id) {
+  const detail::WorkspaceSet::Entry* w = img.workspaces ? img.workspaces->find(name) : nullptr;
+  if (w) return w;
+  if (!img.workspaces || img.workspaces->entries.empty())
+    return make_error(Errc::kInvalidArgument, fmt::format("sandbox {} has no mounts (SandboxOptions::mounts)", id));
+  return make_error(name.empty() ? Errc::kInvalidArgument : Errc::kNotFound,
+                    name.empty() ? fmt::format("sandbox {} has {} mounts: name one", id, img.workspaces->entries.size())
+                                 : fmt::format("sandbox {} has no mount at \"{}\"", id, name));
+}
+
+Result<std::vector<Change>> select_changes(std::vector<Change> all, const std::vector<std::string>& paths) {
+  if (paths.empty()) return all;
+  std::vector<Change> out;
+  std::vector<bool> used(paths.size());
+  for (Change& c : all) {
+    bool take = false;
+    for (size_t i = 0; i < paths.size(); ++i) {
+      const std::string& p = paths[i];
+      if (c.path == p || (c.path.size() > p.size() && c.path.compare(0, p.size(), p) == 0 && c.path[p.size()] == '/')) {
+        take = true;
+        used[i] = true;
+      }
+    }
+    if (take) out.push_back(std::move(c));
+  }
+  for (size_t i = 0; i < paths.size(); ++i)
+    if (!used[i])
+      return make_error(Errc::kInvalidArgument,
+                        fmt::format("\"{}\" is not among the mount's changes (see diff())", paths[i]));
+  return out;
+}
+
+}  // namespace
+
+Result<ExportResult> Sandbox::export_changes(const ExportOptions& opts) {
+  if (!impl_) return empty_handle();
+  auto w = find_mount(impl_->image(), opts.mount, impl_->id());
+  if (!w) return std::move(w).error();
+  const auto* ws = *w;
+  auto changes = diff(ws->mount.guest_path);
+  if (!changes) return std::move(changes).error();
+  auto selected = select_changes(std::move(*changes), opts.paths);
+  if (!selected) return std::move(selected).error();
+  ExportResult res;
+  std::vector<Change> approved;
+  for (Change& c : *selected) {
+    if (!opts.approve || opts.approve(c))
+      approved.push_back(std::move(c));
+    else
+      res.declined.push_back(std::move(c));
+  }
+  std::string guest_root = ws->mount.guest_path;
+  detail::FetchFn fetch = [this, guest_root](const Change& c) -> Result<std::string> {
+    return read_file(guest_root + "/" + c.path, std::max<uint64_t>(c.size, 1));
+  };
+  bool to_host = opts.dest_dir.empty();
+  auto applied = detail::apply_changes(to_host ? ws->mount.host_dir : opts.dest_dir, to_host ? &ws->tree : nullptr,
+                                       approved, fetch);
+  if (!applied) return std::move(applied).error();
+  res.applied = std::move(applied->applied);
+  return res;
+}
+
+Result<std::string> Sandbox::patch(std::string_view mount, const std::vector<std::string>& paths) {
+  if (!impl_) return empty_handle();
+  auto w = find_mount(impl_->image(), mount, impl_->id());
+  if (!w) return std::move(w).error();
+  const auto* ws = *w;
+  auto changes = diff(ws->mount.guest_path);
+  if (!changes) return std::move(changes).error();
+  auto selected = select_changes(std::move(*changes), paths);
+  if (!selected) return std::move(selected).error();
+  std::string guest_root = ws->mount.guest_path;
+  detail::FetchFn fetch = [this, guest_root](const Change& c) -> Result<std::string> {
+    return read_file(guest_root + "/" + c.path, std::max<uint64_t>(c.size, 1));
+  };
+  return detail::unified_patch(ws->mount.host_dir, *selected, fetch);
 }
 
 Result<void> Sandbox::destroy() {

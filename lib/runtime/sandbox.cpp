@@ -18,12 +18,14 @@
 #include "proc/owner.hpp"
 #include "runtime/cancel.hpp"
 #include "runtime/impl.hpp"
+#include "workspace/set.hpp"
 
 namespace ztee::detail {
 
 namespace {
 
 constexpr uint64_t kRequestDeadlineMs = 60000;   // file ops, ping
+constexpr size_t kMaxDiffBytes = 64u << 20;
 constexpr uint64_t kExecGraceMs = 5000;          // past the guest's own timeout
 constexpr size_t kTailBytes = 8192;
 constexpr uint64_t kChannelLossGraceMs = 1000;
@@ -398,6 +400,19 @@ Result<void> SandboxImpl::launch() {
   cfg.image = image_;
   cfg.vcpus = opts_.vcpus;
   cfg.memory_mib = opts_.memory_mib;
+  if (image_.workspaces) {
+    std::string paths;
+    for (const auto& w : image_.workspaces->entries) {
+      // The jailed VMM (uid = gid = the sandbox's id) reads the image through its group.
+      if (rt_->jail && (::chown(w.image.c_str(), 0, vm_->id.id()) != 0 || ::chmod(w.image.c_str(), 0640) != 0)) {
+        int e = errno;
+        return make_error(Errc::kIo, fmt::format("cannot hand {} to the VMM: {}", w.image, std::strerror(e)), e);
+      }
+      cfg.disks.push_back(w.image);
+      paths += (paths.empty() ? "" : ",") + w.mount.guest_path;
+    }
+    if (!paths.empty()) cfg.extra_cmdline += (cfg.extra_cmdline.empty() ? "ztee.mounts=" : " ztee.mounts=") + paths;
+  }
   const bool restoring = !image_.snapshot.dir.empty();
   if (restoring) {
     cfg.mem_path = image_.snapshot.mem.path;  // private mapping: copy-on-write
@@ -427,6 +442,7 @@ Result<void> SandboxImpl::launch() {
     Image& img = cfg.image;
     std::string& kernel = img.vmlinux.path.empty() ? img.kernel.path : img.vmlinux.path;
     req.read_only = {{kernel, "kernel"}, {img.initramfs.path, "initramfs"}, {img.rootfs.path, "rootfs"}};
+    for (size_t i = 0; i < cfg.disks.size(); ++i) req.read_only.emplace_back(cfg.disks[i], fmt::format("mount{}", i));
     if (restoring) {
       req.template_mem = cfg.mem_path;
       req.groups = {jo.id_first};  // the template group: see JailOptions
@@ -448,6 +464,7 @@ Result<void> SandboxImpl::launch() {
     // The VMM sees only jail paths.
     for (std::string* p : {&img.kernel.path, &img.vmlinux.path, &img.initramfs.path, &img.rootfs.path, &cfg.mem_path})
       if (!p->empty()) *p = jail->jail_path(*p);
+    for (std::string& d : cfg.disks) d = jail->jail_path(d);
     cfg.binary = js.binary;
     cfg.confinement = &jail->confinement;
   }
@@ -842,6 +859,104 @@ void SandboxImpl::read_file(std::string path, uint64_t max, std::function<void(R
 }
 
 
+void SandboxImpl::raw_diff(std::string mount, std::function<void(Result<std::string>)> done) {
+  if (auto e = usable()) return done(std::move(*e));
+  struct State {
+    std::string data;
+    std::function<void(Result<std::string>)> done;
+  };
+  auto st = std::make_shared<State>();
+  st->done = std::move(done);
+  auto req = std::make_shared<Request>();
+  req->on_frame = [this, st](const proto::FrameHeader& h, std::string_view p) {
+    switch (h.type) {
+      case proto::MsgType::kData:
+        if (st->data.size() + p.size() > kMaxDiffBytes) {
+          protocol_violation("guest sent a diff over 64 MiB");
+          return true;
+        }
+        st->data.append(p);
+        return false;
+      case proto::MsgType::kResult: {
+        auto d = std::move(st->done);
+        d(std::move(st->data));
+        return true;
+      }
+      case proto::MsgType::kError: {
+        auto d = std::move(st->done);
+        d(guest_error(p, "diff"));
+        return true;
+      }
+      default:
+        protocol_violation("unexpected reply to DIFF");
+        return true;
+    }
+  };
+  req->fail = [st](Error e) {
+    if (st->done) {
+      auto d = std::move(st->done);
+      d(std::move(e));
+    }
+  };
+  uint32_t sid = start_request(req, kRequestDeadlineMs);
+  vm_->agent->send(proto::MsgType::kDiff, sid, mount.empty() ? "{}" : "{\"mount\":" + json_quote(mount) + "}");
+}
+
+void SandboxImpl::diff(std::string mount, std::function<void(Result<std::vector<Change>>)> done) {
+  std::vector<std::string> mounts;
+  if (image_.workspaces)
+    for (const auto& w : image_.workspaces->entries) mounts.push_back(w.mount.guest_path);
+  if (!mount.empty() && mount != "/" && std::find(mounts.begin(), mounts.end(), mount) == mounts.end())
+    return done(make_error(Errc::kNotFound, fmt::format("sandbox {} has no mount at \"{}\" (its mounts: {})", id_, mount,
+                                                        mounts.empty() ? "none" : fmt::format("{}", fmt::join(mounts, ", ")))));
+  // The root layer is asked for as a whole and filtered here: the agent's
+  // "mount" field names workspace mounts only.
+  std::string ask = mount == "/" ? "" : mount;
+  if (!image_.snapshot.dir.empty() && !diff_base_) {
+    // A clone: its template's own changes are not the clone's.
+    std::string text;
+    std::string path = image_.snapshot.dir + "/diff-base.json";
+    if (int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC); fd >= 0) {
+      char buf[65536];
+      ssize_t n;
+      while ((n = ::read(fd, buf, sizeof buf)) > 0 && text.size() < kMaxDiffBytes) text.append(buf, static_cast<size_t>(n));
+      ::close(fd);
+      auto base = parse_diff(parser_, text, mounts);
+      if (!base)
+        return done(make_error(Errc::kImage, fmt::format("template {}: {} is damaged; make a new template",
+                                                         image_.snapshot.dir, path)));
+      diff_base_ = std::move(*base);
+    } else {
+      diff_base_.emplace();  // a template from before diffs were recorded
+    }
+  }
+  raw_diff(ask, [this, mount, mounts, done = std::move(done)](Result<std::string> r) mutable {
+    if (!r) return done(std::move(r).error());
+    auto changes = parse_diff(parser_, *r, mounts);
+    if (!changes) {
+      protocol_violation("malformed DIFF data");
+      return done(std::move(changes).error());
+    }
+    std::vector<Change> out = diff_base_ ? subtract_changes(*changes, *diff_base_) : std::move(*changes);
+    if (mount == "/") std::erase_if(out, [](const Change& c) { return !c.mount.empty(); });
+    done(std::move(out));
+  });
+}
+
+void SandboxImpl::write_diff_record(const Result<std::vector<Change>>& changes) {
+  struct timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  std::string line = fmt::format("{{\"sandbox\":{},\"time_ns\":{},", json_quote(id_),
+                                 static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec);
+  line += changes ? "\"changes\":" + changes_json(changes.value()) : "\"error\":" + json_quote(changes.error().message);
+  line += "}\n";
+  int fd = ::open(opts_.diff_log.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return;  // reported by nobody: destroy must go on
+  (void)!::write(fd, line.data(), line.size());
+  ::fsync(fd);
+  ::close(fd);
+}
+
 void SandboxImpl::stat(std::string path, std::function<void(Result<FileInfo>)> done) {
   if (auto e = validate_path(path); e.code != Errc::kOk) return done(std::move(e));
   if (auto e = usable()) return done(std::move(*e));
@@ -872,6 +987,32 @@ void SandboxImpl::snapshot_save(std::string dir, Done done) {
                            "snapshot needs a sandbox created with SandboxOptions::snapshottable = true"));
   if (!reqs_.empty())
     return done(make_error(Errc::kInvalidArgument, "snapshot needs an idle sandbox: a request is still running"));
+  // What the template itself changed, so a clone's diff() shows only its own.
+  raw_diff("", [this, self = shared_from_this(), dir, done = std::move(done)](Result<std::string> r) mutable {
+    if (!r) {
+      fail(Errc::kSandboxFailed, "snapshot failed: " + r.error().message);
+      return done(make_error(r.error().code, fmt::format("snapshot of sandbox {} failed: {}", id_, r.error().message)));
+    }
+    std::string path = dir + "/diff-base.json";
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+    bool ok = fd >= 0 && ::write(fd, r->data(), r->size()) == static_cast<ssize_t>(r->size()) && ::fsync(fd) == 0;
+    int e = errno;
+    if (fd >= 0) ::close(fd);
+    if (!ok)
+      return done(make_error(Errc::kIo, fmt::format("snapshot: cannot write {}: {}", path, std::strerror(e)), e));
+    loop_post_snapshot(std::move(dir), std::move(done));
+  });
+}
+
+void SandboxImpl::loop_post_snapshot(std::string dir, Done done) {
+  // Off the DIFF reply's stack: that request is finished by then.
+  rt_->loop->post([this, self = shared_from_this(), dir = std::move(dir), done = std::move(done)]() mutable {
+    if (auto e = usable()) return done(std::move(*e));
+    snapshot_save_state(std::move(dir), std::move(done));
+  });
+}
+
+void SandboxImpl::snapshot_save_state(std::string dir, Done done) {
   auto failed = [this, done](const Error& e) mutable {
     fail(Errc::kSandboxFailed, "snapshot failed: " + e.message);
     done(make_error(e.code, fmt::format("snapshot of sandbox {} failed: {}", id_, e.message), e.sys_errno));
@@ -915,6 +1056,19 @@ void SandboxImpl::destroy(Done done) {
   SandboxState s = state_.load();
   if (s == SandboxState::kDestroyed)
     return done(make_error(Errc::kClosed, fmt::format("sandbox {} was already destroyed", id_)));
+  if (!opts_.diff_log.empty() && !diff_logged_) {
+    diff_logged_ = true;
+    if (s != SandboxState::kReady) {
+      write_diff_record(make_error(Errc::kSandboxFailed, fmt::format("sandbox {} was {}: no diff", id_,
+                                                                     sandbox_state_name(s))));
+    } else {
+      return diff("", [this, self, done = std::move(done)](Result<std::vector<Change>> r) mutable {
+        write_diff_record(r);
+        if (state_.load() == SandboxState::kDestroyed) return done({});  // destroyed meanwhile
+        destroy(std::move(done));
+      });
+    }
+  }
   state_.store(SandboxState::kDestroyed);
   for (uint64_t* t : {&boot_timer_, &lost_timer_, &watchdog_timer_}) {
     if (*t) rt_->loop->cancel_timer(*t);

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "image/image.hpp"
 #include "io/fd.hpp"
@@ -36,6 +37,9 @@ struct VmConfig {
   int netns_fd = -1;
   int tap_fd = -1;
   std::string extra_cmdline;
+  // Extra read-only raw disks after the root disk, the i-th with the serial
+  // "ztee-m<i>" (workspace mounts; the guest agent finds them by serial).
+  std::vector<std::string> disks;
   // The VMM binary to exec; empty: the driver's own. A jailed VMM runs the
   // copy at the same path inside its jail root.
   std::string binary;

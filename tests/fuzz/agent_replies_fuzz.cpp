@@ -1,7 +1,8 @@
 // Fuzz target for the host's parsers of guest JSON replies (EXIT, ERROR,
-// HELLO, FILE_STAT, FILE_LIST). The first byte picks the parser.
+// HELLO, FILE_STAT, FILE_LIST, DIFF). The first byte picks the parser.
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "agent/replies.hpp"
@@ -11,7 +12,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   static simdjson::dom::parser parser;
   std::string_view payload(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (data[0] % 5) {
+  switch (data[0] % 6) {
     case 0: (void)parse_exit(parser, payload); break;
     case 1: {
       auto e = parse_guest_error(parser, payload);
@@ -20,6 +21,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     case 2: (void)parse_hello(parser, payload); break;
     case 3: (void)parse_stat(parser, payload, "/p"); break;
+    case 5: {
+      auto d = parse_diff(parser, payload, {"/workspace"});
+      if (d)
+        for (auto& c : *d) {
+          // Paths are clean: relative in a mount, absolute otherwise, never "..".
+          if (c.path.empty() || (c.path[0] == '/') != c.mount.empty() || c.path.find("..") == 0 ||
+              c.path.find("/../") != std::string::npos || c.path.find('\0') != std::string::npos)
+            __builtin_trap();
+          if (!c.mount.empty() && c.mount != "/workspace") __builtin_trap();
+        }
+      break;
+    }
     default: {
       auto l = parse_list(parser, payload);
       if (l)

@@ -20,6 +20,10 @@ reply_seeds = {
     "stat": b"\x03" + b'{"type":"file","size":3,"mode":420,"mtime_ns":1}',
     "list": b"\x04" + b'{"entries":[{"name":"a","type":"dir","size":0,"mode":493},{"name":"..","type":"dir","size":0,"mode":1}]}',
     "deep": b"\x04" + b"[" * 2000,
+    "diff": b"\x05" + b'[{"kind":"created","type":"file","path":"a/b","mount":"/workspace","mode":420,"size":1,'
+            b'"sha256":"' + b"ab" * 32 + b'"},{"kind":"deleted","type":"dir","path":"/etc/x"},'
+            b'{"kind":"modified","type":"symlink","path_hex":"2f6c","mode":511,"size":2,"target":".."}]',
+    "diff_bad": b"\x05" + b'[{"kind":"created","type":"file","path":"../x","mount":"/workspace","mode":420}]',
 }
 for name, data in reply_seeds.items():
     with open(os.path.join(replies, name), "wb") as f:

@@ -23,7 +23,7 @@ const std::string& template_dir() {
     o.snapshottable = true;
     auto sb = test::runtime().create_sandbox(o);
     if (!sb) FAIL("create_sandbox: " << sb.error().message);
-    auto w = sb->run("echo from-template > /tmp/marker");
+    auto w = sb->run("echo from-template > /tmp/marker && echo tpl > /root/tpl-note && rm /etc/issue");
     REQUIRE(w.ok());
     auto s = sb->snapshot(d);
     if (!s) FAIL("snapshot: " << s.error().message);
@@ -175,6 +175,32 @@ TEST_CASE("a clone's writes are invisible to the template and to other clones") 
   CHECK(b.destroy().ok());
   CHECK(stamp(template_dir() + "/mem") == mem_before);
   CHECK(stamp(template_dir() + "/state") == state_before);
+}
+
+TEST_CASE("a clone's diff shows its own changes, not its template's") {
+  auto c = clone();
+  auto d0 = c.diff();
+  REQUIRE_MESSAGE(d0.ok(), (d0 ? "" : d0.error().message));
+  auto has = [](const std::vector<ztee::Change>& cs, const std::string& p) -> const ztee::Change* {
+    for (const auto& x : cs)
+      if (x.path == p) return &x;
+    return nullptr;
+  };
+  CHECK(has(*d0, "/root/tpl-note") == nullptr);  // the template wrote it
+  CHECK(has(*d0, "/etc/issue") == nullptr);      // the template deleted it
+  REQUIRE(c.run("echo mine > /root/clone-note && rm /root/tpl-note && echo back > /etc/issue").ok());
+  auto d = c.diff("/");
+  REQUIRE(d.ok());
+  const ztee::Change* mine = has(*d, "/root/clone-note");
+  REQUIRE(mine != nullptr);
+  CHECK(mine->kind == ztee::Change::Kind::kCreated);
+  const ztee::Change* gone = has(*d, "/root/tpl-note");
+  REQUIRE(gone != nullptr);
+  CHECK(gone->kind == ztee::Change::Kind::kDeleted);
+  const ztee::Change* back = has(*d, "/etc/issue");
+  REQUIRE(back != nullptr);
+  CHECK(back->kind == ztee::Change::Kind::kCreated);
+  CHECK(c.destroy().ok());
 }
 
 TEST_CASE("pause and resume") {

@@ -122,6 +122,11 @@ std::vector<std::string> QemuDriver::argv(const VmConfig& cfg, int agent_fd, int
     a.push_back(fmt::format("memory-backend-file,id=ram,size={}M,mem-path={},share={}", cfg.memory_mib,
                             cfg.mem_path, cfg.mem_shared ? "on" : "off"));
   }
+  for (size_t i = 0; i < cfg.disks.size(); ++i) {
+    // readonly=on: QEMU opens the image O_RDONLY and the guest sees a read-only disk.
+    a.insert(a.end(), {"-drive", fmt::format("id=m{},file={},format=raw,if=none,readonly=on", i, cfg.disks[i]),
+                       "-device", fmt::format("virtio-blk-device,drive=m{},serial=ztee-m{}", i, i)});
+  }
   if (tap_fd >= 0) {
     a.insert(a.end(), {"-netdev", fmt::format("tap,id=net0,fd={}", tap_fd), "-device", "virtio-net-device,netdev=net0"});
   }

@@ -1,0 +1,47 @@
+// The workspace mounts of one sandbox: their read-only disk images (built
+// when the sandbox is created, before its VMM starts) and the host trees as
+// they were read. Shared by the sandbox's Image; removed with the last user.
+#pragma once
+
+#include <ztee/result.hpp>
+#include <ztee/ztee.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "io/fd.hpp"
+#include "workspace/workspace.hpp"
+
+namespace ztee::detail {
+
+struct WorkspaceSet {
+  struct Entry {
+    Mount mount;        // host_dir canonical (realpath)
+    std::string image;  // <dir>/m<i>.ext4
+    HostTree tree;      // the host tree the image was built from
+  };
+  std::string dir;  // <state_dir>/ws-<hex>, holding the images and a lock file
+  UniqueFd owner;   // flock on <dir>/owner: a live set (collect_garbage)
+  std::vector<Entry> entries;
+
+  WorkspaceSet() = default;
+  WorkspaceSet(const WorkspaceSet&) = delete;
+  WorkspaceSet& operator=(const WorkspaceSet&) = delete;
+  ~WorkspaceSet();  // removes dir
+  const Entry* find(std::string_view guest_path) const;
+};
+
+// Checks `mounts` (see Mount) and builds one image per mount under a new
+// directory in state_dir. Slow for big trees (mkfs.ext4 copies every file):
+// call off the loop thread. Nothing is left behind on failure.
+Result<std::shared_ptr<WorkspaceSet>> make_workspaces(const std::string& state_dir, const std::vector<Mount>& mounts);
+
+// Changes as a JSON array (the shape the guest's DIFF reply has; paths
+// that are not UTF-8 as "path_hex").
+std::string changes_json(const std::vector<Change>& changes);
+
+// `now` minus `base` (both from DIFF): what changed since base was taken.
+std::vector<Change> subtract_changes(const std::vector<Change>& now, const std::vector<Change>& base);
+
+}  // namespace ztee::detail
