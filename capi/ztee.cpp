@@ -139,6 +139,10 @@ static_assert(kSandboxOptionsV2 == offsetof(ztee_sandbox_options, snapshottable)
 constexpr size_t kSandboxOptionsV3 = offsetof(ztee_sandbox_options, guest_aslr);
 static_assert(kSandboxOptionsV3 == offsetof(ztee_sandbox_options, net_dns) + sizeof(const char*),
               "0.3's ztee_sandbox_options had no tail padding");
+// 0.5 ended with guest_aslr (and 4 bytes of tail padding); the workspace fields came after.
+constexpr size_t kSandboxOptionsV4 = offsetof(ztee_sandbox_options, mounts);
+static_assert(kSandboxOptionsV4 == offsetof(ztee_sandbox_options, guest_aslr) + sizeof(int32_t) + 4,
+              "0.5's ztee_sandbox_options ended with 4 bytes of tail padding");
 // 0.3 ended with user_data; cancel came after.
 constexpr size_t kExecOptionsV1 = offsetof(ztee_exec_options, cancel);
 // 0.3 ended with lease_timeout_ms (and 4 bytes of tail padding); warm_up came after.
@@ -153,7 +157,8 @@ static_assert(kRuntimeOptionsV2 == offsetof(ztee_runtime_options, jail_disabled)
               "runtime options v2 layout");
 constexpr size_t kRuntimeOptionsSizes[] = {kRuntimeOptionsV1, kRuntimeOptionsV2, sizeof(ztee_runtime_options)};
 constexpr size_t kSandboxOptionsSizes[] = {kSandboxOptionsV1, kSandboxOptionsV2, kSandboxOptionsV3,
-                                           sizeof(ztee_sandbox_options)};
+                                           kSandboxOptionsV4, sizeof(ztee_sandbox_options)};
+constexpr size_t kExportOptionsSizes[] = {sizeof(ztee_export_options)};
 constexpr size_t kExecOptionsSizes[] = {kExecOptionsV1, sizeof(ztee_exec_options)};
 constexpr size_t kPoolOptionsSizes[] = {kPoolOptionsV1, sizeof(ztee_pool_options)};
 constexpr size_t kPoolStatsSizes[] = {kPoolStatsV1};
@@ -244,6 +249,11 @@ ztee::SandboxOptions to_sandbox_options(const ztee_sandbox_options& o) {
   // Other values pass through as they are: the runtime refuses them with a
   // message naming the field.
   so.guest_aslr = static_cast<ztee::GuestAslr>(o.guest_aslr);
+  // NULL strings become empty ones, which the runtime refuses by name.
+  for (size_t i = 0; i < o.mount_count; ++i)
+    so.mounts.push_back(o.mounts ? ztee::Mount{str_or(o.mounts[i].host_dir), str_or(o.mounts[i].guest_path)}
+                                 : ztee::Mount{});
+  so.diff_log = str_or(o.diff_log);
   return so;
 }
 
@@ -306,6 +316,56 @@ void fill_info(ztee_file_info* dst, const ztee::FileInfo& src, char* name_storag
   dst->mode = src.mode;
   dst->size = src.size;
   dst->mtime_ns = src.mtime_ns;
+}
+
+// ---- workspace helpers ---------------------------------------------------------
+
+int32_t change_kind(ztee::Change::Kind k) {
+  switch (k) {
+    case ztee::Change::Kind::kCreated: return ZTEE_CHANGE_CREATED;
+    case ztee::Change::Kind::kModified: return ZTEE_CHANGE_MODIFIED;
+    case ztee::Change::Kind::kDeleted: return ZTEE_CHANGE_DELETED;
+  }
+  return ZTEE_CHANGE_MODIFIED;
+}
+
+// Bytes a list of these changes needs after its head: the entries, then
+// every string, rounded up so that a following block stays aligned.
+size_t change_list_bytes(const std::vector<ztee::Change>& v) {
+  size_t n = v.size() * sizeof(ztee_change);
+  for (const auto& c : v) n += c.path.size() + c.mount.size() + c.sha256.size() + c.link_target.size() + 4;
+  return (n + alignof(ztee_change) - 1) / alignof(ztee_change) * alignof(ztee_change);
+}
+
+void fill_change_list(ztee_change_list* head, char* storage, const std::vector<ztee::Change>& v) {
+  head->count = v.size();
+  head->entries = v.empty() ? nullptr : reinterpret_cast<ztee_change*>(storage);
+  char* str = storage + v.size() * sizeof(ztee_change);
+  auto put = [&str](const std::string& x) {
+    // Paths may hold any byte but NUL: a guest name with a NUL was refused when parsed.
+    std::memcpy(str, x.c_str(), x.size() + 1);
+    const char* p = str;
+    str += x.size() + 1;
+    return p;
+  };
+  for (size_t i = 0; i < v.size(); ++i) {
+    ztee_change& e = head->entries[i];
+    e.kind = change_kind(v[i].kind);
+    e.type = file_type(v[i].type);
+    e.path = put(v[i].path);
+    e.mount = put(v[i].mount);
+    e.size = v[i].size;
+    e.mode = v[i].mode;
+    e.sha256 = put(v[i].sha256);
+    e.link_target = put(v[i].link_target);
+  }
+}
+
+ztee_change_list* new_change_list(const std::vector<ztee::Change>& v) {
+  auto* list = static_cast<ztee_change_list*>(std::malloc(sizeof(ztee_change_list) + change_list_bytes(v)));
+  if (!list) throw std::bad_alloc();
+  fill_change_list(list, reinterpret_cast<char*>(list + 1), v);
+  return list;
 }
 
 // ---- control plane helpers ----------------------------------------------------
@@ -444,7 +504,7 @@ ztee_status check_audit_fields(std::string_view fields) {
 }
 
 ztee_status known_status(ztee_status st) {
-  return st < 0 && st >= ZTEE_E_UNSUPPORTED ? st : ZTEE_E_INTERNAL;
+  return st < 0 && st >= ZTEE_E_CONFLICT ? st : ZTEE_E_INTERNAL;
 }
 
 #define ZTEE_CHECK_HANDLE(h, fn) \
@@ -477,6 +537,7 @@ const char* ztee_status_name(ztee_status status) {
     case ZTEE_E_GUEST: return "ZTEE_E_GUEST";
     case ZTEE_E_PERMISSION: return "ZTEE_E_PERMISSION";
     case ZTEE_E_UNSUPPORTED: return "ZTEE_E_UNSUPPORTED";
+    case ZTEE_E_CONFLICT: return "ZTEE_E_CONFLICT";
     default: return "ZTEE_E_UNKNOWN";
   }
 }
@@ -500,6 +561,7 @@ int ztee_has_feature(const char* feature) {
   }
   if (std::strcmp(feature, "streaming") == 0) return 1;
   if (std::strcmp(feature, "files") == 0) return 1;
+  if (std::strcmp(feature, "workspaces") == 0) return 1;  // mounts, diff, export_changes, patch
   if (std::strcmp(feature, "pool") == 0) return 1;
   if (std::strcmp(feature, "snapshot") == 0) return 1;
   if (std::strcmp(feature, "network") == 0) return 1;  // ztee_sandbox_options.net_allow / net_dns
@@ -829,6 +891,79 @@ ztee_status ztee_sandbox_list_dir(ztee_sandbox* sb, const char* path, ztee_dir_l
 }
 
 void ztee_dir_list_free(ztee_dir_list* list) { std::free(list); }
+
+ztee_status ztee_sandbox_diff(ztee_sandbox* sb, const char* mount, ztee_change_list** out) {
+  return guard([&]() -> ztee_status {
+    ZTEE_CHECK_HANDLE(sb, "ztee_sandbox_diff");
+    if (!out) return invalid("ztee_sandbox_diff: out is NULL");
+    auto r = sb->sb.diff(str_or(mount));
+    if (!r) return fail(r.error());
+    *out = new_change_list(r.value());
+    return ZTEE_OK;
+  });
+}
+
+void ztee_change_list_free(ztee_change_list* list) { std::free(list); }
+
+ztee_status ztee_export_options_init(ztee_export_options* opts, size_t size) {
+  return guard([&] {
+    return init_options(opts, size, kExportOptionsSizes, "ztee_export_options", "ZTEE_EXPORT_OPTIONS_INIT");
+  });
+}
+
+ztee_status ztee_sandbox_export_changes(ztee_sandbox* sb, const ztee_export_options* opts, ztee_export_result** out) {
+  return guard([&]() -> ztee_status {
+    ZTEE_CHECK_HANDLE(sb, "ztee_sandbox_export_changes");
+    if (!out) return invalid("ztee_sandbox_export_changes: out is NULL");
+    ztee_export_options o;
+    if (ztee_status st = read_options(opts, kExportOptionsSizes, "ztee_export_options", "ZTEE_EXPORT_OPTIONS_INIT", &o);
+        st != ZTEE_OK)
+      return st;
+    ztee::ExportOptions eo;
+    eo.mount = str_or(o.mount);
+    if (ztee_status st = read_strings(o.paths, o.path_count, "ztee_sandbox_export_changes", "paths", &eo.paths);
+        st != ZTEE_OK)
+      return st;
+    eo.dest_dir = str_or(o.dest_dir);
+    if (o.approve) {
+      auto approve = o.approve;
+      void* ud = o.user_data;
+      eo.approve = [approve, ud](const ztee::Change& c) {
+        ztee_change_list* one = new_change_list({c});
+        int yes = approve(one->entries, ud);
+        ztee_change_list_free(one);
+        return yes != 0;
+      };
+    }
+    auto r = sb->sb.export_changes(eo);
+    if (!r) return fail(r.error());
+    // One allocation: the result, then each list's entries and strings.
+    size_t a = change_list_bytes(r->applied), d = change_list_bytes(r->declined);
+    auto* res = static_cast<ztee_export_result*>(std::malloc(sizeof(ztee_export_result) + a + d));
+    if (!res) throw std::bad_alloc();
+    char* storage = reinterpret_cast<char*>(res + 1);
+    fill_change_list(&res->applied, storage, r->applied);
+    fill_change_list(&res->declined, storage + a, r->declined);
+    *out = res;
+    return ZTEE_OK;
+  });
+}
+
+void ztee_export_result_free(ztee_export_result* result) { std::free(result); }
+
+ztee_status ztee_sandbox_patch(ztee_sandbox* sb, const char* mount, const char* const* paths, size_t path_count,
+                               char** out) {
+  return guard([&]() -> ztee_status {
+    ZTEE_CHECK_HANDLE(sb, "ztee_sandbox_patch");
+    if (!out) return invalid("ztee_sandbox_patch: out is NULL");
+    std::vector<std::string> ps;
+    if (ztee_status st = read_strings(paths, path_count, "ztee_sandbox_patch", "paths", &ps); st != ZTEE_OK) return st;
+    auto r = sb->sb.patch(str_or(mount), ps);
+    if (!r) return fail(r.error());
+    *out = dup_bytes(r.value());
+    return ZTEE_OK;
+  });
+}
 
 ztee_status ztee_sandbox_remove(ztee_sandbox* sb, const char* path, int recursive) {
   return guard([&]() -> ztee_status {

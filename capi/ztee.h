@@ -62,6 +62,7 @@ typedef int32_t ztee_status;
 #define ZTEE_E_GUEST (-12)              /* the guest reported an OS error */
 #define ZTEE_E_PERMISSION (-13)         /* not permitted (host or guest) */
 #define ZTEE_E_UNSUPPORTED (-14)        /* not implemented by this backend or build */
+#define ZTEE_E_CONFLICT (-15)           /* the host changed under the call (export: a file edited since the sandbox started) */
 
 /* ---- errors, version, features ----------------------------------------- */
 
@@ -166,6 +167,13 @@ ZTEE_API const char *ztee_runtime_backend(const ztee_runtime *rt);
 
 typedef struct ztee_sandbox ztee_sandbox;
 
+/* A host directory and where the guest sees it (ztee_sandbox_options.mounts).
+ * Strings are borrowed for the call. */
+typedef struct ztee_mount {
+  const char *host_dir;   /* absolute path of an existing directory */
+  const char *guest_path; /* e.g. "/workspace" */
+} ztee_mount;
+
 typedef struct ztee_sandbox_options {
   uint32_t struct_size;
   const char *image_dir;    /* NULL: the runtime's image */
@@ -217,19 +225,41 @@ typedef struct ztee_sandbox_options {
    * exploitation by data they read; it plays no part in isolating the guest
    * from the host or from other sandboxes. */
   int32_t guest_aslr;
+  /* ---- appended after 0.5 (0.5's size: offsetof(ztee_sandbox_options, mounts)) */
+  /* Host directories the guest sees read-only (at most 16): each is copied
+   * into a read-only disk image when the sandbox is created and mounted at
+   * its guest path under an overlay whose writes stay in guest memory. The
+   * host directory is never written by the sandbox; changes come back only
+   * through ztee_sandbox_export_changes. Needs a cold boot: not with
+   * template_dir, snapshottable or a pool (ZTEE_E_INVALID_ARGUMENT).
+   * Errors: ZTEE_E_NOT_FOUND (host_dir missing), ZTEE_E_INVALID_ARGUMENT (a
+   * relative host_dir, a guest_path that is not absolute, has other than
+   * [A-Za-z0-9._-] components or lies in /, /proc, /sys, /dev, /run or /tmp,
+   * overlapping guest paths), ZTEE_E_CONFLICT (the tree changed while it
+   * was copied).
+   * SECURITY: everything in the directories becomes readable by the code in
+   * the sandbox. */
+  const ztee_mount *mounts;
+  size_t mount_count;
+  /* When set, destroying the sandbox first appends one JSON line to this
+   * file: {"sandbox": id, "time_ns": n, "changes": [...]} (ztee_sandbox_diff
+   * of the whole guest), or "error" when it could not be taken. NULL: none. */
+  const char *diff_log;
 } ztee_sandbox_options;
+
 
 #define ZTEE_GUEST_ASLR_AUTO 0
 #define ZTEE_GUEST_ASLR_ON 1
 #define ZTEE_GUEST_ASLR_OFF 2
 
-#define ZTEE_SANDBOX_OPTIONS_INIT {sizeof(ztee_sandbox_options), NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, 0, NULL, 0}
+#define ZTEE_SANDBOX_OPTIONS_INIT {sizeof(ztee_sandbox_options), NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, 0, NULL, 0, NULL, 0, NULL}
 
 /* Like ztee_runtime_options_init, for ztee_sandbox_options. Besides
  * sizeof(ztee_sandbox_options), the size of every earlier published layout
  * is accepted (offsetof(ztee_sandbox_options, template_dir) for 0.1 callers,
  * offsetof(ztee_sandbox_options, net_allow) for 0.2 callers,
- * offsetof(ztee_sandbox_options, guest_aslr) for 0.3 callers);
+ * offsetof(ztee_sandbox_options, guest_aslr) for 0.3 callers,
+ * offsetof(ztee_sandbox_options, mounts) for 0.5 callers);
  * a size in the middle of a field is ZTEE_E_INVALID_ARGUMENT. */
 ZTEE_API ztee_status ztee_sandbox_options_init(ztee_sandbox_options *opts, size_t size);
 
@@ -416,6 +446,89 @@ ZTEE_API void ztee_file_info_free(ztee_file_info *info); /* NULL-safe */
  * releases every entry's name. entries is NULL when count is 0. */
 ZTEE_API ztee_status ztee_sandbox_list_dir(ztee_sandbox *sb, const char *path, ztee_dir_list **out);
 ZTEE_API void ztee_dir_list_free(ztee_dir_list *list); /* NULL-safe */
+
+/* ---- workspaces: diff and reviewed export --------------------------------- */
+
+#define ZTEE_CHANGE_CREATED 0
+#define ZTEE_CHANGE_MODIFIED 1
+#define ZTEE_CHANGE_DELETED 2
+
+/* One change in a guest's writable layer. Strings are owned by the list
+ * that holds the entry. */
+typedef struct ztee_change {
+  int32_t kind;            /* ZTEE_CHANGE_* */
+  int32_t type;            /* ZTEE_FILE_TYPE_* (for a deletion: the type it had) */
+  const char *path;        /* in a mount: relative to it; else absolute. May hold any byte but NUL */
+  const char *mount;       /* the mount's guest path; "" for the guest's own filesystem */
+  uint64_t size;           /* files and symlinks; 0 for deletions */
+  uint32_t mode;           /* permission bits with setuid/setgid/sticky (07777); 0 for deletions */
+  const char *sha256;      /* regular files: 64 hex digits; else "" */
+  const char *link_target; /* symlinks; else "" */
+} ztee_change;
+
+typedef struct ztee_change_list {
+  ztee_change *entries; /* NULL when count is 0 */
+  size_t count;
+} ztee_change_list;
+
+/* What changed in the guest's writable layers since it booted (or, for a
+ * clone, since its template was made), sorted by mount and path. mount: a
+ * mount's guest path for that mount only, "/" for the guest's own
+ * filesystem only, NULL or "" for both. *out is released with
+ * ztee_change_list_free.
+ * SECURITY: the list is the guest's claim; ztee_sandbox_export_changes
+ * checks every entry again.
+ * Errors: ZTEE_E_NOT_FOUND (no such mount), ZTEE_E_PROTOCOL (a malformed
+ * reply: the sandbox is failed), ZTEE_E_GUEST. */
+ZTEE_API ztee_status ztee_sandbox_diff(ztee_sandbox *sb, const char *mount, ztee_change_list **out);
+ZTEE_API void ztee_change_list_free(ztee_change_list *list); /* NULL-safe */
+
+typedef struct ztee_export_options {
+  uint32_t struct_size;
+  /* The mount's guest path; NULL when the sandbox has exactly one mount. */
+  const char *mount;
+  /* Relative paths to export (a directory selects everything below it);
+   * each must name a change. path_count 0: every change. */
+  const char *const *paths;
+  size_t path_count;
+  /* Asked once per selected change, on the calling thread, before anything
+   * is written: non-zero approves it. NULL: all selected are approved. */
+  int (*approve)(const ztee_change *change, void *user_data);
+  void *user_data;
+  /* NULL: write into the mount's host directory, where every touched path
+   * must be as it was when the sandbox started. Else an existing directory
+   * that receives the created and modified entries (deletions are reported
+   * in applied only). */
+  const char *dest_dir;
+} ztee_export_options;
+
+#define ZTEE_EXPORT_OPTIONS_INIT {sizeof(ztee_export_options), NULL, NULL, 0, NULL, NULL, NULL}
+ZTEE_API ztee_status ztee_export_options_init(ztee_export_options *opts, size_t size);
+
+typedef struct ztee_export_result {
+  ztee_change_list applied;  /* written to the host (or reported, see dest_dir) */
+  ztee_change_list declined; /* selected but not approved */
+} ztee_export_result;
+
+/* Applies the approved part of a mount's diff to the host. Every check runs
+ * before the first write, and a failing one applies nothing:
+ * ZTEE_E_CONFLICT names each host path changed since the sandbox started;
+ * ZTEE_E_PERMISSION a path with "..", a symlink on the way or leaving the
+ * directory, a device or fifo, setuid/setgid bits, a hard-linked host file,
+ * or content that no longer matches the diff's sha256. Each file is written
+ * to a temporary, synced and renamed into place. *out is released with
+ * ztee_export_result_free.
+ * SECURITY: this is the one way data written in a sandbox reaches a host
+ * directory: approve only what was reviewed. */
+ZTEE_API ztee_status ztee_sandbox_export_changes(ztee_sandbox *sb, const ztee_export_options *opts,
+                                                 ztee_export_result **out);
+ZTEE_API void ztee_export_result_free(ztee_export_result *result); /* NULL-safe */
+
+/* A unified diff (diff -u) of a mount's text changes against its host
+ * directory, for review (binary files are named, not shown). paths as in
+ * ztee_export_options. *out (NUL-terminated) is released with ztee_free. */
+ZTEE_API ztee_status ztee_sandbox_patch(ztee_sandbox *sb, const char *mount, const char *const *paths,
+                                        size_t path_count, char **out);
 
 /* Removes a file or an empty directory; recursive != 0 removes a tree. */
 ZTEE_API ztee_status ztee_sandbox_remove(ztee_sandbox *sb, const char *path, int recursive);

@@ -537,6 +537,102 @@ static void test_network(ztee_runtime *rt) {
   ztee_sandbox_free(sb);
 }
 
+static int approve_main_only(const ztee_change *c, void *user_data) {
+  int *asked = (int *)user_data;
+  (*asked)++;
+  return strcmp(c->path, "main.txt") == 0;
+}
+
+static void write_host(const char *path, const char *text) {
+  FILE *f = fopen(path, "w");
+  CHECK(f != NULL);
+  if (!f) return;
+  fputs(text, f);
+  fclose(f);
+}
+
+static void test_workspaces(ztee_runtime *rt) {
+  char dir[] = "/tmp/ztee-capi-ws.XXXXXX", path[256], text[64] = {0};
+  ztee_sandbox_options so = ZTEE_SANDBOX_OPTIONS_INIT;
+  ztee_sandbox_options v5;
+  ztee_mount m;
+  ztee_sandbox *sb = NULL;
+  ztee_change_list *list = NULL;
+  ztee_export_options eo = ZTEE_EXPORT_OPTIONS_INIT;
+  ztee_export_result *res = NULL;
+  char *patch = NULL;
+  int asked = 0;
+  size_t i;
+  FILE *f;
+
+  CHECK(ztee_has_feature("workspaces") == 1);
+  /* 0.5's layout (up to guest_aslr) is still accepted. */
+  CHECK_STATUS(ztee_sandbox_options_init(&v5, offsetof(ztee_sandbox_options, mounts)), ZTEE_OK);
+  if (!mkdtemp(dir)) {
+    CHECK(!"mkdtemp");
+    return;
+  }
+  snprintf(path, sizeof path, "%s/main.txt", dir);
+  write_host(path, "one\n");
+  snprintf(path, sizeof path, "%s/other.txt", dir);
+  write_host(path, "two\n");
+  m.host_dir = dir;
+  m.guest_path = "/proc/nope";
+  so.mounts = &m;
+  so.mount_count = 1;
+  CHECK_STATUS(ztee_sandbox_create(rt, &so, &sb), ZTEE_E_INVALID_ARGUMENT);
+  CHECK_STR_CONTAINS(ztee_last_error()->message, "/proc/nope");
+  m.guest_path = "/work";
+  CHECK_STATUS(ztee_sandbox_create(rt, &so, &sb), ZTEE_OK);
+  if (!sb) return;
+  expect_stdout(sb, "cat /work/main.txt && echo changed >> /work/main.txt && echo x >> /work/other.txt && "
+                    "echo n > /work/new.txt", "one\n");
+  CHECK_STATUS(ztee_sandbox_diff(sb, "/work", &list), ZTEE_OK);
+  if (list) {
+    CHECK(list->count == 3);
+    for (i = 0; i < list->count; ++i) {
+      CHECK(strcmp(list->entries[i].mount, "/work") == 0);
+      CHECK(strlen(list->entries[i].sha256) == 64);
+      if (strcmp(list->entries[i].path, "new.txt") == 0) CHECK(list->entries[i].kind == ZTEE_CHANGE_CREATED);
+      if (strcmp(list->entries[i].path, "main.txt") == 0) CHECK(list->entries[i].kind == ZTEE_CHANGE_MODIFIED);
+    }
+    ztee_change_list_free(list);
+  }
+  CHECK_STATUS(ztee_sandbox_diff(sb, "/elsewhere", &list), ZTEE_E_NOT_FOUND);
+  CHECK_STATUS(ztee_sandbox_patch(sb, NULL, NULL, 0, &patch), ZTEE_OK);
+  CHECK_STR_CONTAINS(patch, "+changed");
+  ztee_free(patch);
+  eo.approve = approve_main_only;
+  eo.user_data = &asked;
+  CHECK_STATUS(ztee_sandbox_export_changes(sb, &eo, &res), ZTEE_OK);
+  CHECK(asked == 3);
+  if (res) {
+    CHECK(res->applied.count == 1);
+    CHECK(res->declined.count == 2);
+    if (res->applied.count == 1) CHECK(strcmp(res->applied.entries[0].path, "main.txt") == 0);
+    ztee_export_result_free(res);
+  }
+  snprintf(path, sizeof path, "%s/main.txt", dir);
+  f = fopen(path, "r");
+  if (f) {
+    CHECK(fread(text, 1, sizeof text - 1, f) == 12);
+    fclose(f);
+  }
+  CHECK(strcmp(text, "one\nchanged\n") == 0);
+  /* A host edit since the start is a conflict: nothing is applied. */
+  snprintf(path, sizeof path, "%s/other.txt", dir);
+  write_host(path, "edited on the host\n");
+  eo.approve = NULL;
+  CHECK_STATUS(ztee_sandbox_export_changes(sb, &eo, &res), ZTEE_E_CONFLICT);
+  CHECK_STR_CONTAINS(ztee_last_error()->message, "other.txt");
+  snprintf(path, sizeof path, "%s/new.txt", dir);
+  CHECK(access(path, F_OK) != 0);
+  CHECK_STATUS(ztee_sandbox_destroy(sb), ZTEE_OK);
+  ztee_sandbox_free(sb);
+  snprintf(path, sizeof path, "rm -rf '%s'", dir);
+  CHECK(system(path) == 0);
+}
+
 int main(void) {
   const char *image = test_image_dir();
   char manifest[4096];
@@ -577,6 +673,7 @@ int main(void) {
   test_pause_resume(sb);
   test_snapshot_and_pool(rt);
   test_network(rt);
+  test_workspaces(rt);
 
   /* Free the runtime first: the sandbox keeps it alive. */
   ztee_runtime_free(rt);
