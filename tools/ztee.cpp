@@ -10,6 +10,7 @@
 #include "image/image.hpp"
 #include "image_cmds.hpp"
 #include "policy_cmds.hpp"
+#include "serve_cmd.hpp"
 #include "jail/jail.hpp"
 #include "jail/kvm_probe.hpp"
 #include "runtime/impl.hpp"
@@ -105,10 +106,23 @@ const char kRunUsage[] =
     "                  not signed by this key (repeatable: any of them; see `ztee image sign`)\n"
     "  --require-vuln-gate\n"
     "                  refuse an image without a passing `ztee image gate` verdict\n"
+    "  --mount HOST:GUEST\n"
+    "                  show host directory HOST read-only at GUEST (repeatable); the\n"
+    "                  guest may change what it sees there, the host stays untouched\n"
+    "  --diff          after the command, list what it changed (A/M/D lines on stderr)\n"
+    "  --patch FILE    after the command, write a unified diff of the mounts' text\n"
+    "                  changes to FILE (- for stdout)\n"
+    "  --export all|PATH[,PATH...]\n"
+    "                  after the command, apply these changes of the mounts to the host\n"
+    "                  directories, asking y/n for each on the terminal; nothing is\n"
+    "                  applied if a host file changed meanwhile or a change is unsafe\n"
+    "  --yes           with --export: apply without asking\n"
+    "  --diff-log FILE append one JSON line with the sandbox's diff to FILE when it ends\n"
     "  -h, --help      show this help\n"
     "\n"
     "exit status: the command's; 128+N if killed by signal N; 124 on timeout;\n"
-    "127 if the command was not found; 125 if ztee itself failed.\n";
+    "127 if the command was not found; 125 if ztee itself failed (or --export\n"
+    "applied nothing because of a conflict or an unsafe change).\n";
 
 const char kPoolUsage[] =
     "usage: ztee pool [options]\n"
@@ -260,11 +274,96 @@ void* signal_thread(void*) {
 
 bool valid_accel(const std::string& a) { return a == "auto" || a == "kvm" || a == "tcg"; }
 
+const char* change_letter(ztee::Change::Kind k) {
+  return k == ztee::Change::Kind::kCreated ? "A" : k == ztee::Change::Kind::kDeleted ? "D" : "M";
+}
+
+std::string change_where(const ztee::Change& c) { return c.mount.empty() ? c.path : c.mount + "/" + c.path; }
+
+// Asks on the terminal; false on anything but y/yes.
+bool ask_tty(FILE* tty, const std::string& question) {
+  std::fprintf(stderr, "%s [y/N] ", question.c_str());
+  std::fflush(stderr);
+  char line[64];
+  if (!std::fgets(line, sizeof line, tty)) return false;
+  std::string a(line);
+  while (!a.empty() && (a.back() == '\n' || a.back() == ' ')) a.pop_back();
+  return a == "y" || a == "Y" || a == "yes";
+}
+
+// --diff, --patch and --export, after the command, on the live sandbox.
+// Returns 0, or kExitError after printing why.
+int after_run(ztee::Sandbox& sb, const ztee::SandboxOptions& sopts, bool show_diff, const std::string& patch_to,
+              const std::string& export_what, bool yes) {
+  if (show_diff) {
+    auto d = sb.diff();
+    if (!d) return fail("--diff: " + d.error().message);
+    for (const auto& c : *d) std::fprintf(stderr, "%s %s\n", change_letter(c.kind), change_where(c).c_str());
+  }
+  if (!patch_to.empty()) {
+    std::string all;
+    for (const auto& m : sopts.mounts) {
+      auto p = sb.patch(m.guest_path);
+      if (!p) return fail("--patch: " + p.error().message);
+      all += *p;
+    }
+    if (patch_to == "-") {
+      write_all(STDOUT_FILENO, all);
+    } else {
+      FILE* f = std::fopen(patch_to.c_str(), "w");
+      if (!f || std::fwrite(all.data(), 1, all.size(), f) != all.size() || std::fclose(f) != 0)
+        return fail("--patch: cannot write " + patch_to + ": " + std::strerror(errno));
+    }
+  }
+  if (!export_what.empty()) {
+    std::vector<std::string> paths;
+    if (export_what != "all") {
+      size_t start = 0;
+      while (start <= export_what.size()) {
+        size_t comma = export_what.find(',', start);
+        std::string p = export_what.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        if (!p.empty()) paths.push_back(p);
+        if (comma == std::string::npos) break;
+        start = comma + 1;
+      }
+    }
+    FILE* tty = yes ? nullptr : std::fopen("/dev/tty", "r");
+    for (const auto& m : sopts.mounts) {
+      ztee::ExportOptions eo;
+      eo.mount = m.guest_path;
+      // A path names a change of whichever mount has it: "GUEST/rel" or plain "rel" with one mount.
+      for (const auto& p : paths) {
+        if (p.rfind(m.guest_path + "/", 0) == 0)
+          eo.paths.push_back(p.substr(m.guest_path.size() + 1));
+        else if (sopts.mounts.size() == 1 && p[0] != '/')
+          eo.paths.push_back(p);
+      }
+      if (!paths.empty() && eo.paths.empty()) continue;
+      if (!yes)
+        eo.approve = [&](const ztee::Change& c) {
+          return ask_tty(tty, std::string("export ") + change_letter(c.kind) + " " + change_where(c) + " to " +
+                                  m.host_dir + "?");
+        };
+      auto r = sb.export_changes(eo);
+      if (!r) {
+        if (tty) std::fclose(tty);
+        return fail("--export: " + r.error().message + " (nothing was applied to " + m.host_dir + ")");
+      }
+      for (const auto& c : r->applied)
+        std::fprintf(stderr, "ztee: exported %s %s\n", change_letter(c.kind), change_where(c).c_str());
+    }
+    if (tty) std::fclose(tty);
+  }
+  return 0;
+}
+
 int cmd_run(ArgReader r) {
   ztee::RuntimeOptions ropts;
   ztee::SandboxOptions sopts;
   ztee::ExecOptions eopts;
   double timeout_s = 0;
+  bool show_diff = false, yes = false;
+  std::string patch_to, export_what;
   std::string err;
   while (!r.done()) {
     std::optional<std::string> v;
@@ -329,6 +428,34 @@ int cmd_run(ArgReader r) {
       else if (*v == "on") sopts.guest_aslr = ztee::GuestAslr::kOn;
       else if (*v == "off") sopts.guest_aslr = ztee::GuestAslr::kOff;
       else return usage_error("--guest-aslr: expected auto, on or off, got: " + *v, kRunUsage);
+    } else if (r.take("--mount", &v, &err)) {
+      if (!err.empty()) return usage_error(err, kRunUsage);
+      // GUEST has no ':' (checked by the runtime), HOST may.
+      auto colon = v->rfind(':');
+      if (colon == std::string::npos || colon == 0 || colon + 1 == v->size())
+        return usage_error("--mount: expected HOST:GUEST, e.g. $PWD:/workspace, got: " + *v, kRunUsage);
+      std::string host = v->substr(0, colon);
+      if (host[0] != '/') {
+        char cwd[4096];
+        if (::getcwd(cwd, sizeof cwd)) host = std::string(cwd) + "/" + host;
+      }
+      sopts.mounts.push_back({host, v->substr(colon + 1)});
+    } else if (a == "--diff") {
+      show_diff = true;
+      ++r.i;
+    } else if (r.take("--patch", &v, &err)) {
+      if (!err.empty()) return usage_error(err, kRunUsage);
+      patch_to = *v;
+    } else if (r.take("--export", &v, &err)) {
+      if (!err.empty()) return usage_error(err, kRunUsage);
+      if (v->empty()) return usage_error("--export: expected all or PATH[,PATH...]", kRunUsage);
+      export_what = *v;
+    } else if (a == "--yes") {
+      yes = true;
+      ++r.i;
+    } else if (r.take("--diff-log", &v, &err)) {
+      if (!err.empty()) return usage_error(err, kRunUsage);
+      sopts.diff_log = *v;
     } else if (!a.empty() && a[0] == '-') {
       return usage_error("run: unknown option " + a, kRunUsage);
     } else {
@@ -337,6 +464,11 @@ int cmd_run(ArgReader r) {
   }
   std::vector<std::string> cmd(r.args.begin() + static_cast<long>(r.i), r.args.end());
   if (cmd.empty()) return usage_error("run: no command given", kRunUsage);
+  if ((!patch_to.empty() || !export_what.empty()) && sopts.mounts.empty())
+    return usage_error("--patch and --export need --mount", kRunUsage);
+  if (!export_what.empty() && !yes && ::access("/dev/tty", R_OK) != 0)
+    return usage_error("--export asks on the terminal and there is none: add --yes to apply without asking",
+                       kRunUsage);
   if (cmd.size() == 1 && cmd[0].find_first_of(" \t\n") != std::string::npos)
     eopts.shell = cmd[0];
   else
@@ -371,12 +503,16 @@ int cmd_run(ArgReader r) {
   }
 
   auto res = sb->exec(eopts);
+  int after = 0;
+  if (res && !g_sig.got && (show_diff || !patch_to.empty() || !export_what.empty()))
+    after = after_run(*sb, sopts, show_diff, patch_to, export_what, yes);
 
   pthread_mutex_lock(&g_sig.mu);
   g_sig.sb = nullptr;
   int sig = g_sig.got;
   pthread_mutex_unlock(&g_sig.mu);
   auto destroyed = sb->destroy();
+  if (after) return after;
   if (sig) return 128 + sig;
   if (!res) {
     if (res.error().code == ztee::Errc::kNotFound && !eopts.argv.empty()) {
@@ -973,6 +1109,7 @@ int main(int argc, char** argv) {
   if (cmd == "image") return cmd_image(std::move(r));
   if (cmd == "doctor") return cmd_doctor(std::move(r));
   if (cmd == "gc") return cmd_gc(std::move(r));
+  if (cmd == "serve") return ztee::cli::serve_main(std::vector<std::string>(r.args.begin() + static_cast<long>(r.i), r.args.end()));
   if (cmd == "call" || cmd == "policy" || cmd == "audit")
     return ztee::cli::dispatch(cmd, std::vector<std::string>(r.args.begin() + static_cast<long>(r.i), r.args.end()));
   return usage_error("unknown command " + cmd, kMainUsage);

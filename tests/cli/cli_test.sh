@@ -44,7 +44,9 @@ if [ "$WHAT" = usage ]; then
               "pool --leases -1" "pool --min-ready 3 --max-total 2" "pool --cold --template /x" \
               "pool --wait 0" "gc extra" "gc --state-dir" "run --allow" \
               "run --guest-aslr" "run --guest-aslr maybe -- true" "pool --warm-up" \
-              "run --accel" "run --accel warp -- true" "pool --accel fast"; do
+              "run --accel" "run --accel warp -- true" "pool --accel fast" \
+              "run --mount" "run --mount nocolon -- true" "run --mount /tmp: -- true" \
+              "run --patch p -- true" "run --export all --yes -- true" "run --export"; do
     # shellcheck disable=SC2086
     expect_rc 125 "$ZTEE" $args && { grep -q '^ztee: ' "$tmp/err" || fail "'$args': no 'ztee: ' message"; }
   done
@@ -158,6 +160,26 @@ else
   fi
   expect_rc 0 "$ZTEE" gc --state-dir "$tmp/gc-state" && {
     grep -q 'nothing to remove' "$tmp/out" || fail "gc on an empty state dir: $(cat "$tmp/out")"
+  }
+
+  # Workspaces: a mounted directory, the diff, a patch and an export of one path.
+  ws="$tmp/ws"
+  mkdir -p "$ws/src" && echo a >"$ws/src/a.txt" && echo b >"$ws/b.txt"
+  expect_rc 0 "$ZTEE" run --mount "$ws:/w" --diff --patch "$tmp/review.patch" --export src/a.txt --yes \
+    --diff-log "$tmp/diff.jsonl" -- 'echo more >> /w/src/a.txt; echo new > /w/c.txt; rm /w/b.txt' && {
+    for line in "D /w/b.txt" "A /w/c.txt" "M /w/src/a.txt" "ztee: exported M /w/src/a.txt"; do
+      grep -qx "$line" "$tmp/err" || fail "run --diff/--export: no '$line' in: $(cat "$tmp/err")"
+    done
+    grep -q '^+more$' "$tmp/review.patch" || fail "--patch: $(cat "$tmp/review.patch")"
+    [ "$(cat "$ws/src/a.txt")" = "$(printf 'a\nmore')" ] || fail "--export: src/a.txt is $(cat "$ws/src/a.txt")"
+    [ -f "$ws/b.txt" ] && [ ! -e "$ws/c.txt" ] || fail "--export applied more than src/a.txt: $(ls "$ws")"
+    grep -q '"changes":\[' "$tmp/diff.jsonl" || fail "--diff-log: $(cat "$tmp/diff.jsonl")"
+  }
+  # A change the host cannot take safely: nothing applied, exit 125.
+  expect_rc 125 "$ZTEE" run --mount "$ws:/w" --export all --yes -- \
+    'echo x > /w/suid && chmod 4755 /w/suid && echo y >> /w/b.txt' && {
+    grep -q 'setuid' "$tmp/err" || fail "--export of a setuid file: $(cat "$tmp/err")"
+    [ ! -e "$ws/suid" ] && [ "$(cat "$ws/b.txt")" = b ] || fail "--export applied part of a refused set"
   }
 fi
 
