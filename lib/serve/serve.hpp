@@ -1,0 +1,75 @@
+// `ztee serve`: an HTTP server that speaks E2B's wire protocol, so programs
+// written against E2B's SDKs run their sandboxes on libztee microVMs with
+// only environment variables changed (E2B_API_URL, E2B_SANDBOX_URL,
+// E2B_API_KEY).
+//
+// Two planes share one listener:
+//   control plane (E2B's REST API, api-openapi.yml): /sandboxes, /v2/sandboxes,
+//     authenticated by X-API-Key;
+//   sandbox plane (E2B's envd: /health, /files and Connect-RPC
+//     process.Process / filesystem.Filesystem with the JSON codec), chosen
+//     by the E2b-Sandbox-Id header (or a "<port>-<sandbox id>.<domain>" Host)
+//     and authenticated by the sandbox's X-Access-Token.
+//
+// Every sandbox is a real libztee sandbox (jail, no network, verified
+// teardown), leased from a warm pool when the template has one, and
+// destroyed when its timeout passes or it is killed.
+#pragma once
+
+#include <ztee/result.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "serve/http.hpp"
+
+namespace ztee::serve {
+
+struct ServeOptions {
+  std::string listen = "127.0.0.1:3000";  // ADDR:PORT; port 0 picks one
+  std::string state_dir;                  // the Runtime's state dir (empty: its default)
+  std::string image_dir;                  // the "base" template's image (empty: the default image)
+  // Key file (see parse_key_file). Required: the server refuses to start
+  // without at least one key.
+  std::string keys_file;
+  // READY sandboxes kept waiting for the "base" template (a ztee::Pool,
+  // so a create is a lease of a snapshot clone). 0: every create boots.
+  uint32_t pool = 0;
+  uint32_t max_sandboxes = 32;  // live sandboxes of all keys together
+  // More templates: name -> directory holding manifest.json (an image: a
+  // cold boot per sandbox) or a snapshot template made by Sandbox::snapshot
+  // (a clone per sandbox). "base" is always the default image.
+  std::map<std::string, std::string> templates;
+  uint32_t memory_mib = 256;  // of each sandbox (reported as memoryMB)
+  bool jail = true;           // JailOptions::enabled
+  uint32_t workers = 8;       // threads for blocking sandbox calls (file I/O, boots)
+  HttpLimits limits;
+  // Log lines (one event each); empty: stderr.
+  std::function<void(std::string_view)> log;
+};
+
+class Server {
+ public:
+  // Starts the runtime (and pool), then listens. Blocks until the pool's
+  // template exists. Fails with a message that says what to do.
+  static Result<std::unique_ptr<Server>> start(ServeOptions opts);
+  // Stops listening, kills every sandbox (verified teardown) and returns
+  // when they are gone. Idempotent; also run by the destructor.
+  void shutdown();
+  ~Server();
+  uint16_t port() const;
+  // "qemu/tcg (...)": what runs the sandboxes.
+  std::string backend_description() const;
+
+  struct Impl;
+
+ private:
+  Server() = default;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ztee::serve
