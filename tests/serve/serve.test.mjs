@@ -142,15 +142,20 @@ test('background commands: list, connect (with replay), kill, wait', { skip }, a
   assert.equal(done.stdout, '1\n2\n3\n')
   assert.equal(seen.join(''), '1\n2\n3\n')
 
-  const long = await sbx.commands.run('echo started; sleep 60', { background: true, timeoutMs: 0 })
+  let sawStart
+  const started = new Promise(r => { sawStart = r })
+  const long = await sbx.commands.run('echo started; sleep 0.5; echo while-detached; sleep 60',
+    { background: true, timeoutMs: 0, onStdout: d => d.includes('started') && sawStart() })
+  await started
   const listed = await sbx.commands.list()
   assert.equal(listed.length, 1)
   assert.equal(listed[0].pid, long.pid)
   assert.equal(listed[0].cmd, '/bin/bash')
   await long.disconnect()  // the command goes on
+  await new Promise(r => setTimeout(r, 1500))
   const again = await sbx.commands.connect(long.pid)
-  await new Promise(r => setTimeout(r, 300))
-  assert.equal(again.stdout, 'started\n')  // output kept while detached
+  // The output so far (also from while it was detached) is replayed.
+  assert.ok(await eventually(() => again.stdout === 'started\nwhile-detached\n'), `stdout: ${JSON.stringify(again.stdout)}`)
   assert.equal(await sbx.commands.kill(long.pid), true)
   await assert.rejects(again.wait(), e => e instanceof e2b.CommandExitError && e.exitCode === -1)
   assert.ok(await eventually(async () => (await sbx.commands.list()).length === 0))
