@@ -217,11 +217,16 @@ Result<HostTree> build_mount_image(const std::string& dir, const std::string& im
   }
   img.reset();
 
+  // No journal, no resize reserve: the image is never written. No
+  // metadata_csum: mke2fs -d re-checksums a directory block per entry, which
+  // makes large flat directories several times slower (10k files in one
+  // directory: 12 s with it, 5 s without); the image is built here and read
+  // only, so the checksums would protect nothing.
   // The image's root is owned like dir (mkfs would make it the caller's).
   struct stat st{};
   if (::stat(dir.c_str(), &st) < 0) return io_error(dir, "", "stat", errno);
   std::vector<std::string> argv = {mkfs, "-F", "-q", "-b", "4096", "-I", "256", "-m", "0",
-                                   "-N", std::to_string(sz.inodes), "-O", "^has_journal,^resize_inode",
+                                   "-N", std::to_string(sz.inodes), "-O", "^has_journal,^resize_inode,^metadata_csum",
                                    "-E", fmt::format("root_owner={}:{},nodiscard", st.st_uid, st.st_gid),
                                    "-L", "ztee-ws", "-d", dir, image_path};
   auto run = run_tool(argv);

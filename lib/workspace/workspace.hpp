@@ -52,16 +52,21 @@ struct TreeLimits {
 Result<HostTree> scan_host_tree(const std::string& dir, const TreeLimits& limits = {});
 
 // Builds a read-only ext4 image of `dir` at `image_path` (created with mode
-// 0600, owned by the caller; it must not exist) with `mkfs.ext4 -d` (no
-// journal, 4 KiB blocks, no reserved blocks, label "ztee-ws", root owned like
-// dir; mke2fs's /lost+found is removed unless dir has one), sized from the tree (a sparse file: the slack costs no disk). The
-// tree is scanned before and after the build; if it changed meanwhile the
-// image could be torn, so the call fails with kConflict naming the changed
-// paths. A mount point of another file system inside dir is refused
-// (kInvalidArgument: mkfs would copy it). Entries of any type are copied
-// (devices and fifos too: the guest must mount the image nodev). Returns the
-// tree as it was read (the `base` for apply_changes). Leaves nothing behind
-// on failure.
+// 0600, owned by the caller; it must not exist) with `mkfs.ext4 -d`: no
+// journal, no metadata checksums, 4 KiB blocks, 256-byte inodes, no reserved
+// blocks, label "ztee-ws", the root owned like dir, and mke2fs's /lost+found
+// removed unless dir has one. It is sized from the tree (a sparse file: the
+// slack costs no disk). The tree is scanned before and after the build; if
+// it changed meanwhile the image could be torn, so the call fails with
+// kConflict naming the changed paths. A mount point of another file system
+// inside dir is refused (kInvalidArgument: mkfs would copy it). Entries of
+// any type are copied (devices and fifos too: the guest must mount the image
+// nodev). Returns the tree as it was read (the `base` for apply_changes).
+// Leaves nothing behind on failure.
+//
+// Cost: about 0.5 s for 10k files of 1 KiB in 100 directories (warm cache);
+// mke2fs -d is superlinear in the size of one directory (10k files in a
+// single directory: about 5 s).
 Result<HostTree> build_mount_image(const std::string& dir, const std::string& image_path,
                                    const TreeLimits& limits = {});
 
@@ -84,8 +89,8 @@ struct ApplyResult {
 // Two modes, chosen by `base`:
 //  - In place (`base` = the mount's tree at sandbox start, dest_dir = the
 //    mount's host_dir): every path a change names must look now as it did
-//    in `base` (type, size, mtime_ns, ctime_ns, ino, nlink, or absent then
-//    and now); a directory is compared by type, ino and mode only (its size
+//    in `base` (type, mode, size, mtime_ns, ctime_ns, ino, nlink; or absent
+//    then and now); a directory by type, ino and mode only (its size
 //    and times change with its entries, which are compared one by one).
 //    Otherwise kConflict naming every conflicting path, nothing applied.
 //    Deletions are carried out: files and symlinks with unlinkat, a
@@ -99,15 +104,20 @@ struct ApplyResult {
 //    existing directory keeps its entries and gets the change's mode.
 //    Deletions are not acted on: they are returned in deletions_skipped.
 //
-// Refused before anything is written (kPermission): absolute paths, empty,
-// "." or ".." components, NUL or over-long paths (kInvalidArgument for
-// those), FileType::kOther, mode bits 06000 (setuid/setgid), symlink targets
-// that are absolute or climb out of the directory, a host path that passes
-// through a symlink (or a non-directory), a host target that is a regular
+// Refused before anything is written, with kPermission: absolute paths,
+// "." or ".." components, FileType::kOther (devices, fifos, sockets; also a
+// host entry of that type in the way), mode bits 06000 (setuid/setgid, on
+// files and directories), symlink targets that are absolute or, resolved
+// lexically from the link's directory, climb out of it, a host path that
+// passes through a symlink or a mount point, a host target that is a regular
 // file with more than one hard link, and fetched content whose sha256 is not
 // Change::sha256 (the guest changed the file after the diff was reviewed).
-// Also kInvalidArgument: duplicate paths, changes from more than one mount,
-// a change that turns a directory into a non-directory or back.
+// With kInvalidArgument: an empty path (the mount root), empty components,
+// NUL bytes or over-long paths, a missing or malformed sha256, duplicate
+// paths, changes from more than one mount, a change that turns a directory
+// into a non-directory or back, a path beneath a directory the same changes
+// delete (in place) or beneath a non-directory they write, and a separate
+// destination where a non-directory stands in for a parent directory.
 //
 // Writing: each file goes to a temporary (".ztee-tmp-*", mode 0600) in its
 // own directory, is written, fchmod'ed, fsynced and renamed over the target
@@ -118,9 +128,12 @@ struct ApplyResult {
 // file gets mode & 0777 (a sticky bit on a file means nothing on Linux and is
 // dropped), a directory mode & 01777. Files and directories are created by
 // the calling process and owned by its uid/gid; a replaced file does not
-// keep its owner, extended attributes or ACLs. Directories are created
-// first, then files and symlinks, then directory modes, then deletions
-// (deepest first). Fetched contents are held in memory until written.
+// keep its owner, extended attributes or ACLs. New directories are created
+// first (parents first, mode 0700 until their mode is set), then files and
+// symlinks are written, then deletions are made (entries before their
+// directory), then directory modes are set (deepest first). Fetched contents
+// are fetched (and checked) before the first write and held in memory until
+// written. ApplyResult::applied lists the changes in that order.
 //
 // The checks run first and nothing is applied if any fails. Should the host
 // change between the checks and the writes (a race the checks cannot

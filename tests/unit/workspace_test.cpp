@@ -4,12 +4,15 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -189,6 +192,40 @@ TEST_CASE("workspace: the scan records every entry by lstat, stays beneath the d
   CHECK(scan_host_tree(t / "nope").error().code == Errc::kNotFound);
   CHECK(scan_host_tree("relative/dir").error().code == Errc::kInvalidArgument);
   CHECK(scan_host_tree(t / "README.md").error().code == Errc::kInvalidArgument);
+}
+
+TEST_CASE("workspace: a mount point inside the tree is not entered, not imaged and not written through") {
+  if (::geteuid() != 0) {
+    MESSAGE("skipped: needs root (mounts a tmpfs inside the tree, in a private mount namespace)");
+    return;
+  }
+  // This test process gets its own mount namespace: nothing leaks to the host.
+  if (::unshare(CLONE_NEWNS) != 0) {
+    MESSAGE("skipped: needs a private mount namespace (unshare(CLONE_NEWNS) failed: " << std::strerror(errno) << ")");
+    return;
+  }
+  REQUIRE(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0);
+  Tmp t, out("ws-img");
+  make_repo(t);
+  fs::create_directories(t / "mnt");
+  REQUIRE(::mount("tmpfs", (t / "mnt").c_str(), "tmpfs", 0, "size=1m") == 0);
+  put(t / "mnt/inside.txt", "other fs\n");
+  auto tree = scan_host_tree(t.path);
+  REQUIRE(tree.ok());
+  CHECK(tree->at("mnt").type == FileType::kDir);
+  CHECK(tree->at("mnt").dev != tree->at("").dev);
+  CHECK(tree->count("mnt/inside.txt") == 0);
+  auto img = build_mount_image(t.path, out / "m.img");
+  REQUIRE_FALSE(img.ok());
+  CHECK(img.error().code == Errc::kInvalidArgument);
+  CHECK(img.error().message.find("mount point") != std::string::npos);
+  CHECK_FALSE(fs::exists(out / "m.img"));
+  Guest g;
+  g.files["mnt/planted"] = "p\n";
+  check_refused(t.path, &*tree, {file_change(Change::Kind::kCreated, "mnt/planted", "p\n")}, g, Errc::kPermission,
+                "mount point");
+  CHECK_FALSE(fs::exists(t / "mnt/planted"));
+  REQUIRE(::umount2((t / "mnt").c_str(), MNT_DETACH) == 0);
 }
 
 TEST_CASE("workspace: the mount image holds the tree (e2fsck clean, listed by debugfs) and failures leave nothing") {
