@@ -8,7 +8,9 @@
 
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace py = pybind11;
@@ -170,7 +172,69 @@ struct SandboxOpts {
     o.snapshottable = snapshottable ? 1 : 0;
     o.guest_aslr = guest_aslr;
   }
+
+  // Workspaces: (host_dir, guest_path) pairs and the diff log (Sandbox only).
+  void set_workspaces(std::vector<std::pair<std::string, std::string>> m, py::object log) {
+    mounts = std::move(m);
+    diff_log = opt_str(log);
+    mount_structs.clear();
+    for (const auto& [host, guest] : mounts) mount_structs.push_back(ztee_mount{host.c_str(), guest.c_str()});
+    o.mounts = mount_structs.empty() ? nullptr : mount_structs.data();
+    o.mount_count = mount_structs.size();
+    o.diff_log = diff_log ? diff_log->c_str() : nullptr;
+  }
+  std::vector<std::pair<std::string, std::string>> mounts;
+  std::vector<ztee_mount> mount_structs;
+  std::optional<std::string> diff_log;
 };
+
+// ---- workspaces: changes and the reviewed export ----------------------------
+
+// Everything that identifies a change's content; the strings hold no NUL.
+std::string change_key(const ztee_change& c) {
+  std::string k;
+  for (const char* s : {c.path, c.mount, c.sha256, c.link_target}) {
+    k += s ? s : "";
+    k.push_back('\0');
+  }
+  k += std::to_string(c.kind) + "," + std::to_string(c.type) + "," + std::to_string(c.size) + "," +
+       std::to_string(c.mode);
+  return k;
+}
+
+// The export's approve callback (the calling thread, without the GIL): yes
+// for exactly the changes the caller approved as reviewed, so one the guest
+// changed after the review, or a new one, is declined.
+extern "C" int approve_reviewed(const ztee_change* c, void* ud) {
+  try {
+    return static_cast<const std::set<std::string>*>(ud)->count(change_key(*c)) ? 1 : 0;
+  } catch (...) {
+    return 0;
+  }
+}
+
+py::dict change_dict(const ztee_change& c) {
+  static const char* const kKinds[] = {"created", "modified", "deleted"};
+  static const char* const kTypes[] = {"file", "dir", "symlink", "other"};
+  auto text = [](const char* s) { return py::bytes(s ? s : "").attr("decode")("utf-8", "surrogateescape"); };
+  py::dict d;
+  d["kind"] = (c.kind >= 0 && c.kind <= 2) ? kKinds[c.kind] : "modified";
+  d["type"] = (c.type >= 0 && c.type <= 3) ? kTypes[c.type] : "other";
+  d["path"] = text(c.path);
+  d["mount"] = text(c.mount);
+  d["size"] = c.size;
+  d["mode"] = c.mode;
+  d["sha256"] = text(c.sha256);
+  d["link_target"] = text(c.link_target);
+  d["key"] = py::bytes(change_key(c));
+  return d;
+}
+
+py::list change_list(const ztee_change_list& l) {
+  py::list out;
+  for (size_t i = 0; i < l.count; ++i) out.append(change_dict(l.entries[i]));
+  return out;
+}
 
 // A cancel token (ztee_cancel): trigger() from any thread kills the execs
 // that run with it.
@@ -193,9 +257,10 @@ class Sandbox {
   Sandbox(Runtime& rt, py::object image_dir, uint32_t vcpus, uint32_t memory_mib,
           uint32_t boot_timeout_ms, uint32_t exec_timeout_ms, uint64_t output_cap,
           py::object template_dir, bool snapshottable, std::vector<std::string> allow, py::object dns,
-          int32_t guest_aslr) {
+          int32_t guest_aslr, std::vector<std::pair<std::string, std::string>> mounts, py::object diff_log) {
     SandboxOpts so(image_dir, vcpus, memory_mib, boot_timeout_ms, exec_timeout_ms, output_cap,
                    template_dir, snapshottable, std::move(allow), dns, guest_aslr);
+    so.set_workspaces(std::move(mounts), diff_log);
     ztee_runtime* r = rt.get();
     ztee_sandbox* sb = nullptr;
     call([&] { return ztee_sandbox_create(r, &so.o, &sb); });
@@ -369,6 +434,54 @@ class Sandbox {
   void mkdir(const std::string& path, bool parents, uint32_t mode) {
     ztee_sandbox* sb = get();
     call([&] { return ztee_sandbox_mkdir(sb, path.c_str(), parents ? 1 : 0, mode); });
+  }
+
+  py::list diff(py::object mount) {
+    ztee_sandbox* sb = get();
+    auto m = opt_str(mount);
+    ztee_change_list* list = nullptr;
+    call([&] { return ztee_sandbox_diff(sb, m ? m->c_str() : nullptr, &list); });
+    std::unique_ptr<ztee_change_list, void (*)(ztee_change_list*)> owned(list, ztee_change_list_free);
+    return change_list(*list);
+  }
+
+  // keys None: every selected change is exported (approve NULL). Else only
+  // those whose key (from diff/export dicts) is listed; [] declines all,
+  // which writes nothing and returns the selection in "declined".
+  py::dict export_changes(py::object mount, std::vector<std::string> paths, py::object dest_dir, py::object keys) {
+    ztee_sandbox* sb = get();
+    auto m = opt_str(mount), dest = opt_str(dest_dir);
+    std::vector<const char*> ps;
+    for (const auto& p : paths) ps.push_back(p.c_str());
+    std::set<std::string> approved;
+    ztee_export_options o = ZTEE_EXPORT_OPTIONS_INIT;
+    o.mount = m ? m->c_str() : nullptr;
+    o.paths = ps.empty() ? nullptr : ps.data();
+    o.path_count = ps.size();
+    o.dest_dir = dest ? dest->c_str() : nullptr;
+    if (!keys.is_none()) {
+      for (auto k : keys) approved.insert(std::string(py::bytes(k.cast<py::object>())));
+      o.approve = approve_reviewed;
+      o.user_data = &approved;
+    }
+    ztee_export_result* res = nullptr;
+    call([&] { return ztee_sandbox_export_changes(sb, &o, &res); });
+    std::unique_ptr<ztee_export_result, void (*)(ztee_export_result*)> owned(res, ztee_export_result_free);
+    py::dict d;
+    d["applied"] = change_list(res->applied);
+    d["declined"] = change_list(res->declined);
+    return d;
+  }
+
+  py::bytes patch(py::object mount, std::vector<std::string> paths) {
+    ztee_sandbox* sb = get();
+    auto m = opt_str(mount);
+    std::vector<const char*> ps;
+    for (const auto& p : paths) ps.push_back(p.c_str());
+    char* text = nullptr;
+    call([&] { return ztee_sandbox_patch(sb, m ? m->c_str() : nullptr, ps.empty() ? nullptr : ps.data(), ps.size(), &text); });
+    std::unique_ptr<void, void (*)(void*)> owned(text, ztee_free);
+    return py::bytes(text ? text : "");
   }
 
  private:
@@ -932,13 +1045,15 @@ PYBIND11_MODULE(_ztee, m) {
 
   py::class_<Sandbox>(m, "Sandbox")
       .def(py::init<Runtime&, py::object, uint32_t, uint32_t, uint32_t, uint32_t, uint64_t,
-                    py::object, bool, std::vector<std::string>, py::object, int32_t>(),
+                    py::object, bool, std::vector<std::string>, py::object, int32_t,
+                    std::vector<std::pair<std::string, std::string>>, py::object>(),
            py::arg("runtime"), py::arg("image_dir") = py::none(), py::arg("vcpus") = 0,
            py::arg("memory_mib") = 0, py::arg("boot_timeout_ms") = 0,
            py::arg("exec_timeout_ms") = 0, py::arg("output_cap") = 0,
            py::arg("template_dir") = py::none(), py::arg("snapshottable") = false,
            py::arg("allow") = std::vector<std::string>{}, py::arg("dns") = py::none(),
-           py::arg("guest_aslr") = 0, py::keep_alive<1, 2>())
+           py::arg("guest_aslr") = 0, py::arg("mounts") = std::vector<std::pair<std::string, std::string>>{},
+           py::arg("diff_log") = py::none(), py::keep_alive<1, 2>())
       .def_property_readonly("id", &Sandbox::id)
       .def("close", &Sandbox::close)
       .def("destroy", &Sandbox::destroy)
@@ -957,7 +1072,12 @@ PYBIND11_MODULE(_ztee, m) {
       .def("list_dir", &Sandbox::list_dir, py::arg("path"))
       .def("remove", &Sandbox::remove, py::arg("path"), py::arg("recursive") = false)
       .def("mkdir", &Sandbox::mkdir, py::arg("path"), py::arg("parents") = false,
-           py::arg("mode") = 0);
+           py::arg("mode") = 0)
+      .def("diff", &Sandbox::diff, py::arg("mount") = py::none())
+      .def("export_changes", &Sandbox::export_changes, py::arg("mount") = py::none(),
+           py::arg("paths") = std::vector<std::string>{}, py::arg("dest_dir") = py::none(),
+           py::arg("keys") = py::none())
+      .def("patch", &Sandbox::patch, py::arg("mount") = py::none(), py::arg("paths") = std::vector<std::string>{});
 
   // A leased Sandbox needs no keep_alive: the C handle keeps its runtime alive.
   py::class_<Pool>(m, "Pool")

@@ -17,7 +17,7 @@ Every blocking call releases the GIL. Streaming callbacks (on_stdout,
 on_stderr) run on the runtime's event-loop thread with the GIL held; keep
 them short. An exception a callback raises is re-raised by the exec call.
 A gate's approver and secrets callables run on the thread that called
-gate.call(), with the GIL held.
+gate.call(), with the GIL held; so does export_changes()'s approve.
 
 SECURITY: everything a sandbox returns (output, file bytes, names) was
 produced by code that may be hostile.
@@ -32,17 +32,17 @@ import os
 import threading
 import time
 import weakref
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _ztee
 
 __all__ = [
     "Runtime", "Sandbox", "Pool", "ExecResult", "FileInfo", "Cancel", "version", "has_feature",
     "Policy", "Decision", "AuditLog", "AuditReport", "verify_audit_log", "Gate", "ApprovalRequest",
-    "CallResult",
+    "CallResult", "Mount", "Change", "ExportResult",
     "Error", "InvalidArgumentError", "NotFoundError", "ImageError", "BackendUnavailableError",
-    "TimeoutError", "SandboxFailedError", "ClosedError",
+    "TimeoutError", "SandboxFailedError", "ClosedError", "ConflictError",
 ]
 
 # ---- errors -------------------------------------------------------------------
@@ -92,6 +92,12 @@ class ClosedError(Error):
     """The sandbox was destroyed (ZTEE_E_CLOSED)."""
 
 
+class ConflictError(Error):
+    """The host changed under the call (ZTEE_E_CONFLICT): export_changes()
+    found host files edited since the sandbox started (the message names
+    them) and applied nothing; or a mounted tree changed while it was copied."""
+
+
 _ERRORS = {
     -1: InvalidArgumentError,
     -4: NotFoundError,
@@ -100,6 +106,7 @@ _ERRORS = {
     -7: TimeoutError,
     -8: SandboxFailedError,
     -9: ClosedError,
+    -15: ConflictError,
 }
 
 
@@ -169,6 +176,71 @@ class FileInfo:
 
 def _info(d: dict) -> FileInfo:
     return FileInfo(d["name"], d["type"], d["size"], d["mode"], d["mtime_ns"])
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host directory the guest sees read-only at guest_path (Sandbox(mounts=)).
+    SECURITY: everything in it becomes readable by the code in the sandbox."""
+    host_dir: str      # absolute path of an existing directory
+    guest_path: str    # absolute guest path, e.g. "/workspace"; not /, /proc, /sys, /dev, /run, /tmp
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change in a guest's writable layer (Sandbox.diff(), export_changes()).
+    Every field comes from the guest: treat it as hostile input."""
+    kind: str          # "created", "modified" or "deleted"
+    type: str          # "file", "dir", "symlink", "other" (for a deletion: the type it had)
+    path: str          # in a mount: relative to it; else absolute. Undecodable bytes as surrogates (os.fsencode)
+    mount: str         # the mount's guest path; "" for the guest's own filesystem
+    size: int          # files and symlinks; 0 for deletions
+    mode: int          # permission bits with setuid/setgid/sticky (0o7777); 0 for deletions
+    sha256: str        # regular files: 64 hex digits; else ""
+    link_target: str   # symlinks; else ""
+    _key: bytes = field(default=b"", repr=False, compare=False)  # identifies it to export_changes
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What export_changes() did: applied (written to the host or dest_dir)
+    and declined (selected but not approved, or changed
+    in the guest after it was reviewed)."""
+    applied: List[Change]
+    declined: List[Change]
+
+
+def _change(d: dict) -> Change:
+    return Change(kind=d["kind"], type=d["type"], path=d["path"], mount=d["mount"], size=d["size"],
+                  mode=d["mode"], sha256=d["sha256"], link_target=d["link_target"], _key=d["key"])
+
+
+def _export_result(d: dict) -> ExportResult:
+    return ExportResult(applied=[_change(c) for c in d["applied"]],
+                        declined=[_change(c) for c in d["declined"]])
+
+
+def _mounts(mounts) -> List[Tuple[str, str]]:
+    if isinstance(mounts, (str, bytes, Mount)):
+        raise TypeError("mounts is a list of Mount or (host_dir, guest_path) pairs")
+    out = []
+    for m in mounts:
+        if isinstance(m, Mount):
+            out.append((os.fspath(m.host_dir), m.guest_path))
+        elif isinstance(m, (tuple, list)) and len(m) == 2:
+            out.append((os.fspath(m[0]), os.fspath(m[1])))
+        else:
+            raise TypeError(f"a mount is a Mount or a (host_dir, guest_path) pair, not {m!r}")
+    return out
+
+
+def _paths(paths) -> List[bytes]:
+    """Change paths as the bytes the guest named them (str via os.fsencode)."""
+    if paths is None:
+        return []
+    if isinstance(paths, (str, bytes)):
+        raise TypeError("paths is a list of paths, not one string")
+    return [os.fsencode(p) for p in paths]
 
 
 def _ms(seconds: Optional[float]) -> int:
@@ -311,6 +383,17 @@ class Sandbox:
         a program translate its code anew, on with KVM. A clone follows this
         option, not its template's. SECURITY: guest ASLR only hardens
         programs inside this sandbox; it plays no part in isolating the guest.
+    mounts: host directories the guest sees read-only ("deterministic read,
+        volatile write"): a list of Mount or (host_dir, guest_path) pairs, at
+        most 16. Each is copied into a read-only disk image at creation; the
+        guest's writes stay in its memory and reach the host only through
+        export_changes(). Needs a cold boot (not with template_dir or
+        snapshottable). A relative host_dir or a bad guest_path raises
+        InvalidArgumentError, a missing host_dir NotFoundError.
+        SECURITY: everything in the directories becomes readable by the code
+        in the sandbox.
+    diff_log: a file to which destroying the sandbox appends one JSON line
+        with its diff (the forensic record). None: none.
     """
 
     def __init__(self, runtime: Optional[Runtime] = None, image_dir: Optional[str] = None,
@@ -318,10 +401,13 @@ class Sandbox:
                  timeout: Optional[float] = None, boot_timeout: Optional[float] = None,
                  output_cap: Optional[int] = None, template_dir: Optional[str] = None,
                  snapshottable: bool = False, allow: Sequence[str] = (),
-                 dns: Optional[str] = None, guest_aslr: Optional[bool] = None):
+                 dns: Optional[str] = None, guest_aslr: Optional[bool] = None,
+                 mounts: Sequence[Union[Mount, Tuple[str, str]]] = (),
+                 diff_log: Optional[str] = None):
         self.runtime = runtime if runtime is not None else default_runtime()
         self._sb = _ztee.Sandbox(self.runtime._rt, template_dir=template_dir,
-                                 snapshottable=bool(snapshottable),
+                                 snapshottable=bool(snapshottable), mounts=_mounts(mounts),
+                                 diff_log=None if diff_log is None else os.fspath(diff_log),
                                  **_sandbox_kwargs(image_dir, vcpus, memory_mib, timeout,
                                                    boot_timeout, output_cap, allow, dns,
                                                    guest_aslr))
@@ -448,6 +534,62 @@ class Sandbox:
 
     def mkdir(self, path: str, parents: bool = False, mode: int = 0o755) -> None:
         self._sb.mkdir(path, parents, mode)
+
+    # ---- workspaces ----
+
+    def diff(self, mount: Optional[str] = None) -> List[Change]:
+        """What changed in the guest's writable layers since it booted, sorted
+        by mount and path. mount: a mount's guest path for that mount only,
+        "/" for the guest's own filesystem only, None for both. An unknown
+        mount raises NotFoundError.
+        SECURITY: the list is the guest's claim; export_changes() checks
+        every entry again."""
+        return [_change(d) for d in self._sb.diff(mount)]
+
+    def export_changes(self, mount: Optional[str] = None, paths: Optional[Sequence[str]] = None,
+                       approve: Optional[Callable[[Change], Any]] = None,
+                       dest_dir: Optional[str] = None) -> ExportResult:
+        """Applies the approved part of a mount's diff to its host directory.
+
+        mount: the mount's guest path (None when the sandbox has one mount).
+        paths: relative paths to export (a directory selects everything
+            below it), each naming a change; None: every change.
+        approve: called with each selected Change on this thread (GIL held)
+            before anything is written; a true result approves it. None:
+            every selected change. Changes that differ from the one approved
+            (the guest edited the file after it was shown), or appear after,
+            are declined, never written. An exception it raises propagates
+            and nothing is written.
+        dest_dir: None: write into the mount's host directory, where every
+            touched path must be as it was when the sandbox started (else
+            ConflictError naming them, and nothing is applied). Else an
+            existing directory that receives the created and modified entries
+            (deletions are not applied there, nor listed in applied).
+        Every check runs before the first write; files are written to a
+        temporary, synced and renamed into place. Refused with an Error of
+        status_name "ZTEE_E_PERMISSION", nothing applied: "..", symlinks on
+        the way or out of the directory, devices, setuid/setgid bits,
+        hard-linked host files, content that no longer matches its sha256.
+        SECURITY: the one way data written in a sandbox reaches the host:
+        approve only what was reviewed (see patch())."""
+        sel = dict(mount=mount, paths=_paths(paths),
+                   dest_dir=None if dest_dir is None else os.fspath(dest_dir))
+        if approve is None:
+            return _export_result(self._sb.export_changes(keys=None, **sel))
+        if not callable(approve):
+            raise TypeError("approve must be callable(change) -> bool")
+        # Review: every selected change declined -> the selection; nothing is written.
+        review = self._sb.export_changes(keys=[], **sel)
+        keys = [c["key"] for c in review["declined"] if approve(_change(c))]
+        if not keys:
+            return _export_result(review)
+        return _export_result(self._sb.export_changes(keys=keys, **sel))
+
+    def patch(self, mount: Optional[str] = None, paths: Optional[Sequence[str]] = None) -> str:
+        """A unified diff (diff -u) of a mount's text changes against its host
+        directory, for review (binary files are named, not shown); paths as
+        in export_changes(). Bytes that are not UTF-8 read as U+FFFD."""
+        return self._sb.patch(mount, _paths(paths)).decode("utf-8", errors="replace")
 
 
 # ---- pool -----------------------------------------------------------------------
