@@ -199,8 +199,16 @@ TEST_CASE("workspace: a mount point inside the tree is not entered, not imaged a
     MESSAGE("skipped: needs root (mounts a tmpfs inside the tree, in a private mount namespace)");
     return;
   }
-  // This test process gets its own mount namespace: nothing leaks to the host.
-  if (::unshare(CLONE_NEWNS) != 0) {
+  // The test runs in a private mount namespace (nothing leaks to the host)
+  // and returns to the original one at its end.
+  struct NsGuard {
+    int fd = ::open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+    ~NsGuard() {
+      if (fd >= 0 && ::setns(fd, CLONE_NEWNS) != 0) std::fprintf(stderr, "workspace_test: setns back: %s\n", std::strerror(errno));
+      if (fd >= 0) ::close(fd);
+    }
+  } ns;
+  if (ns.fd < 0 || ::unshare(CLONE_NEWNS) != 0) {
     MESSAGE("skipped: needs a private mount namespace (unshare(CLONE_NEWNS) failed: " << std::strerror(errno) << ")");
     return;
   }
