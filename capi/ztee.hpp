@@ -48,6 +48,7 @@
 
 #include "ztee.h"
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -76,8 +77,9 @@ inline namespace capi_v0 {
 
 // ---- errors -------------------------------------------------------------
 
-// The status of an exec whose on_stdout or on_stderr callback threw. This
-// layer's own code: the C ABI never returns it (its codes count down from -1).
+// The status of an exec whose on_stdout or on_stderr callback threw (or of
+// an export_changes whose approve threw). This layer's own code: the C ABI
+// never returns it (its codes count down from -1).
 inline constexpr ztee_status kCallbackThrew = -1000;
 
 struct Error {
@@ -151,6 +153,19 @@ inline std::optional<Error> no_nul(std::string_view s, const char* fn, const cha
 
 // NULL for an empty string (the C ABI's "default").
 inline const char* or_null(const std::string& s) { return s.empty() ? nullptr : s.c_str(); }
+
+// Pointers into a std::vector<std::string>, or an error naming `what` when
+// an entry has a NUL byte.
+inline std::optional<Error> c_strings(const std::vector<std::string>& in, const char* fn, const char* what,
+                                      std::vector<const char*>& out) {
+  out.clear();
+  out.reserve(in.size());
+  for (const std::string& s : in) {
+    if (auto e = no_nul(s, fn, what)) return e;
+    out.push_back(s.c_str());
+  }
+  return std::nullopt;
+}
 
 struct RuntimeFree {
   void operator()(ztee_runtime* p) const noexcept { ztee_runtime_free(p); }
@@ -280,6 +295,15 @@ enum class GuestAslr : int32_t {
   kOff = ZTEE_GUEST_ASLR_OFF,
 };
 
+// A host directory the guest sees read-only at guest_path
+// (SandboxOptions::mounts; ztee_mount).
+// SECURITY: everything in the directory becomes readable by the code in the
+// sandbox. Mount only what it may read.
+struct Mount {
+  std::string host_dir;    // absolute path of an existing directory
+  std::string guest_path;  // absolute guest path, e.g. "/workspace"; not /, /proc, /sys, /dev, /run, /tmp
+};
+
 // Zero fields take the library's defaults (shown).
 struct SandboxOptions {
   std::string image_dir;         // empty: the runtime's image
@@ -300,6 +324,20 @@ struct SandboxOptions {
   // SECURITY: guest ASLR only hardens programs inside the sandbox; it plays
   // no part in isolating the guest.
   GuestAslr guest_aslr = GuestAslr::kAuto;
+  // Workspaces ("deterministic read, volatile write"; has_feature(
+  // "workspaces")): host directories the guest sees read-only, at most 16.
+  // Each is copied into a read-only disk image when the sandbox is created;
+  // the guest's writes stay in its memory and reach the host only through
+  // Sandbox::export_changes. Needs a cold boot: not with template_dir,
+  // snapshottable or a pool (ZTEE_E_INVALID_ARGUMENT). Errors at creation:
+  // ZTEE_E_NOT_FOUND (host_dir missing), ZTEE_E_INVALID_ARGUMENT (a relative
+  // host_dir, a bad guest_path, overlapping guest paths), ZTEE_E_CONFLICT
+  // (the tree changed while it was copied).
+  // SECURITY: everything in the directories becomes readable by the sandbox.
+  std::vector<Mount> mounts;
+  // Non-empty: destroying the sandbox first appends one JSON line with its
+  // diff to this file ({"sandbox", "time_ns", "changes"}). Empty: none.
+  std::string diff_log;
 };
 
 // Ends running execs from any thread (ztee_cancel). Move-only; empty when
@@ -380,6 +418,50 @@ struct FileInfo {
   int64_t mtime_ns = 0;
 };
 
+enum class ChangeKind : int32_t {
+  kCreated = ZTEE_CHANGE_CREATED,
+  kModified = ZTEE_CHANGE_MODIFIED,
+  kDeleted = ZTEE_CHANGE_DELETED,
+};
+
+// One change in a guest's writable layer (Sandbox::diff, ExportResult).
+// Every field is the guest's claim: treat it as hostile input.
+struct Change {
+  ChangeKind kind = ChangeKind::kCreated;
+  FileType type = FileType::kOther;  // kDeleted: the type it had
+  std::string path;         // in a mount: relative to it; else absolute. Any byte but NUL
+  std::string mount;        // the mount's guest path; empty: the guest's own filesystem
+  uint64_t size = 0;        // files and symlinks; 0 for deletions
+  uint32_t mode = 0;        // permission bits with setuid/setgid/sticky (07777); 0 for deletions
+  std::string sha256;       // regular files: 64 hex digits; else empty
+  std::string link_target;  // symlinks; else empty
+};
+
+// Which changes of one mount Sandbox::export_changes writes back, and where.
+struct ExportOptions {
+  std::string mount;               // the mount's guest path; empty when the sandbox has one mount
+  // Relative paths to export (a directory selects everything below it), each
+  // naming a change (ZTEE_E_INVALID_ARGUMENT otherwise). Empty: every change.
+  std::vector<std::string> paths;
+  // Asked once per selected change, on the calling thread, before anything
+  // is written: true approves it. Empty: every selected change. A change the
+  // guest alters after it was approved (or one that appears after) is
+  // declined, never written. One that throws fails the call with
+  // kCallbackThrew (Error::exception holds what it threw) and nothing is
+  // written.
+  std::function<bool(const Change&)> approve;
+  // Empty: the mount's host directory, where every touched path must be as
+  // it was when the sandbox started (ZTEE_E_CONFLICT naming the others, and
+  // nothing is applied). Else an existing directory that receives the
+  // created and modified entries (deletions are not applied there).
+  std::string dest_dir;
+};
+
+struct ExportResult {
+  std::vector<Change> applied;   // written
+  std::vector<Change> declined;  // selected but not approved (or changed after approval)
+};
+
 struct PoolOptions {
   SandboxOptions sandbox;           // every sandbox's options; template_dir must stay empty
   std::string template_dir;         // empty: the pool makes its own template
@@ -413,13 +495,22 @@ namespace detail {
 struct CSandboxOptions {
   ztee_sandbox_options c;
   std::vector<const char*> allow;
+  std::vector<ztee_mount> mounts;
 };
 
 inline std::optional<Error> to_c(const SandboxOptions& o, const char* fn, CSandboxOptions& out) {
   ztee_status st = ztee_sandbox_options_init(&out.c, sizeof out.c);
   if (st != ZTEE_OK) return last_error(st);
-  for (const std::string* s : {&o.image_dir, &o.template_dir, &o.net_dns})
+  for (const std::string* s : {&o.image_dir, &o.template_dir, &o.net_dns, &o.diff_log})
     if (auto e = no_nul(*s, fn, "a SandboxOptions string")) return e;
+  out.mounts.clear();
+  for (const Mount& m : o.mounts) {
+    if (auto e = no_nul(m.host_dir + m.guest_path, fn, "a SandboxOptions::mounts entry")) return e;
+    out.mounts.push_back(ztee_mount{m.host_dir.c_str(), m.guest_path.c_str()});
+  }
+  out.c.mounts = out.mounts.empty() ? nullptr : out.mounts.data();
+  out.c.mount_count = out.mounts.size();
+  out.c.diff_log = or_null(o.diff_log);
   out.c.image_dir = or_null(o.image_dir);
   out.c.vcpus = o.vcpus;
   out.c.memory_mib = o.memory_mib;
@@ -450,6 +541,64 @@ inline FileInfo to_file_info(const ztee_file_info& i) {
   f.mtime_ns = i.mtime_ns;
   return f;
 }
+
+inline Change to_change(const ztee_change& c) {
+  Change r;
+  r.kind = (c.kind >= ZTEE_CHANGE_CREATED && c.kind <= ZTEE_CHANGE_DELETED) ? static_cast<ChangeKind>(c.kind)
+                                                                             : ChangeKind::kModified;
+  r.type = (c.type >= ZTEE_FILE_TYPE_FILE && c.type <= ZTEE_FILE_TYPE_OTHER) ? static_cast<FileType>(c.type)
+                                                                              : FileType::kOther;
+  r.path = c.path ? c.path : "";
+  r.mount = c.mount ? c.mount : "";
+  r.size = c.size;
+  r.mode = c.mode;
+  r.sha256 = c.sha256 ? c.sha256 : "";
+  r.link_target = c.link_target ? c.link_target : "";
+  return r;
+}
+
+inline std::vector<Change> to_changes(const ztee_change_list& l) {
+  std::vector<Change> out;
+  out.reserve(l.count);
+  for (size_t i = 0; i < l.count; ++i) out.push_back(to_change(l.entries[i]));
+  return out;
+}
+
+// Everything that identifies a change and its content (its strings hold no NUL).
+inline std::string change_key(const ztee_change& c) {
+  std::string k;
+  for (const char* s : {c.path, c.mount, c.sha256, c.link_target}) {
+    k += s ? s : "";
+    k.push_back('\0');
+  }
+  k += std::to_string(c.kind) + "," + std::to_string(c.type) + "," + std::to_string(c.size) + "," +
+       std::to_string(c.mode);
+  return k;
+}
+
+// export_changes' C approve callbacks (the calling thread). decline_all: the
+// selection comes back in `declined` and nothing is written. approve_listed:
+// yes for exactly the changes whose keys are in *user_data (a sorted vector).
+inline int decline_all(const ztee_change*, void*) noexcept { return 0; }
+inline int approve_listed(const ztee_change* c, void* user_data) noexcept {
+  const auto* keys = static_cast<const std::vector<std::string>*>(user_data);
+#if ZTEE_HPP_EXCEPTIONS
+  try {
+    return std::binary_search(keys->begin(), keys->end(), change_key(*c)) ? 1 : 0;
+  } catch (...) {  // out of memory: decline
+    return 0;
+  }
+#else
+  return std::binary_search(keys->begin(), keys->end(), change_key(*c)) ? 1 : 0;
+#endif
+}
+
+struct ChangeListFree {
+  void operator()(ztee_change_list* p) const noexcept { ztee_change_list_free(p); }
+};
+struct ExportResultFree {
+  void operator()(ztee_export_result* p) const noexcept { ztee_export_result_free(p); }
+};
 
 inline ExecResult to_exec_result(const ztee_exec_result& c) {
   ExecResult r;
@@ -672,6 +821,122 @@ class Sandbox {
     if (auto e = detail::no_nul(path, "Sandbox::mkdir", "the path")) return std::move(*e);
     return detail::status_result(
         ztee_sandbox_mkdir(h_.get(), std::string(path).c_str(), parents ? 1 : 0, mode));
+  }
+
+  // ---- workspaces (SandboxOptions::mounts) ----
+
+  // What changed in the guest's writable layers since it booted (or, for a
+  // clone, since its template was made), sorted by mount and path. mount: a
+  // mount's guest path for that mount only, "/" for the guest's own
+  // filesystem only, empty for both.
+  // SECURITY: the list is the guest's claim; export_changes checks every
+  // entry again.
+  // Errors: ZTEE_E_NOT_FOUND (no such mount), ZTEE_E_PROTOCOL (a malformed
+  // reply: the sandbox is failed), ZTEE_E_GUEST.
+  Result<std::vector<Change>> diff(std::string_view mount = {}) {
+    if (!h_) return detail::empty_handle("Sandbox::diff");
+    if (auto e = detail::no_nul(mount, "Sandbox::diff", "the mount")) return std::move(*e);
+    std::string m(mount);
+    ztee_change_list* raw = nullptr;
+    ztee_status st = ztee_sandbox_diff(h_.get(), detail::or_null(m), &raw);
+    if (st != ZTEE_OK) return detail::last_error(st);
+    std::unique_ptr<ztee_change_list, detail::ChangeListFree> list(raw);
+    return detail::to_changes(*list);
+  }
+
+  // Applies the approved part of a mount's diff to the host (see
+  // ExportOptions). Every check runs before the first write, and a failing
+  // one applies nothing; each file is written to a temporary, synced and
+  // renamed into place. With an approver the selection is taken first (one
+  // more diff of the guest), the approver asked, and only changes identical
+  // to approved ones are written.
+  // SECURITY: the one way data written in a sandbox reaches a host
+  // directory: approve only what was reviewed (see patch()).
+  // Errors: ZTEE_E_CONFLICT (host paths changed since the sandbox started,
+  // named), ZTEE_E_PERMISSION (a path with "..", a symlink on the way or
+  // leaving the directory, a device or fifo, setuid/setgid bits, a
+  // hard-linked host file, content that no longer matches its sha256),
+  // ZTEE_E_INVALID_ARGUMENT (no mounts, several and none named, a path that
+  // names no change), ZTEE_E_NOT_FOUND (no such mount, dest_dir missing),
+  // kCallbackThrew.
+  Result<ExportResult> export_changes(const ExportOptions& opts) {
+    const char* fn = "Sandbox::export_changes";
+    if (!h_) return detail::empty_handle(fn);
+    for (const std::string* s : {&opts.mount, &opts.dest_dir})
+      if (auto e = detail::no_nul(*s, fn, "ExportOptions::mount or dest_dir")) return std::move(*e);
+    std::vector<const char*> paths;
+    if (auto e = detail::c_strings(opts.paths, fn, "an ExportOptions::paths entry", paths)) return std::move(*e);
+    ztee_export_options o;
+    ztee_status st = ztee_export_options_init(&o, sizeof o);
+    if (st != ZTEE_OK) return detail::last_error(st);
+    o.mount = detail::or_null(opts.mount);
+    o.paths = paths.empty() ? nullptr : paths.data();
+    o.path_count = paths.size();
+    o.dest_dir = detail::or_null(opts.dest_dir);
+    auto run = [&]() -> Result<ExportResult> {
+      ztee_export_result* raw = nullptr;
+      ztee_status s = ztee_sandbox_export_changes(h_.get(), &o, &raw);
+      if (s != ZTEE_OK) return detail::last_error(s);
+      std::unique_ptr<ztee_export_result, detail::ExportResultFree> res(raw);
+      return ExportResult{detail::to_changes(res->applied), detail::to_changes(res->declined)};
+    };
+    if (!opts.approve) return run();
+
+    // The approver is asked here, not from inside the C call, so that one
+    // that throws leaves nothing written.
+    o.approve = &detail::decline_all;
+    ztee_export_result* raw = nullptr;
+    st = ztee_sandbox_export_changes(h_.get(), &o, &raw);
+    if (st != ZTEE_OK) return detail::last_error(st);
+    std::unique_ptr<ztee_export_result, detail::ExportResultFree> review(raw);
+    std::vector<std::string> keys;
+    for (size_t i = 0; i < review->declined.count; ++i) {
+      const ztee_change& c = review->declined.entries[i];
+#if ZTEE_HPP_EXCEPTIONS
+      bool yes = false;
+      try {
+        yes = opts.approve(detail::to_change(c));
+      } catch (...) {
+        std::string msg;
+        try {
+          try {
+            throw;
+          } catch (const std::exception& e) {
+            msg = std::string("ExportOptions::approve threw: ") + e.what() + "; nothing was written";
+          } catch (...) {
+            msg = "ExportOptions::approve threw an exception not derived from std::exception; nothing was written";
+          }
+        } catch (...) {  // building the message ran out of memory
+        }
+        return Error{kCallbackThrew, 0, std::move(msg), std::current_exception()};
+      }
+#else
+      bool yes = opts.approve(detail::to_change(c));
+#endif
+      if (yes) keys.push_back(detail::change_key(c));
+    }
+    if (keys.empty()) return ExportResult{{}, detail::to_changes(review->declined)};
+    std::sort(keys.begin(), keys.end());
+    o.approve = &detail::approve_listed;
+    o.user_data = &keys;
+    return run();
+  }
+
+  // A unified diff (diff -u) of a mount's text changes against its host
+  // directory, for review (binary files are named, not shown). mount and
+  // paths as in ExportOptions. The text holds the guest's bytes.
+  Result<std::string> patch(std::string_view mount = {}, const std::vector<std::string>& paths = {}) {
+    const char* fn = "Sandbox::patch";
+    if (!h_) return detail::empty_handle(fn);
+    if (auto e = detail::no_nul(mount, fn, "the mount")) return std::move(*e);
+    std::vector<const char*> ps;
+    if (auto e = detail::c_strings(paths, fn, "a paths entry", ps)) return std::move(*e);
+    std::string m(mount);
+    char* text = nullptr;
+    ztee_status st = ztee_sandbox_patch(h_.get(), detail::or_null(m), ps.empty() ? nullptr : ps.data(), ps.size(), &text);
+    if (st != ZTEE_OK) return detail::last_error(st);
+    std::unique_ptr<void, detail::MemFree> owned(text);
+    return std::string(text ? text : "");
   }
 
   // One no-op round trip to the guest agent.
@@ -942,19 +1207,6 @@ struct CallResultFree {
 struct GateFree {
   void operator()(ztee_gate* p) const noexcept { ztee_gate_free(p); }
 };
-
-// Pointers into a std::vector<std::string>, or an error naming `what` when
-// an entry has a NUL byte.
-inline std::optional<Error> c_strings(const std::vector<std::string>& in, const char* fn, const char* what,
-                                      std::vector<const char*>& out) {
-  out.clear();
-  out.reserve(in.size());
-  for (const std::string& s : in) {
-    if (auto e = no_nul(s, fn, what)) return e;
-    out.push_back(s.c_str());
-  }
-  return std::nullopt;
-}
 
 // A ztee_tool_call pointing into a ToolCall and into its own arrays, valid
 // while both live. Callbacks and cancel are left unset.

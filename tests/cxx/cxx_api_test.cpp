@@ -513,6 +513,133 @@ TEST_CASE("snapshot, clone, pool lease and move semantics") {
   std::filesystem::remove_all(base);
 }
 
+// ---- workspaces -----------------------------------------------------------------
+
+namespace {
+
+void write_text(const std::string& path, const std::string& text) {
+  std::FILE* f = std::fopen(path.c_str(), "w");
+  REQUIRE(f != nullptr);
+  std::fputs(text.c_str(), f);
+  std::fclose(f);
+}
+
+std::string read_text(const std::string& path) {
+  std::string out;
+  std::FILE* f = std::fopen(path.c_str(), "r");
+  if (!f) return "<missing>";
+  char buf[256];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+  std::fclose(f);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("workspaces: mounts, diff, patch, reviewed export, conflict") {
+  CHECK(ztee::has_feature("workspaces"));
+  char tmpl[] = "/tmp/ztee-cxx-ws.XXXXXX";
+  REQUIRE(mkdtemp(tmpl) != nullptr);
+  std::string base = tmpl, host = base + "/repo";
+  std::filesystem::create_directory(host);
+  write_text(host + "/main.txt", "one\n");
+  write_text(host + "/other.txt", "two\n");
+
+  ztee::SandboxOptions so;
+  so.mounts = {{host, "/proc/x"}};
+  auto bad = runtime().create_sandbox(so);
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.error().status == ZTEE_E_INVALID_ARGUMENT);
+  CHECK(bad.error().message.find("/proc/x") != std::string::npos);
+  so.mounts = {{base + "/missing", "/work"}};
+  CHECK(runtime().create_sandbox(so).error().status == ZTEE_E_NOT_FOUND);
+  so.mounts = {{std::string("rel\0x", 5), "/work"}};
+  CHECK(runtime().create_sandbox(so).error().status == ZTEE_E_INVALID_ARGUMENT);
+
+  so.mounts = {{host, "/work"}};
+  so.diff_log = base + "/diff.jsonl";
+  auto sbr = runtime().create_sandbox(so);
+  REQUIRE_MESSAGE(sbr.ok(), sbr.error().to_string());
+  ztee::Sandbox sb = std::move(sbr).value();
+  run_ok(sb, "echo changed >> /work/main.txt && echo x >> /work/other.txt && echo n > /work/new.txt");
+  CHECK(read_text(host + "/main.txt") == "one\n");
+
+  auto diff = sb.diff("/work");
+  REQUIRE_MESSAGE(diff.ok(), diff.error().to_string());
+  REQUIRE(diff->size() == 3);
+  CHECK((*diff)[0].path == "main.txt");
+  CHECK((*diff)[0].kind == ztee::ChangeKind::kModified);
+  CHECK((*diff)[1].path == "new.txt");
+  CHECK((*diff)[1].kind == ztee::ChangeKind::kCreated);
+  CHECK((*diff)[1].type == ztee::FileType::kFile);
+  CHECK((*diff)[1].size == 2);
+  CHECK((*diff)[1].mount == "/work");
+  CHECK((*diff)[1].sha256.size() == 64);
+  CHECK(sb.diff("/elsewhere").error().status == ZTEE_E_NOT_FOUND);
+
+  auto patch = sb.patch("", {"main.txt"});
+  REQUIRE_MESSAGE(patch.ok(), patch.error().to_string());
+  CHECK(patch->find("+changed") != std::string::npos);
+  CHECK(patch->find("other.txt") == std::string::npos);
+
+  {  // An approver that throws: nothing is written.
+    ztee::ExportOptions eo;
+    eo.approve = [](const ztee::Change& c) -> bool {
+      if (c.path == "other.txt") throw std::runtime_error("reviewer crashed");
+      return true;
+    };
+    auto r = sb.export_changes(eo);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().status == ztee::kCallbackThrew);
+    CHECK(r.error().message.find("reviewer crashed") != std::string::npos);
+    CHECK_THROWS_AS(r.value(), std::runtime_error);
+    CHECK(read_text(host + "/main.txt") == "one\n");
+    CHECK(read_text(host + "/new.txt") == "<missing>");
+  }
+  {  // What the approver approves; a change after approval is declined; conflicts.
+    std::vector<std::string> asked;
+    ztee::ExportOptions eo;
+    eo.approve = [&](const ztee::Change& c) {
+      asked.push_back(c.path);
+      if (c.path == "new.txt") run_ok(sb, "echo swapped > /work/new.txt");  // after it was shown
+      return c.path == "main.txt" || c.path == "new.txt";
+    };
+    auto r = sb.export_changes(eo);
+    REQUIRE_MESSAGE(r.ok(), r.error().to_string());
+    CHECK(asked == std::vector<std::string>{"main.txt", "new.txt", "other.txt"});
+    REQUIRE(r->applied.size() == 1);
+    CHECK(r->applied[0].path == "main.txt");
+    REQUIRE(r->declined.size() == 2);
+    CHECK(r->declined[0].path == "new.txt");
+    CHECK(r->declined[0].size == 8);  // the swapped content, not written
+    CHECK(read_text(host + "/main.txt") == "one\nchanged\n");
+    CHECK(read_text(host + "/new.txt") == "<missing>");
+
+    ztee::ExportOptions to_dest;
+    to_dest.dest_dir = base + "/dest";
+    std::filesystem::create_directory(to_dest.dest_dir);
+    to_dest.paths = {"new.txt"};
+    auto d = sb.export_changes(to_dest);
+    REQUIRE_MESSAGE(d.ok(), d.error().to_string());
+    CHECK(read_text(to_dest.dest_dir + "/new.txt") == "swapped\n");
+
+    write_text(host + "/other.txt", "edited on the host\n");
+    auto c = sb.export_changes({});
+    REQUIRE_FALSE(c.ok());
+    CHECK(c.error().status == ZTEE_E_CONFLICT);
+    CHECK(c.error().message.find("other.txt") != std::string::npos);
+    CHECK(read_text(host + "/new.txt") == "<missing>");
+    ztee::ExportOptions nope;
+    nope.paths = {"nope.txt"};
+    CHECK(sb.export_changes(nope).error().status == ZTEE_E_INVALID_ARGUMENT);
+  }
+  std::string id = sb.id();
+  REQUIRE(sb.destroy().ok());
+  CHECK(read_text(base + "/diff.jsonl").find(id) != std::string::npos);
+  std::filesystem::remove_all(base);
+}
+
 // ---- control plane: policy, audit log, gate ----------------------------------
 
 namespace {
