@@ -211,12 +211,6 @@ Result<HostTree> build_mount_image(const std::string& dir, const std::string& im
       if (!keep) ::unlink(path.c_str());
     }
   } remove{image_path};
-  if (::ftruncate(img.get(), static_cast<off_t>(sz.bytes)) < 0) {
-    int e = errno;
-    return make_error(Errc::kIo, fmt::format("workspace: cannot size the image {} to {} bytes: {}", image_path, sz.bytes, std::strerror(e)), e);
-  }
-  img.reset();
-
   // No journal, no resize reserve: the image is never written. No
   // metadata_csum: mke2fs -d re-checksums a directory block per entry, which
   // makes large flat directories several times slower (10k files in one
@@ -225,19 +219,35 @@ Result<HostTree> build_mount_image(const std::string& dir, const std::string& im
   // The image's root is owned like dir (mkfs would make it the caller's).
   struct stat st{};
   if (::stat(dir.c_str(), &st) < 0) return io_error(dir, "", "stat", errno);
-  std::vector<std::string> argv = {mkfs, "-F", "-q", "-b", "4096", "-I", "256", "-m", "0",
-                                   "-N", std::to_string(sz.inodes), "-O", "^has_journal,^resize_inode,^metadata_csum",
-                                   "-E", fmt::format("root_owner={}:{},nodiscard", st.st_uid, st.st_gid),
-                                   "-L", "ztee-ws", "-d", dir, image_path};
-  auto run = run_tool(argv);
-  if (!run) return std::move(run).error();
-  if (run->exit_code != 0) {
+  // The estimate does not know extended attributes (read only by mkfs): when
+  // the blocks or inodes run out, the image grows (sparse: no disk cost).
+  for (int attempt = 0;; ++attempt) {
+    if (::ftruncate(img.get(), static_cast<off_t>(sz.bytes)) < 0) {
+      int e = errno;
+      return make_error(Errc::kIo, fmt::format("workspace: cannot size the image {} to {} bytes: {}", image_path, sz.bytes,
+                                               std::strerror(e)),
+                        e);
+    }
+    std::vector<std::string> argv = {mkfs, "-F", "-q", "-b", "4096", "-I", "256", "-m", "0",
+                                     "-N", std::to_string(sz.inodes), "-O", "^has_journal,^resize_inode,^metadata_csum",
+                                     "-E", fmt::format("root_owner={}:{},nodiscard", st.st_uid, st.st_gid),
+                                     "-L", "ztee-ws", "-d", dir, image_path};
+    auto run = run_tool(argv);
+    if (!run) return std::move(run).error();
+    if (run->exit_code == 0) break;
     std::string said = run->output;
     while (!said.empty() && (said.back() == '\n' || said.back() == ' ')) said.pop_back();
+    bool full = said.find("Could not allocate") != std::string::npos || said.find("No space left") != std::string::npos;
+    if (full && attempt < 3) {
+      sz.bytes *= 4;
+      if (said.find("allocate inode") != std::string::npos) sz.inodes *= 2;
+      continue;
+    }
     return make_error(Errc::kIo, fmt::format("workspace: mkfs.ext4 -d {} failed ({}): {}", dir,
                                              run->exit_code < 0 ? "killed" : fmt::format("exit status {}", run->exit_code),
                                              said.empty() ? "no message" : said));
   }
+  img.reset();
 
   // mke2fs always makes /lost+found; the guest should see the host tree only.
   if (!before->count("lost+found")) {

@@ -7,6 +7,7 @@
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -315,6 +316,26 @@ TEST_CASE("workspace: a 10k-file tree images in seconds; a tree that changes dur
   CHECK(torn.error().code == Errc::kConflict);
   CHECK(torn.error().message.find("d000/file 0 ✓.txt") != std::string::npos);
   CHECK_FALSE(fs::exists(out / "torn.img"));
+}
+
+TEST_CASE("workspace: an image grows when extended attributes need more blocks than the estimate") {
+  Tmp t, out("ws-img");
+  std::string value(3000, 'v');
+  for (int f = 0; f < 6000; ++f) {  // 60 directories: mke2fs -d is slow on large ones
+    if (f % 100 == 0) fs::create_directory(t / fmt::format("d{}", f / 100));
+    std::string p = t / fmt::format("d{}/f{}", f / 100, f % 100);
+    ::close(::open(p.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644));
+    if (::setxattr(p.c_str(), "user.big", value.data(), value.size(), 0) != 0) {
+      MESSAGE("skipped: " << t.path << " does not take user extended attributes (" << std::strerror(errno) << ")");
+      return;
+    }
+  }
+  auto tree = build_mount_image(t.path, out / "x.img");
+  REQUIRE_MESSAGE(tree.ok(), tree.error().message);
+  int status = 0;
+  std::string fsck = sh("/usr/sbin/e2fsck -fn " + out / "x.img", &status);
+  CHECK_MESSAGE(status == 0, fsck);
+  CHECK(sh("/usr/sbin/debugfs -R 'ea_list /d59/f99' " + out / "x.img").find("user.big (3000)") != std::string::npos);
 }
 
 TEST_CASE("workspace: changes are applied in place: files, symlinks, directories, modes and deletions") {
