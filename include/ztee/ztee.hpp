@@ -11,6 +11,7 @@
 // untrusted input.
 #pragma once
 
+#include <ztee/dlp.hpp>
 #include <ztee/result.hpp>
 
 #include <cstdint>
@@ -200,6 +201,17 @@ struct SandboxOptions {
   // the whole guest (the forensic record of what the sandbox changed), or
   // "error" when it could not be taken (the guest was gone or hostile).
   std::string diff_log;
+  // Output DLP (include/ztee/dlp.hpp) on everything this sandbox returns:
+  // every exec's stdout and stderr, streamed or collected (ExecResult then
+  // carries the findings and anomalies, which never hold the values), and
+  // read_file's bytes. A detector in block mode, or an injection rule with
+  // kFail, fails the call with kPermission (the command has run; its output
+  // is withheld). Empty (the default): off. Streamed output is held back by
+  // at most DlpScanner::hold_back_bytes() until its redaction is decided.
+  // read_file reports no findings (scan the bytes with DlpScanner::scan for
+  // them); export_changes reads the guest's files unscanned (they go to the
+  // host directory, not to the caller).
+  DlpScanner dlp;
 };
 
 
@@ -250,6 +262,10 @@ struct ExecResult {
   uint64_t duration_us = 0;
   std::string stdout_data;
   std::string stderr_data;
+  // With SandboxOptions::dlp: what the scanner found (stream "stdout" or
+  // "stderr", offsets in the command's raw output).
+  std::vector<DlpFinding> dlp_findings;
+  std::vector<InjectionAnomaly> injection_anomalies;
 };
 
 enum class FileType { kFile, kDir, kSymlink, kOther };

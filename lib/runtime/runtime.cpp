@@ -436,9 +436,73 @@ std::string Sandbox::failure() const { return impl_ ? impl_->failure() : ""; }
 std::string Sandbox::backend() const { return impl_ ? impl_->runtime().driver->description() : ""; }
 int Sandbox::vmm_pid() const { return impl_ ? impl_->vmm_pid() : 0; }
 
+namespace {
+
+// SandboxOptions::dlp on one exec: both streams go through a DlpStream; the
+// caller's callbacks (or the collected result) get the edited bytes. Runs on
+// the loop thread, as the output hooks and the completion do.
+struct DlpExec {
+  std::optional<DlpStream> out, err;
+  std::function<void(std::string_view)> user_out, user_err;
+  std::string col_out, col_err;
+};
+
+using ExecDone = std::function<void(Result<ExecResult>)>;
+
+Result<void> wrap_dlp(const DlpScanner& scanner, ExecOptions& opts, ExecDone& done) {
+  auto st = std::make_shared<DlpExec>();
+  auto o = scanner.open("stdout");
+  if (!o) return std::move(o).error();
+  auto e = scanner.open("stderr");
+  if (!e) return std::move(e).error();
+  st->out.emplace(std::move(*o));
+  st->err.emplace(std::move(*e));
+  st->user_out = std::move(opts.on_stdout);
+  st->user_err = std::move(opts.on_stderr);
+  auto deliver = [](const std::function<void(std::string_view)>& cb, std::string& col, std::string t) {
+    if (t.empty()) return;
+    if (cb)
+      cb(t);
+    else
+      col += t;
+  };
+  opts.on_stdout = [st, deliver](std::string_view d) { deliver(st->user_out, st->col_out, st->out->feed(d)); };
+  opts.on_stderr = [st, deliver](std::string_view d) { deliver(st->user_err, st->col_err, st->err->feed(d)); };
+  done = [st, deliver, done = std::move(done)](Result<ExecResult> r) {
+    deliver(st->user_out, st->col_out, st->out->finish());
+    deliver(st->user_err, st->col_err, st->err->finish());
+    if (!r) return done(std::move(r));
+    for (DlpStream* s : {&*st->out, &*st->err}) {
+      if (s->blocked())
+        return done(make_error(Errc::kPermission,
+                               fmt::format("output withheld by DLP: {} (the command ran and exited {})",
+                                           s->block_reason(), r->exit_code)));
+    }
+    ExecResult res = std::move(*r);
+    res.stdout_data = std::move(st->col_out);
+    res.stderr_data = std::move(st->col_err);
+    for (DlpStream* s : {&*st->out, &*st->err}) {
+      res.dlp_findings.insert(res.dlp_findings.end(), s->findings().begin(), s->findings().end());
+      res.injection_anomalies.insert(res.injection_anomalies.end(), s->anomalies().begin(), s->anomalies().end());
+    }
+    done(std::move(res));
+  };
+  return {};
+}
+
+}  // namespace
+
 Result<ExecResult> Sandbox::exec(const ExecOptions& opts) {
   if (!impl_) return empty_handle();
   auto sb = impl_;
+  if (sb->options().dlp) {
+    ExecOptions o = opts;
+    return call_on_loop<ExecResult>(*sb->runtime().loop, [&](auto done) {
+      ExecDone d = std::move(done);
+      if (auto w = wrap_dlp(sb->options().dlp, o, d); !w) return d(std::move(w).error());
+      sb->exec(std::move(o), std::move(d));
+    });
+  }
   return call_on_loop<ExecResult>(*sb->runtime().loop,
                                   [&](auto done) { sb->exec(opts, std::move(done)); });
 }
@@ -454,6 +518,11 @@ void Sandbox::exec_async(ExecOptions opts, std::function<void(Result<ExecResult>
   if (!impl_) return done(empty_handle());
   auto sb = impl_;
   sb->runtime().loop->post([sb, opts = std::move(opts), done = std::move(done)]() mutable {
+    if (sb->options().dlp) {
+      ExecDone d = std::move(done);
+      if (auto w = wrap_dlp(sb->options().dlp, opts, d); !w) return d(std::move(w).error());
+      return sb->exec(std::move(opts), std::move(d));
+    }
     sb->exec(std::move(opts), std::move(done));
   });
 }
@@ -466,12 +535,23 @@ Result<void> Sandbox::write_file(std::string_view path, std::string_view data, u
   });
 }
 
-Result<std::string> Sandbox::read_file(std::string_view path, uint64_t max_bytes) {
-  if (!impl_) return empty_handle();
-  auto sb = impl_;
+namespace {
+Result<std::string> raw_read(const std::shared_ptr<SandboxImpl>& sb, std::string_view path, uint64_t max_bytes) {
   return call_on_loop<std::string>(*sb->runtime().loop, [&](auto done) {
     sb->read_file(std::string(path), max_bytes, std::move(done));
   });
+}
+}  // namespace
+
+Result<std::string> Sandbox::read_file(std::string_view path, uint64_t max_bytes) {
+  if (!impl_) return empty_handle();
+  auto data = raw_read(impl_, path, max_bytes);
+  if (!data || !impl_->options().dlp) return data;
+  auto scanned = impl_->options().dlp.scan(*data, "file");
+  if (!scanned) return std::move(scanned).error();
+  if (scanned->blocked)
+    return make_error(Errc::kPermission, fmt::format("read {}: withheld by DLP: {}", path, scanned->block_reason));
+  return std::move(scanned->output);
 }
 
 Result<FileInfo> Sandbox::stat(std::string_view path) {
@@ -669,7 +749,7 @@ Result<ExportResult> Sandbox::export_changes(const ExportOptions& opts) {
   }
   std::string guest_root = ws->mount.guest_path;
   detail::FetchFn fetch = [this, guest_root](const Change& c) -> Result<std::string> {
-    return read_file(guest_root + "/" + c.path, std::max<uint64_t>(c.size, 1));
+    return raw_read(impl_, guest_root + "/" + c.path, std::max<uint64_t>(c.size, 1));
   };
   bool to_host = opts.dest_dir.empty();
   auto applied = detail::apply_changes(to_host ? ws->mount.host_dir : opts.dest_dir, to_host ? &ws->tree : nullptr,
@@ -690,7 +770,7 @@ Result<std::string> Sandbox::patch(std::string_view mount, const std::vector<std
   if (!selected) return std::move(selected).error();
   std::string guest_root = ws->mount.guest_path;
   detail::FetchFn fetch = [this, guest_root](const Change& c) -> Result<std::string> {
-    return read_file(guest_root + "/" + c.path, std::max<uint64_t>(c.size, 1));
+    return raw_read(impl_, guest_root + "/" + c.path, std::max<uint64_t>(c.size, 1));
   };
   return detail::unified_patch(ws->mount.host_dir, *selected, fetch);
 }
