@@ -56,7 +56,9 @@ Result<HostTree> scan_host_tree(const std::string& dir, const TreeLimits& limits
 // journal, no metadata checksums, 4 KiB blocks, 256-byte inodes, no reserved
 // blocks, label "ztee-ws", the root owned like dir, and mke2fs's /lost+found
 // removed unless dir has one. It is sized from the tree (a sparse file: the
-// slack costs no disk). The tree is scanned before and after the build; if
+// slack costs no disk; should mkfs run out of blocks or inodes, as extended
+// attributes are not in the estimate, the image grows and is rebuilt, at
+// most three times). The tree is scanned before and after the build; if
 // it changed meanwhile the image could be torn, so the call fails with
 // kConflict naming the changed paths. A mount point of another file system
 // inside dir is refused (kInvalidArgument: mkfs would copy it). Entries of

@@ -617,7 +617,24 @@ TEST_CASE("workspace: the review patch is diff -u against the host, with binary 
       dir_change(Change::Kind::kCreated, "newdir"),
       link_change(Change::Kind::kCreated, "l", "README.md"),
   };
-  auto p = unified_patch(t.path, changes, g.fn());
+  // Its private copies go under TMPDIR and are gone afterwards.
+  Tmp scratch("ws-scratch");
+  const char* old_tmpdir = std::getenv("TMPDIR");
+  std::string saved = old_tmpdir ? old_tmpdir : "";
+  ::setenv("TMPDIR", scratch.path.c_str(), 1);
+  bool used_scratch = false;
+  FetchFn inner = g.fn();
+  FetchFn watching = [&](const Change& c) {
+    used_scratch = used_scratch || !fs::is_empty(scratch.path);
+    return inner(c);
+  };
+  auto p = unified_patch(t.path, changes, watching);
+  if (old_tmpdir)
+    ::setenv("TMPDIR", saved.c_str(), 1);
+  else
+    ::unsetenv("TMPDIR");
+  CHECK(used_scratch);
+  CHECK(fs::is_empty(scratch.path));
   REQUIRE_MESSAGE(p.ok(), p.error().message);
   const std::string& s = *p;
   INFO(s);
