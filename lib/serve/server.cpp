@@ -43,6 +43,15 @@ constexpr size_t kReplayBytes = 1u << 20;  // output kept per command for comman
 constexpr uint64_t kOutputCap = 256ull << 20;
 constexpr size_t kMaxJsonBody = 1u << 20;  // control-plane and RPC bodies
 constexpr int64_t kMaxTimeoutS = 86400;
+constexpr size_t kMaxProcs = 256;  // running commands per sandbox
+
+// E2B's default account: "user" (uid/gid 1000, home /home/user), added to a
+// sandbox whose image lacks it (in a pool: once, in its template).
+constexpr const char* kDefaultUser = "user";
+constexpr const char* kProvisionUser =
+    "grep -q '^user:' /etc/passwd || { echo 'user:*:1000:1000::/home/user:/bin/bash' >> /etc/passwd && "
+    "{ grep -q '^user:' /etc/group || echo 'user:*:1000:' >> /etc/group; }; } && "
+    "h=$(awk -F: '$1==\"user\"{print $6}' /etc/passwd) && mkdir -p \"$h\" && chown user: \"$h\"";
 
 class Workers {
  public:
@@ -205,8 +214,12 @@ std::string parent_dir(std::string_view path) {
 
 // E2B resolves relative paths (and "~") against the user's home; here the
 // default user is root.
+std::string home_of(std::string_view user) {
+  return user == "root" ? "/root" : "/home/" + std::string(user.empty() ? kDefaultUser : user);
+}
+
 std::string resolve_path(std::string_view p, std::string_view user) {
-  std::string home = (user.empty() || user == "root") ? "/root" : "/home/" + std::string(user);
+  std::string home = home_of(user);
   if (p.empty() || p == "~") return home;
   if (p.substr(0, 2) == "~/") return home + std::string(p.substr(1));
   if (p.front() == '/') return std::string(p);
@@ -573,8 +586,16 @@ struct Server::Impl {
     Pool pool_copy = pool;
     offload<Result<Sandbox>>(
         [use_pool, so, rt_copy, pool_copy]() mutable -> Result<Sandbox> {
-          if (use_pool) return pool_copy.lease(120000);
-          return rt_copy.create_sandbox(so);
+          if (use_pool) return pool_copy.lease(120000);  // provisioned by the pool's warm-up
+          auto sb = rt_copy.create_sandbox(so);
+          if (!sb) return sb;
+          auto r = sb->run(kProvisionUser, 30000);
+          if (!r || r->exit_code != 0) {
+            std::string why = !r ? r.error().message : r->stderr_data;
+            (void)sb->destroy();
+            return make_error(Errc::kSandboxFailed, "could not add the account `user` to the sandbox: " + why);
+          }
+          return sb;
         },
         [this, ex, b, timeout_s, key_hash = key.sha256](Result<Sandbox> r) mutable {
           --pending;
@@ -758,6 +779,7 @@ struct Server::Impl {
     bool has = false;
     std::string qpath = req.query_param("path", &has);
     std::string user = req.query_param("username");
+    if (user.empty()) user = kDefaultUser;
     const std::string* ct = req.header("content-type");
     std::vector<std::pair<std::string, std::string>> files;  // path, data
     std::string boundary = ct ? multipart_boundary(*ct) : std::string();
@@ -803,7 +825,7 @@ struct Server::Impl {
             if (!md && md.error().code != Errc::kGuest) return std::move(md).error();
             auto w = sb.write_file(path, data);
             if (!w) return std::move(w).error();
-            if (!user.empty() && user != "root") {
+            if (user != "root") {
               ExecOptions eo;
               eo.argv = {"chown", "--", user + ":", path};
               eo.timeout_ms = 30000;
@@ -1021,12 +1043,17 @@ struct Server::Impl {
     eo.argv.insert(eo.argv.end(), p->args.begin(), p->args.end());
     eo.env = box->envs;
     for (auto& [k, val] : p->envs) eo.env[k] = val;
-    eo.user = rpc.user;
-    eo.cwd = p->cwd.empty() ? ((rpc.user.empty() || rpc.user == "root") ? "/root" : "/") : resolve_path(p->cwd, rpc.user);
+    std::string user = rpc.user.empty() ? kDefaultUser : rpc.user;
+    eo.user = user;
+    if (!p->cwd.empty()) eo.cwd = resolve_path(p->cwd, user);
+    else if (user == "root" || user == kDefaultUser) eo.cwd = home_of(user);
+    else eo.cwd = "/";
     eo.timeout_ms = rpc.timeout_ms;
     eo.output_cap = kOutputCap;
     p->cancel = ExecCancel::create();
     eo.cancel = p->cancel;
+    if (box->procs.size() >= kMaxProcs)
+      return rpc_fail(rpc, "resource_exhausted", fmt::format("{} commands run in this sandbox already: kill some first", kMaxProcs));
     p->pid = box->next_pid++;
     std::weak_ptr<Proc> wp = p;
     auto out = [this, wp](bool is_stdout) {
@@ -1205,12 +1232,22 @@ struct Server::Impl {
     if (method == "MakeDir") {
       auto path = str("path");
       if (!path) return rpc_fail(rpc, "invalid_argument", "path is required");
+      std::string user = rpc.user.empty() ? kDefaultUser : rpc.user;
       return offload<Result<std::string>>(
-          [sb, path = *path]() mutable -> Result<std::string> {
+          [sb, path = *path, user]() mutable -> Result<std::string> {
             if (auto st = sb.stat(path); st)
               return make_error(Errc::kGuest, fmt::format("{} already exists", path), EEXIST);
             auto r = sb.mkdir(path, true);
             if (!r) return std::move(r).error();
+            if (user != "root") {
+              ExecOptions eo;
+              eo.argv = {"chown", "--", user + ":", path};
+              eo.timeout_ms = 30000;
+              auto c = sb.exec(eo);
+              if (!c) return std::move(c).error();
+              if (c->exit_code != 0)
+                return make_error(Errc::kPermission, fmt::format("cannot give {} to user {}: {}", path, user, c->stderr_data));
+            }
             auto st = sb.stat(path);
             if (!st) return std::move(st).error();
             return "{\"entry\":" + entry_json(*st, path) + "}";
@@ -1290,10 +1327,10 @@ Result<std::unique_ptr<Server>> Server::start(ServeOptions opts) {
     if (name == "base")
       return make_error(Errc::kInvalidArgument, "--template base=...: base is the default image; use --image DIR instead");
     bool is_image = ::access((dir + "/manifest.json").c_str(), F_OK) == 0;
-    bool is_snapshot = !is_image && ::access(dir.c_str(), F_OK) == 0;
+    bool is_snapshot = !is_image && ::access((dir + "/template.json").c_str(), F_OK) == 0;
     if (!is_image && !is_snapshot)
       return make_error(Errc::kInvalidArgument,
-                        fmt::format("--template {}={}: not a directory with manifest.json (an image) nor a snapshot template",
+                        fmt::format("--template {}={}: neither an image (a directory with manifest.json) nor a snapshot template (with template.json)",
                                     name, dir));
     impl->templates[name] = Template{name, dir, is_snapshot};
   }
@@ -1304,6 +1341,7 @@ Result<std::unique_ptr<Server>> Server::start(ServeOptions opts) {
     po.min_ready = o.pool;
     po.max_total = o.pool + o.max_sandboxes;
     po.lease_timeout_ms = 120000;
+    po.warm_up = kProvisionUser;
     auto pool = impl->rt.create_pool(po);
     if (!pool) return make_error(pool.error().code, "warm pool for template base: " + pool.error().message);
     impl->pool = std::move(pool.value());

@@ -111,12 +111,13 @@ test('commands.run: foreground, envs, cwd, user, callbacks', { skip }, async () 
     envs: { LOCAL_VAR: 'l' }, onStdout: d => out.push(d), onStderr: d => err.push(d),
   })
   assert.equal(r.exitCode, 0)
-  assert.equal(r.stdout, 'g l\n/root\nroot\n')
+  assert.equal(r.stdout, 'g l\n/home/user\nuser\n')  // E2B's default account
   assert.equal(r.stderr, 'oops\n')
   assert.equal(out.join(''), r.stdout)
   assert.equal(err.join(''), 'oops\n')
   const c = await sbx.commands.run('pwd; id -un', { cwd: '/tmp', user: 'nobody' })
   assert.equal(c.stdout, '/tmp\nnobody\n')
+  assert.equal((await sbx.commands.run('pwd; id -un', { user: 'root' })).stdout, '/root\nroot\n')
 })
 
 test('commands.run: non-zero exit is CommandExitError; timeoutMs kills', { skip }, async () => {
@@ -179,8 +180,11 @@ test('files: text, bytes, list, exists, makeDir, rename, remove, getInfo', { ski
   await sbx.files.write('/tmp/t/bin', bytes)
   assert.deepEqual(await sbx.files.read('/tmp/t/bin', { format: 'bytes' }), bytes)
   await sbx.files.write([{ path: 'rel.txt', data: 'r' }, { path: '/tmp/t/two', data: '2' }])
-  assert.equal((await sbx.commands.run('cat /root/rel.txt /tmp/t/two')).stdout, 'r2')
-  assert.deepEqual((await sbx.files.list('/tmp/t')).map(e => e.name).sort(), ['bin', 'hello.txt', 'two'])
+  assert.equal((await sbx.commands.run('cat /home/user/rel.txt /tmp/t/two')).stdout, 'r2')
+  // Written as the default account, as in E2B; user: 'root' writes as root.
+  await sbx.files.write('/tmp/t/root-owned', 'x', { user: 'root' })
+  assert.equal((await sbx.commands.run('stat -c %U /home/user/rel.txt /tmp/t/root-owned')).stdout, 'user\nroot\n')
+  assert.deepEqual((await sbx.files.list('/tmp/t')).map(e => e.name).sort(), ['bin', 'hello.txt', 'root-owned', 'two'])
   assert.equal(await sbx.files.exists('/tmp/t/bin'), true)
   assert.equal(await sbx.files.exists('/tmp/t/nope'), false)
   assert.equal(await sbx.files.makeDir('/tmp/t/a/b'), true)
