@@ -55,6 +55,54 @@ export interface SandboxOptions extends NetworkOptions {
   network?: NetworkOptions;
   /** Default: off under software emulation, on with KVM. */
   guestAslr?: boolean;
+  /** Host directories the guest sees read-only (workspaces); cold boot only.
+   * SECURITY: everything in them becomes readable by the sandboxed code. */
+  mounts?: Mount[];
+  /** Destroying the sandbox appends one JSON line with its diff to this file. */
+  diffLog?: string;
+}
+
+export interface Mount {
+  /** Absolute path of an existing host directory. */
+  hostDir: string;
+  /** Absolute guest path, e.g. "/workspace"; not /, /proc, /sys, /dev, /run, /tmp. */
+  guestPath: string;
+}
+
+/** One change in a guest's writable layer; every field is the guest's claim. */
+export interface Change {
+  readonly kind: 'created' | 'modified' | 'deleted';
+  /** For a deletion: the type it had. */
+  readonly type: 'file' | 'dir' | 'symlink' | 'other';
+  /** In a mount: relative to it; else absolute. */
+  readonly path: string;
+  /** The mount's guest path; '' for the guest's own filesystem. */
+  readonly mount: string;
+  readonly size: number;
+  /** Permission bits with setuid/setgid/sticky (0o7777). */
+  readonly mode: number;
+  /** Regular files: 64 hex digits; else ''. */
+  readonly sha256: string;
+  /** Symlinks; else ''. */
+  readonly linkTarget: string;
+}
+
+export interface ExportOptions {
+  /** The mount's guest path; may be left out when the sandbox has one mount. */
+  mount?: string;
+  /** Relative paths (a directory selects everything below it); default: all changes. */
+  paths?: string[];
+  /** Asked per selected change before anything is written; default: approve all.
+   * A change altered after approval is declined; a throw/rejection writes nothing. */
+  approve?: (change: Change) => boolean | Promise<boolean>;
+  /** Write created and modified entries into this existing directory instead. */
+  destDir?: string;
+}
+
+export interface ExportResult {
+  applied: Change[];
+  /** Selected but not approved, or altered after approval. */
+  declined: Change[];
 }
 
 export interface RunOptions<E extends 'utf8' | 'buffer' = 'utf8'> {
@@ -138,6 +186,12 @@ export class Sandbox implements AsyncDisposable {
   resume(): Promise<void>;
   snapshot(dir: string): Promise<void>;
   destroy(): Promise<void>;
+  /** mount: a guest path, '/' for the guest's own filesystem, undefined for both. */
+  diff(mount?: string): Promise<Change[]>;
+  /** Rejects with ConflictError (host edited since the start) or PermissionError; nothing applied then. */
+  exportChanges(opts?: ExportOptions): Promise<ExportResult>;
+  patch(opts?: { mount?: string; paths?: string[]; encoding?: 'utf8' }): Promise<string>;
+  patch(opts: { mount?: string; paths?: string[]; encoding: 'buffer' }): Promise<Buffer>;
   [Symbol.asyncDispose](): Promise<void>;
 }
 
@@ -382,6 +436,8 @@ export class ProtocolError extends StatusError {}
 export class GuestError extends StatusError {}
 export class PermissionError extends StatusError {}
 export class UnsupportedError extends StatusError {}
+/** The host changed under the call: exportChanges found host files edited since the sandbox started. */
+export class ConflictError extends StatusError {}
 
 declare const ztee: {
   Runtime: typeof Runtime;
@@ -402,5 +458,6 @@ declare const ztee: {
   NotFoundError: typeof NotFoundError;
   TimeoutError: typeof TimeoutError;
   ClosedError: typeof ClosedError;
+  ConflictError: typeof ConflictError;
 };
 export default ztee;

@@ -61,6 +61,7 @@ const STATUSES = [
   [-12, 'GuestError', 'the guest reported an OS error (see errno)'],
   [-13, 'PermissionError', 'not permitted (host or guest)'],
   [-14, 'UnsupportedError', 'not implemented by this backend or build'],
+  [-15, 'ConflictError', 'the host changed under the call (export: a host file edited since the sandbox started)'],
 ];
 const errors = { ZteeError };
 const byStatus = new Map();
@@ -129,6 +130,8 @@ function sandboxOptions(o) {
     allow: o.allow ?? net.allow,
     dns: o.dns ?? net.dns,
     guestAslr: guestAslr(o.guestAslr),
+    mounts: o.mounts,
+    diffLog: o.diffLog,
   };
 }
 
@@ -421,6 +424,44 @@ class Files {
   }
 }
 
+// ---- workspaces -------------------------------------------------------------------
+
+// What identifies a change to the native export (not enumerable: a change
+// prints and compares as plain data).
+const changeKey = Symbol('ztee.changeKey');
+
+/** One change in a guest's writable layer (sb.diff(), sb.exportChanges()):
+ * kind ('created' | 'modified' | 'deleted'), type ('file' | 'dir' |
+ * 'symlink' | 'other'; for a deletion the type it had), path (in a mount:
+ * relative to it; else absolute; bytes that are not UTF-8 read as U+FFFD),
+ * mount (its guest path; '' for the guest's own filesystem), size, mode
+ * (07777 bits), sha256 (files) and linkTarget (symlinks). Every field is the
+ * guest's claim: hostile input. */
+function change(c) {
+  const out = {
+    kind: c.kind, type: c.type, path: c.path, mount: c.mount, size: c.size, mode: c.mode,
+    sha256: c.sha256, linkTarget: c.linkTarget,
+  };
+  Object.defineProperty(out, changeKey, { value: c.key });
+  return Object.freeze(out);
+}
+
+function exportResult(r) {
+  return { applied: r.applied.map(change), declined: r.declined.map(change) };
+}
+
+function optionalString(v, what) {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'string') throw invalid(`${what} must be a string`);
+  return v;
+}
+
+function pathList(v) {
+  if (v === undefined || v === null) return undefined;
+  if (!Array.isArray(v) || v.some((p) => typeof p !== 'string')) throw invalid('paths must be an array of strings');
+  return v;
+}
+
 // ---- sandbox ------------------------------------------------------------------
 
 /** A booted microVM. Create with `await Sandbox.create(opts)`; end with
@@ -439,8 +480,18 @@ class Sandbox {
   /** opts: runtime, imageDir, vcpus, memoryMib, bootTimeoutMs, timeoutMs (the
    * default per-command timeout), outputCap, templateDir, snapshottable,
    * allow (["CIDR:PORT[/tcp|/udp]", ...]) and dns, or network: {allow, dns};
-   * guestAslr. SECURITY: every allow entry widens what sandboxed code can
-   * reach; by default the sandbox has no network. */
+   * guestAslr; mounts and diffLog (workspaces).
+   * mounts: [{hostDir, guestPath}], host directories the guest sees
+   * read-only (at most 16), each copied into a read-only disk image at
+   * creation; the guest's writes stay in its memory and reach the host only
+   * through exportChanges(). Needs a cold boot (not with templateDir,
+   * snapshottable or a pool). A relative hostDir or a bad guestPath rejects
+   * with InvalidArgumentError, a missing hostDir with NotFoundError.
+   * diffLog: a file to which destroying the sandbox appends one JSON line
+   * with its diff.
+   * SECURITY: every allow entry widens what sandboxed code can reach; by
+   * default the sandbox has no network. Everything in a mounted directory
+   * becomes readable by the sandboxed code. */
   static async create(opts) {
     const o = optsObject(opts, 'Sandbox.create');
     const rt = o.runtime ?? await getDefaultRuntime();
@@ -506,6 +557,71 @@ class Sandbox {
    * rejects with ClosedError. */
   destroy() {
     return this._native.destroy();
+  }
+
+  /** What changed in the guest's writable layers since it booted, sorted by
+   * mount and path: mount (a guest path) for that mount only, '/' for the
+   * guest's own filesystem only, undefined for both. An unknown mount
+   * rejects with NotFoundError. SECURITY: the list is the guest's claim;
+   * exportChanges() checks every entry again. */
+  async diff(mount) {
+    return (await this._native.diff(optionalString(mount, 'mount'))).map(change);
+  }
+
+  /** Applies the approved part of a mount's diff to its host directory;
+   * resolves to {applied, declined} (lists of changes).
+   * opts: mount (the guest path; may be left out when there is one mount),
+   * paths (relative paths, a directory selects everything below it, each
+   * naming a change; default: all), approve(change) -> boolean or a Promise
+   * of one (default: approve all), destDir (write the created and modified
+   * entries into this existing directory instead; deletions are not
+   * applied there).
+   *
+   * approve runs here, on the JS thread, before anything is written: the
+   * selection is read first (one more diff of the guest), approve is asked
+   * for each change, then the library takes the diff again for the export
+   * and writes only the changes identical to an approved one (same content
+   * hash, mode, type, target). A change the guest alters after it was
+   * approved, or one that appears meanwhile, is declined, never written. If
+   * approve throws or rejects, the export rejects with that and nothing is
+   * written.
+   *
+   * Every check runs before the first write, and a failing one applies
+   * nothing: ConflictError names host paths edited since the sandbox
+   * started; PermissionError a path with "..", a symlink on the way or
+   * leaving the directory, a device or fifo, setuid/setgid bits, a
+   * hard-linked host file, or content that no longer matches its sha256.
+   * Each file is written to a temporary, synced and renamed into place.
+   * SECURITY: the one way data written in a sandbox reaches the host:
+   * approve only what was reviewed (see patch()). */
+  async exportChanges(opts) {
+    const o = optsObject(opts, 'exportChanges');
+    if (o.approve !== undefined && typeof o.approve !== 'function') {
+      throw invalid('approve must be a function(change) -> boolean');
+    }
+    const spec = {
+      mount: optionalString(o.mount, 'mount'),
+      paths: pathList(o.paths),
+      destDir: optionalString(o.destDir, 'destDir'),
+    };
+    if (!o.approve) return exportResult(await this._native.exportChanges(spec, undefined));
+    // The selection: every change declined, nothing written.
+    const review = exportResult(await this._native.exportChanges(spec, []));
+    const keys = [];
+    for (const c of review.declined) {
+      if (await o.approve(c)) keys.push(c[changeKey]);
+    }
+    if (keys.length === 0) return review;
+    return exportResult(await this._native.exportChanges(spec, keys));
+  }
+
+  /** A unified diff (diff -u) of a mount's text changes against its host
+   * directory, for review (binary files are named, not shown). opts: mount,
+   * paths (as exportChanges), encoding ('utf8', the default, or 'buffer'). */
+  async patch(opts) {
+    const o = optsObject(opts, 'patch');
+    const buf = await this._native.patch(optionalString(o.mount, 'mount'), pathList(o.paths));
+    return o.encoding === 'buffer' ? buf : buf.toString('utf8');
   }
 
   async [Symbol.asyncDispose]() {

@@ -6,6 +6,6 @@ export const {
   Policy, AuditLog, verifyAuditLog, Gate, Approval, CallResult,
   ZteeError, InvalidArgumentError, NoMemoryError, InternalError, NotFoundError, ImageError,
   BackendUnavailableError, TimeoutError, SandboxFailedError, ClosedError, IoError, ProtocolError,
-  GuestError, PermissionError, UnsupportedError,
+  GuestError, PermissionError, UnsupportedError, ConflictError,
 } = ztee;
 export default ztee;

@@ -28,6 +28,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -479,11 +480,22 @@ std::vector<const char*> c_strs(const std::vector<std::string>& v) {
 
 const char* c_str(const std::optional<std::string>& s) { return s ? s->c_str() : nullptr; }
 
+// An optional string argument (undefined or null: none) without NUL bytes.
+std::optional<std::string> optional_string_arg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  if (info.Length() <= i || info[i].IsUndefined() || info[i].IsNull()) return std::nullopt;
+  if (!info[i].IsString()) throw_invalid(info.Env(), std::string(what) + " must be a string");
+  std::string s = info[i].As<Napi::String>().Utf8Value();
+  if (s.find('\0') != std::string::npos) throw_invalid(info.Env(), std::string(what) + " must not contain NUL");
+  return s;
+}
+
 // Sandbox options, owned (strings outlive the JS call).
 struct SandboxOpts {
-  std::optional<std::string> image_dir, template_dir, dns;
+  std::optional<std::string> image_dir, template_dir, dns, diff_log;
   std::vector<std::string> allow;
   std::vector<const char*> allow_c;
+  std::vector<std::pair<std::string, std::string>> mounts;  // host dir, guest path
+  std::vector<ztee_mount> mounts_c;
   ztee_sandbox_options o = ZTEE_SANDBOX_OPTIONS_INIT;
 
   void parse(Napi::Object js, bool with_template) {
@@ -498,8 +510,30 @@ struct SandboxOpts {
     o.output_cap = opt_uint(js, "outputCap", UINT64_MAX >> 12);
     o.snapshottable = js.Get("snapshottable").ToBoolean() ? 1 : 0;
     o.guest_aslr = opt_int(js, "guestAslr");
+    diff_log = opt_string(js, "diffLog");
+    if (diff_log && diff_log->find('\0') != std::string::npos) throw_invalid(js.Env(), "diffLog must not contain NUL");
+    Napi::Value m = js.Get("mounts");
+    if (!m.IsUndefined() && !m.IsNull()) {
+      if (!m.IsArray()) throw_invalid(js.Env(), "mounts must be an array of {hostDir, guestPath}");
+      Napi::Array a = m.As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length(); i++) {
+        Napi::Value e = a.Get(i);
+        if (!e.IsObject()) throw_invalid(js.Env(), "mounts must be an array of {hostDir, guestPath}");
+        auto host = opt_string(e.As<Napi::Object>(), "hostDir");
+        auto guest = opt_string(e.As<Napi::Object>(), "guestPath");
+        if (!host || !guest) throw_invalid(js.Env(), "mounts[" + std::to_string(i) + "] needs hostDir and guestPath strings");
+        if ((*host + *guest).find('\0') != std::string::npos)
+          throw_invalid(js.Env(), "mounts[" + std::to_string(i) + "]: hostDir and guestPath must not contain NUL");
+        mounts.emplace_back(*host, *guest);
+      }
+    }
   }
   const ztee_sandbox_options* get() {
+    mounts_c.clear();
+    for (const auto& [host, guest] : mounts) mounts_c.push_back(ztee_mount{host.c_str(), guest.c_str()});
+    o.mounts = mounts_c.empty() ? nullptr : mounts_c.data();
+    o.mount_count = mounts_c.size();
+    o.diff_log = c_str(diff_log);
     allow_c = c_strs(allow);
     o.image_dir = c_str(image_dir);
     o.template_dir = c_str(template_dir);
@@ -711,6 +745,55 @@ Napi::Object file_info(Napi::Env env, const ztee_file_info& fi) {
   return o;
 }
 
+// ---- workspaces: changes and the reviewed export ---------------------------
+
+// Everything that identifies a change and its content (its strings hold no NUL).
+std::string change_key(const ztee_change& c) {
+  std::string k;
+  for (const char* s : {c.path, c.mount, c.sha256, c.link_target}) {
+    k += s != nullptr ? s : "";
+    k.push_back('\0');
+  }
+  k += std::to_string(c.kind) + "," + std::to_string(c.type) + "," + std::to_string(c.size) + "," +
+       std::to_string(c.mode);
+  return k;
+}
+
+// The export's approve callback (the worker thread in the C call; no JS):
+// yes for exactly the changes the caller approved as reviewed, so one the
+// guest altered after the review, or a new one, is declined.
+extern "C" int approve_reviewed(const ztee_change* c, void* ud) {
+  try {
+    return static_cast<const std::set<std::string>*>(ud)->count(change_key(*c)) ? 1 : 0;
+  } catch (...) {
+    return 0;
+  }
+}
+
+Napi::Object change_obj(Napi::Env env, const ztee_change& c) {
+  static const char* const kKinds[] = {"created", "modified", "deleted"};
+  static const char* const kTypes[] = {"file", "dir", "symlink", "other"};
+  auto str = [&](const char* s) { return Napi::String::New(env, s != nullptr ? s : ""); };
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("kind", Napi::String::New(env, kKinds[c.kind >= 0 && c.kind <= 2 ? c.kind : 1]));
+  o.Set("type", Napi::String::New(env, kTypes[c.type >= 0 && c.type <= 3 ? c.type : 3]));
+  o.Set("path", str(c.path));
+  o.Set("mount", str(c.mount));
+  o.Set("size", Napi::Number::New(env, static_cast<double>(c.size)));
+  o.Set("mode", Napi::Number::New(env, c.mode));
+  o.Set("sha256", str(c.sha256));
+  o.Set("linkTarget", str(c.link_target));
+  std::string k = change_key(c);
+  o.Set("key", Napi::Buffer<char>::Copy(env, k.data(), k.size()));
+  return o;
+}
+
+Napi::Array change_array(Napi::Env env, const ztee_change_list& l) {
+  Napi::Array a = Napi::Array::New(env, l.count);
+  for (size_t i = 0; i < l.count; i++) a.Set(static_cast<uint32_t>(i), change_obj(env, l.entries[i]));
+  return a;
+}
+
 class Sandbox : public Napi::ObjectWrap<Sandbox> {
  public:
   static Napi::Function Init(Napi::Env env) {
@@ -729,6 +812,9 @@ class Sandbox : public Napi::ObjectWrap<Sandbox> {
                         InstanceMethod<&Sandbox::ListDir>("listDir"),
                         InstanceMethod<&Sandbox::Mkdir>("mkdir"),
                         InstanceMethod<&Sandbox::Remove>("remove"),
+                        InstanceMethod<&Sandbox::Diff>("diff"),
+                        InstanceMethod<&Sandbox::ExportChanges>("exportChanges"),
+                        InstanceMethod<&Sandbox::Patch>("patch"),
                         StaticMethod<&Sandbox::Create>("create")});
   }
 
@@ -1076,6 +1162,116 @@ class Sandbox : public Napi::ObjectWrap<Sandbox> {
     return simple(info, [path, recursive](ztee_sandbox* sb) {
       return ztee_sandbox_remove(sb, path.c_str(), recursive);
     });
+  }
+
+  // diff(mount | undefined) -> [change]
+  Napi::Value Diff(const Napi::CallbackInfo& info) {
+    struct J : SbJob {
+      using SbJob::SbJob;
+      std::optional<std::string> mount;
+      ztee_change_list* list = nullptr;
+      ~J() override { ztee_change_list_free(list); }
+      ztee_status call(ztee_sandbox* sb) override { return ztee_sandbox_diff(sb, c_str(mount), &list); }
+      Napi::Value settle(Napi::Env env) override { return change_array(env, *list); }
+    };
+    auto* job = new J(info.Env(), this);
+    try {
+      job->mount = optional_string_arg(info, 0, "mount");
+    } catch (...) {
+      delete job;
+      throw;
+    }
+    return Job::start(job);
+  }
+
+  // exportChanges({mount, paths, destDir}, keys | undefined) -> {applied, declined}.
+  // keys undefined: every selected change (approve NULL); else only those
+  // whose key Buffer is listed ([] declines all: nothing is written and the
+  // selection comes back in declined).
+  Napi::Value ExportChanges(const Napi::CallbackInfo& info) {
+    struct J : SbJob {
+      using SbJob::SbJob;
+      std::optional<std::string> mount, dest;
+      std::vector<std::string> paths;
+      std::set<std::string> keys;
+      bool filter = false;
+      ztee_export_result* res = nullptr;
+      ~J() override { ztee_export_result_free(res); }
+      ztee_status call(ztee_sandbox* sb) override {
+        std::vector<const char*> ps = c_strs(paths);
+        ztee_export_options o = ZTEE_EXPORT_OPTIONS_INIT;
+        o.mount = c_str(mount);
+        o.paths = ps.empty() ? nullptr : ps.data();
+        o.path_count = ps.size();
+        o.dest_dir = c_str(dest);
+        if (filter) {
+          o.approve = approve_reviewed;
+          o.user_data = &keys;
+        }
+        return ztee_sandbox_export_changes(sb, &o, &res);
+      }
+      Napi::Value settle(Napi::Env env) override {
+        Napi::Object r = Napi::Object::New(env);
+        r.Set("applied", change_array(env, res->applied));
+        r.Set("declined", change_array(env, res->declined));
+        return r;
+      }
+    };
+    auto* job = new J(info.Env(), this);
+    try {
+      Napi::Object o = opts_arg(info, 0);
+      job->mount = opt_string(o, "mount");
+      job->dest = opt_string(o, "destDir");
+      if ((job->mount.value_or("") + job->dest.value_or("")).find('\0') != std::string::npos)
+        throw_invalid(info.Env(), "mount and destDir must not contain NUL");
+      job->paths = string_list(info.Env(), o.Get("paths"), "paths");
+      for (const auto& p : job->paths)
+        if (p.find('\0') != std::string::npos) throw_invalid(info.Env(), "paths must not contain NUL");
+      if (info.Length() > 1 && !info[1].IsUndefined()) {
+        if (!info[1].IsArray()) throw_invalid(info.Env(), "keys must be an array of Buffers");
+        Napi::Array a = info[1].As<Napi::Array>();
+        for (uint32_t i = 0; i < a.Length(); i++) {
+          Napi::Value k = a.Get(i);
+          if (!k.IsBuffer()) throw_invalid(info.Env(), "keys must be an array of Buffers");
+          auto b = k.As<Napi::Buffer<char>>();
+          job->keys.emplace(b.Data(), b.Length());
+        }
+        job->filter = true;
+      }
+    } catch (...) {
+      delete job;
+      throw;
+    }
+    return Job::start(job);
+  }
+
+  // patch(mount | undefined, paths | undefined) -> Buffer (the guest's bytes)
+  Napi::Value Patch(const Napi::CallbackInfo& info) {
+    struct J : SbJob {
+      using SbJob::SbJob;
+      std::optional<std::string> mount;
+      std::vector<std::string> paths;
+      char* text = nullptr;
+      ~J() override { ztee_free(text); }
+      ztee_status call(ztee_sandbox* sb) override {
+        std::vector<const char*> ps = c_strs(paths);
+        return ztee_sandbox_patch(sb, c_str(mount), ps.empty() ? nullptr : ps.data(), ps.size(), &text);
+      }
+      Napi::Value settle(Napi::Env env) override {
+        return Napi::Buffer<char>::Copy(env, text != nullptr ? text : "", text != nullptr ? std::strlen(text) : 0);
+      }
+    };
+    auto* job = new J(info.Env(), this);
+    try {
+      job->mount = optional_string_arg(info, 0, "mount");
+      job->paths = string_list(info.Env(), info.Length() > 1 ? info[1] : info.Env().Undefined(), "paths");
+      for (const auto& p : job->paths)
+        if (p.find('\0') != std::string::npos) throw_invalid(info.Env(), "paths must not contain NUL");
+    } catch (...) {
+      delete job;
+      throw;
+    }
+    return Job::start(job);
   }
 
   std::shared_ptr<Core> core_;
