@@ -75,6 +75,7 @@ const (
 	StatusGuest              Status = -12
 	StatusPermission         Status = -13
 	StatusUnsupported        Status = -14
+	StatusConflict           Status = -15
 )
 
 // String is the status's symbolic name, e.g. "ZTEE_E_TIMEOUT".
@@ -113,6 +114,9 @@ var (
 	ErrGuest              = &Error{Code: StatusGuest, Message: "guest error"}
 	ErrPermission         = &Error{Code: StatusPermission, Message: "permission denied"}
 	ErrUnsupported        = &Error{Code: StatusUnsupported, Message: "unsupported"}
+	// ErrConflict: the host changed under the call (ExportChanges: host
+	// files edited since the sandbox started; nothing was applied).
+	ErrConflict = &Error{Code: StatusConflict, Message: "conflict"}
 )
 
 // call runs f on a locked OS thread and, if it fails, reads that thread's
@@ -139,8 +143,25 @@ func HasFeature(name string) bool {
 	return C.ztee_has_feature(c) != 0
 }
 
-// cstrings holds C copies of Go strings for one call.
-type cstrings struct{ ptrs []*C.char }
+// cstrings holds C copies of Go strings (and other C memory) for one call.
+type cstrings struct {
+	ptrs []*C.char
+	mem  []unsafe.Pointer
+}
+
+// alloc returns n zeroed bytes of C memory, freed with the strings.
+func (c *cstrings) alloc(n uintptr) unsafe.Pointer {
+	p := C.calloc(1, C.size_t(n))
+	c.mem = append(c.mem, p)
+	return p
+}
+
+// cstr is str without the "" -> NULL rule.
+func (c *cstrings) cstr(s string) *C.char {
+	p := C.CString(s)
+	c.ptrs = append(c.ptrs, p)
+	return p
+}
 
 func (c *cstrings) str(s string) *C.char {
 	if s == "" {
@@ -156,6 +177,10 @@ func (c *cstrings) free() {
 		C.free(unsafe.Pointer(p))
 	}
 	c.ptrs = nil
+	for _, p := range c.mem {
+		C.free(p)
+	}
+	c.mem = nil
 }
 
 // carray is a C array of C strings (freed with free()).
@@ -284,6 +309,18 @@ type SandboxOptions struct {
 	// what sandboxed code can reach.
 	Allow []string
 	DNS   string
+	// Mounts are host directories the guest sees read-only (workspaces: at
+	// most 16). Each is copied into a read-only disk image when the sandbox
+	// is created; the guest's writes stay in its memory and reach the host
+	// only through ExportChanges. Needs a cold boot: not with TemplateDir,
+	// Snapshottable or a pool (ErrInvalidArgument). A relative HostDir or a
+	// bad GuestPath is ErrInvalidArgument, a missing HostDir ErrNotFound.
+	// SECURITY: everything in the directories becomes readable by the
+	// sandboxed code.
+	Mounts []Mount
+	// DiffLog: destroying the sandbox first appends one JSON line with its
+	// diff to this file. "": none.
+	DiffLog string
 }
 
 // Sandbox is one microVM.
@@ -344,6 +381,16 @@ func fillSandboxOptions(o *C.ztee_sandbox_options, opts *SandboxOptions, cs *cst
 		o.net_allow_count = C.size_t(allow.n)
 	}
 	o.net_dns = cs.str(opts.DNS)
+	if n := len(opts.Mounts); n > 0 {
+		m := unsafe.Slice((*C.ztee_mount)(cs.alloc(uintptr(n)*unsafe.Sizeof(C.ztee_mount{}))), n)
+		for i, mt := range opts.Mounts {
+			m[i].host_dir = cs.cstr(mt.HostDir)
+			m[i].guest_path = cs.cstr(mt.GuestPath)
+		}
+		o.mounts = &m[0]
+		o.mount_count = C.size_t(n)
+	}
+	o.diff_log = cs.str(opts.DiffLog)
 	return allow
 }
 
@@ -364,6 +411,16 @@ func (r *Runtime) NewSandbox(ctx context.Context, opts *SandboxOptions) (*Sandbo
 	left, err := remaining(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if opts != nil {
+		for _, m := range opts.Mounts {
+			if err := noNUL("a Mounts entry", m.HostDir, m.GuestPath); err != nil {
+				return nil, err
+			}
+		}
+		if err := noNUL("DiffLog", opts.DiffLog); err != nil {
+			return nil, err
+		}
 	}
 	var cs cstrings
 	defer cs.free()
