@@ -286,8 +286,22 @@ class Applier {
     return {};
   }
 
-  void done(const Change& c) { applied_.push_back(c); }
+  // Records an applied change and what its path (and any parent this call
+  // made) looks like on the host now.
+  void done(const Change& c) {
+    applied_.push_back(c);
+    note(c.path);
+  }
+  void note(const std::string& rel) {
+    struct stat st{};
+    UniqueFd parent(open_beneath(root_, parent_of(rel), O_PATH | O_DIRECTORY, true));
+    if (parent.valid() && ::fstatat(parent.get(), name_of(rel).c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0)
+      after_[rel] = host_entry_from_stat(st);
+    else
+      after_[rel] = std::nullopt;
+  }
   std::vector<Change> take_applied() { return std::move(applied_); }
+  std::map<std::string, std::optional<HostEntry>> take_after() { return std::move(after_); }
 
  private:
   Result<UniqueFd> open_parent(const std::string& rel) {
@@ -325,6 +339,7 @@ class Applier {
   const HostTree* base_;
   std::set<std::string> touched_;
   std::vector<Change> applied_;
+  std::map<std::string, std::optional<HostEntry>> after_;
 };
 
 }  // namespace
@@ -489,6 +504,7 @@ Result<ApplyResult> apply_changes(const std::string& dest_dir, const HostTree* b
     if (named)
       if (auto r = ap.recheck(dir); !r) return std::move(r).error();
     if (auto r = ap.mkdir(dir, named ? 0700 : 0755); !r) return std::move(r).error();
+    if (!named) ap.note(dir);
   }
   for (const auto& pl : plan) {
     const Change& c = *pl.change;
@@ -520,7 +536,17 @@ Result<ApplyResult> apply_changes(const std::string& dest_dir, const HostTree* b
   std::reverse(result.deletions_skipped.begin(), result.deletions_skipped.end());
   if (auto r = ap.sync_dirs(); !r) return std::move(r).error();
   result.applied = ap.take_applied();
+  result.host_after = ap.take_after();
   return result;
+}
+
+void update_base(HostTree& base, const ApplyResult& result) {
+  for (const auto& [rel, entry] : result.host_after) {
+    if (entry)
+      base[rel] = *entry;
+    else
+      base.erase(rel);
+  }
 }
 
 }  // namespace ztee::detail

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -83,6 +84,10 @@ struct ApplyResult {
   // Separate destination only: the kDeleted changes, recorded and not acted
   // on (the destination is not the tree they refer to).
   std::vector<Change> deletions_skipped;
+  // What each path the call wrote or removed (applied changes and the
+  // parent directories it made) looks like on the host now; nullopt:
+  // removed. In place, update_base() folds it into the base tree.
+  std::map<std::string, std::optional<HostEntry>> host_after;
 };
 
 // Applies `changes` (all from one mount, paths relative to it) to `dest_dir`
@@ -143,6 +148,13 @@ struct ApplyResult {
 // message names what was already applied.
 Result<ApplyResult> apply_changes(const std::string& dest_dir, const HostTree* base, const std::vector<Change>& changes,
                                   const FetchFn& fetch);
+
+// Folds an in-place export's host_after into `base` (the tree at sandbox
+// start), so that a later export of the same paths compares with what this
+// one wrote instead of reporting its own writes as conflicts. A failed
+// export that already applied changes (a race, see apply_changes) leaves
+// those paths in conflict until the caller rescans.
+void update_base(HostTree& base, const ApplyResult& result);
 
 // A unified diff of the regular files among `changes` against `host_dir`,
 // produced by `diff -u` (GNU diffutils) on private temporary copies (a 0700

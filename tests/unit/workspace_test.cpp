@@ -139,6 +139,12 @@ struct Guest {
   }
 };
 
+mode_t current_umask() {
+  mode_t m = ::umask(022);
+  ::umask(m);
+  return m;
+}
+
 // A small repository-like host tree.
 void make_repo(const Tmp& t) {
   put(t / "README.md", "# demo\nline two\n");
@@ -389,6 +395,31 @@ TEST_CASE("workspace: changes are applied in place: files, symlinks, directories
   for (const auto& e : fs::recursive_directory_iterator(t.path))
     CHECK(e.path().filename().string().rfind(".ztee-tmp-", 0) != 0);
 
+  // host_after is what a rescan sees for the written and removed paths.
+  auto rescan = scan_host_tree(t.path);
+  REQUIRE(rescan.ok());
+  for (const auto& [rel, entry] : r->host_after) {
+    if (!entry) {
+      CHECK_MESSAGE(rescan->count(rel) == 0, rel);
+      continue;
+    }
+    REQUIRE_MESSAGE(rescan->count(rel) == 1, rel);
+    CHECK_MESSAGE(rescan->at(rel) == *entry, rel);
+  }
+  CHECK(r->host_after.size() == changes.size());
+
+  // A second export of a path the first one wrote: a conflict with the tree
+  // at start, fine once the base is updated.
+  g.files["src/main.py"] = "print('changed again')\n";
+  std::vector<Change> again = {file_change(Change::Kind::kModified, "src/main.py", g.files["src/main.py"])};
+  auto stale = apply_changes(t.path, &*base, again, g.fn());
+  REQUIRE_FALSE(stale.ok());
+  CHECK(stale.error().code == Errc::kConflict);
+  update_base(*base, *r);
+  auto second = apply_changes(t.path, &*base, again, g.fn());
+  REQUIRE_MESSAGE(second.ok(), second.error().message);
+  CHECK(get(t / "src/main.py") == "print('changed again')\n");
+
   // A file created in a directory the changes do not name: its parents are made.
   auto base2 = scan_host_tree(t.path);
   REQUIRE(base2.ok());
@@ -396,6 +427,9 @@ TEST_CASE("workspace: changes are applied in place: files, symlinks, directories
   auto deep = apply_changes(t.path, &*base2, {file_change(Change::Kind::kCreated, "a/b/c.txt", "deep\n")}, g.fn());
   REQUIRE_MESSAGE(deep.ok(), deep.error().message);
   CHECK(get(t / "a/b/c.txt") == "deep\n");
+  CHECK(deep->host_after.count("a") == 1);
+  CHECK(deep->host_after.at("a")->type == FileType::kDir);
+  CHECK((deep->host_after.at("a")->mode & 0777) == (0755 & ~current_umask()));
 }
 
 TEST_CASE("workspace: a separate destination gets the writes; deletions are only recorded") {
