@@ -109,6 +109,8 @@ struct HttpServer::State {
 
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
+  static constexpr size_t kMaxPipelined = 64 * 1024;
+
   Connection(std::shared_ptr<HttpServer::State> st, UniqueFd fd, std::string peer)
       : st_(std::move(st)), fd_(std::move(fd)), peer_(std::move(peer)) {
     http_parser_init(&parser_, HTTP_REQUEST);
@@ -181,6 +183,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       pending_.clear();
       feed(data.data(), data.size());
     }
+    if (!closed_ && pending_.size() < kMaxPipelined) arm_recv();
   }
 
   // An error response before (or instead of) the handler, then close.
@@ -236,18 +239,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
         return;
       }
       self->on_data(self->buf_, static_cast<size_t>(res));
-      self->arm_recv();
+      // While a request is handled, pipelined bytes wait; past kMaxPipelined
+      // the socket is not read until the response is out (TCP pushes back).
+      if (self->pending_.size() < kMaxPipelined) self->arm_recv();
     });
   }
 
   void on_data(const char* data, size_t n) {
     if (handling_ || parser_.http_errno == HPE_PAUSED) {
-      // Pipelined bytes wait for the current response (bounded).
-      if (pending_.size() + n > st_->limits.max_header_bytes + st_->limits.max_body) {
-        close();
-        return;
-      }
-      pending_.append(data, n);
+      pending_.append(data, n);  // the next request(s), parsed after this response
       return;
     }
     feed(data, n);

@@ -179,6 +179,13 @@ test('files: text, bytes, list, exists, makeDir, rename, remove, getInfo', { ski
   const bytes = new Uint8Array(256).map((_, i) => i)
   await sbx.files.write('/tmp/t/bin', bytes)
   assert.deepEqual(await sbx.files.read('/tmp/t/bin', { format: 'bytes' }), bytes)
+  await sbx.files.write('/tmp/t/octet', 'as octet-stream', { useOctetStream: true })
+  assert.equal(await sbx.files.read('/tmp/t/octet'), 'as octet-stream')
+  assert.equal(await (await sbx.files.read('/tmp/t/octet', { format: 'blob' })).text(), 'as octet-stream')
+  const chunks = []
+  for await (const c of await sbx.files.read('/tmp/t/octet', { format: 'stream' })) chunks.push(Buffer.from(c))
+  assert.equal(Buffer.concat(chunks).toString(), 'as octet-stream')
+  await sbx.files.remove('/tmp/t/octet')
   await sbx.files.write([{ path: 'rel.txt', data: 'r' }, { path: '/tmp/t/two', data: '2' }])
   assert.equal((await sbx.commands.run('cat /home/user/rel.txt /tmp/t/two')).stdout, 'r2')
   // Written as the default account, as in E2B; user: 'root' writes as root.
@@ -326,6 +333,10 @@ test('HTTP: malformed request 400, slow headers 408, keep-alive, 200 connections
   // Two requests on one connection, the second closes it.
   resp = await rawRequest('GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
   assert.equal(resp.match(/HTTP\/1\.1 200 OK/g).length, 2)
+  // 3000 pipelined requests (past the 64 KiB the server buffers before it
+  // stops reading): all answered, in order, on one connection.
+  resp = await rawRequest('GET /health HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(2999) + 'GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+  assert.equal(resp.match(/HTTP\/1\.1 200 OK/g).length, 3000)
   const agent = new http.Agent({ keepAlive: true, maxSockets: 200 })
   const codes = await Promise.all(Array.from({ length: 200 }, () => new Promise((resolve, reject) => {
     http.get(`${base}/health`, { agent }, res => { res.resume(); res.on('end', () => resolve(res.statusCode)) }).on('error', reject)
