@@ -297,6 +297,8 @@ ztee_exec_result* new_exec_result(const ztee::ExecResult& er) {
   res->truncated = er.truncated ? 1 : 0;
   res->cancelled = er.cancelled ? 1 : 0;
   res->duration_us = er.duration_us;
+  res->dlp_findings = static_cast<uint32_t>(er.dlp_findings.size());
+  res->injection_anomalies = static_cast<uint32_t>(er.injection_anomalies.size());
   return res;
 }
 
@@ -316,6 +318,28 @@ void fill_info(ztee_file_info* dst, const ztee::FileInfo& src, char* name_storag
   dst->mode = src.mode;
   dst->size = src.size;
   dst->mtime_ns = src.mtime_ns;
+}
+
+// The scanner of a `dlp` / `dlp_block` pair of option fields (none when both
+// are unset): default detectors, the named ones in block mode.
+ztee_status make_dlp(int32_t dlp, const char* const* block, size_t count, const char* fn, ztee::DlpScanner* out) {
+  if (!dlp && !count) return ZTEE_OK;
+  if (count && !block) return invalid(std::string(fn) + ": dlp_block is NULL with a count");
+  ztee::DlpOptions dopts;
+  for (size_t i = 0; i < count; ++i) {
+    if (!block[i]) return invalid(std::string(fn) + ": dlp_block has a NULL entry");
+    std::string name = block[i];
+    auto it = std::find_if(dopts.detectors.begin(), dopts.detectors.end(),
+                           [&](const ztee::DlpDetector& d) { return d.name == name; });
+    if (it != dopts.detectors.end())
+      it->mode = ztee::DlpMode::kBlock;
+    else
+      dopts.detectors.push_back({name, ztee::DlpMode::kBlock});
+  }
+  auto scanner = ztee::DlpScanner::create(std::move(dopts));
+  if (!scanner) return fail(scanner.error());
+  *out = std::move(scanner.value());
+  return ZTEE_OK;
 }
 
 // ---- workspace helpers ---------------------------------------------------------
@@ -641,7 +665,10 @@ ztee_status ztee_sandbox_create(ztee_runtime* rt, const ztee_sandbox_options* op
                                       "ZTEE_SANDBOX_OPTIONS_INIT", &o);
         st != ZTEE_OK)
       return st;
-    auto r = rt->rt.create_sandbox(to_sandbox_options(o));
+    ztee::SandboxOptions so = to_sandbox_options(o);
+    if (ztee_status st = make_dlp(o.dlp, o.dlp_block, o.dlp_block_count, "ztee_sandbox_create", &so.dlp); st != ZTEE_OK)
+      return st;
+    auto r = rt->rt.create_sandbox(so);
     if (!r) return fail(r.error());
     *out = new_sandbox_handle(std::move(r.value()));
     return ZTEE_OK;
@@ -1015,6 +1042,9 @@ ztee_status ztee_pool_create(ztee_runtime* rt, const ztee_pool_options* opts, zt
       return invalid("ztee_pool_create: cold_boot and template_dir exclude each other");
     ztee::PoolOptions po;
     po.sandbox = to_sandbox_options(so);
+    if (ztee_status st = make_dlp(so.dlp, so.dlp_block, so.dlp_block_count, "ztee_pool_create", &po.sandbox.dlp);
+        st != ZTEE_OK)
+      return st;
     po.template_dir = str_or(o.template_dir);
     po.from_snapshot = o.cold_boot == 0;
     if (o.min_ready) po.min_ready = o.min_ready;
@@ -1308,6 +1338,9 @@ ztee_status ztee_gate_create(ztee_runtime* rt, const ztee_gate_options* opts, zt
       h->pool = o.pool->closer;
     }
     go.sandbox = to_sandbox_options(so);
+    if (ztee_status st = make_dlp(so.dlp, so.dlp_block, so.dlp_block_count, "ztee_gate_create", &go.sandbox.dlp);
+        st != ZTEE_OK)
+      return st;
     if (o.approver) {
       ztee_approver_cb cb = o.approver;
       void* ud = o.approver_data;
@@ -1356,21 +1389,8 @@ ztee_status ztee_gate_create(ztee_runtime* rt, const ztee_gate_options* opts, zt
         return ztee::make_error(ztee::Errc::kNotFound, misses);
       };
     }
-    if (o.dlp || o.dlp_block_count) {
-      if (o.dlp_block_count && !o.dlp_block) return invalid("ztee_gate_create: dlp_block is NULL with a count");
-      ztee::DlpOptions dopts;
-      for (size_t i = 0; i < o.dlp_block_count; ++i) {
-        if (!o.dlp_block[i]) return invalid("ztee_gate_create: dlp_block has a NULL entry");
-        std::string name = o.dlp_block[i];
-        auto it = std::find_if(dopts.detectors.begin(), dopts.detectors.end(),
-                               [&](const ztee::DlpDetector& d) { return d.name == name; });
-        if (it != dopts.detectors.end()) it->mode = ztee::DlpMode::kBlock;
-        else dopts.detectors.push_back({name, ztee::DlpMode::kBlock});
-      }
-      auto scanner = ztee::DlpScanner::create(std::move(dopts));
-      if (!scanner) return fail(scanner.error());
-      go.dlp = std::move(scanner.value());
-    }
+    if (ztee_status st = make_dlp(o.dlp, o.dlp_block, o.dlp_block_count, "ztee_gate_create", &go.dlp); st != ZTEE_OK)
+      return st;
     auto g = ztee::Gate::create(rt->rt, std::move(go));
     if (!g) return fail(g.error());
     h->gate = std::move(g.value());

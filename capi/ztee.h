@@ -245,6 +245,19 @@ typedef struct ztee_sandbox_options {
    * file: {"sandbox": id, "time_ns": n, "changes": [...]} (ztee_sandbox_diff
    * of the whole guest), or "error" when it could not be taken. NULL: none. */
   const char *diff_log;
+  /* Output DLP on everything this sandbox returns, as ztee_gate_options.dlp
+   * does for a gate: 1 scans every exec's stdout and stderr (streamed and
+   * collected; streamed bytes are held back until a finding's redaction is
+   * decided) and ztee_sandbox_read_file's bytes with the default detectors
+   * (each finding replaced by "[REDACTED:<detector>]") and injection rules.
+   * ztee_exec_result.dlp_findings / injection_anomalies count the hits.
+   * 0: off. */
+  int32_t dlp;
+  /* Detector names whose findings withhold the output instead: the exec or
+   * read then fails with ZTEE_E_PERMISSION (the command has run). Implies
+   * dlp. An unknown name is ZTEE_E_INVALID_ARGUMENT. */
+  const char *const *dlp_block;
+  size_t dlp_block_count;
 } ztee_sandbox_options;
 
 
@@ -252,7 +265,8 @@ typedef struct ztee_sandbox_options {
 #define ZTEE_GUEST_ASLR_ON 1
 #define ZTEE_GUEST_ASLR_OFF 2
 
-#define ZTEE_SANDBOX_OPTIONS_INIT {sizeof(ztee_sandbox_options), NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, 0, NULL, 0, NULL, 0, NULL}
+#define ZTEE_SANDBOX_OPTIONS_INIT \
+  {sizeof(ztee_sandbox_options), NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, 0, NULL, 0, NULL, 0, NULL, 0, NULL, 0}
 
 /* Like ztee_runtime_options_init, for ztee_sandbox_options. Besides
  * sizeof(ztee_sandbox_options), the size of every earlier published layout
@@ -364,6 +378,9 @@ typedef struct ztee_exec_result {
   size_t stderr_len;
   /* ---- appended after 0.3 (results are allocated by the library) */
   int32_t cancelled;    /* 1 if ztee_exec_options.cancel ended it (signal 9) */
+  /* ---- appended after 0.5 */
+  uint32_t dlp_findings;        /* ztee_sandbox_options.dlp: findings in stdout and stderr */
+  uint32_t injection_anomalies; /* ztee_sandbox_options.dlp: injection rule hits */
 } ztee_exec_result;
 
 /* Runs a command in the sandbox and waits for it to end. On success *out is

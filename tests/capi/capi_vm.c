@@ -633,6 +633,39 @@ static void test_workspaces(ztee_runtime *rt) {
   CHECK(system(path) == 0);
 }
 
+static void test_sandbox_dlp(ztee_runtime *rt) {
+  ztee_sandbox_options so = ZTEE_SANDBOX_OPTIONS_INIT;
+  static const char *const block[] = {"ssn"};
+  static const char *const unknown[] = {"no_such_detector"};
+  ztee_sandbox *sb = NULL;
+  ztee_exec_result *r;
+
+  so.dlp_block = unknown;
+  so.dlp_block_count = 1;
+  CHECK_STATUS(ztee_sandbox_create(rt, &so, &sb), ZTEE_E_INVALID_ARGUMENT);
+  CHECK_STR_CONTAINS(ztee_last_error()->message, "no_such_detector");
+  so.dlp = 1;
+  so.dlp_block = block;
+  CHECK_STATUS(ztee_sandbox_create(rt, &so, &sb), ZTEE_OK);
+  if (!sb) return;
+  r = run(sb, NULL, 0, "printf 'card 4111 1111 1111 1111\\n'");
+  if (r) {
+    CHECK(strcmp(r->stdout_data, "card [REDACTED:card]\n") == 0);
+    CHECK(r->dlp_findings == 1);
+    ztee_exec_result_free(r);
+  }
+  {
+    ztee_exec_options eo = ZTEE_EXEC_OPTIONS_INIT;
+    ztee_exec_result *res = NULL;
+    eo.shell = "echo 219-09-9999";
+    CHECK_STATUS(ztee_sandbox_exec(sb, &eo, &res), ZTEE_E_PERMISSION);
+    CHECK_STR_CONTAINS(ztee_last_error()->message, "withheld by DLP");
+    CHECK(res == NULL);
+  }
+  CHECK_STATUS(ztee_sandbox_destroy(sb), ZTEE_OK);
+  ztee_sandbox_free(sb);
+}
+
 int main(void) {
   const char *image = test_image_dir();
   char manifest[4096];
@@ -674,6 +707,7 @@ int main(void) {
   test_snapshot_and_pool(rt);
   test_network(rt);
   test_workspaces(rt);
+  test_sandbox_dlp(rt);
 
   /* Free the runtime first: the sandbox keeps it alive. */
   ztee_runtime_free(rt);
