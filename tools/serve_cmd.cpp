@@ -46,9 +46,11 @@ const char kServeUsage[] =
     "keygen: makes a key e2b_<40 hex>, prints it once on stdout and appends only its\n"
     "SHA-256 to FILE (created 0600). max_sandboxes: concurrent sandboxes (default 20; 429 beyond).\n";
 
+constexpr int kExitError = 125;  // as every ztee command: usage errors and failures of ztee itself
+
 int usage_error(const std::string& msg) {
-  fmt::print(stderr, "ztee serve: {}\n{}", msg, kServeUsage);
-  return 2;
+  fmt::print(stderr, "ztee: serve: {}\n{}", msg, kServeUsage);
+  return kExitError;
 }
 
 bool parse_u32(const std::string& s, uint32_t& out, uint32_t lo, uint32_t hi) {
@@ -89,15 +91,15 @@ int keygen(const std::vector<std::string>& args) {
                                  name.empty() ? "" : " name=" + name, max);
   int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (fd < 0) {
-    fmt::print(stderr, "ztee serve keygen: cannot open {}: {}\n", file, std::strerror(errno));
-    return 1;
+    fmt::print(stderr, "ztee: serve keygen: cannot open {}: {}\n", file, std::strerror(errno));
+    return kExitError;
   }
   ssize_t w = ::write(fd, line.data(), line.size());
   int err = errno;
   ::close(fd);
   if (w != static_cast<ssize_t>(line.size())) {
-    fmt::print(stderr, "ztee serve keygen: cannot write {}: {}\n", file, std::strerror(err));
-    return 1;
+    fmt::print(stderr, "ztee: serve keygen: cannot write {}: {}\n", file, std::strerror(err));
+    return kExitError;
   }
   fmt::print("{}\n", key);
   fmt::print(stderr, "ztee serve keygen: key added to {} (only its SHA-256 is stored: keep the key now)\n", file);
@@ -172,8 +174,8 @@ int serve_main(const std::vector<std::string>& args) {
   };
   auto server = serve::Server::start(o);
   if (!server) {
-    fmt::print(stderr, "ztee serve: {}\n", server.error().message);
-    return 1;
+    fmt::print(stderr, "ztee: serve: {}\n", server.error().message);
+    return kExitError;
   }
   std::string host = o.listen.substr(0, o.listen.rfind(':'));
   fmt::print("ztee serve: listening on http://{}:{} ({}; pool {})\n", host, (*server)->port(),

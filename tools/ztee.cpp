@@ -65,6 +65,7 @@ const char kMainUsage[] =
     "                            gate it on a vulnerability report; copy it to/from an OCI layout\n"
     "  doctor                    check that this host can run sandboxes\n"
     "  gc [--state-dir DIR]      remove what crashed or killed processes left behind\n"
+    "  serve --keys FILE         serve E2B's API here: E2B SDK programs run unchanged\n"
     "  call --tool NAME -- CMD   run a tool call through the policy gate (tiers, approval,\n"
     "                            secrets by reference, audit log)\n"
     "  policy check FILE         validate a policy; explain which rule a sample call hits\n"

@@ -499,6 +499,12 @@ static Result<std::pair<sockaddr_storage, socklen_t>> parse_listen(const std::st
   return std::pair{ss, socklen_t(sizeof(sockaddr_in))};
 }
 
+Result<void> check_listen_address(const std::string& listen) {
+  auto a = parse_listen(listen);
+  if (!a) return std::move(a).error();
+  return {};
+}
+
 static std::string peer_name(const sockaddr_storage& ss) {
   char buf[INET6_ADDRSTRLEN] = {};
   if (ss.ss_family == AF_INET) {

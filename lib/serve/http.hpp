@@ -111,6 +111,9 @@ class HttpServer {
   uint16_t port_ = 0;
 };
 
+// Checks an "ADDR:PORT" for HttpServer::start without listening.
+Result<void> check_listen_address(const std::string& listen);
+
 // Reason phrase of an HTTP status ("Not Found").
 const char* http_reason(int status);
 // Percent-decodes s ('+' as space only when plus_space).

@@ -1297,7 +1297,8 @@ Result<std::unique_ptr<Server>> Server::start(ServeOptions opts) {
   auto impl = std::make_unique<Impl>();
   impl->opts = std::move(opts);
   ServeOptions& o = impl->opts;
-  // Keys first: a server without keys is refused before anything boots.
+  // Arguments and keys first: refused before anything boots.
+  if (auto l = check_listen_address(o.listen); !l) return std::move(l).error();
   if (o.keys_file.empty())
     return make_error(Errc::kInvalidArgument,
                       "no key file: pass --keys FILE (create one with `ztee serve keygen --keys FILE`)");

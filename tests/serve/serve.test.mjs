@@ -91,6 +91,31 @@ function curl(args) {
   })
 }
 
+function ztee(args) {
+  return new Promise(resolve => {
+    execFile(process.env.ZTEE_BIN, args, { encoding: 'utf8' }, (err, stdout, stderr) =>
+      resolve({ code: err ? err.code : 0, stdout, stderr }))
+  })
+}
+
+test('CLI: usage errors and refused key files exit 125 with a message', { skip }, async () => {
+  let r = await ztee(['serve', '--bogus'])
+  assert.equal(r.code, 125)
+  assert.match(r.stderr, /^ztee: serve: unknown option --bogus/)
+  r = await ztee(['serve', '--listen', '127.0.0.1:0'])
+  assert.equal(r.code, 125)
+  assert.match(r.stderr, /no key file: pass --keys FILE/)
+  r = await ztee(['serve', '--keys', join(dir, 'missing')])
+  assert.equal(r.code, 125)
+  assert.match(r.stderr, /cannot read key file .*missing.*ztee serve keygen/)
+  r = await ztee(['serve', '--keys', join(dir, 'keys'), '--listen', 'nowhere'])
+  assert.equal(r.code, 125)
+  assert.match(r.stderr, /--listen nowhere: expected ADDR:PORT/)
+  r = await ztee(['serve', 'keygen'])
+  assert.equal(r.code, 125)
+  assert.ok(!readFileSync(join(dir, 'keys'), 'utf8').includes(key), 'the key file must not hold the key itself')
+})
+
 // One sandbox shared by the command and file tests.
 let sbx
 test('create, getInfo, isRunning', { skip }, async () => {
