@@ -325,6 +325,15 @@ test('bad input: 401, 404, 400, 413, 429, wrong access token', { skip }, async (
   const token = ['-H', `X-Access-Token: ${one.envdAccessToken}`]
   r = await curl([...envd, ...token, `${base}/files?path=/etc/hostname`])
   assert.equal(r.status, 200)
+  // Without E2B_SANDBOX_URL the SDK addresses envd by host name: 49983-<id>.<domain>.
+  r = await curl(['-H', `Host: 49983-${one.sandboxId}.e2b.example`, ...token, `${base}/files?path=/etc/hostname`])
+  assert.equal(r.status, 200)
+  // curl asks "Expect: 100-continue" before a body over 1 KiB: answered at once.
+  const t1 = Date.now()
+  r = await curl([...envd, ...token, '-X', 'POST', '-H', 'Content-Type: application/octet-stream', '--data-binary', 'x'.repeat(4096),
+    `${base}/files?path=/tmp/expect&username=root`])
+  assert.equal(r.status, 200)
+  assert.ok(Date.now() - t1 < 900, 'the server did not answer Expect: 100-continue')
   r = await curl([...envd, ...token, '-X', 'POST', '-H', 'Content-Type: application/json', '-d', '{"path": ', `${base}/filesystem.Filesystem/Stat`])
   assert.equal(r.status, 400)
   assert.equal(JSON.parse(r.body).code, 'invalid_argument')
