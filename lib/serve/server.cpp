@@ -1342,7 +1342,10 @@ Result<std::unique_ptr<Server>> Server::start(ServeOptions opts) {
     po.min_ready = o.pool;
     po.max_total = o.pool + o.max_sandboxes;
     po.lease_timeout_ms = 120000;
-    po.warm_up = kProvisionUser;
+    // The SDK runs every command through `/bin/bash -l -c`: run it once so
+    // a leased sandbox's first command is a warm one (under TCG the first
+    // run of a program translates its code).
+    po.warm_up = std::string(kProvisionUser) + " && /bin/bash -l -c true";
     auto pool = impl->rt.create_pool(po);
     if (!pool) return make_error(pool.error().code, "warm pool for template base: " + pool.error().message);
     impl->pool = std::move(pool.value());
