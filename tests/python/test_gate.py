@@ -157,12 +157,13 @@ def test_each_tier(env, pool):
 
 def test_approval_granted_at_once_and_by_name(env):
     gate, approvals, _ = env
-    approvals.fn = lambda req: True
+    left = []
+    approvals.fn = lambda req: left.append(req.time_left) or True  # while the request is pending
     r = gate.call("python", command="python3 -c 'print(6*7)'", trace_id="p-ok")
     assert r.ran and r.decision.action == "approve" and r.approved_by == "approver" and r.stdout == "42\n"
     req = approvals.requests[-1]
     assert req.description["tool"] == "python" and req.description["tier"] == "L4"
-    assert req.description["trace"] == "p-ok" and 0 < req.time_left <= 2.5
+    assert req.description["trace"] == "p-ok" and 0 < left[0] <= 2.5
     approvals.fn = lambda req: "alice"
     r = gate.call("shell", command="echo named")
     assert r.ran and r.approved_by == "alice"
