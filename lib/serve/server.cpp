@@ -8,6 +8,7 @@
 
 #include <ztee/ztee.hpp>
 
+#include <openssl/crypto.h>
 #include <simdjson.h>
 #include <fmt/format.h>
 
@@ -728,7 +729,9 @@ struct Server::Impl {
     auto box = it->second;
     const std::string* tok = req.header("x-access-token");
     bool is_rpc = req.path.find('.') != std::string::npos && req.path.rfind('/') > 1;
-    if (!(req.method == "GET" && req.path == "/health") && (!tok || *tok != box->token)) {
+    bool token_ok = tok && tok->size() == box->token.size() &&
+                    CRYPTO_memcmp(tok->data(), box->token.data(), tok->size()) == 0;  // constant time
+    if (!(req.method == "GET" && req.path == "/health") && !token_ok) {
       if (is_rpc) {
         ex->respond(401, "application/json",
                     fmt::format("{{\"code\":\"unauthenticated\",\"message\":{}}}",
