@@ -547,6 +547,8 @@ struct Server::Impl {
       return bad("autoPause is not supported by ztee serve: a sandbox is killed when its timeout passes");
     if (field(o, "allow_internet_access", e) && e.get(flag) == simdjson::SUCCESS && flag)
       return bad("allow_internet_access is not available through ztee serve: its sandboxes have no network");
+    if (object net; field(o, "network", e) && e.get(net) == simdjson::SUCCESS && net.size() > 0)
+      return bad("network rules are not available through ztee serve: its sandboxes have no network");
     if (field(o, "mcp", e)) return bad("mcp is not supported by ztee serve");
     if (field(o, "volumeMounts", e)) return bad("volumeMounts are not supported by ztee serve");
     auto t = templates.find(std::string(tmpl));

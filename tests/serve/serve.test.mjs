@@ -195,6 +195,9 @@ test('unsupported calls fail clearly', { skip }, async () => {
   await h.kill()
   await assert.rejects(sbx.files.watchDir('/tmp', () => {}), /watching directories is not supported/)
   await assert.rejects(sbx.pause(), /not supported by ztee serve/)
+  await assert.rejects(e2b.Sandbox.create({ allowInternetAccess: true }), /have no network/)
+  await assert.rejects(e2b.Sandbox.create({ network: { allowOut: ['192.0.2.1'] } }), /have no network/)
+  await assert.rejects(e2b.Sandbox.create({ lifecycle: { onTimeout: 'pause' } }), /autoPause is not supported/)
 })
 
 test('files: text, bytes, list, exists, makeDir, rename, remove, getInfo', { skip }, async () => {
