@@ -54,12 +54,20 @@ before(async () => {
 
 after(async () => {
   if (skip || !server) return
+  const exited = server.exitCode !== null || server.signalCode !== null
+    ? Promise.resolve(server.signalCode ?? server.exitCode)  // it died during the tests
+    : new Promise(resolve => server.on('exit', (code, signal) => resolve(signal ?? code)))
   server.kill('SIGTERM')
-  const code = await new Promise(resolve => server.on('exit', resolve))
-  assert.equal(code, 0, serverLog)
-  // Every sandbox of this server is gone: no VMM runs from its state dir.
-  assert.deepEqual(vmms(stateDir()), [])
-  rmSync(dir, { recursive: true, force: true })
+  const stuck = setTimeout(() => server.kill('SIGKILL'), 60_000)
+  const code = await exited
+  clearTimeout(stuck)
+  try {
+    assert.equal(code, 0, `ztee serve did not stop cleanly on SIGTERM: ${serverLog}`)
+    // Every sandbox of this server is gone: no VMM runs from its state dir.
+    assert.deepEqual(vmms(stateDir()), [])
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
 })
 
 // Command lines of running QEMU processes that mention `needle`.
