@@ -965,12 +965,14 @@ ztee_status ztee_sandbox_export_changes(ztee_sandbox* sb, const ztee_export_opti
     auto r = sb->sb.export_changes(eo);
     if (!r) return fail(r.error());
     // One allocation: the result, then each list's entries and strings.
-    size_t a = change_list_bytes(r->applied), d = change_list_bytes(r->declined);
-    auto* res = static_cast<ztee_export_result*>(std::malloc(sizeof(ztee_export_result) + a + d));
+    size_t a = change_list_bytes(r->applied), d = change_list_bytes(r->declined),
+           k = change_list_bytes(r->skipped_deletions);
+    auto* res = static_cast<ztee_export_result*>(std::malloc(sizeof(ztee_export_result) + a + d + k));
     if (!res) throw std::bad_alloc();
     char* storage = reinterpret_cast<char*>(res + 1);
     fill_change_list(&res->applied, storage, r->applied);
     fill_change_list(&res->declined, storage + a, r->declined);
+    fill_change_list(&res->skipped_deletions, storage + a + d, r->skipped_deletions);
     *out = res;
     return ZTEE_OK;
   });

@@ -515,7 +515,8 @@ typedef struct ztee_export_options {
   /* NULL: write into the mount's host directory, where every touched path
    * must be as it was when the sandbox started. Else an existing directory
    * that receives the created and modified entries (deletions are reported
-   * in applied only). */
+   * in skipped_deletions only). An earlier in-place export's writes are not
+   * conflicts for a later one. */
   const char *dest_dir;
 } ztee_export_options;
 
@@ -523,8 +524,9 @@ typedef struct ztee_export_options {
 ZTEE_API ztee_status ztee_export_options_init(ztee_export_options *opts, size_t size);
 
 typedef struct ztee_export_result {
-  ztee_change_list applied;  /* written to the host (or reported, see dest_dir) */
-  ztee_change_list declined; /* selected but not approved */
+  ztee_change_list applied;           /* written to the host */
+  ztee_change_list declined;          /* selected but not approved */
+  ztee_change_list skipped_deletions; /* dest_dir only: deletions recorded, not carried out */
 } ztee_export_result;
 
 /* Applies the approved part of a mount's diff to the host. Every check runs

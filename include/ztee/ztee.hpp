@@ -305,15 +305,19 @@ struct ExportOptions {
   // is written; false leaves that change out. Null: all selected.
   std::function<bool(const Change&)> approve;
   // Empty: the mount's host directory, where every touched path must be as
-  // it was when the sandbox started (else kConflict and nothing is applied).
-  // Else an existing directory that receives the created and modified
-  // entries (deletions are only reported).
+  // it was when the sandbox started or as an earlier export left it (else
+  // kConflict and nothing is applied). Else an existing directory that
+  // receives the created and modified entries (deletions are only reported,
+  // in ExportResult::skipped_deletions).
   std::string dest_dir;
 };
 
 struct ExportResult {
-  std::vector<Change> applied;   // written (or, for dest_dir, deletions reported)
+  std::vector<Change> applied;   // written to the host (in the order applied)
   std::vector<Change> declined;  // selected but not approved
+  // dest_dir only: approved deletions, recorded and not carried out (the
+  // destination is not the tree they refer to).
+  std::vector<Change> skipped_deletions;
 };
 
 enum class SandboxState { kStarting, kReady, kFailed, kDestroyed };

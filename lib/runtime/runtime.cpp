@@ -752,10 +752,13 @@ Result<ExportResult> Sandbox::export_changes(const ExportOptions& opts) {
     return raw_read(impl_, guest_root + "/" + c.path, std::max<uint64_t>(c.size, 1));
   };
   bool to_host = opts.dest_dir.empty();
+  std::lock_guard lk(impl_->image().workspaces->export_mu);
   auto applied = detail::apply_changes(to_host ? ws->mount.host_dir : opts.dest_dir, to_host ? &ws->tree : nullptr,
                                        approved, fetch);
   if (!applied) return std::move(applied).error();
+  if (to_host) detail::update_base(ws->tree, *applied);
   res.applied = std::move(applied->applied);
+  res.skipped_deletions = std::move(applied->deletions_skipped);
   return res;
 }
 

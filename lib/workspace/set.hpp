@@ -7,6 +7,7 @@
 #include <ztee/ztee.hpp>
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -19,8 +20,12 @@ struct WorkspaceSet {
   struct Entry {
     Mount mount;        // host_dir canonical (realpath)
     std::string image;  // <dir>/m<i>.ext4
-    HostTree tree;      // the host tree the image was built from
+    // The host tree the image was built from, then updated by each in-place
+    // export (update_base) so that a later export does not take this one's
+    // writes for conflicts. Guarded by export_mu.
+    mutable HostTree tree;
   };
+  mutable std::mutex export_mu;  // one export at a time per sandbox
   std::string dir;  // <state_dir>/ws-<hex>, holding the images and a lock file
   UniqueFd owner;   // flock on <dir>/owner: a live set (collect_garbage)
   std::vector<Entry> entries;

@@ -255,6 +255,12 @@ TEST_CASE("export_changes applies only what was approved, and a patch shows it f
   auto r2 = sb->export_changes(del);
   REQUIRE_MESSAGE(r2.ok(), (r2 ? "" : r2.error().message));
   CHECK(!fs::exists(work + "/docs/old.txt"));
+  // An earlier export's own writes are not conflicts for a later one.
+  ztee::ExportOptions again;
+  again.paths = {"src/main.py"};
+  auto r2b = sb->export_changes(again);
+  REQUIRE_MESSAGE(r2b.ok(), (r2b ? "" : r2b.error().message));
+  CHECK(slurp(work + "/src/main.py") == "print('hello')\nprint('bye')\n");
   del.paths = {"no/such/change"};
   auto r3 = sb->export_changes(del);
   REQUIRE(!r3.ok());
@@ -276,10 +282,12 @@ TEST_CASE("export_changes applies only what was approved, and a patch shows it f
   fs::create_directories(dest);
   ztee::ExportOptions to;
   to.dest_dir = dest;
-  to.paths = {"README.md"};
+  to.paths = {"README.md", "docs"};
   auto r5 = sb->export_changes(to);
   REQUIRE_MESSAGE(r5.ok(), (r5 ? "" : r5.error().message));
   CHECK(slurp(dest + "/README.md") == "# demo\n# more\n");
+  REQUIRE(r5->skipped_deletions.size() == 1);
+  CHECK(r5->skipped_deletions[0].path == "docs/old.txt");
   CHECK(tree_fingerprint(work) == host);
 }
 
