@@ -807,11 +807,21 @@ struct Server::Impl {
         ex->respond(400, "application/json", err_json(400, "the path query parameter is required for an octet-stream upload"));
         return;
       }
+      std::string body = std::move(req.body);
       if (auto* enc = req.header("content-encoding"); enc && *enc != "identity") {
-        ex->respond(400, "application/json", err_json(400, "Content-Encoding " + *enc + " is not supported (send gzip: false)"));
-        return;
+        if (*enc != "gzip") {
+          ex->respond(400, "application/json", err_json(400, "Content-Encoding " + *enc + " is not supported (gzip is)"));
+          return;
+        }
+        auto plain = gunzip(body, opts.limits.max_body);
+        if (!plain) {
+          int st = plain.error().message.find("inflates to over") != std::string::npos ? 413 : 400;
+          ex->respond(st, "application/json", err_json(st, plain.error().message));
+          return;
+        }
+        body = std::move(plain.value());
       }
-      files.emplace_back(resolve_path(qpath, user), std::move(req.body));
+      files.emplace_back(resolve_path(qpath, user), std::move(body));
     } else {
       ex->respond(400, "application/json",
                   err_json(400, "Content-Type must be multipart/form-data (with a boundary) or application/octet-stream"));

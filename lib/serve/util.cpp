@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
+#include <zlib.h>
 
 #include <fmt/format.h>
 
@@ -171,6 +172,36 @@ Result<std::vector<ApiKey>> parse_key_file(std::string_view text, std::string_vi
     keys.push_back(std::move(k));
   }
   return keys;
+}
+
+Result<std::string> gunzip(std::string_view data, size_t max_out) {
+  z_stream z{};
+  if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) return make_error(Errc::kNoMemory, "inflateInit2 failed");
+  std::string out;
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
+  z.avail_in = static_cast<uInt>(data.size());
+  char buf[65536];
+  int rc = Z_OK;
+  while (rc != Z_STREAM_END) {
+    z.next_out = reinterpret_cast<Bytef*>(buf);
+    z.avail_out = sizeof buf;
+    rc = inflate(&z, Z_NO_FLUSH);
+    if (rc != Z_OK && rc != Z_STREAM_END) {
+      inflateEnd(&z);
+      return make_error(Errc::kInvalidArgument, fmt::format("malformed gzip body: {}", z.msg ? z.msg : "truncated"));
+    }
+    out.append(buf, sizeof buf - z.avail_out);
+    if (out.size() > max_out) {
+      inflateEnd(&z);
+      return make_error(Errc::kInvalidArgument, fmt::format("gzip body inflates to over {} bytes", max_out));
+    }
+    if (rc == Z_OK && z.avail_in == 0 && z.avail_out != 0) {
+      inflateEnd(&z);
+      return make_error(Errc::kInvalidArgument, "malformed gzip body: truncated");
+    }
+  }
+  inflateEnd(&z);
+  return out;
 }
 
 std::string multipart_boundary(std::string_view ct) {

@@ -41,6 +41,10 @@ bool valid_key_format(std::string_view key);
 std::string new_api_key();
 std::string sha256_hex_of(std::string_view data);
 
+// Inflates a gzip stream (Content-Encoding: gzip). Fails (kInvalidArgument)
+// on malformed input, or when the result would be over max_out bytes.
+Result<std::string> gunzip(std::string_view data, size_t max_out);
+
 // One part of a multipart/form-data body.
 struct FormPart {
   std::string name;      // from Content-Disposition

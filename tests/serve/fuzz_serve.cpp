@@ -17,7 +17,7 @@ using namespace ztee::serve;
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   std::string_view in(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (data[0] % 5) {
+  switch (data[0] % 6) {
     case 0: {  // multipart: "<content-type>\n<body>"
       size_t nl = in.find('\n');
       std::string_view ct = in.substr(0, nl);
@@ -44,6 +44,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       simdjson::dom::element e;
       std::string_view s;
       if (p.parse(j).get(e) != simdjson::SUCCESS || e.get(s) != simdjson::SUCCESS) std::abort();
+      break;
+    }
+    case 5: {
+      auto out = gunzip(in, 1 << 20);
+      if (out && out->size() > (1 << 20)) std::abort();
       break;
     }
     case 4: {

@@ -221,6 +221,8 @@ test('files: text, bytes, list, exists, makeDir, rename, remove, getInfo', { ski
   const chunks = []
   for await (const c of await sbx.files.read('/tmp/t/octet', { format: 'stream' })) chunks.push(Buffer.from(c))
   assert.equal(Buffer.concat(chunks).toString(), 'as octet-stream')
+  await sbx.files.write('/tmp/t/octet', 'z'.repeat(100_000), { gzip: true })  // Content-Encoding: gzip
+  assert.equal(await sbx.files.read('/tmp/t/octet', { gzip: true }), 'z'.repeat(100_000))
   await sbx.files.remove('/tmp/t/octet')
   await sbx.files.write([{ path: 'rel.txt', data: 'r' }, { path: '/tmp/t/two', data: '2' }])
   assert.equal((await sbx.commands.run('cat /home/user/rel.txt /tmp/t/two')).stdout, 'r2')

@@ -2,6 +2,7 @@
 // files, base64, percent-encoding; and the JSON strings it writes.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
+#include <zlib.h>
 
 #include "serve/http.hpp"
 #include "serve/util.hpp"
@@ -90,4 +91,34 @@ TEST_CASE("percent-decoding and query parameters") {
   CHECK(found);
   r.query_param("missing", &found);
   CHECK_FALSE(found);
+}
+
+static std::string gzip(const std::string& in) {
+  z_stream z{};
+  REQUIRE(deflateInit2(&z, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) == Z_OK);
+  std::string out(deflateBound(&z, in.size()) + 32, '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+  z.avail_in = static_cast<uInt>(in.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  REQUIRE(deflate(&z, Z_FINISH) == Z_STREAM_END);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  return out;
+}
+
+TEST_CASE("gunzip: round trip, truncation, garbage, size limit") {
+  std::string text(200000, 'a');
+  auto g = gzip(text);
+  auto r = gunzip(g, 1 << 20);
+  REQUIRE(r);
+  CHECK(*r == text);
+  CHECK_FALSE(gunzip(g.substr(0, g.size() / 2), 1 << 20));
+  CHECK_FALSE(gunzip("not gzip at all", 1 << 20));
+  auto bomb = gunzip(g, 1000);  // 200 KB of 'a' is a few hundred bytes of gzip
+  REQUIRE_FALSE(bomb);
+  CHECK(bomb.error().message.find("inflates to over 1000 bytes") != std::string::npos);
+  auto empty = gunzip(gzip(""), 10);
+  REQUIRE(empty);
+  CHECK(empty->empty());
 }
