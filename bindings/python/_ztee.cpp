@@ -186,6 +186,18 @@ struct SandboxOpts {
   std::vector<std::pair<std::string, std::string>> mounts;
   std::vector<ztee_mount> mount_structs;
   std::optional<std::string> diff_log;
+
+  // Output DLP on the sandbox's execs and reads (Sandbox only).
+  void set_dlp(bool on, std::vector<std::string> block) {
+    dlp_block = std::move(block);
+    dlp_block_ptrs.clear();
+    for (const auto& b : dlp_block) dlp_block_ptrs.push_back(b.c_str());
+    o.dlp = on ? 1 : 0;
+    o.dlp_block = dlp_block_ptrs.empty() ? nullptr : dlp_block_ptrs.data();
+    o.dlp_block_count = dlp_block_ptrs.size();
+  }
+  std::vector<std::string> dlp_block;
+  std::vector<const char*> dlp_block_ptrs;
 };
 
 // ---- workspaces: changes and the reviewed export ----------------------------
@@ -257,10 +269,12 @@ class Sandbox {
   Sandbox(Runtime& rt, py::object image_dir, uint32_t vcpus, uint32_t memory_mib,
           uint32_t boot_timeout_ms, uint32_t exec_timeout_ms, uint64_t output_cap,
           py::object template_dir, bool snapshottable, std::vector<std::string> allow, py::object dns,
-          int32_t guest_aslr, std::vector<std::pair<std::string, std::string>> mounts, py::object diff_log) {
+          int32_t guest_aslr, std::vector<std::pair<std::string, std::string>> mounts, py::object diff_log,
+          bool dlp, std::vector<std::string> dlp_block) {
     SandboxOpts so(image_dir, vcpus, memory_mib, boot_timeout_ms, exec_timeout_ms, output_cap,
                    template_dir, snapshottable, std::move(allow), dns, guest_aslr);
     so.set_workspaces(std::move(mounts), diff_log);
+    so.set_dlp(dlp, std::move(dlp_block));
     ztee_runtime* r = rt.get();
     ztee_sandbox* sb = nullptr;
     call([&] { return ztee_sandbox_create(r, &so.o, &sb); });
@@ -388,6 +402,8 @@ class Sandbox {
     d["truncated"] = res->truncated != 0;
     d["cancelled"] = res->cancelled != 0;
     d["duration_us"] = res->duration_us;
+    d["dlp_findings"] = res->dlp_findings;
+    d["injection_anomalies"] = res->injection_anomalies;
     d["stdout"] = py::bytes(res->stdout_data, res->stdout_len);
     d["stderr"] = py::bytes(res->stderr_data, res->stderr_len);
     return d;
@@ -470,6 +486,7 @@ class Sandbox {
     py::dict d;
     d["applied"] = change_list(res->applied);
     d["declined"] = change_list(res->declined);
+    d["skipped_deletions"] = change_list(res->skipped_deletions);
     return d;
   }
 
@@ -1046,14 +1063,15 @@ PYBIND11_MODULE(_ztee, m) {
   py::class_<Sandbox>(m, "Sandbox")
       .def(py::init<Runtime&, py::object, uint32_t, uint32_t, uint32_t, uint32_t, uint64_t,
                     py::object, bool, std::vector<std::string>, py::object, int32_t,
-                    std::vector<std::pair<std::string, std::string>>, py::object>(),
+                    std::vector<std::pair<std::string, std::string>>, py::object, bool, std::vector<std::string>>(),
            py::arg("runtime"), py::arg("image_dir") = py::none(), py::arg("vcpus") = 0,
            py::arg("memory_mib") = 0, py::arg("boot_timeout_ms") = 0,
            py::arg("exec_timeout_ms") = 0, py::arg("output_cap") = 0,
            py::arg("template_dir") = py::none(), py::arg("snapshottable") = false,
            py::arg("allow") = std::vector<std::string>{}, py::arg("dns") = py::none(),
            py::arg("guest_aslr") = 0, py::arg("mounts") = std::vector<std::pair<std::string, std::string>>{},
-           py::arg("diff_log") = py::none(), py::keep_alive<1, 2>())
+           py::arg("diff_log") = py::none(), py::arg("dlp") = false,
+           py::arg("dlp_block") = std::vector<std::string>{}, py::keep_alive<1, 2>())
       .def_property_readonly("id", &Sandbox::id)
       .def("close", &Sandbox::close)
       .def("destroy", &Sandbox::destroy)

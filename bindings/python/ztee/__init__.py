@@ -143,6 +143,8 @@ class ExecResult:
     truncated: bool      # output beyond the cap was dropped
     duration: float      # seconds
     cancelled: bool = False  # a Cancel (or a raising callback) killed it (signal 9)
+    dlp_findings: int = 0         # Sandbox(dlp=True): findings redacted in stdout and stderr
+    injection_anomalies: int = 0  # Sandbox(dlp=True): injection rule hits
 
     @property
     def stdout(self) -> str:
@@ -208,6 +210,7 @@ class ExportResult:
     in the guest after it was reviewed)."""
     applied: List[Change]
     declined: List[Change]
+    skipped_deletions: List[Change] = field(default_factory=list)  # dest_dir only: deletions not carried out
 
 
 def _change(d: dict) -> Change:
@@ -217,7 +220,8 @@ def _change(d: dict) -> Change:
 
 def _export_result(d: dict) -> ExportResult:
     return ExportResult(applied=[_change(c) for c in d["applied"]],
-                        declined=[_change(c) for c in d["declined"]])
+                        declined=[_change(c) for c in d["declined"]],
+                        skipped_deletions=[_change(c) for c in d.get("skipped_deletions", [])])
 
 
 def _mounts(mounts) -> List[Tuple[str, str]]:
@@ -394,6 +398,14 @@ class Sandbox:
         in the sandbox.
     diff_log: a file to which destroying the sandbox appends one JSON line
         with its diff (the forensic record). None: none.
+    dlp: scan every exec's stdout and stderr (streamed and collected) and
+        every read_file with the output DLP scanner: cards, IBANs, SSNs,
+        e-mail, phones, private keys, cloud and SaaS tokens and JWTs are
+        replaced by "[REDACTED:<detector>]"; ExecResult.dlp_findings counts
+        them. Streamed output is held back until a redaction is decided.
+    dlp_block: detector names (e.g. ["card", "private_key"]) whose findings
+        withhold the output instead: the call raises ztee.Error with
+        status_name "ZTEE_E_PERMISSION" (the command has run). Implies dlp.
     """
 
     def __init__(self, runtime: Optional[Runtime] = None, image_dir: Optional[str] = None,
@@ -403,11 +415,14 @@ class Sandbox:
                  snapshottable: bool = False, allow: Sequence[str] = (),
                  dns: Optional[str] = None, guest_aslr: Optional[bool] = None,
                  mounts: Sequence[Union[Mount, Tuple[str, str]]] = (),
-                 diff_log: Optional[str] = None):
+                 diff_log: Optional[str] = None, dlp: bool = False, dlp_block: Sequence[str] = ()):
         self.runtime = runtime if runtime is not None else default_runtime()
+        if isinstance(dlp_block, str):
+            raise TypeError("dlp_block is a list of detector names")
         self._sb = _ztee.Sandbox(self.runtime._rt, template_dir=template_dir,
                                  snapshottable=bool(snapshottable), mounts=_mounts(mounts),
                                  diff_log=None if diff_log is None else os.fspath(diff_log),
+                                 dlp=bool(dlp), dlp_block=list(dlp_block),
                                  **_sandbox_kwargs(image_dir, vcpus, memory_mib, timeout,
                                                    boot_timeout, output_cap, allow, dns,
                                                    guest_aslr))
@@ -509,7 +524,8 @@ class Sandbox:
         return ExecResult(stdout_bytes=d["stdout"], stderr_bytes=d["stderr"],
                           exit_code=d["exit_code"], signal=d["signal"], timed_out=d["timed_out"],
                           truncated=d["truncated"], duration=d["duration_us"] / 1e6,
-                          cancelled=d["cancelled"])
+                          cancelled=d["cancelled"], dlp_findings=d["dlp_findings"],
+                          injection_anomalies=d["injection_anomalies"])
 
     # ---- files ----
 
