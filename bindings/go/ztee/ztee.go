@@ -321,6 +321,16 @@ type SandboxOptions struct {
 	// DiffLog: destroying the sandbox first appends one JSON line with its
 	// diff to this file. "": none.
 	DiffLog string
+	// DLP scans every command's stdout and stderr (streamed and collected)
+	// and every ReadFile with the output DLP scanner: cards, IBANs, SSNs,
+	// e-mail, phones, private keys, cloud and SaaS tokens and JWTs become
+	// "[REDACTED:<detector>]"; Result.DLPFindings counts them. Streamed
+	// output is held back until a redaction is decided.
+	DLP bool
+	// DLPBlock names detectors (e.g. "card", "private_key") whose findings
+	// withhold the output instead: the call fails with ErrPermission (the
+	// command has run). Implies DLP; an unknown name is ErrInvalidArgument.
+	DLPBlock []string
 }
 
 // Sandbox is one microVM.
@@ -391,6 +401,17 @@ func fillSandboxOptions(o *C.ztee_sandbox_options, opts *SandboxOptions, cs *cst
 		o.mount_count = C.size_t(n)
 	}
 	o.diff_log = cs.str(opts.DiffLog)
+	if opts.DLP {
+		o.dlp = 1
+	}
+	if n := len(opts.DLPBlock); n > 0 {
+		p := unsafe.Slice((**C.char)(cs.alloc(uintptr(n)*unsafe.Sizeof((*C.char)(nil)))), n)
+		for i, name := range opts.DLPBlock {
+			p[i] = cs.cstr(name)
+		}
+		o.dlp_block = &p[0]
+		o.dlp_block_count = C.size_t(n)
+	}
 	return allow
 }
 
@@ -419,6 +440,9 @@ func (r *Runtime) NewSandbox(ctx context.Context, opts *SandboxOptions) (*Sandbo
 			}
 		}
 		if err := noNUL("DiffLog", opts.DiffLog); err != nil {
+			return nil, err
+		}
+		if err := noNUL("a DLPBlock entry", opts.DLPBlock...); err != nil {
 			return nil, err
 		}
 	}
@@ -526,6 +550,10 @@ type Result struct {
 	Truncated bool
 	Cancelled bool // its context was cancelled (or a writer failed) and it was killed
 	Duration  time.Duration
+	// SandboxOptions.DLP: findings redacted in stdout and stderr, and
+	// injection rule hits.
+	DLPFindings        int
+	InjectionAnomalies int
 	Stdout    []byte // empty when streamed to RunOptions.Stdout
 	Stderr    []byte
 }
@@ -676,6 +704,8 @@ func newResult(e *C.ztee_exec_result) *Result {
 		Truncated: e.truncated != 0,
 		Cancelled: e.cancelled != 0,
 		Duration:  time.Duration(e.duration_us) * time.Microsecond,
+		DLPFindings:        int(e.dlp_findings),
+		InjectionAnomalies: int(e.injection_anomalies),
 		Stdout:    C.GoBytes(unsafe.Pointer(e.stdout_data), C.int(e.stdout_len)),
 		Stderr:    C.GoBytes(unsafe.Pointer(e.stderr_data), C.int(e.stderr_len)),
 	}
