@@ -507,7 +507,7 @@ Result<void> SandboxImpl::launch() {
                                          [this](std::string reason) { channel_lost(std::move(reason)); });
   vm_->qmp->start();
   vm_->agent = std::make_unique<AgentChannel>(vm_->agent_stream, [this](std::string reason) {
-    if (reason.rfind("protocol", 0) == 0)
+    if (reason.starts_with("protocol"))
       fail(Errc::kProtocol, std::move(reason));
     else
       channel_lost(std::move(reason));
