@@ -202,6 +202,8 @@ class SandboxImpl : public std::enable_shared_from_this<SandboxImpl> {
   void wait_migration(uint64_t deadline_ms, Done done);
   void qmp_call(std::string cmd, std::string args, Done done);
   void channel_lost(std::string reason);
+  // The agent channel ended: a protocol violation fails the sandbox, else as channel_lost.
+  void agent_lost(std::string reason);
   void finish_destroy(Done done);
   std::string diagnostics() const;
   Error guest_error(std::string_view payload, std::string_view what);

@@ -304,6 +304,13 @@ void SandboxImpl::fail(Errc code, std::string reason) {
   }
 }
 
+void SandboxImpl::agent_lost(std::string reason) {
+  if (reason.starts_with("protocol"))
+    fail(Errc::kProtocol, std::move(reason));
+  else
+    channel_lost(std::move(reason));
+}
+
 void SandboxImpl::channel_lost(std::string reason) {
   // A dying VMM closes its sockets before its pidfd fires; give the exit (and
   // its console output, the better diagnosis) a moment to win.
@@ -506,12 +513,7 @@ Result<void> SandboxImpl::launch() {
   vm_->qmp = std::make_unique<QmpClient>(vm_->qmp_stream, [](std::string_view) {},
                                          [this](std::string reason) { channel_lost(std::move(reason)); });
   vm_->qmp->start();
-  vm_->agent = std::make_unique<AgentChannel>(vm_->agent_stream, [this](std::string reason) {
-    if (reason.starts_with("protocol"))
-      fail(Errc::kProtocol, std::move(reason));
-    else
-      channel_lost(std::move(reason));
-  });
+  vm_->agent = std::make_unique<AgentChannel>(vm_->agent_stream, [this](std::string reason) { agent_lost(std::move(reason)); });
   vm_->agent->start();
   return {};
 }
