@@ -234,6 +234,10 @@ class SandboxImpl : public std::enable_shared_from_this<SandboxImpl> {
   // A clone's template's own changes (its diff-base.json), loaded once.
   std::optional<std::vector<Change>> diff_base_;
   void raw_diff(std::string mount, std::function<void(Result<std::string>)> done);
+  // A request answered by DATA frames (at most `max` bytes, the last with
+  // kFlagEof) and then RESULT, or by ERROR; `what` names it in errors.
+  void data_request(proto::MsgType type, std::string payload, uint64_t max, std::string what,
+                    std::function<void(Result<std::string>)> done);
   void loop_post_snapshot(std::string dir, Done done);
   void snapshot_save_state(std::string dir, Done done);
   void write_diff_record(const Result<std::vector<Change>>& changes);

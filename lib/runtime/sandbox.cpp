@@ -812,24 +812,22 @@ void SandboxImpl::write_file(std::string path, std::string data, uint32_t mode, 
   vm_->agent->send_data(proto::MsgType::kData, sid, data, proto::kFlagEof);
 }
 
-void SandboxImpl::read_file(std::string path, uint64_t max, std::function<void(Result<std::string>)> done) {
-  if (auto e = validate_path(path); e.code != Errc::kOk) return done(std::move(e));
+void SandboxImpl::data_request(proto::MsgType type, std::string payload, uint64_t max, std::string what,
+                               std::function<void(Result<std::string>)> done) {
   if (auto e = usable()) return done(std::move(*e));
   struct State {
     std::string data;
     bool eof = false;
-    uint64_t max;
     std::function<void(Result<std::string>)> done;
   };
   auto st = std::make_shared<State>();
-  st->max = max;
   st->done = std::move(done);
   auto req = std::make_shared<Request>();
-  req->on_frame = [this, st, path](const proto::FrameHeader& h, std::string_view p) {
+  req->on_frame = [this, st, max, what](const proto::FrameHeader& h, std::string_view p) {
     switch (h.type) {
       case proto::MsgType::kData:
-        if (st->eof || st->data.size() + p.size() > st->max) {
-          protocol_violation("guest sent more file data than was asked for");
+        if (st->eof || st->data.size() + p.size() > max) {
+          protocol_violation(fmt::format("guest sent more data than {} may return ({} bytes)", what, max));
           return true;
         }
         st->data.append(p);
@@ -842,11 +840,11 @@ void SandboxImpl::read_file(std::string path, uint64_t max, std::function<void(R
       }
       case proto::MsgType::kError: {
         auto d = std::move(st->done);
-        d(guest_error(p, fmt::format("read {}", path)));
+        d(guest_error(p, what));
         return true;
       }
       default:
-        protocol_violation("unexpected reply to FILE_READ");
+        protocol_violation(fmt::format("unexpected reply to {}", what));
         return true;
     }
   };
@@ -857,51 +855,18 @@ void SandboxImpl::read_file(std::string path, uint64_t max, std::function<void(R
     }
   };
   uint32_t sid = start_request(req, kRequestDeadlineMs);
-  vm_->agent->send(proto::MsgType::kFileRead, sid, fmt::format("{{\"path\":{},\"max\":{}}}", json_quote(path), max));
+  vm_->agent->send(type, sid, payload);
 }
 
+void SandboxImpl::read_file(std::string path, uint64_t max, std::function<void(Result<std::string>)> done) {
+  if (auto e = validate_path(path); e.code != Errc::kOk) return done(std::move(e));
+  data_request(proto::MsgType::kFileRead, fmt::format("{{\"path\":{},\"max\":{}}}", json_quote(path), max), max,
+               fmt::format("read {}", path), std::move(done));
+}
 
 void SandboxImpl::raw_diff(std::string mount, std::function<void(Result<std::string>)> done) {
-  if (auto e = usable()) return done(std::move(*e));
-  struct State {
-    std::string data;
-    std::function<void(Result<std::string>)> done;
-  };
-  auto st = std::make_shared<State>();
-  st->done = std::move(done);
-  auto req = std::make_shared<Request>();
-  req->on_frame = [this, st](const proto::FrameHeader& h, std::string_view p) {
-    switch (h.type) {
-      case proto::MsgType::kData:
-        if (st->data.size() + p.size() > kMaxDiffBytes) {
-          protocol_violation("guest sent a diff over 64 MiB");
-          return true;
-        }
-        st->data.append(p);
-        return false;
-      case proto::MsgType::kResult: {
-        auto d = std::move(st->done);
-        d(std::move(st->data));
-        return true;
-      }
-      case proto::MsgType::kError: {
-        auto d = std::move(st->done);
-        d(guest_error(p, "diff"));
-        return true;
-      }
-      default:
-        protocol_violation("unexpected reply to DIFF");
-        return true;
-    }
-  };
-  req->fail = [st](Error e) {
-    if (st->done) {
-      auto d = std::move(st->done);
-      d(std::move(e));
-    }
-  };
-  uint32_t sid = start_request(req, kRequestDeadlineMs);
-  vm_->agent->send(proto::MsgType::kDiff, sid, mount.empty() ? "{}" : "{\"mount\":" + json_quote(mount) + "}");
+  data_request(proto::MsgType::kDiff, mount.empty() ? "{}" : "{\"mount\":" + json_quote(mount) + "}", kMaxDiffBytes,
+               "diff", std::move(done));
 }
 
 void SandboxImpl::diff(std::string mount, std::function<void(Result<std::vector<Change>>)> done) {
