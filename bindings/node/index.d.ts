@@ -60,6 +60,12 @@ export interface SandboxOptions extends NetworkOptions {
   mounts?: Mount[];
   /** Destroying the sandbox appends one JSON line with its diff to this file. */
   diffLog?: string;
+  /** Output DLP on every command's stdout/stderr and every readFile:
+   * findings become "[REDACTED:<detector>]". */
+  dlp?: boolean;
+  /** Detectors whose findings withhold the output instead (the call
+   * rejects). Implies dlp. */
+  dlpBlock?: string[];
 }
 
 export interface Mount {
@@ -128,6 +134,10 @@ export class ExecResult<E extends 'utf8' | 'buffer' = 'utf8'> {
   readonly cancelled: boolean;
   readonly truncated: boolean;
   readonly durationMs: number;
+  /** options.dlp: findings redacted in stdout and stderr. */
+  readonly dlpFindings: number;
+  /** options.dlp: injection rule hits. */
+  readonly injectionAnomalies: number;
   readonly stdout: E extends 'buffer' ? Buffer : string;
   readonly stderr: E extends 'buffer' ? Buffer : string;
   readonly stdoutBuffer: Buffer;

@@ -132,6 +132,8 @@ function sandboxOptions(o) {
     guestAslr: guestAslr(o.guestAslr),
     mounts: o.mounts,
     diffLog: o.diffLog,
+    dlp: !!o.dlp,
+    dlpBlock: o.dlpBlock,
   };
 }
 
@@ -182,6 +184,8 @@ class ExecResult {
     this.cancelled = r.cancelled;      // killed through cancellation (signal 9)
     this.truncated = r.truncated;      // output beyond the cap was dropped
     this.durationMs = r.durationMs;
+    this.dlpFindings = r.dlpFindings ?? 0;               // options.dlp: findings redacted
+    this.injectionAnomalies = r.injectionAnomalies ?? 0; // options.dlp: injection rule hits
     this.stdoutBuffer = r.stdout;
     this.stderrBuffer = r.stderr;
     this.stdout = encoding === 'buffer' ? r.stdout : r.stdout.toString('utf8');
@@ -487,6 +491,11 @@ class Sandbox {
    * through exportChanges(). Needs a cold boot (not with templateDir,
    * snapshottable or a pool). A relative hostDir or a bad guestPath rejects
    * with InvalidArgumentError, a missing hostDir with NotFoundError.
+   * dlp: scan every command's stdout/stderr (streamed and collected) and
+   * every readFile with the output DLP scanner (findings become
+   * "[REDACTED:<detector>]"; result.dlpFindings counts them); dlpBlock:
+   * detector names whose findings withhold the output instead (the call
+   * rejects with PermissionError). Implies dlp.
    * diffLog: a file to which destroying the sandbox appends one JSON line
    * with its diff.
    * SECURITY: every allow entry widens what sandboxed code can reach; by

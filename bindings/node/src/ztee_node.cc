@@ -489,6 +489,9 @@ std::optional<std::string> optional_string_arg(const Napi::CallbackInfo& info, s
   return s;
 }
 
+// A JS object of an exec result (defined with the gate's results below).
+Napi::Object exec_result_obj(Napi::Env env, const ztee_exec_result* res);
+
 // Sandbox options, owned (strings outlive the JS call).
 struct SandboxOpts {
   std::optional<std::string> image_dir, template_dir, dns, diff_log;
@@ -496,6 +499,8 @@ struct SandboxOpts {
   std::vector<const char*> allow_c;
   std::vector<std::pair<std::string, std::string>> mounts;  // host dir, guest path
   std::vector<ztee_mount> mounts_c;
+  std::vector<std::string> dlp_block;
+  std::vector<const char*> dlp_block_c;
   ztee_sandbox_options o = ZTEE_SANDBOX_OPTIONS_INIT;
 
   void parse(Napi::Object js, bool with_template) {
@@ -512,6 +517,8 @@ struct SandboxOpts {
     o.guest_aslr = opt_int(js, "guestAslr");
     diff_log = opt_string(js, "diffLog");
     if (diff_log && diff_log->find('\0') != std::string::npos) throw_invalid(js.Env(), "diffLog must not contain NUL");
+    o.dlp = js.Get("dlp").ToBoolean() ? 1 : 0;
+    dlp_block = string_list(js.Env(), js.Get("dlpBlock"), "dlpBlock");
     Napi::Value m = js.Get("mounts");
     if (!m.IsUndefined() && !m.IsNull()) {
       if (!m.IsArray()) throw_invalid(js.Env(), "mounts must be an array of {hostDir, guestPath}");
@@ -540,6 +547,9 @@ struct SandboxOpts {
     o.net_dns = c_str(dns);
     o.net_allow = allow_c.empty() ? nullptr : allow_c.data();
     o.net_allow_count = allow_c.size();
+    dlp_block_c = c_strs(dlp_block);
+    o.dlp_block = dlp_block_c.empty() ? nullptr : dlp_block_c.data();
+    o.dlp_block_count = dlp_block_c.size();
     return &o;
   }
 };
@@ -973,16 +983,7 @@ class Sandbox : public Napi::ObjectWrap<Sandbox> {
         Job::run(env);
       }
       Napi::Value settle(Napi::Env env) override {
-        Napi::Object r = Napi::Object::New(env);
-        r.Set("exitCode", Napi::Number::New(env, res->exit_code));
-        r.Set("signal", Napi::Number::New(env, res->signal));
-        r.Set("timedOut", Napi::Boolean::New(env, res->timed_out != 0));
-        r.Set("truncated", Napi::Boolean::New(env, res->truncated != 0));
-        r.Set("cancelled", Napi::Boolean::New(env, res->cancelled != 0));
-        r.Set("durationMs", Napi::Number::New(env, static_cast<double>(res->duration_us) / 1000.0));
-        r.Set("stdout", Napi::Buffer<char>::Copy(env, res->stdout_data, res->stdout_len));
-        r.Set("stderr", Napi::Buffer<char>::Copy(env, res->stderr_data, res->stderr_len));
-        return r;
+        return exec_result_obj(env, res);
       }
     };
     auto* job = new ExecJob(env, this);
@@ -1619,6 +1620,8 @@ Napi::Object exec_result_obj(Napi::Env env, const ztee_exec_result* res) {
   r.Set("truncated", Napi::Boolean::New(env, res->truncated != 0));
   r.Set("cancelled", Napi::Boolean::New(env, res->cancelled != 0));
   r.Set("durationMs", Napi::Number::New(env, static_cast<double>(res->duration_us) / 1000.0));
+  r.Set("dlpFindings", Napi::Number::New(env, res->dlp_findings));
+  r.Set("injectionAnomalies", Napi::Number::New(env, res->injection_anomalies));
   r.Set("stdout", Napi::Buffer<char>::Copy(env, res->stdout_data, res->stdout_len));
   r.Set("stderr", Napi::Buffer<char>::Copy(env, res->stderr_data, res->stderr_len));
   return r;
