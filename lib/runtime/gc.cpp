@@ -3,7 +3,8 @@
 //
 // Liveness is read from flocks, never from pids alone: a live sandbox holds
 // <state>/<id>/owner, a live id lease <state>/ids/<n>, a live pool its
-// <state>/templates/<name>.owner. A lock nobody holds belongs to a process
+// <state>/templates/<name>.owner, a live sandbox's workspace images
+// <state>/ws-<hex>/owner. A lock nobody holds belongs to a process
 // that is gone.
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -125,6 +126,21 @@ Result<GcReport> collect_garbage(const RuntimeOptions& in) {
       failed.push_back(fmt::format("sandbox directory {}: {}", dir, ec ? ec.message() : "still there"));
     else
       report.removed.push_back("sandbox " + name);
+  }
+
+  // Workspace images (copies of mounted host directories) of processes that
+  // are gone: <state>/ws-*/owner is held while a sandbox uses them.
+  for (const auto& e : fs::directory_iterator(opts.state_dir, ec)) {
+    std::string name = e.path().filename();
+    if (name.rfind("ws-", 0) != 0 || !e.is_directory(ec)) continue;
+    std::string dir = e.path();
+    detail::LockOwner o = detail::lock_owner(dir + "/owner");
+    if (o == detail::LockOwner::kLive || (o == detail::LockOwner::kNoLock && !older_than_grace(dir))) continue;
+    fs::remove_all(dir, ec);
+    if (ec || fs::exists(dir, ec))
+      failed.push_back(fmt::format("workspace images {}: {}", dir, ec ? ec.message() : "still there"));
+    else
+      report.removed.push_back("workspace images " + name);
   }
 
   // Id leases nobody holds.

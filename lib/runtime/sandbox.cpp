@@ -1055,6 +1055,8 @@ void SandboxImpl::destroy(Done done) {
 }
 
 void SandboxImpl::finish_destroy(Done done) {
+  // The VMM is gone: nothing reads the workspace images any more.
+  if (image_.workspaces) image_.workspaces->remove_images();
   if (vm_->net) {
     // The VMM is gone (the pidfd said so), so nothing holds the slot's TAP:
     // closing the slot's fds frees its namespace (well under 1 ms). The id,

@@ -23,10 +23,15 @@ namespace {
 constexpr size_t kMaxMounts = 16;
 }  // namespace
 
-WorkspaceSet::~WorkspaceSet() {
+WorkspaceSet::~WorkspaceSet() { remove_images(); }
+
+void WorkspaceSet::remove_images() const {
+  std::lock_guard lk(images_mu);
   if (dir.empty()) return;
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
+  dir.clear();
+  owner.reset();
 }
 
 const WorkspaceSet::Entry* WorkspaceSet::find(std::string_view guest_path) const {

@@ -26,14 +26,19 @@ struct WorkspaceSet {
     mutable HostTree tree;
   };
   mutable std::mutex export_mu;  // one export at a time per sandbox
-  std::string dir;  // <state_dir>/ws-<hex>, holding the images and a lock file
-  UniqueFd owner;   // flock on <dir>/owner: a live set (collect_garbage)
+  // Guards dir and owner. Never export_mu here: destroy (on the loop
+  // thread) must not wait for an export, which waits for the loop.
+  mutable std::mutex images_mu;
+  mutable std::string dir;  // <state_dir>/ws-<hex>, holding the images and a lock file; "" once removed
+  mutable UniqueFd owner;   // flock on <dir>/owner: a live set (collect_garbage)
   std::vector<Entry> entries;
 
   WorkspaceSet() = default;
   WorkspaceSet(const WorkspaceSet&) = delete;
   WorkspaceSet& operator=(const WorkspaceSet&) = delete;
   ~WorkspaceSet();  // removes dir
+  // Removes the images now (the sandbox is destroyed). Idempotent.
+  void remove_images() const;
   const Entry* find(std::string_view guest_path) const;
 };
 

@@ -2,6 +2,7 @@
 // never writes, the diff of the guest's writable layers, the reviewed
 // sync-back (export_changes) and the forensic diff record.
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -370,4 +371,42 @@ TEST_CASE("bad mounts are refused before anything starts, and leave nothing behi
   REQUIRE(!p.ok());
   CHECK(p.error().code == Errc::kInvalidArgument);
   CHECK(test::count_state_entries() == before);
+}
+
+TEST_CASE("collect_garbage removes the workspace images a dead process left, and keeps live ones") {
+  std::string sd = test::state_dir() + "-gc";
+  fs::remove_all(sd);
+  fs::create_directories(sd);
+  // Left by a process that died: an unheld lock, older than the grace period.
+  fs::create_directories(sd + "/ws-dead");
+  write(sd + "/ws-dead/owner", "1\n");
+  write(sd + "/ws-dead/m0.ext4", "image bytes");
+  struct timespec old[2] = {{::time(nullptr) - 3600, 0}, {::time(nullptr) - 3600, 0}};
+  REQUIRE(::utimensat(AT_FDCWD, (sd + "/ws-dead").c_str(), old, 0) == 0);
+  // Held by a live sandbox (here: this process).
+  fs::create_directories(sd + "/ws-live");
+  int fd = ::open((sd + "/ws-live/owner").c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+  REQUIRE(fd >= 0);
+  REQUIRE(::flock(fd, LOCK_EX | LOCK_NB) == 0);
+  REQUIRE(::utimensat(AT_FDCWD, (sd + "/ws-live").c_str(), old, 0) == 0);
+  ztee::RuntimeOptions o;
+  o.state_dir = sd;
+  auto r = ztee::collect_garbage(o);
+  REQUIRE_MESSAGE(r.ok(), (r ? "" : r.error().message));
+  CHECK(!fs::exists(sd + "/ws-dead"));
+  CHECK(fs::exists(sd + "/ws-live/owner"));
+  ::close(fd);
+  // A mounted sandbox's images exist while it lives and go with it.
+  ztee::SandboxOptions so;
+  so.mounts = {{repo(), "/workspace"}};
+  auto before = test::count_state_entries();
+  auto sb = test::runtime().create_sandbox(so);
+  REQUIRE(sb.ok());
+  bool found = false;
+  for (const auto& e : fs::directory_iterator(test::state_dir()))
+    found = found || e.path().filename().string().rfind("ws-", 0) == 0;
+  CHECK(found);
+  REQUIRE(sb->destroy().ok());
+  CHECK(test::count_state_entries() == before);
+  fs::remove_all(sd);
 }
