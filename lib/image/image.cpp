@@ -193,10 +193,17 @@ std::string sha256_hex(std::string_view data) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
+  return hex_lower(std::string_view(reinterpret_cast<const char*>(md), len));
+}
+
+std::string hex_lower(std::string_view bytes) {
   static const char* digits = "0123456789abcdef";
-  std::string hex(2 * len, '0');
-  for (unsigned i = 0; i < len; ++i) hex[2 * i] = digits[md[i] >> 4], hex[2 * i + 1] = digits[md[i] & 15];
-  return hex;
+  std::string out(2 * bytes.size(), '0');
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    auto b = static_cast<unsigned char>(bytes[i]);
+    out[2 * i] = digits[b >> 4], out[2 * i + 1] = digits[b & 15];
+  }
+  return out;
 }
 
 Result<std::string> sha256_file(const std::string& path) {

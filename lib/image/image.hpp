@@ -80,6 +80,8 @@ Result<std::string> read_file_limited(const std::string& path, size_t max);
 Result<std::string> sha256_file(const std::string& path);
 // sha256 of bytes as lowercase hex.
 std::string sha256_hex(std::string_view data);
+// Bytes as lowercase hex.
+std::string hex_lower(std::string_view bytes);
 
 // Verifies artifacts against their manifest digests. A file whose identity
 // (device, inode, size, mtime, ctime) matches one verified before is not

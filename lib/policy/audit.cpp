@@ -31,12 +31,7 @@ namespace {
 constexpr std::string_view kZeroHash = "0000000000000000000000000000000000000000000000000000000000000000";
 constexpr std::string_view kHmacField = ",\"hmac\":\"";
 
-std::string hex(const unsigned char* p, size_t n) {
-  static const char* digits = "0123456789abcdef";
-  std::string out(n * 2, '0');
-  for (size_t i = 0; i < n; ++i) out[2 * i] = digits[p[i] >> 4], out[2 * i + 1] = digits[p[i] & 15];
-  return out;
-}
+std::string hex(const unsigned char* p, size_t n) { return detail::hex_lower(std::string_view(reinterpret_cast<const char*>(p), n)); }
 
 std::string hmac_hex(std::string_view key, std::string_view s) {
   unsigned char md[EVP_MAX_MD_SIZE];

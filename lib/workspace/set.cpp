@@ -13,6 +13,7 @@
 #include <filesystem>
 
 #include "agent/mount_path.hpp"
+#include "image/image.hpp"
 #include "agent/json.hpp"
 #include "proc/owner.hpp"
 #include "runtime/impl.hpp"
@@ -111,16 +112,6 @@ bool utf8(std::string_view s) {
   return true;
 }
 
-std::string hex(std::string_view s) {
-  static const char* d = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : s) {
-    out.push_back(d[c >> 4]);
-    out.push_back(d[c & 15]);
-  }
-  return out;
-}
-
 const char* type_name(FileType t) {
   switch (t) {
     case FileType::kFile: return "file";
@@ -143,14 +134,14 @@ std::string changes_json(const std::vector<Change>& changes) {
   for (const Change& c : changes) {
     if (out.size() > 1) out += ',';
     out += fmt::format("{{\"kind\":\"{}\",\"type\":\"{}\"", change_kind_name(c.kind), type_name(c.type));
-    out += utf8(c.path) ? ",\"path\":" + json_quote(c.path) : ",\"path_hex\":\"" + hex(c.path) + "\"";
+    out += utf8(c.path) ? ",\"path\":" + json_quote(c.path) : ",\"path_hex\":\"" + hex_lower(c.path) + "\"";
     if (!c.mount.empty()) out += ",\"mount\":" + json_quote(c.mount);
     if (c.kind != Change::Kind::kDeleted) {
       out += fmt::format(",\"mode\":{},\"size\":{}", c.mode, c.size);
       if (!c.sha256.empty()) out += ",\"sha256\":\"" + c.sha256 + "\"";
       if (c.type == FileType::kSymlink)
         out += utf8(c.link_target) ? ",\"target\":" + json_quote(c.link_target)
-                                   : ",\"target_hex\":\"" + hex(c.link_target) + "\"";
+                                   : ",\"target_hex\":\"" + hex_lower(c.link_target) + "\"";
     }
     out += '}';
   }
