@@ -13,6 +13,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "serve/cluster.hpp"
 #include "serve/serve.hpp"
 #include "serve/util.hpp"
 
@@ -27,6 +28,8 @@ const char kServeUsage[] =
     "Serves E2B's API (control plane and envd) so programs written for E2B's SDKs\n"
     "run their sandboxes here with only environment variables changed:\n"
     "  E2B_API_URL=http://ADDR:PORT E2B_SANDBOX_URL=http://ADDR:PORT E2B_API_KEY=e2b_...\n"
+    "Also: POST /v1/exec (one command in a fresh sandbox, JSON in and out),\n"
+    "GET /metrics (Prometheus text) and GET /healthz.\n"
     "Stops on SIGINT or SIGTERM, killing every sandbox it started.\n"
     "\n"
     "options:\n"
@@ -41,6 +44,11 @@ const char kServeUsage[] =
     "  --max-connections N     open connections (default 1024; 503 beyond)\n"
     "  --max-body-mib N        request body limit (default 64; 413 beyond)\n"
     "  --header-timeout-ms N   time a client has to send a request's headers (default 10000; 408)\n"
+    "  --metrics-auth          GET /metrics needs an X-API-Key too (default: open, counts only)\n"
+    "  --node NAME             this node's name, part of every sandbox id (default: from the host\n"
+    "                          name); a proxy routes by it (deploy/nginx/ztee-serve.conf)\n"
+    "  --peer http://HOST:PORT another node (repeatable; HOST may resolve to several): a list\n"
+    "                          answers with their sandboxes too\n"
     "  --no-jail               run VMMs without the jail (development only; see JailOptions)\n"
     "\n"
     "keygen: makes a key e2b_<40 hex>, prints it once on stdout and appends only its\n"
@@ -155,12 +163,23 @@ int serve_main(const std::vector<std::string>& args) {
     } else if (a == "--header-timeout-ms") {
       if (!val() || !parse_u32(v, n, 100, 3600000)) return usage_error("--header-timeout-ms needs a number 100..3600000");
       o.limits.header_timeout_ms = n;
+    } else if (a == "--metrics-auth") {
+      o.metrics_auth = true;
+    } else if (a == "--node") {
+      if (!val()) return usage_error("--node needs a NAME");
+      if (auto r = serve::check_node_name(v); !r) return usage_error(r.error().message);
+      o.node = v;
+    } else if (a == "--peer") {
+      if (!val()) return usage_error("--peer needs http://HOST:PORT");
+      if (auto r = serve::parse_peer_url(v); !r) return usage_error(r.error().message);
+      o.peers.push_back(v);
     } else if (a == "--no-jail") {
       o.jail = false;
     } else {
       return usage_error("unknown option " + a);
     }
   }
+  if (o.node.empty()) o.node = serve::default_node_name();
   // SIGINT/SIGTERM are taken with sigwait below; blocked before any thread starts.
   sigset_t set;
   sigemptyset(&set);
@@ -178,8 +197,8 @@ int serve_main(const std::vector<std::string>& args) {
     return kExitError;
   }
   std::string host = o.listen.substr(0, o.listen.rfind(':'));
-  fmt::print("ztee serve: listening on http://{}:{} ({}; pool {})\n", host, (*server)->port(),
-             (*server)->backend_description(), o.pool);
+  fmt::print("ztee serve: listening on http://{}:{} ({}; pool {}; node {})\n", host, (*server)->port(),
+             (*server)->backend_description(), o.pool, o.node);
   std::fflush(stdout);
   int sig = 0;
   sigwait(&set, &sig);

@@ -142,6 +142,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
         auto fn = std::move(e->on_gone_);
         fn();
       }
+      if (!e->done_) e->finish(499);
     }
     st_->conns.erase(shared_from_this());
   }
@@ -432,6 +433,7 @@ void HttpExchange::respond(int status, std::string_view content_type, std::strin
                            const std::vector<std::pair<std::string, std::string>>& extra) {
   if (done_ || started_) return;
   done_ = true;
+  finish(conn_->closed() ? 499 : status);
   if (conn_->closed()) return;
   bool ka = conn_->request().keep_alive;
   std::string msg = head(status, content_type, ka, extra);
@@ -445,6 +447,7 @@ void HttpExchange::start_stream(int status, std::string_view content_type,
                                 const std::vector<std::pair<std::string, std::string>>& extra) {
   if (done_ || started_) return;
   started_ = true;
+  status_ = status;
   if (conn_->closed()) return;
   std::string msg = head(status, content_type, conn_->request().keep_alive, extra);
   msg += "Transfer-Encoding: chunked\r\n\r\n";
@@ -464,6 +467,7 @@ bool HttpExchange::write_chunk(std::string_view data) {
 void HttpExchange::end_stream() {
   if (!started_ || done_) return;
   done_ = true;
+  finish(conn_->closed() ? 499 : status_);
   if (conn_->closed()) return;
   conn_->send("0\r\n\r\n");
   conn_->finish_response(conn_->request().keep_alive);
@@ -472,6 +476,13 @@ void HttpExchange::end_stream() {
 bool HttpExchange::gone() const { return conn_->closed(); }
 
 void HttpExchange::on_gone(std::function<void()> fn) { on_gone_ = std::move(fn); }
+
+void HttpExchange::finish(int status) {
+  if (auto fn = std::move(on_finish_)) {
+    on_finish_ = nullptr;
+    fn(status);
+  }
+}
 
 static Result<std::pair<sockaddr_storage, socklen_t>> parse_listen(const std::string& listen) {
   sockaddr_storage ss{};

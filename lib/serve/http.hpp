@@ -79,11 +79,17 @@ class HttpExchange {
   bool gone() const;
   // Runs once if the connection closes before the response is complete.
   void on_gone(std::function<void()> fn);
+  // Runs once when the exchange ends: with the status at respond() or
+  // end_stream(), or 499 when the client went away first.
+  void on_finish(std::function<void(int status)> fn) { on_finish_ = std::move(fn); }
 
  private:
   friend class Connection;
   std::shared_ptr<Connection> conn_;
+  void finish(int status);
   std::function<void()> on_gone_;
+  std::function<void(int)> on_finish_;
+  int status_ = 0;
   bool started_ = false;
   bool done_ = false;
 };

@@ -24,6 +24,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "serve/http.hpp"
 
@@ -48,6 +49,15 @@ struct ServeOptions {
   bool jail = true;           // JailOptions::enabled
   uint32_t workers = 8;       // threads for blocking sandbox calls (file I/O, boots)
   HttpLimits limits;
+  // This node's name in a cluster of `ztee serve` nodes (serve/cluster.hpp):
+  // part of every sandbox id, "sb-<hex>-<node>", so a proxy routes by it.
+  // Empty: from the host name (default_node_name()).
+  std::string node;
+  // Other nodes, "http://HOST:PORT": a list answers with their sandboxes too.
+  std::vector<std::string> peers;
+  // GET /metrics needs an X-API-Key too. Off: it is open to whoever reaches
+  // the listener (it holds only counts, no ids, keys or metadata).
+  bool metrics_auth = false;
   // Log lines (one event each); empty: stderr.
   std::function<void(std::string_view)> log;
 };

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
@@ -22,9 +23,13 @@
 #include <future>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <thread>
 
+#include "serve/exec_api.hpp"
+#include "serve/metrics.hpp"
+#include "serve/cluster.hpp"
 #include "serve/util.hpp"
 
 namespace ztee::serve {
@@ -292,9 +297,12 @@ struct Server::Impl {
   Runtime rt;
   Pool pool;
   std::unique_ptr<Workers> workers;
+  Metrics metrics;
+  std::unique_ptr<ExecApi> exec_api;  // POST /v1/exec
   std::unique_ptr<HttpServer> http;
   std::map<std::string, ApiKey> keys;  // by sha256
   std::map<std::string, Template> templates;
+  std::vector<PeerUrl> peers;  // asked by list (--peer)
   std::map<std::string, std::shared_ptr<Box>> boxes;
   std::map<std::string, uint32_t> pending_by_key;
   uint32_t pending = 0;
@@ -327,6 +335,7 @@ struct Server::Impl {
   // ---------------------------------------------------------------- routing
 
   void handle(HttpRequest& req, std::shared_ptr<HttpExchange> ex) {
+    auto t0 = std::chrono::steady_clock::now();
     std::string sandbox_id;
     if (auto* h = req.header("e2b-sandbox-id")) {
       sandbox_id = *h;
@@ -337,6 +346,17 @@ struct Server::Impl {
           host->substr(0, dash).find_first_not_of("0123456789") == std::string::npos)
         sandbox_id = host->substr(dash + 1, dot - dash - 1);
     }
+    RouteClass rc = !sandbox_id.empty()
+                        ? (req.path == "/process.Process/Start" || req.path == "/process.Process/Connect" ? RouteClass::kEnvdStream
+                                                                                                          : RouteClass::kEnvd)
+                    : req.path == "/health" || req.path == "/healthz" ? RouteClass::kHealth
+                    : req.path == "/metrics"                          ? RouteClass::kMetrics
+                    : req.path == "/v1/exec"                          ? RouteClass::kExec
+                                                                      : RouteClass::kControl;
+    ex->on_finish([this, a = alive, rc, t0](int status) {
+      if (*a)
+        metrics.request(rc, status, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    });
     if (!sandbox_id.empty()) return envd(req, std::move(ex), sandbox_id);
     control(req, std::move(ex));
   }
@@ -397,8 +417,11 @@ struct Server::Impl {
       ex->respond(200, "application/json", R"({"status":"ok"})");
       return;
     }
+    if (m == "GET" && p == "/metrics" && !opts.metrics_auth) return serve_metrics(ex);
     const ApiKey* key = authenticate(req, ex);
     if (!key) return;
+    if (p == "/metrics" && m == "GET") return serve_metrics(ex);
+    if (p == "/v1/exec") return exec_api->handle(req, ex, *key);
     std::vector<std::string> seg;
     for (size_t i = 1; i <= p.size();) {
       size_t s = p.find('/', i);
@@ -415,9 +438,7 @@ struct Server::Impl {
       return not_found_route(req, ex);
     }
     auto box = owned_box(seg[1], *key);
-    auto missing = [&] {
-      ex->respond(404, "application/json", err_json(404, fmt::format("sandbox {} not found", seg[1])));
-    };
+    auto missing = [&] { ex->respond(404, "application/json", err_json(404, not_found_message(seg[1]))); };
     if (seg.size() == 2) {
       if (m == "GET") {
         if (!box) return missing();
@@ -479,10 +500,77 @@ struct Server::Impl {
     not_found_route(req, ex);
   }
 
+  void serve_metrics(std::shared_ptr<HttpExchange>& ex) {
+    Metrics::Gauges g;
+    g.sandboxes = boxes.size();
+    g.exec_sandboxes = exec_api->sandboxes();
+    g.max_sandboxes = opts.max_sandboxes;
+    for (auto& [_, b] : boxes) g.commands += b->procs.size();
+    g.connections = http->connections();
+    g.has_pool = static_cast<bool>(pool);
+    g.pool_target = opts.pool;
+    if (pool) g.pool = pool.stats();
+    ex->respond(200, "text/plain; version=0.0.4; charset=utf-8", metrics.render(g));
+  }
+
+  // Takes one of the key's sandbox slots (and one of the server's), or
+  // answers 429 with Retry-After and returns false.
+  bool admit(const ApiKey& key, HttpExchange& ex) {
+    uint32_t live = 0;
+    for (auto& [_, bx] : boxes)
+      if (bx->key == key.sha256) ++live;
+    live += pending_by_key[key.sha256];
+    if (live >= key.max_sandboxes || boxes.size() + pending >= opts.max_sandboxes) {
+      bool per_key = live >= key.max_sandboxes;
+      ex.respond(429, "application/json",
+                 err_json(429, per_key ? fmt::format("this API key has {} sandboxes running, its limit: kill one first", live)
+                                       : fmt::format("the server runs its maximum of {} sandboxes: try again later",
+                                                     opts.max_sandboxes)),
+                 {{"Retry-After", "5"}});
+      return false;
+    }
+    ++pending;
+    ++pending_by_key[key.sha256];
+    return true;
+  }
+  void release(const std::string& key_hash) {
+    --pending;
+    --pending_by_key[key_hash];
+  }
+
+  // A function (run on a worker thread) that starts a sandbox of tp: a
+  // lease from the pool, or a boot / clone with the account `user` added.
+  std::function<Result<Sandbox>()> starter(const Template& tp) {
+    bool use_pool = static_cast<bool>(pool) && tp.name == "base";
+    SandboxOptions so;
+    so.memory_mib = opts.memory_mib;
+    if (tp.snapshot) so.template_dir = tp.dir;
+    else so.image_dir = tp.dir;
+    SandboxSource src = use_pool ? SandboxSource::kPool : tp.snapshot ? SandboxSource::kClone : SandboxSource::kBoot;
+    return [use_pool, so, src, rt_copy = rt, pool_copy = pool, m = &metrics]() mutable -> Result<Sandbox> {
+      auto sb = [&]() -> Result<Sandbox> {
+        if (use_pool) return pool_copy.lease(120000);  // provisioned by the pool's warm-up
+        auto sb = rt_copy.create_sandbox(so);
+        if (!sb) return sb;
+        auto r = sb->run(kProvisionUser, 30000);
+        if (!r || r->exit_code != 0) {
+          std::string why = !r ? r.error().message : r->stderr_data;
+          (void)sb->destroy();
+          return make_error(Errc::kSandboxFailed, "could not add the account `user` to the sandbox: " + why);
+        }
+        return sb;
+      }();
+      if (sb) m->sandbox_started(src);
+      else m->sandbox_start_failed();
+      return sb;
+    };
+  }
+
   void not_found_route(const HttpRequest& req, std::shared_ptr<HttpExchange>& ex) {
     ex->respond(404, "application/json",
                 err_json(404, fmt::format("{} {} is not an endpoint of ztee serve (it serves /sandboxes, /v2/sandboxes "
-                                          "and their timeout, connect and refreshes actions)",
+                                          "and their timeout, connect and refreshes actions, /v1/exec, /metrics "
+                                          "and /healthz)",
                                           req.method, req.path)));
   }
 
@@ -561,48 +649,14 @@ struct Server::Impl {
                                             tmpl, names)));
       return;
     }
-    uint32_t live = 0;
-    for (auto& [_, bx] : boxes)
-      if (bx->key == key.sha256) ++live;
-    live += pending_by_key[key.sha256];
-    if (live >= key.max_sandboxes || boxes.size() + pending >= opts.max_sandboxes) {
-      bool per_key = live >= key.max_sandboxes;
-      ex->respond(429, "application/json",
-                  err_json(429, per_key ? fmt::format("this API key has {} sandboxes running, its limit: kill one first", live)
-                                        : fmt::format("the server runs its maximum of {} sandboxes: try again later",
-                                                      opts.max_sandboxes)),
-                  {{"Retry-After", "5"}});
-      return;
-    }
+    if (!admit(key, *ex)) return;
     b->template_id = t->first;
     b->key = key.sha256;
     b->token = random_hex(16);
-    ++pending;
-    ++pending_by_key[key.sha256];
-    Template tp = t->second;
-    bool use_pool = static_cast<bool>(pool) && tp.name == "base";
-    SandboxOptions so;
-    so.memory_mib = opts.memory_mib;
-    if (tp.snapshot) so.template_dir = tp.dir;
-    else so.image_dir = tp.dir;
-    Runtime rt_copy = rt;
-    Pool pool_copy = pool;
     offload<Result<Sandbox>>(
-        [use_pool, so, rt_copy, pool_copy]() mutable -> Result<Sandbox> {
-          if (use_pool) return pool_copy.lease(120000);  // provisioned by the pool's warm-up
-          auto sb = rt_copy.create_sandbox(so);
-          if (!sb) return sb;
-          auto r = sb->run(kProvisionUser, 30000);
-          if (!r || r->exit_code != 0) {
-            std::string why = !r ? r.error().message : r->stderr_data;
-            (void)sb->destroy();
-            return make_error(Errc::kSandboxFailed, "could not add the account `user` to the sandbox: " + why);
-          }
-          return sb;
-        },
+        starter(t->second),
         [this, ex, b, timeout_s, key_hash = key.sha256](Result<Sandbox> r) mutable {
-          --pending;
-          --pending_by_key[key_hash];
+          release(key_hash);
           if (!r) {
             int status = r.error().code == Errc::kTimeout ? 503 : 500;
             log(fmt::format("create failed: {}", r.error().message));
@@ -610,7 +664,7 @@ struct Server::Impl {
             return;
           }
           b->sb = std::move(r.value());
-          b->id = b->sb.id();
+          b->id = cluster_sandbox_id(b->sb.id(), opts.node);
           b->started_ms = now_unix_ms();
           if (shut || ex->gone()) {
             // Nobody will learn its id: do not keep it (destroyed when b goes).
@@ -644,23 +698,8 @@ struct Server::Impl {
     }
     std::string state = req.query_param("state", &has);
     bool running_wanted = !has || state.empty() || state.find("running") != std::string::npos;
-    std::vector<std::shared_ptr<Box>> sel;
-    if (running_wanted) {
-      for (auto& [_, b] : boxes) {
-        if (b->key != key.sha256) continue;
-        bool ok = true;
-        for (auto& [k, v] : want) {
-          auto it = b->metadata.find(k);
-          if (it == b->metadata.end() || it->second != v) ok = false;
-        }
-        if (ok) sel.push_back(b);
-      }
-    }
-    std::sort(sel.begin(), sel.end(), [](auto& a, auto& b) {
-      return a->started_ms != b->started_ms ? a->started_ms < b->started_ms : a->id < b->id;
-    });
-    size_t begin = 0, limit = sel.size();
-    std::vector<std::pair<std::string, std::string>> extra;
+    size_t limit = SIZE_MAX;
+    std::string tok;
     if (v2) {
       std::string ls = req.query_param("limit", &has);
       limit = 100;
@@ -673,27 +712,82 @@ struct Server::Impl {
         }
         limit = static_cast<size_t>(n);
       }
-      std::string tok = req.query_param("nextToken", &has);
-      if (has && !tok.empty()) {
-        // The token is the id of the last sandbox of the previous page.
-        auto it = std::find_if(sel.begin(), sel.end(), [&](auto& b) { return b->id == tok; });
-        if (it == sel.end()) {
-          // That sandbox is gone: continue after its position by id order is not
-          // knowable; start over is wrong, so say so.
-          ex->respond(400, "application/json", err_json(400, "nextToken is stale (its sandbox was killed): list again"));
-          return;
-        }
-        begin = static_cast<size_t>(it - sel.begin()) + 1;
-      }
-      if (begin + limit < sel.size()) extra.emplace_back("x-next-token", sel[begin + limit - 1]->id);
+      tok = req.query_param("nextToken", &has);
     }
+    std::vector<ListedSandbox> sel;
+    if (running_wanted) {
+      for (auto& [_, b] : boxes) {
+        if (b->key != key.sha256) continue;
+        bool ok = true;
+        for (auto& [k, v] : want) {
+          auto it = b->metadata.find(k);
+          if (it == b->metadata.end() || it->second != v) ok = false;
+        }
+        if (ok) sel.push_back(ListedSandbox{b->id, rfc3339(b->started_ms), sandbox_json(*b, false)});
+      }
+    }
+    if (peers.empty() || req.header(kNoFanoutHeader)) return list_page(ex, std::move(sel), limit, tok, {});
+    // The other nodes' sandboxes: each peer answers the same filter for its own (v1: unpaged).
+    std::string target = "/sandboxes" + (req.query.empty() ? "" : "?" + req.query);
+    std::string api_key = *req.header("x-api-key");  // checked by authenticate()
+    offload<PeerListing>(
+        [ps = peers, target, api_key] { return list_from_peers(ps, target, api_key, 5000); },
+        [this, ex, sel = std::move(sel), limit, tok](PeerListing pl) mutable {
+          std::set<std::string> ids;
+          for (auto& s : sel) ids.insert(s.id);
+          for (auto& s : pl.sandboxes) {
+            auto n = node_of_sandbox_id(s.id);
+            if ((n && *n == opts.node) || !ids.insert(s.id).second) continue;  // this node's own: listed already
+            sel.push_back(std::move(s));
+          }
+          std::vector<std::pair<std::string, std::string>> extra;
+          if (!pl.unreachable.empty()) {
+            std::string which;
+            for (auto& u : pl.unreachable) which += (which.empty() ? "" : "; ") + u;
+            for (char& c : which)
+              if (static_cast<unsigned char>(c) < 0x20) c = ' ';
+            log(fmt::format("list: without the sandboxes of peers that did not answer: {}", which));
+            extra.emplace_back("x-ztee-unreachable-peers", which);
+          }
+          list_page(ex, std::move(sel), limit, tok, extra);
+        });
+  }
+
+  // Sorts a list answer by start time and answers one page of it (v2:
+  // limit and nextToken, the id of the previous page's last sandbox).
+  void list_page(std::shared_ptr<HttpExchange> ex, std::vector<ListedSandbox> sel, size_t limit, const std::string& tok,
+                 std::vector<std::pair<std::string, std::string>> extra) {
+    std::sort(sel.begin(), sel.end(), [](auto& a, auto& b) {
+      return a.started_at != b.started_at ? a.started_at < b.started_at : a.id < b.id;
+    });
+    size_t begin = 0;
+    if (!tok.empty()) {
+      auto it = std::find_if(sel.begin(), sel.end(), [&](auto& b) { return b.id == tok; });
+      if (it == sel.end()) {
+        // That sandbox is gone: where the next page starts is not knowable.
+        ex->respond(400, "application/json", err_json(400, "nextToken is stale (its sandbox was killed): list again"));
+        return;
+      }
+      begin = static_cast<size_t>(it - sel.begin()) + 1;
+    }
+    if (limit != SIZE_MAX && begin + limit < sel.size()) extra.emplace_back("x-next-token", sel[begin + limit - 1].id);
     std::string out = "[";
-    for (size_t i = begin; i < sel.size() && i < begin + limit; ++i) {
+    for (size_t i = begin; i < sel.size() && i - begin < limit; ++i) {
       if (out.size() > 1) out += ',';
-      out += sandbox_json(*sel[i], false);
+      out += sel[i].json;
     }
     out += "]";
     ex->respond(200, "application/json", out, extra);
+  }
+
+  // 404 text for an id this node does not run: names the node that does.
+  std::string not_found_message(const std::string& id) {
+    auto n = node_of_sandbox_id(id);
+    if (n && *n != opts.node)
+      return fmt::format("sandbox {} runs on node {}, not on this node ({}): send its requests through the proxy that "
+                         "routes by node (deploy/nginx/ztee-serve.conf)",
+                         id, *n, opts.node);
+    return fmt::format("sandbox {} not found", id);
   }
 
   void kill_box(std::shared_ptr<Box> b, std::string_view why, std::function<void(Result<void>)> then) {
@@ -711,6 +805,7 @@ struct Server::Impl {
     std::string id = b->id;
     offload<Result<void>>([sb]() mutable { return sb.destroy(); },
                           [this, id, then = std::move(then)](Result<void> r) {
+                            metrics.sandbox_destroyed(static_cast<bool>(r));
                             log(fmt::format("sandbox {} destroyed{}", id, r ? "" : ": " + r.error().message));
                             then(std::move(r));
                           });
@@ -720,6 +815,10 @@ struct Server::Impl {
 
   void envd(HttpRequest& req, std::shared_ptr<HttpExchange> ex, const std::string& id) {
     auto it = boxes.find(id);
+    if (auto n = node_of_sandbox_id(id); it == boxes.end() && n && *n != opts.node) {
+      ex->respond(404, "application/json", err_json(404, not_found_message(id)));
+      return;
+    }
     if (it == boxes.end()) {
       // As E2B's proxy answers for a sandbox that is not running: 502.
       ex->respond(502, "application/json",
@@ -1330,6 +1429,13 @@ Result<std::unique_ptr<Server>> Server::start(ServeOptions opts) {
     return make_error(Errc::kInvalidArgument,
                       fmt::format("key file {} has no keys: add one with `ztee serve keygen --keys {}`", o.keys_file, o.keys_file));
   for (auto& k : *keys) impl->keys[k.sha256] = k;
+  if (o.node.empty()) o.node = default_node_name();
+  if (auto n = check_node_name(o.node); !n) return std::move(n).error();
+  for (auto& url : o.peers) {
+    auto p = parse_peer_url(url);
+    if (!p) return std::move(p).error();
+    impl->peers.push_back(*p);
+  }
 
   RuntimeOptions ro;
   ro.state_dir = o.state_dir;
@@ -1370,6 +1476,22 @@ Result<std::unique_ptr<Server>> Server::start(ServeOptions opts) {
   impl->loop = std::move(loop.value());
   impl->workers = std::make_unique<Workers>(o.workers);
   Impl* raw = impl.get();
+  ExecHost eh;
+  eh.post = [raw](std::function<void()> fn) { raw->post(std::move(fn)); };
+  eh.offload = [raw](std::function<void()> fn) { raw->workers->submit(std::move(fn)); };
+  eh.starter = [raw](std::string_view name, std::string* error) -> std::function<Result<Sandbox>()> {
+    auto t = raw->templates.find(std::string(name));
+    if (t != raw->templates.end()) return raw->starter(t->second);
+    std::string names;
+    for (auto& [n, _] : raw->templates) names += (names.empty() ? "" : ", ") + n;
+    *error = fmt::format("template '{}' not found: this server has {}", name, names);
+    return nullptr;
+  };
+  eh.admit = [raw](const ApiKey& k, HttpExchange& ex) { return raw->admit(k, ex); };
+  eh.release = [raw](const ApiKey& k) { raw->release(k.sha256); };
+  eh.log = [raw](std::string_view line) { raw->log(line); };
+  eh.metrics = &impl->metrics;
+  impl->exec_api = std::make_unique<ExecApi>(std::move(eh));
   auto http = HttpServer::start(*impl->loop, o.listen, o.limits,
                                 [raw](HttpRequest& req, std::shared_ptr<HttpExchange> ex) { raw->handle(req, std::move(ex)); });
   if (!http) return std::move(http).error();
@@ -1398,6 +1520,7 @@ void Server::shutdown() {
       all.push_back(b->sb);
     }
     im->boxes.clear();
+    for (auto& sb : im->exec_api->abort_all()) all.push_back(sb);
     got.set_value(std::move(all));
   });
   auto all = got.get_future().get();
