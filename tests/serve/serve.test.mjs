@@ -34,7 +34,7 @@ before(async () => {
   key = keygen(['--name', 'main'])
   key2 = keygen(['--name', 'small', '--max-sandboxes', '1'])
   server = spawn(process.env.ZTEE_BIN, ['serve', '--listen', '127.0.0.1:0', '--keys', join(dir, 'keys'),
-    '--pool', '2', '--state-dir', stateDir(), '--max-body-mib', '4', '--header-timeout-ms', '1000'],
+    '--pool', '2', '--node', 'solo', '--state-dir', stateDir(), '--max-body-mib', '4', '--header-timeout-ms', '1000'],
   { stdio: ['ignore', 'pipe', 'pipe'] })
   server.stderr.on('data', d => { serverLog += d })
   base = await new Promise((resolve, reject) => {
@@ -128,7 +128,7 @@ test('CLI: usage errors and refused key files exit 125 with a message', { skip }
 let sbx
 test('create, getInfo, isRunning', { skip }, async () => {
   sbx = await e2b.Sandbox.create({ timeoutMs: 120_000, metadata: { suite: 'serve', n: '1' }, envs: { GLOBAL_VAR: 'g' } })
-  assert.match(sbx.sandboxId, /^sb-[0-9a-f]+$/)
+  assert.match(sbx.sandboxId, /^sb-[0-9a-f]+-solo$/)  // the libztee id and the node (--node)
   const info = await sbx.getInfo()
   assert.equal(info.sandboxId, sbx.sandboxId)
   assert.equal(info.templateId, 'base')
@@ -418,9 +418,10 @@ test('a client that disconnects mid-stream leaves nothing behind', { skip }, asy
   assert.equal(procs.length, 1)
   assert.equal(await box.commands.kill(procs[0].pid), true)
   assert.ok(await eventually(async () => (await box.commands.list()).length === 0))
-  assert.equal(vmms(box.sandboxId).length, 1)
+  const vmmId = box.sandboxId.replace(/-solo$/, '')  // the libztee sandbox id
+  assert.equal(vmms(vmmId).length, 1)
   await box.kill()
-  assert.deepEqual(vmms(box.sandboxId), [], 'the killed sandbox left a VMM running')
+  assert.deepEqual(vmms(vmmId), [], 'the killed sandbox left a VMM running')
   assert.equal(await box.isRunning(), false)
 })
 
