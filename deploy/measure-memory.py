@@ -144,7 +144,8 @@ def main():
         print(f"VMM USS MiB:  median {statistics.median(uss):.1f}  max {max(uss):.1f}")
         if idle_rss:
             print(f"ready pool sandbox (never leased) RSS MiB: median {statistics.median(idle_rss):.1f}")
-        print(f"shared between the clones of one template (RSS - USS): {statistics.median(rss) - statistics.median(uss):.1f} MiB")
+        print(f"shared with other processes (RSS - USS: QEMU's code; with a pool, the template's memory): "
+              f"{statistics.median(rss) - statistics.median(uss):.1f} MiB")
         print(f"ztee serve process RSS: {server_rss:.1f} MiB")
         for name, value in [("vmm_rss_mib", statistics.median(rss)), ("vmm_pss_mib", statistics.median(pss)),
                             ("vmm_uss_mib", statistics.median(uss))]:
