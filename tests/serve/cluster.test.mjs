@@ -22,7 +22,7 @@ const shippedConf = join(here, '..', '..', 'deploy', 'nginx', 'ztee-serve.conf')
 const nginxBin = ['/usr/sbin/nginx', '/usr/local/sbin/nginx'].find(p => existsSync(p))
 const skip = !existsSync(join(here, 'node_modules', 'e2b', 'package.json'))
   ? 'SKIP: tests/serve/node_modules is missing: run `tools/dev setup` (npm ci in tests/serve)'
-  : !nginxBin ? 'SKIP: nginx not found: apt-get install nginx-light (tools/dev setup does)' : false
+  : !nginxBin ? 'SKIP: nginx not found: apt-get install nginx (tools/dev setup does)' : false
 if (skip) console.log(skip)
 
 const NODES = ['node-a', 'node-b']
