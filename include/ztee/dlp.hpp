@@ -10,7 +10,11 @@
 // buffer. Hyperscan reports where a match ends; its start is recovered by RE2
 // over the bounded window before that end (long patterns: from their opener),
 // and each match is then checked by a validator (Luhn and issuer ranges, IBAN
-// length and mod-97, SSN ranges, JWT header, ...).
+// length and mod-97, SSN ranges, JWT header, ...). The digit-shaped
+// detectors (card, iban, ssn and NANP phones), which have no literal for
+// Hyperscan to anchor on, are found by a vectorised scan for the fixed shapes
+// every match of theirs contains; RE2 then decides each end it proposes with
+// the detector's expression, so the findings are the same.
 //
 // Typical use on a command's output (the gate and the exec paths):
 //
@@ -58,9 +62,10 @@
 //
 // Hold-back bound. feed() returns only bytes whose fate is decided: the
 // stream holds back the last hold_back_bytes() bytes (the widest short
-// pattern among the editing detectors/rules, plus one; about 300 bytes with
-// the defaults, dominated by e-mail addresses) and, while a long pattern may
-// be in progress, everything from its start:
+// pattern among the editing detectors/rules, plus one; 48 bytes more for
+// card, iban, ssn and phone, whose ends are found that far behind the
+// input; about 300 bytes with the defaults, dominated by e-mail addresses)
+// and, while a long pattern may be in progress, everything from its start:
 //   - private_key: from "-----BEGIN ... PRIVATE KEY-----" until the END line,
 //     at most 8 KiB of body (kPemCap). A block with no END within that bound
 //     (or before finish()) is a finding anyway, marked truncated, covering

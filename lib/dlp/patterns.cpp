@@ -9,6 +9,9 @@ PatternDef token(std::string lead, std::string core, std::string trail, Check ch
                  std::string back) {
   PatternDef p;
   p.regex = "(?:^|" + lead + ")" + core + "(?:" + trail + "|$)";
+  // Hyperscan runs without the lead (a class of nearly every byte, which
+  // keeps its automata from skipping ahead); RE2 checks it.
+  p.prefilter = core + "(?:" + trail + "|$)";
   p.check = check;
   p.front = std::move(front);
   p.back = std::move(back);
@@ -36,17 +39,19 @@ std::vector<BuiltinDef> make_detectors() {
     PatternDef p;
     p.regex = "(?:^|[^0-9A-Za-z_ \\-]|(?:^|[^0-9])[ \\-])" + core + "(?:[^0-9A-Za-z_ \\-]|[ \\-](?:[^0-9]|$)|$)";
     p.check = Check::kCard;
+    p.shape = Shape::kCard;
     p.front = kDigits;
     p.back = kDigits;
     d.push_back({"card", false, {}, false, {p}});
   }
-  d.push_back({"iban", false, {}, false,
-               {token("[^A-Za-z0-9]",
-                      "[A-Z]{2}[0-9]{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?)",
-                      "[^A-Za-z0-9]", Check::kIban, "A-Z", "A-Z0-9")}});
-  d.push_back({"ssn", false, {}, false,
-               {token("[^0-9A-Za-z_\\-]", "[0-9]{3}-[0-9]{2}-[0-9]{4}", "[^0-9A-Za-z_\\-]", Check::kSsn, kDigits,
-                      kDigits)}});
+  PatternDef iban = token("[^A-Za-z0-9]", "[A-Z]{2}[0-9]{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?)",
+                          "[^A-Za-z0-9]", Check::kIban, "A-Z", "A-Z0-9");
+  iban.shape = Shape::kIban;
+  d.push_back({"iban", false, {}, false, {iban}});
+  PatternDef ssn = token("[^0-9A-Za-z_\\-]", "[0-9]{3}-[0-9]{2}-[0-9]{4}", "[^0-9A-Za-z_\\-]", Check::kSsn, kDigits,
+                         kDigits);
+  ssn.shape = Shape::kSsn;
+  d.push_back({"ssn", false, {}, false, {ssn}});
   {
     PatternDef p;
     p.regex =
@@ -61,7 +66,7 @@ std::vector<BuiltinDef> make_detectors() {
   }
   PatternDef nanp = token("[^A-Za-z0-9_+\\-.]", "(?:1[ .\\-]?)?(?:\\([0-9]{3}\\) ?|[0-9]{3}[.\\-])[0-9]{3}[.\\-][0-9]{4}",
                           "[^0-9A-Za-z_\\-.]|\\.(?:[^0-9]|$)", Check::kPhone, "(0-9", kDigits);
-  nanp.prefilter = "(?:\\) ?|[.\\-])[0-9]{3}[.\\-][0-9]{4}(?:[^0-9A-Za-z_\\-.]|\\.(?:[^0-9]|$)|$)";
+  nanp.shape = Shape::kNanp;
   d.push_back(
       {"phone", false, {}, false,
        {token("[^A-Za-z0-9_+]", "\\+[1-9][0-9]{7,14}", "[^0-9A-Za-z_]", Check::kPhone, "+", kDigits),

@@ -7,7 +7,10 @@
 // or wider than kMaxShortWidth) come with an opener: a short expression for
 // their first bytes, whose start is theirs (no opener can occur inside one
 // of their matches), so a stream knows where such a match may begin before
-// it ends.
+// it ends. The numeric detectors (cards, IBANs, SSNs, NANP phones) are not
+// in the Hyperscan database: a block-wise scan of byte-class masks finds the
+// fixed shapes every match of theirs contains and proposes the ends that
+// follow them; RE2 running `regex` decides each end (see Shape).
 #pragma once
 
 #include <ztee/dlp.hpp>
@@ -17,6 +20,14 @@
 #include <vector>
 
 namespace ztee::detail::dlp {
+
+// Digit-shaped detectors whose expressions have no literal to anchor on: an
+// automaton for them steps through every digit and capital of the input
+// (several times slower than the rest of the database together). Each match
+// contains one of its shape's witnesses, and ends within a short reach after
+// it (scanner.cpp, kWalks).
+enum class Shape { kNone, kCard, kIban, kSsn, kNanp };
+inline constexpr int kShapes = 5;
 
 enum class Check { kNone, kCard, kIban, kSsn, kEmail, kPhone, kAwsContext, kAwsBare, kJwt, kGeneric };
 
@@ -31,6 +42,9 @@ struct PatternDef {
   // ends wherever `regex` can end) that is cheaper to run; each of its ends is
   // then confirmed by RE2 running `regex` over the window before it.
   std::string prefilter;
+  // Not in the Hyperscan database: ends proposed by the shape scan, each
+  // confirmed by RE2 running `regex`.
+  Shape shape = Shape::kNone;
   Check check = Check::kNone;
   std::string front = "*";  // bytes a core may start with ("*": any, never trimmed)
   std::string back = "*";   // bytes a core may end with

@@ -11,6 +11,18 @@
 // start of its opener. Candidates are then trimmed to their core, validated,
 // and decided leftmost-first once no undiscovered candidate can start before
 // them; output is released up to that point.
+//
+// The digit-shaped detectors (Shape) stay out of the Hyperscan database: on
+// output full of numbers (timestamps, ids, base64) their automata would step
+// through every digit and capital. Instead, each 64-byte block is turned
+// into byte-class bit masks (AVX-512BW, AVX2 or SSE2 as the CPU has), shifted and ANDed into
+// witness masks: positions where a fixed shape every match of the detector
+// contains ends (ddd-dd-dddd; ddd[.-]dddd; 13 digits; dddd[ -]dddd; 15
+// capitals/digits; XXXX XXXX). From each witness a short walk over the
+// token proposes the ends that can follow it, and RE2 runs the detector's
+// expression over the window before each: the same ends Hyperscan would
+// have reported. Witnesses are taken kShapeLag bytes behind the input so a
+// walk never runs past it (finish() takes the rest).
 #include <ztee/dlp.hpp>
 
 #include "dlp/patterns.hpp"
@@ -22,9 +34,14 @@
 #include <openssl/rand.h>
 #include <re2/re2.h>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <array>
 #include <climits>
+#include <cstring>
 #include <limits>
 #include <set>
 
@@ -140,6 +157,200 @@ bool valid_name(std::string_view n) {
   return true;
 }
 
+// Witnesses are taken this many bytes behind the input (>= every walk's
+// reach plus a two-byte trail).
+constexpr uint64_t kShapeLag = 48;
+
+struct ClassMasks {  // bit i: byte i of the block
+  uint64_t digit = 0, d26 = 0, letter = 0, upper = 0, alnum = 0, dash = 0, space = 0, dot = 0;
+};
+
+// Byte-class masks of p[0, n), n <= 64; bits past n stay clear. One
+// version per instruction set, picked once (classify_fn).
+[[maybe_unused]] ClassMasks classify_portable(const unsigned char* p, size_t n) {
+  ClassMasks m;
+  for (size_t i = 0; i < n; ++i) {
+    unsigned char c = p[i];
+    uint64_t b = uint64_t{1} << i;
+    bool dg = c >= '0' && c <= '9', up = c >= 'A' && c <= 'Z';
+    if (dg) m.digit |= b;
+    if (c >= '2' && c <= '6') m.d26 |= b;
+    if (up) m.letter |= b;
+    if (dg || up) m.upper |= b;
+    if (dg || up || (c >= 'a' && c <= 'z')) m.alnum |= b;
+    if (c == '-') m.dash |= b;
+    if (c == ' ') m.space |= b;
+    if (c == '.') m.dot |= b;
+  }
+  return m;
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+// No lambdas in these: they would not inherit the function's target.
+#define ZTEE_BITS(MOVEMASK, v) static_cast<uint64_t>(static_cast<uint32_t>(MOVEMASK(v)))
+#define ZTEE_IN(SUB, MIN, EQ, SET1, MOVEMASK, lo, span) \
+  (t = SUB(x, SET1(lo)), ZTEE_BITS(MOVEMASK, EQ(MIN(t, SET1(span)), t)))
+
+ClassMasks classify_sse2(const unsigned char* p, size_t n) {
+  ClassMasks m;
+  alignas(16) unsigned char tmp[64];
+  if (n < 64) {
+    std::memset(tmp, 0, sizeof tmp);
+    std::memcpy(tmp, p, n);
+    p = tmp;
+  }
+  for (int k = 0; k < 4; ++k) {
+    __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * k)), t;
+    int sh = 16 * k;
+    uint64_t dm = ZTEE_IN(_mm_sub_epi8, _mm_min_epu8, _mm_cmpeq_epi8, _mm_set1_epi8, _mm_movemask_epi8, '0', 9);
+    uint64_t um = ZTEE_IN(_mm_sub_epi8, _mm_min_epu8, _mm_cmpeq_epi8, _mm_set1_epi8, _mm_movemask_epi8, 'A', 25);
+    uint64_t lm = ZTEE_IN(_mm_sub_epi8, _mm_min_epu8, _mm_cmpeq_epi8, _mm_set1_epi8, _mm_movemask_epi8, 'a', 25);
+    m.digit |= dm << sh;
+    m.d26 |= ZTEE_IN(_mm_sub_epi8, _mm_min_epu8, _mm_cmpeq_epi8, _mm_set1_epi8, _mm_movemask_epi8, '2', 4) << sh;
+    m.letter |= um << sh;
+    m.upper |= (dm | um) << sh;
+    m.alnum |= (dm | um | lm) << sh;
+    m.dash |= ZTEE_BITS(_mm_movemask_epi8, _mm_cmpeq_epi8(x, _mm_set1_epi8('-'))) << sh;
+    m.space |= ZTEE_BITS(_mm_movemask_epi8, _mm_cmpeq_epi8(x, _mm_set1_epi8(' '))) << sh;
+    m.dot |= ZTEE_BITS(_mm_movemask_epi8, _mm_cmpeq_epi8(x, _mm_set1_epi8('.'))) << sh;
+  }
+  return m;
+}
+
+__attribute__((target("avx2"))) ClassMasks classify_avx2(const unsigned char* p, size_t n) {
+  ClassMasks m;
+  alignas(32) unsigned char tmp[64];
+  if (n < 64) {
+    std::memset(tmp, 0, sizeof tmp);
+    std::memcpy(tmp, p, n);
+    p = tmp;
+  }
+  for (int k = 0; k < 2; ++k) {
+    __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32 * k)), t;
+    int sh = 32 * k;
+    uint64_t dm = ZTEE_IN(_mm256_sub_epi8, _mm256_min_epu8, _mm256_cmpeq_epi8, _mm256_set1_epi8, _mm256_movemask_epi8, '0', 9);
+    uint64_t um = ZTEE_IN(_mm256_sub_epi8, _mm256_min_epu8, _mm256_cmpeq_epi8, _mm256_set1_epi8, _mm256_movemask_epi8, 'A', 25);
+    uint64_t lm = ZTEE_IN(_mm256_sub_epi8, _mm256_min_epu8, _mm256_cmpeq_epi8, _mm256_set1_epi8, _mm256_movemask_epi8, 'a', 25);
+    m.digit |= dm << sh;
+    m.d26 |= ZTEE_IN(_mm256_sub_epi8, _mm256_min_epu8, _mm256_cmpeq_epi8, _mm256_set1_epi8, _mm256_movemask_epi8, '2', 4)
+             << sh;
+    m.letter |= um << sh;
+    m.upper |= (dm | um) << sh;
+    m.alnum |= (dm | um | lm) << sh;
+    m.dash |= ZTEE_BITS(_mm256_movemask_epi8, _mm256_cmpeq_epi8(x, _mm256_set1_epi8('-'))) << sh;
+    m.space |= ZTEE_BITS(_mm256_movemask_epi8, _mm256_cmpeq_epi8(x, _mm256_set1_epi8(' '))) << sh;
+    m.dot |= ZTEE_BITS(_mm256_movemask_epi8, _mm256_cmpeq_epi8(x, _mm256_set1_epi8('.'))) << sh;
+  }
+  return m;
+}
+#undef ZTEE_IN
+#undef ZTEE_BITS
+
+__attribute__((target("avx512f,avx512bw"))) ClassMasks classify_avx512(const unsigned char* p, size_t n) {
+  const __mmask64 valid = n >= 64 ? ~__mmask64{0} : (__mmask64{1} << n) - 1;
+  const __m512i x = _mm512_maskz_loadu_epi8(valid, p);  // reads only the n bytes
+#define ZTEE_IN(lo, span) \
+  static_cast<uint64_t>(_mm512_cmple_epu8_mask(_mm512_sub_epi8(x, _mm512_set1_epi8(lo)), _mm512_set1_epi8(span)))
+#define ZTEE_IS(c) static_cast<uint64_t>(_mm512_cmpeq_epi8_mask(x, _mm512_set1_epi8(c)))
+  ClassMasks m;
+  m.digit = ZTEE_IN('0', 9);
+  m.d26 = ZTEE_IN('2', 4);
+  m.letter = ZTEE_IN('A', 25);
+  m.upper = m.digit | m.letter;
+  m.alnum = m.upper | ZTEE_IN('a', 25);
+  m.dash = ZTEE_IS('-');
+  m.space = ZTEE_IS(' ');
+  m.dot = ZTEE_IS('.');
+#undef ZTEE_IN
+#undef ZTEE_IS
+  return m;
+}
+#endif
+
+using ClassifyFn = ClassMasks (*)(const unsigned char*, size_t);
+
+ClassifyFn classify_fn() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512bw")) return classify_avx512;
+  if (__builtin_cpu_supports("avx2")) return classify_avx2;
+  return classify_sse2;
+#else
+  return classify_portable;
+#endif
+}
+
+// A witness kind: which detector it serves and how its walk goes on.
+struct Walk {
+  Shape shape;
+  bool digits;          // run class: digits (else capitals and digits)
+  const char* seps;     // one of these may join two runs ("": none)
+  const char* seps2;    // a trail byte after which the match may end one byte later
+  uint32_t reach;       // run ends considered at most this far after the witness
+};
+// The witnesses: SSN and NANP phones end with theirs (ddd-dd-dddd,
+// ddd[.-]dddd). Cards and IBANs begin with theirs, a lead byte and the first
+// bytes of the match: a non-digit then [2-6] and 12 digits (bare) or
+// [2-6]ddd[ -]dddd (grouped, 4-4-4-x and 4-6-x alike); a byte that is no
+// letter or digit, then two capitals, two digits and 11 capitals/digits
+// (electronic) or AA99 XXXX XXXX (printed). Reaches: the longest match
+// (19 digits; 4-4-4-4-4 = 24 bytes; 34; 4 + 7 * 5 + 4 = 43) less the bytes
+// of the match in the witness.
+constexpr Walk kWalks[] = {
+    {Shape::kSsn, true, "", "", 0},        {Shape::kNanp, true, "", ".", 0},
+    {Shape::kCard, true, "", " -", 6},     {Shape::kCard, true, " -", " -", 15},
+    {Shape::kIban, false, "", "", 19},     {Shape::kIban, false, " ", "", 29},
+};
+constexpr int kWalkKinds = sizeof(kWalks) / sizeof(kWalks[0]);
+
+// A block's masks with the runs the witnesses are built from. Shifts
+// reach into the previous block (its bits, computed the same way), so every
+// byte is classified once; before the stream every mask is clear (the
+// expressions' ^ counts as "not a digit/letter").
+struct BlockBits {
+  uint64_t d = 0, d26 = 0, L = 0, u = 0, al = 0, dash = 0, sp = 0, dot = 0;
+  uint64_t d2 = 0, d4 = 0, d8 = 0, u2 = 0, u4 = 0, u8 = 0, lldd = 0;  // lldd: last byte of two capitals, two digits
+};
+
+// Bit i of the result: bit i - k of the stream of `f` (cur after prev).
+inline uint64_t back(const BlockBits& cur, const BlockBits& prev, uint64_t BlockBits::*f, int k) {
+  return (cur.*f << k) | (prev.*f >> (64 - k));
+}
+
+inline BlockBits derive(const ClassMasks& m, const BlockBits& prev) {
+  using X = BlockBits;
+  BlockBits b;
+  b.d = m.digit, b.d26 = m.d26, b.L = m.letter, b.u = m.upper, b.al = m.alnum;
+  b.dash = m.dash, b.sp = m.space, b.dot = m.dot;
+  b.d2 = b.d & back(b, prev, &X::d, 1);
+  b.d4 = b.d2 & back(b, prev, &X::d2, 2);
+  b.d8 = b.d4 & back(b, prev, &X::d4, 4);
+  b.u2 = b.u & back(b, prev, &X::u, 1);
+  b.u4 = b.u2 & back(b, prev, &X::u2, 2);
+  b.u8 = b.u4 & back(b, prev, &X::u4, 4);
+  b.lldd = b.d2 & back(b, prev, &X::L, 2) & back(b, prev, &X::L, 3);
+  return b;
+}
+
+// Each kind is tested on its rarest part first (a separator before four
+// digits; eight digits; two capitals and two digits): most blocks stop there.
+inline void witnesses(const BlockBits& c, const BlockBits& p, uint64_t w[kWalkKinds]) {
+  auto B = [&](uint64_t BlockBits::*f, int k) { return back(c, p, f, k); };
+  using X = BlockBits;
+  for (int k = 0; k < kWalkKinds; ++k) w[k] = 0;
+  if (uint64_t sep4 = c.d4 & (B(&X::dash, 4) | B(&X::dot, 4) | B(&X::sp, 4))) {
+    uint64_t dash4 = sep4 & B(&X::dash, 4);
+    if (dash4) w[0] = dash4 & B(&X::d2, 5) & B(&X::dash, 7) & B(&X::d2, 8) & B(&X::d, 10);
+    w[1] = (dash4 | (sep4 & B(&X::dot, 4))) & B(&X::d2, 5) & B(&X::d, 7);
+    w[3] = (dash4 | (sep4 & B(&X::sp, 4))) & ~B(&X::d, 9) & B(&X::d26, 8) & B(&X::d2, 6) & B(&X::d, 5);
+  }
+  if (c.d8) w[2] = c.d8 & B(&X::d4, 8) & B(&X::d26, 12) & ~B(&X::d, 13);
+  if (c.lldd | (p.lldd >> 50)) {
+    w[4] = c.u8 & B(&X::lldd, 11) & B(&X::u, 10) & B(&X::u2, 8) & ~B(&X::al, 15);
+    w[5] = c.u4 & B(&X::sp, 4) & B(&X::u4, 5) & B(&X::sp, 9) & B(&X::lldd, 10) & ~B(&X::al, 14);
+  }
+}
+
 struct HsDatabase {
   hs_database_t* db = nullptr;
   hs_scratch_t* scratch = nullptr;
@@ -171,7 +382,8 @@ struct Pattern {
   Check check = Check::kNone;
   ByteSet front{}, back{};
   uint64_t max_width = 0;
-  bool confirm = false;      // Hyperscan runs a prefilter: RE2 decides
+  bool confirm = false;      // Hyperscan runs a prefilter (or a shape scan proposes ends): RE2 decides
+  Shape shape = Shape::kNone;
   std::shared_ptr<RE2> re_mid, re_eod;  // short matches and openers found by RE2
 };
 
@@ -192,6 +404,9 @@ class DlpScannerImpl {
   uint64_t window[2] = {0, 0};  // per track: no unseen candidate starts before total - window
   uint64_t keep = 0;            // bytes kept for start recovery
   bool has_edits = false;
+  int shape_pattern[kShapes] = {-1, -1, -1, -1, -1};  // pattern of each Shape in use
+  bool any_shape = false;
+  ClassifyFn classify = classify_fn();
 
   Result<void> build();
   Result<void> add_pattern(int owner, const PatternDef& def, bool caller, bool caseless);
@@ -236,7 +451,8 @@ Result<void> DlpScannerImpl::add_pattern(int owner, const PatternDef& def, bool 
   Pattern p;
   p.owner = owner;
   p.regex = def.prefilter.empty() ? def.regex : def.prefilter;
-  p.confirm = !def.prefilter.empty();
+  p.confirm = !def.prefilter.empty() || def.shape != Shape::kNone;
+  p.shape = def.shape;
   p.hs_flags = flags;
   p.caseless = caseless;
   p.check = def.check;
@@ -396,12 +612,21 @@ Result<void> DlpScannerImpl::build() {
   }
   if (patterns.empty()) return invalid("DlpOptions: no detector and no injection rule is enabled");
 
-  // Windows.
-  for (const auto& p : patterns) {
+  // Windows. A shape pattern's ends are found up to kShapeLag bytes late,
+  // and its witness masks need the 64-byte block before.
+  for (size_t i = 0; i < patterns.size(); ++i) {
+    const auto& p = patterns[i];
     if (p.group >= 0 && !p.opener) continue;  // long matches: bounded by their opener
     int t = owners[static_cast<size_t>(p.owner)].track;
-    window[t] = std::max(window[t], p.max_width);
-    keep = std::max(keep, p.max_width + 1);
+    uint64_t lag = p.shape == Shape::kNone ? 0 : kShapeLag;
+    window[t] = std::max(window[t], p.max_width + lag);
+    keep = std::max(keep, p.max_width + 1 + lag + (lag ? 128 : 0));  // two blocks of masks
+    if (p.shape != Shape::kNone) {
+      if (shape_pattern[static_cast<int>(p.shape)] >= 0)
+        return make_error(Errc::kInternal, "two built-in patterns with one shape");
+      shape_pattern[static_cast<int>(p.shape)] = static_cast<int>(i);
+      any_shape = true;
+    }
   }
   has_edits = std::any_of(owners.begin(), owners.end(), [](const Owner& o) { return o.track == 0; });
 
@@ -409,12 +634,13 @@ Result<void> DlpScannerImpl::build() {
   std::vector<const char*> exprs;
   std::vector<unsigned> flags, ids;
   for (size_t i = 0; i < patterns.size(); ++i) {
+    if (patterns[i].shape != Shape::kNone) continue;
     exprs.push_back(patterns[i].regex.c_str());
     flags.push_back(patterns[i].hs_flags);
     ids.push_back(static_cast<unsigned>(i));
   }
   hs_compile_error_t* err = nullptr;
-  if (hs_compile_multi(exprs.data(), flags.data(), ids.data(), static_cast<unsigned>(exprs.size()), HS_MODE_STREAM,
+  if (!exprs.empty() && hs_compile_multi(exprs.data(), flags.data(), ids.data(), static_cast<unsigned>(exprs.size()), HS_MODE_STREAM,
                        nullptr, &hs.db, &err) != HS_SUCCESS) {
     std::string where = "the database";
     if (err && err->expression >= 0) {
@@ -425,7 +651,7 @@ Result<void> DlpScannerImpl::build() {
     hs_free_compile_error(err);
     return invalid(fmt::format("Hyperscan cannot compile {}: {}", where, m));
   }
-  if (hs_alloc_scratch(hs.db, &hs.scratch) != HS_SUCCESS) return make_error(Errc::kNoMemory, "hs_alloc_scratch failed");
+  if (hs.db && hs_alloc_scratch(hs.db, &hs.scratch) != HS_SUCCESS) return make_error(Errc::kNoMemory, "hs_alloc_scratch failed");
 
   hash_key = opts.hash_key;
   if (hash_key.empty()) {
@@ -446,6 +672,7 @@ class DlpStreamImpl {
     if (scratch_) hs_free_scratch(scratch_);
   }
   Result<void> open() {
+    if (!sc_->hs.db) return {};  // shape patterns only
     if (hs_clone_scratch(sc_->hs.scratch, &scratch_) != HS_SUCCESS) return make_error(Errc::kNoMemory, "hs_clone_scratch failed");
     if (hs_open_stream(sc_->hs.db, 0, &hs_) != HS_SUCCESS) return make_error(Errc::kNoMemory, "hs_open_stream failed");
     return {};
@@ -478,6 +705,9 @@ class DlpStreamImpl {
     return 0;
   }
   void match(unsigned id, uint64_t to);
+  void scan_shapes();
+  void walk(const Walk& k, int pid, uint64_t witness_end);
+  void propose(int pid, uint64_t to);
   bool recover_start(const Pattern& p, uint64_t to, uint64_t* start);
   std::string_view bytes(uint64_t a, uint64_t b) const {
     return std::string_view(buf_).substr(static_cast<size_t>(a - base_), static_cast<size_t>(b - a));
@@ -503,6 +733,9 @@ class DlpStreamImpl {
   uint64_t last_end_[2] = {0, 0};
   int last_owner_[2] = {-1, -1};
   size_t last_anomaly_[2] = {SIZE_MAX, SIZE_MAX};
+  uint64_t shape_pos_ = 0;  // witnesses ending before this are done
+  std::array<uint64_t, 8> proposed_[kShapes] = {};  // recent ends proposed per shape (+1; 0: none)
+  unsigned proposed_at_[kShapes] = {};
 };
 
 void DlpStreamImpl::fail(std::string why) {
@@ -519,7 +752,7 @@ bool DlpStreamImpl::recover_start(const Pattern& p, uint64_t to, uint64_t* start
     return false;
   }
   std::string_view text = bytes(lo, to);
-  const RE2& re = ending_ ? *p.re_eod : *p.re_mid;
+  const RE2& re = ending_ && to == total_ ? *p.re_eod : *p.re_mid;
   re2::StringPiece m;
   size_t pos = 0;
   while (pos <= text.size()) {
@@ -569,6 +802,90 @@ void DlpStreamImpl::match(unsigned id, uint64_t to) {
     return;
   }
   add_candidate(p, static_cast<int>(id), start, to, false);
+}
+
+void DlpStreamImpl::propose(int pid, uint64_t to) {
+  int sh = static_cast<int>(sc_->patterns[static_cast<size_t>(pid)].shape);
+  auto& recent = proposed_[sh];
+  if (std::find(recent.begin(), recent.end(), to + 1) != recent.end()) return;
+  recent[proposed_at_[sh]++ % recent.size()] = to + 1;
+  uint64_t start = 0;
+  const Pattern& p = sc_->patterns[static_cast<size_t>(pid)];
+  if (!recover_start(p, to, &start)) return;
+  add_candidate(p, pid, start, to, false);
+}
+
+// From a witness ending at `witness_end` (its last byte + 1, a run byte):
+// every end e of a run of k's class within its reach, the runs joined by
+// single separators; each proposes the ends a trail of one or two bytes
+// (or the end of the stream) gives.
+void DlpStreamImpl::walk(const Walk& k, int pid, uint64_t witness_end) {
+  auto in_run = [&](unsigned char c) {
+    return (c >= '0' && c <= '9') || (!k.digits && c >= 'A' && c <= 'Z');
+  };
+  auto one_of = [](const char* set, unsigned char c) { return c != 0 && std::strchr(set, c) != nullptr; };
+  uint64_t limit = witness_end + k.reach;
+  uint64_t x = witness_end;
+  while (true) {
+    if (x < total_ && in_run(static_cast<unsigned char>(buf_[static_cast<size_t>(x - base_)]))) {
+      if (++x > limit) return;
+      continue;
+    }
+    // x: a run end.
+    if (x == total_) {
+      if (ending_) propose(pid, x);
+      return;
+    }
+    unsigned char c = static_cast<unsigned char>(buf_[static_cast<size_t>(x - base_)]);
+    propose(pid, x + 1);
+    if (one_of(k.seps2, c) && x + 2 <= total_) propose(pid, x + 2);
+    if (!one_of(k.seps, c) || x + 1 >= total_ || x + 1 > limit ||
+        !in_run(static_cast<unsigned char>(buf_[static_cast<size_t>(x + 1 - base_)])))
+      return;
+    x += 2;
+  }
+}
+
+void DlpStreamImpl::scan_shapes() {
+  if (!sc_->any_shape) return;
+  uint64_t limit = ending_ ? total_ : (total_ > kShapeLag ? total_ - kShapeLag : 0);
+  if (shape_pos_ >= limit) return;
+  // 64-byte blocks at multiples of 64 in the stream.
+  auto masks = [&](uint64_t q, ClassMasks* m) {
+    if (q < base_) {
+      fail(fmt::format("shape block before the kept bytes ({} < {})", q, base_));
+      return false;
+    }
+    size_t n = static_cast<size_t>(std::min<uint64_t>(64, total_ - q));
+    *m = sc_->classify(reinterpret_cast<const unsigned char*>(buf_.data() + (q - base_)), n);
+    return true;
+  };
+  uint64_t q = shape_pos_ & ~uint64_t{63};
+  BlockBits prev;
+  ClassMasks m;
+  if (q >= 64) {
+    if (!masks(q - 64, &m)) return;
+    prev = derive(m, BlockBits{});  // its high bits, the ones used, need nothing before it
+  }
+  while (q < limit && !failed_) {
+    if (!masks(q, &m)) return;
+    BlockBits cur = derive(m, prev);
+    uint64_t w[kWalkKinds];
+    witnesses(cur, prev, w);
+    // Bits for witnesses ending in [shape_pos_, limit).
+    uint64_t lo = shape_pos_ - q, hi = std::min<uint64_t>(64, limit - q);
+    uint64_t keep = (hi >= 64 ? ~uint64_t{0} : (uint64_t{1} << hi) - 1) & ~((uint64_t{1} << lo) - 1);
+    for (int kind = 0; kind < kWalkKinds; ++kind) {
+      uint64_t bits = w[kind] & keep;
+      if (!bits) continue;
+      int pid = sc_->shape_pattern[static_cast<int>(kWalks[kind].shape)];
+      if (pid < 0) continue;
+      for (; bits; bits &= bits - 1) walk(kWalks[kind], pid, q + static_cast<uint64_t>(__builtin_ctzll(bits)) + 1);
+    }
+    shape_pos_ = q + hi;
+    prev = cur;
+    q += 64;
+  }
 }
 
 void DlpStreamImpl::add_candidate(const Pattern& p, int pid, uint64_t s, uint64_t e, bool truncated) {
@@ -743,10 +1060,12 @@ std::string DlpStreamImpl::feed(std::string_view chunk) {
   if (chunk.empty()) return {};
   buf_.append(chunk);
   total_ += chunk.size();
-  if (hs_scan_stream(hs_, chunk.data(), static_cast<unsigned>(chunk.size()), 0, scratch_, on_match, this) != HS_SUCCESS) {
+  if (hs_ && hs_scan_stream(hs_, chunk.data(), static_cast<unsigned>(chunk.size()), 0, scratch_, on_match, this) !=
+                 HS_SUCCESS) {
     fail("hs_scan_stream failed");
     return {};
   }
+  scan_shapes();
   if (failed_) return {};
   expire(false);
   decide(false);
@@ -756,9 +1075,10 @@ std::string DlpStreamImpl::feed(std::string_view chunk) {
 std::string DlpStreamImpl::finish() {
   if (finished_ || failed_) return {};
   ending_ = true;
-  hs_error_t rc = hs_close_stream(hs_, scratch_, on_match, this);
+  hs_error_t rc = hs_ ? hs_close_stream(hs_, scratch_, on_match, this) : HS_SUCCESS;
   hs_ = nullptr;
   if (rc != HS_SUCCESS) fail("hs_close_stream failed");
+  scan_shapes();
   if (failed_) return {};
   expire(true);
   decide(true);

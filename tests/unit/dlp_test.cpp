@@ -476,6 +476,41 @@ TEST_CASE("dlp: streaming equals one buffer at every split") {
   }
 }
 
+TEST_CASE("dlp: digit-shaped detectors at every offset of the stream's blocks and at its ends") {
+  // Cards, IBANs, SSNs and NANP phones are found by the block-wise shape
+  // scan: each value, placed at every offset across two 64-byte blocks and
+  // at the very start and end of the stream, is one finding of its detector
+  // with its exact span, whatever the chunking.
+  auto s = scanner();
+  auto corpus = positive_corpus();
+  std::vector<Sample> shaped;
+  std::map<std::string, int> per;
+  for (const auto& c : corpus)
+    if ((c.detector == "card" || c.detector == "iban" || c.detector == "ssn" ||
+         (c.detector == "phone" && c.value[0] != '+')) &&
+        per[c.detector]++ < 6)
+      shaped.push_back(c);
+  REQUIRE(per.size() == 4);
+  std::mt19937 rng(9);
+  for (const auto& c : shaped) {
+    for (size_t pad = 0; pad <= 140; ++pad) {
+      for (int tail = 0; tail < 2; ++tail) {
+        std::string pre = pad ? std::string(pad - 1, 'x') + " " : "";
+        std::string text = pre + c.value + (tail ? "\n" : "");
+        std::vector<size_t> cuts;
+        std::uniform_int_distribution<size_t> d(1, 70);
+        for (size_t at = d(rng); at < text.size(); at += d(rng)) cuts.push_back(at);
+        for (const auto& r : {scan(s, text), scan_split(s, text, cuts)}) {
+          REQUIRE_MESSAGE(r.findings.size() == 1, c.detector, " '", c.value, "' after ", pad, ": ", describe(r.findings));
+          CHECK(r.findings[0].detector == c.detector);
+          CHECK(r.findings[0].offset == pre.size());
+          CHECK(r.findings[0].length == c.value.size());
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE("dlp: modes") {
   const std::string c1 = "4111 1111 1111 1111", c2 = "4111-1111-1111-1111", c3 = "4111111111111111";
   std::string text = "a " + c1 + " b " + c2 + " c " + c3 + " d 5500000000000004 e";
