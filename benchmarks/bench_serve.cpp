@@ -25,7 +25,8 @@
 //                            server's one HTTP loop) serving the same body as a
 //                            static file, same client. --rounds (3) rounds of
 //                            --noop-seconds (3) each, interleaved. Skipped with a
-//                            message when nginx is not installed.
+//                            message when nginx is not installed ($ZTEE_BENCH_NGINX:
+//                            another nginx binary).
 //
 // Usage: ztee-bench-serve [--samples N] [--pool N] [--clients N] [--sandboxes N]
 //        [--seconds S] [--load-rounds N] [--conns N] [--rounds N] [--noop-seconds S]
@@ -522,11 +523,17 @@ int main(int argc, char** argv) {
 
   if (!skip_noop) {
     std::printf("\n== GET /healthz: ztee serve vs nginx (static file), %d connections, %d x %ld s each\n", conns, rounds, noop_s);
-    std::string nginx;
-    for (const char* p : {"/usr/sbin/nginx", "/usr/bin/nginx"})
-      if (::access(p, X_OK) == 0) nginx = p;
+    // $ZTEE_BENCH_NGINX names another nginx binary.
+    std::string want = env_or("ZTEE_BENCH_NGINX", ""), nginx;
+    if (!want.empty()) {
+      if (::access(want.c_str(), X_OK) == 0) nginx = want;
+    } else {
+      for (const char* p : {"/usr/sbin/nginx", "/usr/bin/nginx"})
+        if (nginx.empty() && ::access(p, X_OK) == 0) nginx = p;
+    }
     if (nginx.empty()) {
-      std::printf("SKIP: nginx is not installed (apt-get install nginx): no baseline for the server's own cost per request\n");
+      std::printf("SKIP: nginx is not installed (apt-get install nginx; or $ZTEE_BENCH_NGINX): the no-op route "
+                  "has no baseline, so it is not measured\n");
     } else {
       std::string nd = g_dir + "/nginx";
       std::filesystem::create_directories(nd + "/www");
