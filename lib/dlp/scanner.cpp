@@ -709,8 +709,19 @@ class DlpStreamImpl {
   void walk(const Walk& k, int pid, uint64_t witness_end);
   void propose(int pid, uint64_t to);
   bool recover_start(const Pattern& p, uint64_t to, uint64_t* start);
-  std::string_view bytes(uint64_t a, uint64_t b) const {
-    return std::string_view(buf_).substr(static_cast<size_t>(a - base_), static_cast<size_t>(b - a));
+  // Stream bytes [a, b): kept bytes (buf_, from base_) then the chunk being
+  // fed (cur_, from cur_at_). A range across both is copied into join_: the
+  // view is good until the next call.
+  std::string_view bytes(uint64_t a, uint64_t b) {
+    if (a >= cur_at_) return cur_.substr(static_cast<size_t>(a - cur_at_), static_cast<size_t>(b - a));
+    if (b <= cur_at_) return std::string_view(buf_).substr(static_cast<size_t>(a - base_), static_cast<size_t>(b - a));
+    join_.assign(buf_, static_cast<size_t>(a - base_), std::string::npos);
+    join_.append(cur_.substr(0, static_cast<size_t>(b - cur_at_)));
+    return join_;
+  }
+  unsigned char byte_at(uint64_t x) const {
+    return static_cast<unsigned char>(x >= cur_at_ ? cur_[static_cast<size_t>(x - cur_at_)]
+                                                   : buf_[static_cast<size_t>(x - base_)]);
   }
   void add_candidate(const Pattern& p, int pid, uint64_t s, uint64_t e, bool truncated);
   std::string replacement(const Owner& o, std::string_view value, const std::string& canonical) const;
@@ -718,13 +729,17 @@ class DlpStreamImpl {
   void expire(bool final);
   void decide(bool final);
   std::string release(bool final);
+  void absorb(uint64_t keep);
   void fail(std::string why);
 
   std::shared_ptr<const DlpScannerImpl> sc_;
   std::string name_;
   hs_stream_t* hs_ = nullptr;
   hs_scratch_t* scratch_ = nullptr;
-  std::string buf_;
+  std::string buf_;         // bytes [base_, cur_at_) kept from earlier chunks
+  std::string_view cur_;    // the chunk feed() is scanning, from cur_at_
+  uint64_t cur_at_ = 0;
+  std::string join_;
   uint64_t base_ = 0, emitted_ = 0;
   bool ending_ = false, finished_ = false, failed_ = false;
   std::vector<Open> open_;
@@ -827,7 +842,7 @@ void DlpStreamImpl::walk(const Walk& k, int pid, uint64_t witness_end) {
   uint64_t limit = witness_end + k.reach;
   uint64_t x = witness_end;
   while (true) {
-    if (x < total_ && in_run(static_cast<unsigned char>(buf_[static_cast<size_t>(x - base_)]))) {
+    if (x < total_ && in_run(byte_at(x))) {
       if (++x > limit) return;
       continue;
     }
@@ -836,11 +851,11 @@ void DlpStreamImpl::walk(const Walk& k, int pid, uint64_t witness_end) {
       if (ending_) propose(pid, x);
       return;
     }
-    unsigned char c = static_cast<unsigned char>(buf_[static_cast<size_t>(x - base_)]);
+    unsigned char c = byte_at(x);
     propose(pid, x + 1);
     if (one_of(k.seps2, c) && x + 2 <= total_) propose(pid, x + 2);
     if (!one_of(k.seps, c) || x + 1 >= total_ || x + 1 > limit ||
-        !in_run(static_cast<unsigned char>(buf_[static_cast<size_t>(x + 1 - base_)])))
+        !in_run(byte_at(x + 1)))
       return;
     x += 2;
   }
@@ -857,7 +872,8 @@ void DlpStreamImpl::scan_shapes() {
       return false;
     }
     size_t n = static_cast<size_t>(std::min<uint64_t>(64, total_ - q));
-    *m = sc_->classify(reinterpret_cast<const unsigned char*>(buf_.data() + (q - base_)), n);
+    std::string_view b = bytes(q, q + n);
+    *m = sc_->classify(reinterpret_cast<const unsigned char*>(b.data()), n);
     return true;
   };
   uint64_t q = shape_pos_ & ~uint64_t{63};
@@ -1030,25 +1046,40 @@ void DlpStreamImpl::decide(bool final) {
 std::string DlpStreamImpl::release(bool final) {
   uint64_t r = (final || !sc_->has_edits) ? total_ : frontier(0);
   std::string out;
+  auto append = [&](uint64_t a, uint64_t b) {  // no copy through join_
+    if (a < cur_at_) out.append(bytes(a, std::min(b, cur_at_)));
+    if (b > cur_at_) out.append(bytes(std::max(a, cur_at_), b));
+  };
   for (auto& e : edits_) {
-    if (e.start > emitted_) out.append(bytes(emitted_, e.start));
+    if (e.start > emitted_) append(emitted_, e.start);
     out += e.rep;
     emitted_ = std::max(emitted_, e.end);
   }
   edits_.clear();
   if (r > emitted_) {
-    out.append(bytes(emitted_, r));
+    append(emitted_, r);
     emitted_ = r;
   }
   // Keep what start recovery, open long patterns and the unreleased tail need.
   uint64_t keep = std::min(emitted_, total_ > sc_->keep ? total_ - sc_->keep : 0);
   for (const auto& o : open_) keep = std::min(keep, o.start);
-  if (keep > base_) {
-    buf_.erase(0, static_cast<size_t>(keep - base_));
-    base_ = keep;
-  }
+  absorb(std::max(keep, base_));
   out_bytes_ += out.size();
   return out;
+}
+
+// The chunk's bytes from `keep` on become kept bytes (only those: a large
+// chunk is not copied whole).
+void DlpStreamImpl::absorb(uint64_t keep) {
+  if (keep >= cur_at_) {
+    buf_.assign(cur_.substr(static_cast<size_t>(keep - cur_at_)));
+  } else {
+    buf_.erase(0, static_cast<size_t>(keep - base_));
+    buf_.append(cur_);
+  }
+  base_ = keep;
+  cur_ = {};
+  cur_at_ = total_;
 }
 
 std::string DlpStreamImpl::feed(std::string_view chunk) {
@@ -1058,15 +1089,17 @@ std::string DlpStreamImpl::feed(std::string_view chunk) {
     return {};
   }
   if (chunk.empty()) return {};
-  buf_.append(chunk);
+  cur_ = chunk;
+  cur_at_ = total_;
   total_ += chunk.size();
   if (hs_ && hs_scan_stream(hs_, chunk.data(), static_cast<unsigned>(chunk.size()), 0, scratch_, on_match, this) !=
-                 HS_SUCCESS) {
+                 HS_SUCCESS)
     fail("hs_scan_stream failed");
+  if (!failed_) scan_shapes();
+  if (failed_) {
+    absorb(base_);
     return {};
   }
-  scan_shapes();
-  if (failed_) return {};
   expire(false);
   decide(false);
   return release(false);
