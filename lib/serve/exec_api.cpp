@@ -2,6 +2,7 @@
 #include "serve/exec_api.hpp"
 
 #include <fmt/format.h>
+#include <simdjson.h>
 
 #include <cctype>
 #include <chrono>
@@ -81,20 +82,16 @@ std::vector<Sandbox> ExecApi::abort_all() {
   return out;
 }
 
-void ExecApi::handle(HttpRequest& req, std::shared_ptr<HttpExchange> ex, const ApiKey& key) {
-  auto bad = [&](std::string msg) { ex->respond(400, "application/json", err_body(400, msg)); };
-  if (req.method != "POST") {
-    ex->respond(405, "application/json", err_body(405, "/v1/exec takes POST with a JSON body"), {{"Allow", "POST"}});
-    return;
-  }
-  if (req.body.empty()) return bad("empty body: send a JSON object such as {\"cmd\": \"echo hi\"}");
-  auto parsed = json_.parse(req.body.data(), req.body.size());
+Result<ExecRequest> parse_exec_request(std::string_view body) {
+  auto bad = [](std::string msg) { return make_error(Errc::kInvalidArgument, std::move(msg)); };
+  if (body.empty()) return bad("empty body: send a JSON object such as {\"cmd\": \"echo hi\"}");
+  thread_local simdjson::dom::parser parser;  // keeps its buffers between calls
+  auto parsed = parser.parse(body.data(), body.size());
   object o;
   if (parsed.error() != simdjson::SUCCESS) return bad(fmt::format("malformed JSON body: {}", simdjson::error_message(parsed.error())));
   if (parsed.value_unsafe().get(o) != simdjson::SUCCESS) return bad("the body must be a JSON object");
 
-  auto job = std::make_shared<Job>();
-  std::string tmpl = "base";
+  ExecRequest out;
   std::optional<std::string> cmd;
   std::vector<std::string> argv;
   bool have_argv = false;
@@ -110,7 +107,7 @@ void ExecApi::handle(HttpRequest& req, std::shared_ptr<HttpExchange> ex, const A
     if (v.is_null()) continue;
     if (k == "template") {
       if (v.get(sv) != simdjson::SUCCESS || sv.empty()) return bad("template must be a non-empty string");
-      tmpl = std::string(sv);
+      out.tmpl = std::string(sv);
     } else if (k == "cmd") {
       if (v.get(sv) != simdjson::SUCCESS || sv.empty() || has_nul(sv))
         return bad("cmd must be a non-empty string without NUL bytes (run by /bin/bash -l -c)");
@@ -118,6 +115,7 @@ void ExecApi::handle(HttpRequest& req, std::shared_ptr<HttpExchange> ex, const A
     } else if (k == "argv") {
       array a;
       if (v.get(a) != simdjson::SUCCESS || a.size() == 0) return bad("argv must be a non-empty array of strings");
+      argv.clear();
       for (auto x : a) {
         if (x.get(sv) != simdjson::SUCCESS || has_nul(sv)) return bad("argv must be a non-empty array of strings without NUL bytes");
         argv.emplace_back(sv);
@@ -132,7 +130,7 @@ void ExecApi::handle(HttpRequest& req, std::shared_ptr<HttpExchange> ex, const A
         if (e.key.empty() || e.key.find('=') != std::string_view::npos || has_nul(e.key) || has_nul(sv))
           return bad(fmt::format("env: {} is not a usable variable (names must be non-empty, without '=' or NUL)",
                                  json_str(e.key)));
-        job->eo.env[std::string(e.key)] = std::string(sv);
+        out.exec.env[std::string(e.key)] = std::string(sv);
       }
     } else if (k == "cwd") {
       if (v.get(sv) != simdjson::SUCCESS || sv.empty() || sv.front() != '/' || has_nul(sv))
@@ -168,6 +166,28 @@ void ExecApi::handle(HttpRequest& req, std::shared_ptr<HttpExchange> ex, const A
   }
   if (cmd && have_argv) return bad("give cmd or argv, not both");
   if (!cmd && !have_argv) return bad("cmd (a shell command line) or argv (an array of strings) is required");
+  out.exec.argv = cmd ? std::vector<std::string>{"/bin/bash", "-l", "-c", *cmd} : std::move(argv);
+  out.exec.user = user;
+  out.exec.cwd = !cwd.empty() ? cwd : user == "root" ? "/root" : user == "user" ? "/home/user" : "/";
+  out.exec.stdin_data = std::move(stdin_data);
+  out.exec.timeout_ms = timeout_ms;
+  out.exec.output_cap = max_output;
+  return out;
+}
+
+void ExecApi::handle(HttpRequest& req, std::shared_ptr<HttpExchange> ex, const ApiKey& key) {
+  if (req.method != "POST") {
+    ex->respond(405, "application/json", err_body(405, "/v1/exec takes POST with a JSON body"), {{"Allow", "POST"}});
+    return;
+  }
+  auto parsed = parse_exec_request(req.body);
+  if (!parsed) {
+    ex->respond(400, "application/json", err_body(400, parsed.error().message));
+    return;
+  }
+  auto job = std::make_shared<Job>();
+  std::string tmpl = parsed->tmpl;
+  job->eo = std::move(parsed->exec);
 
   std::string why;
   auto start = host_.starter(tmpl, &why);
@@ -182,12 +202,6 @@ void ExecApi::handle(HttpRequest& req, std::shared_ptr<HttpExchange> ex, const A
   job->ex = ex;
   job->t0 = std::chrono::steady_clock::now();
   job->tmpl = tmpl;
-  job->eo.argv = cmd ? std::vector<std::string>{"/bin/bash", "-l", "-c", *cmd} : std::move(argv);
-  job->eo.user = user;
-  job->eo.cwd = !cwd.empty() ? cwd : user == "root" ? "/root" : user == "user" ? "/home/user" : "/";
-  job->eo.stdin_data = std::move(stdin_data);
-  job->eo.timeout_ms = timeout_ms;
-  job->eo.output_cap = max_output;
   job->cancel = ExecCancel::create();
   job->eo.cancel = job->cancel;
   jobs_[job->id] = job;

@@ -26,13 +26,20 @@
 #include <string_view>
 #include <vector>
 
-#include <simdjson.h>
-
 #include "serve/http.hpp"
 #include "serve/metrics.hpp"
 #include "serve/util.hpp"
 
 namespace ztee::serve {
+
+// A checked /v1/exec request.
+struct ExecRequest {
+  std::string tmpl = "base";
+  ExecOptions exec;  // argv, env, cwd, user, stdin_data, timeout_ms, output_cap
+};
+// Parses and checks a /v1/exec body. Fails (kInvalidArgument) with a message
+// that names the field and what it must be. Any thread.
+Result<ExecRequest> parse_exec_request(std::string_view body);
 
 // What /v1/exec needs from the server around it.
 struct ExecHost {
@@ -67,7 +74,6 @@ class ExecApi {
   void finish(const std::shared_ptr<Job>& job, int status, std::string body, ExecOutcome outcome);
 
   ExecHost host_;
-  simdjson::dom::parser json_;
   std::map<uint64_t, std::shared_ptr<Job>> jobs_;
   uint64_t next_job_ = 1;
   bool shut_ = false;

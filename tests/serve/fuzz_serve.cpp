@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "serve/exec_api.hpp"
 #include "serve/http.hpp"
 #include "serve/util.hpp"
 
@@ -17,7 +18,7 @@ using namespace ztee::serve;
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   std::string_view in(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (data[0] % 6) {
+  switch (data[0] % 7) {
     case 0: {  // multipart: "<content-type>\n<body>"
       size_t nl = in.find('\n');
       std::string_view ct = in.substr(0, nl);
@@ -49,6 +50,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 5: {
       auto out = gunzip(in, 1 << 20);
       if (out && out->size() > (1 << 20)) std::abort();
+      break;
+    }
+    case 6: {  // a /v1/exec body
+      auto r = parse_exec_request(in);
+      if (r && r->exec.argv.empty()) std::abort();
       break;
     }
     case 4: {
