@@ -10,6 +10,8 @@
 //     process.Process / filesystem.Filesystem with the JSON codec), chosen
 //     by the E2b-Sandbox-Id header (or a "<port>-<sandbox id>.<domain>" Host)
 //     and authenticated by the sandbox's X-Access-Token.
+// Beside them: POST /v1/exec (a one-shot JSON API, serve/exec_api.hpp),
+// GET /metrics (Prometheus text, serve/metrics.hpp) and GET /healthz.
 //
 // Every sandbox is a real libztee sandbox (jail, no network, verified
 // teardown), leased from a warm pool when the template has one, and
