@@ -1119,10 +1119,12 @@ std::string DlpStreamImpl::finish() {
   finished_ = true;
   buf_.clear();
   buf_.shrink_to_fit();
-  std::stable_sort(findings_.begin(), findings_.end(),
-                   [](const DlpFinding& a, const DlpFinding& b) { return a.offset < b.offset; });
-  std::stable_sort(anomalies_.begin(), anomalies_.end(),
-                   [](const InjectionAnomaly& a, const InjectionAnomaly& b) { return a.offset < b.offset; });
+  // Each track decides in offset order: with one track in use they are sorted already.
+  auto by_offset = [](const auto& a, const auto& b) { return a.offset < b.offset; };
+  if (!std::is_sorted(findings_.begin(), findings_.end(), by_offset))
+    std::stable_sort(findings_.begin(), findings_.end(), by_offset);
+  if (!std::is_sorted(anomalies_.begin(), anomalies_.end(), by_offset))
+    std::stable_sort(anomalies_.begin(), anomalies_.end(), by_offset);
   return out;
 }
 
