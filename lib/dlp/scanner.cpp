@@ -287,6 +287,10 @@ struct Walk {
   const char* seps;     // one of these may join two runs ("": none)
   const char* seps2;    // a trail byte after which the match may end one byte later
   uint32_t reach;       // run ends considered at most this far after the witness
+  // A match may end before a separator that joins two runs (IBAN: its trail
+  // is any non-alphanumeric byte; card: no, a space or dash before a digit
+  // is no trail of its expression).
+  bool ends_inside;
 };
 // The witnesses: SSN and NANP phones end with theirs (ddd-dd-dddd,
 // ddd[.-]dddd). Cards and IBANs begin with theirs, a lead byte and the first
@@ -297,9 +301,9 @@ struct Walk {
 // (19 digits; 4-4-4-4-4 = 24 bytes; 34; 4 + 7 * 5 + 4 = 43) less the bytes
 // of the match in the witness.
 constexpr Walk kWalks[] = {
-    {Shape::kSsn, true, "", "", 0},        {Shape::kNanp, true, "", ".", 0},
-    {Shape::kCard, true, "", " -", 6},     {Shape::kCard, true, " -", " -", 15},
-    {Shape::kIban, false, "", "", 19},     {Shape::kIban, false, " ", "", 29},
+    {Shape::kSsn, true, "", "", 0, true},     {Shape::kNanp, true, "", ".", 0, true},
+    {Shape::kCard, true, "", " -", 6, true},  {Shape::kCard, true, " -", " -", 15, false},
+    {Shape::kIban, false, "", "", 19, true},  {Shape::kIban, false, " ", "", 29, true},
 };
 constexpr int kWalkKinds = sizeof(kWalks) / sizeof(kWalks[0]);
 
@@ -852,11 +856,12 @@ void DlpStreamImpl::walk(const Walk& k, int pid, uint64_t witness_end) {
       return;
     }
     unsigned char c = byte_at(x);
-    propose(pid, x + 1);
-    if (one_of(k.seps2, c) && x + 2 <= total_) propose(pid, x + 2);
-    if (!one_of(k.seps, c) || x + 1 >= total_ || x + 1 > limit ||
-        !in_run(byte_at(x + 1)))
-      return;
+    bool joins = one_of(k.seps, c) && x + 1 < total_ && in_run(byte_at(x + 1));
+    if (!joins || k.ends_inside) {
+      propose(pid, x + 1);
+      if (one_of(k.seps2, c) && x + 2 <= total_) propose(pid, x + 2);
+    }
+    if (!joins || x + 1 > limit) return;
     x += 2;
   }
 }
