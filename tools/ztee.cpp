@@ -480,7 +480,6 @@ int cmd_run(ArgReader r) {
 
   // Block the termination signals before any thread starts, so only the
   // watcher thread receives them.
-  ::signal(SIGPIPE, SIG_IGN);
   sigemptyset(&g_sig.set);
   sigaddset(&g_sig.set, SIGINT);
   sigaddset(&g_sig.set, SIGTERM);
@@ -637,7 +636,6 @@ int cmd_pool(ArgReader r) {
                        kPoolUsage);
 
   // Ctrl-C ends the wait; the pool and its VMs are destroyed on the way out.
-  ::signal(SIGPIPE, SIG_IGN);
   struct sigaction sa {};
   sa.sa_handler = on_pool_signal;
   sigemptyset(&sa.sa_mask);
@@ -1095,6 +1093,10 @@ int cmd_version(ArgReader r) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Every command writes to pipes that may close early (a pager, an
+  // approver command that answers without reading its input): EPIPE is an
+  // error to handle where it matters, never a reason to die mid-teardown.
+  ::signal(SIGPIPE, SIG_IGN);
   ArgReader r;
   r.args.assign(argv + 1, argv + argc);
   if (r.done()) return usage_error("no command given", kMainUsage);

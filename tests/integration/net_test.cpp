@@ -370,6 +370,17 @@ TEST_CASE("200 networked create/exec/destroy cycles leave no process, mount, cgr
     }
     return n;
   };
+  // Where the sandboxes' cgroups are (JailOptions::cgroup_parent "ztee"):
+  // the pids hierarchy on cgroup v1, below this process's cgroup on v2.
+  std::string cg_root = "/sys/fs/cgroup/pids/ztee/";
+  if (::access("/sys/fs/cgroup/pids", F_OK) != 0) {
+    std::string self = read_text("/proc/self/cgroup");  // "0::/path\n"
+    auto at = self.find("0::");
+    REQUIRE(at != std::string::npos);
+    std::string rel = self.substr(at + 3, self.find('\n', at) - at - 3);
+    cg_root = "/sys/fs/cgroup" + (rel == "/" ? "" : rel) + "/ztee/";
+  }
+  std::vector<std::string> ids;
   // Warm-up cycle: lets the runtime create what it keeps (pre-spawned VMMs, host table).
   auto clone_once = [&](bool check_egress) {
     ztee::SandboxOptions o;
@@ -377,7 +388,11 @@ TEST_CASE("200 networked create/exec/destroy cycles leave no process, mount, cgr
     o.network.allow = {"198.18.0.10:" + std::to_string(kPortA) + "/tcp"};
     auto sb = rt.create_sandbox(o);
     REQUIRE_MESSAGE(sb.ok(), sb.error().message);
+    ids.push_back(sb->id());
+    // The cgroup is there while the clone lives: the check at the end can fail.
     if (check_egress) {
+      std::string live = cg_root + sb->id();
+      CHECK_MESSAGE(::access(live.c_str(), F_OK) == 0, live);
       auto m = probe(*sb, {tcp("198.18.0.10", kPortA), tcp("198.18.0.10", kPortB)});
       CHECK(ok(m, tcp("198.18.0.10", kPortA)));
       CHECK_FALSE(ok(m, tcp("198.18.0.10", kPortB)));
@@ -390,17 +405,23 @@ TEST_CASE("200 networked create/exec/destroy cycles leave no process, mount, cgr
     REQUIRE_MESSAGE(d.ok(), d.error().message);
   };
   clone_once(true);  // a restored clone reaches the network through its own new slot
+  int entries = test::count_state_entries();  // first: it may start the shared runtime (fds)
   int fds = test::count_fds(), mounts = count_lines("/proc/self/mountinfo"), kids = children();
-  int entries = test::count_state_entries();
   auto links = host_links();
-  int cgroups = test::count_entries("/sys/fs/cgroup/pids/ztee");
+  ids.clear();
   for (int i = 0; i < 200; ++i) clone_once(false);
   CHECK(test::count_fds() == fds);
   CHECK(count_lines("/proc/self/mountinfo") == mounts);
   CHECK(children() == kids);
   CHECK(test::count_state_entries() == entries);
   CHECK(host_links() == links);
-  CHECK(test::count_entries("/sys/fs/cgroup/pids/ztee") == cgroups);
+  // No clone's cgroup is left (by name: other processes' sandboxes may come
+  // and go in the same hierarchy meanwhile).
+  REQUIRE(ids.size() == 200);
+  std::string left;
+  for (const auto& id : ids)
+    if (::access((cg_root + id).c_str(), F_OK) == 0) left += " " + id;
+  CHECK_MESSAGE(left.empty(), "cgroups left:" << left);
 }
 
 namespace {
