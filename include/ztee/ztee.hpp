@@ -14,6 +14,7 @@
 #include <ztee/dlp.hpp>
 #include <ztee/result.hpp>
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -29,6 +30,7 @@ namespace detail {
 class RuntimeImpl;
 class SandboxImpl;
 struct CancelState;
+struct InputState;
 class PoolImpl;
 }  // namespace detail
 
@@ -227,11 +229,53 @@ class ExecCancel {
   static ExecCancel create();
   void trigger() const;  // any thread; idempotent; a no-op on an empty token
   bool triggered() const;
+  // Sends signal `sig` (1..64, the guest's numbering: SIGTERM 15, SIGINT 2,
+  // SIGUSR1 10, ...) to the whole process group of every exec running with
+  // this token right now, from any thread. Unlike trigger() it is not
+  // remembered: an exec that has not started yet, or has ended, gets nothing
+  // (a no-op, not an error). The exec ends, if the signal ends it, with
+  // ExecResult::signal set and cancelled false. Errors: kInvalidArgument for
+  // a number outside 1..64 or an empty token.
+  Result<void> signal(int sig) const;
   explicit operator bool() const { return static_cast<bool>(state_); }
 
  private:
   friend class detail::SandboxImpl;
   std::shared_ptr<detail::CancelState> state_;
+};
+
+// The stdin of one exec, written while it runs (ExecOptions::input), from any
+// thread. Bytes written before the exec starts are kept and sent when it
+// does. close() ends the stream: the command reads EOF once it has read
+// everything written before. A default-constructed handle is empty: make
+// one with ExecInput::create(). One handle serves one exec.
+//
+// Bounds: write() never blocks. Bytes wait on the host until the sandbox's
+// agent connection has room (at most kMaxBuffered of them per handle); a
+// write that would pass the bound fails with kIo, sys_errno EAGAIN, and
+// writes nothing: retry once buffered() has dropped. The guest agent reads
+// the connection continuously and keeps what the command has not read yet
+// in guest memory, so a command that never reads its stdin costs the guest
+// memory, not the host.
+class ExecInput {
+ public:
+  static constexpr size_t kMaxBuffered = 1u << 20;
+
+  ExecInput() = default;
+  static ExecInput create();
+  // Queues `data` for the command's stdin (empty data is a no-op). Errors:
+  // kInvalidArgument after close() or on an empty handle; kClosed once the
+  // exec has ended (or failed to start); kIo/EAGAIN when the bound is reached.
+  Result<void> write(std::string_view data) const;
+  // Ends the command's stdin after what was written. Idempotent; a no-op
+  // once the exec has ended.
+  void close() const;
+  size_t buffered() const;  // bytes written but not yet passed to the guest
+  explicit operator bool() const { return static_cast<bool>(state_); }
+
+ private:
+  friend class detail::SandboxImpl;
+  std::shared_ptr<detail::InputState> state_;
 };
 
 struct ExecOptions {
@@ -242,6 +286,9 @@ struct ExecOptions {
   std::string cwd;                          // empty: "/"
   std::string user;                         // empty: root; a name or numeric uid
   std::optional<std::string> stdin_data;    // none: stdin is /dev/null
+  // Stdin streamed while the command runs (see ExecInput); not together
+  // with stdin_data (kInvalidArgument), nor on a handle another exec used.
+  ExecInput input;
   uint32_t timeout_ms = 0;                  // 0: the sandbox default
   uint64_t output_cap = 0;                  // bytes of stdout+stderr kept; 0: sandbox default
   // Streaming: called with each chunk as the guest produces it, on the

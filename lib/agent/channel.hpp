@@ -35,6 +35,8 @@ class AgentChannel {
   void send_data(proto::MsgType type, uint32_t stream, std::string_view data, uint16_t last_flags);
   void close();
   size_t open_streams() const { return handlers_.size(); }
+  // Bytes sent and not yet taken by the guest's side of the socket.
+  size_t queued() const { return stream_ ? stream_->queued() : 0; }
 
   // Feeds bytes as if received (tests and the fuzz target use this).
   void receive(std::string_view bytes);

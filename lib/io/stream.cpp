@@ -35,6 +35,7 @@ void Stream::arm_recv() {
 
 void Stream::send(std::string data) {
   if (closed_ || data.empty()) return;
+  queued_ += data.size();
   out_.push_back(std::move(data));
   if (!sending_) arm_send();
 }
@@ -47,6 +48,7 @@ void Stream::arm_send() {
                self->sending_ = false;
                if (self->closed_) {
                  self->out_.clear();
+                 self->queued_ = 0;
                  return;
                }
                if (res < 0) {
@@ -58,6 +60,7 @@ void Stream::arm_send() {
                  return;
                }
                self->out_off_ += static_cast<size_t>(res);
+               self->queued_ -= static_cast<size_t>(res);
                if (self->out_off_ == self->out_.front().size()) {
                  self->out_.pop_front();
                  self->out_off_ = 0;
@@ -80,7 +83,10 @@ void Stream::close() {
     on_data_ = nullptr;
     on_close_ = nullptr;
   }
-  if (!sending_) out_.clear();  // else the in-flight send still reads it
+  if (!sending_) {
+    out_.clear();  // else the in-flight send still reads it
+    queued_ = 0;
+  }
   ::shutdown(fd_.get(), SHUT_RDWR);
   loop_.cancel_fd(fd_.get());
 }

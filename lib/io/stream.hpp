@@ -31,6 +31,7 @@ class Stream : public std::enable_shared_from_this<Stream> {
   // runs afterwards. The fd is closed when the last operation has completed.
   void close();
   bool closed() const { return closed_; }
+  size_t queued() const { return queued_; }  // bytes given to send() and not yet sent
   int fd() const { return fd_.get(); }
 
  private:
@@ -46,6 +47,7 @@ class Stream : public std::enable_shared_from_this<Stream> {
   OnClose on_close_;
   std::deque<std::string> out_;
   size_t out_off_ = 0;
+  size_t queued_ = 0;
   bool sending_ = false;
   bool closed_ = false;
   bool in_callback_ = false;

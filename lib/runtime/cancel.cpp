@@ -1,5 +1,9 @@
 #include "runtime/cancel.hpp"
 
+#include <cerrno>
+
+#include <fmt/format.h>
+
 namespace ztee {
 
 ExecCancel ExecCancel::create() {
@@ -18,12 +22,58 @@ bool ExecCancel::triggered() const {
   return state_->triggered;
 }
 
+Result<void> ExecCancel::signal(int sig) const {
+  if (sig < 1 || sig > 64)
+    return make_error(Errc::kInvalidArgument, fmt::format("signal {} is out of range: give 1..64", sig));
+  if (!state_)
+    return make_error(Errc::kInvalidArgument, "ExecCancel::signal on an empty token: make it with ExecCancel::create()");
+  state_->signal(sig);
+  return Result<void>();
+}
+
+ExecInput ExecInput::create() {
+  ExecInput in;
+  in.state_ = std::make_shared<detail::InputState>();
+  return in;
+}
+
+Result<void> ExecInput::write(std::string_view data) const {
+  if (!state_) return make_error(Errc::kInvalidArgument, "ExecInput::write on an empty handle: make it with ExecInput::create()");
+  std::lock_guard lk(state_->mu);
+  if (state_->closed) return make_error(Errc::kInvalidArgument, "ExecInput::write after close(): the command's stdin is closed");
+  if (state_->ended) return make_error(Errc::kClosed, "ExecInput::write: the command has ended; its stdin is gone");
+  if (data.empty()) return Result<void>();
+  if (state_->buf.size() + data.size() > kMaxBuffered)
+    return make_error(Errc::kIo,
+                      fmt::format("ExecInput::write: {} bytes still wait to reach the guest and {} more would pass the "
+                                  "bound of {}; retry when buffered() is lower",
+                                  state_->buf.size(), data.size(), kMaxBuffered),
+                      EAGAIN);
+  state_->buf.append(data);
+  state_->notify();
+  return Result<void>();
+}
+
+void ExecInput::close() const {
+  if (!state_) return;
+  std::lock_guard lk(state_->mu);
+  if (state_->closed) return;
+  state_->closed = true;
+  state_->notify();
+}
+
+size_t ExecInput::buffered() const {
+  if (!state_) return 0;
+  std::lock_guard lk(state_->mu);
+  return state_->buf.size();
+}
+
 namespace detail {
 
-uint64_t CancelState::add(std::function<void()> hook) {
+uint64_t CancelState::add(std::function<void(int)> hook) {
   std::lock_guard lk(mu);
   uint64_t id = next_id++;
-  if (triggered) hook();
+  if (triggered) hook(0);
   hooks.emplace(id, std::move(hook));
   return id;
 }
@@ -37,7 +87,12 @@ void CancelState::trigger() {
   std::lock_guard lk(mu);
   if (triggered) return;
   triggered = true;
-  for (auto& [id, hook] : hooks) hook();
+  for (auto& [id, hook] : hooks) hook(0);
+}
+
+void CancelState::signal(int sig) {
+  std::lock_guard lk(mu);
+  for (auto& [id, hook] : hooks) hook(sig);
 }
 
 }  // namespace detail

@@ -144,6 +144,10 @@ class SandboxImpl : public std::enable_shared_from_this<SandboxImpl> {
   // without a jail (no cgroup) or when already in the foreground.
   void set_foreground();
   void exec(ExecOptions opts, std::function<void(Result<ExecResult>)> done);
+  // Passes an exec's ExecInput bytes (and its EOF) to the agent as the
+  // socket takes them; State is exec()'s own.
+  template <typename State>
+  void drain_input(std::shared_ptr<State> st, uint32_t sid);
   void ping(Done done);
   void write_file(std::string path, std::string data, uint32_t mode, Done done);
   void read_file(std::string path, uint64_t max, std::function<void(Result<std::string>)> done);

@@ -27,6 +27,8 @@ namespace {
 constexpr uint64_t kRequestDeadlineMs = 60000;   // file ops, ping
 constexpr size_t kMaxDiffBytes = 64u << 20;
 constexpr uint64_t kExecGraceMs = 5000;          // past the guest's own timeout
+constexpr size_t kInputHighWater = 256u << 10;   // ExecInput bytes queued on the agent socket
+constexpr uint64_t kInputRetryMs = 5;            // ExecInput: next try when the socket was full
 constexpr size_t kTailBytes = 8192;
 constexpr uint64_t kChannelLossGraceMs = 1000;
 constexpr uint64_t kWatchdogMs = 1000;
@@ -635,8 +637,28 @@ void SandboxImpl::exec(ExecOptions o, std::function<void(Result<ExecResult>)> do
   if (auto e = usable()) return done(std::move(*e));
   if (o.argv.empty() == o.shell.empty())
     return done(make_error(Errc::kInvalidArgument, "exec needs either argv or a shell command (not both)"));
+  std::shared_ptr<InputState> input = o.input.state_;
+  if (input && o.stdin_data)
+    return done(make_error(Errc::kInvalidArgument, "exec takes stdin_data or an ExecInput, not both"));
+  if (input) {
+    std::lock_guard lk(input->mu);
+    if (input->taken)
+      return done(make_error(Errc::kInvalidArgument,
+                             "this ExecInput was given to another exec already: make one per exec with ExecInput::create()"));
+    input->taken = true;
+  }
+  // From here on, an early return must end `input` (see fail_input).
+  auto fail_input = [&input] {
+    if (!input) return;
+    std::lock_guard lk(input->mu);
+    input->ended = true;
+    input->buf.clear();
+  };
   if (!o.cwd.empty()) {
-    if (auto e = validate_path(o.cwd); e.code != Errc::kOk) return done(std::move(e));
+    if (auto e = validate_path(o.cwd); e.code != Errc::kOk) {
+      fail_input();
+      return done(std::move(e));
+    }
   }
   std::string j = "{";
   if (!o.argv.empty()) {
@@ -654,8 +676,10 @@ void SandboxImpl::exec(ExecOptions o, std::function<void(Result<ExecResult>)> do
     j += ",\"env\":{";
     bool first = true;
     for (auto& [k, v] : o.env) {
-      if (k.empty() || k.find('=') != std::string::npos)
+      if (k.empty() || k.find('=') != std::string::npos) {
+        fail_input();
         return done(make_error(Errc::kInvalidArgument, fmt::format("bad environment variable name \"{}\"", k)));
+      }
       if (!first) j += ',';
       first = false;
       json_append_string(j, k);
@@ -668,9 +692,11 @@ void SandboxImpl::exec(ExecOptions o, std::function<void(Result<ExecResult>)> do
   uint64_t cap = o.output_cap ? o.output_cap : opts_.output_cap;
   j += fmt::format(",\"cwd\":{},\"user\":{},\"stdin\":{},\"timeout_ms\":{},\"output_cap\":{}}}",
                    json_quote(o.cwd.empty() ? "/" : o.cwd), json_quote(o.user.empty() ? "root" : o.user),
-                   o.stdin_data ? "true" : "false", timeout, cap);
-  if (j.size() > proto::kMaxControlPayload)
+                   o.stdin_data || input ? "true" : "false", timeout, cap);
+  if (j.size() > proto::kMaxControlPayload) {
+    fail_input();
     return done(make_error(Errc::kInvalidArgument, "exec request too large (argv/env over 64 KiB)"));
+  }
 
   struct State {
     ExecResult res;
@@ -680,8 +706,16 @@ void SandboxImpl::exec(ExecOptions o, std::function<void(Result<ExecResult>)> do
     std::function<void(Result<ExecResult>)> done;
     std::shared_ptr<CancelState> cancel;
     uint64_t cancel_id = 0;
+    std::shared_ptr<InputState> input;
+    bool eof_sent = false, drain_armed = false;
     void finish(Result<ExecResult> r) {
       if (cancel) cancel->remove(cancel_id);  // no hook runs after this
+      if (input) {
+        std::lock_guard lk(input->mu);
+        input->ended = true;
+        input->wake = nullptr;
+        input->buf.clear();
+      }
       auto d = std::move(done);
       done = nullptr;
       d(std::move(r));
@@ -741,23 +775,63 @@ void SandboxImpl::exec(ExecOptions o, std::function<void(Result<ExecResult>)> do
   std::optional<std::string> stdin_data = std::move(o.stdin_data);
   std::shared_ptr<CancelState> cancel = o.cancel.state_;
   st->opts = std::move(o);
+  st->input = input;
   uint32_t sid = start_request(req, timeout ? timeout + kExecGraceMs : 0);
   vm_->agent->send(proto::MsgType::kExec, sid, j);
   if (stdin_data) vm_->agent->send_data(proto::MsgType::kStdin, sid, *stdin_data, proto::kFlagEof);
+  std::weak_ptr<SandboxImpl> self = shared_from_this();
+  Loop* loop = rt_->loop.get();
+  if (input) {
+    // Like the cancel hook below: wake runs under the handle's lock while
+    // the exec runs, and only posts to the loop.
+    {
+      std::lock_guard lk(input->mu);
+      if (!st->done) return;  // start_request failed it already
+      input->wake = [loop, self, st, sid] {
+        loop->post([self, st, sid] {
+          if (auto s = self.lock()) s->drain_input(st, sid);
+        });
+      };
+    }
+    drain_input(st, sid);
+  }
   if (cancel) {
     // The hook runs on the triggering thread, under the token's lock, while
     // this exec is registered, so the sandbox, its runtime and its loop are
     // alive (the request holds the sandbox): it only posts to the loop.
-    std::weak_ptr<SandboxImpl> self = shared_from_this();
-    Loop* loop = rt_->loop.get();
     st->cancel = cancel;
-    st->cancel_id = cancel->add([loop, self, st, sid] {
-      loop->post([self, st, sid] {
+    st->cancel_id = cancel->add([loop, self, st, sid](int sig) {
+      loop->post([self, st, sid, sig] {
         auto s = self.lock();
         if (!s || !st->done || s->usable()) return;  // ended, or the sandbox is gone
-        st->res.cancelled = true;
-        s->vm_->agent->send(proto::MsgType::kSignal, sid, "{\"signal\":9}");
+        if (sig == 0) st->res.cancelled = true;
+        s->vm_->agent->send(proto::MsgType::kSignal, sid, fmt::format("{{\"signal\":{}}}", sig ? sig : 9));
       });
+    });
+  }
+}
+
+template <typename State>
+void SandboxImpl::drain_input(std::shared_ptr<State> st, uint32_t sid) {
+  if (!st->done || usable() || st->eof_sent) return;
+  InputState& in = *st->input;
+  std::lock_guard lk(in.mu);
+  // Never more than kInputHighWater waits in the agent socket's queue: a
+  // guest that stops reading holds at most that plus ExecInput's bound.
+  while (!in.buf.empty() && vm_->agent->queued() < kInputHighWater) {
+    size_t n = std::min<size_t>(in.buf.size(), proto::kDataChunk);
+    vm_->agent->send_data(proto::MsgType::kStdin, sid, std::string_view(in.buf).substr(0, n), 0);
+    in.buf.erase(0, n);
+  }
+  if (in.buf.empty() && in.closed) {
+    st->eof_sent = true;
+    vm_->agent->send_data(proto::MsgType::kStdin, sid, "", proto::kFlagEof);
+  } else if (!in.buf.empty() && !st->drain_armed) {
+    st->drain_armed = true;
+    std::weak_ptr<SandboxImpl> self = shared_from_this();
+    rt_->loop->add_timer(kInputRetryMs, [self, st, sid] {
+      st->drain_armed = false;
+      if (auto s = self.lock()) s->drain_input(st, sid);
     });
   }
 }

@@ -1,0 +1,206 @@
+// Streamed stdin (ExecInput) and signals (ExecCancel::signal) on real microVMs.
+#include "common.hpp"
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <mutex>
+#include <thread>
+
+namespace {
+
+using namespace std::chrono_literals;
+
+// Output collected on the loop thread, read from others.
+struct Out {
+  std::mutex mu;
+  std::string text;
+  void add(std::string_view d) {
+    std::lock_guard lk(mu);
+    text.append(d);
+  }
+  std::string get() {
+    std::lock_guard lk(mu);
+    return text;
+  }
+  bool wait_for(const std::string& s, int ms = 30000) {
+    for (int i = 0; i < ms / 5; ++i) {
+      if (get().find(s) != std::string::npos) return true;
+      std::this_thread::sleep_for(5ms);
+    }
+    return false;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("exec input: cat echoes each piece while it runs; close() ends it") {
+  auto& sb = test::shared();
+  auto in = ztee::ExecInput::create();
+  REQUIRE(in);
+  Out out;
+  ztee::ExecOptions o;
+  o.argv = {"cat"};
+  o.input = in;
+  o.on_stdout = [&](std::string_view d) { out.add(d); };
+  // Written before the exec starts: kept and sent when it does.
+  REQUIRE(in.write("one\n").ok());
+  std::atomic<bool> echoed_one{false}, echoed_two{false};
+  std::thread writer([&] {
+    // Each piece goes in only after cat has echoed the one before it, so
+    // the input really arrives while the command runs.
+    echoed_one = out.wait_for("one\n");
+    (void)in.write("two\n");
+    echoed_two = out.wait_for("one\ntwo\n");
+    in.close();
+  });
+  auto r = sb.exec(o);
+  writer.join();
+  REQUIRE_MESSAGE(r.ok(), r.error().message);
+  CHECK(echoed_one);
+  CHECK(echoed_two);
+  CHECK(r->exit_code == 0);
+  CHECK(out.get() == "one\ntwo\n");
+  // After the exec: writing fails clearly, closing and buffered() are harmless.
+  auto late = in.write("x");
+  REQUIRE(!late.ok());
+  CHECK(late.error().code == ztee::Errc::kInvalidArgument);
+  CHECK(late.error().message.find("after close()") != std::string::npos);
+  in.close();
+  CHECK(in.buffered() == 0);
+}
+
+TEST_CASE("exec input: megabytes through wc -c with backpressure; write after exit; misuse") {
+  auto& sb = test::shared();
+  auto in = ztee::ExecInput::create();
+  ztee::ExecOptions o;
+  o.argv = {"wc", "-c"};
+  o.input = in;
+  const size_t total = 6u << 20;
+  std::atomic<int> eagain{0};
+  std::string failure;  // set by the writer, checked here after join
+  std::thread writer([&] {
+    std::string piece(96 * 1024, 'z');
+    size_t sent = 0;
+    while (sent < total) {
+      auto w = in.write(std::string_view(piece).substr(0, std::min(piece.size(), total - sent)));
+      if (w.ok()) {
+        sent += std::min(piece.size(), total - sent);
+      } else if (w.error().code == ztee::Errc::kIo && w.error().sys_errno == EAGAIN) {
+        ++eagain;
+        std::this_thread::sleep_for(1ms);
+      } else {
+        failure = w.error().message;
+        break;
+      }
+    }
+    in.close();
+  });
+  auto r = sb.exec(o);
+  writer.join();
+  CHECK_MESSAGE(failure.empty(), failure);
+  REQUIRE_MESSAGE(r.ok(), r.error().message);
+  CHECK(r->exit_code == 0);
+  CHECK(r->stdout_data == std::to_string(total) + "\n");
+  MESSAGE("6 MiB streamed; writes refused while the bound was reached: " << eagain.load());
+
+  // One write over the bound can never fit: refused at once, nothing queued.
+  auto big = ztee::ExecInput::create();
+  auto w = big.write(std::string(ztee::ExecInput::kMaxBuffered + 1, 'a'));
+  REQUIRE(!w.ok());
+  CHECK(w.error().code == ztee::Errc::kIo);
+  CHECK(w.error().sys_errno == EAGAIN);
+  CHECK(big.buffered() == 0);
+
+  // A command that ends without reading: later writes say it has ended.
+  auto gone = ztee::ExecInput::create();
+  ztee::ExecOptions og;
+  og.shell = "exit 0";
+  og.input = gone;
+  auto rg = sb.exec(og);
+  REQUIRE(rg.ok());
+  auto wg = gone.write("late");
+  REQUIRE(!wg.ok());
+  CHECK(wg.error().code == ztee::Errc::kClosed);
+  gone.close();  // harmless
+
+  // A handle serves one exec; stdin_data and an ExecInput exclude each other.
+  auto rr = sb.exec(og);
+  REQUIRE(!rr.ok());
+  CHECK(rr.error().code == ztee::Errc::kInvalidArgument);
+  ztee::ExecOptions both;
+  both.argv = {"cat"};
+  both.stdin_data = "x";
+  both.input = ztee::ExecInput::create();
+  auto rb = sb.exec(both);
+  REQUIRE(!rb.ok());
+  CHECK(rb.error().code == ztee::Errc::kInvalidArgument);
+  // A handle no exec took is harmless to write to and drop.
+  ztee::ExecInput empty;
+  CHECK(!empty);
+  CHECK(!empty.write("x").ok());
+}
+
+TEST_CASE("exec signals: SIGUSR1, SIGTERM and SIGINT reach a shell's traps; after exit a no-op") {
+  auto& sb = test::shared();
+  auto run = [&](const std::vector<int>& sigs, const std::string& want_out, int want_exit) {
+    auto ctl = ztee::ExecCancel::create();
+    Out out;
+    ztee::ExecOptions o;
+    o.shell =
+        "trap 'echo got USR1' USR1; trap 'echo got TERM; exit 3' TERM; trap 'echo got INT; exit 4' INT; "
+        "echo ready; while :; do sleep 0.05; done";
+    o.cancel = ctl;
+    o.on_stdout = [&](std::string_view d) { out.add(d); };
+    std::atomic<bool> sent_ok{true};
+    std::thread sender([&] {
+      if (!out.wait_for("ready\n")) return;
+      std::string seen = "ready\n";
+      for (int s : sigs) {
+        if (!ctl.signal(s).ok()) sent_ok = false;
+        // The next signal only once this one's trap has printed.
+        seen += s == 10 ? "got USR1\n" : s == 15 ? "got TERM\n" : "got INT\n";
+        if (!out.wait_for(seen)) return;
+      }
+    });
+    auto r = sb.exec(o);
+    sender.join();
+    CHECK(sent_ok);
+    REQUIRE_MESSAGE(r.ok(), r.error().message);
+    CHECK(out.get() == want_out);
+    CHECK(r->exit_code == want_exit);
+    CHECK(r->signal == 0);
+    CHECK(!r->cancelled);
+    // The command has ended: another signal is a harmless no-op.
+    CHECK(ctl.signal(15).ok());
+    CHECK(!ctl.triggered());
+  };
+  run({10, 10, 15}, "ready\ngot USR1\ngot USR1\ngot TERM\n", 3);
+  run({2}, "ready\ngot INT\n", 4);
+
+  // Without a trap SIGTERM ends the command by the signal; not a cancel.
+  auto ctl = ztee::ExecCancel::create();
+  Out out;
+  ztee::ExecOptions o;
+  o.shell = "echo ready; exec sleep 60";
+  o.cancel = ctl;
+  o.on_stdout = [&](std::string_view d) { out.add(d); };
+  std::thread sender([&] {
+    if (out.wait_for("ready\n")) (void)ctl.signal(15);
+  });
+  auto r = sb.exec(o);
+  sender.join();
+  REQUIRE(r.ok());
+  CHECK(r->signal == 15);
+  CHECK(r->exit_code == -1);
+  CHECK(!r->cancelled);
+
+  // Numbers outside 1..64 and empty tokens are refused.
+  for (int bad : {0, -1, 65, 1000}) {
+    auto e = ctl.signal(bad);
+    REQUIRE(!e.ok());
+    CHECK(e.error().code == ztee::Errc::kInvalidArgument);
+  }
+  CHECK(ctl.signal(64).ok());  // in range, nothing running: a no-op
+  CHECK(!ztee::ExecCancel().signal(15).ok());
+}
