@@ -50,6 +50,16 @@ const char kServeUsage[] =
     "  --peer http://HOST:PORT another node (repeatable; HOST may resolve to several): a list\n"
     "                          answers with their sandboxes too\n"
     "  --no-jail               run VMMs without the jail (development only; see JailOptions)\n"
+    "  --policy FILE           classify every command (tool e2b.commands.run) and file write\n"
+    "                          (e2b.files.write) by this policy (`ztee policy check FILE`):\n"
+    "                          run, audit, approve or deny; refused calls reach the client as\n"
+    "                          errors. Without it nothing is classified.\n"
+    "  --audit FILE            with --policy: record creates, kills, calls, decisions,\n"
+    "                          approvals and exit codes (`ztee audit verify FILE`)\n"
+    "  --audit-key-file FILE   HMAC every audit record with the key in FILE\n"
+    "  --approver-url URL      approve tiers POST the call's JSON here and wait (up to the\n"
+    "                          tier's approval_timeout_ms) for {\"approve\": true|false, \"by\",\n"
+    "                          \"reason\"}; without it, or without an answer, they are denied\n"
     "\n"
     "keygen: makes a key e2b_<40 hex>, prints it once on stdout and appends only its\n"
     "SHA-256 to FILE (created 0600). max_sandboxes: concurrent sandboxes (default 20; 429 beyond).\n";
@@ -173,6 +183,19 @@ int serve_main(const std::vector<std::string>& args) {
       if (!val()) return usage_error("--peer needs http://HOST:PORT");
       if (auto r = serve::parse_peer_url(v); !r) return usage_error(r.error().message);
       o.peers.push_back(v);
+    } else if (a == "--policy") {
+      if (!val()) return usage_error("--policy needs a FILE");
+      o.policy_file = v;
+    } else if (a == "--audit") {
+      if (!val()) return usage_error("--audit needs a FILE");
+      o.audit_file = v;
+    } else if (a == "--audit-key-file") {
+      if (!val()) return usage_error("--audit-key-file needs a FILE");
+      o.audit_key_file = v;
+    } else if (a == "--approver-url") {
+      if (!val() || (v.rfind("http://", 0) != 0 && v.rfind("https://", 0) != 0))
+        return usage_error("--approver-url needs an http:// or https:// URL");
+      o.approver_url = v;
     } else if (a == "--no-jail") {
       o.jail = false;
     } else {
@@ -197,8 +220,8 @@ int serve_main(const std::vector<std::string>& args) {
     return kExitError;
   }
   std::string host = o.listen.substr(0, o.listen.rfind(':'));
-  fmt::print("ztee serve: listening on http://{}:{} ({}; pool {}; node {})\n", host, (*server)->port(),
-             (*server)->backend_description(), o.pool, o.node);
+  fmt::print("ztee serve: listening on http://{}:{} ({}; pool {}; node {}{})\n", host, (*server)->port(),
+             (*server)->backend_description(), o.pool, o.node, o.policy_file.empty() ? "" : "; policy " + o.policy_file);
   std::fflush(stdout);
   int sig = 0;
   sigwait(&set, &sig);

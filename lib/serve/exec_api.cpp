@@ -59,6 +59,7 @@ struct ExecApi::Job {
   ExecOptions eo;
   ExecCancel cancel;
   std::optional<Sandbox> sb;
+  std::shared_ptr<Verdict> verdict;  // with a policy
   bool gone = false;
   bool done = false;
 };
@@ -185,9 +186,25 @@ void ExecApi::handle(HttpRequest& req, std::shared_ptr<HttpExchange> ex, const A
     ex->respond(400, "application/json", err_body(400, parsed.error().message));
     return;
   }
+  if (host_.check) {
+    std::vector<std::string> argv = parsed->exec.argv;
+    auto r = std::make_shared<ExecRequest>(std::move(parsed.value()));
+    host_.check(argv, key, [this, ex, key, r](Verdict v) {
+      if (shut_ || ex->gone()) return;
+      if (!v.allowed) return ex->respond(403, "application/json", err_body(403, v.message));
+      apply_tier_limits(v.decision.limits, &r->exec.timeout_ms, &r->exec.output_cap);
+      run(std::move(*r), ex, key, std::make_shared<Verdict>(std::move(v)));
+    });
+    return;
+  }
+  run(std::move(parsed.value()), std::move(ex), key, nullptr);
+}
+
+void ExecApi::run(ExecRequest parsed, std::shared_ptr<HttpExchange> ex, const ApiKey& key, std::shared_ptr<Verdict> verdict) {
   auto job = std::make_shared<Job>();
-  std::string tmpl = parsed->tmpl;
-  job->eo = std::move(parsed->exec);
+  std::string tmpl = parsed.tmpl;
+  job->eo = std::move(parsed.exec);
+  job->verdict = std::move(verdict);
 
   std::string why;
   auto start = host_.starter(tmpl, &why);
@@ -243,6 +260,7 @@ void ExecApi::handle(HttpRequest& req, std::shared_ptr<HttpExchange> ex, const A
           std::string body;
           ExecOutcome outcome;
           std::string id = job->sb->id();
+          if (job->verdict && host_.exited) host_.exited(*job->verdict, job->key, id, *xr);
           if (!*xr) {
             status = 502;
             body = err_body(502, "the sandbox failed while running the command: " + xr->error().message, id);

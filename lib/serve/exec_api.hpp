@@ -26,6 +26,7 @@
 #include <string_view>
 #include <vector>
 
+#include "serve/guard.hpp"
 #include "serve/http.hpp"
 #include "serve/metrics.hpp"
 #include "serve/util.hpp"
@@ -56,6 +57,12 @@ struct ExecHost {
   std::function<void(const ApiKey&)> release;
   std::function<void(std::string_view)> log;
   Metrics* metrics = nullptr;
+  // With a policy (serve/guard.hpp): classifies the command (argv as it
+  // will run) and calls then with the verdict on the loop thread; a refused
+  // call is answered 403, an allowed one runs within its tier's limits and
+  // its end is given to exited. Empty: every command runs.
+  std::function<void(const std::vector<std::string>& argv, const ApiKey&, std::function<void(Verdict)> then)> check;
+  std::function<void(const Verdict&, const ApiKey&, const std::string& sandbox, const Result<ExecResult>&)> exited;
 };
 
 class ExecApi {
@@ -71,6 +78,7 @@ class ExecApi {
   struct Job;
 
  private:
+  void run(ExecRequest r, std::shared_ptr<HttpExchange> ex, const ApiKey& key, std::shared_ptr<Verdict> verdict);
   void finish(const std::shared_ptr<Job>& job, int status, std::string body, ExecOutcome outcome);
 
   ExecHost host_;

@@ -60,6 +60,13 @@ struct ServeOptions {
   // GET /metrics needs an X-API-Key too. Off: it is open to whoever reaches
   // the listener (it holds only counts, no ids, keys or metadata).
   bool metrics_auth = false;
+  // The policy gate (serve/guard.hpp): every command and file write
+  // through the server is classified by the policy in this JSON file.
+  // Empty: off (nothing is classified or recorded).
+  std::string policy_file;
+  std::string audit_file;      // with a policy: the audit log (hash-chained JSON Lines)
+  std::string audit_key_file;  // HMAC key of every audit record (optional)
+  std::string approver_url;    // approve tiers ask it; empty: they are denied
   // Log lines (one event each); empty: stderr.
   std::function<void(std::string_view)> log;
 };

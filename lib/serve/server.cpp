@@ -28,6 +28,7 @@
 #include <thread>
 
 #include "serve/exec_api.hpp"
+#include "serve/guard.hpp"
 #include "serve/metrics.hpp"
 #include "serve/cluster.hpp"
 #include "serve/util.hpp"
@@ -120,6 +121,7 @@ struct Proc {
   size_t replay_bytes = 0;
   std::vector<std::shared_ptr<Sub>> subs;
   bool ended = false;
+  std::function<void(const Result<ExecResult>&)> on_end;  // with a policy: records the outcome
 };
 
 struct Box {
@@ -300,6 +302,7 @@ struct Server::Impl {
   Metrics metrics;
   std::unique_ptr<ExecApi> exec_api;  // POST /v1/exec
   std::unique_ptr<HttpServer> http;
+  std::unique_ptr<CallGuard> guard;  // --policy; null: nothing is classified
   std::map<std::string, ApiKey> keys;  // by sha256
   std::map<std::string, Template> templates;
   std::vector<PeerUrl> peers;  // asked by list (--peer)
@@ -672,6 +675,7 @@ struct Server::Impl {
             return;
           }
           boxes[b->id] = b;
+          if (guard) guard->sandbox_event("sandbox_create", ctx_of(*b), "template " + b->template_id);
           set_end(b, b->started_ms + timeout_s * 1000);
           log(fmt::format("sandbox {} created (template {}, timeout {} s)", b->id, b->template_id, timeout_s));
           ex->respond(201, "application/json", new_sandbox_json(*b));
@@ -794,6 +798,7 @@ struct Server::Impl {
     if (b->dead) return then(Result<void>());
     b->dead = true;
     boxes.erase(b->id);
+    if (guard) guard->sandbox_event("sandbox_kill", ctx_of(*b), why);
     if (b->timer) loop->cancel_timer(b->timer);
     b->timer = 0;
     for (auto& [_, p] : b->procs) {
@@ -930,6 +935,22 @@ struct Server::Impl {
       ex->respond(400, "application/json", err_json(400, "no file in the request"));
       return;
     }
+    if (guard) {
+      std::vector<std::string> paths;
+      for (auto& f : files) paths.push_back(f.first);
+      return guard->check(files_tool_call("write", paths, ctx_of(*box)), ctx_of(*box),
+                          [this, ex, box, files = std::move(files), user](Verdict v) mutable {
+                            if (!v.allowed) return ex->respond(403, "application/json", err_json(403, v.message));
+                            if (box->dead)
+                              return ex->respond(502, "application/json", err_json(502, "the sandbox was killed meanwhile"));
+                            files_write(ex, box, std::move(files), user);
+                          });
+    }
+    files_write(ex, box, std::move(files), user);
+  }
+
+  void files_write(std::shared_ptr<HttpExchange> ex, std::shared_ptr<Box> box,
+                   std::vector<std::pair<std::string, std::string>> files, std::string user) {
     Sandbox sb = box->sb;
     offload<Result<std::string>>(
         [sb, files = std::move(files), user]() mutable -> Result<std::string> {
@@ -972,6 +993,8 @@ struct Server::Impl {
     std::string user;
     uint32_t timeout_ms = 0;
     uint32_t keepalive_ms = 0;
+    std::string payload;                // with a policy: the message, read again once allowed
+    std::shared_ptr<Verdict> verdict;  // with a policy: set once the call is allowed
   };
 
   void rpc_ok(Rpc& rpc, std::string json_body) {
@@ -994,6 +1017,31 @@ struct Server::Impl {
       rpc.ex->respond(connect_status(code), "application/json",
                       fmt::format("{{\"code\":\"{}\",\"message\":{}}}", code, json_str(message)));
     }
+  }
+
+  // The policy gate (--policy).
+  CallContext ctx_of(const Box& b) {
+    CallContext c;
+    c.sandbox = b.id;
+    if (auto k = keys.find(b.key); k != keys.end()) c.key_name = k->second.name;
+    c.metadata = b.metadata;
+    return c;
+  }
+
+  // Classifies an RPC's call; once allowed, the RPC runs again with the
+  // verdict (its message read again from rpc.payload).
+  void guard_rpc(Rpc& rpc, std::shared_ptr<Box> box, ToolCall call) {
+    guard->check(std::move(call), ctx_of(*box), [this, rpc, box](Verdict v) mutable {
+      if (!v.allowed) return rpc_fail(rpc, "permission_denied", v.message);
+      if (box->dead) return rpc_fail(rpc, "unavailable", "the sandbox was killed while the call waited for approval");
+      if (rpc.ex->gone()) return;
+      rpc.verdict = std::make_shared<Verdict>(std::move(v));
+      object o;
+      if (json.parse(rpc.payload.data(), rpc.payload.size()).get(o) != simdjson::SUCCESS)
+        return rpc_fail(rpc, "internal", "the request message could not be read again");
+      if (rpc.method == "process.Process/Start") return proc_start(rpc, o, box);
+      fs_call(rpc, o, box);
+    });
   }
 
   void rpc(HttpRequest& req, std::shared_ptr<HttpExchange>& ex, std::shared_ptr<Box> box) {
@@ -1030,6 +1078,7 @@ struct Server::Impl {
       payload = payload.substr(5);
     }
     if (payload.size() > kMaxJsonBody) return rpc_fail(rpc, "resource_exhausted", "request message too large");
+    if (guard) rpc.payload = std::string(payload);
     auto parsed = json.parse(payload.data(), payload.size());
     object o;
     if (parsed.error() != simdjson::SUCCESS || parsed.value_unsafe().get(o) != simdjson::SUCCESS)
@@ -1155,6 +1204,7 @@ struct Server::Impl {
     ExecOptions eo;
     eo.argv.push_back(p->cmd);
     eo.argv.insert(eo.argv.end(), p->args.begin(), p->args.end());
+    if (guard && !rpc.verdict) return guard_rpc(rpc, box, command_tool_call(eo.argv, ctx_of(*box)));
     eo.env = box->envs;
     for (auto& [k, val] : p->envs) eo.env[k] = val;
     std::string user = rpc.user.empty() ? kDefaultUser : rpc.user;
@@ -1164,6 +1214,12 @@ struct Server::Impl {
     else eo.cwd = "/";
     eo.timeout_ms = rpc.timeout_ms;
     eo.output_cap = kOutputCap;
+    if (rpc.verdict) {
+      apply_tier_limits(rpc.verdict->decision.limits, &eo.timeout_ms, &eo.output_cap);
+      p->on_end = [this, v = rpc.verdict, ctx = ctx_of(*box)](const Result<ExecResult>& r) {
+        if (guard) guard->exit(*v, ctx, r);
+      };
+    }
     p->cancel = ExecCancel::create();
     eo.cancel = p->cancel;
     if (box->procs.size() >= kMaxProcs)
@@ -1184,7 +1240,7 @@ struct Server::Impl {
     rpc.ex->write_chunk(envelope(0, start_event(p->pid)));
     add_sub(p, rpc);
     std::weak_ptr<Box> wb = box;
-    uint32_t timeout_ms = rpc.timeout_ms;
+    uint32_t timeout_ms = eo.timeout_ms;
     box->sb.exec_async(std::move(eo), [this, wp, wb, timeout_ms](Result<ExecResult> r) {
       post([this, wp, wb, timeout_ms, r = std::move(r)]() mutable {
         auto pp = wp.lock();
@@ -1211,6 +1267,7 @@ struct Server::Impl {
   void on_exit(std::shared_ptr<Proc> p, std::shared_ptr<Box> box, Result<ExecResult> r, uint32_t timeout_ms) {
     if (p->ended) return;
     p->ended = true;
+    if (p->on_end) p->on_end(r);
     if (box) box->procs.erase(p->pid);
     if (!r) {
       end_subs(*p, end_error_json(rpc_code(r.error()), r.error().message), "");
@@ -1289,6 +1346,13 @@ struct Server::Impl {
       if (!field(o, k, v) || v.get(sv) != simdjson::SUCCESS || sv.empty()) return std::nullopt;
       return resolve_path(sv, rpc.user);
     };
+    if (guard && !rpc.verdict && (method == "MakeDir" || method == "Remove" || method == "Move")) {
+      std::vector<std::string> paths;
+      for (const char* k : {"path", "source", "destination"})
+        if (auto s = str(k)) paths.push_back(*s);
+      std::string op = method == "MakeDir" ? "mkdir" : method == "Remove" ? "remove" : "move";
+      return guard_rpc(rpc, box, files_tool_call(op, paths, ctx_of(*box)));
+    }
     Sandbox sb = box->sb;
     auto finish = [this, rpc](Result<std::string> r) mutable {
       if (!r) return rpc_fail(rpc, rpc_code(r.error()), r.error().message);
@@ -1437,6 +1501,36 @@ Result<std::unique_ptr<Server>> Server::start(ServeOptions opts) {
     impl->peers.push_back(*p);
   }
 
+  GuardOptions go;
+  if (!o.policy_file.empty()) {
+    auto pol = Policy::load(o.policy_file);
+    if (!pol) return std::move(pol).error();
+    go.policy = std::move(pol.value());
+    if (!o.audit_file.empty()) {
+      AuditOptions ao;
+      ao.path = o.audit_file;
+      if (!o.audit_key_file.empty()) {
+        std::ifstream kin(o.audit_key_file, std::ios::binary);
+        std::stringstream ks;
+        ks << kin.rdbuf();
+        ao.hmac_key = ks.str();
+        while (!ao.hmac_key.empty() && (ao.hmac_key.back() == '\n' || ao.hmac_key.back() == '\r')) ao.hmac_key.pop_back();
+        if (!kin || ao.hmac_key.empty())
+          return make_error(Errc::kInvalidArgument,
+                            fmt::format("--audit-key-file {}: cannot read a key from it (put a secret of 32+ random bytes in it)",
+                                        o.audit_key_file));
+      }
+      auto log = AuditLog::open(ao);
+      if (!log) return std::move(log).error();
+      go.audit = std::move(log.value());
+    } else if (!o.audit_key_file.empty()) {
+      return make_error(Errc::kInvalidArgument, "--audit-key-file needs --audit FILE");
+    }
+    go.approver_url = o.approver_url;
+  } else if (!o.audit_file.empty() || !o.approver_url.empty() || !o.audit_key_file.empty()) {
+    return make_error(Errc::kInvalidArgument, "--audit, --audit-key-file and --approver-url need --policy FILE");
+  }
+
   RuntimeOptions ro;
   ro.state_dir = o.state_dir;
   ro.image_dir = o.image_dir;
@@ -1476,6 +1570,11 @@ Result<std::unique_ptr<Server>> Server::start(ServeOptions opts) {
   impl->loop = std::move(loop.value());
   impl->workers = std::make_unique<Workers>(o.workers);
   Impl* raw = impl.get();
+  if (!o.policy_file.empty()) {
+    go.post = [raw](std::function<void()> fn) { raw->post(std::move(fn)); };
+    go.log = [raw](std::string_view line) { raw->log(line); };
+    impl->guard = std::make_unique<CallGuard>(std::move(go));
+  }
   ExecHost eh;
   eh.post = [raw](std::function<void()> fn) { raw->post(std::move(fn)); };
   eh.offload = [raw](std::function<void()> fn) { raw->workers->submit(std::move(fn)); };
@@ -1491,6 +1590,19 @@ Result<std::unique_ptr<Server>> Server::start(ServeOptions opts) {
   eh.release = [raw](const ApiKey& k) { raw->release(k.sha256); };
   eh.log = [raw](std::string_view line) { raw->log(line); };
   eh.metrics = &impl->metrics;
+  if (impl->guard) {
+    eh.check = [raw](const std::vector<std::string>& argv, const ApiKey& k, std::function<void(Verdict)> then) {
+      CallContext ctx;
+      ctx.key_name = k.name;
+      raw->guard->check(command_tool_call(argv, ctx), ctx, std::move(then));
+    };
+    eh.exited = [raw](const Verdict& v, const ApiKey& k, const std::string& sandbox, const Result<ExecResult>& r) {
+      CallContext ctx;
+      ctx.key_name = k.name;
+      ctx.sandbox = sandbox;
+      raw->guard->exit(v, ctx, r);
+    };
+  }
   impl->exec_api = std::make_unique<ExecApi>(std::move(eh));
   auto http = HttpServer::start(*impl->loop, o.listen, o.limits,
                                 [raw](HttpRequest& req, std::shared_ptr<HttpExchange> ex) { raw->handle(req, std::move(ex)); });
@@ -1528,6 +1640,7 @@ void Server::shutdown() {
     auto r = sb.destroy();
     im->log(fmt::format("sandbox {} destroyed at shutdown{}", sb.id(), r ? "" : ": " + r.error().message));
   }
+  if (im->guard) im->guard->stop();  // pending approvals end (denied)
   im->workers->stop();  // runs what is queued (creates in flight end here)
   // Their results (a sandbox nobody asked for any more is dropped, and so
   // destroyed) and any last exec output run now; nothing after.
