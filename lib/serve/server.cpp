@@ -42,7 +42,7 @@ using simdjson::dom::element;
 using simdjson::dom::object;
 
 // The envd version the SDK is told: >= 0.4.0 (no default "user"), >= 0.5.2
-// (closeStdin is sent, and answered "unimplemented"), 0.5.7 (octet-stream
+// (the SDK sends closeStdin), 0.5.7 (octet-stream
 // uploads when asked for), < 0.6.2 (the SDK itself refuses file metadata and
 // watch-entry options with a clear TemplateError).
 constexpr const char* kEnvdVersion = "0.5.7";
@@ -117,6 +117,7 @@ struct Proc {
   std::vector<std::string> args;
   std::map<std::string, std::string> envs;
   ExecCancel cancel;
+  ExecInput input;  // started with stdin: true
   std::deque<std::string> replay;  // encoded data events
   size_t replay_bytes = 0;
   std::vector<std::shared_ptr<Sub>> subs;
@@ -1068,6 +1069,7 @@ struct Server::Impl {
       rpc.user = dec->substr(0, dec->find(':'));
     }
     std::string_view payload = req.body;
+    if (rpc.streaming && rpc.method == "process.Process/StreamInput") return proc_stream_input(rpc, payload, box);
     if (rpc.streaming) {
       if (payload.size() < 5) return rpc_fail(rpc, "invalid_argument", "missing Connect envelope in the request body");
       auto flags = static_cast<uint8_t>(payload[0]);
@@ -1091,10 +1093,8 @@ struct Server::Impl {
     if (m == "process.Process/Connect" && rpc.streaming) return proc_connect(rpc, o, box);
     if (m == "process.Process/List" && !rpc.streaming) return proc_list(rpc, box);
     if (m == "process.Process/SendSignal" && !rpc.streaming) return proc_signal(rpc, o, box);
-    if (m == "process.Process/SendInput" || m == "process.Process/CloseStdin" || m == "process.Process/StreamInput")
-      return rpc_fail(rpc, "unimplemented",
-                      "stdin of a running command is not supported by ztee serve: pass the input in the command "
-                      "(e.g. a here-document or a file written first)");
+    if (m == "process.Process/SendInput" && !rpc.streaming) return proc_input(rpc, o, box);
+    if (m == "process.Process/CloseStdin" && !rpc.streaming) return proc_close_stdin(rpc, o, box);
     if (m == "process.Process/Update") return rpc_fail(rpc, "unimplemented", "PTY commands are not supported by ztee serve");
     if (m.rfind("filesystem.Filesystem/", 0) == 0 && !rpc.streaming) return fs_call(rpc, o, box);
     if (m == "filesystem.Filesystem/WatchDir" || m.find("Watcher") != std::string::npos)
@@ -1181,6 +1181,9 @@ struct Server::Impl {
     if (!field(o, "process", pe) || pe.get(po) != simdjson::SUCCESS)
       return rpc_fail(rpc, "invalid_argument", "process (the command) is required");
     if (field(o, "pty", v)) return rpc_fail(rpc, "unimplemented", "PTY commands are not supported by ztee serve");
+    bool with_stdin = false;
+    if (field(o, "stdin", v) && v.get(with_stdin) != simdjson::SUCCESS)
+      return rpc_fail(rpc, "invalid_argument", "stdin must be true or false");
     auto p = std::make_shared<Proc>();
     std::string_view sv;
     if (!field(po, "cmd", v) || v.get(sv) != simdjson::SUCCESS || sv.empty())
@@ -1222,6 +1225,10 @@ struct Server::Impl {
     }
     p->cancel = ExecCancel::create();
     eo.cancel = p->cancel;
+    if (with_stdin) {
+      p->input = ExecInput::create();
+      eo.input = p->input;
+    }
     if (box->procs.size() >= kMaxProcs)
       return rpc_fail(rpc, "resource_exhausted", fmt::format("{} commands run in this sandbox already: kill some first", kMaxProcs));
     p->pid = box->next_pid++;
@@ -1320,21 +1327,128 @@ struct Server::Impl {
     rpc_ok(rpc, out + "]}");
   }
 
-  void proc_signal(Rpc& rpc, object o, std::shared_ptr<Box> box) {
-    auto p = select_proc(o, *box);
-    if (!p) return rpc_fail(rpc, "not_found", "no running command with that pid or tag");
-    element v;
+  // SendSignal: the proto names SIGNAL_SIGKILL and SIGNAL_SIGTERM; ztee serve
+  // also takes SIGNAL_SIG<NAME> for Linux's other names and any number 1..64
+  // (proto JSON allows an enum as its number).
+  static int signal_number(element v) {
     uint64_t num = 0;
     std::string_view name;
-    bool kill = false;
-    if (field(o, "signal", v)) {
-      if (v.get(name) == simdjson::SUCCESS) kill = name == "SIGNAL_SIGKILL" || name == "9";
-      else if (pb_uint(v, num)) kill = num == 9;
+    if (pb_uint(v, num)) return num >= 1 && num <= 64 ? static_cast<int>(num) : 0;
+    if (v.get(name) != simdjson::SUCCESS || name.rfind("SIGNAL_SIG", 0) != 0) return 0;
+    name.remove_prefix(std::strlen("SIGNAL_SIG"));
+    static const std::pair<std::string_view, int> kNames[] = {
+        {"HUP", 1},   {"INT", 2},   {"QUIT", 3},  {"ILL", 4},    {"TRAP", 5},   {"ABRT", 6},   {"BUS", 7},
+        {"FPE", 8},   {"KILL", 9},  {"USR1", 10}, {"SEGV", 11},  {"USR2", 12},  {"PIPE", 13},  {"ALRM", 14},
+        {"TERM", 15}, {"CHLD", 17}, {"CONT", 18}, {"STOP", 19},  {"TSTP", 20},  {"TTIN", 21},  {"TTOU", 22},
+        {"URG", 23},  {"XCPU", 24}, {"XFSZ", 25}, {"VTALRM", 26}, {"PROF", 27}, {"WINCH", 28}, {"IO", 29},
+        {"PWR", 30},  {"SYS", 31}};
+    for (auto& [n, num2] : kNames)
+      if (n == name) return num2;
+    return 0;
+  }
+
+  void proc_signal(Rpc& rpc, object o, std::shared_ptr<Box> box) {
+    element v;
+    int sig = field(o, "signal", v) ? signal_number(v) : 0;
+    if (!sig)
+      return rpc_fail(rpc, "invalid_argument",
+                      "signal must be SIGNAL_SIGKILL, SIGNAL_SIGTERM, another SIGNAL_SIG<NAME> (e.g. SIGNAL_SIGINT) "
+                      "or a number 1..64");
+    auto p = select_proc(o, *box);
+    if (!p) return rpc_fail(rpc, "not_found", "no running command with that pid or tag");
+    // SIGKILL is a cancel (the command ends "signal: killed", as before);
+    // any other signal goes to the command's process group as it is.
+    if (sig == 9) p->cancel.trigger();
+    else if (auto r = p->cancel.signal(sig); !r) return rpc_fail(rpc, rpc_code(r.error()), r.error().message);
+    rpc_ok(rpc, "{}");
+  }
+
+  // The command's stdin, or the reason it has none.
+  const char* stdin_of(const std::shared_ptr<Proc>& p) {
+    if (!p) return "no running command with that pid or tag";
+    if (!p->input) return "the command was started without stdin: start it with stdin: true to send it input";
+    return nullptr;
+  }
+
+  // One ProcessInput message ({"stdin": base64} or {"pty": ...}) to p.
+  std::optional<std::pair<std::string, std::string>> write_input(Proc& p, object o) {
+    element in, v;
+    object io;
+    std::string_view b64;
+    if (!field(o, "input", in) || in.get(io) != simdjson::SUCCESS)
+      return std::pair<std::string, std::string>("invalid_argument", "input is required");
+    if (field(io, "pty", v))
+      return std::pair<std::string, std::string>("unimplemented", "PTY commands are not supported by ztee serve");
+    if (!field(io, "stdin", v)) return std::nullopt;  // proto3: empty bytes are left out
+    if (v.get(b64) != simdjson::SUCCESS)
+      return std::pair<std::string, std::string>("invalid_argument", "input.stdin must be base64 bytes");
+    auto data = base64_decode(b64);
+    if (!data) return std::pair<std::string, std::string>("invalid_argument", "input.stdin is not valid base64");
+    auto r = p.input.write(*data);
+    if (r) return std::nullopt;
+    const Error& e = r.error();
+    if (e.code == Errc::kIo && e.sys_errno == EAGAIN)
+      return std::pair<std::string, std::string>(
+          "resource_exhausted",
+          fmt::format("the command reads its stdin slower than it is sent: {} bytes wait for it already (at most {}); "
+                      "send again later",
+                      p.input.buffered(), ExecInput::kMaxBuffered));
+    if (e.code == Errc::kInvalidArgument)
+      return std::pair<std::string, std::string>("failed_precondition", "the command's stdin was closed (CloseStdin)");
+    return std::pair<std::string, std::string>("not_found", "the command has ended");
+  }
+
+  void proc_input(Rpc& rpc, object o, std::shared_ptr<Box> box) {
+    auto p = select_proc(o, *box);
+    if (auto why = stdin_of(p)) return rpc_fail(rpc, p ? "failed_precondition" : "not_found", why);
+    if (auto err = write_input(*p, o)) return rpc_fail(rpc, err->first, err->second);
+    rpc_ok(rpc, "{}");
+  }
+
+  void proc_close_stdin(Rpc& rpc, object o, std::shared_ptr<Box> box) {
+    auto p = select_proc(o, *box);
+    if (auto why = stdin_of(p)) return rpc_fail(rpc, p ? "failed_precondition" : "not_found", why);
+    p->input.close();
+    rpc_ok(rpc, "{}");
+  }
+
+  // StreamInput is client-streaming. This server reads a request's whole
+  // body before it answers, so the messages are applied in order once the
+  // client ends its stream (at most kMaxJsonBody of them in all): the input
+  // arrives at the end, not as it is sent. The E2B SDK does not call it
+  // (commands.sendStdin is SendInput).
+  void proc_stream_input(Rpc& rpc, std::string_view body, std::shared_ptr<Box> box) {
+    if (body.size() > kMaxJsonBody) return rpc_fail(rpc, "resource_exhausted", "request stream too large");
+    std::shared_ptr<Proc> p;
+    bool ended = false;
+    while (!body.empty()) {
+      if (ended || body.size() < 5) return rpc_fail(rpc, "invalid_argument", "malformed Connect envelope in the request stream");
+      auto flags = static_cast<uint8_t>(body[0]);
+      uint32_t n = (uint32_t(uint8_t(body[1])) << 24) | (uint32_t(uint8_t(body[2])) << 16) |
+                   (uint32_t(uint8_t(body[3])) << 8) | uint32_t(uint8_t(body[4]));
+      if (flags & 0x01) return rpc_fail(rpc, "unimplemented", "compressed Connect messages are not supported");
+      if (body.size() - 5 < n) return rpc_fail(rpc, "invalid_argument", "Connect envelope length runs past the body");
+      std::string_view msg = body.substr(5, n);
+      body.remove_prefix(5 + n);
+      if (flags & 0x02) {  // end of the client's stream
+        ended = true;
+        continue;
+      }
+      auto parsed = json.parse(msg.data(), msg.size());
+      object o, ev;
+      element v;
+      if (parsed.error() != simdjson::SUCCESS || parsed.value_unsafe().get(o) != simdjson::SUCCESS)
+        return rpc_fail(rpc, "invalid_argument", "malformed JSON message in the request stream");
+      if (field(o, "start", v) && v.get(ev) == simdjson::SUCCESS) {
+        p = select_proc(ev, *box);
+        if (auto why = stdin_of(p)) return rpc_fail(rpc, p ? "failed_precondition" : "not_found", why);
+      } else if (field(o, "data", v) && v.get(ev) == simdjson::SUCCESS) {
+        if (!p) return rpc_fail(rpc, "invalid_argument", "the request stream must begin with a start message");
+        if (auto err = write_input(*p, ev)) return rpc_fail(rpc, err->first, err->second);
+      } else if (!field(o, "keepalive", v)) {
+        return rpc_fail(rpc, "invalid_argument", "each message needs start, data or keepalive");
+      }
     }
-    if (!kill)
-      return rpc_fail(rpc, "unimplemented",
-                      "ztee serve delivers SIGKILL only (to the command's whole process group); SIGTERM is not supported");
-    p->cancel.trigger();
     rpc_ok(rpc, "{}");
   }
 
