@@ -799,14 +799,15 @@ struct Server::Impl {
     if (b->dead) return then(Result<void>());
     b->dead = true;
     boxes.erase(b->id);
-    if (guard) guard->sandbox_event("sandbox_kill", ctx_of(*b), why);
     if (b->timer) loop->cancel_timer(b->timer);
     b->timer = 0;
     for (auto& [_, p] : b->procs) {
       p->cancel.trigger();
       end_subs(*p, end_error_json("unavailable", fmt::format("the sandbox was killed ({})", why)), "");
+      if (auto end = std::exchange(p->on_end, nullptr)) end(make_error(Errc::kClosed, fmt::format("the sandbox was killed ({})", why)));
     }
     b->procs.clear();
+    if (guard) guard->sandbox_event("sandbox_kill", ctx_of(*b), why);
     Sandbox sb = b->sb;
     std::string id = b->id;
     offload<Result<void>>([sb]() mutable { return sb.destroy(); },

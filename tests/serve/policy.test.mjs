@@ -188,6 +188,8 @@ test('SDK: commands and file writes go through the policy, the approver and the 
     await assert.rejects(sbx.commands.run('sleep 30'), /timeout of 1500 ms/)
     r = await sbx.commands.run('seq 100000')
     assert.ok(r.stdout.length > 0 && r.stdout.length <= 1000, `output cap 1000 not applied: ${r.stdout.length} bytes`)
+    // Still running when the sandbox is killed (its tier ends it after 1.5 s): its end is recorded too.
+    await sbx.commands.run('sleep 9', { background: true })
   } finally {
     await sbx.kill()
   }
@@ -216,6 +218,7 @@ test('SDK: commands and file writes go through the policy, the approver and the 
   assert.deepEqual(ev('write /home/user/nope'), ['call', 'decision', 'denied'])
   assert.deepEqual(eventsOf('write /tmp/approved-file')[0].writes, ['/tmp/approved-file'])
   assert.equal(eventsOf('sleep 30').at(-1).timed_out, true)
+  assert.match(eventsOf('sleep 9').at(-1).error, /the sandbox was killed \(killed by the API\)/)
   // seq is recorded in order: the sandbox's records keep the order they happened in.
   const order = ['echo hi', 'cat /etc/hostname', 'ls /', 'rm /tmp/approved-file', 'rm /tmp/hang-file', 'seq 100000']
     .map(t => all.findIndex(r => r.event === 'call' && r.text_sha256 === sha(t)))
