@@ -55,6 +55,10 @@ struct ztee_cancel {
   ztee::ExecCancel token;
 };
 
+struct ztee_input {
+  ztee::ExecInput in;
+};
+
 struct ztee_policy {
   ztee::Policy policy;
 };
@@ -145,6 +149,8 @@ static_assert(kSandboxOptionsV4 == offsetof(ztee_sandbox_options, guest_aslr) + 
               "0.5's ztee_sandbox_options ended with 4 bytes of tail padding");
 // 0.3 ended with user_data; cancel came after.
 constexpr size_t kExecOptionsV1 = offsetof(ztee_exec_options, cancel);
+// 0.6 ended with cancel; input came after.
+constexpr size_t kExecOptionsV2 = offsetof(ztee_exec_options, input);
 // 0.3 ended with lease_timeout_ms (and 4 bytes of tail padding); warm_up came after.
 constexpr size_t kPoolOptionsV1 = offsetof(ztee_pool_options, warm_up);
 static_assert(kPoolOptionsV1 == offsetof(ztee_pool_options, lease_timeout_ms) + sizeof(uint32_t) + 4,
@@ -159,7 +165,7 @@ constexpr size_t kRuntimeOptionsSizes[] = {kRuntimeOptionsV1, kRuntimeOptionsV2,
 constexpr size_t kSandboxOptionsSizes[] = {kSandboxOptionsV1, kSandboxOptionsV2, kSandboxOptionsV3,
                                            kSandboxOptionsV4, sizeof(ztee_sandbox_options)};
 constexpr size_t kExportOptionsSizes[] = {sizeof(ztee_export_options)};
-constexpr size_t kExecOptionsSizes[] = {kExecOptionsV1, sizeof(ztee_exec_options)};
+constexpr size_t kExecOptionsSizes[] = {kExecOptionsV1, kExecOptionsV2, sizeof(ztee_exec_options)};
 constexpr size_t kPoolOptionsSizes[] = {kPoolOptionsV1, sizeof(ztee_pool_options)};
 constexpr size_t kPoolStatsSizes[] = {kPoolStatsV1};
 // 0.5: the control plane's structs (one layout each so far).
@@ -584,6 +590,7 @@ int ztee_has_feature(const char* feature) {
     return choice && choice->kvm ? 1 : 0;
   }
   if (std::strcmp(feature, "streaming") == 0) return 1;
+  if (std::strcmp(feature, "exec_input") == 0) return 1;  // ztee_exec_options.input, ztee_input_*, ztee_cancel_signal
   if (std::strcmp(feature, "files") == 0) return 1;
   if (std::strcmp(feature, "workspaces") == 0) return 1;  // mounts, diff, export_changes, patch
   if (std::strcmp(feature, "pool") == 0) return 1;
@@ -803,6 +810,10 @@ ztee_status ztee_sandbox_exec(ztee_sandbox* sb, const ztee_exec_options* opts,
       eo.on_stderr = [cb, ud](std::string_view d) { cb(ud, d.data(), d.size()); };
     }
     if (o.cancel) eo.cancel = o.cancel->token;
+    if (o.input) {
+      if (o.stdin_data) return invalid("ztee_sandbox_exec: set stdin_data or input, not both");
+      eo.input = o.input->in;
+    }
 
     auto r = sb->sb.exec(eo);
     if (!r) return fail(r.error());
@@ -838,6 +849,49 @@ int ztee_cancel_triggered(const ztee_cancel* cancel) { return cancel && cancel->
 void ztee_cancel_free(ztee_cancel* cancel) {
   (void)guard([&] {
     delete cancel;
+    return ZTEE_OK;
+  });
+}
+
+ztee_status ztee_cancel_signal(ztee_cancel* cancel, int sig) {
+  return guard([&]() -> ztee_status {
+    if (!cancel) return invalid("ztee_cancel_signal: cancel is NULL: make one with ztee_cancel_create");
+    auto r = cancel->token.signal(sig);
+    if (!r) return fail(r.error());
+    return ZTEE_OK;
+  });
+}
+
+ztee_status ztee_input_create(ztee_input** out) {
+  return guard([&]() -> ztee_status {
+    if (!out) return invalid("ztee_input_create: out is NULL");
+    *out = new ztee_input{ztee::ExecInput::create()};
+    return ZTEE_OK;
+  });
+}
+
+ztee_status ztee_input_write(ztee_input* input, const void* data, size_t len) {
+  return guard([&]() -> ztee_status {
+    if (!input) return invalid("ztee_input_write: input is NULL: make one with ztee_input_create");
+    if (!data && len) return invalid("ztee_input_write: len is set but data is NULL");
+    auto r = input->in.write(std::string_view(static_cast<const char*>(data), data ? len : 0));
+    if (!r) return fail(r.error());
+    return ZTEE_OK;
+  });
+}
+
+void ztee_input_close(ztee_input* input) {
+  (void)guard([&] {
+    if (input) input->in.close();
+    return ZTEE_OK;
+  });
+}
+
+size_t ztee_input_buffered(const ztee_input* input) { return input ? input->in.buffered() : 0; }
+
+void ztee_input_free(ztee_input* input) {
+  (void)guard([&] {
+    delete input;
     return ZTEE_OK;
   });
 }

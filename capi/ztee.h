@@ -91,7 +91,8 @@ ZTEE_API const char *ztee_version(void);
  * (ztee_sandbox_snapshot, pause/resume, template_dir), "network"
  * (ztee_sandbox_options.net_allow / net_dns), "jail" (every VMM jailed),
  * "guest_aslr" (ztee_sandbox_options.guest_aslr), "gate" (the control plane:
- * ztee_policy_*, ztee_audit_*, ztee_gate_*). */
+ * ztee_policy_*, ztee_audit_*, ztee_gate_*), "exec_input" (ztee_input_*,
+ * ztee_exec_options.input, ztee_cancel_signal). */
 ZTEE_API int ztee_has_feature(const char *feature);
 
 /* Releases memory returned by the library (file contents). NULL-safe. */
@@ -357,10 +358,15 @@ typedef struct ztee_exec_options {
    * kills this command's process group; the exec then returns its result
    * with cancelled = 1. NULL: none. Borrowed: it must outlive the call. */
   struct ztee_cancel *cancel;
+  /* ---- appended after 0.6 (0.6's size: offsetof(ztee_exec_options, input)) */
+  /* Stdin written while the command runs (ztee_input_create); not together
+   * with stdin_data (ZTEE_E_INVALID_ARGUMENT). One input serves one exec.
+   * NULL: none. Borrowed: it must outlive the call. */
+  struct ztee_input *input;
 } ztee_exec_options;
 
 #define ZTEE_EXEC_OPTIONS_INIT \
-  {sizeof(ztee_exec_options), NULL, 0, NULL, NULL, 0, NULL, NULL, NULL, 0, 0, 0, NULL, NULL, NULL, NULL}
+  {sizeof(ztee_exec_options), NULL, 0, NULL, NULL, 0, NULL, NULL, NULL, 0, 0, 0, NULL, NULL, NULL, NULL, NULL}
 
 /* Like ztee_runtime_options_init, for ztee_exec_options. */
 ZTEE_API ztee_status ztee_exec_options_init(ztee_exec_options *opts, size_t size);
@@ -415,6 +421,47 @@ ZTEE_API int ztee_cancel_triggered(const ztee_cancel *cancel);
 
 /* Frees the token; execs still running with it must have returned. NULL-safe. */
 ZTEE_API void ztee_cancel_free(ztee_cancel *cancel);
+
+/* Sends signal `sig` (1..64, the guest's Linux numbers: SIGINT 2, SIGUSR1
+ * 10, SIGTERM 15, ...) to the process group of every exec running with this
+ * token now. Unlike ztee_cancel_trigger it is not remembered: with no exec
+ * running (not started yet, or ended) it does nothing and returns ZTEE_OK.
+ * An exec a signal ends returns ZTEE_OK with `signal` set and cancelled = 0.
+ * Any thread; never blocks. Errors: ZTEE_E_INVALID_ARGUMENT (NULL token,
+ * sig outside 1..64). Since LIBZTEE_0.7 (feature "exec_input"). */
+ZTEE_API ztee_status ztee_cancel_signal(ztee_cancel *cancel, int sig);
+
+/* Stdin for one exec, written while it runs (ztee_exec_options.input), from
+ * any thread. Bytes written before the exec starts are kept and sent when it
+ * does; ztee_input_close ends the command's stdin (EOF) after them.
+ * Since LIBZTEE_0.7 (feature "exec_input"). */
+typedef struct ztee_input ztee_input;
+
+/* Errors: ZTEE_E_INVALID_ARGUMENT (out NULL), ZTEE_E_NO_MEMORY. */
+ZTEE_API ztee_status ztee_input_create(ztee_input **out);
+
+/* Queues `len` bytes for the command's stdin; never blocks. At most
+ * ZTEE_INPUT_MAX_BUFFERED bytes wait on the host (until the sandbox's agent
+ * connection takes them); a write that would pass that writes nothing and
+ * fails with ZTEE_E_IO and errno EAGAIN: retry once ztee_input_buffered is
+ * lower (a single write larger than the bound never fits: split it). The
+ * guest keeps what the command has not read yet in its own memory.
+ * Errors: ZTEE_E_INVALID_ARGUMENT (NULL input, data NULL with len > 0, or
+ * after ztee_input_close), ZTEE_E_CLOSED (the exec has ended or never
+ * started), ZTEE_E_IO/EAGAIN (bound reached). len 0: ZTEE_OK, nothing sent. */
+ZTEE_API ztee_status ztee_input_write(ztee_input *input, const void *data, size_t len);
+
+#define ZTEE_INPUT_MAX_BUFFERED ((size_t)1 << 20)
+
+/* Ends the command's stdin once what was written has been sent. Any thread;
+ * idempotent; NULL-safe; a no-op after the exec ended. */
+ZTEE_API void ztee_input_close(ztee_input *input);
+
+/* Bytes written and not yet passed to the guest (0 for NULL). */
+ZTEE_API size_t ztee_input_buffered(const ztee_input *input);
+
+/* Frees the input; the exec using it must have returned. NULL-safe. */
+ZTEE_API void ztee_input_free(ztee_input *input);
 
 /* ---- files -------------------------------------------------------------- */
 

@@ -2,6 +2,7 @@
  * ($ZTEE_IMAGE_DIR or /var/lib/ztee/images/default) and fail without it:
  * CI always builds the image. One sandbox serves every test (a boot takes
  * seconds under TCG). */
+#include <errno.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -125,6 +126,159 @@ static void test_cancel(ztee_sandbox *sb) {
   ztee_cancel_free(g_cancel);
   ztee_cancel_free(NULL);
   g_cancel = NULL;
+}
+
+/* Streamed stdin and signals: cat echoes each piece before the next is
+ * written; close ends it; a trap sees SIGTERM. The worker thread only
+ * writes, closes and signals; the checks run on the main thread. */
+static pthread_mutex_t g_out_mu = PTHREAD_MUTEX_INITIALIZER;
+static char g_out[256];
+static size_t g_out_len;
+static ztee_input *g_input;
+static volatile int g_worker_ok;
+
+static void on_collect(void *user_data, const char *data, size_t len) {
+  (void)user_data;
+  pthread_mutex_lock(&g_out_mu);
+  if (len > sizeof g_out - 1 - g_out_len) len = sizeof g_out - 1 - g_out_len;
+  memcpy(g_out + g_out_len, data, len);
+  g_out_len += len;
+  g_out[g_out_len] = 0;
+  pthread_mutex_unlock(&g_out_mu);
+}
+
+static int wait_out(const char *want) {
+  int i, ok = 0;
+  for (i = 0; i < 3000 && !ok; i++) {
+    pthread_mutex_lock(&g_out_mu);
+    ok = strcmp(g_out, want) == 0;
+    pthread_mutex_unlock(&g_out_mu);
+    if (!ok) usleep(10000);
+  }
+  return ok;
+}
+
+static void *feed_cat(void *arg) {
+  (void)arg;
+  g_worker_ok = wait_out("one\n") && ztee_input_write(g_input, "two\n", 4) == ZTEE_OK && wait_out("one\ntwo\n");
+  ztee_input_close(g_input);
+  return NULL;
+}
+
+static void *term_when_ready(void *arg) {
+  ztee_cancel *c = (ztee_cancel *)arg;
+  g_worker_ok = wait_out("ready\n") && ztee_cancel_signal(c, 15) == ZTEE_OK;
+  return NULL;
+}
+
+static void test_input_and_signals(ztee_sandbox *sb) {
+  ztee_exec_options eo = ZTEE_EXEC_OPTIONS_INIT;
+  ztee_exec_result *r = NULL;
+  ztee_cancel *c = NULL;
+  ztee_input *gone = NULL;
+  pthread_t t;
+  char *big;
+  CHECK(ztee_has_feature("exec_input") == 1);
+  CHECK_STATUS(ztee_input_create(NULL), ZTEE_E_INVALID_ARGUMENT);
+  CHECK_STATUS(ztee_input_create(&g_input), ZTEE_OK);
+  if (!g_input) return;
+  CHECK_STATUS(ztee_input_write(g_input, "one\n", 4), ZTEE_OK); /* kept until the exec starts */
+  CHECK(ztee_input_buffered(g_input) == 4 && ztee_input_buffered(NULL) == 0);
+  CHECK_STATUS(ztee_input_write(g_input, NULL, 1), ZTEE_E_INVALID_ARGUMENT);
+  CHECK_STATUS(ztee_input_write(NULL, "x", 1), ZTEE_E_INVALID_ARGUMENT);
+  /* One write over the bound never fits: EAGAIN, nothing queued. */
+  big = calloc(ZTEE_INPUT_MAX_BUFFERED, 1);
+  CHECK(big != NULL);
+  if (big) {
+    CHECK_STATUS(ztee_input_write(g_input, big, ZTEE_INPUT_MAX_BUFFERED), ZTEE_E_IO);
+    CHECK(ztee_last_error()->sys_errno == EAGAIN);
+    CHECK(ztee_input_buffered(g_input) == 4);
+    free(big);
+  }
+  g_out_len = 0;
+  g_out[0] = 0;
+  eo.argv = (const char *const[]){"cat"};
+  eo.argc = 1;
+  eo.input = g_input;
+  eo.on_stdout = on_collect;
+  g_worker_ok = 0;
+  CHECK(pthread_create(&t, NULL, feed_cat, NULL) == 0);
+  CHECK_STATUS(ztee_sandbox_exec(sb, &eo, &r), ZTEE_OK);
+  pthread_join(t, NULL);
+  CHECK(g_worker_ok == 1);
+  if (r) {
+    CHECK(r->exit_code == 0);
+    ztee_exec_result_free(r);
+    r = NULL;
+  }
+  CHECK(strcmp(g_out, "one\ntwo\n") == 0);
+  CHECK_STATUS(ztee_input_write(g_input, "x", 1), ZTEE_E_INVALID_ARGUMENT); /* after close */
+  CHECK_STR_CONTAINS(ztee_last_error()->message, "after close()");
+  ztee_input_close(g_input);
+  ztee_input_close(NULL);
+  /* The same input again, or with stdin_data: refused. */
+  CHECK_STATUS(ztee_sandbox_exec(sb, &eo, &r), ZTEE_E_INVALID_ARGUMENT);
+  ztee_input_free(g_input);
+  g_input = NULL;
+  CHECK_STATUS(ztee_input_create(&gone), ZTEE_OK);
+  if (gone) {
+    ztee_exec_options both = ZTEE_EXEC_OPTIONS_INIT;
+    ztee_exec_options quick = ZTEE_EXEC_OPTIONS_INIT;
+    both.shell = "cat";
+    both.stdin_data = "x";
+    both.stdin_len = 1;
+    both.input = gone;
+    CHECK_STATUS(ztee_sandbox_exec(sb, &both, &r), ZTEE_E_INVALID_ARGUMENT);
+    /* The exec ended without reading: later writes say so. */
+    quick.shell = "true";
+    quick.input = gone;
+    CHECK_STATUS(ztee_sandbox_exec(sb, &quick, &r), ZTEE_OK);
+    ztee_exec_result_free(r);
+    r = NULL;
+    CHECK_STATUS(ztee_input_write(gone, "late", 4), ZTEE_E_CLOSED);
+    ztee_input_free(gone);
+  }
+  ztee_input_free(NULL);
+
+  /* Signals: SIGTERM reaches the trap; afterwards a no-op; bad numbers refused. */
+  CHECK_STATUS(ztee_cancel_create(&c), ZTEE_OK);
+  if (!c) return;
+  {
+    ztee_exec_options so = ZTEE_EXEC_OPTIONS_INIT;
+    so.shell = "trap 'echo got TERM; exit 3' TERM; echo ready; while :; do sleep 0.05; done";
+    so.cancel = c;
+    so.on_stdout = on_collect;
+    g_out_len = 0;
+    g_out[0] = 0;
+    g_worker_ok = 0;
+    CHECK(pthread_create(&t, NULL, term_when_ready, c) == 0);
+    CHECK_STATUS(ztee_sandbox_exec(sb, &so, &r), ZTEE_OK);
+    pthread_join(t, NULL);
+    CHECK(g_worker_ok == 1);
+    if (r) {
+      CHECK(r->exit_code == 3 && r->signal == 0 && r->cancelled == 0);
+      ztee_exec_result_free(r);
+      r = NULL;
+    }
+    CHECK(strcmp(g_out, "ready\ngot TERM\n") == 0);
+  }
+  CHECK_STATUS(ztee_cancel_signal(c, 15), ZTEE_OK); /* nothing runs: a no-op */
+  CHECK(ztee_cancel_triggered(c) == 0);
+  CHECK_STATUS(ztee_cancel_signal(c, 0), ZTEE_E_INVALID_ARGUMENT);
+  CHECK_STATUS(ztee_cancel_signal(c, 65), ZTEE_E_INVALID_ARGUMENT);
+  CHECK_STATUS(ztee_cancel_signal(NULL, 15), ZTEE_E_INVALID_ARGUMENT);
+  ztee_cancel_free(c);
+  /* The 0.6 layout (no input field) still runs. */
+  {
+    ztee_exec_options old = ZTEE_EXEC_OPTIONS_INIT;
+    old.struct_size = (uint32_t)offsetof(ztee_exec_options, input);
+    old.shell = "echo six";
+    CHECK_STATUS(ztee_sandbox_exec(sb, &old, &r), ZTEE_OK);
+    if (r) {
+      CHECK(strcmp(r->stdout_data, "six\n") == 0);
+      ztee_exec_result_free(r);
+    }
+  }
 }
 
 /* Exec options from a newer caller: zero extra bytes run, a non-zero one is refused. */
@@ -701,6 +855,7 @@ int main(void) {
   test_exec_options(sb);
   test_newer_exec_options(sb);
   test_cancel(sb);
+  test_input_and_signals(sb);
   test_streaming(sb);
   test_files(sb);
   test_pause_resume(sb);
