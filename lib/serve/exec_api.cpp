@@ -190,8 +190,12 @@ void ExecApi::handle(HttpRequest& req, std::shared_ptr<HttpExchange> ex, const A
     std::vector<std::string> argv = parsed->exec.argv;
     auto r = std::make_shared<ExecRequest>(std::move(parsed.value()));
     host_.check(argv, key, [this, ex, key, r](Verdict v) {
-      if (shut_ || ex->gone()) return;
+      if (shut_) return;
       if (!v.allowed) return ex->respond(403, "application/json", err_body(403, v.message));
+      if (ex->gone()) {
+        if (host_.exited) host_.exited(v, key, "", make_error(Errc::kClosed, "the client left before the call could run"));
+        return;
+      }
       apply_tier_limits(v.decision.limits, &r->exec.timeout_ms, &r->exec.output_cap);
       run(std::move(*r), ex, key, std::make_shared<Verdict>(std::move(v)));
     });

@@ -1036,7 +1036,8 @@ struct Server::Impl {
     guard->check(std::move(call), ctx_of(*box), [this, rpc, box](Verdict v) mutable {
       if (!v.allowed) return rpc_fail(rpc, "permission_denied", v.message);
       if (box->dead) return rpc_fail(rpc, "unavailable", "the sandbox was killed while the call waited for approval");
-      if (rpc.ex->gone()) return;
+      if (rpc.ex->gone())
+        return guard->exit(v, ctx_of(*box), make_error(Errc::kClosed, "the client left before the call could run"));
       rpc.verdict = std::make_shared<Verdict>(std::move(v));
       object o;
       if (json.parse(rpc.payload.data(), rpc.payload.size()).get(o) != simdjson::SUCCESS)
