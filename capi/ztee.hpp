@@ -179,6 +179,9 @@ struct PoolFree {
 struct CancelFree {
   void operator()(ztee_cancel* p) const noexcept { ztee_cancel_free(p); }
 };
+struct InputFree {
+  void operator()(ztee_input* p) const noexcept { ztee_input_free(p); }
+};
 struct ExecResultFree {
   void operator()(ztee_exec_result* p) const noexcept { ztee_exec_result_free(p); }
 };
@@ -360,12 +363,44 @@ class Cancel {
   // token.
   void trigger() const noexcept { ztee_cancel_trigger(h_.get()); }
   bool triggered() const noexcept { return ztee_cancel_triggered(h_.get()) != 0; }
+  // Sends signal `sig` (1..64) to the process group of every exec running
+  // with this token now; with none running, a no-op (ztee_cancel_signal).
+  Result<void> signal(int sig) const { return detail::status_result(ztee_cancel_signal(h_.get(), sig)); }
 
   ztee_cancel* c_handle() const noexcept { return h_.get(); }
   explicit operator bool() const noexcept { return static_cast<bool>(h_); }
 
  private:
   std::unique_ptr<ztee_cancel, detail::CancelFree> h_;
+};
+
+// Stdin streamed to one running exec (ExecOptions::input; ztee_input_*):
+// write() from any thread, never blocking (at most ZTEE_INPUT_MAX_BUFFERED
+// bytes wait; past that an Error with kIo and sys_errno EAGAIN), close()
+// for EOF. Bytes written before the exec starts are sent when it does.
+class Input {
+ public:
+  Input() = default;
+  // Takes ownership of a C handle.
+  explicit Input(ztee_input* owned) noexcept : h_(owned) {}
+
+  static Result<Input> create() {
+    ztee_input* in = nullptr;
+    ztee_status st = ztee_input_create(&in);
+    if (st != ZTEE_OK) return detail::last_error(st);
+    return Input(in);
+  }
+  Result<void> write(std::string_view data) const {
+    return detail::status_result(ztee_input_write(h_.get(), data.data(), data.size()));
+  }
+  void close() const noexcept { ztee_input_close(h_.get()); }
+  size_t buffered() const noexcept { return ztee_input_buffered(h_.get()); }
+
+  ztee_input* c_handle() const noexcept { return h_.get(); }
+  explicit operator bool() const noexcept { return static_cast<bool>(h_); }
+
+ private:
+  std::unique_ptr<ztee_input, detail::InputFree> h_;
 };
 
 struct ExecOptions {
@@ -390,6 +425,9 @@ struct ExecOptions {
   std::function<void(std::string_view)> on_stderr;
   // Borrowed: it must outlive the exec() call. Null (or an empty Cancel): none.
   const Cancel* cancel = nullptr;
+  // Stdin written while the command runs; not with stdin_data. Borrowed, as
+  // cancel. Null (or an empty Input): none.
+  const Input* input = nullptr;
 };
 
 struct ExecResult {
@@ -716,6 +754,7 @@ class Sandbox {
     }
     o.timeout_ms = opts.timeout_ms;
     o.output_cap = opts.output_cap;
+    if (opts.input && *opts.input) o.input = opts.input->c_handle();
 
     detail::StreamState state;
     state.on_stdout = &opts.on_stdout;

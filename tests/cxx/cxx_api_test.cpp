@@ -956,3 +956,59 @@ TEST_CASE("gate: run through a pool, deny, approvals, secrets, DLP, audit log") 
   std::filesystem::remove_all(base);
   MESSAGE("gate test took " << seconds_since(t0) << " s");
 }
+
+TEST_CASE("exec: Input streams stdin to cat; Cancel::signal reaches a trap") {
+  auto in = ztee::Input::create();
+  REQUIRE(in.ok());
+  std::mutex mu;
+  std::string out;
+  auto seen = [&](const std::string& want) {
+    for (int i = 0; i < 3000; ++i) {
+      {
+        std::lock_guard lk(mu);
+        if (out == want) return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  };
+  ztee::ExecOptions o;
+  o.argv = {"cat"};
+  o.input = &*in;
+  o.on_stdout = [&](std::string_view d) {
+    std::lock_guard lk(mu);
+    out.append(d);
+  };
+  CHECK(in->write("a\n").ok());
+  std::atomic<bool> fed{false};
+  std::thread feeder([&] {
+    fed = seen("a\n") && in->write("b\n").ok() && seen("a\nb\n");
+    in->close();
+  });
+  auto r = sandbox().exec(o);
+  feeder.join();
+  REQUIRE(r.ok());
+  CHECK(fed);
+  CHECK(r->exit_code == 0);
+  CHECK(out == "a\nb\n");
+  CHECK_FALSE(in->write("late").ok());  // after close()
+
+  auto ctl = ztee::Cancel::create();
+  REQUIRE(ctl.ok());
+  out.clear();
+  ztee::ExecOptions so;
+  so.shell = "trap 'echo got INT; exit 4' INT; echo ready; while :; do sleep 0.05; done";
+  so.cancel = &*ctl;
+  so.on_stdout = o.on_stdout;
+  std::atomic<bool> sent{false};
+  std::thread sender([&] { sent = seen("ready\n") && ctl->signal(2).ok(); });
+  auto r2 = sandbox().exec(so);
+  sender.join();
+  REQUIRE(r2.ok());
+  CHECK(sent);
+  CHECK(r2->exit_code == 4);
+  CHECK_FALSE(r2->cancelled);
+  CHECK(out == "ready\ngot INT\n");
+  CHECK(ctl->signal(2).ok());        // nothing runs: a no-op
+  CHECK_FALSE(ctl->signal(65).ok());  // out of range
+}
