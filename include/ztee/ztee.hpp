@@ -253,10 +253,12 @@ class ExecCancel {
 // Bounds: write() never blocks. Bytes wait on the host until the sandbox's
 // agent connection has room (at most kMaxBuffered of them per handle); a
 // write that would pass the bound fails with kIo, sys_errno EAGAIN, and
-// writes nothing: retry once buffered() has dropped. The guest agent reads
-// the connection continuously and keeps what the command has not read yet
-// in guest memory, so a command that never reads its stdin costs the guest
-// memory, not the host.
+// writes nothing: retry once buffered() has dropped (one write larger than
+// kMaxBuffered never fits: split it). Any thread may write, an on_stdout
+// callback included (a write only takes a lock and posts to the loop). The
+// guest agent reads the connection continuously and keeps what the command
+// has not read yet in guest memory, so a command that never reads its stdin
+// costs the guest memory (until the exec ends), not the host.
 class ExecInput {
  public:
   static constexpr size_t kMaxBuffered = 1u << 20;
