@@ -16,6 +16,15 @@
 #                    repeatable (default: the host's Debian apt sources)
 #   --cache DIR      cache directory (default $ZTEE_IMAGE_CACHE or DIR/.cache)
 #   --no-vmlinux     do not extract the uncompressed vmlinux
+#   --kernel debian|minimal
+#                    debian (default): Debian's cloud kernel package, virtio
+#                    drivers as modules in the initramfs. minimal: built from
+#                    Debian's linux-source-6.1 with guest/kernel/ztee-minimal.config
+#                    on top of tinyconfig (kernel-build.sh beside this script;
+#                    minutes the first time, then cached), no modules
+#   --kernel-cache DIR
+#                    where minimal kernels are cached (default
+#                    $ZTEE_KERNEL_CACHE or /var/cache/ztee/kernels)
 #   --force          rebuild everything, ignoring caches
 #   --verify-reproducible
 #                    after the build, rebuild from scratch (fresh cache, same
@@ -45,6 +54,8 @@ CACHE=${ZTEE_IMAGE_CACHE:-}
 FORCE=0
 REPRO=0
 VMLINUX=1
+KERNEL=debian
+KERNEL_CACHE=${ZTEE_KERNEL_CACHE:-/var/cache/ztee/kernels}
 KERNEL_META=linux-image-cloud-amd64
 # Modules loaded by the agent, in this order after their dependencies.
 MODULES=(virtio_mmio virtio_blk virtio_console virtio-rng virtio_net overlay)
@@ -71,13 +82,16 @@ while [[ $# -gt 0 ]]; do
     --mirror) MIRRORS+=("${2:?--mirror needs a value}"); shift 2 ;;
     --cache) CACHE=${2:?--cache needs a directory}; shift 2 ;;
     --no-vmlinux) VMLINUX=0; shift ;;
+    --kernel) KERNEL=${2:?--kernel needs debian or minimal}; shift 2 ;;
+    --kernel-cache) KERNEL_CACHE=${2:?--kernel-cache needs a directory}; shift 2 ;;
     --force) FORCE=1; shift ;;
     --verify-reproducible) REPRO=1; shift ;;
-    -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
 done
 
+[[ $KERNEL == debian || $KERNEL == minimal ]] || die "--kernel must be debian or minimal, not $KERNEL"
 [[ -n "$AGENT" ]] || die "--agent PATH/TO/ztee-agent is required"
 [[ -f "$AGENT" ]] || die "agent binary not found at $AGENT: build it first (cmake --build build --target ztee-agent)"
 [[ $(id -u) -eq 0 ]] || die "must run as root (mmdebstrap and device nodes need it)"
@@ -134,6 +148,27 @@ trap 'exit 130' INT TERM
 sha256() { sha256sum "$1" | cut -d' ' -f1; }
 
 # ---------------------------------------------------------------- kernel
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+if [[ $KERNEL == minimal ]]; then
+  KBUILD=$SCRIPT_DIR/kernel-build.sh
+  [[ -f $KBUILD ]] || die "kernel-build.sh not found beside $0: reinstall ztee"
+  FRAG=
+  for f in "$SCRIPT_DIR/kernel/ztee-minimal.config" "$SCRIPT_DIR/../guest/kernel/ztee-minimal.config"; do
+    [[ -n $FRAG || ! -f $f ]] || FRAG=$f
+  done
+  [[ -n $FRAG ]] || die "ztee-minimal.config not found in $SCRIPT_DIR/kernel/ or the source tree's guest/kernel/: reinstall ztee"
+  kargs=(--config "$FRAG" --cache "$KERNEL_CACHE")
+  [[ $FORCE -eq 0 ]] || kargs+=(--force)
+  MKDIR=$(bash "$KBUILD" "${kargs[@]}" | tail -n1) || die "building the minimal kernel failed (see above)"
+  [[ -f $MKDIR/.done ]] || die "kernel-build.sh gave no kernel directory (got: $MKDIR)"
+  KVER=$(cat "$MKDIR/release")
+  KPKG=linux-source-6.1
+  KPKG_VERSION=$(cat "$MKDIR/source_version")
+  KDOC=/usr/share/doc
+  KCONFIG_SHA=$(sha256 "$MKDIR/config")
+  MODULES=()
+  cp "$MKDIR/vmlinuz" "$TMP/vmlinuz"
+else
 log "resolving kernel package ($KERNEL_META)"
 KPKG=$(apt-cache depends "$KERNEL_META" 2>/dev/null |
        awk '$1 == "Depends:" && $2 ~ /^linux-image-.*-cloud-amd64$/ { print $2; exit }') || true
@@ -155,7 +190,9 @@ if [[ ! -f "$KDIR/.done" ]]; then
   touch "$KDIR/.done"
 fi
 KPKG_VERSION=$(cat "$KDIR/version")
+KDOC=$KDIR/x/usr/share/doc
 cp "$KDIR/x/boot/vmlinuz-$KVER" "$TMP/vmlinuz"
+fi
 
 # vmlinux: the uncompressed ELF inside the bzImage (same idea as the kernel's
 # scripts/extract-vmlinux, using the setup header to find the payload).
@@ -178,10 +215,12 @@ extract_vmlinux() {  # extract_vmlinux <bzImage> <out>
     { log "warning: vmlinux extraction failed; skipping"; rm -f "$out"; return 1; }
 }
 HAVE_VMLINUX=0
-if [[ $VMLINUX -eq 1 ]] && extract_vmlinux "$TMP/vmlinuz" "$TMP/vmlinux"; then HAVE_VMLINUX=1; fi
+if [[ $VMLINUX -eq 1 && $KERNEL == minimal ]]; then
+  cp "$MKDIR/vmlinux" "$TMP/vmlinux"; HAVE_VMLINUX=1
+elif [[ $VMLINUX -eq 1 ]] && extract_vmlinux "$TMP/vmlinuz" "$TMP/vmlinux"; then HAVE_VMLINUX=1; fi
 
 # ---------------------------------------------------------------- initramfs
-log "building initramfs (agent $(basename "$AGENT"), modules ${MODULES[*]})"
+log "building initramfs (agent $(basename "$AGENT"), modules ${MODULES[*]:-none: all built in})"
 IR=$TMP/initramfs
 mkdir -p "$IR"/{dev,proc,sys,lower,rw,newroot,etc/ztee,lib/modules}
 mknod -m 600 "$IR/dev/console" c 5 1
@@ -190,7 +229,7 @@ install -m 0755 "$AGENT" "$IR/init"
 if command -v strip >/dev/null 2>&1; then strip --strip-all "$IR/init"; fi
 : > "$IR/etc/ztee/modules"
 declare -A SEEN=()
-for m in "${MODULES[@]}"; do
+for m in ${MODULES[@]+"${MODULES[@]}"}; do
   deps=$(modprobe -d "$KDIR/x" -S "$KVER" --show-depends "$m" 2>&1) ||
     die "module $m not found for $KVER: $deps"
   while read -r kind path _; do
@@ -273,7 +312,7 @@ ROOTFS_SHA=$(cat "$RCACHE.sha256")
 # ---------------------------------------------------------------- SBOM
 log "writing the SBOM (CycloneDX 1.5) of the rootfs, kernel and agent"
 "$PYTHON" "$SBOM_SCRIPT" --rootfs "$RCACHE" --name "$NAME" --epoch "$EPOCH" \
-  --kernel-package "$KPKG=$KPKG_VERSION" --kernel-arch amd64 --kernel-doc "$KDIR/x/usr/share/doc" \
+  --kernel-package "$KPKG=$KPKG_VERSION" --kernel-arch amd64 --kernel-doc "$KDOC" \
   --agent "$AGENT" --builder-version "$SCRIPT_VERSION" > "$TMP/sbom.cdx.json" ||
   die "writing the SBOM failed (see above)"
 
@@ -285,6 +324,11 @@ artifact() {  # artifact <key> <file> <size-of-path> [extra json] [sha256]
 {
   printf '{\n  "format": 1,\n  "name": "%s",\n' "$NAME"
   printf '  "kernel_version": "%s",\n  "kernel_package": "%s=%s",\n' "$KVER" "$KPKG" "$KPKG_VERSION"
+  # Recorded for the minimal kernel only for now, so that a Debian-kernel image's
+  # manifest stays byte-identical to earlier builds (an absent origin means debian).
+  if [[ $KERNEL == minimal ]]; then
+    printf '  "kernel_origin": "%s",\n  "kernel_config_sha256": "%s",\n' "$KERNEL" "$KCONFIG_SHA"
+  fi
   printf '  "cmdline": "%s",\n' "$KERNEL_CMDLINE"
   printf '  "suite": "%s",\n  "variant": "%s",\n  "include": "%s",\n' "$SUITE" "$VARIANT" "$INCLUDE"
   printf '  "agent_sha256": "%s",\n  "builder_version": %s,\n' "$(sha256 "$AGENT")" "$SCRIPT_VERSION"
@@ -307,7 +351,7 @@ artifact() {  # artifact <key> <file> <size-of-path> [extra json] [sha256]
 verify_reproducible() {
   local r=$TMP/repro f differ=0
   local args=(--out "$r/image" --agent "$AGENT" --name "$NAME" --suite "$SUITE" --include "$INCLUDE"
-              --cache "$r/cache" --force)
+              --cache "$r/cache" --kernel "$KERNEL" --kernel-cache "$r/kernels" --force)
   for f in "${MIRRORS[@]}"; do args+=(--mirror "$f"); done
   [[ $VMLINUX -eq 1 ]] || args+=(--no-vmlinux)
   log "reproducibility: rebuilding from scratch in $r"

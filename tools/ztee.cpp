@@ -759,7 +759,7 @@ int cmd_image(ArgReader r) {
     int rc = ztee::cli::image_dispatch(sub, std::vector<std::string>(r.args.begin() + static_cast<long>(r.i), r.args.end()));
     return rc == -1 ? usage_error("image: unknown subcommand " + sub, ztee::cli::image_usage()) : rc;
   }
-  std::string out;
+  std::string out, kernel;
   bool force = false, reproducible = false;
   std::string err;
   while (!r.done()) {
@@ -772,6 +772,11 @@ int cmd_image(ArgReader r) {
     if (r.take("--out", &v, &err)) {
       if (!err.empty()) return usage_error(err, ztee::cli::image_usage());
       out = *v;
+    } else if (r.take("--kernel", &v, &err)) {
+      if (!err.empty()) return usage_error(err, ztee::cli::image_usage());
+      if (*v != "debian" && *v != "minimal")
+        return usage_error("image build: --kernel must be debian or minimal, not " + *v, ztee::cli::image_usage());
+      kernel = *v;
     } else if (a == "--force") {
       force = true;
       ++r.i;
@@ -795,6 +800,7 @@ int cmd_image(ArgReader r) {
     return fail("ztee-agent not found (looked beside " + self_dir() + " and in " + self_dir() +
                 "/../libexec/ztee/): reinstall ztee");
   std::vector<std::string> argv = {"/bin/bash", script, "--out", out, "--agent", agent};
+  if (!kernel.empty()) argv.insert(argv.end(), {"--kernel", kernel});
   if (force) argv.push_back("--force");
   if (reproducible) argv.push_back("--verify-reproducible");
   std::vector<char*> cargv;
