@@ -124,7 +124,7 @@ need mknod coreutils
 
 # The agent must be a static executable: it runs as PID 1 before any library exists.
 if command -v file >/dev/null 2>&1; then
-  file -L "$AGENT" | grep -q 'statically linked\|static-pie linked' ||
+  file -L "$AGENT" | grep 'statically linked\|static-pie linked' >/dev/null ||
     die "agent $AGENT is not a static executable"
 fi
 
@@ -268,7 +268,7 @@ fix_inode_times() {  # fix_inode_times <ext4 image>
   [[ -s "$TMP/inode-times.cmd" ]] || die "dumpe2fs $1 listed no used inodes"
   E2FSPROGS_FAKE_TIME=$EPOCH debugfs -w -f "$TMP/inode-times.cmd" "$1" >/dev/null 2>"$TMP/inode-times.err" ||
     die "debugfs could not set the inode times of $1: $(tail -n3 "$TMP/inode-times.err")"
-  if grep -v '^debugfs ' "$TMP/inode-times.err" | grep -q .; then
+  if grep -v '^debugfs ' "$TMP/inode-times.err" | grep . >/dev/null; then
     die "debugfs could not set the inode times of $1: $(grep -v '^debugfs ' "$TMP/inode-times.err" | head -n3)"
   fi
 }

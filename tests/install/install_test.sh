@@ -28,12 +28,12 @@ cmake -S "$src/tests/install/consumer" -B "$tmp/cm" -G Ninja -DCMAKE_PREFIX_PATH
 if [ -x "$tmp/cm/hello_c" ]; then
   out=$("$tmp/cm/hello_c" 2>&1) || fail "find_package build: hello_c failed: $out"
   [ "$out" = 42 ] || fail "find_package build printed '$out', want 42"
-  ldd "$tmp/cm/hello_c" | grep -q "$prefix/lib/libztee.so.0" || fail "find_package build does not use the installed library"
+  ldd "$tmp/cm/hello_c" | grep "$prefix/lib/libztee.so.0" >/dev/null || fail "find_package build does not use the installed library"
 fi
 if [ -x "$tmp/cm/hello_cpp" ]; then
   out=$("$tmp/cm/hello_cpp" 2>&1) || fail "find_package build: hello_cpp failed: $out"
   [ "$out" = 42 ] || fail "find_package build: hello_cpp printed '$out', want 42"
-  ldd "$tmp/cm/hello_cpp" | grep -q "$prefix/lib/libztee.so.0" || fail "find_package C++ build does not use the installed library"
+  ldd "$tmp/cm/hello_cpp" | grep "$prefix/lib/libztee.so.0" >/dev/null || fail "find_package C++ build does not use the installed library"
 fi
 
 # 2. pkg-config.
@@ -72,7 +72,7 @@ if command -v node >/dev/null && command -v npm >/dev/null && [ -e "$src/binding
   mkdir -p "$tmp/app" && echo '{"name": "app", "private": true}' >"$tmp/app/package.json"
   if [ -n "$tgz" ] && (cd "$tmp/app" && "${npmenv[@]}" npm install --offline --no-audit --no-fund "$tmp/$tgz") >"$tmp/npm.log" 2>&1; then
     addon=$tmp/app/node_modules/ztee/build/Release/ztee.node
-    ldd "$addon" | grep -q "$prefix/lib/.*libztee.so.0" || fail "npm install: $addon does not use the installed library"
+    ldd "$addon" | grep "$prefix/lib/.*libztee.so.0" >/dev/null || fail "npm install: $addon does not use the installed library"
     cp "$src/examples/hello.mjs" "$tmp/app/"
     out=$(cd "$tmp/app" && node hello.mjs 2>&1) || fail "npm-installed package: hello.mjs failed: $out"
     [ "$out" = 42 ] || fail "npm-installed package: hello.mjs printed '$out', want 42"
