@@ -55,7 +55,9 @@ struct JailOptions {
   bool enabled = true;
   // Sandboxes get uid = gid = id_first + n for n in 1..id_count-1 (n is also
   // the sandbox's network slot); id_first itself is the template group.
-  // Allocated across processes by lock files under <state_dir>/ids.
+  // Allocated across processes by lock files under <state_dir>/ids, and
+  // host-wide (byte locks in /run/ztee/ids.lock) so that runtimes with
+  // different state dirs never share an id, a uid or a network slot.
   uint32_t id_first = 600000;
   uint32_t id_count = 65536;
   // Cgroup for the sandboxes' cgroups, below the runtime process's own

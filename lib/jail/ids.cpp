@@ -15,6 +15,7 @@ IdLease& IdLease::operator=(IdLease&& o) noexcept {
   if (this != &o) {
     (void)release();
     fd_ = std::move(o.fd_);
+    host_fd_ = std::move(o.host_fd_);
     index_ = o.index_;
     id_ = o.id_;
     path_ = std::move(o.path_);
@@ -28,12 +29,24 @@ Result<void> IdLease::release() {
   int rc = ::unlink(path_.c_str());
   int e = errno;
   fd_.reset();
+  host_fd_.reset();
   if (rc != 0 && e != ENOENT)
     return make_error(Errc::kIo, fmt::format("cannot remove id lock file {}: {}", path_, std::strerror(e)), e);
   return {};
 }
 
+namespace {
+
+// The host-wide id lock file; an invalid fd where it cannot be made (not root).
+UniqueFd open_host_id_locks() {
+  if (::mkdir("/run/ztee", 0700) != 0 && errno != EEXIST) return {};
+  return UniqueFd(::open(kHostIdLockPath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+}
+
+}  // namespace
+
 Result<IdLease> allocate_id(const std::string& state_dir, uint32_t id_first, uint32_t id_count) {
+  UniqueFd host = open_host_id_locks();
   std::string dir = state_dir + "/ids";
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
     int e = errno;
@@ -58,6 +71,21 @@ Result<IdLease> allocate_id(const std::string& state_dir, uint32_t id_first, uin
       struct stat a{}, b{};
       if (::fstat(fd, &a) != 0 || ::stat(path.c_str(), &b) != 0 || a.st_ino != b.st_ino || a.st_dev != b.st_dev)
         continue;
+      if (host.get() >= 0) {
+        struct flock l{};
+        l.l_type = F_WRLCK;
+        l.l_whence = SEEK_SET;
+        l.l_start = static_cast<off_t>(n);  // the index: network slots follow it, whatever the range
+        l.l_len = 1;
+        if (::fcntl(host.get(), F_OFD_SETLK, &l) != 0) {
+          int e = errno;
+          ::unlink(path.c_str());  // still flocked: nobody takes it in between
+          if (e == EAGAIN || e == EACCES) break;  // another runtime's (other state dir): next index
+          return make_error(Errc::kIo, fmt::format("jail: cannot lock id index {} in {}: {}", n,
+                                                   kHostIdLockPath, std::strerror(e)),
+                            e);
+        }
+      }
       std::string pid = fmt::format("{}\n", ::getpid());
       if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
         int e = errno;
@@ -66,6 +94,7 @@ Result<IdLease> allocate_id(const std::string& state_dir, uint32_t id_first, uin
       }
       IdLease lease;
       lease.fd_ = std::move(f);
+      lease.host_fd_ = std::move(host);
       lease.index_ = n;
       lease.id_ = id_first + n;
       lease.path_ = std::move(path);

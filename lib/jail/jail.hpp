@@ -46,12 +46,17 @@ class IdLease {
  private:
   friend Result<IdLease> allocate_id(const std::string&, uint32_t, uint32_t);
   UniqueFd fd_;
+  UniqueFd host_fd_;  // holds byte `index` of kHostIdLockPath (OFD lock)
   uint32_t index_ = 0, id_ = 0;
   std::string path_;
 };
 
 // Takes the lowest free index in 1..id_count-1. A lock file whose owner is
-// gone (no flock held) is reclaimed.
+// gone (no flock held) is reclaimed. The index is also locked host-wide (its
+// byte of kHostIdLockPath), so runtimes with different state dirs never
+// share a uid or a network slot (which follows the index); where that file
+// cannot be opened (not root), indexes are unique per state dir only.
+inline constexpr const char* kHostIdLockPath = "/run/ztee/ids.lock";
 Result<IdLease> allocate_id(const std::string& state_dir, uint32_t id_first, uint32_t id_count);
 
 // ---------------------------------------------------------------- cgroups --

@@ -144,8 +144,8 @@ class NetSlot {
   // Creates slot `slot` (validated against env) with `policy`, making the
   // host links if missing. The host table (ensure_host_network) is needed for
   // traffic to flow, not to create. kInvalidArgument for a bad slot or policy;
-  // kIo with EBUSY when another process holds the slot (another runtime
-  // with a different state directory); kIo/kPermission with errno for kernel
+  // kIo with EBUSY when another process holds the slot (one that took the
+  // index without the host-wide id lock); kIo/kPermission with errno for kernel
   // refusals. Leaves nothing behind on failure.
   static Result<NetSlot> create(const NetEnv& env, uint32_t slot, const NetPolicy& policy);
 

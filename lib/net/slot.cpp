@@ -116,8 +116,9 @@ Result<UniqueFd> lock_slot(uint32_t slot) {
   if (int e = lock_byte(fd->get(), F_OFD_SETLK, F_WRLCK, slot_byte(slot))) {
     if (e == EAGAIN || e == EACCES)
       return make_error(Errc::kIo,
-                        fmt::format("slot {} is already in use on this host (slot numbers follow sandbox ids: two "
-                                    "runtimes with different state directories must use different jail id ranges)",
+                        fmt::format("slot {} is already in use on this host (slot numbers follow jail id indexes, which "
+                                    "are locked host-wide in /run/ztee/ids.lock: is another process using the same index "
+                                    "without that lock, e.g. an older libztee?)",
                                     slot),
                         EBUSY);
     return sys_error(fmt::format("locking slot {} in {}", slot, kSlotLockPath), e);

@@ -76,6 +76,30 @@ TEST_CASE("jail ids: distinct leases, released files, stale files reclaimed, exh
   fs::remove_all(dir);
 }
 
+TEST_CASE("jail ids: runtimes with different state dirs never share an id index (uid, network slot)") {
+  if (::geteuid() != 0) return;  // the host-wide lock file is under /run/ztee (root's)
+  std::string d1 = temp_dir(), d2 = temp_dir(), d3 = temp_dir();
+  auto a = allocate_id(d1, 2000, 8);
+  REQUIRE(a.ok());
+  auto b = allocate_id(d2, 2000, 8);  // its own ids/ is empty, index 1 is still taken
+  REQUIRE(b.ok());
+  CHECK(a->index() == 1);
+  CHECK(b->index() == 2);
+  CHECK(!exists(d2 + "/ids/1"));  // the file it tried is not left behind
+  // Another id range still skips the indexes in use: network slots follow the index.
+  auto c = allocate_id(d3, 3000, 8);
+  REQUIRE(c.ok());
+  CHECK(c->index() == 3);
+  CHECK(c->id() == 3003);
+  // Released host-wide too.
+  CHECK(a->release().ok());
+  auto d = allocate_id(d2, 2000, 8);
+  REQUIRE(d.ok());
+  CHECK(d->index() == 1);
+  for (auto* l : {&*b, &*c, &*d}) CHECK(l->release().ok());
+  for (const auto& d : {d1, d2, d3}) fs::remove_all(d);
+}
+
 TEST_CASE("jail seccomp: the VMM filter exports as a BPF program") {
   auto p = build_vmm_seccomp(false);
   REQUIRE_MESSAGE(p.ok(), p.error().message);
