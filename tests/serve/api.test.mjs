@@ -5,85 +5,40 @@
 // Needs: ZTEE_BIN (the ztee CLI), root (the jail), the guest image.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn, execFileSync } from 'node:child_process'
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import http from 'node:http'
+import { keygen, startServe, stopServe, vmmsOf, stillRunning, eventually } from './harness.mjs'
 
 let server, base, key, key2, dir, serverLog = ''
-
-function keygen(extra) {
-  return execFileSync(process.env.ZTEE_BIN, ['serve', 'keygen', '--keys', join(dir, 'keys'), ...extra],
-    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()
-}
-
-function startServer(args, onLog) {
-  const p = spawn(process.env.ZTEE_BIN, ['serve', '--listen', '127.0.0.1:0', '--keys', join(dir, 'keys'), ...args],
-    { stdio: ['ignore', 'pipe', 'pipe'] })
-  p.stderr.on('data', d => onLog(String(d)))
-  const url = new Promise((resolve, reject) => {
-    let out = ''
-    p.stdout.on('data', d => {
-      out += d
-      const m = out.match(/listening on (http:\/\/[0-9.]+:\d+)/)
-      if (m) resolve(m[1])
-    })
-    p.on('exit', code => reject(new Error(`ztee serve exited with ${code}`)))
-  })
-  return { p, url }
-}
-
-async function stopServer(p) {
-  const exited = p.exitCode !== null || p.signalCode !== null
-    ? Promise.resolve(p.signalCode ?? p.exitCode)
-    : new Promise(resolve => p.on('exit', (code, signal) => resolve(signal ?? code)))
-  p.kill('SIGTERM')
-  const stuck = setTimeout(() => p.kill('SIGKILL'), 60_000)
-  const code = await exited
-  clearTimeout(stuck)
-  return code
-}
 
 before(async () => {
   assert.ok(process.env.ZTEE_BIN, 'ZTEE_BIN must name the ztee CLI')
   dir = mkdtempSync(join(tmpdir(), 'ztee-serve-api-test-'))
-  key = keygen(['--name', 'main'])
-  key2 = keygen(['--name', 'one', '--max-sandboxes', '1'])
-  const s = startServer(['--pool', '2', '--state-dir', join(dir, 'state')], d => { serverLog += d })
-  server = s.p
-  base = await s.url
+  key = keygen(join(dir, 'keys'), ['--name', 'main'])
+  key2 = keygen(join(dir, 'keys'), ['--name', 'one', '--max-sandboxes', '1'])
+  ;({ proc: server, base } = await startServe(['--keys', join(dir, 'keys'), '--pool', '2', '--state-dir',
+    join(dir, 'state')], d => { serverLog += d }))
 })
 
 after(async () => {
   if (!server) return
-  const code = await stopServer(server)
+  const children = vmmsOf(server.pid)  // its ready pool, at least
+  const code = await stopServe(server)
   try {
     assert.equal(code, 0, `ztee serve did not stop cleanly on SIGTERM: ${serverLog}`)
-    assert.deepEqual(vmms(join(dir, 'state')), [])
+    assert.ok(children.length >= 2, `the server ran ${children.length} VMMs before SIGTERM, not its pool of 2`)
+    assert.deepEqual(stillRunning(children), [])
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
 })
 
-// Command lines of running QEMU processes that mention `needle`.
-function vmms(needle) {
-  const found = []
-  for (const pid of readdirSync('/proc').filter(p => /^\d+$/.test(p))) {
-    let argv
-    try { argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0') } catch { continue }
-    if (argv[0].includes('qemu-system') && argv.some(a => a.includes(needle))) found.push(argv.join(' '))
-  }
-  return found
-}
-
-async function eventually(fn, ms = 10_000) {
-  const end = Date.now() + ms
-  for (;;) {
-    const v = await fn()
-    if (v || Date.now() > end) return v
-    await new Promise(r => setTimeout(r, 100))
-  }
+// VMMs of sandbox `id` (an E2B id "sb-<hex>-<node>" or the libztee id "sb-<hex>").
+function vmms(id) {
+  const local = id.match(/^sb-[0-9a-f]+/)[0]
+  return vmmsOf(null).filter(v => v.argv.split(' ').includes(local))
 }
 
 async function exec(body, k = key) {
@@ -322,9 +277,10 @@ test('/metrics: the format parses and the numbers move', async () => {
 
 test('/metrics with --metrics-auth needs a key; open otherwise', async () => {
   let log = ''
-  const s = startServer(['--metrics-auth', '--state-dir', join(dir, 'state2')], d => { log += d })
+  const s = await startServe(['--keys', join(dir, 'keys'), '--metrics-auth', '--state-dir', join(dir, 'state2')],
+    d => { log += d })
   try {
-    const url = await s.url
+    const url = s.base
     const open = await fetch(`${url}/metrics`)
     assert.equal(open.status, 401)
     const ok = await fetch(`${url}/metrics`, { headers: { 'X-API-Key': key } })
@@ -333,7 +289,7 @@ test('/metrics with --metrics-auth needs a key; open otherwise', async () => {
     assert.equal(parsed.types.has('ztee_serve_pool_ready'), false, 'no pool: no pool metrics')
     assert.equal((await fetch(`${url}/healthz`)).status, 200)
   } finally {
-    assert.equal(await stopServer(s.p), 0, log)
+    assert.equal(await stopServe(s.proc), 0, log)
   }
   assert.equal((await fetch(`${base}/metrics`)).status, 200)
 })

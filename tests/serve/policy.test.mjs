@@ -7,13 +7,14 @@
 // Needs: ZTEE_BIN (the ztee CLI), root (the jail), the guest image.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn, execFileSync, execFile } from 'node:child_process'
+import { execFile } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import http from 'node:http'
+import { keygen, startServe, stopServe } from './harness.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const sdkPresent = existsSync(join(here, 'node_modules', 'e2b', 'package.json'))
@@ -47,8 +48,7 @@ before(async () => {
   if (skip) return
   assert.ok(process.env.ZTEE_BIN, 'ZTEE_BIN must name the ztee CLI')
   dir = mkdtempSync(join(tmpdir(), 'ztee-serve-policy-'))
-  key = execFileSync(process.env.ZTEE_BIN, ['serve', 'keygen', '--keys', join(dir, 'keys'), '--name', 'main'],
-    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()
+  key = keygen(join(dir, 'keys'), ['--name', 'main'])
   writeFileSync(join(dir, 'policy.json'), JSON.stringify(policy, null, 2))
   writeFileSync(join(dir, 'audit.key'), 'a test key of the audit log, 32+ bytes long\n')
   // The approver: approves removing approved-*, denies denied-*, never answers hang-*.
@@ -66,21 +66,10 @@ before(async () => {
     })
   })
   await new Promise(r => approver.listen(0, '127.0.0.1', r))
-  server = spawn(process.env.ZTEE_BIN, ['serve', '--listen', '127.0.0.1:0', '--keys', join(dir, 'keys'),
+  ;({ proc: server, base } = await startServe(['--keys', join(dir, 'keys'),
     '--pool', '1', '--node', 'pol', '--state-dir', join(dir, 'state'), '--policy', join(dir, 'policy.json'),
     '--audit', auditFile(), '--audit-key-file', join(dir, 'audit.key'),
-    '--approver-url', `http://127.0.0.1:${approver.address().port}/approve`],
-  { stdio: ['ignore', 'pipe', 'pipe'] })
-  server.stderr.on('data', d => { serverLog += d })
-  base = await new Promise((resolve, reject) => {
-    let out = ''
-    server.stdout.on('data', d => {
-      out += d
-      const m = out.match(/listening on (http:\/\/[0-9.]+:\d+)/)
-      if (m) resolve(m[1])
-    })
-    server.on('exit', code => reject(new Error(`ztee serve exited with ${code}: ${serverLog}`)))
-  })
+    '--approver-url', `http://127.0.0.1:${approver.address().port}/approve`], d => { serverLog += d }))
   process.env.E2B_API_URL = base
   process.env.E2B_SANDBOX_URL = base
   process.env.E2B_API_KEY = key
@@ -91,14 +80,8 @@ after(async () => {
   if (skip || !server) return
   for (const res of held) res.destroy()
   approver.close()
-  if (server.exitCode === null && server.signalCode === null) {
-    const exited = new Promise(resolve => server.on('exit', (code, signal) => resolve(signal ?? code)))
-    server.kill('SIGTERM')
-    const stuck = setTimeout(() => server.kill('SIGKILL'), 60_000)
-    const code = await exited
-    clearTimeout(stuck)
-    assert.equal(code, 0, `ztee serve did not stop cleanly on SIGTERM: ${serverLog}`)
-  }
+  if (server.exitCode === null && server.signalCode === null)
+    assert.equal(await stopServe(server), 0, `ztee serve did not stop cleanly on SIGTERM: ${serverLog}`)
   rmSync(dir, { recursive: true, force: true })
 })
 

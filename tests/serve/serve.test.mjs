@@ -6,13 +6,14 @@
 // Needs: ZTEE_BIN (the ztee CLI), root (the jail), the guest image.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn, execFileSync, execFile } from 'node:child_process'
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { execFile } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import net from 'node:net'
 import http from 'node:http'
+import { keygen, startServe, stopServe, vmmsOf, stillRunning, eventually } from './harness.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const sdkPresent = existsSync(join(here, 'node_modules', 'e2b', 'package.json'))
@@ -22,30 +23,14 @@ if (skip) console.log(skip)
 let e2b, server, base, key, key2, dir, serverLog = ''
 const stateDir = () => join(dir, 'state')
 
-function keygen(extra) {
-  return execFileSync(process.env.ZTEE_BIN, ['serve', 'keygen', '--keys', join(dir, 'keys'), ...extra],
-    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()
-}
-
 before(async () => {
   if (skip) return
   assert.ok(process.env.ZTEE_BIN, 'ZTEE_BIN must name the ztee CLI')
   dir = mkdtempSync(join(tmpdir(), 'ztee-serve-test-'))
-  key = keygen(['--name', 'main'])
-  key2 = keygen(['--name', 'small', '--max-sandboxes', '1'])
-  server = spawn(process.env.ZTEE_BIN, ['serve', '--listen', '127.0.0.1:0', '--keys', join(dir, 'keys'),
-    '--pool', '2', '--node', 'solo', '--state-dir', stateDir(), '--max-body-mib', '4', '--header-timeout-ms', '1000'],
-  { stdio: ['ignore', 'pipe', 'pipe'] })
-  server.stderr.on('data', d => { serverLog += d })
-  base = await new Promise((resolve, reject) => {
-    let out = ''
-    server.stdout.on('data', d => {
-      out += d
-      const m = out.match(/listening on (http:\/\/[0-9.]+:\d+)/)
-      if (m) resolve(m[1])
-    })
-    server.on('exit', code => reject(new Error(`ztee serve exited with ${code}: ${serverLog}`)))
-  })
+  key = keygen(join(dir, 'keys'), ['--name', 'main'])
+  key2 = keygen(join(dir, 'keys'), ['--name', 'small', '--max-sandboxes', '1'])
+  ;({ proc: server, base } = await startServe(['--keys', join(dir, 'keys'), '--pool', '2', '--node', 'solo',
+    '--state-dir', stateDir(), '--max-body-mib', '4', '--header-timeout-ms', '1000'], d => { serverLog += d }))
   process.env.E2B_API_URL = base
   process.env.E2B_SANDBOX_URL = base
   process.env.E2B_API_KEY = key
@@ -54,21 +39,15 @@ before(async () => {
 
 after(async () => {
   if (skip || !server) return
-  const exited = server.exitCode !== null || server.signalCode !== null
-    ? Promise.resolve(server.signalCode ?? server.exitCode)  // it died during the tests
-    : new Promise(resolve => server.on('exit', (code, signal) => resolve(signal ?? code)))
   // The VMMs this server runs now (at least its ready pool), by pid: all of
   // them must be gone once it has stopped.
   const children = vmmsOf(server.pid)
-  server.kill('SIGTERM')
-  const stuck = setTimeout(() => server.kill('SIGKILL'), 60_000)
-  const code = await exited
-  clearTimeout(stuck)
+  const code = await stopServe(server)
   try {
     assert.equal(code, 0, `ztee serve did not stop cleanly on SIGTERM: ${serverLog}`)
     assert.ok(children.length >= 2, `the server ran ${children.length} VMMs before SIGTERM, not its pool of 2`)
     // Every sandbox of this server is gone: none of its VMMs still runs.
-    assert.deepEqual(children.filter(v => vmmsOf(null).some(w => w.pid === v.pid && w.argv === v.argv)), [])
+    assert.deepEqual(stillRunning(children), [])
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
@@ -76,38 +55,7 @@ after(async () => {
 
 // Command lines of running QEMU processes that mention `needle`.
 function vmms(needle) {
-  const found = []
-  for (const pid of readdirSync('/proc').filter(p => /^\d+$/.test(p))) {
-    let argv
-    try { argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0') } catch { continue }
-    if (argv[0].includes('qemu-system') && argv.some(a => a.includes(needle))) found.push(argv.join(' '))
-  }
-  return found
-}
-
-// Running QEMU processes ({pid, argv}) whose parent is `ppid` (any parent: null).
-function vmmsOf(ppid) {
-  const found = []
-  for (const pid of readdirSync('/proc').filter(p => /^\d+$/.test(p))) {
-    let argv, stat
-    try {
-      argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')
-      stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    } catch { continue }
-    const parent = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
-    if (argv[0].includes('qemu-system') && (ppid === null || parent === ppid))
-      found.push({ pid: Number(pid), argv: argv.join(' ') })
-  }
-  return found
-}
-
-async function eventually(fn, ms = 5000) {
-  const end = Date.now() + ms
-  for (;;) {
-    const v = await fn()
-    if (v || Date.now() > end) return v
-    await new Promise(r => setTimeout(r, 100))
-  }
+  return vmmsOf(null).map(v => v.argv).filter(a => a.includes(needle))
 }
 
 function curl(args) {

@@ -6,12 +6,12 @@
 // Needs: ZTEE_BIN (the ztee CLI), root (the jail), the guest image.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn, execFileSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { keygen, startServe, stopServe, eventually as waitFor } from './harness.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const sdkPresent = existsSync(join(here, 'node_modules', 'e2b', 'package.json'))
@@ -24,20 +24,9 @@ before(async () => {
   if (skip) return
   assert.ok(process.env.ZTEE_BIN, 'ZTEE_BIN must name the ztee CLI')
   dir = mkdtempSync(join(tmpdir(), 'ztee-serve-stdin-'))
-  key = execFileSync(process.env.ZTEE_BIN, ['serve', 'keygen', '--keys', join(dir, 'keys'), '--name', 'stdin'],
-    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()
-  server = spawn(process.env.ZTEE_BIN, ['serve', '--listen', '127.0.0.1:0', '--keys', join(dir, 'keys'),
-    '--state-dir', join(dir, 'state')], { stdio: ['ignore', 'pipe', 'pipe'] })
-  server.stderr.on('data', d => { serverLog += d })
-  base = await new Promise((resolve, reject) => {
-    let out = ''
-    server.stdout.on('data', d => {
-      out += d
-      const m = out.match(/listening on (http:\/\/[0-9.]+:\d+)/)
-      if (m) resolve(m[1])
-    })
-    server.on('exit', code => reject(new Error(`ztee serve exited with ${code}: ${serverLog}`)))
-  })
+  key = keygen(join(dir, 'keys'), ['--name', 'stdin'])
+  ;({ proc: server, base } = await startServe(['--keys', join(dir, 'keys'), '--state-dir', join(dir, 'state')],
+    d => { serverLog += d }))
   process.env.E2B_API_URL = base
   process.env.E2B_SANDBOX_URL = base
   process.env.E2B_API_KEY = key
@@ -50,26 +39,13 @@ after(async () => {
   try {
     if (sbx) await sbx.kill()
   } finally {
-    const exited = server.exitCode !== null || server.signalCode !== null
-      ? Promise.resolve(server.signalCode ?? server.exitCode)
-      : new Promise(resolve => server.on('exit', (code, signal) => resolve(signal ?? code)))
-    server.kill('SIGTERM')
-    const stuck = setTimeout(() => server.kill('SIGKILL'), 60_000)
-    const code = await exited
-    clearTimeout(stuck)
+    const code = await stopServe(server)
     rmSync(dir, { recursive: true, force: true })
     assert.equal(code, 0, `ztee serve did not stop cleanly on SIGTERM: ${serverLog}`)
   }
 })
 
-async function eventually(fn, ms = 20000) {
-  const end = Date.now() + ms
-  for (;;) {
-    const v = await fn()
-    if (v || Date.now() > end) return v
-    await new Promise(r => setTimeout(r, 20))
-  }
-}
+const eventually = (fn, ms = 20000) => waitFor(fn, ms, 20)
 
 const byPid = pid => ({ process: { selector: { case: 'pid', value: pid } } })
 
