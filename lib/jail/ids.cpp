@@ -38,15 +38,16 @@ Result<void> IdLease::release() {
 namespace {
 
 // The host-wide id lock file; an invalid fd where it cannot be made (not root).
-UniqueFd open_host_id_locks() {
-  if (::mkdir("/run/ztee", 0700) != 0 && errno != EEXIST) return {};
-  return UniqueFd(::open(kHostIdLockPath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+UniqueFd open_host_id_locks(const std::string& path) {
+  if (path == kHostIdLockPath && ::mkdir("/run/ztee", 0700) != 0 && errno != EEXIST) return {};
+  return UniqueFd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
 }
 
 }  // namespace
 
-Result<IdLease> allocate_id(const std::string& state_dir, uint32_t id_first, uint32_t id_count) {
-  UniqueFd host = open_host_id_locks();
+Result<IdLease> allocate_id(const std::string& state_dir, uint32_t id_first, uint32_t id_count,
+                            const std::string& host_lock) {
+  UniqueFd host = open_host_id_locks(host_lock);
   std::string dir = state_dir + "/ids";
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
     int e = errno;
@@ -82,7 +83,7 @@ Result<IdLease> allocate_id(const std::string& state_dir, uint32_t id_first, uin
           ::unlink(path.c_str());  // still flocked: nobody takes it in between
           if (e == EAGAIN || e == EACCES) break;  // another runtime's (other state dir): next index
           return make_error(Errc::kIo, fmt::format("jail: cannot lock id index {} in {}: {}", n,
-                                                   kHostIdLockPath, std::strerror(e)),
+                                                   host_lock, std::strerror(e)),
                             e);
         }
       }

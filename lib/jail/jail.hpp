@@ -44,7 +44,7 @@ class IdLease {
   Result<void> release();
 
  private:
-  friend Result<IdLease> allocate_id(const std::string&, uint32_t, uint32_t);
+  friend Result<IdLease> allocate_id(const std::string&, uint32_t, uint32_t, const std::string&);
   UniqueFd fd_;
   UniqueFd host_fd_;  // holds byte `index` of kHostIdLockPath (OFD lock)
   uint32_t index_ = 0, id_ = 0;
@@ -56,8 +56,10 @@ class IdLease {
 // byte of kHostIdLockPath), so runtimes with different state dirs never
 // share a uid or a network slot (which follows the index); where that file
 // cannot be opened (not root), indexes are unique per state dir only.
+// `host_lock` names that file (tests use their own).
 inline constexpr const char* kHostIdLockPath = "/run/ztee/ids.lock";
-Result<IdLease> allocate_id(const std::string& state_dir, uint32_t id_first, uint32_t id_count);
+Result<IdLease> allocate_id(const std::string& state_dir, uint32_t id_first, uint32_t id_count,
+                            const std::string& host_lock = kHostIdLockPath);
 
 // ---------------------------------------------------------------- cgroups --
 

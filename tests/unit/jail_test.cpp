@@ -45,8 +45,9 @@ bool exists(const std::string& p) {
 
 TEST_CASE("jail ids: distinct leases, released files, stale files reclaimed, exhaustion named") {
   std::string dir = temp_dir();
-  auto a = allocate_id(dir, 1000, 4);
-  auto b = allocate_id(dir, 1000, 4);
+  const std::string host = dir + "/host-ids.lock";  // not the host's: other processes' sandboxes hold indexes there
+  auto a = allocate_id(dir, 1000, 4, host);
+  auto b = allocate_id(dir, 1000, 4, host);
   REQUIRE(a.ok());
   REQUIRE(b.ok());
   CHECK(a->index() == 1);
@@ -59,15 +60,15 @@ TEST_CASE("jail ids: distinct leases, released files, stale files reclaimed, exh
   CHECK(pid == std::to_string(::getpid()));
   // A file left by an owner that is gone (nobody holds its lock) is taken over.
   { std::ofstream(dir + "/ids/3") << "999999\n"; }
-  auto c = allocate_id(dir, 1000, 4);
+  auto c = allocate_id(dir, 1000, 4, host);
   REQUIRE(c.ok());
   CHECK(c->index() == 3);
-  auto d = allocate_id(dir, 1000, 4);
+  auto d = allocate_id(dir, 1000, 4, host);
   REQUIRE(!d.ok());
   CHECK(d.error().message.find("id_count") != std::string::npos);
   CHECK(a->release().ok());
   CHECK(!exists(dir + "/ids/1"));
-  auto e = allocate_id(dir, 1000, 4);
+  auto e = allocate_id(dir, 1000, 4, host);
   REQUIRE(e.ok());
   CHECK(e->index() == 1);
   for (auto* l : {&*b, &*c, &*e}) CHECK(l->release().ok());
@@ -77,23 +78,23 @@ TEST_CASE("jail ids: distinct leases, released files, stale files reclaimed, exh
 }
 
 TEST_CASE("jail ids: runtimes with different state dirs never share an id index (uid, network slot)") {
-  if (::geteuid() != 0) return;  // the host-wide lock file is under /run/ztee (root's)
   std::string d1 = temp_dir(), d2 = temp_dir(), d3 = temp_dir();
-  auto a = allocate_id(d1, 2000, 8);
+  const std::string host = d1 + "/host-ids.lock";  // stands in for /run/ztee/ids.lock
+  auto a = allocate_id(d1, 2000, 8, host);
   REQUIRE(a.ok());
-  auto b = allocate_id(d2, 2000, 8);  // its own ids/ is empty, index 1 is still taken
+  auto b = allocate_id(d2, 2000, 8, host);  // its own ids/ is empty, index 1 is still taken
   REQUIRE(b.ok());
   CHECK(a->index() == 1);
   CHECK(b->index() == 2);
   CHECK(!exists(d2 + "/ids/1"));  // the file it tried is not left behind
   // Another id range still skips the indexes in use: network slots follow the index.
-  auto c = allocate_id(d3, 3000, 8);
+  auto c = allocate_id(d3, 3000, 8, host);
   REQUIRE(c.ok());
   CHECK(c->index() == 3);
   CHECK(c->id() == 3003);
   // Released host-wide too.
   CHECK(a->release().ok());
-  auto d = allocate_id(d2, 2000, 8);
+  auto d = allocate_id(d2, 2000, 8, host);
   REQUIRE(d.ok());
   CHECK(d->index() == 1);
   for (auto* l : {&*b, &*c, &*d}) CHECK(l->release().ok());
