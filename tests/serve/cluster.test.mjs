@@ -10,12 +10,13 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn, execFileSync } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import net from 'node:net'
 import http from 'node:http'
+import { vmmsOf } from './harness.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const shippedConf = join(here, '..', '..', 'deploy', 'nginx', 'ztee-serve.conf')
@@ -115,17 +116,7 @@ function request(url, { method = 'GET', headers = {}, body } = {}) {
 // Running QEMU processes whose command line mentions `needle` (a libztee
 // sandbox id is their -name), with their parent pid: the node's process.
 function vmms(needle) {
-  const found = []
-  for (const pid of readdirSync('/proc').filter(p => /^\d+$/.test(p))) {
-    let argv, stat
-    try {
-      argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')
-      stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    } catch { continue }
-    if (!argv[0].includes('qemu-system') || !argv.some(a => a.includes(needle))) continue
-    found.push({ pid: Number(pid), ppid: Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]), argv: argv.join(' ') })
-  }
-  return found
+  return vmmsOf(null).filter(v => v.argv.includes(needle))
 }
 
 // Every VMM seen as a child of a node (pool sandboxes included), so that the

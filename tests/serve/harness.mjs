@@ -42,7 +42,7 @@ export async function stopServe(proc) {
   return code
 }
 
-// Running QEMU processes ({ pid, argv }) whose parent is `ppid` (any parent: null).
+// Running QEMU processes ({ pid, ppid, argv }) whose parent is `ppid` (any parent: null).
 export function vmmsOf(ppid) {
   const found = []
   for (const pid of readdirSync('/proc').filter(p => /^\d+$/.test(p))) {
@@ -53,7 +53,7 @@ export function vmmsOf(ppid) {
     } catch { continue }
     const parent = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
     if (argv[0].includes('qemu-system') && (ppid === null || parent === ppid))
-      found.push({ pid: Number(pid), argv: argv.join(' ') })
+      found.push({ pid: Number(pid), ppid: parent, argv: argv.join(' ') })
   }
   return found
 }
