@@ -6,6 +6,7 @@
 
 #include "ztee.h"
 
+#include <cerrno>
 #include <memory>
 #include <optional>
 #include <set>
@@ -258,10 +259,41 @@ class Cancel {
   Cancel& operator=(const Cancel&) = delete;
   void trigger() { ztee_cancel_trigger(c_); }
   bool triggered() const { return ztee_cancel_triggered(c_) != 0; }
+  // Sends `sig` to the execs running with the token now (never blocks).
+  void signal(int sig) {
+    ztee_status s = ztee_cancel_signal(c_, sig);
+    if (s != ZTEE_OK) raise(capture(s));
+  }
   ztee_cancel* get() const { return c_; }
 
  private:
   ztee_cancel* c_ = nullptr;
+};
+
+// Stdin streamed to one exec (ztee_input): write() never blocks; it returns
+// false when the bound of bytes waiting on the host is reached (EAGAIN) and
+// the caller retries (ztee/__init__.py's Input.write does).
+class Input {
+ public:
+  Input() { call([&] { return ztee_input_create(&in_); }); }
+  ~Input() { ztee_input_free(in_); }
+  Input(const Input&) = delete;
+  Input& operator=(const Input&) = delete;
+  bool write(py::buffer data) {
+    py::buffer_info b = data.request();
+    if (b.ndim != 1 || b.itemsize != 1) throw py::type_error("Input.write takes bytes-like data");
+    ztee_status s = ztee_input_write(in_, b.ptr, static_cast<size_t>(b.size));
+    if (s == ZTEE_OK) return true;
+    Failure f = capture(s);
+    if (s == ZTEE_E_IO && f.sys_errno == EAGAIN) return false;
+    raise(f);
+  }
+  void close() { ztee_input_close(in_); }
+  size_t buffered() const { return ztee_input_buffered(in_); }
+  ztee_input* get() const { return in_; }
+
+ private:
+  ztee_input* in_ = nullptr;
 };
 
 class Sandbox {
@@ -345,7 +377,10 @@ class Sandbox {
     std::optional<std::string> wd = opt_str(cwd);
     std::optional<std::string> who = opt_str(user);
     std::optional<std::string> in;
-    if (!stdin_data.is_none()) {
+    ztee_input* streamed = nullptr;
+    if (py::isinstance<Input>(stdin_data)) {
+      streamed = stdin_data.cast<Input&>().get();
+    } else if (!stdin_data.is_none()) {
       if (py::isinstance<py::str>(stdin_data))
         in = stdin_data.cast<std::string>();
       else
@@ -363,6 +398,7 @@ class Sandbox {
     o.user = who ? who->c_str() : nullptr;
     o.stdin_data = in ? in->data() : nullptr;
     o.stdin_len = in ? in->size() : 0;
+    o.input = streamed;
     o.timeout_ms = timeout_ms;
     o.output_cap = output_cap;
     StreamCtx ctx;
@@ -1048,7 +1084,15 @@ PYBIND11_MODULE(_ztee, m) {
   py::class_<Cancel>(m, "Cancel")
       .def(py::init<>())
       .def("trigger", &Cancel::trigger)
+      .def("signal", &Cancel::signal, py::arg("sig"))
       .def_property_readonly("triggered", &Cancel::triggered);
+
+  py::class_<Input>(m, "Input")
+      .def(py::init<>())
+      .def("write", &Input::write, py::arg("data"))
+      .def("close", &Input::close)
+      .def_property_readonly("buffered", &Input::buffered);
+  m.attr("INPUT_MAX_BUFFERED") = py::int_(static_cast<size_t>(ZTEE_INPUT_MAX_BUFFERED));
 
   py::class_<Runtime>(m, "Runtime")
       .def(py::init<py::object, py::object, py::object, py::object, py::object, bool, std::vector<std::string>,

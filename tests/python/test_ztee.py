@@ -1,4 +1,6 @@
+import hashlib
 import os
+import signal
 import threading
 import time
 
@@ -198,3 +200,135 @@ def test_runtime_backend_says_which_and_why():
     if not ztee.has_feature("kvm"):
         with pytest.raises(ztee.BackendUnavailableError, match="accel kvm cannot run this image"):
             ztee.Runtime(accel="kvm")
+
+
+# ---- streamed stdin and signals -------------------------------------------------
+
+
+def _waiter(chunks, cond):
+    """wait(text): until the joined chunks equal text (30 s at most)."""
+    def wait(text):
+        with cond:
+            return cond.wait_for(lambda: "".join(chunks) == text, 30)
+    return wait
+
+
+def _collector(chunks, cond):
+    def out(s):
+        with cond:
+            chunks.append(s)
+            cond.notify_all()
+    return out
+
+
+def test_input_feeds_cat_in_pieces(sb):
+    t0 = time.monotonic()
+    inp = ztee.Input()
+    assert inp.write("one\n") == 4  # kept until the command starts
+    assert inp.buffered == 4
+    chunks, cond = [], threading.Condition()
+    wait = _waiter(chunks, cond)
+    fed = []
+
+    def feeder():
+        ok = wait("one\n") and inp.write(b"two\n") == 4 and wait("one\ntwo\n")
+        ok = ok and inp.write(bytearray(b"three")) == 5 and wait("one\ntwo\nthree")
+        inp.close()
+        fed.append(ok)
+
+    t = threading.Thread(target=feeder)
+    t.start()
+    r = sb.exec(["cat"], stdin=inp, on_stdout=_collector(chunks, cond))
+    t.join()
+    assert fed == [True]
+    assert r.exit_code == 0 and not r.cancelled
+    assert "".join(chunks) == "one\ntwo\nthree"
+    with pytest.raises(ztee.InvalidArgumentError, match="after close"):
+        inp.write(b"x")
+    inp.close()  # idempotent
+    # One Input serves one command.
+    with pytest.raises(ztee.InvalidArgumentError):
+        sb.run("cat", stdin=inp)
+    print(f"\ninput pieces: {time.monotonic() - t0:.2f} s")
+
+
+def test_input_large_checked_by_sha256(sb):
+    t0 = time.monotonic()
+    data = os.urandom(4 << 20)
+    inp = ztee.Input()
+    errors = []
+
+    def feeder():
+        try:
+            inp.write(data)  # 4 MiB in one call: past the 1 MiB bound, so it waits
+        except BaseException as e:  # noqa: BLE001 (reported by the test)
+            errors.append(e)
+        finally:
+            inp.close()
+
+    t = threading.Thread(target=feeder)
+    t.start()
+    r = sb.run("sha256sum | cut -d' ' -f1", stdin=inp, timeout=60)
+    t.join()
+    assert errors == []
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.strip() == hashlib.sha256(data).hexdigest()
+    print(f"\ninput 4 MiB: {time.monotonic() - t0:.2f} s")
+
+
+def test_input_after_the_command_ended(sb):
+    inp = ztee.Input()
+    r = sb.run("true", stdin=inp)
+    assert r.exit_code == 0
+    with pytest.raises(ztee.ClosedError, match="ended"):
+        inp.write(b"late")
+    inp.close()  # a no-op now
+
+
+def test_input_write_waits_at_the_bound():
+    # No command reads this Input: past MAX_BUFFERED bytes write() waits,
+    # here until its timeout, with what fitted still queued.
+    inp = ztee.Input()
+    with pytest.raises(ztee.TimeoutError, match="bytes queued"):
+        inp.write(b"a" * (ztee.Input.MAX_BUFFERED + 1), timeout=0.2)
+    assert 0 < inp.buffered <= ztee.Input.MAX_BUFFERED
+    with pytest.raises(TypeError):
+        inp.write(12)
+
+
+def test_cancel_signal_reaches_a_trap(sb):
+    t0 = time.monotonic()
+    cancel = ztee.Cancel()
+    chunks, cond = [], threading.Condition()
+    wait = _waiter(chunks, cond)
+    sent = []
+
+    def sender():
+        sent.append(wait("ready\n"))
+        cancel.signal(signal.SIGUSR1)
+
+    t = threading.Thread(target=sender)
+    t.start()
+    r = sb.run("trap 'echo got USR1; exit 7' USR1; echo ready; while :; do sleep 0.05; done",
+               cancel=cancel, on_stdout=_collector(chunks, cond), timeout=30)
+    t.join()
+    assert sent == [True]
+    assert r.exit_code == 7 and r.signal == 0 and not r.cancelled and not r.timed_out
+    assert "".join(chunks) == "ready\ngot USR1\n"
+    assert not cancel.triggered
+    # An untrapped signal ends the command with it.
+    chunks.clear()
+    t = threading.Thread(target=lambda: wait("ready\n") and cancel.signal(15))
+    t.start()
+    r = sb.run("echo ready; sleep 30", cancel=cancel, on_stdout=_collector(chunks, cond))
+    t.join()
+    assert r.signal == 15 and r.exit_code == -1 and not r.cancelled
+    # The command has ended: an error, not a silent no-op; bad numbers first.
+    with pytest.raises(ztee.ClosedError, match="no command is running"):
+        cancel.signal(signal.SIGUSR1)
+    for bad in (0, 65, -1):
+        with pytest.raises(ztee.InvalidArgumentError, match="out of range"):
+            cancel.signal(bad)
+    with pytest.raises(TypeError):
+        cancel.signal("SIGUSR1")
+    print(f"\nsignals: {time.monotonic() - t0:.2f} s")

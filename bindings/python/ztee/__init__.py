@@ -38,7 +38,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from . import _ztee
 
 __all__ = [
-    "Runtime", "Sandbox", "Pool", "ExecResult", "FileInfo", "Cancel", "version", "has_feature",
+    "Runtime", "Sandbox", "Pool", "ExecResult", "FileInfo", "Cancel", "Input", "version", "has_feature",
     "Policy", "Decision", "AuditLog", "AuditReport", "verify_audit_log", "Gate", "ApprovalRequest",
     "CallResult", "Mount", "Change", "ExportResult",
     "Error", "InvalidArgumentError", "NotFoundError", "ImageError", "BackendUnavailableError",
@@ -261,10 +261,13 @@ def _ms(seconds: Optional[float]) -> int:
 class Cancel:
     """Kills running commands from any thread: pass it as exec()/run()'s
     cancel=, then trigger(). It stays triggered; a command started with a
-    triggered token is killed as soon as it starts."""
+    triggered token is killed as soon as it starts. signal() sends any
+    other signal to the commands running with it."""
 
     def __init__(self) -> None:
         self._c = _ztee.Cancel()
+        self._lock = threading.Lock()
+        self._running = 0  # calls running with this token
 
     def trigger(self) -> None:
         self._c.trigger()
@@ -272,6 +275,103 @@ class Cancel:
     @property
     def triggered(self) -> bool:
         return self._c.triggered
+
+    def signal(self, sig: int) -> None:
+        """Sends signal `sig` (1..64, the guest's Linux numbers: the
+        constants of the signal module, e.g. signal.SIGUSR1) to the whole
+        process group of every command running with this token, from any
+        thread; never blocks. Unlike trigger() it is not remembered. The
+        command ends, if the signal ends it, with result.signal set and
+        cancelled False. A number outside 1..64 raises InvalidArgumentError;
+        with no call running with the token (it has ended, or has not been
+        started) ClosedError. A signal sent while the call is starting,
+        before the command runs in the guest, is lost: send it once the
+        command shows it runs (e.g. its first output)."""
+        if isinstance(sig, bool) or not isinstance(sig, int):
+            raise TypeError(f"signal takes a signal number (int), not {sig!r}")
+        self._c.signal(int(sig))  # checks the number; nothing running: no-op
+        with self._lock:
+            running = self._running
+        if not running:
+            raise ClosedError(-9, 0, f"Cancel.signal({int(sig)}): no command is running with this token "
+                                     f"(it has ended, or has not been started)")
+
+    def _enter(self) -> None:
+        with self._lock:
+            self._running += 1
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._running -= 1
+
+
+class Input:
+    """A command's stdin, written while it runs: pass it as exec()/run()'s
+    stdin=, then write() and close() from another thread (the exec call
+    blocks its own). Bytes written before the command starts are sent when
+    it does; close() ends its stdin (EOF) after what was written. One Input
+    serves one command (a second raises InvalidArgumentError). Also a
+    context manager that closes it.
+
+        inp = ztee.Input()
+        t = threading.Thread(target=lambda: sb.run("wc -c", stdin=inp))
+        t.start(); inp.write(b"abc"); inp.close(); t.join()
+
+    Back-pressure: at most MAX_BUFFERED bytes (1 MiB) wait on the host for
+    the sandbox's connection; write() blocks while that bound is reached
+    (the guest keeps what the command has not read yet in its own memory).
+    """
+
+    MAX_BUFFERED = _ztee.INPUT_MAX_BUFFERED
+    _CHUNK = 256 << 10  # bytes per C write: several fit under the bound
+
+    def __init__(self) -> None:
+        self._in = _ztee.Input()
+
+    def write(self, data: Union[bytes, bytearray, memoryview, str], timeout: Optional[float] = None) -> int:
+        """Queues data for the command's stdin (str as UTF-8) and returns its
+        length once all of it is queued, waiting while MAX_BUFFERED bytes
+        already wait (any size: it is passed on in pieces). Any thread.
+        timeout: seconds to wait at most (None: no limit), then TimeoutError
+        (the bytes queued before stay queued; the message says how many).
+        Raises ClosedError once the command has ended (or failed to start)
+        and InvalidArgumentError after close(). Without timeout, a write
+        past 1 MiB to an Input no running command reads blocks until a
+        command using it starts."""
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        view = memoryview(data).cast("B")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        off, total = 0, len(view)
+        pause = 0.0005
+        while off < total:
+            n = min(self._CHUNK, total - off)
+            if self._in.write(view[off:off + n]):
+                off += n
+                pause = 0.0005
+                continue
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(-7, 0, f"Input.write: {off} of {total} bytes queued in {timeout} s: "
+                                          f"{self.buffered} bytes still wait to reach the sandbox")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
+        return total
+
+    def close(self) -> None:
+        """Ends the command's stdin once what was written has been sent.
+        Any thread; idempotent; a no-op after the command ended."""
+        self._in.close()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes written and not yet passed to the sandbox."""
+        return self._in.buffered
+
+    def __enter__(self) -> "Input":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class Runtime:
@@ -483,7 +583,7 @@ class Sandbox:
 
     def exec(self, argv: Sequence[str], timeout: Optional[float] = None,
              env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
-             stdin: Union[bytes, str, None] = None,
+             stdin: Union[bytes, str, "Input", None] = None,
              on_stdout: Optional[OutputCallback] = None,
              on_stderr: Optional[OutputCallback] = None,
              cancel: Optional["Cancel"] = None, user: Optional[str] = None) -> ExecResult:
@@ -492,7 +592,9 @@ class Sandbox:
         on_stdout/on_stderr receive str chunks as they arrive (and the output
         is then not collected in the result); one that raises ends the
         command, and the exception propagates. cancel.trigger() from another
-        thread kills the command (result.cancelled). user: a guest account
+        thread kills the command (result.cancelled); cancel.signal(n) sends
+        it signal n. stdin: bytes or str given whole, or an Input written
+        while the command runs (None: /dev/null). user: a guest account
         name or uid to run as (None: root); one the guest does not know
         raises InvalidArgumentError."""
         if isinstance(argv, (str, bytes)):
@@ -502,7 +604,7 @@ class Sandbox:
 
     def run(self, cmd: str, timeout: Optional[float] = None,
             env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
-            stdin: Union[bytes, str, None] = None,
+            stdin: Union[bytes, str, "Input", None] = None,
             on_stdout: Optional[OutputCallback] = None,
             on_stderr: Optional[OutputCallback] = None,
             cancel: Optional["Cancel"] = None, user: Optional[str] = None) -> ExecResult:
@@ -513,10 +615,18 @@ class Sandbox:
               user=None) -> ExecResult:
         out = _Decoder(on_stdout) if on_stdout is not None else None
         err = _Decoder(on_stderr) if on_stderr is not None else None
-        d = self._sb.exec(argv=argv, shell=shell, env=dict(env) if env else None, cwd=cwd,
-                          stdin=stdin, timeout_ms=_ms(timeout), on_stdout=out, on_stderr=err,
-                          cancel=cancel._c if cancel is not None else None,
-                          user=None if user is None else str(user))
+        if isinstance(stdin, Input):
+            stdin = stdin._in
+        if cancel is not None:
+            cancel._enter()
+        try:
+            d = self._sb.exec(argv=argv, shell=shell, env=dict(env) if env else None, cwd=cwd,
+                              stdin=stdin, timeout_ms=_ms(timeout), on_stdout=out, on_stderr=err,
+                              cancel=cancel._c if cancel is not None else None,
+                              user=None if user is None else str(user))
+        finally:
+            if cancel is not None:
+                cancel._leave()
         if out:
             out.flush()
         if err:
@@ -997,11 +1107,17 @@ class Gate:
         the command and the exception propagates."""
         out = _Decoder(on_stdout) if on_stdout is not None else None
         err = _Decoder(on_stderr) if on_stderr is not None else None
-        d = self._gate.call(tool, command=command, argv=_opt_list(argv), env=_opt_dict(env),
-                            files=_opt_dict(files), cwd=cwd, user=None if user is None else str(user),
-                            stdin=stdin, writes=_opt_list(writes), network=_opt_list(network),
-                            labels=_opt_list(labels), trace_id=trace_id, on_stdout=out, on_stderr=err,
-                            cancel=cancel._c if cancel is not None else None)
+        if cancel is not None:
+            cancel._enter()
+        try:
+            d = self._gate.call(tool, command=command, argv=_opt_list(argv), env=_opt_dict(env),
+                                files=_opt_dict(files), cwd=cwd, user=None if user is None else str(user),
+                                stdin=stdin, writes=_opt_list(writes), network=_opt_list(network),
+                                labels=_opt_list(labels), trace_id=trace_id, on_stdout=out, on_stderr=err,
+                                cancel=cancel._c if cancel is not None else None)
+        finally:
+            if cancel is not None:
+                cancel._leave()
         if out:
             out.flush()
         if err:
