@@ -156,6 +156,31 @@ export interface OutputStream<E extends 'utf8' | 'buffer' = 'utf8'> extends Asyn
   readonly result: Promise<ExecResult<E>>;
 }
 
+/** A signal name such as 'SIGUSR1' (os.constants.signals) or a number 1..64. */
+export type SignalSpec = NodeJS.Signals | number;
+
+/** A command started by sb.spawn() with its stdin open. */
+export class Process<E extends 'utf8' | 'buffer' = 'utf8'> {
+  private constructor();
+  /** Bytes that may wait on the host for the sandbox (1 MiB); write() waits past it. */
+  static readonly INPUT_MAX_BUFFERED: number;
+  /** The command's result (rejects as run() does). */
+  readonly result: Promise<ExecResult<E>>;
+  /** true once result has settled. */
+  readonly ended: boolean;
+  /** Bytes written and not yet passed to the sandbox. */
+  readonly buffered: number;
+  /** Resolves once all of data is queued for stdin (waits while 1 MiB waits on the host);
+   * in call order with end(). Rejects with ClosedError once the command has ended,
+   * InvalidArgumentError after end(). */
+  write(data: string | Buffer | ArrayBufferView | ArrayBuffer): Promise<void>;
+  /** EOF on stdin after everything written before; idempotent. */
+  end(): Promise<void>;
+  /** Sends a signal (default 'SIGTERM') to the command's process group. Throws
+   * InvalidArgumentError for a bad signal, ClosedError once the command has ended. */
+  kill(sig?: SignalSpec): void;
+}
+
 export interface FileInfo {
   name: string;
   type: 'file' | 'dir' | 'symlink' | 'other';
@@ -191,6 +216,9 @@ export class Sandbox implements AsyncDisposable {
   exec(argv: string[], opts: RunOptions<'buffer'>): Promise<ExecResult<'buffer'>>;
   stream(cmd: string | string[], opts?: Omit<RunOptions<'utf8'>, 'onStdout' | 'onStderr'>): OutputStream<'utf8'>;
   stream(cmd: string | string[], opts: Omit<RunOptions<'buffer'>, 'onStdout' | 'onStderr'>): OutputStream<'buffer'>;
+  /** Starts cmd (a shell string or an argv) with its stdin open; returns at once. */
+  spawn(cmd: string | string[], opts?: Omit<RunOptions<'utf8'>, 'stdin'>): Process<'utf8'>;
+  spawn(cmd: string | string[], opts: Omit<RunOptions<'buffer'>, 'stdin'>): Process<'buffer'>;
   ping(): Promise<void>;
   pause(): Promise<void>;
   resume(): Promise<void>;

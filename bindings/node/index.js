@@ -13,6 +13,7 @@
 
 const path = require('node:path');
 const fs = require('node:fs');
+const os = require('node:os');
 const { StringDecoder } = require('node:string_decoder');
 
 // Node 20 has it; older builds use the same registered symbol.
@@ -252,7 +253,8 @@ function outputHooks(o) {
 // kills the command and the promise rejects with its error. Aborting
 // `signal` kills the command; the promise then rejects with the signal's
 // reason, carrying the result as err.result.
-async function execute(sb, spec, opts) {
+// own: a spawn()'s {input, cancel} (native), passed to the exec.
+async function execute(sb, spec, opts, own) {
   const o = optsObject(opts, 'run');
   const { onStdout, onStderr, signal, encoding, output: onOutput, flush, collected } = outputHooks(o);
   const env = o.env;
@@ -268,12 +270,12 @@ async function execute(sb, spec, opts) {
     timeoutMs: checkMs(o.timeoutMs, 'timeoutMs'),
     outputCap: o.outputCap,
   };
-  const cancel = signal || onOutput ? new native.Cancel() : undefined;
+  const cancel = own?.cancel ?? (signal || onOutput ? new native.Cancel() : undefined);
   const abort = () => cancel.trigger();
   signal?.addEventListener('abort', abort, { once: true });
   let raw;
   try {
-    raw = await sb._native.exec(nativeOpts, onOutput, cancel);
+    raw = await sb._native.exec(nativeOpts, onOutput, cancel, own?.input);
   } finally {
     signal?.removeEventListener('abort', abort);
   }
@@ -355,6 +357,113 @@ class OutputStream {
     }
   }
 }
+
+// A signal as the guest's number (1..64): a number, or a name such as
+// 'SIGUSR1' (libztee runs on Linux hosts, whose numbering the guest shares).
+function signalNumber(sig) {
+  if (typeof sig === 'string') {
+    const n = os.constants.signals[sig];
+    if (n === undefined) throw invalid(`unknown signal name '${sig}': give a name such as 'SIGTERM' or a number 1..64`);
+    return n;
+  }
+  if (!Number.isInteger(sig) || sig < 1 || sig > 64) {
+    throw invalid(`signal ${String(sig)} is out of range: give 1..64 or a name such as 'SIGTERM'`);
+  }
+  return sig;
+}
+
+function toBuffer(data, what) {
+  if (typeof data === 'string') return Buffer.from(data, 'utf8');
+  if (Buffer.isBuffer(data)) return data;
+  if (ArrayBuffer.isView(data)) return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  if (data instanceof ArrayBuffer) return Buffer.from(data);
+  throw invalid(`${what}: data must be a string, a Buffer, a typed array or an ArrayBuffer`);
+}
+
+const INPUT_CHUNK = 256 * 1024;  // bytes per native write: several fit under the bound
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// A command started by sb.spawn(): its stdin stays open for write() until
+// end(); kill() sends it signals; `result` is its ExecResult promise.
+class Process {
+  constructor(sb, spec, opts) {
+    const o = optsObject(opts, 'spawn');
+    this._input = new native.Input();
+    this._cancel = new native.Cancel();
+    this._ended = false;
+    this._tail = Promise.resolve();  // write() and end() run in call order
+    if (o.stdin !== undefined && o.stdin !== null) {
+      this.result = Promise.reject(invalid('spawn(): write stdin with process.write(), not opts.stdin'));
+    } else {
+      this.result = execute(sb, spec, o, { input: this._input, cancel: this._cancel });
+    }
+    this.result.then(() => { this._ended = true; }, () => { this._ended = true; });
+  }
+
+  /** true once the command has ended (result settled). */
+  get ended() {
+    return this._ended;
+  }
+
+  /** Bytes written and not yet passed to the sandbox (at most INPUT_MAX_BUFFERED). */
+  get buffered() {
+    return this._input.buffered;
+  }
+
+  /** Queues data (string as UTF-8, Buffer, typed array) for the command's
+   * stdin; resolves once all of it is queued, waiting while
+   * Process.INPUT_MAX_BUFFERED bytes (1 MiB) already wait on the host.
+   * Writes and end() apply in call order. Rejects with ClosedError once the
+   * command has ended and InvalidArgumentError after end(). */
+  write(data) {
+    let buf;
+    try {
+      buf = toBuffer(data, 'write');
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const p = this._tail.then(() => this._write(buf));
+    this._tail = p.catch(() => {});
+    return p;
+  }
+
+  async _write(buf) {
+    let off = 0;
+    let pause = 1;
+    while (off < buf.length) {
+      if (this._ended) throw new errors.ClosedError('write: the command has ended; its stdin is gone');
+      const n = Math.min(INPUT_CHUNK, buf.length - off);
+      if (this._input.write(buf.subarray(off, off + n))) {
+        off += n;
+        pause = 1;
+        continue;
+      }
+      await sleep(pause);  // the bound is reached: wait for the sandbox to take some
+      pause = Math.min(pause * 2, 20);
+    }
+  }
+
+  /** Ends the command's stdin (EOF) after everything written before;
+   * resolves then. Idempotent; a no-op once the command has ended. */
+  end() {
+    const p = this._tail.then(() => this._input.close());
+    this._tail = p.catch(() => {});
+    return p;
+  }
+
+  /** Sends a signal (default 'SIGTERM'; a name or a number 1..64) to the
+   * command's whole process group. A command the signal ends resolves with
+   * result.signal set (cancelled false). Throws InvalidArgumentError for a
+   * bad signal and ClosedError once the command has ended. A signal sent
+   * before the command runs in the guest is lost: send it once the command
+   * shows it runs (e.g. its first output). */
+  kill(sig = 'SIGTERM') {
+    const n = signalNumber(sig);
+    if (this._ended) throw new errors.ClosedError(`kill(${String(sig)}): the command has ended`);
+    this._cancel.signal(n);
+  }
+}
+Process.INPUT_MAX_BUFFERED = native.INPUT_MAX_BUFFERED;
 
 // ---- files -------------------------------------------------------------------
 
@@ -533,6 +642,15 @@ class Sandbox {
       return Promise.reject(invalid('exec() takes a non-empty array of strings; use run() for a shell string'));
     }
     return execute(this, { argv }, opts);
+  }
+
+  /** Starts a command with its stdin open and returns a Process at once:
+   * `await p.write(data)` while it runs, `await p.end()` for EOF,
+   * `p.kill('SIGUSR1')` for a signal, `await p.result` for the ExecResult.
+   * cmd: a shell string or an argv array. Options as run() but stdin. */
+  spawn(cmd, opts) {
+    const spec = Array.isArray(cmd) ? { argv: cmd } : { shell: cmd };
+    return new Process(this, spec, opts);
   }
 
   /** Output as an async iterator of {stream: 'stdout' | 'stderr', data};
@@ -1065,6 +1183,7 @@ module.exports = {
   Sandbox,
   Pool,
   ExecResult,
+  Process,
   Policy,
   AuditLog,
   verifyAuditLog,

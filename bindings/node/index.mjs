@@ -2,7 +2,7 @@
 import ztee from './index.js';
 
 export const {
-  Runtime, Sandbox, Pool, ExecResult, version, hasFeature, defaultRuntime,
+  Runtime, Sandbox, Pool, ExecResult, Process, version, hasFeature, defaultRuntime,
   Policy, AuditLog, verifyAuditLog, Gate, Approval, CallResult,
   ZteeError, InvalidArgumentError, NoMemoryError, InternalError, NotFoundError, ImageError,
   BackendUnavailableError, TimeoutError, SandboxFailedError, ClosedError, IoError, ProtocolError,

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import {
-  Runtime, Sandbox, ZteeError, InvalidArgumentError, NotFoundError, ClosedError, TimeoutError,
+  Runtime, Sandbox, Process, ZteeError, InvalidArgumentError, NotFoundError, ClosedError, TimeoutError,
   version, hasFeature,
 } from 'ztee';
 import { leftovers, sandboxDirs, tempStateDir } from './helpers.mjs';
@@ -199,6 +199,92 @@ describe('cancellation', () => {
     assert.equal(await sb.files.exists('/tmp/ran'), false);
     // AbortSignal.timeout: a caller's deadline.
     await assert.rejects(sb.run('sleep 30', { signal: AbortSignal.timeout(300) }), { name: 'TimeoutError' });
+  });
+});
+
+describe('stdin and signals (spawn)', () => {
+  // Resolves once the collected output equals `want` (30 s at most).
+  const until = async (get, want) => {
+    const end = Date.now() + 30000;
+    while (get() !== want) {
+      if (Date.now() > end) throw new Error(`output stayed ${JSON.stringify(get())}, want ${JSON.stringify(want)}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  };
+
+  test('write() feeds cat in pieces, in order; end() is EOF', async () => {
+    const t0 = Date.now();
+    let out = '';
+    const p = sb.spawn(['cat'], { onStdout: (d) => { out += d; } });
+    assert.ok(p instanceof Process);
+    await p.write('one\n');
+    await until(() => out, 'one\n');
+    await p.write(Buffer.from('two\n'));
+    await until(() => out, 'one\ntwo\n');
+    // Not awaited: they still apply in call order, end() last.
+    const w = [p.write(new Uint8Array([116, 104, 114, 101, 101])), p.write('!'), p.end()];
+    const r = await p.result;
+    await Promise.all(w);
+    assert.equal(r.exitCode, 0);
+    assert.equal(out, 'one\ntwo\nthree!');
+    assert.equal(p.ended, true);
+    await assert.rejects(p.write('late'), ClosedError);
+    await p.end();  // idempotent
+    console.log(`# spawn pieces: ${Date.now() - t0} ms`);
+  });
+
+  test('4 MiB in one write() reaches the guest intact (sha256)', async () => {
+    const t0 = Date.now();
+    const data = crypto.randomBytes(4 << 20);
+    const p = sb.spawn("sha256sum | cut -d' ' -f1", { timeoutMs: 60000 });
+    await p.write(data);  // past the 1 MiB bound: waits for the sandbox to take it
+    await p.end();
+    const r = await p.result;
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.equal(r.stdout.trim(), crypto.createHash('sha256').update(data).digest('hex'));
+    assert.equal(Process.INPUT_MAX_BUFFERED, 1 << 20);
+    console.log(`# spawn 4 MiB: ${Date.now() - t0} ms`);
+  });
+
+  test('kill() sends a signal: a trap for SIGUSR1 prints and exits; SIGTERM ends sleep', async () => {
+    const t0 = Date.now();
+    let out = '';
+    const p = sb.spawn("trap 'echo got USR1; exit 7' USR1; echo ready; while :; do sleep 0.05; done",
+      { onStdout: (d) => { out += d; }, timeoutMs: 30000 });
+    await until(() => out, 'ready\n');
+    p.kill('SIGUSR1');
+    const r = await p.result;
+    assert.equal(r.exitCode, 7);
+    assert.equal(r.signal, 0);
+    assert.equal(r.cancelled, false);
+    assert.equal(out, 'ready\ngot USR1\n');
+    let out2 = '';
+    const q = sb.spawn('echo ready; sleep 30', { onStdout: (d) => { out2 += d; } });
+    await until(() => out2, 'ready\n');
+    q.kill(15);
+    const r2 = await q.result;
+    assert.equal(r2.signal, 15);
+    assert.equal(r2.exitCode, -1);
+    assert.equal(r2.cancelled, false);
+    console.log(`# spawn signals: ${Date.now() - t0} ms`);
+  });
+
+  test('bad signals, a command that ended, stdin in opts: clear errors', async () => {
+    const p = sb.spawn('true');
+    for (const bad of [0, 65, -1, 1.5, 'SIGNOPE', null]) {
+      assert.throws(() => p.kill(bad), InvalidArgumentError, `kill(${String(bad)})`);
+    }
+    const r = await p.result;
+    assert.equal(r.exitCode, 0);
+    assert.throws(() => p.kill('SIGUSR1'), (e) => e instanceof ClosedError && /has ended/.test(e.message));
+    await assert.rejects(p.write('late'), (e) => e instanceof ClosedError && /ended/.test(e.message));
+    await assert.rejects(p.write(42), InvalidArgumentError);
+    await assert.rejects(sb.spawn('cat', { stdin: 'x' }).result, InvalidArgumentError);
+    // After end(), write() is refused even while the command runs.
+    const q = sb.spawn('sleep 0.5; cat');
+    await q.end();
+    await assert.rejects(q.write('x'), (e) => e instanceof InvalidArgumentError && /after close/.test(e.message));
+    assert.equal((await q.result).exitCode, 0);
   });
 });
 

@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cerrno>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -570,6 +571,7 @@ class Cancel : public Napi::ObjectWrap<Cancel> {
   static Napi::Function Init(Napi::Env env) {
     return DefineClass(env, "Cancel",
                        {InstanceMethod<&Cancel::Trigger>("trigger"),
+                        InstanceMethod<&Cancel::Signal>("signal"),
                         InstanceAccessor<&Cancel::Triggered>("triggered")});
   }
   explicit Cancel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Cancel>(info), c_(new_cancel(info.Env())) {}
@@ -580,7 +582,55 @@ class Cancel : public Napi::ObjectWrap<Cancel> {
   Napi::Value Triggered(const Napi::CallbackInfo& info) {
     return Napi::Boolean::New(info.Env(), ztee_cancel_triggered(c_.get()) != 0);
   }
+  // signal(n): to the execs running with the token now; never blocks.
+  void Signal(const Napi::CallbackInfo& info) {
+    if (info.Length() < 1 || !info[0].IsNumber()) throw_invalid(info.Env(), "signal needs a signal number");
+    double n = info[0].As<Napi::Number>().DoubleValue();
+    int sig = (n >= -1 && n <= 65 && n == static_cast<int>(n)) ? static_cast<int>(n) : -1;
+    ztee_status s = ztee_cancel_signal(c_.get(), sig);
+    if (s != ZTEE_OK) throw make_error(info.Env(), capture(s));
+  }
   CancelPtr c_;  // shared with the execs using it: freed after they returned
+};
+
+// ---- Input (stdin streamed to one exec) --------------------------------------------
+
+using InputPtr = std::shared_ptr<ztee_input>;
+
+class Input : public Napi::ObjectWrap<Input> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "Input",
+                       {InstanceMethod<&Input::Write>("write"), InstanceMethod<&Input::Close>("close"),
+                        InstanceAccessor<&Input::Buffered>("buffered")});
+  }
+  explicit Input(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Input>(info) {
+    ztee_input* in = nullptr;
+    ztee_status s = ztee_input_create(&in);
+    if (s != ZTEE_OK) throw make_error(info.Env(), capture(s));
+    in_ = InputPtr(in, ztee_input_free);
+  }
+  const InputPtr& ptr() const { return in_; }
+
+ private:
+  // write(Buffer) -> true when queued, false when the bound of bytes
+  // waiting on the host is reached (EAGAIN: nothing queued; retry later).
+  // ztee_input_write never blocks, so this runs on the JS thread.
+  Napi::Value Write(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsBuffer()) throw_invalid(env, "write needs a Buffer");
+    auto b = info[0].As<Napi::Buffer<char>>();
+    ztee_status s = ztee_input_write(in_.get(), b.Data(), b.Length());
+    if (s == ZTEE_OK) return Napi::Boolean::New(env, true);
+    Failure f = capture(s);
+    if (s == ZTEE_E_IO && f.sys_errno == EAGAIN) return Napi::Boolean::New(env, false);
+    throw make_error(env, f);
+  }
+  void Close(const Napi::CallbackInfo&) { ztee_input_close(in_.get()); }
+  Napi::Value Buffered(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(ztee_input_buffered(in_.get())));
+  }
+  InputPtr in_;  // shared with the exec using it: freed after it returned
 };
 
 // ---- Runtime -----------------------------------------------------------------------
@@ -708,6 +758,7 @@ struct ExecCtx {
   napi_ref thrown = nullptr;     // the first exception on_output threw
   std::atomic<bool> failed{false};
   CancelPtr cancel;
+  InputPtr input;
 };
 
 struct Chunk : Task {
@@ -934,7 +985,8 @@ class Sandbox : public Napi::ObjectWrap<Sandbox> {
   }
 
   // exec({argv | shell, env, cwd, user, stdin, timeoutMs, outputCap},
-  //      onOutput(stream 1|2, Buffer) | undefined, Cancel | undefined)
+  //      onOutput(stream 1|2, Buffer) | undefined, Cancel | undefined,
+  //      Input | undefined)
   Napi::Value Exec(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     struct ExecJob : SbJob {
@@ -963,6 +1015,7 @@ class Sandbox : public Napi::ObjectWrap<Sandbox> {
         o.stdin_data = has_stdin ? stdin_data.data() : nullptr;
         o.stdin_len = stdin_data.size();
         o.cancel = ctx->cancel.get();
+        o.input = ctx->input.get();
         o.user_data = ctx;
         return ztee_sandbox_exec(sb, &o, &res);
       }
@@ -1031,6 +1084,7 @@ class Sandbox : public Napi::ObjectWrap<Sandbox> {
       } else if (job->ctx->on_output != nullptr) {
         job->ctx->cancel = new_cancel(env);  // a throwing callback must end the command
       }
+      if (info.Length() > 3 && info[3].IsObject()) job->ctx->input = Input::Unwrap(info[3].As<Napi::Object>())->ptr();
     } catch (...) {
       if (job->ctx->on_output != nullptr) napi_delete_reference(env, job->ctx->on_output);
       delete job;
@@ -2431,6 +2485,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Sandbox", sb);
   exports.Set("Pool", pool);
   exports.Set("Cancel", Cancel::Init(env));
+  exports.Set("Input", Input::Init(env));
+  exports.Set("INPUT_MAX_BUFFERED", Napi::Number::New(env, static_cast<double>(ZTEE_INPUT_MAX_BUFFERED)));
   Napi::Function policy = Policy::Init(env);
   Napi::Function audit = AuditLog::Init(env);
   Napi::Function gate = Gate::Init(env);
