@@ -48,9 +48,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"runtime/cgo"
 	"sync"
+	"syscall"
 	"time"
 	"unsafe"
 )
@@ -591,7 +593,7 @@ func zteeGoOutput(handle C.uintptr_t, which C.int, data *C.char, n C.size_t) {
 // then: Result.TimedOut); cancelling ctx kills it at once (Result.Cancelled)
 // and Run returns ctx.Err() with the result. A non-zero exit is not an error.
 func (s *Sandbox) Run(ctx context.Context, cmd string, opts *RunOptions) (*Result, error) {
-	return s.exec(ctx, nil, cmd, opts)
+	return s.exec(ctx, nil, cmd, opts, nil)
 }
 
 // Exec is Run with an argv (argv[0] searched in the guest's PATH).
@@ -599,10 +601,172 @@ func (s *Sandbox) Exec(ctx context.Context, argv []string, opts *RunOptions) (*R
 	if len(argv) == 0 {
 		return nil, &Error{Code: StatusInvalidArgument, Message: "Exec needs a non-empty argv"}
 	}
-	return s.exec(ctx, argv, "", opts)
+	return s.exec(ctx, argv, "", opts, nil)
 }
 
-func (s *Sandbox) exec(ctx context.Context, argv []string, shell string, opts *RunOptions) (*Result, error) {
+// Start starts a shell command (/bin/sh -c cmd) with its stdin open and
+// returns at once: write to Process.Stdin while it runs (Close it for EOF),
+// send it signals with Process.Signal, and collect its result with
+// Process.Wait. opts as Run, except Stdin (an error when set: write to
+// Process.Stdin instead). ctx works as in Run, for the command's whole life.
+func (s *Sandbox) Start(ctx context.Context, cmd string, opts *RunOptions) (*Process, error) {
+	return s.start(ctx, nil, cmd, opts)
+}
+
+// StartExec is Start with an argv (argv[0] searched in the guest's PATH).
+func (s *Sandbox) StartExec(ctx context.Context, argv []string, opts *RunOptions) (*Process, error) {
+	if len(argv) == 0 {
+		return nil, &Error{Code: StatusInvalidArgument, Message: "StartExec needs a non-empty argv"}
+	}
+	return s.start(ctx, argv, "", opts)
+}
+
+// Process is a command started by Start or StartExec.
+type Process struct {
+	// Stdin is the command's stdin. Write blocks until every byte is queued,
+	// waiting while InputMaxBuffered bytes already wait on the host for the
+	// sandbox; Close ends the command's stdin (EOF) after what was written.
+	// Any goroutine may write; writes from several at once interleave whole
+	// pieces of at most 256 KiB. Write fails with an error matching
+	// ErrClosed once the command has ended (returning how much was queued),
+	// and with one matching ErrInvalidArgument after Close.
+	Stdin io.WriteCloser
+
+	mu     sync.Mutex
+	ended  bool // the exec returned: cancel and input are freed
+	cancel *C.ztee_cancel
+	input  *C.ztee_input
+	done   chan struct{}
+	res    *Result
+	err    error
+}
+
+// InputMaxBuffered is how many bytes written to Process.Stdin may wait on
+// the host for the sandbox (ZTEE_INPUT_MAX_BUFFERED); Write waits past it.
+const InputMaxBuffered = int(C.ZTEE_INPUT_MAX_BUFFERED)
+
+const inputChunk = 256 << 10 // bytes per C write: several fit under the bound
+
+func (s *Sandbox) start(ctx context.Context, argv []string, shell string, opts *RunOptions) (*Process, error) {
+	if _, err := s.handle(); err != nil {
+		return nil, err
+	}
+	if opts != nil && opts.Stdin != nil {
+		return nil, &Error{Code: StatusInvalidArgument, Message: "Start: write stdin to Process.Stdin, not RunOptions.Stdin"}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	p := &Process{done: make(chan struct{})}
+	if err := call(func() C.ztee_status { return C.ztee_cancel_create(&p.cancel) }); err != nil {
+		return nil, err
+	}
+	if err := call(func() C.ztee_status { return C.ztee_input_create(&p.input) }); err != nil {
+		C.ztee_cancel_free(p.cancel)
+		return nil, err
+	}
+	p.Stdin = processStdin{p}
+	go func() {
+		res, err := s.exec(ctx, argv, shell, opts, &spawned{cancel: p.cancel, input: p.input})
+		p.mu.Lock()
+		p.ended = true
+		C.ztee_input_free(p.input)
+		C.ztee_cancel_free(p.cancel)
+		p.input, p.cancel = nil, nil
+		p.res, p.err = res, err
+		p.mu.Unlock()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// Wait waits for the command to end and returns what Run would have. It
+// may be called more than once, from any goroutine.
+func (p *Process) Wait() (*Result, error) {
+	<-p.done
+	return p.res, p.err
+}
+
+// Signal sends sig (a syscall.Signal 1..64, the guest's Linux numbering:
+// syscall.SIGUSR1, syscall.SIGTERM, os.Interrupt, ...) to the command's
+// whole process group. A command the signal ends returns a Result with
+// Signal set and Cancelled false. Errors: ErrInvalidArgument for a number
+// outside 1..64, ErrClosed once the command has ended. A signal sent before
+// the command runs in the guest is lost: send it once the command shows it
+// runs (e.g. its output).
+func (p *Process) Signal(sig os.Signal) error {
+	n, ok := sig.(syscall.Signal)
+	if !ok {
+		return &Error{Code: StatusInvalidArgument, Message: fmt.Sprintf("Signal: %v is not a syscall.Signal", sig)}
+	}
+	if n < 1 || n > 64 {
+		return &Error{Code: StatusInvalidArgument, Message: fmt.Sprintf("Signal: signal %d is out of range: give 1..64", int(n))}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ended {
+		return &Error{Code: StatusClosed, Message: fmt.Sprintf("Signal(%v): the command has ended", sig)}
+	}
+	return call(func() C.ztee_status { return C.ztee_cancel_signal(p.cancel, C.int(n)) })
+}
+
+type processStdin struct{ p *Process }
+
+// Write queues b for the command's stdin, in pieces, waiting while the
+// bound is reached.
+func (w processStdin) Write(b []byte) (int, error) {
+	p := w.p
+	off := 0
+	pause := 500 * time.Microsecond
+	for off < len(b) {
+		n := len(b) - off
+		if n > inputChunk {
+			n = inputChunk
+		}
+		p.mu.Lock()
+		if p.ended {
+			p.mu.Unlock()
+			return off, &Error{Code: StatusClosed, Message: "Process.Stdin.Write: the command has ended; its stdin is gone"}
+		}
+		err := call(func() C.ztee_status {
+			return C.ztee_input_write(p.input, unsafe.Pointer(&b[off]), C.size_t(n))
+		})
+		p.mu.Unlock()
+		if err == nil {
+			off += n
+			pause = 500 * time.Microsecond
+			continue
+		}
+		var e *Error
+		if !errors.As(err, &e) || e.Code != StatusIO || e.Errno != int(syscall.EAGAIN) {
+			return off, err
+		}
+		time.Sleep(pause) // the bound is reached: wait for the sandbox to take some
+		if pause < 20*time.Millisecond {
+			pause *= 2
+		}
+	}
+	return off, nil
+}
+
+// Close ends the command's stdin; idempotent; nil once the command ended.
+func (w processStdin) Close() error {
+	p := w.p
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.ended {
+		C.ztee_input_close(p.input)
+	}
+	return nil
+}
+
+// spawned: a Start's own cancel token and input, passed to the exec.
+type spawned struct {
+	cancel *C.ztee_cancel
+	input  *C.ztee_input
+}
+
+func (s *Sandbox) exec(ctx context.Context, argv []string, shell string, opts *RunOptions, sp *spawned) (*Result, error) {
 	sb, err := s.handle()
 	if err != nil {
 		return nil, err
@@ -655,10 +819,15 @@ func (s *Sandbox) exec(ctx context.Context, argv []string, shell string, opts *R
 	o.output_cap = C.uint64_t(opts.OutputCap)
 
 	var cancel *C.ztee_cancel
-	if err := call(func() C.ztee_status { return C.ztee_cancel_create(&cancel) }); err != nil {
-		return nil, err
+	if sp != nil {
+		cancel = sp.cancel
+		o.input = sp.input
+	} else {
+		if err := call(func() C.ztee_status { return C.ztee_cancel_create(&cancel) }); err != nil {
+			return nil, err
+		}
+		defer C.ztee_cancel_free(cancel)
 	}
-	defer C.ztee_cancel_free(cancel)
 	o.cancel = cancel
 	st := &stream{stdout: opts.Stdout, stderr: opts.Stderr, cancel: cancel}
 	if st.stdout != nil || st.stderr != nil {
