@@ -209,6 +209,94 @@ def test_connect_to_a_running_command(sbx):
     assert h2.wait().stdout == "done\n"
 
 
+def _until(pred, seconds=20):
+    deadline = time.monotonic() + seconds
+    while not pred() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return pred()
+
+
+def test_stdin_in_pieces_then_eof(sbx):
+    h = sbx.commands.run("cat", background=True, stdin=True)
+    sbx.commands.send_stdin(h.pid, "one\n")
+    assert _until(lambda: h.stdout == "one\n"), h.stdout  # each piece arrives while cat runs
+    h.send_stdin("tw\u00e9\n".encode())                    # the handle's own call; bytes
+    assert _until(lambda: h.stdout == "one\ntw\u00e9\n"), h.stdout
+    sbx.commands.send_stdin(h.pid, "no newline")
+    assert _until(lambda: h.stdout.endswith("no newline")), h.stdout
+    assert h.exit_code is None  # still reading
+    sbx.commands.close_stdin(h.pid)  # EOF: cat ends
+    r = h.wait()
+    assert r.stdout == "one\ntw\u00e9\nno newline" and r.stderr == "" and r.exit_code == 0
+    with pytest.raises(NotFoundException, match="no running command"):
+        sbx.commands.send_stdin(h.pid, "late")
+    with pytest.raises(NotFoundException):
+        h.close_stdin()
+    with pytest.raises(NotFoundException):
+        sbx.commands.send_stdin(9999, "x")
+
+
+def test_stdin_refused_when_closed_or_never_open(sbx):
+    h = sbx.commands.run("cat; echo eof; sleep 30", background=True, stdin=True)
+    h.close_stdin()
+    assert _until(lambda: h.stdout == "eof\n"), h.stdout
+    h.close_stdin()  # again: nothing
+    with pytest.raises(InvalidArgumentException, match="was closed"):
+        h.send_stdin("x")
+    assert sbx.commands.kill(h.pid) is True
+    with pytest.raises(CommandExitException):
+        h.wait()
+    h2 = sbx.commands.run("sleep 30", background=True)
+    with pytest.raises(InvalidArgumentException, match="started without stdin.*stdin=True"):
+        sbx.commands.send_stdin(h2.pid, "x")
+    with pytest.raises(InvalidArgumentException, match="started without stdin"):
+        h2.close_stdin()
+    with pytest.raises(InvalidArgumentException, match="str or bytes"):
+        sbx.commands.send_stdin(h2.pid, 5)
+    assert h2.kill() is True
+    with pytest.raises(InvalidArgumentException, match="True or False"):
+        sbx.commands.run("cat", stdin="data")
+    assert sbx.commands.run("cat; echo end").stdout == "end\n"  # without stdin=True: empty
+
+
+def test_kill_a_background_command_reading_stdin(sbx):
+    h = sbx.commands.run("cat", background=True, stdin=True)
+    h.send_stdin("x\n")
+    assert _until(lambda: h.stdout == "x\n"), h.stdout
+    t = time.monotonic()
+    assert h.kill() is True
+    with pytest.raises(CommandExitException) as info:
+        h.wait()
+    assert time.monotonic() - t < 10
+    assert info.value.exit_code == -1 and info.value.error == "signal: killed"
+    assert info.value.stdout == "x\n"
+    with pytest.raises(NotFoundException):
+        h.send_stdin("y")
+    assert h.kill() is False
+
+
+def test_stdin_of_a_foreground_run_and_async(sbx):
+    got = {}
+    t = threading.Thread(target=lambda: got.update(r=sbx.commands.run("wc -c", stdin=True)))
+    t.start()
+    assert _until(lambda: any(p.args == ["-c", "wc -c"] for p in sbx.commands.list()))
+    pid = next(p.pid for p in sbx.commands.list() if p.args == ["-c", "wc -c"])
+    sbx.commands.send_stdin(pid, b"12345")
+    sbx.commands.close_stdin(pid)
+    t.join(30)
+    assert got["r"].stdout.strip() == "5"
+
+    async def main():
+        a = await AsyncSandbox.connect(sbx.sandbox_id)
+        h = await a.commands.run("cat", background=True, stdin=True)
+        await h.send_stdin("async ")
+        await a.commands.send_stdin(h.pid, "stdin")
+        await h.close_stdin()
+        return (await h.wait()).stdout
+
+    assert asyncio.run(main()) == "async stdin"
+
+
 # ---- files ----------------------------------------------------------------------------
 
 
@@ -301,8 +389,7 @@ def test_unsupported_calls_say_so(sbx):
         "pty.create": lambda: sbx.pty.create(size=None),
         "files.watch_dir": lambda: sbx.files.watch_dir("/tmp", lambda ev: None),
         "get_host": lambda: sbx.get_host(8080),
-        "commands.send_stdin": lambda: sbx.commands.send_stdin(1, "x"),
-        "commands.run(stdin=True)": lambda: sbx.commands.run("cat", stdin=True),
+        "pty.send_stdin": lambda: sbx.pty.send_stdin(1, b"x"),
         "pause": lambda: sbx.pause(),
         "upload_url": lambda: sbx.upload_url("/tmp/x"),
     }

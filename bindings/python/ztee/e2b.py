@@ -41,9 +41,19 @@ Semantics (the Node shim `ztee/e2b` follows the same):
   calls them in the caller's thread, a background command in a thread of
   its own, as the output arrives; callbacks given to wait() first get what
   already arrived. Results hold the whole output either way.
-- Calls E2B has and libztee cannot serve (pty, stdin to a running process,
-  watch_dir, get_host / ports, pause, metrics, signed URLs, internet access)
-  raise NotSupportedError naming the call.
+- Stdin: a command's stdin is empty (/dev/null) unless it was started with
+  stdin=True; then commands.send_stdin(pid, data) (or the handle's
+  send_stdin(data)) passes str (as UTF-8) or bytes to it in call order, and
+  close_stdin(pid) (or the handle's close_stdin()) ends it (EOF); closing
+  again does nothing. send_stdin returns once the bytes are queued (it
+  waits while 1 MiB already waits on the host for the sandbox). To a
+  command that has ended (or a pid no command has) send_stdin and
+  close_stdin raise NotFoundException; to one started without stdin=True,
+  or send_stdin after close_stdin, InvalidArgumentException saying so.
+  commands.kill(pid) works the same with stdin open.
+- Calls E2B has and libztee cannot serve (pty, watch_dir, get_host / ports,
+  pause, metrics, signed URLs, internet access) raise NotSupportedError
+  naming the call.
 
 SECURITY: everything a sandbox returns (output, file bytes, names) was
 produced by code that may be hostile.
@@ -404,7 +414,7 @@ class _Proc:
     """One command this shim started: its output log, its end, its cancel token."""
 
     def __init__(self, pid: int, cmd: str, envs: Dict[str, str], cwd: str, user: str,
-                 timeout: Optional[float]):
+                 timeout: Optional[float], stdin: bool = False):
         self.pid = pid
         self.cmd = cmd
         self.envs = envs
@@ -412,6 +422,9 @@ class _Proc:
         self.user = user
         self.timeout = timeout
         self.cancel = ztee.Cancel()
+        self.stdin: Optional[ztee.Input] = ztee.Input() if stdin else None
+        self.stdin_closed = False
+        self.stdin_lock = threading.Lock()  # one send_stdin at a time: pieces stay in order
         self.cond = threading.Condition()
         self.events: List[tuple] = []  # ("stdout" | "stderr", str)
         self.done = False
@@ -536,8 +549,13 @@ class CommandHandle:
         """Stops calling the callbacks given to run(); the command keeps running."""
         self._disconnected = True
 
-    def send_stdin(self, data) -> None:
-        raise _unsupported("CommandHandle.send_stdin", "a command's stdin is closed once it starts")
+    def send_stdin(self, data: Union[str, bytes], request_timeout: Optional[float] = None) -> None:
+        """commands.send_stdin(pid, data) for this command."""
+        self._commands.send_stdin(self.pid, data, request_timeout=request_timeout)
+
+    def close_stdin(self, request_timeout: Optional[float] = None) -> None:
+        """commands.close_stdin(pid) for this command."""
+        self._commands.close_stdin(self.pid, request_timeout=request_timeout)
 
 
 class Commands:
@@ -557,12 +575,13 @@ class Commands:
             request_timeout: Optional[float] = None, tag: Optional[str] = None):
         """Runs `cmd` with /bin/bash -c. Foreground: returns CommandResult or
         raises CommandExitException / TimeoutException. background=True:
-        returns a CommandHandle at once."""
+        returns a CommandHandle at once. stdin=True keeps the command's
+        stdin open for send_stdin() until close_stdin() (else it is empty)."""
         if not isinstance(cmd, str) or not cmd:
             raise InvalidArgumentException(f"cmd must be a non-empty str, not {cmd!r}")
-        if stdin:
-            raise _unsupported("commands.run(stdin=True)",
-                               "stdin cannot be sent to a running command")
+        if stdin is not None and not isinstance(stdin, bool):
+            raise InvalidArgumentException(f"stdin must be True or False, not {stdin!r} (send the "
+                                           f"data with commands.send_stdin)")
         limit = _check_seconds("timeout", timeout, allow_zero=True)
         sbx = self._sbx
         account, home = sbx._account(user)
@@ -570,7 +589,7 @@ class Commands:
         env.update(_check_str_map("envs", envs))
         wd = sbx._resolve(cwd, home) if cwd is not None else sbx._workdir(account, home)
         sbx._alive()
-        proc = _Proc(next(self._pids), cmd, env, wd, account, limit)
+        proc = _Proc(next(self._pids), cmd, env, wd, account, limit, stdin=bool(stdin))
         with self._lock:
             self._procs[proc.pid] = proc
         worker = threading.Thread(target=self._exec, args=(proc,), daemon=True,
@@ -599,7 +618,7 @@ class Commands:
         try:
             result = self._sbx._box.exec(
                 ["/bin/bash", "-c", proc.cmd], env=proc.envs, cwd=proc.cwd, user=proc.user,
-                timeout=proc.timeout, cancel=proc.cancel,
+                timeout=proc.timeout, cancel=proc.cancel, stdin=proc.stdin,
                 on_stdout=lambda s: proc.push("stdout", s),
                 on_stderr=lambda s: proc.push("stderr", s))
         except ztee.Error as e:
@@ -647,11 +666,56 @@ class Commands:
             threading.Thread(target=deliver, daemon=True).start()
         return handle
 
-    def send_stdin(self, pid: int, data, request_timeout: Optional[float] = None) -> None:
-        raise _unsupported("commands.send_stdin", "a command's stdin is closed once it starts")
+    def _stdin_of(self, pid: int, call: str) -> _Proc:
+        """The running command `pid`, started with stdin=True."""
+        self._sbx._alive()
+        with self._lock:
+            proc = self._procs.get(pid)
+        if proc is None or proc.done:
+            raise NotFoundException(f"{call}: no running command with pid {pid} in sandbox "
+                                    f"{self._sbx.sandbox_id} (it has ended, or never ran)")
+        if proc.stdin is None:
+            raise InvalidArgumentException(f"{call}: command {pid} was started without stdin: "
+                                           f"start it with commands.run(..., stdin=True) to send it input")
+        return proc
+
+    def send_stdin(self, pid: int, data: Union[str, bytes], request_timeout: Optional[float] = None) -> None:
+        """Passes data (str as UTF-8, or bytes) to the stdin of command `pid`,
+        started with stdin=True; returns once it is queued (waiting while
+        1 MiB already waits on the host). NotFoundException once the command
+        has ended; InvalidArgumentException without stdin=True or after
+        close_stdin."""
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            data = bytes(data)
+        else:
+            raise InvalidArgumentException(f"commands.send_stdin: data must be str or bytes, "
+                                           f"not {type(data).__name__}")
+        limit = _check_seconds("request_timeout", request_timeout, allow_zero=True)
+        proc = self._stdin_of(pid, "commands.send_stdin")
+        if proc.stdin_closed:
+            raise InvalidArgumentException(f"commands.send_stdin: the stdin of command {pid} was "
+                                           f"closed (close_stdin)")
+        with proc.stdin_lock:
+            try:
+                proc.stdin.write(data, timeout=limit)
+            except ztee.ClosedError:
+                raise self._sbx._dead_error() or NotFoundException(
+                    f"commands.send_stdin: command {pid} has ended") from None
+            except ztee.InvalidArgumentError:  # close_stdin ran meanwhile
+                raise InvalidArgumentException(f"commands.send_stdin: the stdin of command {pid} "
+                                               f"was closed (close_stdin)") from None
+            except ztee.TimeoutError as e:
+                raise TimeoutException(f"commands.send_stdin: {e.message}") from None
 
     def close_stdin(self, pid: int, request_timeout: Optional[float] = None) -> None:
-        raise _unsupported("commands.close_stdin", "a command's stdin is closed once it starts")
+        """Ends the stdin of command `pid` (EOF) after what was sent before.
+        NotFoundException once it has ended; InvalidArgumentException without
+        stdin=True. Closing again does nothing."""
+        proc = self._stdin_of(pid, "commands.close_stdin")
+        proc.stdin_closed = True
+        proc.stdin.close()
 
     def _kill_all(self) -> None:
         with self._lock:
