@@ -214,7 +214,7 @@ export interface CommandStartOpts extends CommandRequestOpts {
   envs?: Record<string, string>;
   onStdout?: (data: string) => void | Promise<void>;
   onStderr?: (data: string) => void | Promise<void>;
-  /** true: NotSupportedError. */
+  /** true: stdin stays open for sendStdin until closeStdin; else it is empty. */
   stdin?: boolean;
   /** Default 60000; 0: none. */
   timeoutMs?: number;
@@ -256,10 +256,10 @@ export class CommandHandle {
   wait(): Promise<CommandResult>;
   kill(): Promise<boolean>;
   disconnect(): Promise<void>;
-  /** NotSupportedError. */
-  sendStdin(data: string | Uint8Array): Promise<void>;
-  /** NotSupportedError. */
-  closeStdin(): Promise<void>;
+  /** commands.sendStdin(pid, data) for this command. */
+  sendStdin(data: string | Uint8Array, opts?: CommandRequestOpts): Promise<void>;
+  /** commands.closeStdin(pid) for this command. */
+  closeStdin(opts?: CommandRequestOpts): Promise<void>;
 }
 
 export interface Commands {
@@ -269,9 +269,12 @@ export interface Commands {
   list(opts?: CommandRequestOpts): Promise<ProcessInfo[]>;
   kill(pid: number, opts?: CommandRequestOpts): Promise<boolean>;
   connect(pid: number, opts?: CommandConnectOpts): Promise<CommandHandle>;
-  /** NotSupportedError. */
+  /** Data (a string as UTF-8) to the stdin of a command started with stdin: true; resolves once
+   * queued (waits while 1 MiB waits on the host). NotFoundError once it has ended;
+   * InvalidArgumentError without stdin: true or after closeStdin. */
   sendStdin(pid: number, data: string | Uint8Array, opts?: CommandRequestOpts): Promise<void>;
-  /** NotSupportedError. */
+  /** EOF on the command's stdin after what was sent; again: nothing. NotFoundError once it
+   * has ended; InvalidArgumentError without stdin: true. */
   closeStdin(pid: number, opts?: CommandRequestOpts): Promise<void>;
 }
 

@@ -42,10 +42,19 @@
 //   the next call. A callback that throws (or whose promise rejects) kills
 //   its command, and run() / wait() reject with that error. Results hold the
 //   whole output either way.
-// - Calls E2B has and libztee cannot serve (pty, stdin to a running process,
-//   watchDir, getHost / ports, pause, metrics, signed URLs, snapshots,
-//   internet access) reject (or, for sync calls, throw) NotSupportedError
-//   naming the call.
+// - Stdin: a command's stdin is empty (/dev/null) unless it was started with
+//   stdin: true; then commands.sendStdin(pid, data) (or the handle's
+//   sendStdin(data)) passes a string (as UTF-8) or a Uint8Array to it in call
+//   order, and closeStdin(pid) (or the handle's closeStdin()) ends it (EOF);
+//   closing again does nothing. sendStdin resolves once the bytes are queued
+//   (it waits while 1 MiB already waits on the host for the sandbox). To a
+//   command that has ended (or a pid no command has) both reject with
+//   NotFoundError; to one started without stdin: true, or sendStdin after
+//   closeStdin, with InvalidArgumentError saying so. kill() works the same
+//   with stdin open.
+// - Calls E2B has and libztee cannot serve (pty, watchDir, getHost / ports,
+//   pause, metrics, signed URLs, snapshots, internet access) reject (or, for
+//   sync calls, throw) NotSupportedError naming the call.
 //
 // SECURITY: everything a sandbox returns (output, file bytes, names) was
 // produced by code that may be hostile.
@@ -315,8 +324,10 @@ function lookup(sandboxId) {
 
 // One command this shim started: its output log, its end, its kill switch.
 class Proc {
-  constructor(pid, cmd, envs, cwd, user, timeoutMs) {
-    Object.assign(this, { pid, cmd, envs, cwd, user, timeoutMs });
+  constructor(pid, cmd, envs, cwd, user, timeoutMs, wantsStdin) {
+    Object.assign(this, { pid, cmd, envs, cwd, user, timeoutMs, wantsStdin });
+    this.stdin = null;           // the binding's Process when started with stdin: true
+    this.stdinClosed = false;
     this.controller = new AbortController();
     this.killReason = new Error('killed through ztee/e2b');
     this.events = [];            // [kind, text]
@@ -470,12 +481,14 @@ class CommandHandle {
     this._delivery?.stop();
   }
 
-  async sendStdin() {
-    throw unsupported('CommandHandle.sendStdin', "a command's stdin is closed once it starts");
+  /** commands.sendStdin(pid, data) for this command. */
+  sendStdin(data, opts) {
+    return this._commands.sendStdin(this.pid, data, opts);
   }
 
-  async closeStdin() {
-    throw unsupported('CommandHandle.closeStdin', "a command's stdin is closed once it starts");
+  /** commands.closeStdin(pid) for this command. */
+  closeStdin(opts) {
+    return this._commands.closeStdin(this.pid, opts);
   }
 }
 
@@ -493,14 +506,18 @@ class Commands {
   /** Runs cmd with /bin/bash -c. Foreground: the CommandResult, or rejects
    * with CommandExitError / TimeoutError. background: a CommandHandle at once.
    * opts: background, cwd, user, envs, onStdout, onStderr, timeoutMs (default
-   * 60000, 0: none), signal (aborting kills the command). */
+   * 60000, 0: none), signal (aborting kills the command), stdin (true: open
+   * for sendStdin until closeStdin; else empty). */
   async run(cmd, opts) {
     const o = optsObject(opts, 'commands.run');
     rejectUnknown('commands.run', o, RUN_OPTS);
     if (typeof cmd !== 'string' || !cmd) {
       throw new InvalidArgumentError(`cmd must be a non-empty string, not ${JSON.stringify(cmd)}`);
     }
-    if (o.stdin) throw unsupported('commands.run({stdin: true})', 'stdin cannot be sent to a running command');
+    if (o.stdin !== undefined && o.stdin !== null && typeof o.stdin !== 'boolean') {
+      throw new InvalidArgumentError('commands.run: stdin must be true or false (send the data with ' +
+                                     'commands.sendStdin)');
+    }
     checkCallbacks(o);
     const signal = o.signal;
     if (signal !== undefined && signal !== null && !(signal instanceof AbortSignal)) {
@@ -514,7 +531,7 @@ class Commands {
       ? sbx._resolve(String(o.cwd), home) : await sbx._workdir(account, home);
     sbx._alive();
     signal?.throwIfAborted();
-    const proc = new Proc(this._nextPid++, cmd, envs, cwd, account, timeoutMs);
+    const proc = new Proc(this._nextPid++, cmd, envs, cwd, account, timeoutMs, o.stdin === true);
     this._procs.set(proc.pid, proc);
     this._exec(proc);
     if (signal) {
@@ -537,13 +554,20 @@ class Commands {
     const sbx = this._sbx;
     let result = null;
     let failure = null;
+    const argv = ['/bin/bash', '-c', proc.cmd];
+    const opts = {
+      env: proc.envs, cwd: proc.cwd, user: proc.user, timeoutMs: proc.timeoutMs,
+      signal: proc.controller.signal,
+      onStdout: (s) => proc.push('stdout', s),
+      onStderr: (s) => proc.push('stderr', s),
+    };
     try {
-      result = await sbx._box.exec(['/bin/bash', '-c', proc.cmd], {
-        env: proc.envs, cwd: proc.cwd, user: proc.user, timeoutMs: proc.timeoutMs,
-        signal: proc.controller.signal,
-        onStdout: (s) => proc.push('stdout', s),
-        onStderr: (s) => proc.push('stderr', s),
-      });
+      if (proc.wantsStdin) {
+        proc.stdin = sbx._box.spawn(argv, opts);  // set before run() returns: no await before it
+        result = await proc.stdin.result;
+      } else {
+        result = await sbx._box.exec(argv, opts);
+      }
     } catch (e) {
       if (e === proc.killReason && e.result) result = e.result;
       else failure = sbx._deadError() ?? translate(e, `command ${proc.pid}`);
@@ -587,12 +611,53 @@ class Commands {
     return new CommandHandle(proc, this, delivery);
   }
 
-  async sendStdin() {
-    throw unsupported('commands.sendStdin', "a command's stdin is closed once it starts");
+  // The running command `pid`, started with stdin: true.
+  _stdinOf(pid, call) {
+    this._sbx._alive();
+    const proc = this._procs.get(pid);
+    if (!proc || proc.done) {
+      throw new NotFoundError(`${call}: no running command with pid ${pid} in sandbox ` +
+                              `${this._sbx.sandboxId} (it has ended, or never ran)`);
+    }
+    if (!proc.stdin) {
+      throw new InvalidArgumentError(`${call}: command ${pid} was started without stdin: start it ` +
+                                     'with commands.run(cmd, {stdin: true}) to send it input');
+    }
+    return proc;
   }
 
-  async closeStdin() {
-    throw unsupported('commands.closeStdin', "a command's stdin is closed once it starts");
+  /** Passes data (a string as UTF-8, or a Uint8Array) to the stdin of
+   * command `pid`, started with stdin: true; resolves once it is queued
+   * (waiting while 1 MiB already waits on the host). Rejects with
+   * NotFoundError once the command has ended, InvalidArgumentError without
+   * stdin: true or after closeStdin. */
+  async sendStdin(pid, data) {
+    if (typeof data !== 'string' && !(data instanceof Uint8Array)) {
+      throw new InvalidArgumentError('commands.sendStdin: data must be a string or a Uint8Array, not ' +
+                                     `${data === null ? 'null' : typeof data}`);
+    }
+    const proc = this._stdinOf(pid, 'commands.sendStdin');
+    const closed = () => new InvalidArgumentError(`commands.sendStdin: the stdin of command ${pid} was ` +
+                                                  'closed (closeStdin)');
+    if (proc.stdinClosed) throw closed();
+    try {
+      await proc.stdin.write(data);
+    } catch (e) {
+      if (e instanceof ztee.ClosedError) {
+        throw this._sbx._deadError() ?? new NotFoundError(`commands.sendStdin: command ${pid} has ended`);
+      }
+      if (e instanceof ztee.InvalidArgumentError) throw closed();  // closeStdin ran meanwhile
+      throw this._sbx._deadError() ?? translate(e, `commands.sendStdin(${pid})`);
+    }
+  }
+
+  /** Ends the stdin of command `pid` (EOF) after what was sent before.
+   * Rejects with NotFoundError once it has ended, InvalidArgumentError
+   * without stdin: true. Closing again does nothing. */
+  async closeStdin(pid) {
+    const proc = this._stdinOf(pid, 'commands.closeStdin');
+    proc.stdinClosed = true;
+    await proc.stdin.end();
   }
 
   _killAll() {

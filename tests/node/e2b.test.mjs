@@ -232,6 +232,70 @@ describe('commands', () => {
     assert.equal(late, '');
   });
 
+  test('stdin: sendStdin in pieces reaches cat, closeStdin ends it, then NotFoundError', async () => {
+    let seen = '';
+    const h = await sbx.commands.run('cat', { background: true, stdin: true, onStdout: (s) => { seen += s; } });
+    await sbx.commands.sendStdin(h.pid, 'one\n');
+    assert.ok(await waitFor(() => h.stdout === 'one\n', 20000, 20), JSON.stringify(h.stdout));  // while cat runs
+    await h.sendStdin(new TextEncoder().encode('tw\u00e9\n'));  // the handle's own call; bytes
+    assert.ok(await waitFor(() => h.stdout === 'one\ntw\u00e9\n', 20000, 20), JSON.stringify(h.stdout));
+    await sbx.commands.sendStdin(h.pid, 'no newline');
+    assert.ok(await waitFor(() => h.stdout.endsWith('no newline'), 20000, 20), JSON.stringify(h.stdout));
+    assert.equal(h.exitCode, undefined);  // still reading
+    await sbx.commands.closeStdin(h.pid);  // EOF: cat ends
+    const r = await h.wait();
+    assert.deepEqual(r, { stdout: 'one\ntw\u00e9\nno newline', stderr: '', exitCode: 0, error: undefined });
+    assert.equal(seen, r.stdout);
+    await assert.rejects(sbx.commands.sendStdin(h.pid, 'late'), (e) =>
+      e instanceof NotFoundError && /no running command/.test(e.message));
+    await assert.rejects(h.closeStdin(), NotFoundError);
+    await assert.rejects(sbx.commands.sendStdin(9999, 'x'), NotFoundError);
+  });
+
+  test('stdin: refused when closed or never opened, with the reason', async () => {
+    const h = await sbx.commands.run('cat; echo eof; sleep 30', { background: true, stdin: true });
+    await h.closeStdin();
+    assert.ok(await waitFor(() => h.stdout === 'eof\n', 20000, 20), JSON.stringify(h.stdout));
+    await h.closeStdin();  // again: nothing
+    await assert.rejects(h.sendStdin('x'), (e) => e instanceof InvalidArgumentError && /was closed/.test(e.message));
+    assert.equal(await sbx.commands.kill(h.pid), true);
+    await assert.rejects(h.wait(), CommandExitError);
+    const h2 = await sbx.commands.run('sleep 30', { background: true });
+    await assert.rejects(sbx.commands.sendStdin(h2.pid, 'x'), (e) =>
+      e instanceof InvalidArgumentError && /started without stdin.*stdin: true/.test(e.message));
+    await assert.rejects(h2.closeStdin(), (e) => e instanceof InvalidArgumentError && /started without stdin/.test(e.message));
+    await assert.rejects(sbx.commands.sendStdin(h2.pid, 5), (e) =>
+      e instanceof InvalidArgumentError && /string or a Uint8Array/.test(e.message));
+    assert.equal(await h2.kill(), true);
+    await assert.rejects(h2.wait(), CommandExitError);
+    await assert.rejects(sbx.commands.run('cat', { stdin: 'data' }), (e) =>
+      e instanceof InvalidArgumentError && /true or false/.test(e.message));
+    assert.equal((await sbx.commands.run('cat; echo end')).stdout, 'end\n');  // without stdin: true: empty
+  });
+
+  test('stdin: kill of a background command reading its stdin; a foreground run with stdin', async () => {
+    const h = await sbx.commands.run('cat', { background: true, stdin: true });
+    await h.sendStdin('x\n');
+    assert.ok(await waitFor(() => h.stdout === 'x\n', 20000, 20), JSON.stringify(h.stdout));
+    const t = Date.now();
+    assert.equal(await h.kill(), true);
+    await assert.rejects(h.wait(), (e) => e instanceof CommandExitError && e.exitCode === -1 &&
+                                          e.error === 'signal: killed' && e.stdout === 'x\n');
+    assert.ok(Date.now() - t < 10000);
+    await assert.rejects(h.sendStdin('y'), NotFoundError);
+    assert.equal(await h.kill(), false);
+    // A foreground run with stdin: true is fed from elsewhere by its pid.
+    const run = sbx.commands.run('wc -c', { stdin: true });
+    let pid;
+    assert.ok(await waitFor(async () => {
+      pid = (await sbx.commands.list()).find((p) => p.args[1] === 'wc -c')?.pid;
+      return pid !== undefined;
+    }, 20000, 20));
+    await sbx.commands.sendStdin(pid, '12345');
+    await sbx.commands.closeStdin(pid);
+    assert.equal((await run).stdout.trim(), '5');
+  });
+
   test('concurrent runs get their own pids and output', async () => {
     const hs = await Promise.all(Array.from({ length: 6 }, (_, i) =>
       sbx.commands.run(`sleep 0.$((${i} % 3)); echo out-${i}`, { background: true })));
@@ -348,8 +412,7 @@ describe('sandbox', () => {
     const calls = {
       'pty.create': () => sbx.pty.create({ cols: 80, rows: 24, onData: () => {} }),
       'files.watchDir': () => sbx.files.watchDir('/tmp', () => {}),
-      'commands.sendStdin': () => sbx.commands.sendStdin(1, 'x'),
-      'commands.run({stdin: true})': () => sbx.commands.run('cat', { stdin: true }),
+      'pty.sendInput': () => sbx.pty.sendInput(1, new Uint8Array([120])),
       pause: () => sbx.pause(),
       uploadUrl: () => sbx.uploadUrl('/tmp/x'),
       getMetrics: () => sbx.getMetrics(),
