@@ -16,12 +16,13 @@
 #                    repeatable (default: the host's Debian apt sources)
 #   --cache DIR      cache directory (default $ZTEE_IMAGE_CACHE or DIR/.cache)
 #   --no-vmlinux     do not extract the uncompressed vmlinux
-#   --kernel debian|minimal
-#                    debian (default): Debian's cloud kernel package, virtio
-#                    drivers as modules in the initramfs. minimal: built from
-#                    Debian's linux-source-6.1 with guest/kernel/ztee-minimal.config
-#                    on top of tinyconfig (kernel-build.sh beside this script;
-#                    minutes the first time, then cached), no modules
+#   --kernel minimal|debian
+#                    minimal (default): built from Debian's linux-source-6.1
+#                    with guest/kernel/ztee-minimal.config on top of tinyconfig
+#                    (kernel-build.sh beside this script; minutes the first
+#                    time, then cached), everything built in, no modules.
+#                    debian: Debian's cloud kernel package, virtio drivers as
+#                    modules in the initramfs
 #   --kernel-cache DIR
 #                    where minimal kernels are cached (default
 #                    $ZTEE_KERNEL_CACHE or /var/cache/ztee/kernels)
@@ -31,7 +32,7 @@
 #                    inputs) in a temporary directory and compare every file
 #                    byte for byte; exit 1 on a difference
 #
-# Caching: the kernel package and the rootfs (keyed by suite, variant, package
+# Caching: the kernel (package or build) and the rootfs (keyed by suite, variant, package
 # list, mirrors and ROOTFS_RECIPE_VERSION) are cached; a rerun with an unchanged
 # agent only re-checks them, a changed agent rebuilds the initramfs and the
 # manifest. Artifacts are built in a temporary directory and renamed into
@@ -54,7 +55,7 @@ CACHE=${ZTEE_IMAGE_CACHE:-}
 FORCE=0
 REPRO=0
 VMLINUX=1
-KERNEL=debian
+KERNEL=minimal
 KERNEL_CACHE=${ZTEE_KERNEL_CACHE:-/var/cache/ztee/kernels}
 KERNEL_META=linux-image-cloud-amd64
 # Modules loaded by the agent, in this order after their dependencies.
@@ -82,7 +83,7 @@ while [[ $# -gt 0 ]]; do
     --mirror) MIRRORS+=("${2:?--mirror needs a value}"); shift 2 ;;
     --cache) CACHE=${2:?--cache needs a directory}; shift 2 ;;
     --no-vmlinux) VMLINUX=0; shift ;;
-    --kernel) KERNEL=${2:?--kernel needs debian or minimal}; shift 2 ;;
+    --kernel) KERNEL=${2:?--kernel needs minimal or debian}; shift 2 ;;
     --kernel-cache) KERNEL_CACHE=${2:?--kernel-cache needs a directory}; shift 2 ;;
     --force) FORCE=1; shift ;;
     --verify-reproducible) REPRO=1; shift ;;
@@ -91,7 +92,7 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-[[ $KERNEL == debian || $KERNEL == minimal ]] || die "--kernel must be debian or minimal, not $KERNEL"
+[[ $KERNEL == debian || $KERNEL == minimal ]] || die "--kernel must be minimal or debian, not $KERNEL"
 [[ -n "$AGENT" ]] || die "--agent PATH/TO/ztee-agent is required"
 [[ -f "$AGENT" ]] || die "agent binary not found at $AGENT: build it first (cmake --build build --target ztee-agent)"
 [[ $(id -u) -eq 0 ]] || die "must run as root (mmdebstrap and device nodes need it)"
@@ -139,6 +140,14 @@ CACHE=$(cd "$CACHE" && pwd)
 # One build at a time per image directory.
 exec 9>"$OUT/.lock"
 command -v flock >/dev/null 2>&1 && { flock -n 9 || die "another build holds $OUT/.lock"; }
+
+# Builds that share a cache (--cache or $ZTEE_IMAGE_CACHE) take turns.
+mkdir -p "$CACHE"
+exec 7>"$CACHE/.lock"
+if command -v flock >/dev/null 2>&1 && ! flock -n 7; then
+  log "another build is using the cache $CACHE; waiting for it"
+  flock 7
+fi
 
 TMP=$(mktemp -d "$OUT/.build.XXXXXX")
 cleanup() { rm -rf "$TMP"; }
@@ -311,8 +320,11 @@ ROOTFS_SHA=$(cat "$RCACHE.sha256")
 
 # ---------------------------------------------------------------- SBOM
 log "writing the SBOM (CycloneDX 1.5) of the rootfs, kernel and agent"
-"$PYTHON" "$SBOM_SCRIPT" --rootfs "$RCACHE" --name "$NAME" --epoch "$EPOCH" \
-  --kernel-package "$KPKG=$KPKG_VERSION" --kernel-arch amd64 --kernel-doc "$KDOC" \
+sbom_kernel=(--kernel-package "$KPKG=$KPKG_VERSION" --kernel-arch amd64 --kernel-doc "$KDOC")
+# The minimal kernel's component is the source package it is built from (architecture all).
+[[ $KERNEL == debian ]] || sbom_kernel=(--kernel-package "$KPKG=$KPKG_VERSION" --kernel-arch all
+                                       --kernel-doc "$KDOC" --kernel-config-sha256 "$KCONFIG_SHA")
+"$PYTHON" "$SBOM_SCRIPT" --rootfs "$RCACHE" --name "$NAME" --epoch "$EPOCH" "${sbom_kernel[@]}" \
   --agent "$AGENT" --builder-version "$SCRIPT_VERSION" > "$TMP/sbom.cdx.json" ||
   die "writing the SBOM failed (see above)"
 

@@ -6,12 +6,14 @@ Called by image-build.sh; reads the root filesystem image without mounting it
 
   image-sbom.py --rootfs rootfs.ext4 --name NAME --epoch SECONDS
                 --kernel-package PKG=VERSION --kernel-arch ARCH [--kernel-doc DIR]
-                --agent PATH [--builder-version N] > sbom.cdx.json
+                [--kernel-config-sha256 HEX] --agent PATH [--builder-version N] > sbom.cdx.json
 
 Components: every Debian package dpkg lists as installed in the rootfs (name,
 version, architecture, purl pkg:deb/debian/NAME@VERSION?arch=ARCH&distro=debian-N,
 licences from a machine-readable /usr/share/doc/NAME/copyright, best effort),
-the kernel package (outside the rootfs) and ztee-agent with its SHA-256.
+the kernel (outside the rootfs: Debian's kernel package, or the source package
+libztee's minimal kernel is built from, with the resolved .config's SHA-256)
+and ztee-agent with its SHA-256.
 The output depends only on its inputs (no wall-clock time, sorted), so two
 builds of the same inputs give the same bytes.
 """
@@ -99,6 +101,8 @@ def main():
     ap.add_argument("--kernel-package", required=True, help="PKG=VERSION")
     ap.add_argument("--kernel-arch", default="amd64")
     ap.add_argument("--kernel-doc", default="", help="the kernel package's /usr/share/doc directory")
+    ap.add_argument("--kernel-config-sha256", default="",
+                    help="a kernel built from --kernel-package (a source package): its .config's sha256")
     ap.add_argument("--agent", required=True)
     ap.add_argument("--builder-version", default="1")
     a = ap.parse_args()
@@ -138,8 +142,15 @@ def main():
     if not kname or not kversion:
         die("--kernel-package needs PKG=VERSION")
     kref = purl(kname, kversion, a.kernel_arch, distro)
+    if a.kernel_config_sha256:
+        desc = ("guest kernel built by libztee from this source package (tinyconfig + "
+                "guest/kernel/ztee-minimal.config; outside the root filesystem: vmlinuz, vmlinux)")
+    else:
+        desc = "guest kernel (outside the root filesystem: vmlinuz, vmlinux and the initramfs modules)"
     kernel = {"type": "operating-system", "bom-ref": kref, "name": kname, "version": kversion, "purl": kref,
-              "description": "guest kernel (outside the root filesystem: vmlinuz, vmlinux and the initramfs modules)"}
+              "description": desc}
+    if a.kernel_config_sha256:
+        kernel["properties"] = [{"name": "libztee:kernel:config_sha256", "value": a.kernel_config_sha256}]
     kdoc = os.path.join(a.kernel_doc, kname, "copyright") if a.kernel_doc else ""
     if kdoc and os.path.isfile(kdoc):
         with open(kdoc, encoding="utf-8", errors="replace") as f:

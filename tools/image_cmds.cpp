@@ -35,7 +35,7 @@ constexpr int kExitError = 125;
 constexpr int kExitRefused = 1;
 
 const char kImageUsage[] =
-    "usage: ztee image build [--out DIR] [--kernel debian|minimal] [--force] [--verify-reproducible]\n"
+    "usage: ztee image build [--out DIR] [--kernel minimal|debian] [--force] [--verify-reproducible]\n"
     "       ztee image keygen --out PREFIX\n"
     "       ztee image sign --key KEY.pem DIR\n"
     "       ztee image verify [--key PUB.pem]... [--require-vuln-gate] DIR\n"
@@ -48,11 +48,11 @@ const char kImageUsage[] =
     "         Debian packages. --verify-reproducible then rebuilds it from scratch in a\n"
     "         temporary directory and compares every file byte for byte (exit 1 on\n"
     "         any difference; the manifest's \"non_reproducible\" says what may still\n"
-    "         differ when built on another host). --kernel minimal builds the guest\n"
-    "         kernel from Debian's linux-source-6.1 with the fragment\n"
+    "         differ when built on another host). The guest kernel: --kernel minimal\n"
+    "         (the default) builds it from Debian's linux-source-6.1 with the fragment\n"
     "         guest/kernel/ztee-minimal.config on top of tinyconfig (minutes the first\n"
     "         time, then cached in $ZTEE_KERNEL_CACHE or /var/cache/ztee/kernels);\n"
-    "         the default, debian, uses Debian's cloud kernel package.\n"
+    "         --kernel debian uses Debian's cloud kernel package instead.\n"
     "keygen   writes a new ECDSA P-256 key pair: PREFIX.key (PKCS#8 PEM, mode 0600)\n"
     "         and PREFIX.pub (PEM public key).\n"
     "sign     checks every digest of DIR, then signs DIR/manifest.json with KEY.pem\n"

@@ -775,7 +775,7 @@ int cmd_image(ArgReader r) {
     } else if (r.take("--kernel", &v, &err)) {
       if (!err.empty()) return usage_error(err, ztee::cli::image_usage());
       if (*v != "debian" && *v != "minimal")
-        return usage_error("image build: --kernel must be debian or minimal, not " + *v, ztee::cli::image_usage());
+        return usage_error("image build: --kernel must be minimal or debian, not " + *v, ztee::cli::image_usage());
       kernel = *v;
     } else if (a == "--force") {
       force = true;
@@ -869,7 +869,7 @@ void check_kvm(Doctor& d) {
         break;
       case KvmHost::Kind::kPvm:
         d.warn("KVM", "/dev/kvm is present but cannot run this image: it is " + host.provider +
-                          ", which runs only PVM-built guest kernels (the image boots a stock kernel); " + slower);
+                          ", which runs only PVM-built guest kernels (the image's kernel is not one); " + slower);
         break;
       case KvmHost::Kind::kUnknown:
         d.warn("KVM", host.describe() + ": auto does not use it; " + slower + " (--accel kvm tries it anyway)");

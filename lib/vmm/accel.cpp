@@ -121,7 +121,7 @@ Result<AccelChoice> choose_accel(const std::string& requested_in, const KvmHost&
         return refuse(host.describe(), "load kvm_intel or kvm_amd on a host with hardware virtualisation, or use "
                                        "accel auto or tcg");
       case KvmHost::Kind::kPvm:
-        return refuse(host.describe() + " (this image boots a stock kernel)", "use accel auto or tcg");
+        return refuse(host.describe() + " (this image's kernel is not built for PVM)", "use accel auto or tcg");
       case KvmHost::Kind::kHardware:
       case KvmHost::Kind::kUnknown:
         // Unknown providers are the caller's call: they asked for KVM by name.

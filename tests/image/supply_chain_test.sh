@@ -302,8 +302,12 @@ else
       --kernel-package "$kpkg" --agent /dev/null >"$sbom" || fail "image-sbom.py failed"
     agent_sha=$(sha /dev/null)
   fi
+  kcfg=()
+  if [ "$(mj "$DEF" 'm.get("kernel_origin", "debian")')" = minimal ]; then
+    kcfg=(--kernel-config-sha256 "$(mj "$DEF" 'm["kernel_config_sha256"]')")
+  fi
   /usr/bin/python3 "$HERE/validate_sbom.py" "$HERE/schema" "$sbom" --agent-sha256 "$agent_sha" --packages "$installed" \
-    >"$tmp/out" 2>"$tmp/err" || fail "SBOM validation: $(cat "$tmp/err")"
+    "${kcfg[@]}" >"$tmp/out" 2>"$tmp/err" || fail "SBOM validation: $(cat "$tmp/err")"
   cat "$tmp/out"
   # The validator itself rejects what the schema forbids.
   /usr/bin/python3 -c 'import json,sys; b=json.load(open(sys.argv[1])); b["components"][0]["type"]="gadget"; json.dump(b,open(sys.argv[2],"w"))' \

@@ -4,7 +4,7 @@
 image builder promises: every dpkg package with name, version, architecture
 and purl, the kernel package, ztee-agent with its SHA-256.
 
-  validate_sbom.py SCHEMA_DIR SBOM.json [--agent-sha256 HEX] [--packages N]
+  validate_sbom.py SCHEMA_DIR SBOM.json [--agent-sha256 HEX] [--packages N] [--kernel-config-sha256 HEX]
 """
 import json
 import re
@@ -52,9 +52,20 @@ def main():
             problems.append(f"bad purl {c['purl']}")
         if not c.get("version"):
             problems.append(f"{c['name']}: no version")
-    kernels = [c for c in debs if c["name"].startswith("linux-image-")]
+    # The guest kernel: Debian's kernel package, or the source package of the
+    # minimal kernel (with its resolved .config's sha256).
+    kernels = [c for c in debs if c["type"] == "operating-system"]
     if len(kernels) != 1:
-        problems.append(f"want one kernel package component, got {len(kernels)}")
+        problems.append(f"want one kernel component, got {len(kernels)}")
+    elif kernels[0]["name"].startswith("linux-source-"):
+        props = {p["name"]: p["value"] for p in kernels[0].get("properties", [])}
+        if not re.fullmatch(r"[0-9a-f]{64}", props.get("libztee:kernel:config_sha256", "")):
+            problems.append("the minimal kernel's component has no libztee:kernel:config_sha256")
+        if "--kernel-config-sha256" in opts and props.get("libztee:kernel:config_sha256") != opts["--kernel-config-sha256"]:
+            problems.append(f"kernel config sha256 {props.get('libztee:kernel:config_sha256')} != manifest's "
+                            f"{opts['--kernel-config-sha256']}")
+    elif not kernels[0]["name"].startswith("linux-image-"):
+        problems.append(f"kernel component {kernels[0]['name']} is neither linux-image-* nor linux-source-*")
     rootfs_debs = [c for c in debs if c["type"] == "library"]
     for must in ("libc6", "bash", "dpkg", "python3"):
         if not any(c["name"] == must for c in rootfs_debs):
