@@ -84,6 +84,13 @@
 //
 // Threads: a DlpScanner is immutable after create() and may be shared by any
 // number of threads; each DlpStream is used by one thread at a time.
+//
+// Instruction sets: the digit-shape scan picks its block kernel when a
+// scanner is created (AVX-512BW, AVX2 or SSE2 as the CPU has; portable C++
+// elsewhere). The environment variable ZTEE_DLP_ISA (avx512bw, avx2, sse2,
+// portable; unset, empty or "auto": the CPU's best) forces one, for tests
+// and comparisons: the findings are the same. An unknown name, or one the
+// CPU lacks, makes create() fail with kInvalidArgument.
 #pragma once
 
 #include <ztee/result.hpp>

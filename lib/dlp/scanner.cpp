@@ -7,18 +7,23 @@
 // patterns ("Pattern is too large"), so the start is recovered afterwards:
 // a short pattern's match lies within its maximum width before the end, and
 // RE2 finds its leftmost start in that window (the same expression, with $
-// disabled before the end of the stream). A long pattern's start is the
+// disabled before the end of the stream, in a group followed by \z: RE2
+// then runs its reverse automaton from the end and reads back only as far
+// as the match can reach). A long pattern's start is the
 // start of its opener. Candidates are then trimmed to their core, validated,
 // and decided leftmost-first once no undiscovered candidate can start before
 // them; output is released up to that point.
 //
 // The digit-shaped detectors (Shape) stay out of the Hyperscan database: on
 // output full of numbers (timestamps, ids, base64) their automata would step
-// through every digit and capital. Instead, each 64-byte block is turned
-// into byte-class bit masks (AVX-512BW, AVX2 or SSE2 as the CPU has), shifted and ANDed into
-// witness masks: positions where a fixed shape every match of the detector
-// contains ends (ddd-dd-dddd; ddd[.-]dddd; 13 digits; dddd[ -]dddd; 15
-// capitals/digits; XXXX XXXX). From each witness a short walk over the
+// through every digit and capital. Instead, a block kernel (AVX-512BW,
+// AVX2, SSE2 or portable, picked at run time) turns each 64-byte block into
+// five byte-class bit masks and a cheap test of a few shifts and ANDs (a
+// separator then four digits, 13 digits, two capitals then two digits):
+// most blocks stop there. A block that passes gets its full masks, shifted
+// and ANDed into witness masks: positions where a fixed shape every match of
+// the detector contains ends (ddd-dd-dddd; ddd[.-]dddd; 13 digits;
+// dddd[ -]dddd; 15 capitals/digits; XXXX XXXX). From each witness a short walk over the
 // token proposes the ends that can follow it, and RE2 runs the detector's
 // expression over the window before each: the same ends Hyperscan would
 // have reported. Witnesses are taken kShapeLag bytes behind the input so a
@@ -41,6 +46,7 @@
 #include <algorithm>
 #include <array>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <set>
@@ -165,11 +171,71 @@ struct ClassMasks {  // bit i: byte i of the block
   uint64_t digit = 0, d26 = 0, letter = 0, upper = 0, alnum = 0, dash = 0, space = 0, dot = 0;
 };
 
-// Byte-class masks of p[0, n), n <= 64; bits past n stay clear. One
-// version per instruction set, picked once (classify_fn).
-[[maybe_unused]] ClassMasks classify_portable(const unsigned char* p, size_t n) {
+// The masks the cheap test of every block uses (sep: ' ', '-' or '.').
+struct FilterMasks {
+  uint64_t digit = 0, d26 = 0, letter = 0, alnum = 0, sep = 0;
+};
+
+inline FilterMasks filter_of(const ClassMasks& m) { return {m.digit, m.d26, m.letter, m.alnum, m.dash | m.space | m.dot}; }
+
+// What the block scan carries from one block to the next.
+struct ShapeCarry {
+  ClassMasks prev;       // the previous block's masks (clear before the stream)
+  uint64_t pending = 0;  // a witness may end in the next block (an IBAN's lead)
+};
+
+// Bit i of the result: bit i - k of the stream (cur after prev), 0 < k < 64.
+inline uint64_t shifted(uint64_t cur, uint64_t prev, int k) {
+  return static_cast<uint64_t>(((static_cast<unsigned __int128>(cur) << 64) | prev) >> (64 - k));
+}
+
+// The cheap test every block gets: false when no witness (see witnesses())
+// can end in it. Each witness contains one of these: a separator, then four
+// digits after a digit (ddd-dd-dddd, ddd[.-]dddd, [2-6]ddd[ -]dddd); a run
+// of 13 digits from [2-6] after a non-digit (the bare card witness itself);
+// two capitals then two digits after a byte that is no letter or digit (an
+// IBAN's lead, whose witness ends 10 or 11 bytes later, perhaps in the next
+// block). Moves `p` and `pending` on to this block.
+[[gnu::always_inline]] inline bool shape_step(const FilterMasks& m, FilterMasks& p, uint64_t& pending) {
+  uint64_t d = m.digit, pd = p.digit;
+  uint64_t d2 = d & shifted(d, pd, 1), pd2 = pd & (pd << 1);
+  uint64_t d4 = d2 & shifted(d2, pd2, 2), pd4 = pd2 & (pd2 << 2);
+  uint64_t hit = d4 & shifted(m.sep, p.sep, 4) & shifted(d, pd, 5);
+  hit |= d4 & shifted(d4, pd4, 4) & shifted(d4, pd4, 8) & shifted(m.d26, p.d26, 12) & ~shifted(d, pd, 13);
+  uint64_t lead = d2 & shifted(m.letter, p.letter, 2) & shifted(m.letter, p.letter, 3) & ~shifted(m.alnum, p.alnum, 4);
+  hit |= lead | pending;
+  pending = lead >> 53;
+  p = m;
+  return hit != 0;
+}
+
+// A block kernel, one per instruction set: tests the whole 64-byte blocks
+// p[0, 64 * n) in turn, carrying `c`, and stops at the first one
+// shape_step() lets through: returns its index, with the masks of the block
+// before it in *prev and its own in *cur (the carry has moved on to it).
+// Returns n when none is.
+using ShapeKernel = size_t (*)(const unsigned char* p, size_t n, ShapeCarry* c, ClassMasks* prev, ClassMasks* cur);
+
+// The loop of a kernel around its FILTER and CLASSIFY (no lambdas: they
+// would not inherit the function's target).
+#define ZTEE_SHAPE_KERNEL(FILTER, CLASSIFY)                      \
+  FilterMasks pf = filter_of(c->prev);                           \
+  uint64_t pending = c->pending;                                 \
+  for (size_t k = 0; k < n; ++k) {                               \
+    if (shape_step(FILTER(p + 64 * k), pf, pending)) {           \
+      *prev = k ? CLASSIFY(p + 64 * (k - 1)) : c->prev;          \
+      *cur = c->prev = CLASSIFY(p + 64 * k);                     \
+      c->pending = pending;                                      \
+      return k;                                                  \
+    }                                                            \
+  }                                                              \
+  if (n) c->prev = CLASSIFY(p + 64 * (n - 1));                   \
+  c->pending = pending;                                          \
+  return n;
+
+[[gnu::always_inline]] inline ClassMasks classify_portable(const unsigned char* p) {
   ClassMasks m;
-  for (size_t i = 0; i < n; ++i) {
+  for (size_t i = 0; i < 64; ++i) {
     unsigned char c = p[i];
     uint64_t b = uint64_t{1} << i;
     bool dg = c >= '0' && c <= '9', up = c >= 'A' && c <= 'Z';
@@ -185,20 +251,19 @@ struct ClassMasks {  // bit i: byte i of the block
   return m;
 }
 
+[[gnu::always_inline]] inline FilterMasks filter_portable(const unsigned char* p) { return filter_of(classify_portable(p)); }
+
+size_t kernel_portable(const unsigned char* p, size_t n, ShapeCarry* c, ClassMasks* prev, ClassMasks* cur) {
+  ZTEE_SHAPE_KERNEL(filter_portable, classify_portable)
+}
+
 #if defined(__x86_64__) || defined(__i386__)
-// No lambdas in these: they would not inherit the function's target.
 #define ZTEE_BITS(MOVEMASK, v) static_cast<uint64_t>(static_cast<uint32_t>(MOVEMASK(v)))
 #define ZTEE_IN(SUB, MIN, EQ, SET1, MOVEMASK, lo, span) \
   (t = SUB(x, SET1(lo)), ZTEE_BITS(MOVEMASK, EQ(MIN(t, SET1(span)), t)))
 
-ClassMasks classify_sse2(const unsigned char* p, size_t n) {
+[[gnu::always_inline]] inline ClassMasks classify_sse2(const unsigned char* p) {
   ClassMasks m;
-  alignas(16) unsigned char tmp[64];
-  if (n < 64) {
-    std::memset(tmp, 0, sizeof tmp);
-    std::memcpy(tmp, p, n);
-    p = tmp;
-  }
   for (int k = 0; k < 4; ++k) {
     __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * k)), t;
     int sh = 16 * k;
@@ -217,14 +282,33 @@ ClassMasks classify_sse2(const unsigned char* p, size_t n) {
   return m;
 }
 
-__attribute__((target("avx2"))) ClassMasks classify_avx2(const unsigned char* p, size_t n) {
-  ClassMasks m;
-  alignas(32) unsigned char tmp[64];
-  if (n < 64) {
-    std::memset(tmp, 0, sizeof tmp);
-    std::memcpy(tmp, p, n);
-    p = tmp;
+[[gnu::always_inline]] inline FilterMasks filter_sse2(const unsigned char* p) {
+  FilterMasks m;
+  for (int k = 0; k < 4; ++k) {
+    __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * k)), t;
+    int sh = 16 * k;
+    uint64_t dm = ZTEE_IN(_mm_sub_epi8, _mm_min_epu8, _mm_cmpeq_epi8, _mm_set1_epi8, _mm_movemask_epi8, '0', 9);
+    uint64_t um = ZTEE_IN(_mm_sub_epi8, _mm_min_epu8, _mm_cmpeq_epi8, _mm_set1_epi8, _mm_movemask_epi8, 'A', 25);
+    uint64_t d26 = ZTEE_IN(_mm_sub_epi8, _mm_min_epu8, _mm_cmpeq_epi8, _mm_set1_epi8, _mm_movemask_epi8, '2', 4);
+    uint64_t sep = ZTEE_IN(_mm_sub_epi8, _mm_min_epu8, _mm_cmpeq_epi8, _mm_set1_epi8, _mm_movemask_epi8, '-', 1) |
+                   ZTEE_BITS(_mm_movemask_epi8, _mm_cmpeq_epi8(x, _mm_set1_epi8(' ')));
+    x = _mm_or_si128(x, _mm_set1_epi8(0x20));  // letters of either case
+    uint64_t am = ZTEE_IN(_mm_sub_epi8, _mm_min_epu8, _mm_cmpeq_epi8, _mm_set1_epi8, _mm_movemask_epi8, 'a', 25);
+    m.digit |= dm << sh;
+    m.d26 |= d26 << sh;
+    m.letter |= um << sh;
+    m.alnum |= (dm | am) << sh;
+    m.sep |= sep << sh;
   }
+  return m;
+}
+
+size_t kernel_sse2(const unsigned char* p, size_t n, ShapeCarry* c, ClassMasks* prev, ClassMasks* cur) {
+  ZTEE_SHAPE_KERNEL(filter_sse2, classify_sse2)
+}
+
+[[gnu::always_inline]] __attribute__((target("avx2"))) inline ClassMasks classify_avx2(const unsigned char* p) {
+  ClassMasks m;
   for (int k = 0; k < 2; ++k) {
     __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32 * k)), t;
     int sh = 32 * k;
@@ -243,41 +327,95 @@ __attribute__((target("avx2"))) ClassMasks classify_avx2(const unsigned char* p,
   }
   return m;
 }
+
+[[gnu::always_inline]] __attribute__((target("avx2"))) inline FilterMasks filter_avx2(const unsigned char* p) {
+  FilterMasks m;
+  for (int k = 0; k < 2; ++k) {
+    __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32 * k)), t;
+    int sh = 32 * k;
+    uint64_t dm = ZTEE_IN(_mm256_sub_epi8, _mm256_min_epu8, _mm256_cmpeq_epi8, _mm256_set1_epi8, _mm256_movemask_epi8, '0', 9);
+    uint64_t um = ZTEE_IN(_mm256_sub_epi8, _mm256_min_epu8, _mm256_cmpeq_epi8, _mm256_set1_epi8, _mm256_movemask_epi8, 'A', 25);
+    uint64_t d26 = ZTEE_IN(_mm256_sub_epi8, _mm256_min_epu8, _mm256_cmpeq_epi8, _mm256_set1_epi8, _mm256_movemask_epi8, '2', 4);
+    uint64_t sep = ZTEE_IN(_mm256_sub_epi8, _mm256_min_epu8, _mm256_cmpeq_epi8, _mm256_set1_epi8, _mm256_movemask_epi8, '-', 1) |
+                   ZTEE_BITS(_mm256_movemask_epi8, _mm256_cmpeq_epi8(x, _mm256_set1_epi8(' ')));
+    x = _mm256_or_si256(x, _mm256_set1_epi8(0x20));  // letters of either case
+    uint64_t am = ZTEE_IN(_mm256_sub_epi8, _mm256_min_epu8, _mm256_cmpeq_epi8, _mm256_set1_epi8, _mm256_movemask_epi8, 'a', 25);
+    m.digit |= dm << sh;
+    m.d26 |= d26 << sh;
+    m.letter |= um << sh;
+    m.alnum |= (dm | am) << sh;
+    m.sep |= sep << sh;
+  }
+  return m;
+}
+
+__attribute__((target("avx2"))) size_t kernel_avx2(const unsigned char* p, size_t n, ShapeCarry* c, ClassMasks* prev,
+                                                   ClassMasks* cur) {
+  ZTEE_SHAPE_KERNEL(filter_avx2, classify_avx2)
+}
 #undef ZTEE_IN
 #undef ZTEE_BITS
 
-__attribute__((target("avx512f,avx512bw"))) ClassMasks classify_avx512(const unsigned char* p, size_t n) {
-  const __mmask64 valid = n >= 64 ? ~__mmask64{0} : (__mmask64{1} << n) - 1;
-  const __m512i x = _mm512_maskz_loadu_epi8(valid, p);  // reads only the n bytes
-#define ZTEE_IN(lo, span) \
+#define ZTEE_IN(x, lo, span) \
   static_cast<uint64_t>(_mm512_cmple_epu8_mask(_mm512_sub_epi8(x, _mm512_set1_epi8(lo)), _mm512_set1_epi8(span)))
-#define ZTEE_IS(c) static_cast<uint64_t>(_mm512_cmpeq_epi8_mask(x, _mm512_set1_epi8(c)))
+#define ZTEE_IS(x, c) static_cast<uint64_t>(_mm512_cmpeq_epi8_mask(x, _mm512_set1_epi8(c)))
+
+[[gnu::always_inline]] __attribute__((target("avx512f,avx512bw"))) inline ClassMasks classify_avx512(
+    const unsigned char* p) {
+  const __m512i x = _mm512_loadu_si512(p);
   ClassMasks m;
-  m.digit = ZTEE_IN('0', 9);
-  m.d26 = ZTEE_IN('2', 4);
-  m.letter = ZTEE_IN('A', 25);
+  m.digit = ZTEE_IN(x, '0', 9);
+  m.d26 = ZTEE_IN(x, '2', 4);
+  m.letter = ZTEE_IN(x, 'A', 25);
   m.upper = m.digit | m.letter;
-  m.alnum = m.upper | ZTEE_IN('a', 25);
-  m.dash = ZTEE_IS('-');
-  m.space = ZTEE_IS(' ');
-  m.dot = ZTEE_IS('.');
-#undef ZTEE_IN
-#undef ZTEE_IS
+  m.alnum = m.upper | ZTEE_IN(x, 'a', 25);
+  m.dash = ZTEE_IS(x, '-');
+  m.space = ZTEE_IS(x, ' ');
+  m.dot = ZTEE_IS(x, '.');
   return m;
 }
+
+[[gnu::always_inline]] __attribute__((target("avx512f,avx512bw"))) inline FilterMasks filter_avx512(
+    const unsigned char* p) {
+  const __m512i x = _mm512_loadu_si512(p);
+  FilterMasks m;
+  m.digit = ZTEE_IN(x, '0', 9);
+  m.d26 = ZTEE_IN(x, '2', 4);
+  m.letter = ZTEE_IN(x, 'A', 25);
+  m.alnum = m.digit | ZTEE_IN(_mm512_or_si512(x, _mm512_set1_epi8(0x20)), 'a', 25);
+  m.sep = ZTEE_IN(x, '-', 1) | ZTEE_IS(x, ' ');
+  return m;
+}
+#undef ZTEE_IN
+#undef ZTEE_IS
+
+__attribute__((target("avx512f,avx512bw"))) size_t kernel_avx512(const unsigned char* p, size_t n, ShapeCarry* c,
+                                                                  ClassMasks* prev, ClassMasks* cur) {
+  ZTEE_SHAPE_KERNEL(filter_avx512, classify_avx512)
+}
 #endif
+#undef ZTEE_SHAPE_KERNEL
 
-using ClassifyFn = ClassMasks (*)(const unsigned char*, size_t);
-
-ClassifyFn classify_fn() {
+// The kernel for ZTEE_DLP_ISA (unset, empty or "auto": the best the CPU has).
+Result<ShapeKernel> shape_kernel() {
+  const char* env = std::getenv("ZTEE_DLP_ISA");
+  std::string_view want = env ? env : "";
+  if (want == "portable") return kernel_portable;
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512bw")) return classify_avx512;
-  if (__builtin_cpu_supports("avx2")) return classify_avx2;
-  return classify_sse2;
+  bool avx512 = __builtin_cpu_supports("avx512bw"), avx2 = __builtin_cpu_supports("avx2");
+  if (want.empty() || want == "auto") return avx512 ? kernel_avx512 : avx2 ? kernel_avx2 : kernel_sse2;
+  if (want == "sse2") return kernel_sse2;
+  if ((want == "avx2" && avx2) || (want == "avx512bw" && avx512)) return want == "avx2" ? kernel_avx2 : kernel_avx512;
+  if (want == "avx2" || want == "avx512bw")
+    return make_error(Errc::kInvalidArgument, fmt::format("ZTEE_DLP_ISA={}: this CPU lacks {}", want, want));
 #else
-  return classify_portable;
+  if (want.empty() || want == "auto") return kernel_portable;
+  if (want == "sse2" || want == "avx2" || want == "avx512bw")
+    return make_error(Errc::kInvalidArgument, fmt::format("ZTEE_DLP_ISA={}: this CPU lacks {}", want, want));
 #endif
+  return make_error(Errc::kInvalidArgument,
+                    fmt::format("ZTEE_DLP_ISA={}: not one of auto, avx512bw, avx2, sse2, portable", want));
 }
 
 // A witness kind: which detector it serves and how its walk goes on.
@@ -410,7 +548,7 @@ class DlpScannerImpl {
   bool has_edits = false;
   int shape_pattern[kShapes] = {-1, -1, -1, -1, -1};  // pattern of each Shape in use
   bool any_shape = false;
-  ClassifyFn classify = classify_fn();
+  ShapeKernel kernel = nullptr;  // the block kernel of the shape scan
 
   Result<void> build();
   Result<void> add_pattern(int owner, const PatternDef& def, bool caller, bool caseless);
@@ -441,13 +579,21 @@ Result<void> DlpScannerImpl::add_pattern(int owner, const PatternDef& def, bool 
     o.set_log_errors(false);
     o.set_case_sensitive(!caseless);
     o.set_dot_nl(false);
-    *eod = std::make_shared<RE2>(re, o);
-    *mid = std::make_shared<RE2>(without_dollar(re), o);
-    if (!(*eod)->ok() || !(*mid)->ok())
+    // Both are searched for a match ending at the end of the text they are
+    // given, so they end in \z: RE2 then runs its reverse automaton from
+    // that end and reads only as far back as a match can reach.
+    RE2 plain(re, o), plain_mid(without_dollar(re), o);
+    if (!plain.ok() || !plain_mid.ok())
       return invalid(fmt::format("{} '{}': regex '{}' is not accepted by RE2 (libztee needs the syntax both "
                                  "Hyperscan and RE2 accept): {}",
                                  owners[static_cast<size_t>(owner)].injection ? "injection rule" : "detector", oname,
-                                 re, (*eod)->ok() ? (*mid)->error() : (*eod)->error()));
+                                 re, plain.ok() ? plain_mid.error() : plain.error()));
+    *eod = std::make_shared<RE2>("(?:" + re + ")\\z", o);
+    *mid = std::make_shared<RE2>("(?:" + without_dollar(re) + ")\\z", o);
+    if (!(*eod)->ok() || !(*mid)->ok())
+      return make_error(Errc::kInternal, fmt::format("{} '{}': regex '{}' does not compile in a group before \\z: {}",
+                                                     owners[static_cast<size_t>(owner)].injection ? "injection rule" : "detector",
+                                                     oname, re, (*eod)->ok() ? (*mid)->error() : (*eod)->error()));
     return {};
   };
   unsigned flags = caseless ? HS_FLAG_CASELESS : 0;
@@ -633,6 +779,9 @@ Result<void> DlpScannerImpl::build() {
     }
   }
   has_edits = std::any_of(owners.begin(), owners.end(), [](const Owner& o) { return o.track == 0; });
+  auto k = shape_kernel();
+  if (!k) return std::move(k).error();
+  kernel = *k;
 
   // The database.
   std::vector<const char*> exprs;
@@ -772,16 +921,12 @@ bool DlpStreamImpl::recover_start(const Pattern& p, uint64_t to, uint64_t* start
   }
   std::string_view text = bytes(lo, to);
   const RE2& re = ending_ && to == total_ ? *p.re_eod : *p.re_mid;
+  // The expression ends in \z: the leftmost match is the one from the
+  // smallest start that matches exactly up to `to`.
   re2::StringPiece m;
-  size_t pos = 0;
-  while (pos <= text.size()) {
-    if (!re.Match(text, pos, text.size(), RE2::UNANCHORED, &m, 1)) break;
-    size_t s = static_cast<size_t>(m.data() - text.data());
-    if (s + m.size() == text.size() || re.Match(text, s, text.size(), RE2::ANCHOR_BOTH, nullptr, 0)) {
-      *start = lo + s;
-      return true;
-    }
-    pos = s + 1;
+  if (re.Match(text, 0, text.size(), RE2::UNANCHORED, &m, 1)) {
+    *start = lo + static_cast<uint64_t>(m.data() - text.data());
+    return true;
   }
   if (p.confirm) return false;  // the prefilter's end is not one of the pattern's
   // Hyperscan and RE2 disagree about this match: a caller regex outside the
@@ -870,43 +1015,64 @@ void DlpStreamImpl::scan_shapes() {
   if (!sc_->any_shape) return;
   uint64_t limit = ending_ ? total_ : (total_ > kShapeLag ? total_ - kShapeLag : 0);
   if (shape_pos_ >= limit) return;
-  // 64-byte blocks at multiples of 64 in the stream.
-  auto masks = [&](uint64_t q, ClassMasks* m) {
+  const uint64_t from = shape_pos_;
+  // 64-byte blocks at multiples of 64 in the stream. A block wholly in the
+  // chunk or wholly in the kept bytes is read in place; one across both, or
+  // cut short by the end of the input, from a copy padded with zero bytes
+  // (which are in no class).
+  alignas(64) unsigned char tmp[64];
+  auto padded = [&](uint64_t q) -> const unsigned char* {
     if (q < base_) {
       fail(fmt::format("shape block before the kept bytes ({} < {})", q, base_));
-      return false;
+      return nullptr;
     }
     size_t n = static_cast<size_t>(std::min<uint64_t>(64, total_ - q));
     std::string_view b = bytes(q, q + n);
-    *m = sc_->classify(reinterpret_cast<const unsigned char*>(b.data()), n);
-    return true;
+    std::memcpy(tmp, b.data(), n);
+    std::memset(tmp + n, 0, 64 - n);
+    return tmp;
   };
-  uint64_t q = shape_pos_ & ~uint64_t{63};
-  BlockBits prev;
-  ClassMasks m;
+  uint64_t q = from & ~uint64_t{63};
+  ShapeCarry carry;
+  ClassMasks pm, cm;
   if (q >= 64) {
-    if (!masks(q - 64, &m)) return;
-    prev = derive(m, BlockBits{});  // its high bits, the ones used, need nothing before it
+    const unsigned char* p = padded(q - 64);
+    if (!p) return;
+    sc_->kernel(p, 1, &carry, &pm, &cm);  // only its carry is needed
   }
   while (q < limit && !failed_) {
-    if (!masks(q, &m)) return;
-    BlockBits cur = derive(m, prev);
+    const unsigned char* p = nullptr;
+    uint64_t blocks = (limit - q + 63) / 64;  // up to the one holding limit - 1
+    if (q >= cur_at_ && q + 64 <= total_) {
+      p = reinterpret_cast<const unsigned char*>(cur_.data()) + (q - cur_at_);
+      blocks = std::min(blocks, (total_ - q) / 64);
+    } else if (q >= base_ && q + 64 <= cur_at_) {
+      p = reinterpret_cast<const unsigned char*>(buf_.data()) + (q - base_);
+      blocks = std::min(blocks, (cur_at_ - q) / 64);
+    } else {
+      if (!(p = padded(q))) return;
+      blocks = 1;
+    }
+    size_t k = sc_->kernel(p, static_cast<size_t>(blocks), &carry, &pm, &cm);
+    q += 64 * static_cast<uint64_t>(k);
+    if (k == blocks) continue;
+    // Block q may hold witnesses: compute them, keep those ending in [from, limit).
+    BlockBits prev = derive(pm, BlockBits{});  // its high bits, the ones used, need nothing before it
+    BlockBits cur = derive(cm, prev);
     uint64_t w[kWalkKinds];
     witnesses(cur, prev, w);
-    // Bits for witnesses ending in [shape_pos_, limit).
-    uint64_t lo = shape_pos_ - q, hi = std::min<uint64_t>(64, limit - q);
+    uint64_t lo = from > q ? from - q : 0, hi = std::min<uint64_t>(64, limit - q);
     uint64_t keep = (hi >= 64 ? ~uint64_t{0} : (uint64_t{1} << hi) - 1) & ~((uint64_t{1} << lo) - 1);
-    for (int kind = 0; kind < kWalkKinds; ++kind) {
+    for (int kind = 0; kind < kWalkKinds && !failed_; ++kind) {
       uint64_t bits = w[kind] & keep;
       if (!bits) continue;
       int pid = sc_->shape_pattern[static_cast<int>(kWalks[kind].shape)];
       if (pid < 0) continue;
-      for (; bits; bits &= bits - 1) walk(kWalks[kind], pid, q + static_cast<uint64_t>(__builtin_ctzll(bits)) + 1);
+      for (; bits && !failed_; bits &= bits - 1) walk(kWalks[kind], pid, q + static_cast<uint64_t>(__builtin_ctzll(bits)) + 1);
     }
-    shape_pos_ = q + hi;
-    prev = cur;
     q += 64;
   }
+  if (!failed_) shape_pos_ = limit;
 }
 
 void DlpStreamImpl::add_candidate(const Pattern& p, int pid, uint64_t s, uint64_t e, bool truncated) {

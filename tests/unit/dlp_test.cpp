@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <map>
 #include <random>
 #include <set>
@@ -509,6 +510,97 @@ TEST_CASE("dlp: digit-shaped detectors at every offset of the stream's blocks an
       }
     }
   }
+}
+
+namespace {
+
+// Every sample of the corpus (valid cards, IBANs, SSNs, phones, ...) alone
+// in lower-case filler, then in text dense in what the shape scan looks at
+// (digit runs, separators, capitals), then more at random.
+std::string numeric_noise(std::mt19937& rng, const std::vector<Sample>& corpus, size_t bytes) {
+  const std::string alphabet = "0123456789012345678901234567890123456789      ---...ABCDEFGHIJKLMNOPQRSTUVWXYZabcxyz()+/@_:\n,=";
+  std::uniform_int_distribution<size_t> pick(0, corpus.size() - 1), len(1, 40), kind(0, 9);
+  std::string text;
+  std::uniform_int_distribution<size_t> gap(40, 100);
+  for (const auto& c : corpus)  // each sample alone in its blocks, then in dense noise
+    text += rand_str(rng, "abcdefghij klmnop", gap(rng)) + " " + c.value + "\n";
+  for (const auto& c : corpus) text += rand_str(rng, alphabet, len(rng)) + " " + c.value + "\n";
+  while (text.size() < bytes) {
+    switch (kind(rng)) {
+      case 0: case 1: text += corpus[pick(rng)].value; break;
+      case 2: text += rand_str(rng, "0123456789", len(rng)); break;
+      case 3: text += rand_str(rng, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", len(rng)); break;
+      default: text += rand_str(rng, alphabet, len(rng));
+    }
+    text += rand_str(rng, " -.\nx", 1);
+  }
+  return text;
+}
+
+}  // namespace
+
+TEST_CASE("dlp: every instruction set of the shape scan gives the same findings (ZTEE_DLP_ISA)") {
+  // The shape scan's block kernel is picked at run time (AVX-512BW, AVX2,
+  // SSE2; portable C++ elsewhere); ZTEE_DLP_ISA forces one. Each kernel the
+  // CPU can run, on text full of near-shapes, in one buffer and in random
+  // chunks, gives the portable kernel's findings and output. The variable
+  // is restored at the end (other tests may run under it: see
+  // tests/unit/CMakeLists.txt).
+  const char* before = std::getenv("ZTEE_DLP_ISA");
+  std::string saved = before ? before : "";
+  auto with_isa = [](const char* isa) {
+    ::setenv("ZTEE_DLP_ISA", isa, 1);
+    return DlpScanner::create(DlpOptions{});
+  };
+  std::mt19937 rng(21);
+  auto corpus = positive_corpus();
+  std::string text = numeric_noise(rng, corpus, 96 << 10);
+  std::vector<size_t> cuts;
+  std::uniform_int_distribution<size_t> d(1, 300);
+  for (size_t at = d(rng); at < text.size(); at += d(rng)) cuts.push_back(at);
+  auto ref = with_isa("portable");
+  REQUIRE_MESSAGE(ref.ok(), (ref.ok() ? "" : ref.error().message));
+  auto want = scan(*ref, text);
+  CHECK(want.findings.size() > corpus.size());
+  std::vector<std::string> isas = {"sse2", "auto", ""};
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2")) isas.push_back("avx2");
+  else MESSAGE("avx2 not tested: the CPU lacks it");
+  if (__builtin_cpu_supports("avx512bw")) isas.push_back("avx512bw");
+  else MESSAGE("avx512bw not tested: the CPU lacks it");
+#else
+  isas = {"auto", ""};
+#endif
+  for (const auto& isa : isas) {
+    auto s = with_isa(isa.c_str());
+    REQUIRE_MESSAGE(s.ok(), isa, ": ", (s.ok() ? "" : s.error().message));
+    for (const auto& r : {scan(*s, text), scan_split(*s, text, cuts)}) {
+      REQUIRE_MESSAGE(same_findings(r.findings, want.findings), isa, ": ", r.findings.size(), " vs ", want.findings.size());
+      REQUIRE_MESSAGE(r.output == want.output, isa);
+    }
+  }
+  auto bogus = with_isa("avx9000");
+  REQUIRE_FALSE(bogus.ok());
+  CHECK(bogus.error().code == Errc::kInvalidArgument);
+  CHECK(bogus.error().message.find("ZTEE_DLP_ISA=avx9000") != std::string::npos);
+  if (before) ::setenv("ZTEE_DLP_ISA", saved.c_str(), 1);
+  else ::unsetenv("ZTEE_DLP_ISA");
+}
+
+TEST_CASE("dlp: a match's start is the smallest one from which the expression matches up to its end") {
+  DlpOptions o;
+  o.injection = false;
+  o.detectors = {};
+  o.custom.push_back({"tag", {"ab|abcd", "[a-z]{2}9"}, {}, false, DlpMode::kRedact});
+  auto s = scanner(o);
+  auto r = scan(s, "xx abcd yy xyz9 zz");
+  REQUIRE_MESSAGE(r.findings.size() == 2, describe(r.findings));
+  CHECK(r.findings[0].offset == 3);
+  CHECK(r.findings[0].length == 4);  // abcd, not ab
+  CHECK(r.findings[1].offset == 12);
+  CHECK(r.findings[1].length == 3);  // yz9
+  CHECK(r.output == "xx [REDACTED:tag] yy x[REDACTED:tag] zz");
 }
 
 TEST_CASE("dlp: modes") {
