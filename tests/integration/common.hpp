@@ -10,7 +10,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <string>
 
 namespace test {
@@ -23,13 +26,38 @@ inline std::string image_dir() {
   return d;
 }
 
+// The suite's state dir, removed when the process exits (after the runtime:
+// statics go in reverse order of construction, and runtime() makes this one
+// first), unless ZTEE_TEST_KEEP=1 or something is still mounted under it.
 inline const std::string& state_dir() {
-  static std::string dir = [] {
+  struct Dir {
+    std::string path;
+    ~Dir() {
+      if (const char* k = std::getenv("ZTEE_TEST_KEEP"); k && std::string(k) == "1") return;
+      std::ifstream mi("/proc/self/mountinfo");
+      std::string line;
+      while (std::getline(mi, line))
+        if (line.find(" " + path + "/") != std::string::npos || line.find(" " + path + " ") != std::string::npos) {
+          std::fprintf(stderr, "note: %s kept: something is still mounted under it\n", path.c_str());
+          return;
+        }
+      // A VMM of a pool may still be going away: retry for up to a second.
+      std::error_code ec;
+      for (int i = 0; i < 20; ++i) {
+        ec.clear();
+        std::filesystem::remove_all(path, ec);
+        if (!ec) return;
+        ::usleep(50000);
+      }
+      std::fprintf(stderr, "note: %s kept: %s\n", path.c_str(), ec.message().c_str());
+    }
+  };
+  static Dir dir = [] {
     char t[] = "/tmp/ztee-itest.XXXXXX";
     REQUIRE(::mkdtemp(t) != nullptr);
-    return std::string(t);
+    return Dir{t};
   }();
-  return dir;
+  return dir.path;
 }
 
 inline ztee::Runtime& runtime() {
