@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -68,8 +69,13 @@ class Internet {
         "ip -n " + ns_ + " addr add 198.18.0.53/32 dev lo",
         "ip route add 198.18.0.0/24 via 198.19.0.2 dev " + host_if_,
     };
+    // A failed set-up throws out of the constructor (no destructor then):
+    // undo what was done first, so no namespace, link or route is left.
     for (const auto& c : setup)
-      if (sh(c) != 0) FAIL("test internet set-up failed at: " << c);
+      if (sh(c) != 0) {
+        teardown();
+        FAIL("test internet set-up failed at: " << c);
+      }
     std::vector<std::string> args = {"ip", "netns", "exec", ns_, "/usr/bin/python3", ZTEE_INET_SERVER, ready_,
                                      "tcp:198.18.0.10:" + std::to_string(kPortA),
                                      "tcp:198.18.0.10:" + std::to_string(kPortB),
@@ -77,12 +83,22 @@ class Internet {
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
-    REQUIRE(::posix_spawnp(&server_, "ip", nullptr, nullptr, argv.data(), environ) == 0);
+    if (int e = ::posix_spawnp(&server_, "ip", nullptr, nullptr, argv.data(), environ); e != 0) {
+      server_ = -1;
+      teardown();
+      FAIL("starting the test internet's servers: " << std::strerror(e));
+    }
     for (int i = 0; i < 500 && read_text(ready_).find("ready") == std::string::npos; ++i)
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    REQUIRE(read_text(ready_).find("ready") != std::string::npos);
+    if (read_text(ready_).find("ready") == std::string::npos) {
+      teardown();
+      FAIL("the test internet's servers did not report ready within 5 s");
+    }
   }
-  ~Internet() {
+  ~Internet() { teardown(); }
+
+ private:
+  void teardown() {
     if (server_ > 0) {
       ::kill(server_, SIGKILL);
       ::waitpid(server_, nullptr, 0);
@@ -90,9 +106,9 @@ class Internet {
     sh("ip route del 198.18.0.0/24 via 198.19.0.2");
     sh("ip link del " + host_if_);
     sh("ip netns del " + ns_);
+    server_ = -1;
   }
 
- private:
   std::string ns_, host_if_, ready_;
   pid_t server_ = -1;
 };
