@@ -209,6 +209,47 @@ inline uint64_t shifted(uint64_t cur, uint64_t prev, int k) {
   return hit != 0;
 }
 
+// shape_step() for eight blocks at once, a block in each lane of a vector
+// (GCC vector extensions: compiled for the instruction set of each kernel
+// it is inlined into). Block j's masks are m[j]; `p` and `pending` come
+// from the block before block 0 and move on to block 7. Returns bit j set
+// when block j passes; lead[j] >> 53 is the pending flag block j leaves.
+struct FilterLanes {
+  alignas(64) uint64_t digit[8], d26[8], letter[8], alnum[8], sep[8];
+};
+
+[[gnu::always_inline]] inline unsigned shape_step8(const FilterLanes& m, FilterMasks& p, uint64_t& pending,
+                                                   uint64_t lead_out[8]) {
+  typedef uint64_t V8 __attribute__((vector_size(64)));
+  V8 d, d26, L, al, sep;
+  std::memcpy(&d, m.digit, 64);
+  std::memcpy(&d26, m.d26, 64);
+  std::memcpy(&L, m.letter, 64);
+  std::memcpy(&al, m.alnum, 64);
+  std::memcpy(&sep, m.sep, 64);
+  const V8 up = {8, 0, 1, 2, 3, 4, 5, 6};  // lane j: lane j - 1, lane 0: the carry
+#define ZTEE_PREV(v, carry) __builtin_shuffle(v, (V8){carry}, up)
+#define ZTEE_SH(x, px, k) (((x) << (k)) | ((px) >> (64 - (k))))
+  V8 pd = ZTEE_PREV(d, p.digit), pd26 = ZTEE_PREV(d26, p.d26), pL = ZTEE_PREV(L, p.letter);
+  V8 pal = ZTEE_PREV(al, p.alnum), psep = ZTEE_PREV(sep, p.sep);
+  V8 d2 = d & ZTEE_SH(d, pd, 1), pd2 = pd & (pd << 1);
+  V8 d4 = d2 & ZTEE_SH(d2, pd2, 2), pd4 = pd2 & (pd2 << 2);
+  V8 hit = d4 & ZTEE_SH(sep, psep, 4) & ZTEE_SH(d, pd, 5);
+  hit |= d4 & ZTEE_SH(d4, pd4, 4) & ZTEE_SH(d4, pd4, 8) & ZTEE_SH(d26, pd26, 12) & ~ZTEE_SH(d, pd, 13);
+  V8 lead = d2 & ZTEE_SH(L, pL, 2) & ZTEE_SH(L, pL, 3) & ~ZTEE_SH(al, pal, 4);
+  hit |= lead | ZTEE_PREV(lead >> 53, pending);
+#undef ZTEE_PREV
+#undef ZTEE_SH
+  std::memcpy(lead_out, &lead, 64);
+  p = {m.digit[7], m.d26[7], m.letter[7], m.alnum[7], m.sep[7]};
+  pending = lead_out[7] >> 53;
+  uint64_t h[8];
+  std::memcpy(h, &hit, 64);
+  unsigned bits = 0;
+  for (unsigned j = 0; j < 8; ++j) bits |= static_cast<unsigned>(h[j] != 0) << j;
+  return bits;
+}
+
 // A block kernel, one per instruction set: tests the whole 64-byte blocks
 // p[0, 64 * n) in turn, carrying `c`, and stops at the first one
 // shape_step() lets through: returns its index, with the masks of the block
@@ -217,20 +258,41 @@ inline uint64_t shifted(uint64_t cur, uint64_t prev, int k) {
 using ShapeKernel = size_t (*)(const unsigned char* p, size_t n, ShapeCarry* c, ClassMasks* prev, ClassMasks* cur);
 
 // The loop of a kernel around its FILTER and CLASSIFY (no lambdas: they
-// would not inherit the function's target).
-#define ZTEE_SHAPE_KERNEL(FILTER, CLASSIFY)                      \
-  FilterMasks pf = filter_of(c->prev);                           \
-  uint64_t pending = c->pending;                                 \
-  for (size_t k = 0; k < n; ++k) {                               \
-    if (shape_step(FILTER(p + 64 * k), pf, pending)) {           \
-      *prev = k ? CLASSIFY(p + 64 * (k - 1)) : c->prev;          \
-      *cur = c->prev = CLASSIFY(p + 64 * k);                     \
-      c->pending = pending;                                      \
-      return k;                                                  \
-    }                                                            \
-  }                                                              \
-  if (n) c->prev = CLASSIFY(p + 64 * (n - 1));                   \
-  c->pending = pending;                                          \
+// would not inherit the function's target). GROUPS: eight blocks at a time
+// first (shape_step8; worth it with 512-bit vectors only).
+#define ZTEE_SHAPE_KERNEL(FILTER, CLASSIFY, GROUPS)                        \
+  FilterMasks pf = filter_of(c->prev);                                     \
+  uint64_t pending = c->pending;                                           \
+  size_t k = 0;                                                            \
+  for (; GROUPS && k + 8 <= n; k += 8) {                                   \
+    FilterLanes lanes;                                                     \
+    for (size_t j = 0; j < 8; ++j) {                                       \
+      FilterMasks m = FILTER(p + 64 * (k + j));                            \
+      lanes.digit[j] = m.digit;                                            \
+      lanes.d26[j] = m.d26;                                                \
+      lanes.letter[j] = m.letter;                                          \
+      lanes.alnum[j] = m.alnum;                                            \
+      lanes.sep[j] = m.sep;                                                \
+    }                                                                      \
+    uint64_t lead[8];                                                      \
+    if (unsigned bits = shape_step8(lanes, pf, pending, lead)) {           \
+      size_t j = static_cast<size_t>(__builtin_ctz(bits));                 \
+      *prev = k + j ? CLASSIFY(p + 64 * (k + j - 1)) : c->prev;            \
+      *cur = c->prev = CLASSIFY(p + 64 * (k + j));                         \
+      c->pending = lead[j] >> 53;                                          \
+      return k + j;                                                        \
+    }                                                                      \
+  }                                                                        \
+  for (; k < n; ++k) {                                                     \
+    if (shape_step(FILTER(p + 64 * k), pf, pending)) {                     \
+      *prev = k ? CLASSIFY(p + 64 * (k - 1)) : c->prev;                    \
+      *cur = c->prev = CLASSIFY(p + 64 * k);                               \
+      c->pending = pending;                                                \
+      return k;                                                            \
+    }                                                                      \
+  }                                                                        \
+  if (n) c->prev = CLASSIFY(p + 64 * (n - 1));                             \
+  c->pending = pending;                                                    \
   return n;
 
 [[gnu::always_inline]] inline ClassMasks classify_portable(const unsigned char* p) {
@@ -254,7 +316,7 @@ using ShapeKernel = size_t (*)(const unsigned char* p, size_t n, ShapeCarry* c, 
 [[gnu::always_inline]] inline FilterMasks filter_portable(const unsigned char* p) { return filter_of(classify_portable(p)); }
 
 size_t kernel_portable(const unsigned char* p, size_t n, ShapeCarry* c, ClassMasks* prev, ClassMasks* cur) {
-  ZTEE_SHAPE_KERNEL(filter_portable, classify_portable)
+  ZTEE_SHAPE_KERNEL(filter_portable, classify_portable, false)
 }
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -304,7 +366,7 @@ size_t kernel_portable(const unsigned char* p, size_t n, ShapeCarry* c, ClassMas
 }
 
 size_t kernel_sse2(const unsigned char* p, size_t n, ShapeCarry* c, ClassMasks* prev, ClassMasks* cur) {
-  ZTEE_SHAPE_KERNEL(filter_sse2, classify_sse2)
+  ZTEE_SHAPE_KERNEL(filter_sse2, classify_sse2, false)
 }
 
 [[gnu::always_inline]] __attribute__((target("avx2"))) inline ClassMasks classify_avx2(const unsigned char* p) {
@@ -351,7 +413,7 @@ size_t kernel_sse2(const unsigned char* p, size_t n, ShapeCarry* c, ClassMasks* 
 
 __attribute__((target("avx2"))) size_t kernel_avx2(const unsigned char* p, size_t n, ShapeCarry* c, ClassMasks* prev,
                                                    ClassMasks* cur) {
-  ZTEE_SHAPE_KERNEL(filter_avx2, classify_avx2)
+  ZTEE_SHAPE_KERNEL(filter_avx2, classify_avx2, false)
 }
 #undef ZTEE_IN
 #undef ZTEE_BITS
@@ -391,7 +453,7 @@ __attribute__((target("avx2"))) size_t kernel_avx2(const unsigned char* p, size_
 
 __attribute__((target("avx512f,avx512bw"))) size_t kernel_avx512(const unsigned char* p, size_t n, ShapeCarry* c,
                                                                   ClassMasks* prev, ClassMasks* cur) {
-  ZTEE_SHAPE_KERNEL(filter_avx512, classify_avx512)
+  ZTEE_SHAPE_KERNEL(filter_avx512, classify_avx512, true)
 }
 #endif
 #undef ZTEE_SHAPE_KERNEL
@@ -511,6 +573,7 @@ struct Owner {
   InjectionAction action = InjectionAction::kReport;
   int track = 1;  // 0: edits the output; 1: events only
   bool merge_adjacent = false;
+  std::string redacted;  // "[REDACTED:<name>]"
 };
 
 struct Pattern {
@@ -761,6 +824,8 @@ Result<void> DlpScannerImpl::build() {
     }
   }
   if (patterns.empty()) return invalid("DlpOptions: no detector and no injection rule is enabled");
+
+  for (auto& o : owners) o.redacted = fmt::format("[REDACTED:{}]", o.name);
 
   // Windows. A shape pattern's ends are found up to kShapeLag bytes late,
   // and its witness masks need the 64-byte block before.
@@ -1116,7 +1181,7 @@ std::string DlpStreamImpl::replacement(const Owner& o, std::string_view value, c
   switch (o.mode) {
     case DlpMode::kReport: return std::string(value);
     case DlpMode::kRedact:
-    case DlpMode::kBlock: return fmt::format("[REDACTED:{}]", o.name);
+    case DlpMode::kBlock: return o.redacted;
     case DlpMode::kMask: {
       std::string out(value);
       size_t keep = 4;
@@ -1217,6 +1282,9 @@ void DlpStreamImpl::decide(bool final) {
 std::string DlpStreamImpl::release(bool final) {
   uint64_t r = (final || !sc_->has_edits) ? total_ : frontier(0);
   std::string out;
+  size_t size = r > emitted_ ? static_cast<size_t>(r - emitted_) : 0;
+  for (const auto& e : edits_) size += e.rep.size();
+  out.reserve(size);  // one allocation, no regrowth
   auto append = [&](uint64_t a, uint64_t b) {  // no copy through join_
     if (a < cur_at_) out.append(bytes(a, std::min(b, cur_at_)));
     if (b > cur_at_) out.append(bytes(std::max(a, cur_at_), b));
