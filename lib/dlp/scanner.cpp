@@ -912,6 +912,8 @@ class DlpStreamImpl {
     int pattern = 0;
     bool truncated = false;
     std::string rep;
+    const std::string* fixed = nullptr;  // instead of rep: the detector's redact token
+    const std::string& text() const { return fixed ? *fixed : rep; }
   };
   struct Open {
     int group;
@@ -1172,7 +1174,8 @@ void DlpStreamImpl::add_candidate(const Pattern& p, int pid, uint64_t s, uint64_
   c.owner = p.owner;
   c.pattern = pid;
   c.truncated = truncated;
-  if (o.track == 0) c.rep = replacement(o, v.substr(sp.off, sp.len), sp.canonical);
+  if (o.track == 0 && !o.injection && (o.mode == DlpMode::kRedact || o.mode == DlpMode::kBlock)) c.fixed = &o.redacted;
+  else if (o.track == 0) c.rep = replacement(o, v.substr(sp.off, sp.len), sp.canonical);
   pending_[o.track].push_back(std::move(c));
 }
 
@@ -1283,7 +1286,7 @@ std::string DlpStreamImpl::release(bool final) {
   uint64_t r = (final || !sc_->has_edits) ? total_ : frontier(0);
   std::string out;
   size_t size = r > emitted_ ? static_cast<size_t>(r - emitted_) : 0;
-  for (const auto& e : edits_) size += e.rep.size();
+  for (const auto& e : edits_) size += e.text().size();
   out.reserve(size);  // one allocation, no regrowth
   auto append = [&](uint64_t a, uint64_t b) {  // no copy through join_
     if (a < cur_at_) out.append(bytes(a, std::min(b, cur_at_)));
@@ -1291,7 +1294,7 @@ std::string DlpStreamImpl::release(bool final) {
   };
   for (auto& e : edits_) {
     if (e.start > emitted_) append(emitted_, e.start);
-    out += e.rep;
+    out += e.text();
     emitted_ = std::max(emitted_, e.end);
   }
   edits_.clear();
