@@ -95,7 +95,7 @@ done < "$FRAG"
 [[ ${#bad[@]} -eq 0 ]] || die "the fragment's options did not all apply (missing dependency?): ${bad[*]}"
 
 JOBS=$(nproc)
-log "compiling (nice -n 10, -j$JOBS; takes minutes: ~5 min on an idle 2-core machine, 12-14 min under load)"
+log "compiling (nice -n 10, -j$JOBS; takes minutes: ~5 min on an idle 2-core machine, up to 30 min on a busy one)"
 start=$(date +%s)
 nice -n 10 "${MK[@]}" -j"$JOBS" bzImage >"$WORK/build.log" 2>&1 &
 MAKE_PID=$!
