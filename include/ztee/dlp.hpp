@@ -11,7 +11,7 @@
 // over the bounded window before that end (long patterns: from their opener),
 // and each match is then checked by a validator (Luhn and issuer ranges, IBAN
 // length and mod-97, SSN ranges, JWT header, ...). The digit-shaped
-// detectors (card, iban, ssn and NANP phones), which have no literal for
+// detectors (card, iban, ssn and phone), which have no useful literal for
 // Hyperscan to anchor on, are found by a vectorised scan for the fixed shapes
 // every match of theirs contains; RE2 then decides each end it proposes with
 // the detector's expression, so the findings are the same.

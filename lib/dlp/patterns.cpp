@@ -67,12 +67,12 @@ std::vector<BuiltinDef> make_detectors() {
   PatternDef nanp = token("[^A-Za-z0-9_+\\-.]", "(?:1[ .\\-]?)?(?:\\([0-9]{3}\\) ?|[0-9]{3}[.\\-])[0-9]{3}[.\\-][0-9]{4}",
                           "[^0-9A-Za-z_\\-.]|\\.(?:[^0-9]|$)", Check::kPhone, "(0-9", kDigits);
   nanp.shape = Shape::kNanp;
-  d.push_back(
-      {"phone", false, {}, false,
-       {token("[^A-Za-z0-9_+]", "\\+[1-9][0-9]{7,14}", "[^0-9A-Za-z_]", Check::kPhone, "+", kDigits),
-        token("[^A-Za-z0-9_+]", "\\+[1-9][0-9]{0,2}(?:[ .\\-](?:\\([0-9]{1,4}\\)|[0-9]{1,4})){2,6}", "[^0-9A-Za-z_]",
-              Check::kPhone, "+", kDigits),
-        nanp}});
+  PatternDef e164 = token("[^A-Za-z0-9_+]", "\\+[1-9][0-9]{7,14}", "[^0-9A-Za-z_]", Check::kPhone, "+", kDigits);
+  e164.shape = Shape::kE164;
+  PatternDef intl = token("[^A-Za-z0-9_+]", "\\+[1-9][0-9]{0,2}(?:[ .\\-](?:\\([0-9]{1,4}\\)|[0-9]{1,4})){2,6}",
+                          "[^0-9A-Za-z_]", Check::kPhone, "+", kDigits);
+  intl.shape = Shape::kIntl;
+  d.push_back({"phone", false, {}, false, {e164, intl, nanp}});
   {
     PatternDef p;
     const std::string label = "(?:[A-Z0-9]{1,20} ){0,2}PRIVATE KEY-----";

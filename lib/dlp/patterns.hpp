@@ -7,8 +7,8 @@
 // or wider than kMaxShortWidth) come with an opener: a short expression for
 // their first bytes, whose start is theirs (no opener can occur inside one
 // of their matches), so a stream knows where such a match may begin before
-// it ends. The numeric detectors (cards, IBANs, SSNs, NANP phones) are not
-// in the Hyperscan database: a block-wise scan of byte-class masks finds the
+// it ends. The numeric detectors (cards, IBANs, SSNs, phones) are not in
+// the Hyperscan database: a block-wise scan of byte-class masks finds the
 // fixed shapes every match of theirs contains and proposes the ends that
 // follow them; RE2 running `regex` decides each end (see Shape).
 #pragma once
@@ -23,11 +23,12 @@ namespace ztee::detail::dlp {
 
 // Digit-shaped detectors whose expressions have no literal to anchor on: an
 // automaton for them steps through every digit and capital of the input
-// (several times slower than the rest of the database together). Each match
+// (several times slower than the rest of the database together); the '+'
+// phones' only literal, '+' and a digit, is common in base64. Each match
 // contains one of its shape's witnesses, and ends within a short reach after
 // it (scanner.cpp, kWalks).
-enum class Shape { kNone, kCard, kIban, kSsn, kNanp };
-inline constexpr int kShapes = 5;
+enum class Shape { kNone, kCard, kIban, kSsn, kNanp, kE164, kIntl };
+inline constexpr int kShapes = 7;
 
 enum class Check { kNone, kCard, kIban, kSsn, kEmail, kPhone, kAwsContext, kAwsBare, kJwt, kGeneric };
 

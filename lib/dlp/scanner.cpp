@@ -168,15 +168,18 @@ bool valid_name(std::string_view n) {
 constexpr uint64_t kShapeLag = 48;
 
 struct ClassMasks {  // bit i: byte i of the block
-  uint64_t digit = 0, d26 = 0, letter = 0, upper = 0, alnum = 0, dash = 0, space = 0, dot = 0;
+  uint64_t digit = 0, d26 = 0, letter = 0, upper = 0, alnum = 0, dash = 0, space = 0, dot = 0, plus = 0, under = 0;
 };
 
-// The masks the cheap test of every block uses (sep: ' ', '-' or '.').
+// The masks the cheap test of every block uses (sep: ' ', '-' or '.'; word:
+// a letter, digit, '_' or '+', the bytes that cannot lead a '+' phone).
 struct FilterMasks {
-  uint64_t digit = 0, d26 = 0, letter = 0, alnum = 0, sep = 0;
+  uint64_t digit = 0, d26 = 0, letter = 0, alnum = 0, sep = 0, plus = 0, word = 0;
 };
 
-inline FilterMasks filter_of(const ClassMasks& m) { return {m.digit, m.d26, m.letter, m.alnum, m.dash | m.space | m.dot}; }
+inline FilterMasks filter_of(const ClassMasks& m) {
+  return {m.digit, m.d26, m.letter, m.alnum, m.dash | m.space | m.dot, m.plus, m.alnum | m.under | m.plus};
+}
 
 // What the block scan carries from one block to the next.
 struct ShapeCarry {
@@ -195,13 +198,15 @@ inline uint64_t shifted(uint64_t cur, uint64_t prev, int k) {
 // of 13 digits from [2-6] after a non-digit (the bare card witness itself);
 // two capitals then two digits after a byte that is no letter or digit (an
 // IBAN's lead, whose witness ends 10 or 11 bytes later, perhaps in the next
-// block). Moves `p` and `pending` on to this block.
+// block); a digit after a '+' after a byte that is no word byte (the '+'
+// phone witness itself). Moves `p` and `pending` on to this block.
 [[gnu::always_inline]] inline bool shape_step(const FilterMasks& m, FilterMasks& p, uint64_t& pending) {
   uint64_t d = m.digit, pd = p.digit;
   uint64_t d2 = d & shifted(d, pd, 1), pd2 = pd & (pd << 1);
   uint64_t d4 = d2 & shifted(d2, pd2, 2), pd4 = pd2 & (pd2 << 2);
   uint64_t hit = d4 & shifted(m.sep, p.sep, 4) & shifted(d, pd, 5);
   hit |= d4 & shifted(d4, pd4, 4) & shifted(d4, pd4, 8) & shifted(m.d26, p.d26, 12) & ~shifted(d, pd, 13);
+  hit |= d & shifted(m.plus, p.plus, 1) & ~shifted(m.word, p.word, 2);
   uint64_t lead = d2 & shifted(m.letter, p.letter, 2) & shifted(m.letter, p.letter, 3) & ~shifted(m.alnum, p.alnum, 4);
   hit |= lead | pending;
   pending = lead >> 53;
@@ -215,13 +220,15 @@ inline uint64_t shifted(uint64_t cur, uint64_t prev, int k) {
 // from the block before block 0 and move on to block 7. Returns bit j set
 // when block j passes; lead[j] >> 53 is the pending flag block j leaves.
 struct FilterLanes {
-  alignas(64) uint64_t digit[8], d26[8], letter[8], alnum[8], sep[8];
+  alignas(64) uint64_t digit[8], d26[8], letter[8], alnum[8], sep[8], plus[8], word[8];
 };
 
 [[gnu::always_inline]] inline unsigned shape_step8(const FilterLanes& m, FilterMasks& p, uint64_t& pending,
                                                    uint64_t lead_out[8]) {
   typedef uint64_t V8 __attribute__((vector_size(64)));
-  V8 d, d26, L, al, sep;
+  V8 d, d26, L, al, sep, plus, word;
+  std::memcpy(&plus, m.plus, 64);
+  std::memcpy(&word, m.word, 64);
   std::memcpy(&d, m.digit, 64);
   std::memcpy(&d26, m.d26, 64);
   std::memcpy(&L, m.letter, 64);
@@ -232,16 +239,18 @@ struct FilterLanes {
 #define ZTEE_SH(x, px, k) (((x) << (k)) | ((px) >> (64 - (k))))
   V8 pd = ZTEE_PREV(d, p.digit), pd26 = ZTEE_PREV(d26, p.d26), pL = ZTEE_PREV(L, p.letter);
   V8 pal = ZTEE_PREV(al, p.alnum), psep = ZTEE_PREV(sep, p.sep);
+  V8 pplus = ZTEE_PREV(plus, p.plus), pword = ZTEE_PREV(word, p.word);
   V8 d2 = d & ZTEE_SH(d, pd, 1), pd2 = pd & (pd << 1);
   V8 d4 = d2 & ZTEE_SH(d2, pd2, 2), pd4 = pd2 & (pd2 << 2);
   V8 hit = d4 & ZTEE_SH(sep, psep, 4) & ZTEE_SH(d, pd, 5);
   hit |= d4 & ZTEE_SH(d4, pd4, 4) & ZTEE_SH(d4, pd4, 8) & ZTEE_SH(d26, pd26, 12) & ~ZTEE_SH(d, pd, 13);
+  hit |= d & ZTEE_SH(plus, pplus, 1) & ~ZTEE_SH(word, pword, 2);
   V8 lead = d2 & ZTEE_SH(L, pL, 2) & ZTEE_SH(L, pL, 3) & ~ZTEE_SH(al, pal, 4);
   hit |= lead | ZTEE_PREV(lead >> 53, pending);
 #undef ZTEE_PREV
 #undef ZTEE_SH
   std::memcpy(lead_out, &lead, 64);
-  p = {m.digit[7], m.d26[7], m.letter[7], m.alnum[7], m.sep[7]};
+  p = {m.digit[7], m.d26[7], m.letter[7], m.alnum[7], m.sep[7], m.plus[7], m.word[7]};
   pending = lead_out[7] >> 53;
   uint64_t h[8];
   std::memcpy(h, &hit, 64);
@@ -273,6 +282,8 @@ using ShapeKernel = size_t (*)(const unsigned char* p, size_t n, ShapeCarry* c, 
       lanes.letter[j] = m.letter;                                          \
       lanes.alnum[j] = m.alnum;                                            \
       lanes.sep[j] = m.sep;                                                \
+      lanes.plus[j] = m.plus;                                              \
+      lanes.word[j] = m.word;                                              \
     }                                                                      \
     uint64_t lead[8];                                                      \
     if (unsigned bits = shape_step8(lanes, pf, pending, lead)) {           \
@@ -309,6 +320,8 @@ using ShapeKernel = size_t (*)(const unsigned char* p, size_t n, ShapeCarry* c, 
     if (c == '-') m.dash |= b;
     if (c == ' ') m.space |= b;
     if (c == '.') m.dot |= b;
+    if (c == '+') m.plus |= b;
+    if (c == '_') m.under |= b;
   }
   return m;
 }
@@ -340,6 +353,8 @@ size_t kernel_portable(const unsigned char* p, size_t n, ShapeCarry* c, ClassMas
     m.dash |= ZTEE_BITS(_mm_movemask_epi8, _mm_cmpeq_epi8(x, _mm_set1_epi8('-'))) << sh;
     m.space |= ZTEE_BITS(_mm_movemask_epi8, _mm_cmpeq_epi8(x, _mm_set1_epi8(' '))) << sh;
     m.dot |= ZTEE_BITS(_mm_movemask_epi8, _mm_cmpeq_epi8(x, _mm_set1_epi8('.'))) << sh;
+    m.plus |= ZTEE_BITS(_mm_movemask_epi8, _mm_cmpeq_epi8(x, _mm_set1_epi8('+'))) << sh;
+    m.under |= ZTEE_BITS(_mm_movemask_epi8, _mm_cmpeq_epi8(x, _mm_set1_epi8('_'))) << sh;
   }
   return m;
 }
@@ -354,6 +369,8 @@ size_t kernel_portable(const unsigned char* p, size_t n, ShapeCarry* c, ClassMas
     uint64_t d26 = ZTEE_IN(_mm_sub_epi8, _mm_min_epu8, _mm_cmpeq_epi8, _mm_set1_epi8, _mm_movemask_epi8, '2', 4);
     uint64_t sep = ZTEE_IN(_mm_sub_epi8, _mm_min_epu8, _mm_cmpeq_epi8, _mm_set1_epi8, _mm_movemask_epi8, '-', 1) |
                    ZTEE_BITS(_mm_movemask_epi8, _mm_cmpeq_epi8(x, _mm_set1_epi8(' ')));
+    uint64_t pm = ZTEE_BITS(_mm_movemask_epi8, _mm_cmpeq_epi8(x, _mm_set1_epi8('+')));
+    uint64_t us = ZTEE_BITS(_mm_movemask_epi8, _mm_cmpeq_epi8(x, _mm_set1_epi8('_')));
     x = _mm_or_si128(x, _mm_set1_epi8(0x20));  // letters of either case
     uint64_t am = ZTEE_IN(_mm_sub_epi8, _mm_min_epu8, _mm_cmpeq_epi8, _mm_set1_epi8, _mm_movemask_epi8, 'a', 25);
     m.digit |= dm << sh;
@@ -361,6 +378,8 @@ size_t kernel_portable(const unsigned char* p, size_t n, ShapeCarry* c, ClassMas
     m.letter |= um << sh;
     m.alnum |= (dm | am) << sh;
     m.sep |= sep << sh;
+    m.plus |= pm << sh;
+    m.word |= (dm | am | pm | us) << sh;
   }
   return m;
 }
@@ -386,6 +405,8 @@ size_t kernel_sse2(const unsigned char* p, size_t n, ShapeCarry* c, ClassMasks* 
     m.dash |= ZTEE_BITS(_mm256_movemask_epi8, _mm256_cmpeq_epi8(x, _mm256_set1_epi8('-'))) << sh;
     m.space |= ZTEE_BITS(_mm256_movemask_epi8, _mm256_cmpeq_epi8(x, _mm256_set1_epi8(' '))) << sh;
     m.dot |= ZTEE_BITS(_mm256_movemask_epi8, _mm256_cmpeq_epi8(x, _mm256_set1_epi8('.'))) << sh;
+    m.plus |= ZTEE_BITS(_mm256_movemask_epi8, _mm256_cmpeq_epi8(x, _mm256_set1_epi8('+'))) << sh;
+    m.under |= ZTEE_BITS(_mm256_movemask_epi8, _mm256_cmpeq_epi8(x, _mm256_set1_epi8('_'))) << sh;
   }
   return m;
 }
@@ -400,6 +421,8 @@ size_t kernel_sse2(const unsigned char* p, size_t n, ShapeCarry* c, ClassMasks* 
     uint64_t d26 = ZTEE_IN(_mm256_sub_epi8, _mm256_min_epu8, _mm256_cmpeq_epi8, _mm256_set1_epi8, _mm256_movemask_epi8, '2', 4);
     uint64_t sep = ZTEE_IN(_mm256_sub_epi8, _mm256_min_epu8, _mm256_cmpeq_epi8, _mm256_set1_epi8, _mm256_movemask_epi8, '-', 1) |
                    ZTEE_BITS(_mm256_movemask_epi8, _mm256_cmpeq_epi8(x, _mm256_set1_epi8(' ')));
+    uint64_t pm = ZTEE_BITS(_mm256_movemask_epi8, _mm256_cmpeq_epi8(x, _mm256_set1_epi8('+')));
+    uint64_t us = ZTEE_BITS(_mm256_movemask_epi8, _mm256_cmpeq_epi8(x, _mm256_set1_epi8('_')));
     x = _mm256_or_si256(x, _mm256_set1_epi8(0x20));  // letters of either case
     uint64_t am = ZTEE_IN(_mm256_sub_epi8, _mm256_min_epu8, _mm256_cmpeq_epi8, _mm256_set1_epi8, _mm256_movemask_epi8, 'a', 25);
     m.digit |= dm << sh;
@@ -407,6 +430,8 @@ size_t kernel_sse2(const unsigned char* p, size_t n, ShapeCarry* c, ClassMasks* 
     m.letter |= um << sh;
     m.alnum |= (dm | am) << sh;
     m.sep |= sep << sh;
+    m.plus |= pm << sh;
+    m.word |= (dm | am | pm | us) << sh;
   }
   return m;
 }
@@ -434,6 +459,8 @@ __attribute__((target("avx2"))) size_t kernel_avx2(const unsigned char* p, size_
   m.dash = ZTEE_IS(x, '-');
   m.space = ZTEE_IS(x, ' ');
   m.dot = ZTEE_IS(x, '.');
+  m.plus = ZTEE_IS(x, '+');
+  m.under = ZTEE_IS(x, '_');
   return m;
 }
 
@@ -446,6 +473,8 @@ __attribute__((target("avx2"))) size_t kernel_avx2(const unsigned char* p, size_
   m.letter = ZTEE_IN(x, 'A', 25);
   m.alnum = m.digit | ZTEE_IN(_mm512_or_si512(x, _mm512_set1_epi8(0x20)), 'a', 25);
   m.sep = ZTEE_IN(x, '-', 1) | ZTEE_IS(x, ' ');
+  m.plus = ZTEE_IS(x, '+');
+  m.word = m.alnum | m.plus | ZTEE_IS(x, '_');
   return m;
 }
 #undef ZTEE_IN
@@ -491,6 +520,7 @@ struct Walk {
   // is any non-alphanumeric byte; card: no, a space or dash before a digit
   // is no trail of its expression).
   bool ends_inside;
+  bool plus = false;  // a '+' phone: walk_plus() instead
 };
 // The witnesses: SSN and NANP phones end with theirs (ddd-dd-dddd,
 // ddd[.-]dddd). Cards and IBANs begin with theirs, a lead byte and the first
@@ -499,11 +529,14 @@ struct Walk {
 // letter or digit, then two capitals, two digits and 11 capitals/digits
 // (electronic) or AA99 XXXX XXXX (printed). Reaches: the longest match
 // (19 digits; 4-4-4-4-4 = 24 bytes; 34; 4 + 7 * 5 + 4 = 43) less the bytes
-// of the match in the witness.
+// of the match in the witness. The '+' phones (E.164 and international with
+// separators) begin with theirs: a byte that is no letter, digit, '_' or
+// '+', then '+' and a digit; the core goes on at most 44 bytes after it.
 constexpr Walk kWalks[] = {
     {Shape::kSsn, true, "", "", 0, true},     {Shape::kNanp, true, "", ".", 0, true},
     {Shape::kCard, true, "", " -", 6, true},  {Shape::kCard, true, " -", " -", 15, false},
     {Shape::kIban, false, "", "", 19, true},  {Shape::kIban, false, " ", "", 29, true},
+    {Shape::kE164, true, "", "", 44, true, true}, {Shape::kIntl, true, "", "", 44, true, true},
 };
 constexpr int kWalkKinds = sizeof(kWalks) / sizeof(kWalks[0]);
 
@@ -512,7 +545,7 @@ constexpr int kWalkKinds = sizeof(kWalks) / sizeof(kWalks[0]);
 // byte is classified once; before the stream every mask is clear (the
 // expressions' ^ counts as "not a digit/letter").
 struct BlockBits {
-  uint64_t d = 0, d26 = 0, L = 0, u = 0, al = 0, dash = 0, sp = 0, dot = 0;
+  uint64_t d = 0, d26 = 0, L = 0, u = 0, al = 0, dash = 0, sp = 0, dot = 0, plus = 0, word = 0;
   uint64_t d2 = 0, d4 = 0, d8 = 0, u2 = 0, u4 = 0, u8 = 0, lldd = 0;  // lldd: last byte of two capitals, two digits
 };
 
@@ -525,7 +558,7 @@ inline BlockBits derive(const ClassMasks& m, const BlockBits& prev) {
   using X = BlockBits;
   BlockBits b;
   b.d = m.digit, b.d26 = m.d26, b.L = m.letter, b.u = m.upper, b.al = m.alnum;
-  b.dash = m.dash, b.sp = m.space, b.dot = m.dot;
+  b.dash = m.dash, b.sp = m.space, b.dot = m.dot, b.plus = m.plus, b.word = m.alnum | m.under | m.plus;
   b.d2 = b.d & back(b, prev, &X::d, 1);
   b.d4 = b.d2 & back(b, prev, &X::d2, 2);
   b.d8 = b.d4 & back(b, prev, &X::d4, 4);
@@ -553,6 +586,7 @@ inline void witnesses(const BlockBits& c, const BlockBits& p, uint64_t w[kWalkKi
     w[4] = c.u8 & B(&X::lldd, 11) & B(&X::u, 10) & B(&X::u2, 8) & ~B(&X::al, 15);
     w[5] = c.u4 & B(&X::sp, 4) & B(&X::u4, 5) & B(&X::sp, 9) & B(&X::lldd, 10) & ~B(&X::al, 14);
   }
+  w[6] = w[7] = c.d & B(&X::plus, 1) & ~B(&X::word, 2);
 }
 
 struct HsDatabase {
@@ -609,7 +643,7 @@ class DlpScannerImpl {
   uint64_t window[2] = {0, 0};  // per track: no unseen candidate starts before total - window
   uint64_t keep = 0;            // bytes kept for start recovery
   bool has_edits = false;
-  int shape_pattern[kShapes] = {-1, -1, -1, -1, -1};  // pattern of each Shape in use
+  int shape_pattern[kShapes] = {-1, -1, -1, -1, -1, -1, -1};  // pattern of each Shape in use
   bool any_shape = false;
   ShapeKernel kernel = nullptr;  // the block kernel of the shape scan
 
@@ -834,7 +868,11 @@ Result<void> DlpScannerImpl::build() {
     if (p.group >= 0 && !p.opener) continue;  // long matches: bounded by their opener
     int t = owners[static_cast<size_t>(p.owner)].track;
     uint64_t lag = p.shape == Shape::kNone ? 0 : kShapeLag;
-    window[t] = std::max(window[t], p.max_width + lag);
+    // A '+' phone is found when its witness (its lead, '+' and a digit) is,
+    // kShapeLag bytes behind the input: it starts at most that far and two
+    // bytes back.
+    bool from_start = p.shape == Shape::kE164 || p.shape == Shape::kIntl;
+    window[t] = std::max(window[t], from_start ? kShapeLag + 2 : p.max_width + lag);
     keep = std::max(keep, p.max_width + 1 + lag + (lag ? 128 : 0));  // two blocks of masks
     if (p.shape != Shape::kNone) {
       if (shape_pattern[static_cast<int>(p.shape)] >= 0)
@@ -927,6 +965,7 @@ class DlpStreamImpl {
   void match(unsigned id, uint64_t to);
   void scan_shapes();
   void walk(const Walk& k, int pid, uint64_t witness_end);
+  void walk_plus(int pid, uint64_t witness_end);
   void propose(int pid, uint64_t to);
   bool recover_start(const Pattern& p, uint64_t to, uint64_t* start);
   // Stream bytes [a, b): kept bytes (buf_, from base_) then the chunk being
@@ -1078,6 +1117,30 @@ void DlpStreamImpl::walk(const Walk& k, int pid, uint64_t witness_end) {
   }
 }
 
+// From a '+' phone witness ending at `witness_end`: every c at most 44
+// bytes on such that [witness_end, c) holds only digits, separators and
+// parentheses and byte c - 1 is a digit or ')' proposes the end its trail
+// gives (a byte that is no letter, digit or '_'; or the end of the stream).
+void DlpStreamImpl::walk_plus(int pid, uint64_t witness_end) {
+  auto core = [](unsigned char b) {
+    return (b >= '0' && b <= '9') || b == ' ' || b == '.' || b == '-' || b == '(' || b == ')';
+  };
+  auto word = [](unsigned char b) {
+    return (b >= '0' && b <= '9') || (b >= 'A' && b <= 'Z') || (b >= 'a' && b <= 'z') || b == '_';
+  };
+  for (uint64_t c = witness_end; c <= witness_end + 44; ++c) {
+    unsigned char last = byte_at(c - 1);
+    if ((last >= '0' && last <= '9') || last == ')') {
+      if (c == total_) {
+        if (ending_) propose(pid, c);
+        return;
+      }
+      if (!word(byte_at(c))) propose(pid, c + 1);
+    }
+    if (c == total_ || !core(byte_at(c))) return;
+  }
+}
+
 void DlpStreamImpl::scan_shapes() {
   if (!sc_->any_shape) return;
   uint64_t limit = ending_ ? total_ : (total_ > kShapeLag ? total_ - kShapeLag : 0);
@@ -1135,7 +1198,11 @@ void DlpStreamImpl::scan_shapes() {
       if (!bits) continue;
       int pid = sc_->shape_pattern[static_cast<int>(kWalks[kind].shape)];
       if (pid < 0) continue;
-      for (; bits && !failed_; bits &= bits - 1) walk(kWalks[kind], pid, q + static_cast<uint64_t>(__builtin_ctzll(bits)) + 1);
+      for (; bits && !failed_; bits &= bits - 1) {
+        uint64_t end = q + static_cast<uint64_t>(__builtin_ctzll(bits)) + 1;
+        if (kWalks[kind].plus) walk_plus(pid, end);
+        else walk(kWalks[kind], pid, end);
+      }
     }
     q += 64;
   }
