@@ -45,7 +45,7 @@ int abort_when_stopping(void* flag, curl_off_t, curl_off_t, curl_off_t, curl_off
 
 }  // namespace
 
-ToolCall command_tool_call(const std::vector<std::string>& argv, const CallContext& ctx) {
+ToolCall command_tool_call(const std::vector<std::string>& argv, const CallContext& ctx, bool with_stdin) {
   ToolCall c;
   c.tool = std::string(kToolCommand);
   bool shell = argv.size() == 4 && (argv[0] == "/bin/bash" || argv[0] == "bash" || argv[0] == "/bin/sh") &&
@@ -58,6 +58,7 @@ ToolCall command_tool_call(const std::vector<std::string>& argv, const CallConte
     c.argv = argv;
   }
   c.labels = labels_of(ctx);
+  if (with_stdin) c.labels.emplace_back("stdin");
   return c;
 }
 

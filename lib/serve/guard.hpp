@@ -9,10 +9,14 @@
 //   "e2b.files.write"   POST /files, filesystem.Filesystem/MakeDir, Move and
 //                       Remove: argv ["write"|"mkdir"|"move"|"remove", paths...],
 //                       writes = the paths (so writes_files rules match).
-// Labels: "key:<API key name>", and "meta:K=V" for each sandbox metadata
-// entry. Network: always none (the server's sandboxes have no network).
-// Reads (GET /files, Stat, ListDir), List, Connect and signals are not
-// classified.
+// Labels: "key:<API key name>", "meta:K=V" for each sandbox metadata entry,
+// and "stdin" for a command started with its stdin open. Network: always none
+// (the server's sandboxes have no network). Reads (GET /files, Stat,
+// ListDir), List, Connect, signals and what is later written to an open
+// stdin (SendInput, StreamInput) are not classified: a command that reads
+// its stdin (a shell, an interpreter) runs whatever it is sent, so a policy
+// that must see every command should give "stdin"-labelled calls an approve
+// or deny tier.
 //
 // Actions: run -> runs; audit -> recorded, runs; approve -> the call's JSON
 // is POSTed to the approver URL, which answers {"approve": true, "by": "..."}
@@ -56,7 +60,9 @@ struct CallContext {
 };
 
 // The ToolCall for a command (argv as the server will run it).
-ToolCall command_tool_call(const std::vector<std::string>& argv, const CallContext& ctx);
+// with_stdin: the command is started with its stdin open (SendInput later
+// feeds it); the call then carries the label "stdin".
+ToolCall command_tool_call(const std::vector<std::string>& argv, const CallContext& ctx, bool with_stdin = false);
 // The ToolCall for a file operation (op: write, mkdir, move, remove).
 ToolCall files_tool_call(std::string_view op, const std::vector<std::string>& paths, const CallContext& ctx);
 

@@ -1209,7 +1209,7 @@ struct Server::Impl {
     ExecOptions eo;
     eo.argv.push_back(p->cmd);
     eo.argv.insert(eo.argv.end(), p->args.begin(), p->args.end());
-    if (guard && !rpc.verdict) return guard_rpc(rpc, box, command_tool_call(eo.argv, ctx_of(*box)));
+    if (guard && !rpc.verdict) return guard_rpc(rpc, box, command_tool_call(eo.argv, ctx_of(*box), with_stdin));
     eo.env = box->envs;
     for (auto& [k, val] : p->envs) eo.env[k] = val;
     std::string user = rpc.user.empty() ? kDefaultUser : rpc.user;

@@ -38,6 +38,9 @@ TEST_CASE("command_tool_call: the SDK's bash -l -c line is the text rules match;
   auto b = command_tool_call({"/bin/bash", "-l", "-c", "x", "extra"}, ctx());  // $0 given: not the SDK's form
   CHECK(b.text() == "/bin/bash -l -c x extra");
   CHECK(command_tool_call({"id"}, CallContext{}).labels.empty());
+  // A command started with its stdin open says so: what it reads later is not classified.
+  CHECK(command_tool_call({"cat"}, CallContext{}, true).labels == std::vector<std::string>{"stdin"});
+  CHECK(command_tool_call({"/bin/bash", "-l", "-c", "cat"}, ctx(), true).labels.back() == "stdin");
 }
 
 TEST_CASE("files_tool_call: op and paths, the paths as writes") {

@@ -31,6 +31,8 @@ const policy = {
     L5: { action: 'deny' },
   },
   rules: [
+    // A command that reads an open stdin runs whatever it is sent later, unclassified.
+    { name: 'interactive', tool: ['e2b.commands.run'], labels: ['stdin'], tier: 'L5' },
     { name: 'harmless', tool: ['e2b.commands.run'], command: '^(echo|true)( [A-Za-z0-9 _.-]*)?$', tier: 'L0' },
     { name: 'bounded', tool: ['e2b.commands.run'], command: '^(sleep|seq) [0-9]+$', tier: 'L1' },
     { name: 'read-files', tool: ['e2b.commands.run'], command: '^cat [A-Za-z0-9/._-]+$', tier: 'L2' },
@@ -134,6 +136,12 @@ test('SDK: commands and file writes go through the policy, the approver and the 
     })
     // A denied shell trick: the rule's regex must match the whole line.
     await assert.rejects(sbx.commands.run('echo hi; ls /'), /permission_denied/)
+    // The same allowed command with its stdin open carries the label "stdin",
+    // which the first rule refuses: nothing can be fed to it unclassified.
+    await assert.rejects(sbx.commands.run('cat /etc/hostname', { background: true, stdin: true }), err => {
+      assert.match(err.message, /\[permission_denied\] refused by the server's policy \(tier L5 deny, rule "interactive"\)/)
+      return true
+    })
 
     // File writes: under /tmp allowed (audited), elsewhere refused (403).
     await sbx.files.write('/tmp/approved-file', 'x')
