@@ -16,17 +16,18 @@
 //
 // The digit-shaped detectors (Shape) stay out of the Hyperscan database: on
 // output full of numbers (timestamps, ids, base64) their automata would step
-// through every digit and capital. Instead, a block kernel (AVX-512BW,
-// AVX2, SSE2 or portable, picked at run time) turns each 64-byte block into
-// five byte-class bit masks and a cheap test of a few shifts and ANDs (a
-// separator then four digits, 13 digits, two capitals then two digits):
-// most blocks stop there. A block that passes gets its full masks, shifted
-// and ANDed into witness masks: positions where a fixed shape every match of
-// the detector contains ends (ddd-dd-dddd; ddd[.-]dddd; 13 digits;
-// dddd[ -]dddd; 15 capitals/digits; XXXX XXXX). From each witness a short walk over the
-// token proposes the ends that can follow it, and RE2 runs the detector's
-// expression over the window before each: the same ends Hyperscan would
-// have reported. Witnesses are taken kShapeLag bytes behind the input so a
+// through every digit and capital (and the '+' phones' literal, '+' and a
+// digit, is common in base64). Instead, a block kernel (AVX-512BW, AVX2,
+// SSE2 or portable, picked at run time) turns each 64-byte block into seven
+// byte-class bit masks and a cheap test of a few shifts and ANDs (a
+// separator then four digits, 13 digits, two capitals then two digits, '+'
+// then a digit): most blocks stop there. A block that passes gets its full
+// masks, shifted and ANDed into witness masks: positions where a fixed shape
+// every match of the detector contains ends (ddd-dd-dddd; ddd[.-]dddd; 13
+// digits; dddd[ -]dddd; 15 capitals/digits; XXXX XXXX; +d after a lead
+// byte). From each witness a short walk over the token proposes the ends
+// that can follow it, and RE2 runs the detector's expression over the window
+// before each: the same ends Hyperscan would have reported. Witnesses are taken kShapeLag bytes behind the input so a
 // walk never runs past it (finish() takes the rest).
 #include <ztee/dlp.hpp>
 
