@@ -57,6 +57,11 @@ const char kServeUsage[] =
     "  --audit FILE            with --policy: record creates, kills, calls, decisions,\n"
     "                          approvals and exit codes (`ztee audit verify FILE`)\n"
     "  --audit-key-file FILE   HMAC every audit record with the key in FILE\n"
+    "  --audit-durability fsync|batch|none\n"
+    "                          fsync (default): each record is on disk before the call goes\n"
+    "                          on, synced on the server's loop (every client waits for it);\n"
+    "                          batch: synced by a background thread at most every 100 ms\n"
+    "                          (power loss loses up to 100 ms of records); none: by the kernel\n"
     "  --approver-url URL      approve tiers POST the call's JSON here and wait (up to the\n"
     "                          tier's approval_timeout_ms) for {\"approve\": true|false, \"by\",\n"
     "                          \"reason\"}; without it, or without an answer, they are denied\n"
@@ -189,6 +194,12 @@ int serve_main(const std::vector<std::string>& args) {
     } else if (a == "--audit") {
       if (!val()) return usage_error("--audit needs a FILE");
       o.audit_file = v;
+    } else if (a == "--audit-durability") {
+      if (!val() || (v != "fsync" && v != "batch" && v != "none"))
+        return usage_error("--audit-durability needs fsync, batch or none");
+      o.audit_durability = v == "fsync" ? ztee::Durability::kFsync
+                           : v == "batch" ? ztee::Durability::kBatch
+                                          : ztee::Durability::kNone;
     } else if (a == "--audit-key-file") {
       if (!val()) return usage_error("--audit-key-file needs a FILE");
       o.audit_key_file = v;

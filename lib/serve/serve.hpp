@@ -18,6 +18,7 @@
 // destroyed when its timeout passes or it is killed.
 #pragma once
 
+#include <ztee/policy.hpp>
 #include <ztee/result.hpp>
 
 #include <cstdint>
@@ -66,6 +67,10 @@ struct ServeOptions {
   std::string policy_file;
   std::string audit_file;      // with a policy: the audit log (hash-chained JSON Lines)
   std::string audit_key_file;  // HMAC key of every audit record (optional)
+  // kFsync: each record is synced before the call goes on, on the server's
+  // event loop (every client waits for the disk). kBatch: a background
+  // thread syncs at most every 100 ms (power loss loses up to that much).
+  Durability audit_durability = Durability::kFsync;
   std::string approver_url;    // approve tiers ask it; empty: they are denied
   // Log lines (one event each); empty: stderr.
   std::function<void(std::string_view)> log;

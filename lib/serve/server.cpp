@@ -1625,6 +1625,7 @@ Result<std::unique_ptr<Server>> Server::start(ServeOptions opts) {
     if (!o.audit_file.empty()) {
       AuditOptions ao;
       ao.path = o.audit_file;
+      ao.durability = o.audit_durability;
       if (!o.audit_key_file.empty()) {
         std::ifstream kin(o.audit_key_file, std::ios::binary);
         std::stringstream ks;
@@ -1646,6 +1647,8 @@ Result<std::unique_ptr<Server>> Server::start(ServeOptions opts) {
   } else if (!o.audit_file.empty() || !o.approver_url.empty() || !o.audit_key_file.empty()) {
     return make_error(Errc::kInvalidArgument, "--audit, --audit-key-file and --approver-url need --policy FILE");
   }
+  if (o.audit_durability != Durability::kFsync && o.audit_file.empty())
+    return make_error(Errc::kInvalidArgument, "--audit-durability needs --audit FILE");
 
   RuntimeOptions ro;
   ro.state_dir = o.state_dir;

@@ -70,7 +70,8 @@ before(async () => {
   await new Promise(r => approver.listen(0, '127.0.0.1', r))
   ;({ proc: server, base } = await startServe(['--keys', join(dir, 'keys'),
     '--pool', '1', '--node', 'pol', '--state-dir', join(dir, 'state'), '--policy', join(dir, 'policy.json'),
-    '--audit', auditFile(), '--audit-key-file', join(dir, 'audit.key'),
+    // batch: the records' fsync off the server's loop (the default, fsync, is AuditLog's own tests').
+    '--audit', auditFile(), '--audit-key-file', join(dir, 'audit.key'), '--audit-durability', 'batch',
     '--approver-url', `http://127.0.0.1:${approver.address().port}/approve`], d => { serverLog += d }))
   process.env.E2B_API_URL = base
   process.env.E2B_SANDBOX_URL = base
@@ -113,6 +114,14 @@ test('CLI: --audit and --approver-url need --policy; a bad policy file is refuse
   r = await ztee(['serve', '--keys', join(dir, 'keys'), '--listen', '127.0.0.1:0', '--policy', join(dir, 'bad.json')])
   assert.equal(r.code, 125)
   assert.match(r.stderr, /bad\.json: line 2: /)
+  r = await ztee(['serve', '--keys', join(dir, 'keys'), '--listen', '127.0.0.1:0', '--policy', join(dir, 'policy.json'),
+    '--audit', join(dir, 'x.jsonl'), '--audit-durability', 'sometimes'])
+  assert.equal(r.code, 125)
+  assert.match(r.stderr, /--audit-durability needs fsync, batch or none/)
+  r = await ztee(['serve', '--keys', join(dir, 'keys'), '--listen', '127.0.0.1:0', '--policy', join(dir, 'policy.json'),
+    '--audit-durability', 'batch'])
+  assert.equal(r.code, 125)
+  assert.match(r.stderr, /--audit-durability needs --audit FILE/)
   assert.ok(!existsSync(join(dir, 'x.jsonl')))
 })
 
