@@ -11,10 +11,8 @@ set -u
 ZTEE=$1
 IMG=${ZTEE_DEBIAN_IMAGE_DIR:-/var/lib/ztee/images/debian}
 DEF=${ZTEE_IMAGE_DIR:-/var/lib/ztee/images/default}
-fails=0
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
-tmp=$(mktemp -d /tmp/ztee-debkernel.XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/kernel_lib.sh"
+kernel_checks_init "$ZTEE" "$IMG"
 
 cache=${ZTEE_IMAGE_CACHE:-}
 [ -n "$cache" ] || { [ -d "$DEF/.cache" ] && cache=$DEF/.cache; }
@@ -24,8 +22,7 @@ if ! ZTEE_IMAGE_CACHE=$cache "$ZTEE" image build --kernel debian --out "$IMG" >"
   exit 1
 fi
 tail -n 1 "$tmp/build"
-"$ZTEE" image verify "$IMG" >"$tmp/verify" 2>&1 || fail "ztee image verify $IMG: $(cat "$tmp/verify")"
-want=$(sed -n 's/^  "kernel_version": "\(.*\)",$/\1/p' "$IMG/manifest.json")
+check_image
 case "$want" in *-cloud-amd64) ;; *) fail "manifest kernel_version '$want' is not a Debian cloud kernel" ;; esac
 grep -q '"kernel_origin"' "$IMG/manifest.json" && fail "a Debian-kernel manifest records a kernel_origin"
 
@@ -36,16 +33,9 @@ for m in virtio_blk virtio_console virtio_net overlay; do
   grep -q "^$m " /proc/modules && echo "module_$m=loaded" || echo "module_$m=missing"
 done
 '
-if ! "$ZTEE" run --image "$IMG" --timeout 120 -- "$script" >"$tmp/out" 2>"$tmp/err"; then
-  fail "ztee run on $IMG failed: $(head -c 800 "$tmp/err")"
-fi
-cat "$tmp/out"
-expect() {  # expect KEY VALUE
-  grep -qxF "$1=$2" "$tmp/out" || fail "want $1=$2, got: $(grep "^$1=" "$tmp/out" || echo nothing)"
-}
+boot_script "$script"
 expect release "$want"
 expect overlay hello
 for m in virtio_blk virtio_console virtio_net overlay; do expect "module_$m" loaded; done
 
-if [ "$fails" -ne 0 ]; then echo "$fails check(s) failed on $IMG"; exit 1; fi
-echo "OK: Debian kernel $want boots and runs on $IMG"
+kernel_checks_done "Debian kernel $want boots and runs on $IMG"

@@ -18,13 +18,9 @@ if ! grep -q '"kernel_origin": "minimal"' "$IMG/manifest.json"; then
   echo "SKIP: the image at $IMG has Debian's kernel (built with --kernel debian); build the default with \`ztee image build --out $IMG\`, or set ZTEE_MINIMAL_IMAGE_DIR"
   exit 0
 fi
-fails=0
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
-tmp=$(mktemp -d /tmp/ztee-minkernel.XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
-
-"$ZTEE" image verify "$IMG" >"$tmp/verify" 2>&1 || fail "ztee image verify $IMG: $(cat "$tmp/verify")"
-want=$(sed -n 's/^  "kernel_version": "\(.*\)",$/\1/p' "$IMG/manifest.json")
+. "$(dirname "$0")/kernel_lib.sh"
+kernel_checks_init "$ZTEE" "$IMG"
+check_image
 case "$want" in *-ztee-minimal) ;; *) fail "manifest kernel_version '$want' is not a -ztee-minimal release" ;; esac
 grep -q '"kernel_config_sha256": "[0-9a-f]\{64\}"' "$IMG/manifest.json" || fail "manifest has no kernel_config_sha256"
 
@@ -45,13 +41,7 @@ sc(\"bpf\", 321, 0, None, 0)
 sc(\"unshare_user\", 272, 0x10000000)
 "
 '
-if ! "$ZTEE" run --image "$IMG" --guest-aslr on --timeout 120 -- "$script" >"$tmp/out" 2>"$tmp/err"; then
-  fail "ztee run on $IMG failed: $(head -c 800 "$tmp/err")"
-fi
-cat "$tmp/out"
-expect() {  # expect KEY VALUE
-  grep -qxF "$1=$2" "$tmp/out" || fail "want $1=$2, got: $(grep "^$1=" "$tmp/out" || echo nothing)"
-}
+boot_script "$script" --guest-aslr on
 expect release "$want"
 expect overlay hello
 expect modules absent
@@ -60,5 +50,4 @@ expect io_uring_setup ENOSYS
 expect bpf ENOSYS
 expect unshare_user EINVAL
 
-if [ "$fails" -ne 0 ]; then echo "$fails check(s) failed on $IMG"; exit 1; fi
-echo "OK: minimal kernel $want boots and runs on $IMG"
+kernel_checks_done "minimal kernel $want boots and runs on $IMG"
