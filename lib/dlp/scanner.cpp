@@ -235,8 +235,8 @@ struct FilterLanes {
   std::memcpy(&L, m.letter, 64);
   std::memcpy(&al, m.alnum, 64);
   std::memcpy(&sep, m.sep, 64);
-  const V8 up = {8, 0, 1, 2, 3, 4, 5, 6};  // lane j: lane j - 1, lane 0: the carry
-#define ZTEE_PREV(v, carry) __builtin_shuffle(v, (V8){carry}, up)
+  // Lane j: lane j - 1 of v; lane 0: the carry (GCC >= 12 and clang).
+#define ZTEE_PREV(v, carry) __builtin_shufflevector(v, (V8){carry}, 8, 0, 1, 2, 3, 4, 5, 6)
 #define ZTEE_SH(x, px, k) (((x) << (k)) | ((px) >> (64 - (k))))
   V8 pd = ZTEE_PREV(d, p.digit), pd26 = ZTEE_PREV(d26, p.d26), pL = ZTEE_PREV(L, p.letter);
   V8 pal = ZTEE_PREV(al, p.alnum), psep = ZTEE_PREV(sep, p.sep);
