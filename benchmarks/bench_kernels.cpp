@@ -18,7 +18,6 @@
 #include <array>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include "bench_common.hpp"
 
@@ -76,16 +75,9 @@ double vmm_cpu_ms(int pid) {
 }
 
 std::string manifest_kernel(const std::string& dir) {
-  std::ifstream f(dir + "/manifest.json");
-  if (!f) die(fmt::format("no guest image at {} (manifest.json missing)", dir));
-  std::string line;
-  while (std::getline(f, line)) {
-    auto k = line.find("\"kernel_version\": \"");
-    if (k == std::string::npos) continue;
-    auto v = k + std::strlen("\"kernel_version\": \"");
-    return line.substr(v, line.find('"', v) - v);
-  }
-  die(fmt::format("{}/manifest.json names no kernel_version", dir));
+  auto img = detail::load_image_manifest(dir);
+  if (!img) die(fmt::format("no usable guest image at {}: {}", dir, img.error().message));
+  return img->kernel_version;
 }
 
 struct Samples {

@@ -142,7 +142,6 @@ exec 9>"$OUT/.lock"
 command -v flock >/dev/null 2>&1 && { flock -n 9 || die "another build holds $OUT/.lock"; }
 
 # Builds that share a cache (--cache or $ZTEE_IMAGE_CACHE) take turns.
-mkdir -p "$CACHE"
 exec 7>"$CACHE/.lock"
 if command -v flock >/dev/null 2>&1 && ! flock -n 7; then
   log "another build is using the cache $CACHE; waiting for it"
