@@ -4,10 +4,13 @@
 #include <grp.h>
 #include <linux/random.h>
 #include <signal.h>
+#include <sched.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -15,9 +18,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 #include <vector>
 
 #include "boot.hpp"
@@ -40,8 +42,80 @@ constexpr int kDrainMs = 200;
 constexpr int kRetryMs = 50;
 constexpr const char* kAgentVersion = "ztee-agent 0.1.0";
 
-// Pre-exec failure stages reported through the error pipe.
+// Where a command's start failed, as the spawned child reports it.
 enum Stage : int { kStageSetup = 0, kStageCwd = 1, kStageUser = 2, kStageExec = 3 };
+
+// What the spawned child needs, all built before the clone. The child shares
+// the agent's memory until execve, so it writes `stage` and `error` back here
+// when a step fails.
+struct SpawnRequest {
+  const char* path = nullptr;
+  char* const* argv = nullptr;
+  char* const* envp = nullptr;
+  const char* cwd = nullptr;
+  int in = -1, out = -1, err = -1;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  bool failed = false;
+  int stage = kStageSetup;
+  int error = 0;
+};
+
+// The child of a spawn, on its own stack in the agent's address space. Only
+// system calls from here to execve: uid and gid change by raw syscall, so no
+// libc state (shared with the suspended agent) is touched. The agent installs
+// no signal handlers (it ignores SIGPIPE and takes SIGCHLD by signalfd), so a
+// signal arriving here can only end this child.
+int spawn_child(void* arg) {
+  auto* r = static_cast<SpawnRequest*>(arg);
+  struct sigaction dfl{};
+  dfl.sa_handler = SIG_DFL;
+  ::sigaction(SIGPIPE, &dfl, nullptr);  // ignored in the agent; default for the command
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);  // the agent blocks SIGCHLD for its signalfd
+  ::setsid();                                  // own session and process group: kill(-pid) reaches it all
+  if (::dup2(r->in, 0) < 0 || ::dup2(r->out, 1) < 0 || ::dup2(r->err, 2) < 0) goto fail;
+  r->stage = kStageUser;
+  // Dropping root in the child only: gid and groups first, uid last.
+  if (r->uid != 0 || r->gid != 0) {
+    if (::syscall(SYS_setgroups, 1, &r->gid) != 0 || ::syscall(SYS_setgid, r->gid) != 0 ||
+        ::syscall(SYS_setuid, r->uid) != 0)
+      goto fail;
+  }
+  r->stage = kStageCwd;
+  if (::chdir(r->cwd) != 0) goto fail;  // as the user: a directory it may not enter is refused
+  r->stage = kStageExec;
+  ::execve(r->path, r->argv, r->envp);
+fail:
+  r->error = errno;
+  r->failed = true;
+  ::_exit(127);
+}
+
+// Starts a command like posix_spawn does: the child shares the agent's memory
+// (CLONE_VM) and the agent waits until it has called execve or failed
+// (CLONE_VFORK). No page tables are copied and neither side takes
+// copy-on-write faults, which under emulation was a millisecond of every exec,
+// and a failure is known here, synchronously. Returns the pid, or -1 with
+// errno set if the clone itself failed; r->failed says whether the command
+// started.
+pid_t spawn(SpawnRequest* r) {
+  constexpr size_t kStack = 64 << 10;
+  static char* stack = [] {
+    // One stack for every spawn, under a guard page: the agent is single-threaded
+    // and suspended while a child runs on it, and an exec'd child has its own.
+    void* m = ::mmap(nullptr, kStack + 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (m == MAP_FAILED) return static_cast<char*>(nullptr);
+    ::mprotect(m, 4096, PROT_NONE);
+    return static_cast<char*>(m);
+  }();
+  if (!stack) {
+    errno = ENOMEM;
+    return -1;
+  }
+  return ::clone(spawn_child, stack + 4096 + kStack, CLONE_VM | CLONE_VFORK | SIGCHLD, r);
+}
 
 Fd make_timer() {
   return Fd(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
@@ -68,29 +142,88 @@ struct User {
   std::string name = "root";
 };
 
-// /etc/passwd lookup without NSS (the agent is static).
-bool lookup_user(const std::string& who, User* out) {
-  std::ifstream in("/etc/passwd");
-  std::string line;
-  bool numeric = !who.empty() && who.find_first_not_of("0123456789") == std::string::npos;
-  while (std::getline(in, line)) {
-    std::vector<std::string> f;
-    std::stringstream ss(line);
-    std::string part;
-    while (std::getline(ss, part, ':')) f.push_back(part);
-    if (f.size() < 6) continue;
-    if (f[0] == who || (numeric && f[2] == who)) {
-      try {
-        out->uid = static_cast<uid_t>(std::stoul(f[2]));
-        out->gid = static_cast<gid_t>(std::stoul(f[3]));
-      } catch (...) {
-        continue;
-      }
-      out->name = f[0];
-      out->home = f[5];
-      return true;
-    }
+// Reads a whole (small) file with plain read(2); false if it cannot be opened.
+bool read_small_file(const char* path, std::string* out) {
+  out->clear();
+  Fd fd(::open(path, O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return false;
+  char buf[4096];
+  for (;;) {
+    ssize_t r = ::read(fd.get(), buf, sizeof buf);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return r == 0;
+    out->append(buf, static_cast<size_t>(r));
   }
+}
+
+// Splits s at sep, calling f(field) for each field (empty ones included).
+template <typename F>
+void split(std::string_view s, char sep, F&& f) {
+  for (;;) {
+    size_t at = s.find(sep);
+    f(s.substr(0, at));
+    if (at == std::string_view::npos) return;
+    s.remove_prefix(at + 1);
+  }
+}
+
+// Parses a decimal uid/gid field; false unless it is all digits and fits.
+bool parse_id(std::string_view f, uint32_t* out) {
+  if (f.empty() || f.size() > 10) return false;
+  uint64_t v = 0;
+  for (char c : f) {
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + static_cast<uint64_t>(c - '0');
+  }
+  if (v > 0xffffffffu) return false;
+  *out = static_cast<uint32_t>(v);
+  return true;
+}
+
+// /etc/passwd lookup without NSS (the agent is static): `who` is a name or a
+// uid; a bare uid of up to nine digits that has no entry stands for itself
+// (gid = uid, home /). Every exec calls this, so it splits string_views
+// rather than building a stream per line.
+bool lookup_user(const std::string& who, User* out) {
+  // /etc/passwd as last read, re-read only when stat says it changed (an exec
+  // then costs one stat instead of an open, reads and a close).
+  static struct {
+    bool valid = false;
+    struct stat st{};
+    std::string text;
+  } cache;
+  struct stat st{};
+  if (::stat("/etc/passwd", &st) != 0) {
+    cache.valid = false;
+    cache.text.clear();
+  } else if (!cache.valid || st.st_dev != cache.st.st_dev || st.st_ino != cache.st.st_ino ||
+             st.st_size != cache.st.st_size || st.st_mtim.tv_sec != cache.st.st_mtim.tv_sec ||
+             st.st_mtim.tv_nsec != cache.st.st_mtim.tv_nsec || st.st_ctim.tv_sec != cache.st.st_ctim.tv_sec ||
+             st.st_ctim.tv_nsec != cache.st.st_ctim.tv_nsec) {
+    cache.valid = read_small_file("/etc/passwd", &cache.text);
+    cache.st = st;
+  }
+  const std::string& text = cache.text;
+  bool numeric = !who.empty() && who.find_first_not_of("0123456789") == std::string::npos;
+  bool found = false;
+  split(text, '\n', [&](std::string_view line) {
+    if (found) return;
+    std::string_view f[7];
+    size_t n = 0;
+    split(line, ':', [&](std::string_view part) {
+      if (n < 7) f[n] = part;
+      ++n;
+    });
+    if (n < 6 || !(f[0] == who || (numeric && f[2] == who))) return;
+    uint32_t uid, gid;
+    if (!parse_id(f[2], &uid) || !parse_id(f[3], &gid)) return;
+    out->uid = uid;
+    out->gid = gid;
+    out->name = std::string(f[0]);
+    out->home = std::string(f[5]);
+    found = true;
+  });
+  if (found) return true;
   if (numeric && who.size() <= 9) {
     out->uid = out->gid = static_cast<uid_t>(std::stoul(who));
     out->name = who;
@@ -102,16 +235,14 @@ bool lookup_user(const std::string& who, User* out) {
 
 std::string find_in_path(const std::string& cmd, const std::string& path_var) {
   if (cmd.find('/') != std::string::npos) return cmd;
-  std::stringstream ss(path_var);
-  std::string dir;
-  while (std::getline(ss, dir, ':')) {
-    if (dir.empty() || dir[0] != '/') continue;
-    std::string p = dir + "/" + cmd;
+  std::string found;
+  split(path_var, ':', [&](std::string_view dir) {
+    if (!found.empty() || dir.empty() || dir[0] != '/') return;
+    std::string p = std::string(dir) + "/" + cmd;
     struct stat st{};
-    if (::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(p.c_str(), X_OK) == 0)
-      return p;
-  }
-  return {};
+    if (::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(p.c_str(), X_OK) == 0) found = std::move(p);
+  });
+  return found;
 }
 
 bool parse_hex(const std::string& hex, std::string* out) {
@@ -482,12 +613,17 @@ void Agent::handle_exec(uint32_t stream, const json& req) {
   if (!lookup_user(who, &user)) throw BadRequest("unknown user: " + who);
 
   // Environment: the agent's defaults, then HOME/USER for the user, then the request.
-  std::map<std::string, std::string> env;
-  for (char** e = environ; *e; ++e) {
-    std::string kv = *e;
-    auto eq = kv.find('=');
-    if (eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
-  }
+  // The agent's environment is set once at boot (boot.cpp) and not changed after.
+  static const std::map<std::string, std::string> base_env = [] {
+    std::map<std::string, std::string> m;
+    for (char** e = environ; *e; ++e) {
+      std::string_view kv = *e;
+      auto eq = kv.find('=');
+      if (eq != std::string_view::npos) m.emplace(kv.substr(0, eq), kv.substr(eq + 1));
+    }
+    return m;
+  }();
+  std::map<std::string, std::string> env = base_env;
   if (user.uid != 0) {
     env["HOME"] = user.home;
     env["USER"] = env["LOGNAME"] = user.name;
@@ -507,8 +643,8 @@ void Agent::handle_exec(uint32_t stream, const json& req) {
   if (cap == 0) cap = kDefaultOutputCap;
 
   std::string path = find_in_path(args[0], env.count("PATH") ? env["PATH"] : "");
+  if (path.empty()) return send_error(stream, ENOENT, "command not found: " + args[0]);
 
-  // Everything the child needs is built before fork: after it, only async-signal-safe calls.
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -518,57 +654,45 @@ void Agent::handle_exec(uint32_t stream, const json& req) {
   for (auto& s : env_strs) envp.push_back(s.data());
   envp.push_back(nullptr);
 
-  int outp[2], errp[2], inp[2] = {-1, -1}, ep[2];
+  int outp[2], errp[2], inp[2] = {-1, -1};
   if (::pipe2(outp, O_CLOEXEC) != 0) return send_error(stream, errno, errno_text("pipe", errno));
   Fd out_r(outp[0]), out_w(outp[1]);
   if (::pipe2(errp, O_CLOEXEC) != 0) return send_error(stream, errno, errno_text("pipe", errno));
   Fd err_r(errp[0]), err_w(errp[1]);
-  if (::pipe2(ep, O_CLOEXEC) != 0) return send_error(stream, errno, errno_text("pipe", errno));
-  Fd ep_r(ep[0]), ep_w(ep[1]);
   Fd in_r, in_w;
   if (want_stdin) {
     if (::pipe2(inp, O_CLOEXEC) != 0) return send_error(stream, errno, errno_text("pipe", errno));
     in_r.reset(inp[0]);
     in_w.reset(inp[1]);
   } else {
-    in_r.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-    if (!in_r.valid()) return send_error(stream, errno, errno_text("open /dev/null", errno));
+    if (!devnull_.valid()) devnull_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    if (!devnull_.valid()) return send_error(stream, errno, errno_text("open /dev/null", errno));
   }
 
+  SpawnRequest sr;
+  sr.path = path.c_str();
+  sr.argv = argv.data();
+  sr.envp = envp.data();
+  sr.cwd = cwd.c_str();
+  sr.in = want_stdin ? in_r.get() : devnull_.get();
+  sr.out = out_w.get();
+  sr.err = err_w.get();
+  sr.uid = user.uid;
+  sr.gid = user.gid;
   uint64_t start = monotonic_ns();
-  pid_t pid = ::fork();
-  if (pid < 0) return send_error(stream, errno, errno_text("fork", errno));
-  if (pid == 0) {
-    // Child: async-signal-safe calls only from here to execve.
-    int report[2] = {kStageSetup, 0};
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);  // the agent blocks SIGCHLD for its signalfd
-    struct sigaction dfl{};
-    dfl.sa_handler = SIG_DFL;
-    ::sigaction(SIGPIPE, &dfl, nullptr);  // ignored in the agent; default for the command
-    ::setsid();                           // own session and process group: kill(-pid) reaches it all
-    if (::dup2(in_r.get(), 0) < 0 || ::dup2(out_w.get(), 1) < 0 || ::dup2(err_w.get(), 2) < 0) goto fail;
-    report[0] = kStageCwd;
-    if (::chdir(cwd.c_str()) != 0) goto fail;
-    report[0] = kStageUser;
-    // Dropping root in the child only: gid and groups first, uid last.
-    if (user.uid != 0 || user.gid != 0) {
-      if (::setgroups(1, &user.gid) != 0 || ::setgid(user.gid) != 0 || ::setuid(user.uid) != 0) goto fail;
+  pid_t pid = spawn(&sr);
+  if (pid < 0) return send_error(stream, errno, errno_text("clone", errno));
+  if (sr.failed) {
+    // The child has exited; on_sigchld reaps it (its pid maps to no stream).
+    int err = sr.error;
+    switch (sr.stage) {
+      case kStageCwd: return send_error(stream, err, errno_text("cwd " + cwd, err));
+      case kStageUser: return send_error(stream, err, errno_text("switch to user " + who, err));
+      case kStageExec:
+        return send_error(stream, err,
+                          err == ENOENT ? "command not found: " + args[0] : errno_text("exec " + args[0], err));
+      default: return send_error(stream, err, errno_text("set up stdio", err));
     }
-    report[0] = kStageExec;
-    if (path.empty()) {
-      errno = ENOENT;
-      goto fail;
-    }
-    ::execve(path.c_str(), argv.data(), envp.data());
-  fail:
-    report[1] = errno;
-    {
-      ssize_t r = ::write(ep_w.get(), report, sizeof report);
-      (void)r;
-    }
-    ::_exit(127);
   }
 
   auto e = std::make_unique<Exec>();
@@ -576,12 +700,8 @@ void Agent::handle_exec(uint32_t stream, const json& req) {
   e->pid = pid;
   e->start_ns = start;
   e->cap = cap;
-  e->argv0 = args[0];
-  e->cwd = cwd;
-  e->user = who;
   e->out = std::move(out_r);
   e->err = std::move(err_r);
-  e->errpipe = std::move(ep_r);
   if (want_stdin) {
     e->in = std::move(in_w);
     ::fcntl(e->in.get(), F_SETFL, O_NONBLOCK);
@@ -591,7 +711,6 @@ void Agent::handle_exec(uint32_t stream, const json& req) {
   ::fcntl(e->err.get(), F_SETPIPE_SZ, 256 << 10);
   ::fcntl(e->out.get(), F_SETFL, O_NONBLOCK);
   ::fcntl(e->err.get(), F_SETFL, O_NONBLOCK);
-  ::fcntl(e->errpipe.get(), F_SETFL, O_NONBLOCK);
   Exec& ref = *e;
   execs_[stream] = std::move(e);
   pid_to_stream_[pid] = stream;
@@ -694,10 +813,9 @@ void Agent::handle_signal(uint32_t stream, const json& req) {
   if (sig == 0) throw BadRequest("field \"signal\" must be 1..64");
   auto it = execs_.find(stream);
   if (it == execs_.end() || it->second->reaped) return;  // raced with exit: nothing to do
-  // Right after fork the child has not called setsid yet, so its group does
-  // not exist: signal the child itself (it has no descendants before exec).
-  if (::kill(-it->second->pid, static_cast<int>(sig)) != 0 && errno == ESRCH)
-    ::kill(it->second->pid, static_cast<int>(sig));
+  // The child called setsid before execve (spawn returns only after that), so
+  // its process group exists for as long as anything of the command runs.
+  ::kill(-it->second->pid, static_cast<int>(sig));
 }
 
 void Agent::on_sigchld() {
@@ -759,29 +877,18 @@ void Agent::finish_exec(uint32_t stream) {
   close_exec_fd(*e, e->timer);
   close_exec_fd(*e, e->in);
 
-  int report[2] = {0, 0};
-  if (e->errpipe.valid() && ::read(e->errpipe.get(), report, sizeof report) == sizeof report) {
-    int err = report[1];
-    std::string msg;
-    switch (report[0]) {
-      case kStageCwd: msg = errno_text("cwd " + e->cwd, err); break;
-      case kStageUser: msg = errno_text("switch to user " + e->user, err); break;
-      case kStageExec:
-        msg = err == ENOENT ? "command not found: " + e->argv0 : errno_text("exec " + e->argv0, err);
-        break;
-      default: msg = errno_text("set up stdio", err); break;
-    }
-    return send_error(stream, err, msg);
-  }
   int code = -1, sig = 0;
   if (WIFEXITED(e->status)) code = WEXITSTATUS(e->status);
   else if (WIFSIGNALED(e->status)) sig = WTERMSIG(e->status);
-  send_json(MsgType::kExit, stream,
-            json{{"exit_code", code},
-                 {"signal", sig},
-                 {"timed_out", e->timed_out},
-                 {"truncated", e->truncated},
-                 {"duration_us", (monotonic_ns() - e->start_ns) / 1000}});
+  // Numbers and booleans only: formatted directly (as JSON), which under
+  // emulation is a tenth of a millisecond cheaper per exec than building a
+  // json object and dumping it.
+  char msg[192];
+  int n = std::snprintf(msg, sizeof msg,
+                        "{\"exit_code\":%d,\"signal\":%d,\"timed_out\":%s,\"truncated\":%s,\"duration_us\":%llu}",
+                        code, sig, e->timed_out ? "true" : "false", e->truncated ? "true" : "false",
+                        static_cast<unsigned long long>((monotonic_ns() - e->start_ns) / 1000));
+  send(MsgType::kExit, stream, std::string_view(msg, static_cast<size_t>(n)));
 }
 
 }  // namespace ztee::guest

@@ -26,7 +26,7 @@ namespace ztee::guest {
 struct Exec {
   uint32_t stream = 0;
   pid_t pid = -1;
-  Fd out, err, in, timer, drain, errpipe;
+  Fd out, err, in, timer, drain;
   std::string in_buf;
   bool in_eof = false;
   uint64_t cap = 0;
@@ -37,9 +37,6 @@ struct Exec {
   bool in_drain = false;  // the drain timer is reading the pipes: do not finish yet
   int status = 0;
   uint64_t start_ns = 0;
-  std::string argv0;
-  std::string cwd;
-  std::string user;
 };
 
 // One FILE_WRITE in progress.
@@ -126,6 +123,7 @@ class Agent {
   Fd sigfd_;
   Fd port_;
   Fd retry_timer_;
+  Fd devnull_;  // stdin of commands run without "stdin": opened once
   proto::FrameDecoder decoder_;
   std::string out_;
   size_t out_off_ = 0;

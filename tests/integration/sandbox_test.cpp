@@ -50,6 +50,61 @@ TEST_CASE("argv, env, cwd, stdin and exit status") {
   CHECK(u->stdout_data == "65534\n");
 }
 
+TEST_CASE("users, groups and start failures as the guest agent's spawn reports them") {
+  auto& sb = test::shared();
+  // A user added after earlier execs is seen (the agent re-reads a changed
+  // /etc/passwd), with its uid, gid, supplementary groups (only its own gid),
+  // HOME and a session of its own.
+  REQUIRE(sb.run("echo 'ztee-t:x:4321:4322:test:/tmp/ztee-t-home:/bin/sh' >> /etc/passwd").ok());
+  ztee::ExecOptions as;
+  as.argv = {"sh", "-c", "id -u; id -g; id -G; echo $HOME $USER; test $$ -eq \"$(cut -d' ' -f6 /proc/$$/stat)\" && echo leader"};
+  as.user = "ztee-t";
+  auto r = sb.exec(as);
+  REQUIRE_MESSAGE(r.ok(), r.error().message);
+  CHECK(r->stdout_data == "4321\n4322\n4322\n/tmp/ztee-t-home ztee-t\nleader\n");
+  // A bare uid without an entry stands for itself.
+  as.user = "2345";
+  as.argv = {"sh", "-c", "id -u; id -g"};
+  r = sb.exec(as);
+  REQUIRE_MESSAGE(r.ok(), r.error().message);
+  CHECK(r->stdout_data == "2345\n2345\n");
+  as.user = "no-such-user";
+  auto bad_user = sb.exec(as);
+  REQUIRE(!bad_user.ok());
+  CHECK(bad_user.error().message.find("unknown user: no-such-user") != std::string::npos);
+
+  // exec itself failing: a file that is not executable, and one the user may not run.
+  REQUIRE(sb.run("printf 'echo hi\\n' > /tmp/noexec && chmod 644 /tmp/noexec && "
+                 "printf '#!/bin/sh\\necho hi\\n' > /tmp/rootonly && chmod 700 /tmp/rootonly").ok());
+  ztee::ExecOptions ne;
+  ne.argv = {"/tmp/noexec"};
+  auto r1 = sb.exec(ne);
+  REQUIRE(!r1.ok());
+  CHECK(r1.error().message.find("exec /tmp/noexec") != std::string::npos);
+  CHECK(r1.error().message.find("ermission denied") != std::string::npos);
+  ne.argv = {"/tmp/rootonly"};
+  CHECK(sb.exec(ne).ok());
+  ne.user = "nobody";
+  auto r2 = sb.exec(ne);
+  REQUIRE(!r2.ok());
+  CHECK(r2.error().message.find("exec /tmp/rootonly") != std::string::npos);
+  // A cwd the user may not enter fails at that step, named.
+  REQUIRE(sb.run("mkdir -p /tmp/private && chmod 700 /tmp/private").ok());
+  ztee::ExecOptions pc;
+  pc.argv = {"true"};
+  pc.cwd = "/tmp/private";
+  pc.user = "nobody";
+  auto r3 = sb.exec(pc);
+  REQUIRE(!r3.ok());
+  CHECK(r3.error().message.find("cwd /tmp/private") != std::string::npos);
+  // None of the failed starts left a process behind, and the agent still serves.
+  auto zombies = sb.run("grep -l '^State:.*Z' /proc/[0-9]*/status | wc -l");
+  REQUIRE(zombies.ok());
+  CHECK(zombies->stdout_data == "0\n");
+  REQUIRE(sb.run("sed -i '/^ztee-t:/d' /etc/passwd && rm -rf /tmp/noexec /tmp/rootonly /tmp/private").ok());
+  CHECK(sb.ping().ok());
+}
+
 TEST_CASE("stdout is streamed as it is produced") {
   std::vector<std::string> chunks;
   ztee::ExecOptions o;
