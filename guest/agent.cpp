@@ -360,6 +360,7 @@ int Agent::run() {
       Handler h = it->second.handler;
       h(evs[i].events);
     }
+    if (!drain_pending_.empty()) arm_pending_drains();
     pump_reads();
     flush_out();
     throttle_check();
@@ -841,11 +842,24 @@ void Agent::exec_reaped(Exec& e, int status) {
   ::kill(-e.pid, SIGKILL);  // whatever the command left behind in its group
   close_exec_fd(e, e.timer);
   close_exec_fd(e, e.in);
-  if (e.out.valid() || e.err.valid()) {
+  // Pipes still open: their EOF usually sits in the same epoll batch as the
+  // SIGCHLD (the command closed them before it exited), so the drain timer is
+  // armed only if they are still open once that batch is handled.
+  if (e.out.valid() || e.err.valid()) drain_pending_.push_back(e.stream);
+  maybe_finish(e);
+}
+
+void Agent::arm_pending_drains() {
+  std::vector<uint32_t> pending;
+  pending.swap(drain_pending_);
+  for (uint32_t stream : pending) {
+    auto it = execs_.find(stream);
+    if (it == execs_.end()) continue;  // finished within the batch
+    Exec& e = *it->second;
+    if (e.drain.valid() || (!e.out.valid() && !e.err.valid())) continue;
     // Bounded drain: a process that escaped the group may hold the pipes open.
     e.drain = make_timer();
     arm_timer(e.drain.get(), kDrainMs);
-    uint32_t stream = e.stream;
     watch(e.drain.get(), EPOLLIN, [this, stream](uint32_t) {
       auto it = execs_.find(stream);
       if (it == execs_.end()) return;
@@ -861,7 +875,6 @@ void Agent::exec_reaped(Exec& e, int status) {
       maybe_finish(x);
     });
   }
-  maybe_finish(e);
 }
 
 void Agent::maybe_finish(Exec& e) {

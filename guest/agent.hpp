@@ -110,6 +110,7 @@ class Agent {
   void on_exec_stdin_writable(Exec& e);
   void exec_reaped(Exec& e, int status);
   void maybe_finish(Exec& e);
+  void arm_pending_drains();
   void finish_exec(uint32_t stream);
   void close_exec_fd(Exec& e, Fd& fd);
 
@@ -139,6 +140,7 @@ class Agent {
   bool port_up_ = false;
   std::map<uint32_t, std::unique_ptr<Exec>> execs_;
   std::map<pid_t, uint32_t> pid_to_stream_;
+  std::vector<uint32_t> drain_pending_;  // reaped execs whose pipes were open: see arm_pending_drains
   std::map<uint32_t, std::unique_ptr<FileWrite>> writes_;
   std::map<uint32_t, std::unique_ptr<FileRead>> reads_;
   std::vector<Layer> layers_;

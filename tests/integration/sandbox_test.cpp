@@ -105,6 +105,22 @@ TEST_CASE("users, groups and start failures as the guest agent's spawn reports t
   CHECK(sb.ping().ok());
 }
 
+TEST_CASE("a process that left the command's group cannot hold the exec open") {
+  auto& sb = test::shared();
+  // setsid puts the sleep in a session of its own (the reap's SIGKILL to the
+  // group misses it) while it keeps stdout and stderr: the agent drains for
+  // at most 200 ms after the command exits, then ends the stream.
+  auto start = std::chrono::steady_clock::now();
+  auto r = sb.run("setsid sleep 30 & echo started; echo err >&2");
+  auto took = std::chrono::steady_clock::now() - start;
+  REQUIRE_MESSAGE(r.ok(), r.error().message);
+  CHECK(r->exit_code == 0);
+  CHECK(r->stdout_data == "started\n");
+  CHECK(r->stderr_data == "err\n");
+  CHECK(took < std::chrono::seconds(20));  // not the sleep's 30 s
+  REQUIRE(sb.run("for p in /proc/[0-9]*; do [ \"$(cat $p/comm 2>/dev/null)\" = sleep ] && kill ${p#/proc/}; done; true").ok());
+}
+
 TEST_CASE("stdout is streamed as it is produced") {
   std::vector<std::string> chunks;
   ztee::ExecOptions o;
