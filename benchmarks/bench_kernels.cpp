@@ -15,6 +15,7 @@
 // stdout, 8 clones (template snapshot -> clone -> first exec `true`).
 #include <ztee/ztee.hpp>
 
+#include <algorithm>
 #include <array>
 #include <filesystem>
 #include <fstream>
@@ -117,6 +118,22 @@ void print_row(const Row& r) {
   double dc = percentile(r.s[0].cpu, 0.5), mc = percentile(r.s[1].cpu, 0.5);
   std::printf("  %-34s wall p50 %8.1f / %8.1f ms (%.2f)   VMM CPU p50 %8.1f / %8.1f ms (%.2f)  n=%zu\n",
               r.what.c_str(), dw, mw, mw / dw, dc, mc, mc / dc, r.s[0].wall.size());
+  // The ratio's own spread: the samples in five consecutive blocks, each with
+  // its own p50 ratio. On a host whose speed drifts, one run's ratio is only
+  // as good as the blocks agree.
+  constexpr size_t kBlocks = 5;
+  size_t n = r.s[0].wall.size();
+  if (n < 5 * kBlocks) return;
+  double lo = 1e300, hi = 0;
+  for (size_t b = 0; b < kBlocks; ++b) {
+    size_t from = b * n / kBlocks, to = (b + 1) * n / kBlocks;
+    std::vector<double> d(r.s[0].wall.begin() + from, r.s[0].wall.begin() + to);
+    std::vector<double> m(r.s[1].wall.begin() + from, r.s[1].wall.begin() + to);
+    double ratio = percentile(m, 0.5) / percentile(d, 0.5);
+    lo = std::min(lo, ratio);
+    hi = std::max(hi, ratio);
+  }
+  std::printf("  %-34s wall p50 ratio in %zu blocks of ~%zu: %.2f-%.2f\n", "", kBlocks, n / kBlocks, lo, hi);
 }
 
 }  // namespace
