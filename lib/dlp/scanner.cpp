@@ -817,7 +817,8 @@ Result<void> DlpScannerImpl::build() {
   }
   std::set<std::string> rule_ids;
   const auto& brules = builtin_rules();
-  for (const auto& [id, action] : opts.injection_actions) {
+  for (const auto& entry : opts.injection_actions) {
+    const std::string& id = entry.first;  // not a structured binding: clang before 16 cannot capture one in a lambda
     if (std::none_of(brules.begin(), brules.end(), [&](const BuiltinDef& b) { return b.name == id; }))
       return invalid(fmt::format("DlpOptions::injection_actions: unknown rule '{}' (shipped rules: {})", id,
                                  fmt::join(DlpOptions::builtin_injection_rules(), ", ")));
