@@ -19,6 +19,7 @@
 #include <thread>
 #include <type_traits>
 #include <vector>
+#include "../why.hpp"
 
 namespace {
 
@@ -409,7 +410,7 @@ TEST_CASE("snapshot, clone, pool lease and move semantics") {
     ztee::SandboxOptions so;
     so.snapshottable = true;
     auto src = runtime().create_sandbox(so);
-    REQUIRE_MESSAGE(src.ok(), src.error().to_string());
+    REQUIRE_MESSAGE(src.ok(), why(src));
     run_ok(*src, "echo tpl > /tmp/from-template");
     std::string id = src->id();
     REQUIRE(src->snapshot(tpl).ok());
@@ -424,7 +425,7 @@ TEST_CASE("snapshot, clone, pool lease and move semantics") {
     ztee::SandboxOptions so;
     so.template_dir = tpl;
     auto clone = runtime().create_sandbox(so);
-    REQUIRE_MESSAGE(clone.ok(), clone.error().to_string());
+    REQUIRE_MESSAGE(clone.ok(), why(clone));
     CHECK(run_ok(*clone, "cat /tmp/from-template").stdout_data == "tpl\n");
   }
 
@@ -435,9 +436,9 @@ TEST_CASE("snapshot, clone, pool lease and move semantics") {
     po.max_total = 2;
     po.warm_up = "echo warmed > /tmp/warm";
     auto pool = runtime().create_pool(po);
-    REQUIRE_MESSAGE(pool.ok(), pool.error().to_string());
+    REQUIRE_MESSAGE(pool.ok(), why(pool));
     auto a = pool->lease(60000);
-    REQUIRE_MESSAGE(a.ok(), a.error().to_string());
+    REQUIRE_MESSAGE(a.ok(), why(a));
     CHECK(run_ok(*a, "cat /tmp/warm /tmp/from-template").stdout_data == "warmed\ntpl\n");
     auto st = pool->stats();
     REQUIRE(st.ok());
@@ -466,7 +467,7 @@ TEST_CASE("snapshot, clone, pool lease and move semantics") {
     CHECK_FALSE(b);
     CHECK(c.ping().ok());
     auto d = pool->lease(60000);
-    REQUIRE_MESSAGE(d.ok(), d.error().to_string());
+    REQUIRE_MESSAGE(d.ok(), why(d));
     std::string c_id = c.id();
     c = std::move(d).value();  // move-assign over a live one: that sandbox is destroyed
     CHECK(c.id() != c_id);
@@ -499,7 +500,7 @@ TEST_CASE("snapshot, clone, pool lease and move semantics") {
     ztee::SandboxOptions so;
     so.template_dir = tpl;
     auto sb = moved.create_sandbox(so);
-    REQUIRE_MESSAGE(sb.ok(), sb.error().to_string());
+    REQUIRE_MESSAGE(sb.ok(), why(sb));
     { ztee::Runtime gone = std::move(moved); }
     CHECK(run_ok(*sb, "echo orphan").stdout_data == "orphan\n");
 
@@ -560,13 +561,13 @@ TEST_CASE("workspaces: mounts, diff, patch, reviewed export, conflict") {
   so.mounts = {{host, "/work"}};
   so.diff_log = base + "/diff.jsonl";
   auto sbr = runtime().create_sandbox(so);
-  REQUIRE_MESSAGE(sbr.ok(), sbr.error().to_string());
+  REQUIRE_MESSAGE(sbr.ok(), why(sbr));
   ztee::Sandbox sb = std::move(sbr).value();
   run_ok(sb, "echo changed >> /work/main.txt && echo x >> /work/other.txt && echo n > /work/new.txt");
   CHECK(read_text(host + "/main.txt") == "one\n");
 
   auto diff = sb.diff("/work");
-  REQUIRE_MESSAGE(diff.ok(), diff.error().to_string());
+  REQUIRE_MESSAGE(diff.ok(), why(diff));
   REQUIRE(diff->size() == 3);
   CHECK((*diff)[0].path == "main.txt");
   CHECK((*diff)[0].kind == ztee::ChangeKind::kModified);
@@ -579,7 +580,7 @@ TEST_CASE("workspaces: mounts, diff, patch, reviewed export, conflict") {
   CHECK(sb.diff("/elsewhere").error().status == ZTEE_E_NOT_FOUND);
 
   auto patch = sb.patch("", {"main.txt"});
-  REQUIRE_MESSAGE(patch.ok(), patch.error().to_string());
+  REQUIRE_MESSAGE(patch.ok(), why(patch));
   CHECK(patch->find("+changed") != std::string::npos);
   CHECK(patch->find("other.txt") == std::string::npos);
 
@@ -606,7 +607,7 @@ TEST_CASE("workspaces: mounts, diff, patch, reviewed export, conflict") {
       return c.path == "main.txt" || c.path == "new.txt";
     };
     auto r = sb.export_changes(eo);
-    REQUIRE_MESSAGE(r.ok(), r.error().to_string());
+    REQUIRE_MESSAGE(r.ok(), why(r));
     CHECK(asked == std::vector<std::string>{"main.txt", "new.txt", "other.txt"});
     REQUIRE(r->applied.size() == 1);
     CHECK(r->applied[0].path == "main.txt");
@@ -621,7 +622,7 @@ TEST_CASE("workspaces: mounts, diff, patch, reviewed export, conflict") {
     std::filesystem::create_directory(to_dest.dest_dir);
     to_dest.paths = {"new.txt"};
     auto d = sb.export_changes(to_dest);
-    REQUIRE_MESSAGE(d.ok(), d.error().to_string());
+    REQUIRE_MESSAGE(d.ok(), why(d));
     CHECK(read_text(to_dest.dest_dir + "/new.txt") == "swapped\n");
 
     write_text(host + "/other.txt", "edited on the host\n");
@@ -681,7 +682,7 @@ TEST_CASE("policy: parse errors name their line; classify") {
       " \"rules\": [\n  {\"name\": \"x\", \"tier\": \"L0\", \"colour\": \"red\"}\n ]\n}");
   REQUIRE_FALSE(bad.ok());
   CHECK(bad.error().status == ZTEE_E_INVALID_ARGUMENT);
-  CHECK_MESSAGE(bad.error().message.find("line 4") != std::string::npos, bad.error().message);
+  CHECK_MESSAGE(bad.error().message.find("line 4") != std::string::npos, why(bad));
   CHECK(bad.error().message.find("colour") != std::string::npos);
   auto missing = ztee::Policy::load("/nonexistent/ztee-policy.json");
   REQUIRE_FALSE(missing.ok());
@@ -697,7 +698,7 @@ TEST_CASE("policy: parse errors name their line; classify") {
   CHECK(d->rule == "read-only-tools");
 
   auto p = ztee::Policy::parse(kPolicy);
-  REQUIRE_MESSAGE(p.ok(), p.error().to_string());
+  REQUIRE_MESSAGE(p.ok(), why(p));
   d = p->classify(tool_call("cat", "cat /etc/hostname", ""));
   REQUIRE(d.ok());
   CHECK(d->tier == 0);
@@ -743,7 +744,7 @@ TEST_CASE("gate: run through a pool, deny, approvals, secrets, DLP, audit log") 
   po.max_total = 2;
   po.lease_timeout_ms = 60000;
   auto pool = runtime().create_pool(po);
-  REQUIRE_MESSAGE(pool.ok(), pool.error().to_string());
+  REQUIRE_MESSAGE(pool.ok(), why(pool));
   auto policy = ztee::Policy::parse(kPolicy);
   REQUIRE(policy.ok());
   ztee::AuditOptions ao;
@@ -751,9 +752,9 @@ TEST_CASE("gate: run through a pool, deny, approvals, secrets, DLP, audit log") 
   ao.hmac_key = key;
   ao.durability = ztee::Durability::kBatch;
   auto log = ztee::AuditLog::open(ao);
-  REQUIRE_MESSAGE(log.ok(), log.error().to_string());
+  REQUIRE_MESSAGE(log.ok(), why(log));
   auto seq = log->append("cxx_start", "cxx-test", "\"n\":1");
-  REQUIRE_MESSAGE(seq.ok(), seq.error().to_string());
+  REQUIRE_MESSAGE(seq.ok(), why(seq));
   auto bad_fields = log->append("cxx_bad", "", "\"n\":");
   REQUIRE_FALSE(bad_fields.ok());
   CHECK(bad_fields.error().status == ZTEE_E_INVALID_ARGUMENT);
@@ -788,7 +789,7 @@ TEST_CASE("gate: run through a pool, deny, approvals, secrets, DLP, audit log") 
     return std::nullopt;
   };
   auto gate_r = ztee::Gate::create(runtime(), go);
-  REQUIRE_MESSAGE(gate_r.ok(), gate_r.error().to_string());
+  REQUIRE_MESSAGE(gate_r.ok(), why(gate_r));
   // Moved: the callbacks must see the new object.
   ztee::Gate gate = std::move(gate_r).value();
   // The gate keeps its own references.
@@ -797,7 +798,7 @@ TEST_CASE("gate: run through a pool, deny, approvals, secrets, DLP, audit log") 
   {  // L0 run, leased from the pool.
     uint64_t before = pool->stats()->leases;
     auto r = gate.call(tool_call("cat", "cat /etc/hostname >/dev/null && echo read-ok", "cxx-run"));
-    REQUIRE_MESSAGE(r.ok(), r.error().to_string());
+    REQUIRE_MESSAGE(r.ok(), why(r));
     CHECK(r->ran);
     CHECK(r->decision.action == ztee::Action::kRun);
     CHECK(r->decision.rule == "reads");
@@ -822,7 +823,7 @@ TEST_CASE("gate: run through a pool, deny, approvals, secrets, DLP, audit log") 
     mode = Mode::kFromThread;
     auto r = gate.call(tool_call("shell", "echo approved-ran", "cxx-approve"));
     if (answer.joinable()) answer.join();
-    REQUIRE_MESSAGE(r.ok(), r.error().to_string());
+    REQUIRE_MESSAGE(r.ok(), why(r));
     CHECK(approver_calls == 1);
     CHECK(answer_status.load() == ZTEE_OK);
     CHECK(seen.deadline_ms > 10000);
@@ -844,7 +845,7 @@ TEST_CASE("gate: run through a pool, deny, approvals, secrets, DLP, audit log") 
     mode = Mode::kThrow;
     uint64_t before = pool->stats()->leases;
     auto r = gate.call(tool_call("shell", "echo never", "cxx-throw"));
-    REQUIRE_MESSAGE(r.ok(), r.error().to_string());
+    REQUIRE_MESSAGE(r.ok(), why(r));
     CHECK(approver_calls == 2);
     CHECK_FALSE(r->ran);
     CHECK_MESSAGE(r->denial.find("approver exploded") != std::string::npos, r->denial);
@@ -867,7 +868,7 @@ TEST_CASE("gate: run through a pool, deny, approvals, secrets, DLP, audit log") 
       err.append(d);
     };
     auto r = gate.call(c);
-    REQUIRE_MESSAGE(r.ok(), r.error().to_string());
+    REQUIRE_MESSAGE(r.ok(), why(r));
     CHECK(std::find(asked.begin(), asked.end(), "API_KEY") != asked.end());
     CHECK(r->ran);
     CHECK(r->decision.action == ztee::Action::kAudit);
@@ -891,7 +892,7 @@ TEST_CASE("gate: run through a pool, deny, approvals, secrets, DLP, audit log") 
     r = gate.call(c);
     REQUIRE_FALSE(r.ok());
     CHECK(r.error().status == ZTEE_E_INTERNAL);
-    CHECK_MESSAGE(r.error().message.find("vault unreachable") != std::string::npos, r.error().message);
+    CHECK_MESSAGE(r.error().message.find("vault unreachable") != std::string::npos, why(r));
     CHECK(pool->stats()->leases == before);
   }
   {  // A ToolCall output callback that throws cancels the call and becomes its error.
@@ -911,9 +912,9 @@ TEST_CASE("gate: run through a pool, deny, approvals, secrets, DLP, audit log") 
     dgo.pool = &*pool;
     dgo.dlp = true;
     auto dgate = ztee::Gate::create(runtime(), dgo);
-    REQUIRE_MESSAGE(dgate.ok(), dgate.error().to_string());
+    REQUIRE_MESSAGE(dgate.ok(), why(dgate));
     auto r = dgate->call(tool_call("read_file", "echo pay 4111 1111 1111 1111 now", "cxx-dlp"));
-    REQUIRE_MESSAGE(r.ok(), r.error().to_string());
+    REQUIRE_MESSAGE(r.ok(), why(r));
     CHECK(r->ran);
     CHECK_FALSE(r->blocked);
     CHECK(r->dlp_findings == 1);
@@ -944,7 +945,7 @@ TEST_CASE("gate: run through a pool, deny, approvals, secrets, DLP, audit log") 
   CHECK(text.find("\"trace\":\"cxx-approve\",\"event\":\"approval_granted\"") != std::string::npos);
   CHECK(text.find("\"trace\":\"cxx-throw\",\"event\":\"approval_denied\"") != std::string::npos);
   auto rep = ztee::verify_audit_log({log_path}, key);
-  REQUIRE_MESSAGE(rep.ok(), rep.error().to_string());
+  REQUIRE_MESSAGE(rep.ok(), why(rep));
   CHECK_MESSAGE(rep->ok, rep->problem);
   CHECK(rep->records > 10);
   CHECK(rep->problem.empty());

@@ -23,6 +23,7 @@
 
 #include "image/image.hpp"
 #include "image/trust.hpp"
+#include "../why.hpp"
 
 namespace fs = std::filesystem;
 using namespace ztee;
@@ -125,7 +126,7 @@ void refused(Runtime& rt, const std::string& image, std::vector<std::string> wan
   auto sb = rt.create_sandbox(so);
   REQUIRE_FALSE(sb.ok());
   CHECK(sb.error().code == Errc::kImage);
-  for (const auto& w : want) CHECK_MESSAGE(sb.error().message.find(w) != std::string::npos, sb.error().message);
+  for (const auto& w : want) CHECK_MESSAGE(sb.error().message.find(w) != std::string::npos, why(sb));
   CHECK(child_count() == before);
 }
 
@@ -302,8 +303,8 @@ TEST_CASE("a signed copy of the default image boots; its template is refused onc
   auto again = rt.create_sandbox(co);
   REQUIRE_FALSE(again.ok());
   CHECK(again.error().code == Errc::kImage);
-  CHECK_MESSAGE(again.error().message.find("records another signature") != std::string::npos, again.error().message);
-  CHECK_MESSAGE(again.error().message.find(tdir) != std::string::npos, again.error().message);
+  CHECK_MESSAGE(again.error().message.find("records another signature") != std::string::npos, why(again));
+  CHECK_MESSAGE(again.error().message.find(tdir) != std::string::npos, why(again));
   // Signed by another key: the template's image itself is refused.
   sign(copy, "k2");
   auto foreign = rt.create_sandbox(co);

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "common.hpp"
+#include "../why.hpp"
 
 using namespace std::chrono_literals;
 using ztee::Errc;
@@ -104,7 +105,7 @@ bool has(const std::string& s, std::string_view sub) { return s.find(sub) != std
 TEST_CASE("gate: run, audit and deny tiers; a call no rule matches is denied before any sandbox") {
   auto& f = fx();
   auto r = f.gate.call(tool_call("read_file", "cat /etc/hostname >/dev/null; echo read-ok", "t-run"));
-  REQUIRE_MESSAGE(r.ok(), r.error().message);
+  REQUIRE_MESSAGE(r.ok(), why(r));
   CHECK(r->ran);
   CHECK(r->decision.tier == 0);
   CHECK(r->decision.action == TierAction::kRun);
@@ -222,7 +223,7 @@ TEST_CASE("gate: secrets by reference reach the process only and are scrubbed fr
   std::string streamed;
   c.on_stdout = [&](std::string_view s) { streamed += s; };
   auto r = f.gate.call(c);
-  REQUIRE_MESSAGE(r.ok(), r.error().message);
+  REQUIRE_MESSAGE(r.ok(), why(r));
   REQUIRE(r->ran);
   // stdout was streamed (so not collected); stderr was collected.
   const std::string err = r->exec.stderr_data;
@@ -296,7 +297,7 @@ TEST_CASE("gate: output DLP redacts findings split across chunks, records them w
     streamed += s;
   };
   auto r = g->call(c);
-  REQUIRE_MESSAGE(r.ok(), r.error().message);
+  REQUIRE_MESSAGE(r.ok(), why(r));
   CHECK(r->ran);
   CHECK_MESSAGE(!r->blocked, r->denial << " stderr: " << r->exec.stderr_data);
   CHECK(streamed == "card [REDACTED:card] and mail [REDACTED:email]\n");

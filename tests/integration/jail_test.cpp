@@ -16,6 +16,7 @@
 #include "image/image.hpp"
 #include "jail/jail.hpp"
 #include "jail/kvm_probe.hpp"
+#include "../why.hpp"
 
 using ztee::Errc;
 namespace fs = std::filesystem;
@@ -53,7 +54,7 @@ std::string read_all(const std::string& path) {
 
 ztee::detail::CgroupLayout layout() {
   auto l = ztee::detail::detect_cgroups("ztee");
-  REQUIRE_MESSAGE(l.ok(), l.error().message);
+  REQUIRE_MESSAGE(l.ok(), why(l));
   return *l;
 }
 
@@ -180,8 +181,9 @@ TEST_CASE("jail: the jail root seen from the host holds nothing but what the VMM
     CHECK_MESSAGE(!exists(root + absent), absent);
   // Read-only everywhere but /run.
   int fd = ::open((root + "/newfile").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  int open_errno = errno;  // before CHECK: reporting a success (-s) may change errno
   CHECK(fd < 0);
-  CHECK(errno == EROFS);
+  CHECK(open_errno == EROFS);
   if (fd >= 0) ::close(fd);
   // The host sees no mount of it.
   CHECK(mounts_under(test::state_dir()) == 0);
@@ -209,7 +211,7 @@ TEST_CASE("jail: a failing jail step names the step and leaves nothing behind") 
 TEST_CASE("jail: destroy removes the jail, cgroup and id, and checks they are gone") {
   auto l = layout();
   auto sbr = test::runtime().create_sandbox();
-  REQUIRE_MESSAGE(sbr.ok(), sbr.error().message);
+  REQUIRE_MESSAGE(sbr.ok(), why(sbr));
   auto sb = std::move(sbr).value();
   int pid = sb.vmm_pid();
   uint32_t uid = static_cast<uint32_t>(std::stoul(words(status_field(pid, "Uid"))[0]));
@@ -221,7 +223,7 @@ TEST_CASE("jail: destroy removes the jail, cgroup and id, and checks they are go
   auto names = ztee::detail::list_cgroups(l);
   CHECK(std::find(names.begin(), names.end(), sb.id()) != names.end());
   auto d = sb.destroy();
-  REQUIRE_MESSAGE(d.ok(), d.error().message);
+  REQUIRE_MESSAGE(d.ok(), why(d));
   CHECK(!test::process_alive(pid));
   CHECK(!exists(id_file));
   CHECK(!exists(dir));
@@ -250,14 +252,14 @@ TEST_CASE("jail: a clone's VMM reaches its template's memory through the templat
   ztee::SandboxOptions so;
   so.snapshottable = true;
   auto src = test::runtime().create_sandbox(so);
-  REQUIRE_MESSAGE(src.ok(), src.error().message);
+  REQUIRE_MESSAGE(src.ok(), why(src));
   // The guest RAM file lives in the jail's /run, owned by the sandbox's uid.
   int spid = src->vmm_pid();
   struct stat st{};
   REQUIRE(::stat(fmt::format("/proc/{}/root/run/mem", spid).c_str(), &st) == 0);
   CHECK(st.st_uid == std::stoul(words(status_field(spid, "Uid"))[0]));
   auto s = src->snapshot(tdir);
-  REQUIRE_MESSAGE(s.ok(), s.error().message);
+  REQUIRE_MESSAGE(s.ok(), why(s));
   REQUIRE(::stat((tdir + "/mem").c_str(), &st) == 0);
   CHECK(st.st_uid == 0);
   CHECK(st.st_gid == 600000);
@@ -267,7 +269,7 @@ TEST_CASE("jail: a clone's VMM reaches its template's memory through the templat
   ztee::SandboxOptions co;
   co.template_dir = tdir;
   auto clone = test::runtime().create_sandbox(co);
-  REQUIRE_MESSAGE(clone.ok(), clone.error().message);
+  REQUIRE_MESSAGE(clone.ok(), why(clone));
   int pid = clone->vmm_pid();
   CHECK(status_field(pid, "Groups") == "600000");
   CHECK(status_field(pid, "Seccomp") == "2");
@@ -292,12 +294,12 @@ TEST_CASE("jail: a jailed VMM with -accel kvm opens a /dev/kvm node of its own, 
   }
   auto l = layout();
   auto filter = ztee::detail::build_vmm_seccomp(true);
-  REQUIRE_MESSAGE(filter.ok(), filter.error().message);
+  REQUIRE_MESSAGE(filter.ok(), why(filter));
   auto binary = fs::canonical("/usr/bin/qemu-system-x86_64").string();
   auto vmm_root = ztee::detail::ensure_vmm_root("/var/lib/ztee/vmm", binary, false);
-  REQUIRE_MESSAGE(vmm_root.ok(), vmm_root.error().message);
+  REQUIRE_MESSAGE(vmm_root.ok(), why(vmm_root));
   auto img = ztee::detail::load_image_manifest(test::image_dir());
-  REQUIRE_MESSAGE(img.ok(), img.error().message);
+  REQUIRE_MESSAGE(img.ok(), why(img));
   int entries_before = test::count_state_entries();
   ztee::detail::JailedKvmProbeRequest req;
   req.state_dir = test::state_dir();
@@ -313,7 +315,7 @@ TEST_CASE("jail: a jailed VMM with -accel kvm opens a /dev/kvm node of its own, 
                  "-kernel", img->kernel.path, "-initrd", img->initramfs.path};
   req.run_ms = 1500;  // then the guest runs: its vCPU enters KVM_RUN under the filter
   auto p = ztee::detail::probe_kvm_in_jail(req);
-  REQUIRE_MESSAGE(p.ok(), p.error().message);
+  REQUIRE_MESSAGE(p.ok(), why(p));
   CHECK_MESSAGE(p->kvm_enabled, p->qmp_reply);
   CHECK_MESSAGE(p->ran, p->status_reply);
   CHECK(p->vmm_uid > 600000);

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "common.hpp"
+#include "../why.hpp"
 
 using ztee::Errc;
 
@@ -97,7 +98,7 @@ TEST_CASE("the guest dying mid-exec fails that sandbox only; destroy leaves noth
   int fds_before = test::count_fds();
   int entries_before = test::count_state_entries();
   auto sbr = test::runtime().create_sandbox();
-  REQUIRE_MESSAGE(sbr.ok(), sbr.error().message);
+  REQUIRE_MESSAGE(sbr.ok(), why(sbr));
   auto sb = std::move(sbr).value();
   int pid = sb.vmm_pid();
   CHECK(test::process_alive(pid));
@@ -125,7 +126,7 @@ TEST_CASE("the guest dying mid-exec fails that sandbox only; destroy leaves noth
   CHECK(other->stdout_data == "fine\n");
 
   auto d = sb.destroy();
-  CHECK_MESSAGE(d.ok(), d.error().message);
+  CHECK_MESSAGE(d.ok(), why(d));
   auto d2 = sb.destroy();
   REQUIRE(!d2.ok());
   CHECK(d2.error().code == Errc::kClosed);
@@ -136,7 +137,7 @@ TEST_CASE("the guest dying mid-exec fails that sandbox only; destroy leaves noth
 
 TEST_CASE("a VMM killed from outside fails the sandbox with a reason") {
   auto sbr = test::runtime().create_sandbox();
-  REQUIRE_MESSAGE(sbr.ok(), sbr.error().message);
+  REQUIRE_MESSAGE(sbr.ok(), why(sbr));
   auto sb = std::move(sbr).value();
   std::promise<ztee::Result<ztee::ExecResult>> p;
   ztee::ExecOptions o;
@@ -155,7 +156,7 @@ TEST_CASE("after destroy no process, socket or file of the sandbox remains") {
   int fds_before = test::count_fds();
   int entries_before = test::count_state_entries();
   auto sbr = test::runtime().create_sandbox();
-  REQUIRE_MESSAGE(sbr.ok(), sbr.error().message);
+  REQUIRE_MESSAGE(sbr.ok(), why(sbr));
   auto sb = std::move(sbr).value();
   int pid = sb.vmm_pid();
   std::string dir = test::state_dir() + "/" + sb.id();
@@ -164,7 +165,7 @@ TEST_CASE("after destroy no process, socket or file of the sandbox remains") {
   CHECK(test::count_fds() > fds_before);
   REQUIRE(sb.run("echo hi > /tmp/x").ok());
   auto d = sb.destroy();
-  REQUIRE_MESSAGE(d.ok(), d.error().message);
+  REQUIRE_MESSAGE(d.ok(), why(d));
   CHECK(sb.state() == ztee::SandboxState::kDestroyed);
   CHECK(sb.vmm_pid() == 0);
   CHECK(!test::process_alive(pid));
@@ -181,7 +182,7 @@ TEST_CASE("a sandbox dropped without destroy is still torn down") {
   int pid = 0;
   {
     auto sbr = test::runtime().create_sandbox();
-    REQUIRE_MESSAGE(sbr.ok(), sbr.error().message);
+    REQUIRE_MESSAGE(sbr.ok(), why(sbr));
     pid = sbr->vmm_pid();
   }
   for (int i = 0; i < 200 && test::process_alive(pid); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -196,7 +197,7 @@ TEST_CASE("dropping the last handle with an exec in flight ends it cleanly") {
   int pid = 0;
   {
     auto sbr = test::runtime().create_sandbox();
-    REQUIRE_MESSAGE(sbr.ok(), sbr.error().message);
+    REQUIRE_MESSAGE(sbr.ok(), why(sbr));
     pid = sbr->vmm_pid();
     ztee::ExecOptions o;
     o.shell = "sleep 60";

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "common.hpp"
+#include "../why.hpp"
 
 extern char** environ;
 
@@ -411,7 +412,7 @@ TEST_CASE("200 networked create/exec/destroy cycles leave no process, mount, cgr
     o.template_dir = tpl;
     o.network.allow = {"198.18.0.10:" + std::to_string(kPortA) + "/tcp"};
     auto sb = rt.create_sandbox(o);
-    REQUIRE_MESSAGE(sb.ok(), sb.error().message);
+    REQUIRE_MESSAGE(sb.ok(), why(sb));
     ids.push_back(sb->id());
     // The cgroup is there while the clone lives: the check at the end can fail.
     if (check_egress) {
@@ -426,7 +427,7 @@ TEST_CASE("200 networked create/exec/destroy cycles leave no process, mount, cgr
       REQUIRE(r->exit_code == 0);
     }
     auto d = sb->destroy();
-    REQUIRE_MESSAGE(d.ok(), d.error().message);
+    REQUIRE_MESSAGE(d.ok(), why(d));
   };
   clone_once(true);  // a restored clone reaches the network through its own new slot
   int entries = test::count_state_entries();  // first: it may start the shared runtime (fds)

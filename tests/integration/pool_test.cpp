@@ -16,6 +16,7 @@
 
 #include "common.hpp"
 #include "jail/jail.hpp"
+#include "../why.hpp"
 
 using ztee::Errc;
 using namespace std::chrono_literals;
@@ -145,7 +146,7 @@ TEST_CASE("pool: many threads lease at once and no sandbox is handed out twice")
   std::vector<ztee::Sandbox> got;
   for (auto& f : futs) {
     auto r = f.get();
-    REQUIRE_MESSAGE(r.ok(), r.error().message);
+    REQUIRE_MESSAGE(r.ok(), why(r));
     got.push_back(std::move(r).value());
   }
   std::set<std::string> ids;
@@ -163,7 +164,7 @@ TEST_CASE("pool: many threads lease at once and no sandbox is handed out twice")
   CHECK(hist_total(s) == kThreads);
   CHECK(s.ready + s.starting + s.leased <= o.max_total);
   auto r = got[3].run("echo leased");
-  REQUIRE_MESSAGE(r.ok(), r.error().message);
+  REQUIRE_MESSAGE(r.ok(), why(r));
   CHECK(r->stdout_data == "leased\n");
 
   for (auto& sb : got) CHECK(sb.destroy().ok());
@@ -202,7 +203,7 @@ TEST_CASE("pool: exhaustion times out naming the cause; close fails waiters") {
   o.max_total = 1;
   auto pool = make_pool(o);
   auto a = pool.lease(60000);
-  REQUIRE_MESSAGE(a.ok(), a.error().message);
+  REQUIRE_MESSAGE(a.ok(), why(a));
 
   auto t0 = std::chrono::steady_clock::now();
   auto b = pool.lease(300);
@@ -285,7 +286,7 @@ TEST_CASE("pool: warm_up runs in the pool's own template and in each sandbox; a 
   {
     auto pool = make_pool(o);
     auto a = pool.lease(60000);
-    REQUIRE_MESSAGE(a.ok(), a.error().message);
+    REQUIRE_MESSAGE(a.ok(), why(a));
     auto r = a->run("cat /tmp/warm-count");
     REQUIRE(r.ok());
     CHECK(r->stdout_data == "w\nw\n");
@@ -330,7 +331,7 @@ TEST_CASE("pool: a released sandbox is destroyed and the pool refills") {
   auto pool = make_pool(o);
   REQUIRE(eventually([&] { return pool.stats().ready == 1; }));
   auto a = pool.lease(30000);
-  REQUIRE_MESSAGE(a.ok(), a.error().message);
+  REQUIRE_MESSAGE(a.ok(), why(a));
   int pid = a->vmm_pid();
   CHECK(test::process_alive(pid));
   CHECK(a->destroy().ok());
@@ -343,7 +344,7 @@ TEST_CASE("pool: a released sandbox is destroyed and the pool refills") {
   // Dropping the last handle releases it too.
   {
     auto b = pool.lease(30000);
-    REQUIRE_MESSAGE(b.ok(), b.error().message);
+    REQUIRE_MESSAGE(b.ok(), why(b));
     pid = b->vmm_pid();
     CHECK(pool.stats().leased == 1);
   }
@@ -357,7 +358,7 @@ TEST_CASE("pool: a released sandbox is destroyed and the pool refills") {
 
 TEST_CASE("pool: ready sandboxes wait at background CPU weight; a leased or directly created one has the default") {
   auto l = ztee::detail::detect_cgroups("ztee");
-  REQUIRE_MESSAGE(l.ok(), l.error().message);
+  REQUIRE_MESSAGE(l.ok(), why(l));
   const std::string cpu_dir = l->v2 ? l->parents[0] : l->parents[1];
   const std::string file = l->v2 ? "/cpu.weight" : "/cpu.shares";
   const std::string bg = l->v2 ? "1" : "2", fg = l->v2 ? "100" : "1024";
@@ -381,7 +382,7 @@ TEST_CASE("pool: ready sandboxes wait at background CPU weight; a leased or dire
   CHECK(background.size() >= 2);  // the two ready ones (and any pre-spawned VMM)
 
   auto a = pool.lease(30000);
-  REQUIRE_MESSAGE(a.ok(), a.error().message);
+  REQUIRE_MESSAGE(a.ok(), why(a));
   CHECK(background.count(a->id()) == 1);  // it waited in the background
   auto r = a->run("true");                // the loop restores the weight before this request
   REQUIRE(r.ok());
@@ -391,7 +392,7 @@ TEST_CASE("pool: ready sandboxes wait at background CPU weight; a leased or dire
   ztee::SandboxOptions so;
   so.template_dir = shared_template();
   auto d = test::runtime().create_sandbox(so);
-  REQUIRE_MESSAGE(d.ok(), d.error().message);
+  REQUIRE_MESSAGE(d.ok(), why(d));
   CHECK(weight(d->id()) == fg);
   CHECK(d->destroy().ok());
   CHECK(a->destroy().ok());
@@ -431,7 +432,7 @@ TEST_CASE("pool: a ready sandbox that died in the pool is never handed out") {
   // The health check drops it and refills without a lease asking.
   CHECK(eventually([&] { return pool.stats().failed == 1; }, 5000ms));
   auto r = pool.lease(30000);
-  REQUIRE_MESSAGE(r.ok(), r.error().message);
+  REQUIRE_MESSAGE(r.ok(), why(r));
   CHECK(r->id() != dead_id);
   CHECK(r->state() == ztee::SandboxState::kReady);
   CHECK(r->ping().ok());
@@ -452,8 +453,8 @@ TEST_CASE("pool: a clone's writes are invisible to the template and to other clo
   auto pool = make_pool(o);
   auto a = pool.lease(30000);
   auto b = pool.lease(30000);
-  REQUIRE_MESSAGE(a.ok(), a.error().message);
-  REQUIRE_MESSAGE(b.ok(), b.error().message);
+  REQUIRE_MESSAGE(a.ok(), why(a));
+  REQUIRE_MESSAGE(b.ok(), why(b));
   REQUIRE(a->write_file("/tmp/only-in-a", "secret of a").ok());
   REQUIRE(a->run("echo changed > /etc/only-in-a && sync").ok());
   CHECK(a->read_file("/tmp/only-in-a").value() == "secret of a");
@@ -463,7 +464,7 @@ TEST_CASE("pool: a clone's writes are invisible to the template and to other clo
   CHECK(b->run("test -e /etc/only-in-a").value().exit_code == 1);
   // A clone made after the writes does not see them either.
   auto c = pool.lease(30000);
-  REQUIRE_MESSAGE(c.ok(), c.error().message);
+  REQUIRE_MESSAGE(c.ok(), why(c));
   CHECK(c->stat("/tmp/only-in-a").error().code == Errc::kNotFound);
   CHECK(c->run("test -e /etc/only-in-a").value().exit_code == 1);
   // Clones are re-identified.
@@ -482,9 +483,9 @@ TEST_CASE("pool: cold-boot pool, and the last handle dropped on the loop thread"
   o.max_total = 2;
   auto pool = make_pool(o);
   auto a = pool.lease(60000);
-  REQUIRE_MESSAGE(a.ok(), a.error().message);
+  REQUIRE_MESSAGE(a.ok(), why(a));
   auto r = a->run("echo cold");
-  REQUIRE_MESSAGE(r.ok(), r.error().message);
+  REQUIRE_MESSAGE(r.ok(), why(r));
   CHECK(r->stdout_data == "cold\n");
   CHECK(pool.stats().created >= 1);
 
@@ -519,7 +520,7 @@ TEST_CASE("pool: a lease from a non-empty pool takes microseconds") {
       auto t0 = std::chrono::steady_clock::now();
       auto r = pool.lease(30000);
       us.push_back(std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count());
-      REQUIRE_MESSAGE(r.ok(), r.error().message);
+      REQUIRE_MESSAGE(r.ok(), why(r));
       held.push_back(std::move(r).value());
     }
     for (auto& sb : held) CHECK(sb.destroy().ok());

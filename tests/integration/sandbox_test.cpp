@@ -7,12 +7,13 @@
 #include <vector>
 
 #include "common.hpp"
+#include "../why.hpp"
 
 using ztee::Errc;
 
 TEST_CASE("python runs inside the microVM") {
   auto r = test::shared().run("python3 -c 'print(6*7)'");
-  REQUIRE_MESSAGE(r.ok(), r.error().message);
+  REQUIRE_MESSAGE(r.ok(), why(r));
   CHECK(r->stdout_data == "42\n");
   CHECK(r->exit_code == 0);
   CHECK(r->signal == 0);
@@ -28,7 +29,7 @@ TEST_CASE("argv, env, cwd, stdin and exit status") {
   o.cwd = "/tmp";
   o.stdin_data = std::string("from stdin\n");
   auto r = test::shared().exec(o);
-  REQUIRE_MESSAGE(r.ok(), r.error().message);
+  REQUIRE_MESSAGE(r.ok(), why(r));
   CHECK(r->stdout_data == "hello from /tmp\nfrom stdin\n");
   CHECK(r->stderr_data == "oops\n");
   CHECK(r->exit_code == 7);
@@ -46,7 +47,7 @@ TEST_CASE("argv, env, cwd, stdin and exit status") {
   nobody.argv = {"id", "-u"};
   nobody.user = "nobody";
   auto u = test::shared().exec(nobody);
-  REQUIRE_MESSAGE(u.ok(), u.error().message);
+  REQUIRE_MESSAGE(u.ok(), why(u));
   CHECK(u->stdout_data == "65534\n");
 }
 
@@ -60,13 +61,13 @@ TEST_CASE("users, groups and start failures as the guest agent's spawn reports t
   as.argv = {"sh", "-c", "id -u; id -g; id -G; echo $HOME $USER; test $$ -eq \"$(cut -d' ' -f6 /proc/$$/stat)\" && echo leader"};
   as.user = "ztee-t";
   auto r = sb.exec(as);
-  REQUIRE_MESSAGE(r.ok(), r.error().message);
+  REQUIRE_MESSAGE(r.ok(), why(r));
   CHECK(r->stdout_data == "4321\n4322\n4322\n/tmp/ztee-t-home ztee-t\nleader\n");
   // A bare uid without an entry stands for itself.
   as.user = "2345";
   as.argv = {"sh", "-c", "id -u; id -g"};
   r = sb.exec(as);
-  REQUIRE_MESSAGE(r.ok(), r.error().message);
+  REQUIRE_MESSAGE(r.ok(), why(r));
   CHECK(r->stdout_data == "2345\n2345\n");
   as.user = "no-such-user";
   auto bad_user = sb.exec(as);
@@ -113,7 +114,7 @@ TEST_CASE("a process that left the command's group cannot hold the exec open") {
   auto start = std::chrono::steady_clock::now();
   auto r = sb.run("setsid sleep 30 & echo started; echo err >&2");
   auto took = std::chrono::steady_clock::now() - start;
-  REQUIRE_MESSAGE(r.ok(), r.error().message);
+  REQUIRE_MESSAGE(r.ok(), why(r));
   CHECK(r->exit_code == 0);
   CHECK(r->stdout_data == "started\n");
   CHECK(r->stderr_data == "err\n");
@@ -202,7 +203,7 @@ TEST_CASE("exec: a cancel token kills the command from another thread; the sandb
   });
   auto r = sb.exec(o);
   killer.join();
-  REQUIRE_MESSAGE(r.ok(), r.error().message);
+  REQUIRE_MESSAGE(r.ok(), why(r));
   CHECK(started);
   CHECK(r->cancelled);
   CHECK(r->signal == 9);
@@ -238,7 +239,7 @@ TEST_CASE("files: write, read, stat, list, mkdir, remove") {
   for (int i = 0; i < 3 * 1024 * 1024 + 7; ++i) bin.push_back(static_cast<char>(i * 31 % 256));
   REQUIRE(sb.mkdir("/work/a/b", true).ok());
   auto w = sb.write_file("/work/a/b/data.bin", bin, 0600);
-  REQUIRE_MESSAGE(w.ok(), w.error().message);
+  REQUIRE_MESSAGE(w.ok(), why(w));
   auto back = sb.read_file("/work/a/b/data.bin");
   REQUIRE(back.ok());
   CHECK(back->size() == bin.size());
@@ -312,7 +313,7 @@ TEST_CASE("nonexistent cwd and command fail with clear errors") {
 TEST_CASE("a timeout kills the whole process group and the sandbox stays usable") {
   auto& sb = test::shared();
   auto r = sb.run("sleep 100 & sleep 100 & sleep 100", 1000);
-  REQUIRE_MESSAGE(r.ok(), r.error().message);
+  REQUIRE_MESSAGE(r.ok(), why(r));
   CHECK(r->timed_out);
   CHECK(r->signal == 9);
   // No sleep survived: not the leader, not the background children.

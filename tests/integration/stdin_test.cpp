@@ -6,6 +6,7 @@
 #include <chrono>
 #include <mutex>
 #include <thread>
+#include "../why.hpp"
 
 namespace {
 
@@ -56,7 +57,7 @@ TEST_CASE("exec input: cat echoes each piece while it runs; close() ends it") {
   });
   auto r = sb.exec(o);
   writer.join();
-  REQUIRE_MESSAGE(r.ok(), r.error().message);
+  REQUIRE_MESSAGE(r.ok(), why(r));
   CHECK(echoed_one);
   CHECK(echoed_two);
   CHECK(r->exit_code == 0);
@@ -101,7 +102,7 @@ TEST_CASE("exec input: megabytes through wc -c with backpressure; write after ex
   double streamed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   writer.join();
   CHECK_MESSAGE(failure.empty(), failure);
-  REQUIRE_MESSAGE(r.ok(), r.error().message);
+  REQUIRE_MESSAGE(r.ok(), why(r));
   CHECK(r->exit_code == 0);
   CHECK(r->stdout_data == std::to_string(total) + "\n");
   // The same bytes as stdin_data, for a same-run figure (printed, not asserted).
@@ -179,7 +180,7 @@ TEST_CASE("exec signals: SIGUSR1, SIGTERM and SIGINT reach a shell's traps; afte
     auto r = sb.exec(o);
     sender.join();
     CHECK(sent_ok);
-    REQUIRE_MESSAGE(r.ok(), r.error().message);
+    REQUIRE_MESSAGE(r.ok(), why(r));
     CHECK(out.get() == want_out);
     CHECK(r->exit_code == want_exit);
     CHECK(r->signal == 0);

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common.hpp"
+#include "../why.hpp"
 
 using ztee::Change;
 using ztee::Errc;
@@ -348,7 +349,7 @@ TEST_CASE("bad mounts are refused before anything starts, and leave nothing behi
     auto r = test::runtime().create_sandbox(o);
     REQUIRE(!r.ok());
     CHECK(r.error().code == code);
-    CHECK_MESSAGE(r.error().message.find(words) != std::string::npos, r.error().message);
+    CHECK_MESSAGE(r.error().message.find(words) != std::string::npos, why(r));
   };
   fails({{"/nonexistent-dir", "/w"}}, Errc::kNotFound, "/nonexistent-dir");
   fails({{"relative", "/w"}}, Errc::kInvalidArgument, "absolute");

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "net/net.hpp"
+#include "../why.hpp"
 
 using namespace ztee;
 using namespace ztee::detail;
@@ -104,7 +105,7 @@ std::set<std::string> host_links() {
 // The host links as they are with the shared pair present (the first slot makes it).
 std::set<std::string> host_links_with_pair(const NetEnv& env) {
   auto r = ensure_host_links(env);
-  REQUIRE_MESSAGE(r.ok(), r.error().message);
+  REQUIRE_MESSAGE(r.ok(), why(r));
   auto l = host_links();
   CHECK(l.count(kHostLink) == 1);
   CHECK(l.count(kHostParent) == 1);
@@ -113,7 +114,7 @@ std::set<std::string> host_links_with_pair(const NetEnv& env) {
 
 bool slots_in_use() {
   auto r = host_slots_in_use();
-  REQUIRE_MESSAGE(r.ok(), r.error().message);
+  REQUIRE_MESSAGE(r.ok(), why(r));
   return *r;
 }
 
@@ -123,7 +124,7 @@ std::string mac_text(const std::array<uint8_t, 6>& m) {
 
 NetPolicy policy_of(std::vector<std::string> allow, std::string dns = "") {
   auto p = parse_net_policy(allow, dns);
-  REQUIRE_MESSAGE(p.ok(), p.error().message);
+  REQUIRE_MESSAGE(p.ok(), why(p));
   return *p;
 }
 
@@ -151,7 +152,7 @@ TEST_CASE("a slot has its links inside its namespace, a neighbour entry outside,
   std::string host_fwd = read_file("/proc/sys/net/ipv4/ip_forward");
 
   auto s = NetSlot::create(env, kSlotA, policy_of({"10.0.0.0/8:443/tcp", "192.0.2.7:8000-8080"}, "192.0.2.53"));
-  REQUIRE_MESSAGE(s.ok(), s.error().message);
+  REQUIRE_MESSAGE(s.ok(), why(s));
   CHECK(s->guest_cmdline() == "ztee.net=100.96.0.2/30,100.96.0.1,dns=192.0.2.53");
   CHECK(ipv4_text(s->host_addr_be()) == "100.97.0.1");  // the shared gateway on ztee0
   CHECK(ipv4_text(s->slot_addr_be()) == "100.97.250.2");
@@ -216,7 +217,7 @@ TEST_CASE("a slot has its links inside its namespace, a neighbour entry outside,
   ino_t ns_ino = inode_of(s->netns_fd());
   REQUIRE(live_netns_inodes().count(ns_ino) == 1);
   auto d = s->destroy();
-  REQUIRE_MESSAGE(d.ok(), d.error().message);
+  REQUIRE_MESSAGE(d.ok(), why(d));
   CHECK(s->destroy().ok());  // idempotent
   CHECK(host_links() == before_links);
   REQUIRE(sh("ip neigh show 100.97.250.2 dev ztee0", &out) == 0);
@@ -230,9 +231,9 @@ TEST_CASE("two slots coexist; the same slot twice is refused cleanly") {
   NetEnv env;
   auto before = host_links_with_pair(env);
   auto a = NetSlot::create(env, kSlotA, policy_of({"192.0.2.0/24:80"}));
-  REQUIRE_MESSAGE(a.ok(), a.error().message);
+  REQUIRE_MESSAGE(a.ok(), why(a));
   auto b = NetSlot::create(env, kSlotB, policy_of({}));
-  REQUIRE_MESSAGE(b.ok(), b.error().message);
+  REQUIRE_MESSAGE(b.ok(), why(b));
   CHECK(a->mac() != b->mac());
   CHECK(inode_of(a->netns_fd()) != inode_of(b->netns_fd()));
   CHECK(slots_in_use());
@@ -261,7 +262,7 @@ TEST_CASE("two slots coexist; the same slot twice is refused cleanly") {
   CHECK(host_links() == before);
   // A slot number is free again once its holder is destroyed.
   auto again = NetSlot::create(env, kSlotA, policy_of({}));
-  REQUIRE_MESSAGE(again.ok(), again.error().message);
+  REQUIRE_MESSAGE(again.ok(), why(again));
   REQUIRE(again->destroy().ok());
 }
 
@@ -326,10 +327,10 @@ TEST_CASE("200 create/destroy cycles leave no link, neighbour entry, fd, lock or
   NetPolicy p = policy_of({"192.0.2.0/24:443/tcp"}, "192.0.2.53");
   for (int i = 0; i < 200; ++i) {
     auto s = NetSlot::create(env, kSlotA + static_cast<uint32_t>(i % 3), p);
-    REQUIRE_MESSAGE(s.ok(), s.error().message);
+    REQUIRE_MESSAGE(s.ok(), why(s));
     if (i % 2 == 0) {
       auto d = s->destroy();
-      REQUIRE_MESSAGE(d.ok(), d.error().message);
+      REQUIRE_MESSAGE(d.ok(), why(d));
     }  // odd cycles: the destructor tears down
   }
   CHECK(host_links() == before_links);
@@ -345,7 +346,7 @@ TEST_CASE("a released TAP fd keeps the namespace until it is closed; destroy sti
   NetEnv env;
   auto before = host_links_with_pair(env);
   auto s = NetSlot::create(env, kSlotA, NetPolicy{});
-  REQUIRE_MESSAGE(s.ok(), s.error().message);
+  REQUIRE_MESSAGE(s.ok(), why(s));
   UniqueFd tap = s->release_tap();
   CHECK(s->tap_fd() == -1);
   REQUIRE(tap.valid());
@@ -504,10 +505,10 @@ TEST_CASE("end to end: a guest stand-in reaches only what the policy allows") {
       ~HostNet() { (void)remove_host_network_if_unused(env); }
     } host_net{env};
     auto e = ensure_host_network(env);
-    REQUIRE_MESSAGE(e.ok(), e.error().message);
+    REQUIRE_MESSAGE(e.ok(), why(e));
     CHECK(read_file("/proc/sys/net/ipv4/ip_forward") == "1");
     auto e2 = ensure_host_network(env);  // idempotent
-    REQUIRE_MESSAGE(e2.ok(), e2.error().message);
+    REQUIRE_MESSAGE(e2.ok(), why(e2));
     REQUIRE(sh("nft list table inet ztee", &out) == 0);
     CHECK(out.find("iifname { \"ztee0\", \"ztee0p\" } drop") != std::string::npos);
     CHECK(out.find("iifname \"ztee0\" oifname \"ztee0\" drop") != std::string::npos);
@@ -526,7 +527,7 @@ TEST_CASE("end to end: a guest stand-in reaches only what the policy allows") {
     REQUIRE(h_fd.valid());
 
     auto s = NetSlot::create(env, kSlotA, policy_of({"198.18.0.0/30:8080/tcp"}));
-    REQUIRE_MESSAGE(s.ok(), s.error().message);
+    REQUIRE_MESSAGE(s.ok(), why(s));
     // The guest stand-in: the TAP is swapped for a veth named tap0 whose peer is in the guest namespace.
     s->release_tap().reset();
     int ns = s->netns_fd();
@@ -552,7 +553,7 @@ TEST_CASE("end to end: a guest stand-in reaches only what the policy allows") {
     // (control) but not from slot A's namespace (private-mode macvlans: A's
     // ARP for B reaches only the host, which does not answer for B).
     auto b = NetSlot::create(env, kSlotB, NetPolicy{});
-    REQUIRE_MESSAGE(b.ok(), b.error().message);
+    REQUIRE_MESSAGE(b.ok(), why(b));
     const std::string b_ip = ipv4_text(b->slot_addr_be());
     REQUIRE(sh(in_ns(b->netns_fd(), "nft flush ruleset"), &out) == 0);
     REQUIRE(sh(in_ns(s->netns_fd(), "nft flush ruleset"), &out) == 0);  // set_policy below reloads it
@@ -569,7 +570,7 @@ TEST_CASE("end to end: a guest stand-in reaches only what the policy allows") {
 
     // A new policy takes effect at once.
     auto sp = s->set_policy(policy_of({"198.18.0.2:9090/tcp"}));
-    REQUIRE_MESSAGE(sp.ok(), sp.error().message);
+    REQUIRE_MESSAGE(sp.ok(), why(sp));
     CHECK(guest_connects("198.18.0.2", 9090));
     CHECK(accept_one(o_fd.get(), &peer) == "ping");
     CHECK_FALSE(guest_connects("198.18.0.2", 8080));
@@ -587,7 +588,7 @@ TEST_CASE("end to end: a guest stand-in reaches only what the policy allows") {
     REQUIRE(other->destroy().ok());
   }
   auto r = remove_host_network_if_unused(env);
-  REQUIRE_MESSAGE(r.ok(), r.error().message);
+  REQUIRE_MESSAGE(r.ok(), why(r));
   CHECK(sh("nft list table inet ztee", &out) != 0);
   CHECK(host_links().count(kHostLink) == 0);
   CHECK(host_links().count(kHostParent) == 0);

@@ -24,6 +24,7 @@
 
 #include "jail/jail.hpp"
 #include "proc/child.hpp"
+#include "../why.hpp"
 
 using namespace ztee::detail;
 namespace fs = std::filesystem;
@@ -103,7 +104,7 @@ TEST_CASE("jail ids: runtimes with different state dirs never share an id index 
 
 TEST_CASE("jail seccomp: the VMM filter exports as a BPF program") {
   auto p = build_vmm_seccomp(false);
-  REQUIRE_MESSAGE(p.ok(), p.error().message);
+  REQUIRE_MESSAGE(p.ok(), why(p));
   CHECK(p->size() > 30);
 }
 
@@ -178,7 +179,7 @@ TEST_CASE("jail: a confined child's failing step is named with its errno") {
   n.close_other_fds = true;
   spec.confinement = &n;
   auto ok = spawn(spec);
-  REQUIRE_MESSAGE(ok.ok(), ok.error().message);
+  REQUIRE_MESSAGE(ok.ok(), why(ok));
   ok->kill_and_reap();
 }
 
@@ -218,7 +219,7 @@ TEST_CASE("jail: a child joins its cgroup without the global threadgroup lock (v
     spec.confinement = &c;
     auto child = spawn(spec);
     ::close(fd);
-    REQUIRE_MESSAGE(child.ok(), child.error().message);
+    REQUIRE_MESSAGE(child.ok(), why(child));
     std::ifstream cg(fmt::format("/proc/{}/cgroup", child->pid()));
     std::string all((std::istreambuf_iterator<char>(cg)), std::istreambuf_iterator<char>());
     CHECK_MESSAGE(all.find(fmt::format("0::/ztee-unit-{}\n", ::getpid())) != std::string::npos, all);
@@ -227,9 +228,9 @@ TEST_CASE("jail: a child joins its cgroup without the global threadgroup lock (v
   }
   // v1 (or v2, where that is what the host has): the layout the runtime uses.
   auto layout = detect_cgroups(fmt::format("ztee-unit-{}", ::getpid()));
-  REQUIRE_MESSAGE(layout.ok(), layout.error().message);
+  REQUIRE_MESSAGE(layout.ok(), why(layout));
   auto cg = create_cgroups(*layout, "sb-join", {});
-  REQUIRE_MESSAGE(cg.ok(), cg.error().message);
+  REQUIRE_MESSAGE(cg.ok(), why(cg));
   CHECK(cg->v2_dir.valid() == layout->v2);
   CHECK(cg->procs.size() == (layout->v2 ? 0u : cg->dirs.size()));
   Confinement c;
@@ -239,7 +240,7 @@ TEST_CASE("jail: a child joins its cgroup without the global threadgroup lock (v
   spec.argv = {"/bin/sleep", "5"};
   spec.confinement = &c;
   auto child = spawn(spec);
-  REQUIRE_MESSAGE(child.ok(), child.error().message);
+  REQUIRE_MESSAGE(child.ok(), why(child));
   std::ifstream in(fmt::format("/proc/{}/cgroup", child->pid()));
   std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   CHECK_MESSAGE(all.find("/sb-join\n") != std::string::npos, all);
@@ -259,7 +260,7 @@ TEST_CASE("jail: leftovers are removed from names alone; bad cgroup parents are 
   ::symlink("usr/lib", (dir + "/root/lib").c_str());
   CgroupLayout none;
   auto r = remove_jail_leftovers(state, "sb-test", none);
-  CHECK_MESSAGE(r.ok(), r.error().message);
+  CHECK_MESSAGE(r.ok(), why(r));
   CHECK(!exists(dir + "/root"));
   CHECK(!exists(dir + "/run"));
   CHECK(detect_cgroups("../up").error().code == ztee::Errc::kInvalidArgument);

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "net/net.hpp"
+#include "../why.hpp"
 
 using namespace ztee;
 using namespace ztee::detail;
@@ -12,7 +13,7 @@ namespace {
 
 std::string canon(const char* entry) {
   auto r = parse_net_rule(entry);
-  REQUIRE_MESSAGE(r.ok(), entry, ": ", r.error().message);
+  REQUIRE_MESSAGE(r.ok(), entry, ": ", why(r));
   return r->text();
 }
 

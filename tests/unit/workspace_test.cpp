@@ -21,6 +21,7 @@
 
 #include "image/image.hpp"
 #include "workspace/workspace.hpp"
+#include "../why.hpp"
 
 namespace fs = std::filesystem;
 using namespace ztee;
@@ -141,13 +142,6 @@ struct Guest {
     };
   }
 };
-
-// The error message of a failed result ("" on success: doctest may format
-// a message even when the check passes).
-template <typename R>
-std::string why(const R& r) {
-  return r.ok() ? std::string() : r.error().message;
-}
 
 mode_t current_umask() {
   mode_t m = ::umask(022);
@@ -617,7 +611,7 @@ TEST_CASE("workspace: host edits since the start are conflicts, all named in one
   CHECK(r.error().code == Errc::kConflict);
   CHECK(r.error().message.find("3 paths") != std::string::npos);
   for (const char* p : {"'src/main.py'", "'src/new.py'", "'src/util.py'"})
-    CHECK_MESSAGE(r.error().message.find(p) != std::string::npos, r.error().message);
+    CHECK_MESSAGE(r.error().message.find(p) != std::string::npos, why(r));
   CHECK(r.error().message.find("README") == std::string::npos);
   CHECK(tree_hash(t.path) == before);
   CHECK(g.fetches == 0);  // conflicts are found before any content is fetched
