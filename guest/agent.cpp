@@ -142,20 +142,6 @@ struct User {
   std::string name = "root";
 };
 
-// Reads a whole (small) file with plain read(2); false if it cannot be opened.
-bool read_small_file(const char* path, std::string* out) {
-  out->clear();
-  Fd fd(::open(path, O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return false;
-  char buf[4096];
-  for (;;) {
-    ssize_t r = ::read(fd.get(), buf, sizeof buf);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return r == 0;
-    out->append(buf, static_cast<size_t>(r));
-  }
-}
-
 // Splits s at sep, calling f(field) for each field (empty ones included).
 template <typename F>
 void split(std::string_view s, char sep, F&& f) {
@@ -200,7 +186,8 @@ bool lookup_user(const std::string& who, User* out) {
              st.st_size != cache.st.st_size || st.st_mtim.tv_sec != cache.st.st_mtim.tv_sec ||
              st.st_mtim.tv_nsec != cache.st.st_mtim.tv_nsec || st.st_ctim.tv_sec != cache.st.st_ctim.tv_sec ||
              st.st_ctim.tv_nsec != cache.st.st_ctim.tv_nsec) {
-    cache.valid = read_small_file("/etc/passwd", &cache.text);
+    cache.text = read_file("/etc/passwd");
+    cache.valid = true;
     cache.st = st;
   }
   const std::string& text = cache.text;
@@ -856,7 +843,7 @@ void Agent::arm_pending_drains() {
     auto it = execs_.find(stream);
     if (it == execs_.end()) continue;  // finished within the batch
     Exec& e = *it->second;
-    if (e.drain.valid() || (!e.out.valid() && !e.err.valid())) continue;
+    if (!e.out.valid() && !e.err.valid()) continue;
     // Bounded drain: a process that escaped the group may hold the pipes open.
     e.drain = make_timer();
     arm_timer(e.drain.get(), kDrainMs);

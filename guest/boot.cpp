@@ -43,6 +43,13 @@ std::string errno_text(std::string_view what, int err) {
   return s;
 }
 
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
 uint64_t monotonic_ns() {
   timespec ts{};
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -88,13 +95,6 @@ void mount_or_die(const char* src, const std::string& target, const char* fstype
   mkdir_p(target, 0755);
   if (::mount(src, target.c_str(), fstype, flags, data) != 0)
     die(errno_text(std::string("mount ") + fstype + " on " + target, errno));
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 std::string normalize_modname(std::string s) {

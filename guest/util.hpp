@@ -46,4 +46,7 @@ std::string errno_text(std::string_view what, int err);
 
 uint64_t monotonic_ns();
 
+// The whole file; "" if it cannot be read.
+std::string read_file(const std::string& path);
+
 }  // namespace ztee::guest
