@@ -621,6 +621,10 @@ class Commands:
                 timeout=proc.timeout, cancel=proc.cancel, stdin=proc.stdin,
                 on_stdout=lambda s: proc.push("stdout", s),
                 on_stderr=lambda s: proc.push("stderr", s))
+            if result.cancelled:
+                # Killing the sandbox cancels its commands before it destroys the
+                # VM: a command that ends by that cancel ends with the sandbox's error.
+                failure = self._sbx._dead_error()
         except ztee.Error as e:
             failure = self._sbx._dead_error() or _translate(e, f"command {proc.pid}")
         except BaseException as e:  # noqa: BLE001 (handed to the waiter)
