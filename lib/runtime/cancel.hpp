@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 
 namespace ztee::detail {
@@ -27,6 +28,36 @@ struct CancelState {
   void remove(uint64_t id);
   void trigger();
   void signal(int sig);
+};
+
+// Ties one exec to its token from before the exec task reaches the loop:
+// Sandbox::exec_async links before it posts the exec, so a signal sent after
+// exec_async returns is posted behind the exec and follows its EXEC frame.
+// The hook only posts fire() to the loop; the fields below `id` are the loop
+// thread's.
+struct CancelLink {
+  std::shared_ptr<CancelState> state;
+  uint64_t id = 0;
+  std::function<void(int)> deliver;  // set once the EXEC frame is sent
+  bool cancel_pending = false;       // trigger() came before that
+  bool ended = false;
+
+  // Loop thread: hands `sig` (0: cancel) to the running exec. Before it
+  // runs, a cancel waits for it and a signal is dropped (not started yet).
+  void fire(int sig) {
+    if (ended) return;
+    if (deliver)
+      deliver(sig);
+    else if (sig == 0)
+      cancel_pending = true;
+  }
+  // Loop thread, when the exec ends (or never starts): no hook runs after.
+  void unlink() {
+    if (ended) return;
+    ended = true;
+    deliver = nullptr;
+    state->remove(id);
+  }
 };
 
 struct InputState {

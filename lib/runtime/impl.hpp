@@ -30,6 +30,8 @@
 
 namespace ztee::detail {
 
+struct CancelLink;
+
 // bytes random bytes (getrandom) as lowercase hex.
 std::string random_hex(size_t bytes);
 
@@ -143,7 +145,14 @@ class SandboxImpl : public std::enable_shared_from_this<SandboxImpl> {
   // Back to the default CPU weight once someone holds the sandbox. A no-op
   // without a jail (no cgroup) or when already in the foreground.
   void set_foreground();
-  void exec(ExecOptions opts, std::function<void(Result<ExecResult>)> done);
+  // `link` ties the exec to opts.cancel (see CancelLink); exec() makes it
+  // when none is given.
+  void exec(ExecOptions opts, std::function<void(Result<ExecResult>)> done,
+            std::shared_ptr<CancelLink> link = nullptr);
+  // Any thread: registers the exec's hook on opts.cancel (null for no
+  // token) and wraps `done` so that it unlinks first. The hook posts to
+  // this sandbox's loop; `done` must run, or the token keeps the hook.
+  std::shared_ptr<CancelLink> link_cancel(const ExecOptions& opts, std::function<void(Result<ExecResult>)>& done);
   // Passes an exec's ExecInput bytes (and its EOF) to the agent as the
   // socket takes them; State is exec()'s own.
   template <typename State>

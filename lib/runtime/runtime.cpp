@@ -517,13 +517,16 @@ Result<ExecResult> Sandbox::run(std::string_view shell, uint32_t timeout_ms) {
 void Sandbox::exec_async(ExecOptions opts, std::function<void(Result<ExecResult>)> done) {
   if (!impl_) return done(empty_handle());
   auto sb = impl_;
-  sb->runtime().loop->post([sb, opts = std::move(opts), done = std::move(done)]() mutable {
+  // Linked to opts.cancel before the exec is posted: a signal sent once this
+  // returns reaches the command (see ExecCancel::signal).
+  auto link = sb->link_cancel(opts, done);
+  sb->runtime().loop->post([sb, link, opts = std::move(opts), done = std::move(done)]() mutable {
     if (sb->options().dlp) {
       ExecDone d = std::move(done);
       if (auto w = wrap_dlp(sb->options().dlp, opts, d); !w) return d(std::move(w).error());
-      return sb->exec(std::move(opts), std::move(d));
+      return sb->exec(std::move(opts), std::move(d), link);
     }
-    sb->exec(std::move(opts), std::move(done));
+    sb->exec(std::move(opts), std::move(done), link);
   });
 }
 

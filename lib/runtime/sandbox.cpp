@@ -633,7 +633,26 @@ void SandboxImpl::restore_incoming() {
            });
 }
 
-void SandboxImpl::exec(ExecOptions o, std::function<void(Result<ExecResult>)> done) {
+std::shared_ptr<CancelLink> SandboxImpl::link_cancel(const ExecOptions& o,
+                                                     std::function<void(Result<ExecResult>)>& done) {
+  if (!o.cancel.state_) return nullptr;
+  auto link = std::make_shared<CancelLink>();
+  link->state = o.cancel.state_;
+  // The hook runs on the signalling thread under the token's lock, only
+  // while linked: until `done` runs, which needs this sandbox (held by the
+  // exec's task or request), its runtime and so its loop.
+  Loop* loop = rt_->loop.get();
+  link->id = link->state->add([loop, link](int sig) { loop->post([link, sig] { link->fire(sig); }); });
+  done = [link, d = std::move(done)](Result<ExecResult> r) {
+    link->unlink();
+    d(std::move(r));
+  };
+  return link;
+}
+
+void SandboxImpl::exec(ExecOptions o, std::function<void(Result<ExecResult>)> done,
+                       std::shared_ptr<CancelLink> link) {
+  if (!link) link = link_cancel(o, done);
   if (auto e = usable()) return done(std::move(*e));
   if (o.argv.empty() == o.shell.empty())
     return done(make_error(Errc::kInvalidArgument, "exec needs either argv or a shell command (not both)"));
@@ -703,13 +722,10 @@ void SandboxImpl::exec(ExecOptions o, std::function<void(Result<ExecResult>)> do
     uint64_t delivered = 0;
     uint64_t cap;
     ExecOptions opts;
-    std::function<void(Result<ExecResult>)> done;
-    std::shared_ptr<CancelState> cancel;
-    uint64_t cancel_id = 0;
+    std::function<void(Result<ExecResult>)> done;  // unlinks the token first
     std::shared_ptr<InputState> input;
     bool eof_sent = false, drain_armed = false;
     void finish(Result<ExecResult> r) {
-      if (cancel) cancel->remove(cancel_id);  // no hook runs after this
       if (input) {
         std::lock_guard lk(input->mu);
         input->ended = true;
@@ -773,7 +789,6 @@ void SandboxImpl::exec(ExecOptions o, std::function<void(Result<ExecResult>)> do
     if (st->done) st->finish(std::move(e));
   };
   std::optional<std::string> stdin_data = std::move(o.stdin_data);
-  std::shared_ptr<CancelState> cancel = o.cancel.state_;
   st->opts = std::move(o);
   st->input = input;
   uint32_t sid = start_request(req, timeout ? timeout + kExecGraceMs : 0);
@@ -795,19 +810,15 @@ void SandboxImpl::exec(ExecOptions o, std::function<void(Result<ExecResult>)> do
     }
     drain_input(st, sid);
   }
-  if (cancel) {
-    // The hook runs on the triggering thread, under the token's lock, while
-    // this exec is registered, so the sandbox, its runtime and its loop are
-    // alive (the request holds the sandbox): it only posts to the loop.
-    st->cancel = cancel;
-    st->cancel_id = cancel->add([loop, self, st, sid](int sig) {
-      loop->post([self, st, sid, sig] {
-        auto s = self.lock();
-        if (!s || !st->done || s->usable()) return;  // ended, or the sandbox is gone
-        if (sig == 0) st->res.cancelled = true;
-        s->vm_->agent->send(proto::MsgType::kSignal, sid, fmt::format("{{\"signal\":{}}}", sig ? sig : 9));
-      });
-    });
+  if (link && st->done) {
+    // Signals posted from here on follow the EXEC frame.
+    link->deliver = [self, st, sid](int sig) {
+      auto s = self.lock();
+      if (!s || !st->done || s->usable()) return;  // ended, or the sandbox is gone
+      if (sig == 0) st->res.cancelled = true;
+      s->vm_->agent->send(proto::MsgType::kSignal, sid, fmt::format("{{\"signal\":{}}}", sig ? sig : 9));
+    };
+    if (link->cancel_pending) link->deliver(0);
   }
 }
 

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <future>
 #include <mutex>
 #include <thread>
 #include "../why.hpp"
@@ -217,4 +218,52 @@ TEST_CASE("exec signals: SIGUSR1, SIGTERM and SIGINT reach a shell's traps; afte
   }
   CHECK(ctl.signal(64).ok());  // in range, nothing running: a no-op
   CHECK(!ztee::ExecCancel().signal(15).ok());
+}
+
+TEST_CASE("exec signals: a signal sent as soon as exec_async returns reaches the command") {
+  auto& sb = test::shared();
+  // Each signal is posted behind the exec's start, so none is lost (before,
+  // the exec linked its token on the loop, after the caller's signal).
+  for (int i = 0; i < 8; ++i) {
+    auto ctl = ztee::ExecCancel::create();
+    ztee::ExecOptions o;
+    o.argv = {"sleep", "60"};
+    o.timeout_ms = 20000;  // a lost signal shows as a timeout, not a hang
+    o.cancel = ctl;
+    std::promise<ztee::Result<ztee::ExecResult>> p;
+    auto f = p.get_future();
+    sb.exec_async(o, [&p](ztee::Result<ztee::ExecResult> r) { p.set_value(std::move(r)); });
+    REQUIRE(ctl.signal(i % 2 ? 15 : 2).ok());
+    auto r = f.get();
+    REQUIRE_MESSAGE(r.ok(), why(r));
+    CHECK_MESSAGE(r->signal == (i % 2 ? 15 : 2), "round " << i << ": timed_out " << r->timed_out);
+    CHECK(!r->timed_out);
+    CHECK(!r->cancelled);
+  }
+  // A token triggered before exec_async cancels the command once it starts.
+  auto ctl = ztee::ExecCancel::create();
+  ctl.trigger();
+  ztee::ExecOptions o;
+  o.argv = {"sleep", "60"};
+  o.timeout_ms = 20000;
+  o.cancel = ctl;
+  std::promise<ztee::Result<ztee::ExecResult>> p;
+  auto f = p.get_future();
+  sb.exec_async(o, [&p](ztee::Result<ztee::ExecResult> r) { p.set_value(std::move(r)); });
+  auto r = f.get();
+  REQUIRE_MESSAGE(r.ok(), why(r));
+  CHECK(r->cancelled);
+  CHECK(r->signal == 9);
+  // An exec refused before it starts unlinks the token too: signalling it
+  // later is a no-op.
+  auto ctl2 = ztee::ExecCancel::create();
+  o.cancel = ctl2;
+  o.cwd = "relative/dir";
+  std::promise<ztee::Result<ztee::ExecResult>> p2;
+  auto f2 = p2.get_future();
+  sb.exec_async(o, [&p2](ztee::Result<ztee::ExecResult> r) { p2.set_value(std::move(r)); });
+  auto r2 = f2.get();
+  REQUIRE(!r2.ok());
+  CHECK(r2.error().code == ztee::Errc::kInvalidArgument);
+  CHECK(ctl2.signal(15).ok());
 }

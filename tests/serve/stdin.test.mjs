@@ -112,12 +112,18 @@ test('SendSignal: SIGUSR1, SIGINT, SIGTERM reach a trap; kill after exit is fals
   assert.equal(out, 'ready\ngot INT\n')
 
   // No trap: SIGTERM ends it by the signal.
-  // (Once it runs: a signal sent before the command starts in the guest is lost.)
   out = ''
   const h3 = await sbx.commands.run('echo ready; exec sleep 30', { background: true, onStdout: d => { out += d } })
   assert.ok(await eventually(() => out === 'ready\n'))
   await rpc.sendSignal({ ...byPid(h3.pid), signal: 15 })
   await assert.rejects(h3.wait(), e => e instanceof e2b.CommandExitError && /signal: 15/.test(e.error ?? e.message))
+  // Sent as soon as the start event is in: the signal follows the command's
+  // start in the guest, so it is not lost.
+  for (let i = 0; i < 3; i++) {
+    const h5 = await sbx.commands.run('sleep 30', { background: true })
+    await rpc.sendSignal({ ...byPid(h5.pid), signal: 15 })
+    await assert.rejects(h5.wait(), e => e instanceof e2b.CommandExitError && /signal: 15/.test(e.error ?? e.message))
+  }
   // Out of range or unspecified: invalid_argument.
   const h4 = await sbx.commands.run('sleep 30', { background: true })
   for (const signal of [0, 65])
