@@ -445,7 +445,9 @@ ZTEE_API ztee_status ztee_input_create(ztee_input **out);
  * connection takes them); a write that would pass that writes nothing and
  * fails with ZTEE_E_IO and errno EAGAIN: retry once ztee_input_buffered is
  * lower (a single write larger than the bound never fits: split it). The
- * guest keeps what the command has not read yet in its own memory.
+ * guest takes at most 1 MiB more than the command has read; the rest waits
+ * on the host, so a command that stops reading makes writes fail with
+ * EAGAIN, not memory grow.
  * Errors: ZTEE_E_INVALID_ARGUMENT (NULL input, data NULL with len > 0, or
  * after ztee_input_close), ZTEE_E_CLOSED (the exec has ended or never
  * started), ZTEE_E_IO/EAGAIN (bound reached). len 0: ZTEE_OK, nothing sent. */

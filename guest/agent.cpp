@@ -763,37 +763,68 @@ void Agent::on_exec_output(Exec& e, int which) {
 
 void Agent::handle_stdin(uint32_t stream, std::string_view data, bool eof) {
   auto it = execs_.find(stream);
-  if (it == execs_.end()) return;  // finished already, or never asked for stdin
+  if (it == execs_.end()) return;  // finished already (the host forgot the stream too), or never asked for stdin
   Exec& e = *it->second;
-  if (!e.in.valid()) return;
+  if (!e.in.valid()) {
+    // The command closed its stdin: the bytes go nowhere, but they still
+    // free the host's window.
+    stdin_consumed(e, data.size());
+    return;
+  }
+  // The host keeps at most kStdinWindow bytes unacknowledged, so in_buf
+  // stays within that.
+  if (e.in_off == e.in_buf.size()) {
+    e.in_buf.clear();
+    e.in_off = 0;
+  }
   e.in_buf.append(data);
   if (eof) e.in_eof = true;
   on_exec_stdin_writable(e);
 }
 
+void Agent::stdin_consumed(Exec& e, uint64_t n) {
+  e.in_unacked += n;
+  bool drained = e.in_off == e.in_buf.size();
+  if (e.in_unacked == 0 || (e.in_unacked < proto::kStdinWindow / 4 && !drained)) return;
+  char ack[40];
+  int len = std::snprintf(ack, sizeof ack, "{\"bytes\":%llu}", static_cast<unsigned long long>(e.in_unacked));
+  send(MsgType::kStdinAck, e.stream, std::string_view(ack, static_cast<size_t>(len)));
+  e.in_unacked = 0;
+}
+
 void Agent::on_exec_stdin_writable(Exec& e) {
-  while (!e.in_buf.empty()) {
-    ssize_t w = ::write(e.in.get(), e.in_buf.data(), e.in_buf.size());
+  uint64_t moved = 0;
+  while (e.in_off < e.in_buf.size()) {
+    ssize_t w = ::write(e.in.get(), e.in_buf.data() + e.in_off, e.in_buf.size() - e.in_off);
     if (w < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN) break;
-      e.in_buf.clear();  // EPIPE: the command closed its stdin
+      moved += e.in_buf.size() - e.in_off;  // EPIPE: the command closed its stdin
+      e.in_off = e.in_buf.size();
       e.in_eof = true;
       break;
     }
-    e.in_buf.erase(0, static_cast<size_t>(w));
+    e.in_off += static_cast<size_t>(w);
+    moved += static_cast<uint64_t>(w);
   }
+  // Compact once the consumed head is the larger part.
+  if (e.in_off > 0 && e.in_off * 2 >= e.in_buf.size()) {
+    e.in_buf.erase(0, e.in_off);
+    e.in_off = 0;
+  }
+  bool empty = e.in_off == e.in_buf.size();
   bool watched = handlers_.count(e.in.get()) != 0;
-  if (e.in_buf.empty() && e.in_eof) {
+  if (empty && e.in_eof) {
     close_exec_fd(e, e.in);
-  } else if (!e.in_buf.empty() && !watched) {
+  } else if (!empty && !watched) {
     uint32_t stream = e.stream;
     watch(e.in.get(), EPOLLOUT, [this, stream](uint32_t) {
       if (auto it = execs_.find(stream); it != execs_.end()) on_exec_stdin_writable(*it->second);
     });
-  } else if (e.in_buf.empty() && watched) {
+  } else if (empty && watched) {
     unwatch(e.in.get());
   }
+  stdin_consumed(e, moved);
 }
 
 void Agent::handle_signal(uint32_t stream, const json& req) {

@@ -27,7 +27,9 @@ struct Exec {
   uint32_t stream = 0;
   pid_t pid = -1;
   Fd out, err, in, timer, drain;
-  std::string in_buf;
+  std::string in_buf;      // stdin from the host the command has not read yet: in_buf[in_off..]
+  size_t in_off = 0;
+  uint64_t in_unacked = 0; // stdin bytes gone from in_buf and not yet in a STDIN_ACK
   bool in_eof = false;
   uint64_t cap = 0;
   uint64_t forwarded = 0;
@@ -108,6 +110,9 @@ class Agent {
   void on_sigchld();
   void on_exec_output(Exec& e, int which);
   void on_exec_stdin_writable(Exec& e);
+  // Counts n stdin bytes as gone from the agent and tells the host when
+  // enough are (or all are), so it may send more (proto::kStdinWindow).
+  void stdin_consumed(Exec& e, uint64_t n);
   void exec_reaped(Exec& e, int status);
   void maybe_finish(Exec& e);
   void arm_pending_drains();

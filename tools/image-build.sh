@@ -132,6 +132,10 @@ fi
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 AGENT=$(cd "$(dirname "$AGENT")" && pwd)/$(basename "$AGENT")
+# The host<->agent protocol it speaks: the runtime refuses an image whose agent
+# speaks another one (instead of a boot that never completes).
+AGENT_PROTOCOL=$("$AGENT" --protocol) && [[ $AGENT_PROTOCOL =~ ^[0-9]+$ ]] ||
+  die "$AGENT --protocol did not print a protocol version: is it a ztee-agent of this tree?"
 [[ -n "$NAME" ]] || NAME=$(basename "$OUT")
 [[ -n "$CACHE" ]] || CACHE=$OUT/.cache
 mkdir -p "$CACHE"
@@ -342,7 +346,8 @@ artifact() {  # artifact <key> <file> <size-of-path> [extra json] [sha256]
   fi
   printf '  "cmdline": "%s",\n' "$KERNEL_CMDLINE"
   printf '  "suite": "%s",\n  "variant": "%s",\n  "include": "%s",\n' "$SUITE" "$VARIANT" "$INCLUDE"
-  printf '  "agent_sha256": "%s",\n  "builder_version": %s,\n' "$(sha256 "$AGENT")" "$SCRIPT_VERSION"
+  printf '  "agent_sha256": "%s",\n  "agent_protocol": %s,\n  "builder_version": %s,\n' "$(sha256 "$AGENT")" \
+    "$AGENT_PROTOCOL" "$SCRIPT_VERSION"
   printf '  "source_date_epoch": %s,\n' "$EPOCH"
   # What two builds of the same inputs may not share, and why (--verify-reproducible
   # checks the rest on this host).

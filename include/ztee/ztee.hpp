@@ -255,15 +255,16 @@ class ExecCancel {
 // everything written before. A default-constructed handle is empty: make
 // one with ExecInput::create(). One handle serves one exec.
 //
-// Bounds: write() never blocks. Bytes wait on the host until the sandbox's
-// agent connection has room (at most kMaxBuffered of them per handle); a
-// write that would pass the bound fails with kIo, sys_errno EAGAIN, and
+// Bounds: write() never blocks. The guest takes at most 1 MiB more than the
+// command has read (the agent holds it; the host sends more as the command
+// reads); the rest waits on the host, at most kMaxBuffered bytes per handle.
+// A write that would pass that bound fails with kIo, sys_errno EAGAIN, and
 // writes nothing: retry once buffered() has dropped (one write larger than
-// kMaxBuffered never fits: split it). Any thread may write, an on_stdout
-// callback included (a write only takes a lock and posts to the loop). The
-// guest agent reads the connection continuously and keeps what the command
-// has not read yet in guest memory, so a command that never reads its stdin
-// costs the guest memory (until the exec ends), not the host.
+// kMaxBuffered never fits: split it). So a command that stops reading its
+// stdin makes write() fail with EAGAIN once about 2 MiB (plus its pipe) are
+// in flight, and costs neither side more memory. Any thread may write, an
+// on_stdout callback included (a write only takes a lock and posts to the
+// loop).
 class ExecInput {
  public:
   static constexpr size_t kMaxBuffered = 1u << 20;

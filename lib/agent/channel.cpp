@@ -16,6 +16,7 @@ bool guest_may_send(proto::MsgType t) {
     case MsgType::kData:
     case MsgType::kResult:
     case MsgType::kError:
+    case MsgType::kStdinAck:
       return true;
     default:
       return false;

@@ -27,11 +27,15 @@
 namespace ztee::proto {
 
 inline constexpr uint32_t kMagic = 0x4145545a;
-inline constexpr uint8_t kVersion = 1;
+inline constexpr uint8_t kVersion = 2;  // 2: STDIN_ACK (stdin flow control)
 inline constexpr size_t kHeaderSize = 16;
 inline constexpr uint32_t kMaxPayload = 1u << 20;         // any frame
 inline constexpr uint32_t kMaxControlPayload = 64u << 10;  // JSON frames
 inline constexpr uint32_t kDataChunk = 64u << 10;          // sender chunking
+// Stdin flow control: the host has at most this many STDIN bytes of one exec
+// sent and not yet acknowledged by STDIN_ACK, so the agent never holds more
+// of them than this (what the command has not read yet).
+inline constexpr uint32_t kStdinWindow = 1u << 20;
 
 enum class MsgType : uint8_t {
   kHello = 1,       // h->g {"seed":hex,"time_ns":n,"hostname":s}; g->h reply on same stream
@@ -54,6 +58,7 @@ enum class MsgType : uint8_t {
   kShutdown = 18,   // h->g; guest syncs and powers off
   kReseed = 19,     // h->g {"seed":hex,"time_ns":n,"hostname":s}; g->h kResult {}
   kDiff = 20,       // h->g {"mount"?}; g->h kData frames (a JSON array of changes) then kResult {"entries","bytes"}
+  kStdinAck = 21,   // g->h {"bytes":n} on an exec stream: n more STDIN bytes left the agent (see kStdinWindow)
 };
 
 enum Flag : uint16_t {
@@ -62,7 +67,7 @@ enum Flag : uint16_t {
 
 inline constexpr uint16_t kKnownFlags = kFlagEof;
 
-inline bool is_known_type(uint8_t t) { return t >= 1 && t <= 20; }
+inline bool is_known_type(uint8_t t) { return t >= 1 && t <= 21; }
 
 inline bool is_control_type(MsgType t) {
   switch (t) {

@@ -1,6 +1,7 @@
 #include "agent/replies.hpp"
 
 #include "agent/json.hpp"
+#include "agent/protocol.hpp"
 
 #include <algorithm>
 #include <optional>
@@ -80,6 +81,14 @@ Result<ExitInfo> parse_exit(simdjson::dom::parser& p, std::string_view payload) 
   auto dur = json_int(o, "duration_us");
   e.duration_us = dur && *dur > 0 ? static_cast<uint64_t>(*dur) : 0;
   return e;
+}
+
+Result<uint64_t> parse_stdin_ack(simdjson::dom::parser& p, std::string_view payload) {
+  simdjson::dom::object o;
+  if (!parse_object(p, payload, &o)) return malformed("STDIN_ACK");
+  auto n = json_int(o, "bytes");
+  if (!n || *n < 1 || *n > static_cast<int64_t>(proto::kStdinWindow)) return malformed("STDIN_ACK");
+  return static_cast<uint64_t>(*n);
 }
 
 Result<GuestError> parse_guest_error(simdjson::dom::parser& p, std::string_view payload) {

@@ -1,4 +1,4 @@
-// Parsers for the JSON replies the guest sends (EXIT, ERROR, HELLO,
+// Parsers for the JSON replies the guest sends (EXIT, STDIN_ACK, ERROR, HELLO,
 // FILE_STAT, FILE_LIST, DIFF). SECURITY: every payload is guest-controlled: each
 // field is type- and range-checked, strings are bounded, and anything
 // malformed is a kProtocol error (the caller then fails that sandbox).
@@ -31,6 +31,8 @@ inline constexpr size_t kMaxGuestMessage = 1024;
 
 Result<ExitInfo> parse_exit(simdjson::dom::parser& p, std::string_view payload);
 Result<GuestError> parse_guest_error(simdjson::dom::parser& p, std::string_view payload);
+// STDIN_ACK's byte count: 1..kStdinWindow.
+Result<uint64_t> parse_stdin_ack(simdjson::dom::parser& p, std::string_view payload);
 // True for a HELLO reply carrying an integer "protocol".
 bool parse_hello(simdjson::dom::parser& p, std::string_view payload);
 Result<FileInfo> parse_stat(simdjson::dom::parser& p, std::string_view payload, std::string_view path);

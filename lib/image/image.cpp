@@ -88,6 +88,12 @@ Result<Image> parse_image_manifest(const std::string& dir, std::string bytes) {
   if (!doc["name"].get_string().get(sv)) img.name = sv;
   if (!doc["kernel_version"].get_string().get(sv)) img.kernel_version = sv;
   if (!doc["cmdline"].get_string().get(sv)) img.cmdline = sv;
+  if (int64_t ap = 0; !doc["agent_protocol"].get_int64().get(ap)) {
+    if (ap < 1 || ap > 255)
+      return image_error(fmt::format("guest image manifest {}: \"agent_protocol\" {} is out of range: {}", mpath, ap,
+                                     kBuildHint));
+    img.agent_protocol = static_cast<int>(ap);
+  }
   auto artifact = [&](const char* key, Artifact* art, bool required) -> Result<void> {
     simdjson::dom::object o;
     if (doc["artifacts"][key].get_object().get(o)) {

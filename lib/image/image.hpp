@@ -28,6 +28,7 @@ struct Image {
   std::string name;
   std::string kernel_version;
   std::string cmdline;  // extra kernel arguments the image needs
+  int agent_protocol = 1;  // manifest "agent_protocol": the agent's proto::kVersion (absent: 1, the first)
   Artifact kernel, initramfs, rootfs;
   Artifact vmlinux;  // optional: uncompressed ELF kernel (PVH boot); empty path if absent
   Artifact sbom;     // optional: CycloneDX SBOM (sbom.cdx.json); empty path if absent

@@ -43,11 +43,11 @@ Result<void> ExecInput::write(std::string_view data) const {
   if (state_->closed) return make_error(Errc::kInvalidArgument, "ExecInput::write after close(): the command's stdin is closed");
   if (state_->ended) return make_error(Errc::kClosed, "ExecInput::write: the command has ended; its stdin is gone");
   if (data.empty()) return Result<void>();
-  if (state_->buf.size() + data.size() > kMaxBuffered)
+  if (state_->pending() + data.size() > kMaxBuffered)
     return make_error(Errc::kIo,
                       fmt::format("ExecInput::write: {} bytes still wait to reach the guest and {} more would pass the "
                                   "bound of {}; retry when buffered() is lower",
-                                  state_->buf.size(), data.size(), kMaxBuffered),
+                                  state_->pending(), data.size(), kMaxBuffered),
                       EAGAIN);
   state_->buf.append(data);
   state_->notify();
@@ -65,7 +65,7 @@ void ExecInput::close() const {
 size_t ExecInput::buffered() const {
   if (!state_) return 0;
   std::lock_guard lk(state_->mu);
-  return state_->buf.size();
+  return state_->pending();
 }
 
 namespace detail {

@@ -13,6 +13,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
+#include <string_view>
 
 namespace ztee::detail {
 
@@ -62,7 +64,8 @@ struct CancelLink {
 
 struct InputState {
   std::mutex mu;
-  std::string buf;     // written, not yet handed to the agent channel
+  std::string buf;     // buf[off..]: written, not yet handed to the agent channel
+  size_t off = 0;
   bool closed = false; // close() was called
   bool taken = false;  // an exec took this handle
   bool ended = false;  // that exec ended
@@ -71,6 +74,20 @@ struct InputState {
   // Under mu: wakes the exec, if one runs.
   void notify() {
     if (wake) wake();
+  }
+  // Under mu.
+  size_t pending() const { return buf.size() - off; }
+  std::string_view head(size_t n) const { return std::string_view(buf).substr(off, n); }
+  void consume(size_t n) {  // compacts once the sent part is the larger one
+    off += n;
+    if (off * 2 >= buf.size()) {
+      buf.erase(0, off);
+      off = 0;
+    }
+  }
+  void drop() {
+    buf.clear();
+    off = 0;
   }
 };
 

@@ -99,6 +99,18 @@ std::string new_sandbox_id() {
   return fmt::format("sb-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}", b[0], b[1], b[2], b[3], b[4], b[5]);
 }
 
+// An agent speaking another protocol would never answer HELLO: refuse at
+// once, saying what to do.
+Result<void> check_agent_protocol(const detail::Image& image) {
+  if (image.agent_protocol == proto::kVersion) return {};
+  return make_error(Errc::kImage,
+                    fmt::format("guest image {}: its agent speaks protocol {}{}, this libztee speaks {}: rebuild the "
+                                "image with this libztee's `ztee image build` (then make new templates from it)",
+                                image.dir, image.agent_protocol,
+                                image.agent_protocol == 1 ? " (its manifest has no \"agent_protocol\")" : "",
+                                proto::kVersion));
+}
+
 }  // namespace
 
 std::string detail::default_state_dir() {
@@ -252,6 +264,7 @@ Result<detail::Image> detail::RuntimeImpl::prepare(const SandboxOptions& opts) {
     if (!image) return std::move(image).error();
     if (auto v = detail::check_image_trust(*image, trust); !v) return std::move(v).error();
     if (auto v = verifier.verify(*image); !v) return std::move(v).error();
+    if (auto v = check_agent_protocol(*image); !v) return std::move(v).error();
     return image;
   }
   if (opts.snapshottable)
@@ -295,6 +308,7 @@ Result<detail::Image> detail::RuntimeImpl::prepare(const SandboxOptions& opts) {
   // the small device state is checked again before every restore.
   if (auto v = verifier.verify_one(t->mem, "template memory"); !v) return std::move(v).error();
   if (auto v = verifier.verify_one(t->state, "template state"); !v) return std::move(v).error();
+  if (auto v = check_agent_protocol(*image); !v) return std::move(v).error();
   image->snapshot = detail::Image::Snapshot{tdir, t->state, t->mem};
   return image;
 }

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -666,12 +667,20 @@ void SandboxImpl::exec(ExecOptions o, std::function<void(Result<ExecResult>)> do
                              "this ExecInput was given to another exec already: make one per exec with ExecInput::create()"));
     input->taken = true;
   }
+  if (o.stdin_data) {
+    // One-shot stdin takes the same path as an ExecInput: it is sent as the
+    // guest's window allows (proto::kStdinWindow), not all at once.
+    input = std::make_shared<InputState>();
+    input->buf = std::move(*o.stdin_data);
+    input->closed = input->taken = true;
+    o.stdin_data.reset();
+  }
   // From here on, an early return must end `input` (see fail_input).
   auto fail_input = [&input] {
     if (!input) return;
     std::lock_guard lk(input->mu);
     input->ended = true;
-    input->buf.clear();
+    input->drop();
   };
   if (!o.cwd.empty()) {
     if (auto e = validate_path(o.cwd); e.code != Errc::kOk) {
@@ -711,7 +720,7 @@ void SandboxImpl::exec(ExecOptions o, std::function<void(Result<ExecResult>)> do
   uint64_t cap = o.output_cap ? o.output_cap : opts_.output_cap;
   j += fmt::format(",\"cwd\":{},\"user\":{},\"stdin\":{},\"timeout_ms\":{},\"output_cap\":{}}}",
                    json_quote(o.cwd.empty() ? "/" : o.cwd), json_quote(o.user.empty() ? "root" : o.user),
-                   o.stdin_data || input ? "true" : "false", timeout, cap);
+                   input ? "true" : "false", timeout, cap);
   if (j.size() > proto::kMaxControlPayload) {
     fail_input();
     return done(make_error(Errc::kInvalidArgument, "exec request too large (argv/env over 64 KiB)"));
@@ -725,12 +734,14 @@ void SandboxImpl::exec(ExecOptions o, std::function<void(Result<ExecResult>)> do
     std::function<void(Result<ExecResult>)> done;  // unlinks the token first
     std::shared_ptr<InputState> input;
     bool eof_sent = false, drain_armed = false;
+    uint64_t in_sent = 0, in_acked = 0;  // stdin bytes sent; acknowledged by STDIN_ACK
+    uint32_t sid = 0;
     void finish(Result<ExecResult> r) {
       if (input) {
         std::lock_guard lk(input->mu);
         input->ended = true;
         input->wake = nullptr;
-        input->buf.clear();
+        input->drop();
       }
       auto d = std::move(done);
       done = nullptr;
@@ -780,6 +791,16 @@ void SandboxImpl::exec(ExecOptions o, std::function<void(Result<ExecResult>)> do
         st->finish(guest_error(p, "exec failed"));
         return true;
       }
+      case MsgType::kStdinAck: {
+        auto n = parse_stdin_ack(parser_, p);
+        if (!n || !st->input || *n > st->in_sent - st->in_acked) {
+          protocol_violation("STDIN_ACK for bytes never sent");
+          return true;
+        }
+        st->in_acked += *n;
+        drain_input(st, st->sid);
+        return false;
+      }
       default:
         protocol_violation(fmt::format("unexpected message type {} on an exec stream", static_cast<int>(h.type)));
         return true;
@@ -788,12 +809,11 @@ void SandboxImpl::exec(ExecOptions o, std::function<void(Result<ExecResult>)> do
   req->fail = [st](Error e) {
     if (st->done) st->finish(std::move(e));
   };
-  std::optional<std::string> stdin_data = std::move(o.stdin_data);
   st->opts = std::move(o);
   st->input = input;
   uint32_t sid = start_request(req, timeout ? timeout + kExecGraceMs : 0);
+  st->sid = sid;
   vm_->agent->send(proto::MsgType::kExec, sid, j);
-  if (stdin_data) vm_->agent->send_data(proto::MsgType::kStdin, sid, *stdin_data, proto::kFlagEof);
   std::weak_ptr<SandboxImpl> self = shared_from_this();
   Loop* loop = rt_->loop.get();
   if (input) {
@@ -827,17 +847,21 @@ void SandboxImpl::drain_input(std::shared_ptr<State> st, uint32_t sid) {
   if (!st->done || usable() || st->eof_sent) return;
   InputState& in = *st->input;
   std::lock_guard lk(in.mu);
-  // Never more than kInputHighWater waits in the agent socket's queue: a
-  // guest that stops reading holds at most that plus ExecInput's bound.
-  while (!in.buf.empty() && vm_->agent->queued() < kInputHighWater) {
-    size_t n = std::min<size_t>(in.buf.size(), proto::kDataChunk);
-    vm_->agent->send_data(proto::MsgType::kStdin, sid, std::string_view(in.buf).substr(0, n), 0);
-    in.buf.erase(0, n);
+  // At most proto::kStdinWindow bytes are in the guest unacknowledged (the
+  // agent holds what the command has not read yet; its STDIN_ACKs open the
+  // window again), and never more than kInputHighWater wait in the agent
+  // socket's queue. The rest waits here, within ExecInput's bound.
+  auto room = [&] { return proto::kStdinWindow - (st->in_sent - st->in_acked); };
+  while (in.pending() > 0 && vm_->agent->queued() < kInputHighWater && room() > 0) {
+    size_t n = std::min<size_t>({in.pending(), proto::kDataChunk, room()});
+    vm_->agent->send_data(proto::MsgType::kStdin, sid, in.head(n), 0);
+    in.consume(n);
+    st->in_sent += n;
   }
-  if (in.buf.empty() && in.closed) {
+  if (in.pending() == 0 && in.closed) {
     st->eof_sent = true;
     vm_->agent->send_data(proto::MsgType::kStdin, sid, "", proto::kFlagEof);
-  } else if (!in.buf.empty() && !st->drain_armed) {
+  } else if (in.pending() > 0 && !st->drain_armed && room() > 0) {  // the socket is full: retry; a full window waits for an ack
     st->drain_armed = true;
     std::weak_ptr<SandboxImpl> self = shared_from_this();
     rt_->loop->add_timer(kInputRetryMs, [self, st, sid] {

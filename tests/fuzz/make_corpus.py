@@ -3,7 +3,7 @@
 import os, struct, sys
 
 MAGIC = 0x4145545A
-def frame(t, stream, payload=b"", flags=0, version=1, magic=MAGIC, length=None):
+def frame(t, stream, payload=b"", flags=0, version=2, magic=MAGIC, length=None):
     n = len(payload) if length is None else length
     return struct.pack("<IBBHII", magic, version, t, flags, stream, n) + payload
 
@@ -16,7 +16,9 @@ reply_seeds = {
     "exit_bad": b"\x00" + b'{"exit_code":300,"signal":-1}',
     "error": b"\x01" + b'{"errno":2,"message":"cwd /nope: No such file or directory"}',
     "error_long": b"\x01" + b'{"errno":99999,"message":"' + b"x" * 5000 + b'"}',
-    "hello": b"\x02" + b'{"agent":"ztee-agent","protocol":1}',
+    "hello": b"\x02" + b'{"agent":"ztee-agent","protocol":2}',
+    "stdin_ack": b"\x06" + b'{"bytes":262144}',
+    "stdin_ack_bad": b"\x06" + b'{"bytes":1048577}',
     "stat": b"\x03" + b'{"type":"file","size":3,"mode":420,"mtime_ns":1}',
     "list": b"\x04" + b'{"entries":[{"name":"a","type":"dir","size":0,"mode":493},{"name":"..","type":"dir","size":0,"mode":1}]}',
     "deep": b"\x04" + b"[" * 2000,
@@ -39,8 +41,10 @@ for name, data in net_seeds.items():
     with open(os.path.join(net, name), "wb") as f:
         f.write(data)
 seeds = {
-    "exec_ok": frame(4, 1, b"hello\n") + frame(5, 1, b"err") + frame(6, 1, b'{"exit_code":0,"signal":0}'),
-    "hello": frame(1, 2, b'{"agent":"x","protocol":1}'),
+    "exec_ok": frame(4, 1, b"hello\n") + frame(5, 1, b"err") + frame(21, 1, b'{"bytes":4}') +
+               frame(6, 1, b'{"exit_code":0,"signal":0}'),
+    "hello": frame(1, 2, b'{"agent":"x","protocol":2}'),
+    "old_version": frame(1, 2, b'{"agent":"x","protocol":1}', version=1),
     "data_eof": frame(9, 3, b"abc") + frame(9, 3, b"", flags=1) + frame(15, 3, b'{"size":3}'),
     "bad_magic": frame(4, 1, b"x", magic=0),
     "bad_type": frame(99, 1, b"x"),

@@ -267,3 +267,72 @@ TEST_CASE("exec signals: a signal sent as soon as exec_async returns reaches the
   CHECK(r2.error().code == ztee::Errc::kInvalidArgument);
   CHECK(ctl2.signal(15).ok());
 }
+
+TEST_CASE("exec input: a command that stops reading holds the writer back; nothing piles up in the guest") {
+  auto& sb = test::shared();
+  auto in = ztee::ExecInput::create();
+  Out out;
+  ztee::ExecOptions o;
+  // Reads nothing until /tmp/flow-go exists, then counts its stdin.
+  o.shell = "rm -f /tmp/flow-go; echo ready; while [ ! -e /tmp/flow-go ]; do sleep 0.05; done; wc -c";
+  o.input = in;
+  o.timeout_ms = 120000;
+  o.on_stdout = [&](std::string_view d) { out.add(d); };
+  std::promise<ztee::Result<ztee::ExecResult>> p;
+  auto f = p.get_future();
+  sb.exec_async(o, [&p](ztee::Result<ztee::ExecResult> r) { p.set_value(std::move(r)); });
+  REQUIRE(out.wait_for("ready\n"));
+
+  const std::string chunk(64 << 10, 'x');
+  // Writes until the bound holds for half a second. Before flow control the
+  // agent took everything (and a guest with 256 MiB died of it at ~130 MiB).
+  uint64_t accepted = 0;
+  auto last_progress = std::chrono::steady_clock::now();
+  while (accepted < (64u << 20) && std::chrono::steady_clock::now() - last_progress < 500ms) {
+    if (in.write(chunk).ok()) {
+      accepted += chunk.size();
+      last_progress = std::chrono::steady_clock::now();
+    } else {
+      std::this_thread::sleep_for(10ms);
+    }
+  }
+  MESSAGE("accepted before the bound held: " << accepted << " bytes");
+  // Host bound + the guest's window + the command's pipe (64 KiB).
+  CHECK(accepted >= ztee::ExecInput::kMaxBuffered);
+  CHECK(accepted <= ztee::ExecInput::kMaxBuffered + (1u << 20) + (256u << 10));
+  auto e = in.write(chunk);
+  REQUIRE(!e.ok());
+  CHECK(e.error().sys_errno == EAGAIN);
+  // The agent (PID 1) holds at most the window.
+  auto rss = sb.run("sed -n 's/^VmRSS:[^0-9]*\\([0-9]*\\).*/\\1/p' /proc/1/status");
+  REQUIRE_MESSAGE(rss.ok(), why(rss));
+  MESSAGE("agent VmRSS: " << rss->stdout_data << " kB");
+  CHECK(std::stoul(rss->stdout_data) < 16u * 1024);
+
+  // Once the command reads, the rest flows.
+  REQUIRE(sb.write_file("/tmp/flow-go", "").ok());
+  const uint64_t total = 8u << 20;
+  while (accepted < total) {
+    if (in.write(chunk).ok())
+      accepted += chunk.size();
+    else
+      std::this_thread::sleep_for(2ms);
+  }
+  in.close();
+  auto r = f.get();
+  REQUIRE_MESSAGE(r.ok(), why(r));
+  CHECK(r->exit_code == 0);
+  CHECK(out.get() == "ready\n" + std::to_string(total) + "\n");
+}
+
+TEST_CASE("exec stdin_data larger than the guest's window arrives whole") {
+  auto& sb = test::shared();
+  ztee::ExecOptions o;
+  o.shell = "sha256sum | cut -c1-64";
+  o.stdin_data = std::string(5u << 20, 'q');
+  auto r = sb.exec(o);
+  REQUIRE_MESSAGE(r.ok(), why(r));
+  auto want = sb.run("head -c 5242880 /dev/zero | tr '\\0' q | sha256sum | cut -c1-64");
+  REQUIRE(want.ok());
+  CHECK(r->stdout_data == want->stdout_data);
+}

@@ -26,6 +26,18 @@ TEST_CASE("frames are routed to their stream; unknown streams are ignored") {
   CHECK(fatal.empty());
 }
 
+TEST_CASE("STDIN_ACK is a guest message: routed to its exec's stream") {
+  std::string fatal;
+  AgentChannel ch(nullptr, [&](std::string r) { fatal = r; });
+  int acks = 0;
+  uint32_t id = ch.open_stream([&](const FrameHeader& h, std::string_view) { acks += h.type == MsgType::kStdinAck; });
+  std::string wire;
+  append_frame(wire, MsgType::kStdinAck, id, R"({"bytes":4})");
+  ch.receive(wire);
+  CHECK(acks == 1);
+  CHECK(fatal.empty());
+}
+
 TEST_CASE("a guest sending a host-only message type ends the channel") {
   for (MsgType t : {MsgType::kExec, MsgType::kStdin, MsgType::kShutdown, MsgType::kPing, MsgType::kFileWrite}) {
     std::string fatal;

@@ -68,9 +68,11 @@ TEST_CASE("hostile headers are rejected before any payload is buffered") {
   };
   std::vector<Case> cases = {
       {header(0xdeadbeef, kVersion, 4, 0, 1, 1), DecodeError::kBadMagic},
-      {header(kMagic, 2, 4, 0, 1, 1), DecodeError::kBadVersion},
+      {header(kMagic, kVersion + 1, 4, 0, 1, 1), DecodeError::kBadVersion},
+      {header(kMagic, kVersion - 1, 4, 0, 1, 1), DecodeError::kBadVersion},  // an agent of an older image
       {header(kMagic, kVersion, 0, 0, 1, 1), DecodeError::kBadType},
       {header(kMagic, kVersion, 200, 0, 1, 1), DecodeError::kBadType},
+      {header(kMagic, kVersion, 22, 0, 1, 1), DecodeError::kBadType},  // one past the last (kStdinAck)
       {header(kMagic, kVersion, 4, 0x8000, 1, 1), DecodeError::kBadFlags},
       {header(kMagic, kVersion, 4, 0, 0, 1), DecodeError::kBadStream},
       {header(kMagic, kVersion, 4, 0, 1, kMaxPayload + 1), DecodeError::kTooLong},

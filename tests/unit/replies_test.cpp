@@ -3,6 +3,7 @@
 
 #include <string>
 
+#include "agent/protocol.hpp"
 #include "agent/replies.hpp"
 
 using namespace ztee::detail;
@@ -22,6 +23,22 @@ TEST_CASE("EXIT: fields are type- and range-checked") {
   }
   // A negative duration is not trusted.
   CHECK(parse_exit(p, R"({"exit_code":0,"signal":0,"duration_us":-5})")->duration_us == 0);
+}
+
+TEST_CASE("STDIN_ACK: a byte count within the stdin window, nothing else") {
+  simdjson::dom::parser p;
+  auto ok = parse_stdin_ack(p, R"({"bytes":262144})");
+  REQUIRE(ok.ok());
+  CHECK(*ok == 262144u);
+  auto whole = parse_stdin_ack(p, R"({"bytes":1048576})");
+  REQUIRE(whole.ok());
+  CHECK(*whole == ztee::proto::kStdinWindow);
+  for (const char* bad : {R"({"bytes":0})", R"({"bytes":-1})", R"({"bytes":1048577})", R"({"bytes":"5"})",
+                          R"({"bytes":1e3})", R"({"n":5})", "[]", ""}) {
+    auto r = parse_stdin_ack(p, bad);
+    REQUIRE_MESSAGE(!r.ok(), bad);
+    CHECK(r.error().code == ztee::Errc::kProtocol);
+  }
 }
 
 TEST_CASE("ERROR: errno bounded, message truncated") {

@@ -317,9 +317,10 @@ class Input:
         t = threading.Thread(target=lambda: sb.run("wc -c", stdin=inp))
         t.start(); inp.write(b"abc"); inp.close(); t.join()
 
-    Back-pressure: at most MAX_BUFFERED bytes (1 MiB) wait on the host for
-    the sandbox's connection; write() blocks while that bound is reached
-    (the guest keeps what the command has not read yet in its own memory).
+    Back-pressure: the guest takes at most 1 MiB more than the command has
+    read, and at most MAX_BUFFERED bytes (1 MiB) wait on the host; write()
+    blocks while that bound is reached, so a command that stops reading
+    stops the writer instead of filling memory.
     """
 
     MAX_BUFFERED = _ztee.INPUT_MAX_BUFFERED
