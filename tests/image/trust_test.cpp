@@ -255,6 +255,21 @@ TEST_CASE("the runtime refuses untrusted images before any VMM starts") {
   refused(gated, bad_gate, {"verdict"});
 }
 
+TEST_CASE("an image whose agent speaks another protocol is refused before any VMM starts") {
+  Runtime rt = runtime({});
+  // Built before manifests recorded it: protocol 1, which had no STDIN_ACK.
+  std::string old = fake_image("agent-protocol-1");
+  refused(rt, old, {old, "protocol 1", "no \"agent_protocol\"", "speaks 2", "ztee image build"});
+  std::string newer = fake_image("agent-protocol-9", ",\n  \"agent_protocol\": 9");
+  refused(rt, newer, {newer, "protocol 9", "ztee image build"});
+  std::string bad = fake_image("agent-protocol-0", ",\n  \"agent_protocol\": 0");
+  refused(rt, bad, {bad + "/manifest.json", "\"agent_protocol\" 0 is out of range"});
+  // The default image records the protocol of the agent it carries.
+  auto def = detail::load_image_manifest(ztee::default_image_dir());
+  REQUIRE(def.ok());
+  CHECK(def->agent_protocol == 2);
+}
+
 TEST_CASE("a signed copy of the default image boots; its template is refused once the signature changes") {
   std::string def = ztee::default_image_dir();
   if (::access((def + "/manifest.json").c_str(), R_OK) != 0)
