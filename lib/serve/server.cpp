@@ -123,6 +123,20 @@ struct Proc {
   std::vector<std::shared_ptr<Sub>> subs;
   bool ended = false;
   std::function<void(const Result<ExecResult>&)> on_end;  // with a policy: records the outcome
+  // Stdin the command has no room for yet, in arrival order (SendInput,
+  // StreamInput, CloseStdin): each call is answered once all of its bytes
+  // went in, as envd's SendInput returns once the command's pipe took them.
+  struct PendingInput {
+    std::string data;  // what is left of it
+    bool close = false;  // CloseStdin, after what comes before
+    // Called once: no code for success, else the Connect code and message.
+    // Empty for a StreamInput message other than the last.
+    std::function<void(std::string_view code, std::string_view message)> done;
+  };
+  std::deque<PendingInput> pending_input;
+  size_t pending_bytes = 0;
+  uint64_t input_timer = 0;
+  uint64_t input_retry_ms = 0;
 };
 
 struct Box {
@@ -1372,11 +1386,13 @@ struct Server::Impl {
     return nullptr;
   }
 
-  // One ProcessInput message ({"stdin": base64} or {"pty": ...}) to p.
-  std::optional<std::pair<std::string, std::string>> write_input(Proc& p, object o) {
+  // The bytes of one ProcessInput message ({"stdin": base64} or {"pty": ...});
+  // an empty string when it carries none. Else the Connect code and message.
+  std::optional<std::pair<std::string, std::string>> input_bytes(object o, std::string* out) {
     element in, v;
     object io;
     std::string_view b64;
+    out->clear();
     if (!field(o, "input", in) || in.get(io) != simdjson::SUCCESS)
       return std::pair<std::string, std::string>("invalid_argument", "input is required");
     if (field(io, "pty", v))
@@ -1386,32 +1402,97 @@ struct Server::Impl {
       return std::pair<std::string, std::string>("invalid_argument", "input.stdin must be base64 bytes");
     auto data = base64_decode(b64);
     if (!data) return std::pair<std::string, std::string>("invalid_argument", "input.stdin is not valid base64");
-    auto r = p.input.write(*data);
-    if (r) return std::nullopt;
-    const Error& e = r.error();
-    if (e.code == Errc::kIo && e.sys_errno == EAGAIN)
-      return std::pair<std::string, std::string>(
-          "resource_exhausted",
-          fmt::format("the command reads its stdin slower than it is sent: {} bytes wait for it already (at most {}); "
-                      "send again later",
-                      p.input.buffered(), ExecInput::kMaxBuffered));
-    if (e.code == Errc::kInvalidArgument)
-      return std::pair<std::string, std::string>("failed_precondition", "the command's stdin was closed (CloseStdin)");
-    return std::pair<std::string, std::string>("not_found", "the command has ended");
+    *out = std::move(*data);
+    return std::nullopt;
+  }
+
+  // Bytes that may wait here for one command's stdin (beyond what its
+  // ExecInput and the guest hold); a SendInput past it is refused.
+  static constexpr size_t kMaxPendingInput = 8u << 20;
+
+  // Queues `piece` behind p's pending input and passes on what fits.
+  void feed_input(const std::shared_ptr<Proc>& p, Proc::PendingInput piece) {
+    p->pending_bytes += piece.data.size();
+    p->pending_input.push_back(std::move(piece));
+    pump_input(p);
+  }
+
+  // Passes p's pending input to its ExecInput as room frees up, answering
+  // each call once its bytes are in; retries on a timer (2 ms, doubling to
+  // 50 ms while nothing moves). Once the command has ended or its stdin was
+  // closed, every waiting call fails.
+  void pump_input(const std::shared_ptr<Proc>& p) {
+    bool moved = false;
+    while (!p->pending_input.empty()) {
+      Proc::PendingInput& f = p->pending_input.front();
+      if (f.close) {
+        p->input.close();
+      } else {
+        while (!f.data.empty()) {
+          size_t n = std::min(f.data.size(), ExecInput::kMaxBuffered / 4);
+          auto r = p->input.write(std::string_view(f.data).substr(0, n));
+          if (!r) {
+            const Error& e = r.error();
+            if (e.code == Errc::kIo && e.sys_errno == EAGAIN) {
+              if (moved) p->input_retry_ms = 0;
+              p->input_retry_ms = std::min<uint64_t>(p->input_retry_ms ? p->input_retry_ms * 2 : 2, 50);
+              if (!p->input_timer)
+                p->input_timer = loop->add_timer(p->input_retry_ms, [this, p] {
+                  p->input_timer = 0;
+                  pump_input(p);
+                });
+              return;
+            }
+            bool closed = e.code == Errc::kInvalidArgument;
+            auto waiting = std::move(p->pending_input);
+            p->pending_input.clear();
+            p->pending_bytes = 0;
+            for (auto& w : waiting)
+              if (w.done)
+                w.done(closed ? "failed_precondition" : "not_found",
+                       closed ? "the command's stdin was closed (CloseStdin)" : "the command has ended");
+            return;
+          }
+          f.data.erase(0, n);
+          p->pending_bytes -= n;
+          moved = true;
+        }
+      }
+      auto done = std::move(f.done);
+      p->pending_input.pop_front();
+      if (done) done("", "");
+    }
+    p->input_retry_ms = 0;
+  }
+
+  // Answers `rpc` when its input is in (a copy of the exchange is kept).
+  std::function<void(std::string_view, std::string_view)> answer(const Rpc& rpc) {
+    return [this, r = rpc](std::string_view code, std::string_view message) mutable {
+      if (code.empty())
+        rpc_ok(r, "{}");
+      else
+        rpc_fail(r, code, message);
+    };
   }
 
   void proc_input(Rpc& rpc, object o, std::shared_ptr<Box> box) {
     auto p = select_proc(o, *box);
     if (auto why = stdin_of(p)) return rpc_fail(rpc, p ? "failed_precondition" : "not_found", why);
-    if (auto err = write_input(*p, o)) return rpc_fail(rpc, err->first, err->second);
-    rpc_ok(rpc, "{}");
+    std::string data;
+    if (auto err = input_bytes(o, &data)) return rpc_fail(rpc, err->first, err->second);
+    if (data.empty() && p->pending_input.empty()) return rpc_ok(rpc, "{}");
+    if (p->pending_bytes + data.size() > kMaxPendingInput)
+      return rpc_fail(rpc, "resource_exhausted",
+                      fmt::format("the command reads its stdin slower than it is sent: {} bytes wait for it already "
+                                  "(at most {}); send again once it has read them",
+                                  p->pending_bytes, kMaxPendingInput));
+    feed_input(p, Proc::PendingInput{std::move(data), false, answer(rpc)});
   }
 
   void proc_close_stdin(Rpc& rpc, object o, std::shared_ptr<Box> box) {
     auto p = select_proc(o, *box);
     if (auto why = stdin_of(p)) return rpc_fail(rpc, p ? "failed_precondition" : "not_found", why);
-    p->input.close();
-    rpc_ok(rpc, "{}");
+    feed_input(p, Proc::PendingInput{"", true, answer(rpc)});
   }
 
   // StreamInput is client-streaming. This server reads a request's whole
@@ -1422,6 +1503,7 @@ struct Server::Impl {
   void proc_stream_input(Rpc& rpc, std::string_view body, std::shared_ptr<Box> box) {
     if (body.size() > kMaxJsonBody) return rpc_fail(rpc, "resource_exhausted", "request stream too large");
     std::shared_ptr<Proc> p;
+    std::vector<std::string> pieces;  // applied once the whole stream is known to be well-formed
     bool ended = false;
     while (!body.empty()) {
       if (ended || body.size() < 5) return rpc_fail(rpc, "invalid_argument", "malformed Connect envelope in the request stream");
@@ -1446,12 +1528,22 @@ struct Server::Impl {
         if (auto why = stdin_of(p)) return rpc_fail(rpc, p ? "failed_precondition" : "not_found", why);
       } else if (field(o, "data", v) && v.get(ev) == simdjson::SUCCESS) {
         if (!p) return rpc_fail(rpc, "invalid_argument", "the request stream must begin with a start message");
-        if (auto err = write_input(*p, ev)) return rpc_fail(rpc, err->first, err->second);
+        std::string data;
+        if (auto err = input_bytes(ev, &data)) return rpc_fail(rpc, err->first, err->second);
+        if (!data.empty()) pieces.push_back(std::move(data));
       } else if (!field(o, "keepalive", v)) {
         return rpc_fail(rpc, "invalid_argument", "each message needs start, data or keepalive");
       }
     }
-    rpc_ok(rpc, "{}");
+    if (pieces.empty()) return rpc_ok(rpc, "{}");
+    if (p->pending_bytes > kMaxPendingInput)
+      return rpc_fail(rpc, "resource_exhausted",
+                      fmt::format("the command reads its stdin slower than it is sent: {} bytes wait for it already "
+                                  "(at most {}); send again once it has read them",
+                                  p->pending_bytes, kMaxPendingInput));
+    for (size_t i = 0; i < pieces.size(); ++i)
+      feed_input(p, Proc::PendingInput{std::move(pieces[i]), false,
+                                       i + 1 == pieces.size() ? answer(rpc) : nullptr});
   }
 
   void fs_call(Rpc& rpc, object o, std::shared_ptr<Box> box) {

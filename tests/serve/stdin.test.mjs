@@ -88,6 +88,33 @@ test('binary stdin arrives byte for byte', { skip }, async () => {
   assert.equal(r.stdout.split(' ')[0], createHash('sha256').update(bytes).digest('hex'))
 })
 
+test('sendStdin waits while the command does not read (as envd does), then all of it arrives', { skip }, async () => {
+  // 8 MiB in 512 KiB calls to a command that reads nothing for its first
+  // seconds: the guest takes 1 MiB ahead of it and the host 1 MiB more, so
+  // most calls must wait for room rather than fail.
+  const bytes = new Uint8Array(8 << 20)
+  for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 7 + (i >> 12)) & 0xff
+  const h = await sbx.commands.run('sleep 2; sha256sum', { background: true, stdin: true })
+  for (let off = 0; off < bytes.length; off += 512 << 10) await sbx.commands.sendStdin(h.pid, bytes.subarray(off, off + (512 << 10)))
+  await sbx.commands.closeStdin(h.pid)
+  const r = await h.wait()
+  assert.equal(r.stdout.split(' ')[0], createHash('sha256').update(bytes).digest('hex'))
+
+  // Calls still waiting when the command ends fail with NotFound; none is lost.
+  const h2 = await sbx.commands.run('sleep 1; exit 3', { background: true, stdin: true })
+  const piece = new Uint8Array(512 << 10)
+  const sends = []
+  for (let i = 0; i < 12; i++) sends.push(sbx.commands.sendStdin(h2.pid, piece))
+  const settled = await Promise.allSettled(sends)
+  const failed = settled.filter(s => s.status === 'rejected')
+  assert.ok(failed.length > 0, 'some calls had to wait for the command, which never read')
+  for (const f of failed) assert.ok(f.reason instanceof e2b.NotFoundError, String(f.reason))
+  // In order: once one call failed, no later one went in.
+  const firstFailed = settled.findIndex(s => s.status === 'rejected')
+  assert.ok(settled.slice(firstFailed).every(s => s.status === 'rejected'))
+  await assert.rejects(h2.wait(), e => e instanceof e2b.CommandExitError && e.exitCode === 3)
+})
+
 test('SendSignal: SIGUSR1, SIGINT, SIGTERM reach a trap; kill after exit is false', { skip }, async () => {
   const rpc = sbx.commands.rpc  // the SDK's own Connect client for process.Process
   const script = "trap 'echo got USR1' USR1; trap 'echo got INT; exit 4' INT; trap 'echo got TERM; exit 3' TERM; " +
