@@ -13,12 +13,21 @@
 // (`ztee image build --kernel debian --out /var/lib/ztee/images/debian`),
 // 4 boots, 30 execs of `true` and of `python3 -c pass`, 10 execs of 1 MiB of
 // stdout, 8 clones (template snapshot -> clone -> first exec `true`).
+//
+// Exec `true` is also taken apart, each step as many times as `true` (rows
+// "parts of an exec"): a ping (the round trip), an exec of a missing command
+// (the agent finds nothing on PATH: no child), an exec whose execve fails (the
+// child is started), and execs of two static programs built with this
+// benchmark (ztee-bench-guest-exit: no C library; ztee-bench-guest-main: glibc
+// without the dynamic loader), written into each guest's /tmp.
 #include <ztee/ztee.hpp>
 
 #include <algorithm>
 #include <array>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <iterator>
 
 #include "bench_common.hpp"
 
@@ -109,6 +118,24 @@ void exec_ok(Sandbox& sb, const std::vector<std::string>& argv, uint64_t want_st
     die(fmt::format("exec {}: {} bytes of stdout, want {}", argv[0], r->stdout_data.size(), want_stdout));
 }
 
+// An exec that must fail to start (the command is missing).
+void exec_fails(Sandbox& sb, const std::string& cmd) {
+  ExecOptions e;
+  e.argv = {cmd};
+  auto r = sb.exec(e);
+  if (r) die(fmt::format("exec {} did not fail (exit {})", cmd, r->exit_code));
+}
+
+// A file next to this program (the guest programs built with it).
+std::string beside_me(const std::string& name) {
+  std::error_code ec;
+  auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  auto p = self.parent_path() / name;
+  std::ifstream f(p, std::ios::binary);
+  if (ec || !f) die(fmt::format("{} is missing next to this benchmark: build it (cmake --build build)", p.string()));
+  return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+}
+
 void destroy_ok(Sandbox& sb) {
   if (auto d = sb.destroy(); !d) die(fmt::format("destroy {}: {}", sb.id(), d.error().message));
 }
@@ -116,7 +143,7 @@ void destroy_ok(Sandbox& sb) {
 void print_row(const Row& r) {
   double dw = percentile(r.s[0].wall, 0.5), mw = percentile(r.s[1].wall, 0.5);
   double dc = percentile(r.s[0].cpu, 0.5), mc = percentile(r.s[1].cpu, 0.5);
-  std::printf("  %-34s wall p50 %8.1f / %8.1f ms (%.2f)   VMM CPU p50 %8.1f / %8.1f ms (%.2f)  n=%zu\n",
+  std::printf("  %-34s wall p50 %8.2f / %8.2f ms (%.2f)   VMM CPU p50 %8.2f / %8.2f ms (%.2f)  n=%zu\n",
               r.what.c_str(), dw, mw, mw / dw, dc, mc, mc / dc, r.s[0].wall.size());
   // The ratio's own spread: the samples in five consecutive blocks, each with
   // its own p50 ratio. On a host whose speed drifts, one run's ratio is only
@@ -199,6 +226,7 @@ int main(int argc, char** argv) {
       {"kernel_exec_python", "warm exec python3 -c pass", {"python3", "-c", "pass"}, execs, 0},
   };
   std::vector<Row> rows{boot_row};
+
   for (auto& w : work) {
     for (int k = 0; k < 2; ++k) exec_ok(sb[k], w.argv, w.stdout_bytes);  // translation warm-up
     Row r{w.metric, w.what, {}};
@@ -213,6 +241,44 @@ int main(int argc, char** argv) {
     }
     rows.push_back(std::move(r));
   }
+  // The parts of an exec of `true`, each alternating between the images.
+  for (int k = 0; k < 2; ++k)
+    for (const char* prog : {"ztee-bench-guest-exit", "ztee-bench-guest-main"})
+      if (auto w = sb[k].write_file(std::string("/tmp/") + prog, beside_me(prog), 0755); !w)
+        die(fmt::format("write /tmp/{} into {}: {}", prog, img[k].label, w.error().message));
+  struct Part {
+    std::string metric, what;
+    std::function<void(Sandbox&)> run;
+  };
+  std::vector<Part> parts{
+      {"kernel_part_ping", "part: ping (round trip)",
+       [](Sandbox& s) {
+         if (auto p = s.ping(); !p) die(fmt::format("ping: {}", p.error().message));
+       }},
+      {"kernel_part_exec_not_on_path", "part: exec, not on PATH (no child)",
+       [](Sandbox& s) { exec_fails(s, "ztee-bench-no-such-command"); }},
+      {"kernel_part_exec_failed_execve", "part: exec, execve fails",
+       [](Sandbox& s) { exec_fails(s, "/ztee-bench-no-such-file"); }},
+      {"kernel_part_exec_static_nolibc", "part: exec static, no libc",
+       [](Sandbox& s) { exec_ok(s, {"/tmp/ztee-bench-guest-exit"}); }},
+      {"kernel_part_exec_static_glibc", "part: exec static glibc main",
+       [](Sandbox& s) { exec_ok(s, {"/tmp/ztee-bench-guest-main"}); }},
+  };
+  for (auto& p : parts) {
+    for (int k = 0; k < 2; ++k) p.run(sb[k]);  // translation warm-up
+    Row r{p.metric, p.what, {}};
+    for (long n = 0; n < execs; ++n) {
+      for (int k = 0; k < 2; ++k) {
+        double c0 = vmm_cpu_ms(sb[k].vmm_pid());
+        uint64_t t0 = now_ns();
+        p.run(sb[k]);
+        r.s[k].wall.push_back(ms_since(t0));
+        r.s[k].cpu.push_back(vmm_cpu_ms(sb[k].vmm_pid()) - c0);
+      }
+    }
+    rows.push_back(std::move(r));
+  }
+
   for (auto& s : sb) destroy_ok(s);
 
   // Snapshot clones: a template per image, then clone -> first exec.
