@@ -1410,6 +1410,14 @@ struct Server::Impl {
   // ExecInput and the guest hold); a SendInput past it is refused.
   static constexpr size_t kMaxPendingInput = 8u << 20;
 
+  // Why `more` bytes may not queue for p's stdin now, if they may not.
+  std::optional<std::string> no_room(const Proc& p, size_t more) {
+    if (p.pending_bytes + more <= kMaxPendingInput) return std::nullopt;
+    return fmt::format("the command reads its stdin slower than it is sent: {} bytes wait for it already (at most {}); "
+                       "send again once it has read them",
+                       p.pending_bytes, kMaxPendingInput);
+  }
+
   // Queues `piece` behind p's pending input and passes on what fits.
   void feed_input(const std::shared_ptr<Proc>& p, Proc::PendingInput piece) {
     p->pending_bytes += piece.data.size();
@@ -1481,11 +1489,7 @@ struct Server::Impl {
     std::string data;
     if (auto err = input_bytes(o, &data)) return rpc_fail(rpc, err->first, err->second);
     if (data.empty() && p->pending_input.empty()) return rpc_ok(rpc, "{}");
-    if (p->pending_bytes + data.size() > kMaxPendingInput)
-      return rpc_fail(rpc, "resource_exhausted",
-                      fmt::format("the command reads its stdin slower than it is sent: {} bytes wait for it already "
-                                  "(at most {}); send again once it has read them",
-                                  p->pending_bytes, kMaxPendingInput));
+    if (auto full = no_room(*p, data.size())) return rpc_fail(rpc, "resource_exhausted", *full);
     feed_input(p, Proc::PendingInput{std::move(data), false, answer(rpc)});
   }
 
@@ -1536,11 +1540,9 @@ struct Server::Impl {
       }
     }
     if (pieces.empty()) return rpc_ok(rpc, "{}");
-    if (p->pending_bytes > kMaxPendingInput)
-      return rpc_fail(rpc, "resource_exhausted",
-                      fmt::format("the command reads its stdin slower than it is sent: {} bytes wait for it already "
-                                  "(at most {}); send again once it has read them",
-                                  p->pending_bytes, kMaxPendingInput));
+    size_t total = 0;
+    for (auto& d : pieces) total += d.size();
+    if (auto full = no_room(*p, total)) return rpc_fail(rpc, "resource_exhausted", *full);
     for (size_t i = 0; i < pieces.size(); ++i)
       feed_input(p, Proc::PendingInput{std::move(pieces[i]), false,
                                        i + 1 == pieces.size() ? answer(rpc) : nullptr});

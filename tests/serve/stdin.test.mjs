@@ -100,7 +100,9 @@ test('sendStdin waits while the command does not read (as envd does), then all o
   const r = await h.wait()
   assert.equal(r.stdout.split(' ')[0], createHash('sha256').update(bytes).digest('hex'))
 
-  // Calls still waiting when the command ends fail with NotFound; none is lost.
+  // Calls still waiting when the command ends fail with NotFound; none is lost
+  // (concurrent calls may reach the server in any order: the SDK opens
+  // several connections).
   const h2 = await sbx.commands.run('sleep 1; exit 3', { background: true, stdin: true })
   const piece = new Uint8Array(512 << 10)
   const sends = []
@@ -109,10 +111,26 @@ test('sendStdin waits while the command does not read (as envd does), then all o
   const failed = settled.filter(s => s.status === 'rejected')
   assert.ok(failed.length > 0, 'some calls had to wait for the command, which never read')
   for (const f of failed) assert.ok(f.reason instanceof e2b.NotFoundError, String(f.reason))
-  // In order: once one call failed, no later one went in.
-  const firstFailed = settled.findIndex(s => s.status === 'rejected')
-  assert.ok(settled.slice(firstFailed).every(s => s.status === 'rejected'))
   await assert.rejects(h2.wait(), e => e instanceof e2b.CommandExitError && e.exitCode === 3)
+
+  // Past 8 MiB waiting on the server, a call is refused at once (RateLimitError).
+  const h3 = await sbx.commands.run('sleep 60', { background: true, stdin: true })
+  // 12 MiB at once: about 2 MiB go in (host buffer and guest window), 8 MiB
+  // wait, the rest is refused (the calls may reach the server in any order).
+  let limited = 0
+  const flood = []
+  for (let i = 0; i < 24; i++)  // each settles to null (in) or its error
+    flood.push(sbx.commands.sendStdin(h3.pid, piece).then(() => null, e => { if (e instanceof e2b.RateLimitError) limited++; return e }))
+  assert.ok(await eventually(() => limited > 0), 'no call was refused past 8 MiB')
+  assert.equal(await sbx.commands.kill(h3.pid), true)
+  let waitedThenEnded = 0
+  for (const e of await Promise.all(flood)) {
+    if (e === null) continue
+    assert.ok(e instanceof e2b.RateLimitError || e instanceof e2b.NotFoundError, String(e))
+    if (e instanceof e2b.NotFoundError) waitedThenEnded++
+  }
+  assert.ok(limited >= 2 && limited <= 6, `${limited} of 24 calls refused`)
+  assert.ok(waitedThenEnded >= 12, `${waitedThenEnded} calls were waiting when the command was killed`)
 })
 
 test('SendSignal: SIGUSR1, SIGINT, SIGTERM reach a trap; kill after exit is false', { skip }, async () => {
