@@ -424,8 +424,11 @@ ZTEE_API void ztee_cancel_free(ztee_cancel *cancel);
 
 /* Sends signal `sig` (1..64, the guest's Linux numbers: SIGINT 2, SIGUSR1
  * 10, SIGTERM 15, ...) to the process group of every exec running with this
- * token now. Unlike ztee_cancel_trigger it is not remembered: with no exec
- * running (not started yet, or ended) it does nothing and returns ZTEE_OK.
+ * token: an exec counts from the moment ztee_sandbox_exec is called (a
+ * command that has not started in the guest yet gets the signal right after
+ * its start). A token no exec has used yet keeps its signals (at most 64)
+ * for the first exec that does. Otherwise, with no exec running (they have
+ * ended), it does nothing and returns ZTEE_OK.
  * An exec a signal ends returns ZTEE_OK with `signal` set and cancelled = 0.
  * Any thread; never blocks. Errors: ZTEE_E_INVALID_ARGUMENT (NULL token,
  * sig outside 1..64). Since LIBZTEE_0.7 (feature "exec_input"). */

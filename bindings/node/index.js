@@ -455,8 +455,7 @@ class Process {
    * command's whole process group. A command the signal ends resolves with
    * result.signal set (cancelled false). Throws InvalidArgumentError for a
    * bad signal and ClosedError once the command has ended. A signal sent
-   * before the command runs in the guest is lost: send it once the command
-   * shows it runs (e.g. its first output). */
+   * before the command runs in the guest follows its start. */
   kill(sig = 'SIGTERM') {
     const n = signalNumber(sig);
     if (this._ended) throw new errors.ClosedError(`kill(${String(sig)}): the command has ended`);

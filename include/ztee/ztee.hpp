@@ -233,12 +233,12 @@ class ExecCancel {
   bool triggered() const;
   // Sends signal `sig` (1..64, the guest's numbering: SIGTERM 15, SIGINT 2,
   // SIGUSR1 10, ...) to the whole process group of every exec running with
-  // this token right now, from any thread. Unlike trigger() it is not
-  // remembered: an exec that has ended gets nothing (a no-op, not an error),
-  // and so does one that has not started yet. An exec started with
-  // exec_async has started, for this rule, once exec_async has returned: the
-  // signal is sent behind the command's start. A blocking exec() waited on
-  // by another thread gives no such point. The exec ends, if the signal ends it, with
+  // this token, from any thread. An exec counts from the moment exec() or
+  // exec_async() is called: if its command has not started in the guest
+  // yet, the signal follows the start. A token no exec has used yet keeps
+  // its signals (at most 64) for the first exec that does, as trigger() is
+  // kept. Otherwise it is not remembered: with no exec running (they have
+  // ended) it does nothing (a no-op, not an error). The exec ends, if the signal ends it, with
   // ExecResult::signal set and cancelled false. Errors: kInvalidArgument for
   // a number outside 1..64 or an empty token.
   Result<void> signal(int sig) const;

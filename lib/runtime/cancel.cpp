@@ -1,6 +1,7 @@
 #include "runtime/cancel.hpp"
 
 #include <cerrno>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -73,7 +74,9 @@ namespace detail {
 uint64_t CancelState::add(std::function<void(int)> hook) {
   std::lock_guard lk(mu);
   uint64_t id = next_id++;
+  used = true;
   if (triggered) hook(0);
+  for (int sig : std::exchange(early, {})) hook(sig);
   hooks.emplace(id, std::move(hook));
   return id;
 }
@@ -92,6 +95,10 @@ void CancelState::trigger() {
 
 void CancelState::signal(int sig) {
   std::lock_guard lk(mu);
+  if (!used) {
+    if (early.size() < kMaxEarly) early.push_back(sig);
+    return;
+  }
   for (auto& [id, hook] : hooks) hook(sig);
 }
 

@@ -13,6 +13,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <utility>
+#include <vector>
 #include <string>
 #include <string_view>
 
@@ -21,11 +23,15 @@ namespace ztee::detail {
 struct CancelState {
   std::mutex mu;
   bool triggered = false;
+  bool used = false;       // an exec has registered a hook
+  std::vector<int> early;  // signals sent before that, for the first exec (at most kMaxEarly)
+  static constexpr size_t kMaxEarly = 64;
   uint64_t next_id = 1;
   // Called with 0 for trigger() (cancel: SIGKILL), else with a signal number.
   std::map<uint64_t, std::function<void(int)>> hooks;
 
-  // Registers `hook`; runs it with 0 at once if already triggered. Returns its id.
+  // Registers `hook`; runs it with 0 at once if already triggered, then with
+  // each early signal. Returns its id.
   uint64_t add(std::function<void(int)> hook);
   void remove(uint64_t id);
   void trigger();
@@ -34,30 +40,36 @@ struct CancelState {
 
 // Ties one exec to its token from before the exec task reaches the loop:
 // Sandbox::exec_async links before it posts the exec, so a signal sent after
-// exec_async returns is posted behind the exec and follows its EXEC frame.
+// exec_async returns reaches the command: it follows its EXEC frame.
 // The hook only posts fire() to the loop; the fields below `id` are the loop
 // thread's.
 struct CancelLink {
   std::shared_ptr<CancelState> state;
   uint64_t id = 0;
   std::function<void(int)> deliver;  // set once the EXEC frame is sent
-  bool cancel_pending = false;       // trigger() came before that
+  std::vector<int> pending;          // fired before that (0: cancel), in order
   bool ended = false;
 
-  // Loop thread: hands `sig` (0: cancel) to the running exec. Before it
-  // runs, a cancel waits for it and a signal is dropped (not started yet).
+  // Loop thread: hands `sig` (0: cancel) to the exec; before its EXEC frame
+  // is sent, it waits for it (see start()).
   void fire(int sig) {
     if (ended) return;
     if (deliver)
       deliver(sig);
-    else if (sig == 0)
-      cancel_pending = true;
+    else if (pending.size() < CancelState::kMaxEarly)
+      pending.push_back(sig);
+  }
+  // Loop thread, once the EXEC frame is sent: `d` delivers from now on.
+  void start(std::function<void(int)> d) {
+    deliver = std::move(d);
+    for (int sig : std::exchange(pending, {})) deliver(sig);
   }
   // Loop thread, when the exec ends (or never starts): no hook runs after.
   void unlink() {
     if (ended) return;
     ended = true;
     deliver = nullptr;
+    pending.clear();
     state->remove(id);
   }
 };

@@ -146,13 +146,15 @@ class SandboxImpl : public std::enable_shared_from_this<SandboxImpl> {
   // without a jail (no cgroup) or when already in the foreground.
   void set_foreground();
   // `link` ties the exec to opts.cancel (see CancelLink); exec() makes it
-  // when none is given.
+  // when none is given. A given link's unlink_when_done wraps `done` already.
   void exec(ExecOptions opts, std::function<void(Result<ExecResult>)> done,
             std::shared_ptr<CancelLink> link = nullptr);
   // Any thread: registers the exec's hook on opts.cancel (null for no
-  // token) and wraps `done` so that it unlinks first. The hook posts to
-  // this sandbox's loop; `done` must run, or the token keeps the hook.
-  std::shared_ptr<CancelLink> link_cancel(const ExecOptions& opts, std::function<void(Result<ExecResult>)>& done);
+  // token). The hook posts to this sandbox's loop; unlink_when_done must
+  // wrap the exec's `done`, and `done` must run, or the token keeps it.
+  std::shared_ptr<CancelLink> link_cancel(const ExecOptions& opts);
+  static void unlink_when_done(const std::shared_ptr<CancelLink>& link,
+                               std::function<void(Result<ExecResult>)>& done);
   // Passes an exec's ExecInput bytes (and its EOF) to the agent as the
   // socket takes them; State is exec()'s own.
   template <typename State>

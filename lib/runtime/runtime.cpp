@@ -509,16 +509,21 @@ Result<void> wrap_dlp(const DlpScanner& scanner, ExecOptions& opts, ExecDone& do
 Result<ExecResult> Sandbox::exec(const ExecOptions& opts) {
   if (!impl_) return empty_handle();
   auto sb = impl_;
-  if (sb->options().dlp) {
-    ExecOptions o = opts;
-    return call_on_loop<ExecResult>(*sb->runtime().loop, [&](auto done) {
-      ExecDone d = std::move(done);
+  detail::Loop& loop = *sb->runtime().loop;
+  // Linked to opts.cancel before the exec is posted, as in exec_async (on the
+  // loop thread call_on_loop refuses the call: nothing to link).
+  std::shared_ptr<detail::CancelLink> link;
+  if (!loop.in_loop_thread()) link = sb->link_cancel(opts);
+  return call_on_loop<ExecResult>(loop, [&](auto done) {
+    ExecDone d = std::move(done);
+    detail::SandboxImpl::unlink_when_done(link, d);
+    if (sb->options().dlp) {
+      ExecOptions o = opts;
       if (auto w = wrap_dlp(sb->options().dlp, o, d); !w) return d(std::move(w).error());
-      sb->exec(std::move(o), std::move(d));
-    });
-  }
-  return call_on_loop<ExecResult>(*sb->runtime().loop,
-                                  [&](auto done) { sb->exec(opts, std::move(done)); });
+      return sb->exec(std::move(o), std::move(d), link);
+    }
+    sb->exec(opts, std::move(d), link);
+  });
 }
 
 Result<ExecResult> Sandbox::run(std::string_view shell, uint32_t timeout_ms) {
@@ -533,7 +538,8 @@ void Sandbox::exec_async(ExecOptions opts, std::function<void(Result<ExecResult>
   auto sb = impl_;
   // Linked to opts.cancel before the exec is posted: a signal sent once this
   // returns reaches the command (see ExecCancel::signal).
-  auto link = sb->link_cancel(opts, done);
+  auto link = sb->link_cancel(opts);
+  detail::SandboxImpl::unlink_when_done(link, done);
   sb->runtime().loop->post([sb, link, opts = std::move(opts), done = std::move(done)]() mutable {
     if (sb->options().dlp) {
       ExecDone d = std::move(done);

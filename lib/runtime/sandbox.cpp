@@ -634,26 +634,33 @@ void SandboxImpl::restore_incoming() {
            });
 }
 
-std::shared_ptr<CancelLink> SandboxImpl::link_cancel(const ExecOptions& o,
-                                                     std::function<void(Result<ExecResult>)>& done) {
+std::shared_ptr<CancelLink> SandboxImpl::link_cancel(const ExecOptions& o) {
   if (!o.cancel.state_) return nullptr;
   auto link = std::make_shared<CancelLink>();
   link->state = o.cancel.state_;
   // The hook runs on the signalling thread under the token's lock, only
-  // while linked: until `done` runs, which needs this sandbox (held by the
-  // exec's task or request), its runtime and so its loop.
+  // while linked: until the exec's `done` runs, which needs this sandbox
+  // (held by the exec's caller, task or request), its runtime and its loop.
   Loop* loop = rt_->loop.get();
   link->id = link->state->add([loop, link](int sig) { loop->post([link, sig] { link->fire(sig); }); });
+  return link;
+}
+
+void SandboxImpl::unlink_when_done(const std::shared_ptr<CancelLink>& link,
+                                   std::function<void(Result<ExecResult>)>& done) {
+  if (!link) return;
   done = [link, d = std::move(done)](Result<ExecResult> r) {
     link->unlink();
     d(std::move(r));
   };
-  return link;
 }
 
 void SandboxImpl::exec(ExecOptions o, std::function<void(Result<ExecResult>)> done,
                        std::shared_ptr<CancelLink> link) {
-  if (!link) link = link_cancel(o, done);
+  if (!link) {
+    link = link_cancel(o);
+    unlink_when_done(link, done);
+  }
   if (auto e = usable()) return done(std::move(*e));
   if (o.argv.empty() == o.shell.empty())
     return done(make_error(Errc::kInvalidArgument, "exec needs either argv or a shell command (not both)"));
@@ -831,14 +838,13 @@ void SandboxImpl::exec(ExecOptions o, std::function<void(Result<ExecResult>)> do
     drain_input(st, sid);
   }
   if (link && st->done) {
-    // Signals posted from here on follow the EXEC frame.
-    link->deliver = [self, st, sid](int sig) {
+    // Signals fired so far, and from here on, follow the EXEC frame.
+    link->start([self, st, sid](int sig) {
       auto s = self.lock();
       if (!s || !st->done || s->usable()) return;  // ended, or the sandbox is gone
       if (sig == 0) st->res.cancelled = true;
       s->vm_->agent->send(proto::MsgType::kSignal, sid, fmt::format("{{\"signal\":{}}}", sig ? sig : 9));
-    };
-    if (link->cancel_pending) link->deliver(0);
+    });
   }
 }
 

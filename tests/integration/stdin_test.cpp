@@ -336,3 +336,46 @@ TEST_CASE("exec stdin_data larger than the guest's window arrives whole") {
   REQUIRE(want.ok());
   CHECK(r->stdout_data == want->stdout_data);
 }
+
+TEST_CASE("exec signals: a new token keeps its signals for its first exec; a used one drops them") {
+  auto& sb = test::shared();
+  // Signalled before any exec used it: the first exec gets it after its start.
+  auto fresh = ztee::ExecCancel::create();
+  REQUIRE(fresh.signal(15).ok());
+  ztee::ExecOptions o;
+  o.argv = {"sleep", "60"};
+  o.timeout_ms = 20000;  // a lost signal shows as a timeout, not a hang
+  o.cancel = fresh;
+  auto r = sb.exec(o);
+  REQUIRE_MESSAGE(r.ok(), why(r));
+  CHECK(r->signal == 15);
+  CHECK(!r->timed_out);
+  // Used now and idle: a signal is dropped, the next exec runs undisturbed.
+  REQUIRE(fresh.signal(15).ok());
+  o.argv = {"sh", "-c", "sleep 0.3; exit 7"};
+  auto r2 = sb.exec(o);
+  REQUIRE_MESSAGE(r2.ok(), why(r2));
+  CHECK(r2->signal == 0);
+  CHECK(r2->exit_code == 7);
+
+  // A blocking exec counts from its call: a signal sent by another thread
+  // while it runs, even before the command started, reaches the command.
+  for (int i = 0; i < 4; ++i) {
+    auto ctl = ztee::ExecCancel::create();
+    ztee::ExecOptions b;
+    b.argv = {"sleep", "60"};
+    b.timeout_ms = 20000;
+    b.cancel = ctl;
+    std::promise<void> entering;
+    std::thread t([&] {
+      entering.get_future().wait();
+      std::this_thread::sleep_for(std::chrono::microseconds(200 * i));
+      (void)ctl.signal(2);
+    });
+    entering.set_value();
+    auto rb = sb.exec(b);
+    t.join();
+    REQUIRE_MESSAGE(rb.ok(), why(rb));
+    CHECK_MESSAGE(rb->signal == 2, "round " << i << ": timed_out " << rb->timed_out);
+  }
+}

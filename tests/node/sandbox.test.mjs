@@ -266,6 +266,13 @@ describe('stdin and signals (spawn)', () => {
     assert.equal(r2.signal, 15);
     assert.equal(r2.exitCode, -1);
     assert.equal(r2.cancelled, false);
+    // Right after spawn(), before the command runs in the guest: it follows the start.
+    for (let i = 0; i < 3; i++) {
+      const s = sb.spawn(['sleep', '60'], { timeoutMs: 20000 });
+      s.kill('SIGTERM');
+      const r3 = await s.result;
+      assert.equal(r3.signal, 15, `round ${i}: timedOut ${r3.timedOut}`);
+    }
     console.log(`# spawn signals: ${Date.now() - t0} ms`);
   });
 

@@ -331,4 +331,11 @@ def test_cancel_signal_reaches_a_trap(sb):
             cancel.signal(bad)
     with pytest.raises(TypeError):
         cancel.signal("SIGUSR1")
+    # Refused with no call running, so not kept: a new token's first call
+    # runs undisturbed.
+    fresh = ztee.Cancel()
+    with pytest.raises(ztee.ClosedError, match="no command is running"):
+        fresh.signal(15)
+    r = sb.run("sleep 0.3; exit 7", cancel=fresh)
+    assert r.exit_code == 7 and r.signal == 0
     print(f"\nsignals: {time.monotonic() - t0:.2f} s")

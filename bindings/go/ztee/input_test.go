@@ -146,6 +146,19 @@ func TestProcessSignal(t *testing.T) {
 	_, sb := shared(t)
 	t0 := time.Now()
 	ctx := context.Background()
+	// Right after Start, before the command runs in the guest: it follows the start.
+	for i := 0; i < 3; i++ {
+		q, err := sb.StartExec(ctx, []string{"sleep", "60"}, &RunOptions{Timeout: 20 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := q.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if r, err := q.Wait(); err != nil || r.Signal != 15 || r.TimedOut {
+			t.Fatalf("round %d: Wait = %+v, %v", i, r, err)
+		}
+	}
 	var out lockedBuffer
 	p, err := sb.Start(ctx, "trap 'echo got USR1; exit 7' USR1; echo ready; while :; do sleep 0.05; done",
 		&RunOptions{Stdout: &out, Timeout: 30 * time.Second})

@@ -691,9 +691,8 @@ func (p *Process) Wait() (*Result, error) {
 // syscall.SIGUSR1, syscall.SIGTERM, os.Interrupt, ...) to the command's
 // whole process group. A command the signal ends returns a Result with
 // Signal set and Cancelled false. Errors: ErrInvalidArgument for a number
-// outside 1..64, ErrClosed once the command has ended. A signal sent before
-// the command runs in the guest is lost: send it once the command shows it
-// runs (e.g. its output).
+// outside 1..64, ErrClosed once the command has ended. A signal sent right
+// after Start, before the command runs in the guest, follows its start.
 func (p *Process) Signal(sig os.Signal) error {
 	n, ok := sig.(syscall.Signal)
 	if !ok {

@@ -284,17 +284,20 @@ class Cancel:
         command ends, if the signal ends it, with result.signal set and
         cancelled False. A number outside 1..64 raises InvalidArgumentError;
         with no call running with the token (it has ended, or has not been
-        started) ClosedError. A signal sent while the call is starting,
-        before the command runs in the guest, is lost: send it once the
-        command shows it runs (e.g. its first output)."""
+        started) ClosedError. A signal sent once the call has begun (from
+        another thread) reaches the command, after its start if it has not
+        started in the guest yet."""
         if isinstance(sig, bool) or not isinstance(sig, int):
             raise TypeError(f"signal takes a signal number (int), not {sig!r}")
-        self._c.signal(int(sig))  # checks the number; nothing running: no-op
+        if not 1 <= sig <= 64:
+            self._c.signal(int(sig))  # raises InvalidArgumentError, saying so
         with self._lock:
-            running = self._running
-        if not running:
-            raise ClosedError(-9, 0, f"Cancel.signal({int(sig)}): no command is running with this token "
-                                     f"(it has ended, or has not been started)")
+            if not self._running:
+                raise ClosedError(-9, 0, f"Cancel.signal({int(sig)}): no command is running with this token "
+                                         f"(it has ended, or has not been started)")
+            # Under the lock: a call that has begun cannot end in between
+            # (the signal would be kept for the token's next call).
+            self._c.signal(int(sig))
 
     def _enter(self) -> None:
         with self._lock:
