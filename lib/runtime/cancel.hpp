@@ -13,10 +13,10 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <utility>
-#include <vector>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace ztee::detail {
 
@@ -39,8 +39,8 @@ struct CancelState {
 };
 
 // Ties one exec to its token from before the exec task reaches the loop:
-// Sandbox::exec_async links before it posts the exec, so a signal sent after
-// exec_async returns reaches the command: it follows its EXEC frame.
+// Sandbox::exec and exec_async link before they post the exec, so a signal
+// sent once the call has begun reaches the command: it follows its EXEC frame.
 // The hook only posts fire() to the loop; the fields below `id` are the loop
 // thread's.
 struct CancelLink {
@@ -56,7 +56,7 @@ struct CancelLink {
     if (ended) return;
     if (deliver)
       deliver(sig);
-    else if (pending.size() < CancelState::kMaxEarly)
+    else if (sig == 0 || pending.size() < CancelState::kMaxEarly)  // a cancel is never dropped
       pending.push_back(sig);
   }
   // Loop thread, once the EXEC frame is sent: `d` delivers from now on.
