@@ -238,9 +238,9 @@ class ExecCancel {
   // yet, the signal follows the start. A token no exec has used yet keeps
   // its signals (at most 64) for the first exec that does, as trigger() is
   // kept. Otherwise it is not remembered: with no exec running (they have
-  // ended) it does nothing (a no-op, not an error). The exec ends, if the signal ends it, with
-  // ExecResult::signal set and cancelled false. Errors: kInvalidArgument for
-  // a number outside 1..64 or an empty token.
+  // ended) it does nothing (a no-op, not an error). The exec ends, if the
+  // signal ends it, with ExecResult::signal set and cancelled false.
+  // Errors: kInvalidArgument for a number outside 1..64 or an empty token.
   Result<void> signal(int sig) const;
   explicit operator bool() const { return static_cast<bool>(state_); }
 
