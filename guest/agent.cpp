@@ -772,11 +772,7 @@ void Agent::handle_stdin(uint32_t stream, std::string_view data, bool eof) {
     return;
   }
   // The host keeps at most kStdinWindow bytes unacknowledged, so in_buf
-  // stays within that.
-  if (e.in_off == e.in_buf.size()) {
-    e.in_buf.clear();
-    e.in_off = 0;
-  }
+  // stays within that (on_exec_stdin_writable compacts what was written).
   e.in_buf.append(data);
   if (eof) e.in_eof = true;
   on_exec_stdin_writable(e);
