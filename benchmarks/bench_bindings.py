@@ -25,6 +25,8 @@ ap.add_argument("build")
 ap.add_argument("--rounds", type=int, default=3)
 ap.add_argument("--calls", type=int, default=30)
 a = ap.parse_args()
+if a.rounds < 1 or not 1 <= a.calls <= 1000000:
+    ap.error("--rounds must be >= 1 and --calls 1..1000000")
 build = os.path.abspath(a.build)
 lib = os.path.join(build, "lib")
 env = dict(os.environ, PYTHONPATH=os.path.join(build, "python"),

@@ -47,8 +47,10 @@ double ztee_boot(Runtime& rt, double* destroy_ms) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  long runs = arg_long(argc, argv, "--runs", 5);
-  long warmup = arg_long(argc, argv, "--warmup", 1);
+  Args args(argc, argv, "ztee-bench-boot [--runs N] [--warmup N]");
+  long runs = args.num("--runs", 5);
+  long warmup = args.num("--warmup", 1);
+  args.finish();
   if (runs < 1) die("--runs must be >= 1");
 
   auto rt = Runtime::create();

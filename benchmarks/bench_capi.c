@@ -32,7 +32,18 @@ static int die(const char *what) {
 }
 
 int main(int argc, char **argv) {
-  int calls = argc > 1 ? atoi(argv[1]) : 30, i;
+  int calls = 30, i;
+  if (argc > 1) {
+    char *end = NULL;
+    long n = strtol(argv[1], &end, 10);
+    int help = strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0;
+    if (help || argc > 2 || *argv[1] == '\0' || *end != '\0' || n < 1 || n > 1000000) {
+      fprintf(help ? stdout : stderr, "%susage: ztee-bench-capi [CALLS (1..1000000, default 30)]\n",
+              help ? "" : "error: bad arguments\n");
+      return help ? 0 : 2;
+    }
+    calls = (int)n;
+  }
   static const char *const tru[] = {"true"};
   ztee_runtime *rt = NULL;
   ztee_sandbox *sb = NULL;

@@ -1,5 +1,6 @@
-// Shared pieces of the benchmarks: clocks, percentiles, the metric lines, and a
-// bare QEMU (the exact argv libztee uses, spawned directly) used as a baseline.
+// Shared pieces of the benchmarks: the command line, clocks, percentiles, the
+// metric lines, and a bare QEMU (the exact argv libztee uses, spawned directly)
+// used as a baseline.
 #pragma once
 
 #include <fcntl.h>
@@ -17,6 +18,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <optional>
@@ -71,17 +73,77 @@ inline void print_metric(std::string_view metric, double value, std::string_view
   std::exit(1);
 }
 
-// Parses "--name N" style options: returns the value after `name` or `def`.
-inline long arg_long(int argc, char** argv, std::string_view name, long def) {
-  for (int i = 1; i + 1 < argc; ++i)
-    if (name == argv[i]) return std::strtol(argv[i + 1], nullptr, 10);
-  return def;
-}
-inline bool arg_flag(int argc, char** argv, std::string_view name) {
-  for (int i = 1; i < argc; ++i)
-    if (name == argv[i]) return true;
-  return false;
-}
+// A benchmark's command line. Options are declared by reading them: num() takes
+// "--name N" (a whole number that fits an int), str() "--name VALUE", flag() a bare "--name";
+// finish(), called once all are read and before any work, rejects every
+// argument no call read. --help or -h anywhere prints the usage to stdout and
+// exits 0; a usage error prints a message and the usage to stderr and exits 2.
+class Args {
+ public:
+  // `usage` is the synopsis printed after "usage: ".
+  Args(int argc, char** argv, std::string_view usage) : usage_(usage), args_(argv + 1, argv + argc) {
+    used_.assign(args_.size(), false);
+    for (std::string_view a : args_)
+      if (a == "--help" || a == "-h") {
+        std::printf("usage: %.*s\n", static_cast<int>(usage_.size()), usage_.data());
+        std::exit(0);
+      }
+  }
+
+  long num(std::string_view name, long def) {
+    auto v = value(name);
+    if (!v) return def;
+    std::string text(*v);
+    char* end = nullptr;
+    errno = 0;
+    long n = std::strtol(text.c_str(), &end, 10);
+    // Callers keep counts in an int, so larger numbers are refused rather than wrapped.
+    if (text.empty() || *end != '\0' || errno == ERANGE || n < 0 || n > INT32_MAX)
+      fail(fmt::format("{} takes a whole number from 0 to {}, not \"{}\"", name, INT32_MAX, text));
+    return n;
+  }
+  std::string str(std::string_view name, std::string def) {
+    auto v = value(name);
+    return v ? std::string(*v) : def;
+  }
+  bool flag(std::string_view name) { return find(name).has_value(); }
+
+  void finish() const {
+    for (size_t i = 0; i < args_.size(); ++i)
+      if (!used_[i]) fail(fmt::format("unknown argument \"{}\"", args_[i]));
+  }
+
+ private:
+  // Where `name` stands, marked as read; nullopt when it is absent.
+  std::optional<size_t> find(std::string_view name) {
+    std::optional<size_t> at;
+    for (size_t i = 0; i < args_.size(); ++i) {
+      if (args_[i] != name) continue;
+      if (at) fail(fmt::format("{} given more than once", name));
+      at = i;
+      used_[i] = true;
+    }
+    return at;
+  }
+  // A value never starts with "--", so a forgotten one is not taken from the next option.
+  std::optional<std::string_view> value(std::string_view name) {
+    auto at = find(name);
+    if (!at) return std::nullopt;
+    size_t v = *at + 1;
+    if (v >= args_.size() || args_[v].starts_with("--")) fail(fmt::format("{} needs a value", name));
+    used_[v] = true;
+    return args_[v];
+  }
+  [[noreturn]] void fail(std::string_view what) const {
+    std::fprintf(stderr, "error: %.*s\nusage: %.*s\n", static_cast<int>(what.size()), what.data(),
+                 static_cast<int>(usage_.size()), usage_.data());
+    std::exit(2);
+  }
+
+  std::string usage_;
+  std::vector<std::string_view> args_;
+  std::vector<bool> used_;
+};
 
 inline std::string hello_payload(std::string_view hostname) {
   unsigned char raw[32];

@@ -16,7 +16,10 @@
 // Usage: ztee-bench-dlp [--mib N (256)] [--runs N (3)] [--no-baseline]
 //                       [--detectors a,b,... (the default set; a subset shows
 //                       what each costs, e.g. card,iban,ssn)]
-// No VM, no root.
+//                       [--save PATH (keep the generated log, for profiling)]
+//                       [--exec-mib N (0: none; a streamed exec of N MiB of the log
+//                       with DLP against one without; root and the guest image)]
+// No VM, no root, unless --exec-mib.
 #include <ztee/dlp.hpp>
 
 #include <ztee/ztee.hpp>
@@ -200,9 +203,23 @@ Pass scan_streamed(const DlpScanner& s, const std::string& data, size_t chunk, i
 }  // namespace
 
 int main(int argc, char** argv) {
-  long mib = arg_long(argc, argv, "--mib", 256);
-  int runs = static_cast<int>(arg_long(argc, argv, "--runs", 3));
+  Args args(argc, argv,
+            "ztee-bench-dlp [--mib N (256)] [--runs N (3)] [--no-baseline]\n"
+            "                      [--detectors a,b,... (the default set; a subset shows\n"
+            "                      what each costs, e.g. card,iban,ssn)]\n"
+            "                      [--save PATH (keep the generated log, for profiling)]\n"
+            "                      [--exec-mib N (0: none; a streamed exec of N MiB of the log\n"
+            "                      with DLP against one without; root and the guest image)]");
+  long mib = args.num("--mib", 256);
+  int runs = static_cast<int>(args.num("--runs", 3));
+  bool baseline = !args.flag("--no-baseline");
+  std::string subset = args.str("--detectors", "");
+  std::string save = args.str("--save", "");
+  long exec_mib = args.num("--exec-mib", 0);
+  args.finish();
   if (mib <= 0 || runs <= 0) die("--mib and --runs take a positive number");
+  // The generated log is --mib MiB and a few KiB more.
+  if (exec_mib > mib) die("--exec-mib is larger than --mib");
   double load[3] = {0, 0, 0};
   if (::getloadavg(load, 3) == 3) std::fprintf(stderr, "load average at start: %.2f %.2f %.2f\n", load[0], load[1], load[2]);
   size_t planted = 0;
@@ -211,17 +228,13 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "generated %.1f MiB (%zu findings planted) in %.1f s\n", data.size() / 1048576.0, planted,
                ms_since(tg) / 1000);
 
-  for (int i = 1; i + 1 < argc; ++i)  // --save PATH: keep the generated data (for profiling)
-    if (std::string_view(argv[i]) == "--save") {
-      std::ofstream f(argv[i + 1], std::ios::binary);
-      f.write(data.data(), static_cast<std::streamsize>(data.size()));
-    }
+  if (!save.empty()) {
+    std::ofstream f(save, std::ios::binary);
+    f.write(data.data(), static_cast<std::streamsize>(data.size()));
+  }
 
   DlpOptions dlp_only;
   dlp_only.injection = false;
-  std::string subset;
-  for (int i = 1; i + 1 < argc; ++i)
-    if (std::string_view(argv[i]) == "--detectors") subset = argv[i + 1];
   if (!subset.empty()) {
     dlp_only.detectors.clear();
     for (size_t a = 0; a <= subset.size();) {
@@ -248,7 +261,7 @@ int main(int argc, char** argv) {
   if (subset.empty() && p64.findings < planted) die("fewer findings than planted: the scanner missed some");
 
   std::optional<double> py, py_cpu;
-  if (!arg_flag(argc, argv, "--no-baseline")) {
+  if (baseline) {
     std::string path = fmt::format("/tmp/ztee-bench-dlp-{}.log", ::getpid());
     {
       std::ofstream f(path, std::ios::binary);
@@ -294,10 +307,8 @@ int main(int argc, char** argv) {
   // --exec-mib N: a streamed exec of N MiB of this log (cat of a file in the
   // guest) on a sandbox with SandboxOptions::dlp, against the same on one
   // without, alternating, best of --runs each. Needs root and the guest image.
-  long exec_mib = arg_long(argc, argv, "--exec-mib", 0);
   std::optional<double> exec_dlp_ms, exec_plain_ms;
   if (exec_mib > 0) {
-    if (static_cast<size_t>(exec_mib) << 20 > data.size()) die("--exec-mib is larger than --mib");
     auto rt = Runtime::create(RuntimeOptions{});
     if (!rt) die("runtime: " + rt.error().message);
     SandboxOptions with;

@@ -95,10 +95,12 @@ void summary(const char* what, const std::vector<double>& v, const char* unit) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  long pings = arg_long(argc, argv, "--pings", 2000);
-  long execs = arg_long(argc, argv, "--execs", 50);
-  long bigs = arg_long(argc, argv, "--big", 20);
-  bool with_bare = !arg_flag(argc, argv, "--no-bare");
+  Args args(argc, argv, "ztee-bench-exec [--pings N] [--execs N] [--big N] [--no-bare]");
+  long pings = args.num("--pings", 2000);
+  long execs = args.num("--execs", 50);
+  long bigs = args.num("--big", 20);
+  bool with_bare = !args.flag("--no-bare");
+  args.finish();
   if (pings < 1 || execs < 1 || bigs < 1) die("counts must be >= 1");
 
   auto rt = Runtime::create();

@@ -42,8 +42,10 @@ int wait_exit(Child& c) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  long runs = arg_long(argc, argv, "--runs", 50);
-  long warmup = arg_long(argc, argv, "--warmup", 3);
+  Args args(argc, argv, "ztee-bench-jail [--runs N] [--warmup N]");
+  long runs = args.num("--runs", 50);
+  long warmup = args.num("--warmup", 3);
+  args.finish();
   if (runs < 1) die("--runs must be >= 1");
   if (::geteuid() != 0) die("ztee-bench-jail needs root (the jail does)");
   auto qemu = probe_qemu("", "", true);

@@ -166,18 +166,18 @@ void print_row(const Row& r) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  long boots = arg_long(argc, argv, "--boots", 4);
-  long execs = arg_long(argc, argv, "--execs", 30);
-  long big = arg_long(argc, argv, "--big", 10);
-  long clones = arg_long(argc, argv, "--clones", 8);
+  Args args(argc, argv,
+            "ztee-bench-kernels [--minimal DIR] [--debian DIR] [--boots N] [--execs N]\n"
+            "                          [--big N] [--clones N]");
+  std::string minimal_dir = args.str("--minimal", default_image_dir());
+  std::string debian_dir = args.str("--debian", "/var/lib/ztee/images/debian");
+  long boots = args.num("--boots", 4);
+  long execs = args.num("--execs", 30);
+  long big = args.num("--big", 10);
+  long clones = args.num("--clones", 8);
+  args.finish();
   if (boots < 1 || execs < 1 || big < 1 || clones < 0) die("--boots, --execs, --big must be >= 1, --clones >= 0");
-  auto arg_str = [&](std::string_view name, std::string def) {
-    for (int i = 1; i + 1 < argc; ++i)
-      if (name == argv[i]) return std::string(argv[i + 1]);
-    return def;
-  };
-  std::array<Image, 2> img{Image{"debian", arg_str("--debian", "/var/lib/ztee/images/debian"), ""},
-                           Image{"minimal", arg_str("--minimal", default_image_dir()), ""}};
+  std::array<Image, 2> img{Image{"debian", debian_dir, ""}, Image{"minimal", minimal_dir, ""}};
   for (auto& i : img) i.kernel = manifest_kernel(i.dir);
   if (img[1].kernel.find("-ztee-minimal") == std::string::npos)
     die(fmt::format("{} has kernel {}, not the minimal one: pass --minimal DIR "

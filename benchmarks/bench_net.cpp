@@ -109,8 +109,10 @@ double ztee_cycle(const NetEnv& env, const NetPolicy& policy, double* create_ms)
 }  // namespace
 
 int main(int argc, char** argv) {
-  long cycles = arg_long(argc, argv, "--cycles", 50);
-  long warmup = arg_long(argc, argv, "--warmup", 3);
+  Args args(argc, argv, "ztee-bench-net [--cycles N] [--warmup N]");
+  long cycles = args.num("--cycles", 50);
+  long warmup = args.num("--warmup", 3);
+  args.finish();
   if (cycles < 1) die("--cycles must be >= 1");
   if (::geteuid() != 0) die("ztee-bench-net needs root (it creates namespaces, links and nftables rules)");
 

@@ -5,11 +5,22 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 
+const usage = 'usage: bench_node.mjs [CALLS (1..1000000, default 30)]';
+const args = process.argv.slice(2);
+if (args[0] === '--help' || args[0] === '-h') {
+  console.log(usage);
+  process.exit(0);
+}
+const calls = args.length ? Number(args[0]) : 30;
+if (args.length > 1 || !/^[0-9]+$/.test(args[0] ?? '30') || calls < 1 || calls > 1000000) {
+  console.error(`error: bad arguments ${JSON.stringify(args)}\n${usage}`);
+  process.exit(2);
+}
+
 // Resolved from the working directory, so the script may live anywhere.
 const require = createRequire(path.join(process.cwd(), 'bench.js'));
 const { Sandbox } = require('ztee');
 
-const calls = Math.max(1, Number(process.argv[2] ?? 30) | 0);
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;

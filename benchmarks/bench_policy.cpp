@@ -72,10 +72,12 @@ double plain_writes_per_s(const std::string& path, int n, size_t bytes) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const int classify_n = static_cast<int>(arg_long(argc, argv, "--classify", 200000));
-  const int append_n = static_cast<int>(arg_long(argc, argv, "--appends", 20000));
+  Args args(argc, argv, "ztee-bench-policy [--classify N] [--appends N] [--execs N]");
+  const int classify_n = static_cast<int>(args.num("--classify", 200000));
+  const int append_n = static_cast<int>(args.num("--appends", 20000));
   const int fsync_n = std::max(50, append_n / 100);
-  const int exec_n = static_cast<int>(arg_long(argc, argv, "--execs", 60));
+  const int exec_n = static_cast<int>(args.num("--execs", 60));
+  args.finish();
 
   // 1. Classification.
   Policy policy = Policy::default_policy();

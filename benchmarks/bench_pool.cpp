@@ -30,7 +30,7 @@
 //
 // Usage: ztee-bench-pool [--leases N] [--lease-baselines N] [--clone-samples N]
 //        [--cold-samples N] [--p0-samples N] [--clones N] [--seconds S]
-//        [--direct-seconds S] [--skip-memory]
+//        [--direct-seconds S] [--skip-memory] [--warm-samples N]
 #include <ztee/ztee.hpp>
 
 #include <dirent.h>
@@ -296,16 +296,21 @@ void print_top_mappings(int pid, const char* what, int n) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const long leases = arg_long(argc, argv, "--leases", 30);
-  const long lease_baselines = arg_long(argc, argv, "--lease-baselines", 6);
-  const long clone_samples = arg_long(argc, argv, "--clone-samples", 10);
-  const long cold_samples = arg_long(argc, argv, "--cold-samples", 3);
-  const long p0_samples = arg_long(argc, argv, "--p0-samples", 5);
-  const long clones = arg_long(argc, argv, "--clones", 32);
-  const long churn_s = arg_long(argc, argv, "--seconds", 20);
-  const long direct_s = arg_long(argc, argv, "--direct-seconds", 10);
-  const bool skip_memory = arg_flag(argc, argv, "--skip-memory");
-  const long warm_samples = arg_long(argc, argv, "--warm-samples", 3);
+  Args args(argc, argv,
+            "ztee-bench-pool [--leases N] [--lease-baselines N] [--clone-samples N]\n"
+            "       [--cold-samples N] [--p0-samples N] [--clones N] [--seconds S]\n"
+            "       [--direct-seconds S] [--skip-memory] [--warm-samples N]");
+  const long leases = args.num("--leases", 30);
+  const long lease_baselines = args.num("--lease-baselines", 6);
+  const long clone_samples = args.num("--clone-samples", 10);
+  const long cold_samples = args.num("--cold-samples", 3);
+  const long p0_samples = args.num("--p0-samples", 5);
+  const long clones = args.num("--clones", 32);
+  const long churn_s = args.num("--seconds", 20);
+  const long direct_s = args.num("--direct-seconds", 10);
+  const bool skip_memory = args.flag("--skip-memory");
+  const long warm_samples = args.num("--warm-samples", 3);
+  args.finish();
   if (leases < 2 || lease_baselines < 1 || clone_samples < 1 || cold_samples < 1 || p0_samples < 0 || clones < 1 ||
       churn_s < 2 || direct_s < 1 || warm_samples < 0)
     die("bad arguments: counts must be >= 1 (--leases >= 2), seconds >= 2");

@@ -8,7 +8,16 @@ import time
 
 import ztee
 
-calls = max(1, int(sys.argv[1]) if len(sys.argv) > 1 else 30)
+USAGE = "usage: bench_python.py [CALLS (1..1000000, default 30)]"
+calls = 30
+if len(sys.argv) > 1:
+    if sys.argv[1] in ("--help", "-h"):
+        print(USAGE)
+        sys.exit(0)
+    if len(sys.argv) > 2 or not sys.argv[1].isdigit() or not 1 <= int(sys.argv[1]) <= 1000000:
+        print(f"error: bad arguments {sys.argv[1:]}\n{USAGE}", file=sys.stderr)
+        sys.exit(2)
+    calls = int(sys.argv[1])
 with ztee.Sandbox() as sb:
     sb.write_file("/tmp/mib", b"x" * (1 << 20))
     run_us, read_us = [], []

@@ -307,17 +307,21 @@ void wait_pools(Pool& cxx, uint16_t port, uint32_t target) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int samples = static_cast<int>(arg_long(argc, argv, "--samples", 20));
-  uint32_t pool_n = static_cast<uint32_t>(arg_long(argc, argv, "--pool", 2));
-  int clients = static_cast<int>(arg_long(argc, argv, "--clients", 50));
-  int nsandboxes = static_cast<int>(arg_long(argc, argv, "--sandboxes", 5));
-  long seconds = arg_long(argc, argv, "--seconds", 30);
-  int load_rounds = std::max(1, static_cast<int>(arg_long(argc, argv, "--load-rounds", 2)));
-  int conns = static_cast<int>(arg_long(argc, argv, "--conns", 4));
-  int rounds = static_cast<int>(arg_long(argc, argv, "--rounds", 3));
-  long noop_s = arg_long(argc, argv, "--noop-seconds", 3);
-  bool skip_sdk = arg_flag(argc, argv, "--skip-sdk"), skip_load = arg_flag(argc, argv, "--skip-load"),
-       skip_noop = arg_flag(argc, argv, "--skip-noop");
+  Args args(argc, argv,
+            "ztee-bench-serve [--samples N] [--pool N] [--clients N] [--sandboxes N]\n"
+            "       [--seconds S] [--load-rounds N] [--conns N] [--rounds N] [--noop-seconds S]\n"
+            "       [--skip-sdk] [--skip-load] [--skip-noop]");
+  int samples = static_cast<int>(args.num("--samples", 20));
+  uint32_t pool_n = static_cast<uint32_t>(args.num("--pool", 2));
+  int clients = static_cast<int>(args.num("--clients", 50));
+  int nsandboxes = static_cast<int>(args.num("--sandboxes", 5));
+  long seconds = args.num("--seconds", 30);
+  int load_rounds = std::max(1, static_cast<int>(args.num("--load-rounds", 2)));
+  int conns = static_cast<int>(args.num("--conns", 4));
+  int rounds = static_cast<int>(args.num("--rounds", 3));
+  long noop_s = args.num("--noop-seconds", 3);
+  bool skip_sdk = args.flag("--skip-sdk"), skip_load = args.flag("--skip-load"), skip_noop = args.flag("--skip-noop");
+  args.finish();
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
 
   std::string src = ZTEE_SOURCE_DIR;

@@ -49,9 +49,11 @@ double run_ms(Sandbox& sb, const std::string& cmd) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  long files = arg_long(argc, argv, "--files", 10000);
-  long rounds = arg_long(argc, argv, "--rounds", 3);
-  long changes = arg_long(argc, argv, "--changes", 100);
+  Args args(argc, argv, "ztee-bench-workspace [--files N] [--rounds R] [--changes M]");
+  long files = args.num("--files", 10000);
+  long rounds = args.num("--rounds", 3);
+  long changes = args.num("--changes", 100);
+  args.finish();
   char tmpl[] = "/tmp/ztee-bench-ws.XXXXXX";
   if (!::mkdtemp(tmpl)) die("mkdtemp");
   std::string base = tmpl, tree = base + "/tree";

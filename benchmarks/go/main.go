@@ -28,9 +28,17 @@ func p50(v []float64) float64 {
 func main() {
 	calls := 30
 	if len(os.Args) > 1 {
-		if n, err := strconv.Atoi(os.Args[1]); err == nil && n > 0 {
-			calls = n
+		const usage = "usage: ztee-bench-go [CALLS (1..1000000, default 30)]"
+		if os.Args[1] == "--help" || os.Args[1] == "-h" {
+			fmt.Println(usage)
+			return
 		}
+		n, err := strconv.Atoi(os.Args[1])
+		if err != nil || n < 1 || n > 1000000 || len(os.Args) > 2 {
+			fmt.Fprintf(os.Stderr, "error: bad arguments %q\n%s\n", os.Args[1:], usage)
+			os.Exit(2)
+		}
+		calls = n
 	}
 	if err := run(calls); err != nil {
 		fmt.Fprintln(os.Stderr, "bench go:", err)
