@@ -1,6 +1,7 @@
 import hashlib
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -339,3 +340,45 @@ def test_cancel_signal_reaches_a_trap(sb):
     r = sb.run("sleep 0.3; exit 7", cancel=fresh)
     assert r.exit_code == 7 and r.signal == 0
     print(f"\nsignals: {time.monotonic() - t0:.2f} s")
+
+
+def test_reused_cancel_signal_at_a_call_start_is_not_lost(sb):
+    # The earliest a signal can be sent is right after the call's bookkeeping
+    # (Cancel._enter: from then on signal() no longer raises ClosedError),
+    # before its native exec has begun. A trace function holds the calling
+    # thread exactly there while another thread sends the signal. The token
+    # has served calls before: the case where a signal used to be lost (the
+    # command then ran into its timeout).
+    cancel = ztee.Cancel()
+    assert sb.run("true", cancel=cancel).exit_code == 0
+    for i in range(3):
+        paused, resume, sent = threading.Event(), threading.Event(), []
+
+        def tracer(frame, event, arg):
+            if event == "call" and frame.f_code.co_name == "_enter" and frame.f_globals.get("__name__") == "ztee":
+                def on_return(frame, event, arg):
+                    if event == "return":
+                        paused.set()
+                        resume.wait(30)
+                    return on_return
+                return on_return
+            return None
+
+        def sender():
+            if paused.wait(30):
+                cancel.signal(15)
+                sent.append(True)
+            resume.set()
+
+        t = threading.Thread(target=sender)
+        t.start()
+        t0 = time.monotonic()
+        sys.settrace(tracer)
+        try:
+            r = sb.run("sleep 30", cancel=cancel, timeout=10)
+        finally:
+            sys.settrace(None)
+        t.join()
+        assert sent == [True], f"round {i}: the call was never held after its bookkeeping"
+        assert r.signal == 15 and not r.timed_out and not r.cancelled, f"round {i}: the signal was lost ({r})"
+        assert time.monotonic() - t0 < 10

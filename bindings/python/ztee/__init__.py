@@ -265,16 +265,23 @@ class Cancel:
     other signal to the commands running with it."""
 
     def __init__(self) -> None:
-        self._c = _ztee.Cancel()
+        # Each call made with this token gets a native token of its own: a
+        # new native token keeps the signals sent before its exec links to
+        # it, so a signal sent just after a call has begun (from another
+        # thread) is never lost, however often this token is reused.
         self._lock = threading.Lock()
-        self._running = 0  # calls running with this token
+        self._live: List["_ztee.Cancel"] = []  # the native tokens of the calls running
+        self._triggered = False
 
     def trigger(self) -> None:
-        self._c.trigger()
+        with self._lock:
+            self._triggered = True
+            for c in self._live:
+                c.trigger()
 
     @property
     def triggered(self) -> bool:
-        return self._c.triggered
+        return self._triggered
 
     def signal(self, sig: int) -> None:
         """Sends signal `sig` (1..64, the guest's Linux numbers: the
@@ -290,22 +297,25 @@ class Cancel:
         if isinstance(sig, bool) or not isinstance(sig, int):
             raise TypeError(f"signal takes a signal number (int), not {sig!r}")
         if not 1 <= sig <= 64:
-            self._c.signal(int(sig))  # raises InvalidArgumentError, saying so
+            _ztee.Cancel().signal(int(sig))  # raises InvalidArgumentError, saying so
         with self._lock:
-            if not self._running:
+            if not self._live:
                 raise ClosedError(-9, 0, f"Cancel.signal({int(sig)}): no command is running with this token "
                                          f"(it has ended, or has not been started)")
-            # Under the lock: a call that has begun cannot end in between
-            # (the signal would be kept for the token's next call).
-            self._c.signal(int(sig))
+            for c in self._live:
+                c.signal(int(sig))
 
-    def _enter(self) -> None:
+    def _enter(self) -> "_ztee.Cancel":
+        c = _ztee.Cancel()
         with self._lock:
-            self._running += 1
+            if self._triggered:
+                c.trigger()
+            self._live.append(c)
+        return c
 
-    def _leave(self) -> None:
+    def _leave(self, c: "_ztee.Cancel") -> None:
         with self._lock:
-            self._running -= 1
+            self._live.remove(c)
 
 
 class Input:
@@ -621,16 +631,14 @@ class Sandbox:
         err = _Decoder(on_stderr) if on_stderr is not None else None
         if isinstance(stdin, Input):
             stdin = stdin._in
-        if cancel is not None:
-            cancel._enter()
+        native_cancel = cancel._enter() if cancel is not None else None
         try:
             d = self._sb.exec(argv=argv, shell=shell, env=dict(env) if env else None, cwd=cwd,
                               stdin=stdin, timeout_ms=_ms(timeout), on_stdout=out, on_stderr=err,
-                              cancel=cancel._c if cancel is not None else None,
-                              user=None if user is None else str(user))
+                              cancel=native_cancel, user=None if user is None else str(user))
         finally:
             if cancel is not None:
-                cancel._leave()
+                cancel._leave(native_cancel)
         if out:
             out.flush()
         if err:
@@ -1111,17 +1119,16 @@ class Gate:
         the command and the exception propagates."""
         out = _Decoder(on_stdout) if on_stdout is not None else None
         err = _Decoder(on_stderr) if on_stderr is not None else None
-        if cancel is not None:
-            cancel._enter()
+        native_cancel = cancel._enter() if cancel is not None else None
         try:
             d = self._gate.call(tool, command=command, argv=_opt_list(argv), env=_opt_dict(env),
                                 files=_opt_dict(files), cwd=cwd, user=None if user is None else str(user),
                                 stdin=stdin, writes=_opt_list(writes), network=_opt_list(network),
                                 labels=_opt_list(labels), trace_id=trace_id, on_stdout=out, on_stderr=err,
-                                cancel=cancel._c if cancel is not None else None)
+                                cancel=native_cancel)
         finally:
             if cancel is not None:
-                cancel._leave()
+                cancel._leave(native_cancel)
         if out:
             out.flush()
         if err:
