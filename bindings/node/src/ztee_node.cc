@@ -62,6 +62,7 @@ Failure closed_failure() {
 // release() marks it for freeing, which happens once no call is inside.
 template <typename H, void (*Free)(H*)>
 struct Handle {
+  using Raw = H;
   std::mutex mu;
   H* h = nullptr;
   int inflight = 0;
@@ -150,6 +151,21 @@ class Core {
   void untrack(const std::shared_ptr<H>& h) {
     std::lock_guard<std::mutex> l(mu_);
     registry<H>().erase(h);
+  }
+  // Wraps and tracks a handle the library has just made, before any JS object
+  // holds it, so the env cleanup hook frees it even if the completion never
+  // runs; nullptr (the handle freed) when shutting down, as the hook may have
+  // passed it by.
+  template <typename H>
+  std::shared_ptr<H> adopt(typename H::Raw* raw) {
+    auto h = std::make_shared<H>(raw);
+    track(h);
+    if (stopping()) {
+      untrack(h);
+      H::free_handle(h->release());
+      return nullptr;
+    }
+    return h;
   }
   // Registers a gate call in flight; false once shutdown() began.
   bool track_call(const std::shared_ptr<GateCallCtx>& c) {
@@ -416,6 +432,40 @@ class Job : public Task {
   Failure failure_;
   Napi::Promise::Deferred deferred_;
   AddonData* data_;
+};
+
+// A call on a wrapper's handle from a worker thread. The handle is pinned for
+// the call (enter/leave); if the wrapper released it meanwhile and this was
+// its last call, it is freed here. A failing call() has its error captured.
+template <typename HandleT>
+class HandleJob : public Job {
+ public:
+  using Raw = typename HandleT::Raw;
+  HandleJob(Napi::Env env, std::shared_ptr<HandleT> handle, std::shared_ptr<Core> core, Failure closed)
+      : Job(env), h(std::move(handle)), core(std::move(core)), closed_(std::move(closed)) {}
+  virtual ztee_status call(Raw* p) = 0;
+  virtual void done(Raw*) {}  // after call(), the handle still pinned
+  void work() override {
+    Raw* p = h->enter();
+    if (p == nullptr) {
+      failure_ = closed_;
+      return;
+    }
+    ztee_status s = call(p);
+    if (s != ZTEE_OK) failure_ = capture(s);
+    done(p);
+    if (Raw* q = h->leave()) {
+      HandleT::free_handle(q);
+      core->untrack(h);
+    }
+  }
+
+ protected:
+  std::shared_ptr<HandleT> h;
+  std::shared_ptr<Core> core;
+
+ private:
+  Failure closed_;
 };
 
 // ---- argument helpers ------------------------------------------------------------
@@ -894,45 +944,14 @@ class Sandbox : public Napi::ObjectWrap<Sandbox> {
     if (h_) core_->free_later(h_, h_->release());
   }
 
-  // Wraps a new handle: tracked before the JS object exists, so the env
-  // cleanup hook destroys it even if the completion never runs.
-  static std::shared_ptr<SbHandle> adopt(Core& core, ztee_sandbox* sb) {
-    auto h = std::make_shared<SbHandle>(sb);
-    core.track(h);
-    if (core.stopping()) {
-      // Shutting down: the cleanup hook may have passed this one by.
-      core.untrack(h);
-      ztee_sandbox_free(h->release());
-      return nullptr;
-    }
-    return h;
-  }
   static Napi::Value wrap(Napi::Env env, std::shared_ptr<SbHandle>& h) {
     return data_of(env)->sandbox_ctor.New({Napi::External<std::shared_ptr<SbHandle>>::New(env, &h)});
   }
 
  private:
   // A call on the sandbox's handle from a worker thread.
-  struct SbJob : Job {
-    std::shared_ptr<SbHandle> h;
-    std::shared_ptr<Core> core;
-    SbJob(Napi::Env env, Sandbox* sb) : Job(env), h(sb->h_), core(sb->core_) {}
-    virtual ztee_status call(ztee_sandbox* sb) = 0;
-    void work() override {
-      ztee_sandbox* sb = h->enter();
-      if (sb == nullptr) {
-        failure_ = closed_failure();
-        return;
-      }
-      ztee_status s = call(sb);
-      if (s != ZTEE_OK) failure_ = capture(s);
-      done(sb);
-      if (ztee_sandbox* p = h->leave()) {
-        ztee_sandbox_free(p);
-        core->untrack(h);
-      }
-    }
-    virtual void done(ztee_sandbox*) {}
+  struct SbJob : HandleJob<SbHandle> {
+    SbJob(Napi::Env env, Sandbox* sb) : HandleJob(env, sb->h_, sb->core_, closed_failure()) {}
   };
 
   template <typename F>
@@ -966,7 +985,7 @@ class Sandbox : public Napi::ObjectWrap<Sandbox> {
           failure_ = capture(s);
           return;
         }
-        h = Sandbox::adopt(*core, sb);
+        h = core->adopt<SbHandle>(sb);
         if (!h) failure_ = Failure{ZTEE_E_CLOSED, 0, "the process is exiting"};
       }
       Napi::Value settle(Napi::Env env) override { return Sandbox::wrap(env, h); }
@@ -1361,23 +1380,8 @@ class Pool : public Napi::ObjectWrap<Pool> {
 
  private:
   // A call on the pool's handle from a worker thread.
-  struct PoolJob : Job {
-    std::shared_ptr<PoolHandle> h;
-    std::shared_ptr<Core> core;
-    PoolJob(Napi::Env env, Pool* p) : Job(env), h(p->h_), core(p->core_) {}
-    virtual void call(ztee_pool* p) = 0;
-    void work() override {
-      ztee_pool* p = h->enter();
-      if (p == nullptr) {
-        failure_ = Failure{ZTEE_E_CLOSED, 0, "the pool was closed"};
-        return;
-      }
-      call(p);
-      if (ztee_pool* q = h->leave()) {
-        free_pool(q);
-        core->untrack(h);
-      }
-    }
+  struct PoolJob : HandleJob<PoolHandle> {
+    PoolJob(Napi::Env env, Pool* p) : HandleJob(env, p->h_, p->core_, Failure{ZTEE_E_CLOSED, 0, "the pool was closed"}) {}
   };
 
   static Napi::Value Create(const Napi::CallbackInfo& info) {
@@ -1403,14 +1407,8 @@ class Pool : public Napi::ObjectWrap<Pool> {
           failure_ = capture(s);
           return;
         }
-        h = std::make_shared<PoolHandle>(p);
-        core->track(h);
-        if (core->stopping()) {
-          core->untrack(h);
-          free_pool(h->release());
-          h.reset();
-          failure_ = Failure{ZTEE_E_CLOSED, 0, "the process is exiting"};
-        }
+        h = core->adopt<PoolHandle>(p);
+        if (!h) failure_ = Failure{ZTEE_E_CLOSED, 0, "the process is exiting"};
       }
       Napi::Value settle(Napi::Env env) override {
         return data_of(env)->pool_ctor.New({Napi::External<std::shared_ptr<PoolHandle>>::New(env, &h)});
@@ -1442,15 +1440,13 @@ class Pool : public Napi::ObjectWrap<Pool> {
       using PoolJob::PoolJob;
       uint32_t ms = 0;
       std::shared_ptr<SbHandle> sb;
-      void call(ztee_pool* p) override {
+      ztee_status call(ztee_pool* p) override {
         ztee_sandbox* s = nullptr;
         ztee_status st = ztee_pool_lease(p, ms, &s);
-        if (st != ZTEE_OK) {
-          failure_ = capture(st);
-          return;
-        }
-        sb = Sandbox::adopt(*core, s);
+        if (st != ZTEE_OK) return st;
+        sb = core->adopt<SbHandle>(s);
         if (!sb) failure_ = Failure{ZTEE_E_CLOSED, 0, "the process is exiting"};
+        return ZTEE_OK;
       }
       Napi::Value settle(Napi::Env env) override { return Sandbox::wrap(env, sb); }
     };
@@ -1498,7 +1494,10 @@ class Pool : public Napi::ObjectWrap<Pool> {
   Napi::Value Close(const Napi::CallbackInfo& info) {
     struct J : PoolJob {
       using PoolJob::PoolJob;
-      void call(ztee_pool* p) override { ztee_pool_close(p); }
+      ztee_status call(ztee_pool* p) override {
+        ztee_pool_close(p);
+        return ZTEE_OK;
+      }
     };
     return Job::start(new J(info.Env(), this));
   }
@@ -1775,24 +1774,9 @@ class AuditLog : public Napi::ObjectWrap<AuditLog> {
   const std::shared_ptr<AuditHandle>& handle() const { return h_; }
 
  private:
-  struct AuditJob : Job {
-    std::shared_ptr<AuditHandle> h;
-    std::shared_ptr<Core> core;
-    AuditJob(Napi::Env env, AuditLog* a) : Job(env), h(a->h_), core(a->core_) {}
-    virtual ztee_status call(ztee_audit_log* l) = 0;
-    void work() override {
-      ztee_audit_log* l = h->enter();
-      if (l == nullptr) {
-        failure_ = Failure{ZTEE_E_CLOSED, 0, "the audit log was closed"};
-        return;
-      }
-      ztee_status s = call(l);
-      if (s != ZTEE_OK) failure_ = capture(s);
-      if (ztee_audit_log* p = h->leave()) {
-        ztee_audit_free(p);
-        core->untrack(h);
-      }
-    }
+  struct AuditJob : HandleJob<AuditHandle> {
+    AuditJob(Napi::Env env, AuditLog* a)
+        : HandleJob(env, a->h_, a->core_, Failure{ZTEE_E_CLOSED, 0, "the audit log was closed"}) {}
   };
 
   // open({path, durability (0..2), batchMs, hmacKey (Buffer), rotateBytes})
@@ -1815,14 +1799,8 @@ class AuditLog : public Napi::ObjectWrap<AuditLog> {
           failure_ = capture(s);
           return;
         }
-        h = std::make_shared<AuditHandle>(l);
-        core->track(h);
-        if (core->stopping()) {
-          core->untrack(h);
-          ztee_audit_free(h->release());
-          h.reset();
-          failure_ = Failure{ZTEE_E_CLOSED, 0, "the process is exiting"};
-        }
+        h = core->adopt<AuditHandle>(l);
+        if (!h) failure_ = Failure{ZTEE_E_CLOSED, 0, "the process is exiting"};
       }
       Napi::Value settle(Napi::Env env) override {
         return data_of(env)->audit_ctor.New({Napi::External<std::shared_ptr<AuditHandle>>::New(env, &h)});
