@@ -37,6 +37,7 @@ struct Exec {
   bool timed_out = false;
   bool reaped = false;
   bool in_drain = false;  // the drain timer is reading the pipes: do not finish yet
+  bool out_grown = false, err_grown = false;  // pipe enlarged (on_exec_output)
   int status = 0;
   uint64_t start_ns = 0;
 };

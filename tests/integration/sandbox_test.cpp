@@ -139,6 +139,23 @@ TEST_CASE("stdout is streamed as it is produced") {
   CHECK(r->stdout_data.empty());  // streamed, not also collected
 }
 
+TEST_CASE("an output pipe keeps the default size until the command fills it") {
+  // The command asks its own pipes (F_GETPIPE_SZ = 1032): stdout before and
+  // after 4 MiB of output, and stderr, which it never fills.
+  ztee::ExecOptions o;
+  o.argv = {"python3", "-c",
+            "import fcntl, sys, time\n"
+            "before = fcntl.fcntl(1, 1032)\n"
+            "sys.stdout.buffer.write(b'x' * (4 << 20)); sys.stdout.flush()\n"
+            "time.sleep(0.3)\n"
+            "print(before, fcntl.fcntl(1, 1032), fcntl.fcntl(2, 1032), file=sys.stderr)\n"};
+  auto r = test::shared().exec(o);
+  REQUIRE(r.ok());
+  REQUIRE(r->exit_code == 0);
+  CHECK(r->stdout_data.size() == (4u << 20));
+  CHECK(r->stderr_data == "65536 1048576 65536\n");
+}
+
 TEST_CASE("several execs run at once in one sandbox") {
   auto& sb = test::shared();
   REQUIRE(sb.run("rm -f /tmp/fifo && mkfifo /tmp/fifo").ok());
