@@ -226,21 +226,25 @@ int main(int argc, char** argv) {
       {"kernel_exec_python", "warm exec python3 -c pass", {"python3", "-c", "pass"}, execs, 0},
   };
   std::vector<Row> rows{boot_row};
-
-  for (auto& w : work) {
-    for (int k = 0; k < 2; ++k) exec_ok(sb[k], w.argv, w.stdout_bytes);  // translation warm-up
-    Row r{w.metric, w.what, {}};
-    for (long n = 0; n < w.n; ++n) {
+  // A row of n samples of `run` on each sandbox, alternating between them,
+  // after one uncounted run on each (translation warm-up).
+  auto alternate = [&](const std::string& metric, const std::string& what, long n,
+                       const std::function<void(Sandbox&)>& run) {
+    for (int k = 0; k < 2; ++k) run(sb[k]);
+    Row r{metric, what, {}};
+    for (long i = 0; i < n; ++i) {
       for (int k = 0; k < 2; ++k) {
         double c0 = vmm_cpu_ms(sb[k].vmm_pid());
         uint64_t t0 = now_ns();
-        exec_ok(sb[k], w.argv, w.stdout_bytes);
+        run(sb[k]);
         r.s[k].wall.push_back(ms_since(t0));
         r.s[k].cpu.push_back(vmm_cpu_ms(sb[k].vmm_pid()) - c0);
       }
     }
     rows.push_back(std::move(r));
-  }
+  };
+  for (auto& w : work)
+    alternate(w.metric, w.what, w.n, [&w](Sandbox& s) { exec_ok(s, w.argv, w.stdout_bytes); });
   // The parts of an exec of `true`, each alternating between the images.
   for (int k = 0; k < 2; ++k)
     for (const char* prog : {"ztee-bench-guest-exit", "ztee-bench-guest-main"})
@@ -264,20 +268,7 @@ int main(int argc, char** argv) {
       {"kernel_part_exec_static_glibc", "part: exec static glibc main",
        [](Sandbox& s) { exec_ok(s, {"/tmp/ztee-bench-guest-main"}); }},
   };
-  for (auto& p : parts) {
-    for (int k = 0; k < 2; ++k) p.run(sb[k]);  // translation warm-up
-    Row r{p.metric, p.what, {}};
-    for (long n = 0; n < execs; ++n) {
-      for (int k = 0; k < 2; ++k) {
-        double c0 = vmm_cpu_ms(sb[k].vmm_pid());
-        uint64_t t0 = now_ns();
-        p.run(sb[k]);
-        r.s[k].wall.push_back(ms_since(t0));
-        r.s[k].cpu.push_back(vmm_cpu_ms(sb[k].vmm_pid()) - c0);
-      }
-    }
-    rows.push_back(std::move(r));
-  }
+  for (auto& p : parts) alternate(p.metric, p.what, execs, p.run);
 
   for (auto& s : sb) destroy_ok(s);
 
