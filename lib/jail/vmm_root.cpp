@@ -1,3 +1,4 @@
+#include <elf.h>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/random.h>
@@ -26,6 +27,39 @@ constexpr const char* kFirmware[] = {"/usr/share/qemu/bios-microvm.bin"};
 
 Error io_error(std::string what, int e) {
   return make_error(Errc::kIo, fmt::format("jail: cannot build the VMM root: {}: {}", what, std::strerror(e)), e);
+}
+
+// The jail carries the VMM binary and the libraries the dynamic loader lists
+// for it, so the binary must be a dynamically linked x86-64 ELF program. A
+// wrapper script or a static binary is refused here with what to do, before
+// the loader is asked about it (its answer for a script is an error line, and
+// for a static program it may crash).
+Result<void> check_vmm_binary(const std::string& file) {
+  auto refuse = [&](const std::string& what) -> Result<void> {
+    return make_error(Errc::kUnsupported,
+                      fmt::format("jail: {} {}; the jail carries only the VMM binary itself and its shared libraries: "
+                                  "point the backend (ZTEE_QEMU) at the qemu-system-x86_64 program, or, for development "
+                                  "only, run without the jail",
+                                  file, what));
+  };
+  UniqueFd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) return io_error(file, errno);
+  Elf64_Ehdr eh{};
+  ssize_t n = ::pread(fd.get(), &eh, sizeof eh, 0);
+  if (n >= 2 && eh.e_ident[0] == '#' && eh.e_ident[1] == '!') return refuse("is a script (#!), not an ELF program");
+  if (n < static_cast<ssize_t>(sizeof eh) || std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0)
+    return refuse("is not an ELF program");
+  if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_machine != EM_X86_64)
+    return refuse("is not an x86-64 (64-bit) ELF program");
+  if (eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phnum == 0 || eh.e_phnum > 512)
+    return refuse("has no valid program headers");
+  for (unsigned i = 0; i < eh.e_phnum; ++i) {
+    Elf64_Phdr ph{};
+    if (::pread(fd.get(), &ph, sizeof ph, static_cast<off_t>(eh.e_phoff + i * sizeof ph)) != static_cast<ssize_t>(sizeof ph))
+      return refuse("has no valid program headers (truncated)");
+    if (ph.p_type == PT_INTERP) return {};
+  }
+  return refuse("is statically linked (no program interpreter)");
 }
 
 // The shared libraries `file` needs, as the dynamic loader resolves them.
@@ -118,6 +152,7 @@ Result<std::string> ensure_vmm_root(const std::string& cache_dir, const std::str
                                 st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
   std::string root = cache_dir + "/" + key;
   if (::access((root + "/usr").c_str(), F_OK) == 0) return root;
+  if (auto ok = check_vmm_binary(bin); !ok) return ok.error();
   fs::create_directories(cache_dir, ec);
   if (ec) return io_error("mkdir " + cache_dir, ec.value());
   ::chmod(cache_dir.c_str(), 0755);

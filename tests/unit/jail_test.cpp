@@ -1,6 +1,7 @@
 // The jail's host-side pieces without a VM: id leases, the seccomp program,
 // step reporting from a confined child, and leftover removal.
 #include <doctest/doctest.h>
+#include <elf.h>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <linux/filter.h>
@@ -16,11 +17,13 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "jail/jail.hpp"
 #include "proc/child.hpp"
@@ -266,4 +269,61 @@ TEST_CASE("jail: leftovers are removed from names alone; bad cgroup parents are 
   CHECK(detect_cgroups("../up").error().code == ztee::Errc::kInvalidArgument);
   CHECK(detect_cgroups("").error().code == ztee::Errc::kInvalidArgument);
   fs::remove_all(state);
+}
+
+TEST_CASE("jail: a VMM binary the jail cannot carry is refused with what to do, before anything is built") {
+  std::string dir = temp_dir();
+  std::string cache = dir + "/vmm";
+  auto write = [&](const std::string& name, const std::string& bytes) {
+    std::string p = dir + "/" + name;
+    std::ofstream(p, std::ios::binary) << bytes;
+    ::chmod(p.c_str(), 0755);
+    return p;
+  };
+  auto elf = [](unsigned char cls, uint16_t machine, std::vector<uint32_t> segments) {
+    Elf64_Ehdr eh{};
+    std::memcpy(eh.e_ident, ELFMAG, SELFMAG);
+    eh.e_ident[EI_CLASS] = cls;
+    eh.e_ident[EI_DATA] = ELFDATA2LSB;
+    eh.e_ident[EI_VERSION] = EV_CURRENT;
+    eh.e_type = ET_DYN;
+    eh.e_machine = machine;
+    eh.e_version = EV_CURRENT;
+    eh.e_phoff = sizeof eh;
+    eh.e_ehsize = sizeof eh;
+    eh.e_phentsize = sizeof(Elf64_Phdr);
+    eh.e_phnum = static_cast<uint16_t>(segments.size());
+    std::string out(reinterpret_cast<const char*>(&eh), sizeof eh);
+    for (uint32_t type : segments) {
+      Elf64_Phdr ph{};
+      ph.p_type = type;
+      out.append(reinterpret_cast<const char*>(&ph), sizeof ph);
+    }
+    return out;
+  };
+  struct Case {
+    std::string file, says;
+  };
+  std::vector<Case> cases = {
+      {write("wrapper.sh", "#!/bin/sh\nexec /usr/bin/qemu-system-x86_64 \"$@\"\n"), "is a script (#!), not an ELF program"},
+      {write("text", "qemu"), "is not an ELF program"},
+      {write("static", elf(ELFCLASS64, EM_X86_64, {PT_LOAD, PT_NOTE})), "is statically linked"},
+      {write("arm64", elf(ELFCLASS64, EM_AARCH64, {PT_INTERP})), "is not an x86-64 (64-bit) ELF program"},
+      {write("nophdr", elf(ELFCLASS64, EM_X86_64, {})), "has no valid program headers"},
+      {write("truncated", elf(ELFCLASS64, EM_X86_64, {PT_LOAD, PT_INTERP}).substr(0, sizeof(Elf64_Ehdr) + 10)),
+       "has no valid program headers (truncated)"},
+  };
+  for (const auto& c : cases) {
+    auto r = ensure_vmm_root(cache, c.file, false);
+    REQUIRE_MESSAGE(!r.ok(), c.file);
+    CHECK(r.error().code == ztee::Errc::kUnsupported);
+    CHECK_MESSAGE(r.error().message.find(c.file + " " + c.says) != std::string::npos, r.error().message);
+    CHECK_MESSAGE(r.error().message.find("ZTEE_QEMU") != std::string::npos, r.error().message);
+    std::string made = "refused before the cache directory is made: " + c.file;
+    CHECK_MESSAGE(!exists(cache), made);
+  }
+  auto missing = ensure_vmm_root(cache, dir + "/absent", false);
+  CHECK(!missing.ok());
+  CHECK(!exists(cache));
+  fs::remove_all(dir);
 }
