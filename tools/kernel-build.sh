@@ -11,7 +11,9 @@
 # the source package's version, the compiler's version and this recipe's
 # version; a cached kernel is not rebuilt. On success the last line on stdout
 # is that directory, holding vmlinuz (bzImage), vmlinux (stripped ELF, PVH
-# entry), config, release (uname -r), source_version and config_sha256.
+# entry), System.map (the kernel has no kallsyms: this names the address in a
+# guest oops or a profile), config, release (uname -r), source_version and
+# config_sha256.
 # The compile runs under `nice -n 10` with -j$(nproc) and prints progress.
 set -euo pipefail
 
@@ -30,7 +32,7 @@ while [[ $# -gt 0 ]]; do
     --config) FRAG=${2:?--config needs a file}; shift 2 ;;
     --cache) CACHE=${2:?--cache needs a directory}; shift 2 ;;
     --force) FORCE=1; shift ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
 done
@@ -112,6 +114,7 @@ log "compiled in $(( $(date +%s) - start )) s"
 mkdir -p "$WORK/out"
 cp "$KSRC/arch/x86/boot/bzImage" "$WORK/out/vmlinuz"
 objcopy --strip-all "$KSRC/vmlinux" "$WORK/out/vmlinux"
+cp "$KSRC/System.map" "$WORK/out/System.map"
 cp "$KSRC/.config" "$WORK/out/config"
 "${MK[@]}" -s kernelrelease > "$WORK/out/release"
 echo "$SRC_VERSION" > "$WORK/out/source_version"

@@ -17,14 +17,17 @@ IMAGE_DIR defaults to the default image and, if built, the Debian-kernel one
 against the second. Each boots a sandbox WITHOUT the jail (the plugin is
 loaded from BUILD_DIR) with QEMU forced to TCG, runs CMD (default: true)
 --warm times, then counts --execs runs of it. Kernel functions are named from
-the guest's /proc/kallsyms, or from --system-map for a kernel without kallsyms
-(the minimal kernel: its build tree's System.map). Needs root.
+the guest's /proc/kallsyms; for a kernel without kallsyms (the minimal one), from
+the System.map that tools/kernel-build.sh keeps beside the same vmlinux in the
+kernel cache ($ZTEE_KERNEL_CACHE, default /var/cache/ztee/kernels), or from
+--system-map. Needs root.
 
 Prints a table per image, then one JSON metric line per count (value: the
 first image, baseline: the second, ratio)."""
 import argparse
 import bisect
 import collections
+import filecmp
 import json
 import os
 import shutil
@@ -94,6 +97,25 @@ def load_ranges(elf):
             if p_type == 1:
                 out.append((vaddr, vaddr + memsz))
         return out
+
+
+def cached_system_map(image):
+    """The System.map kept in the kernel cache beside a copy of the image's vmlinux."""
+    mine = image + "/vmlinux"
+    if not os.path.isfile(mine):
+        return None
+    cache = os.environ.get("ZTEE_KERNEL_CACHE") or "/var/cache/ztee/kernels"
+    try:
+        entries = sorted(os.listdir(cache))
+    except OSError:
+        return None
+    for e in entries:
+        d = os.path.join(cache, e)
+        v, m = d + "/vmlinux", d + "/System.map"
+        if os.path.isfile(m) and os.path.isfile(v) and os.path.getsize(v) == os.path.getsize(mine) \
+                and filecmp.cmp(v, mine, shallow=False):
+            return m
+    return None
 
 
 def symbols(text):
@@ -167,8 +189,9 @@ def measure(ztee, rt, image, a, outdir):
         if r.exit_code != 0:
             fail(f"{a.cmd} exited {r.exit_code} in {image}: {r.stderr[:200]}")
         last = vmm.counts()
-    if image in a.maps:
-        with open(a.maps[image]) as f:
+    mapfile = a.maps.get(image) or (None if kallsyms else cached_system_map(image))
+    if mapfile:
+        with open(mapfile) as f:
             kallsyms = f.read()
     delta = {k: v - first.get(k, 0) for k, v in last.items() if v > first.get(k, 0)}
     if not delta:
@@ -235,7 +258,9 @@ def main():
         if a.top:
             addrs, names = syms
             if not addrs:
-                print("  (no kernel symbols: the kernel has no kallsyms; pass --system-map IMAGE_DIR=System.map)")
+                print("  (no kernel symbols: the kernel has no kallsyms and no System.map was found beside its vmlinux"
+                      " in the kernel cache; rebuild it with tools/kernel-build.sh --force, or pass"
+                      " --system-map IMAGE_DIR=FILE)")
                 continue
             per = collections.defaultdict(collections.Counter)
             for (vaddr, insns), runs in delta.items():
