@@ -17,7 +17,7 @@
 # The compile runs under `nice -n 10` with -j$(nproc) and prints progress.
 set -euo pipefail
 
-RECIPE_VERSION=1
+RECIPE_VERSION=2  # 2: System.map kept
 SRC_PKG=linux-source-6.1
 FRAG=
 CACHE=
