@@ -310,8 +310,11 @@ TEST_CASE("gate: output DLP redacts findings split across chunks, records them w
   std::string text = ss.str();
   CHECK(has(text, "\"event\":\"dlp_finding\",\"detector\":\"card\",\"stream\":\"stdout\""));
   CHECK(has(text, "\"event\":\"injection_anomaly\",\"rule\":\"role_marker\",\"stream\":\"stderr\""));
-  CHECK_FALSE(has(text, "4111"));
-  CHECK_FALSE(has(text, "jane.doe"));
+  // No part of the card as written, nor the address. (Not a bare "4111": the
+  // log's timestamps and hash-chain digests are digits too, and hold any
+  // four-digit string now and then.)
+  for (const char* part : {"4111 1111", "1111 1111", "4111111111111111", "jane.doe"})
+    CHECK_MESSAGE(!has(text, part), part);
 
   // Block mode: the collected output is withheld and the call says why.
   ztee::DlpOptions block;
