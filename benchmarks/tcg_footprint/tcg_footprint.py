@@ -199,20 +199,29 @@ def measure(ztee, rt, image, a, outdir):
     return delta, dt, symbols(kallsyms)
 
 
+def tally(delta, execs, key):
+    """Per-exec counts of the blocks in delta, grouped by key(vaddr) (None: left out).
+    A block counts as distinct when it ran at least once per exec on average."""
+    out = collections.defaultdict(collections.Counter)
+    for (vaddr, insns), runs in delta.items():
+        k = key(vaddr)
+        if k is None:
+            continue
+        c = out[k]
+        c["instructions"] += insns * runs / execs
+        c["block runs"] += runs / execs
+        c["distinct blocks"] += runs >= execs
+    return out
+
+
 def summarize(delta, execs, agent):
     def part(vaddr):
         if vaddr >= KERNEL:
             return "kernel"
         return "agent" if any(lo <= vaddr < hi for lo, hi in agent) else "other user"
 
-    s = {p: collections.Counter() for p in ("kernel", "agent", "other user")}
-    for (vaddr, insns), runs in delta.items():
-        c = s[part(vaddr)]
-        c["instructions"] += insns * runs / execs
-        c["block runs"] += runs / execs
-        if runs >= execs:
-            c["distinct blocks"] += 1
-    return s
+    s = tally(delta, execs, part)
+    return {p: s[p] for p in ("kernel", "agent", "other user")}
 
 
 def main():
@@ -262,14 +271,13 @@ def main():
                       " in the kernel cache; rebuild it with tools/kernel-build.sh --force, or pass"
                       " --system-map IMAGE_DIR=FILE)")
                 continue
-            per = collections.defaultdict(collections.Counter)
-            for (vaddr, insns), runs in delta.items():
+            def function(vaddr):
                 if vaddr < KERNEL:
-                    continue
+                    return None
                 i = bisect.bisect_right(addrs, vaddr) - 1
-                fn = names[i] if i >= 0 else "?"
-                per[fn]["instructions"] += insns * runs / a.execs
-                per[fn]["distinct blocks"] += runs >= a.execs
+                return names[i] if i >= 0 else "?"
+
+            per = tally(delta, a.execs, function)
             print(f"  kernel functions by distinct blocks per exec (top {a.top}):")
             for fn, c in sorted(per.items(), key=lambda kv: -kv[1]["distinct blocks"])[:a.top]:
                 print(f"    {c['distinct blocks']:6.0f} {c['instructions']:10.0f}  {fn}")
