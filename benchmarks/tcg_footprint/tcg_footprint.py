@@ -122,7 +122,7 @@ def symbols(text):
     syms = []
     for line in text.splitlines():
         p = line.split()
-        if len(p) < 3 or p[1] in "aAuUwWvV":
+        if len(p) < 3 or p[1] in "aAU":  # weak (W, V) symbols are real definitions
             continue
         try:
             addr = int(p[0], 16)
